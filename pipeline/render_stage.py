@@ -1,0 +1,239 @@
+"""The render stage: assets -> Ray Data -> isolated Blender renders -> orbit Parquet shards.
+
+``render_asset`` renders one asset into one schema row (no Ray involved, so tests call it
+directly); ``OrbitRenderer`` is the Ray Data actor that holds a recycled Blender process;
+``run_render_job`` wires sources, resume, Ray Data, the shard sink and MLflow together.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import ray
+
+import camera
+from pipeline import schema, shards
+from pipeline.sources import AssetRef, SourceError, fetch_asset, resolve_input
+from pipeline.tracking import mlflow_run
+from render.process import BlenderProcess, RenderFailure
+from render.settings import RenderSettings
+
+
+def orbit_cameras(uid: str, settings: RenderSettings) -> tuple[float, np.ndarray, np.ndarray]:
+    """(elevation, azimuths [V], c2w [V, 4, 4]) of an object's orbit, reproducible from (uid, seed)."""
+    elevation = camera.sample_elevation(uid, settings.seed, settings.elevation_range)
+    azimuths = camera.orbit_azimuths(settings.num_views)
+    return elevation, azimuths, camera.orbit_c2w(elevation, azimuths, settings.distance)
+
+
+def _read_file(path: str) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
+def render_asset(
+    ref: AssetRef, process: BlenderProcess, settings: RenderSettings, objaverse_root: str | None = None
+) -> dict[str, Any]:
+    """Render one asset into a complete schema row; failures become a "failed" row with the error."""
+    elevation, azimuths, c2w = orbit_cameras(ref.uid, settings)
+    intrinsics = camera.intrinsics_from_fov(settings.fov, settings.resolution, settings.resolution)
+    row = schema.empty_row(
+        uid=ref.uid,
+        source=ref.source,
+        uri=ref.uri,
+        caption=ref.caption,
+        license=ref.license,
+        elevation=elevation,
+        azimuth=azimuths.tolist(),
+        distance=settings.distance,
+        fov=settings.fov,
+        c2w=c2w.reshape(-1, 16).tolist(),
+        intrinsics=intrinsics.reshape(-1).tolist(),
+        width=settings.resolution,
+        height=settings.resolution,
+        background=schema.BACKGROUND_TRANSPARENT,
+        render_settings=settings.to_json(),
+    )
+    start = time.perf_counter()
+    scratch = tempfile.mkdtemp(prefix="asset-")
+    try:
+        path = fetch_asset(ref, scratch, objaverse_root)
+        output = process.render(path, c2w, settings)
+        try:
+            row["views"] = [_read_file(p) for p in output.views]
+            for name, paths in output.passes.items():
+                row[name] = [schema.encode_array(np.load(p)) for p in paths]
+        finally:
+            output.cleanup()
+        row["status"] = schema.STATUS_OK
+    except (RenderFailure, SourceError) as error:
+        row["status"] = schema.STATUS_FAILED
+        row["error"] = str(error)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    row["render_seconds"] = time.perf_counter() - start
+    row["blender_version"] = process.blender_version
+    return row
+
+
+class OrbitRenderer:
+    """Ray Data actor: renders each input row (an ``AssetRef``) into a shard row.
+
+    Holds one Blender process for its lifetime (recycled every ``max_assets_per_process``
+    objects), so Blender's start-up cost is paid once per actor, not per object.
+    """
+
+    def __init__(self, settings_json: str, objaverse_root: str | None = None) -> None:
+        self.settings = RenderSettings.from_json(settings_json)
+        self.objaverse_root = objaverse_root
+        self.process = BlenderProcess(self.settings.max_assets_per_process)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        rows = []
+        for item in batch.to_pylist():
+            row = render_asset(AssetRef.from_row(item), self.process, self.settings, self.objaverse_root)
+            detail = "" if row["status"] == schema.STATUS_OK else f": {row['error'].splitlines()[0][:200]}"
+            print(f"[render] {row['uid']} {row['status']} in {row['render_seconds']:.1f} s{detail}", flush=True)
+            rows.append(row)
+        return schema.rows_to_table(rows)
+
+    def __del__(self) -> None:
+        process = getattr(self, "process", None)
+        if process is not None:
+            process.close()
+
+
+@dataclass
+class RenderJobConfig:
+    """Everything ``jobs/render.py`` exposes as flags (see its ``--help``)."""
+
+    input: str
+    output: str
+    settings: RenderSettings = dataclasses.field(default_factory=RenderSettings)
+    captions: str | None = None
+    objaverse_root: str | None = None
+    objects_per_file: int = 100
+    num_workers: int | None = None
+    cpus_per_task: float = 1.0
+    gpus_per_task: float = 0.0
+    retry_failed: bool = False
+    mlflow_uri: str | None = None
+    experiment: str = "videomv-render"
+    run_name: str | None = None
+
+
+@dataclass
+class RenderSummary:
+    total: int
+    skipped: int
+    rendered: int
+    failed: int
+    seconds: float
+    shards: list[str]
+
+    @property
+    def objects_per_minute(self) -> float:
+        done = self.rendered + self.failed
+        return 60.0 * done / self.seconds if self.seconds > 0 else 0.0
+
+    def __str__(self) -> str:
+        return (
+            f"render summary: {self.total} assets, {self.skipped} skipped (already done), "
+            f"{self.rendered} rendered, {self.failed} failed, {self.seconds:.1f} s, "
+            f"{self.objects_per_minute:.1f} objects/min, {len(self.shards)} new shard(s)"
+        )
+
+
+def select_pending(refs: list[AssetRef], output: str, retry_failed: bool) -> list[AssetRef]:
+    """Refs not yet in ``output``: ok rows are never redone, failed ones only with ``retry_failed``."""
+    done = shards.existing_status(output)
+    return [
+        ref
+        for ref in refs
+        if ref.uid not in done or (retry_failed and done[ref.uid] != schema.STATUS_OK)
+    ]
+
+
+def _default_workers(cpus_per_task: float, gpus_per_task: float) -> int:
+    resources = ray.cluster_resources()
+    by_cpu = int(resources.get("CPU", 1) // max(cpus_per_task, 1e-6))
+    if gpus_per_task > 0:
+        by_gpu = int(resources.get("GPU", 0) // gpus_per_task)
+        return max(1, min(by_cpu, by_gpu))
+    return max(1, by_cpu)
+
+
+def run_render_job(config: RenderJobConfig) -> RenderSummary:
+    """Render every pending asset of ``config.input`` into shards under ``config.output``.
+
+    Connects to the running Ray cluster (or starts a local one). Resumable: re-running with the
+    same output renders only what is missing.
+    """
+    start = time.perf_counter()
+    refs = resolve_input(config.input, config.captions, config.objaverse_root)
+    removed = shards.remove_stale_temporaries(config.output)
+    if removed:
+        print(f"removed {removed} half-written shard(s) left by an interrupted run")
+    pending = select_pending(refs, config.output, config.retry_failed)
+    print(f"{len(refs)} assets in input, {len(refs) - len(pending)} already in {config.output}, {len(pending)} to render")
+    params = {
+        "input": config.input,
+        "output": config.output,
+        "objects_per_file": config.objects_per_file,
+        "cpus_per_task": config.cpus_per_task,
+        "gpus_per_task": config.gpus_per_task,
+        "retry_failed": config.retry_failed,
+        **{f"render.{k}": v for k, v in dataclasses.asdict(config.settings).items()},
+    }
+    with mlflow_run(config.experiment, config.run_name, config.mlflow_uri, params) as mlflow:
+        sink = shards.OrbitShardDatasink(config.output, config.objects_per_file)
+        if pending:
+            if not ray.is_initialized():
+                ray.init()
+            workers = config.num_workers or _default_workers(config.cpus_per_task, config.gpus_per_task)
+            threads = config.settings.threads or max(1, int(config.cpus_per_task))
+            settings = dataclasses.replace(config.settings, threads=threads)
+            dataset = ray.data.from_items(
+                [ref.to_row() for ref in pending], override_num_blocks=min(len(pending), 64 * workers)
+            )
+            rendered = dataset.map_batches(
+                OrbitRenderer,
+                fn_constructor_kwargs={"settings_json": settings.to_json(), "objaverse_root": config.objaverse_root},
+                batch_size=1,
+                batch_format="pyarrow",
+                compute=ray.data.ActorPoolStrategy(size=min(workers, len(pending))),
+                num_cpus=config.cpus_per_task,
+                num_gpus=config.gpus_per_task,
+            )
+            # Shard writes are light; a small CPU share lets them run while the renderers hold the
+            # CPUs, so finished shards land (and survive a crash) during the job, not at its end.
+            rendered.write_datasink(sink, ray_remote_args={"num_cpus": 0.1})
+        summary = RenderSummary(
+            total=len(refs),
+            skipped=len(refs) - len(pending),
+            rendered=sum(s.ok for s in sink.written),
+            failed=sum(s.failed for s in sink.written),
+            seconds=time.perf_counter() - start,
+            shards=[s.path for s in sink.written],
+        )
+        render_seconds = sum(s.render_seconds for s in sink.written)
+        mlflow.log_metrics(
+            {
+                "assets_total": summary.total,
+                "assets_skipped": summary.skipped,
+                "assets_rendered": summary.rendered,
+                "assets_failed": summary.failed,
+                "job_seconds": summary.seconds,
+                "objects_per_minute": summary.objects_per_minute,
+                "render_seconds_per_object": render_seconds / max(1, summary.rendered + summary.failed),
+            }
+        )
+    print(summary)
+    return summary

@@ -1,0 +1,31 @@
+"""MLflow for every job: one place that decides the tracking store and opens runs."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Any, Iterator
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+
+
+def tracking_uri(flag: str | None = None) -> str:
+    """The tracking store: the flag, else ``MLFLOW_TRACKING_URI``, else a local SQLite file."""
+    return flag or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+@contextlib.contextmanager
+def mlflow_run(experiment: str, run_name: str | None, uri: str | None, params: dict[str, Any]) -> Iterator[Any]:
+    """Start an MLflow run with ``params`` logged; yields the ``mlflow`` module for logging."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri(uri))
+    mlflow.set_experiment(experiment)
+    with mlflow.start_run(run_name=run_name):
+        mlflow.log_params({key: _param(value) for key, value in params.items()})
+        yield mlflow
+
+
+def _param(value: Any) -> str:
+    text = str(value)
+    return text if len(text) <= 6000 else text[:5997] + "..."

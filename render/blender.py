@@ -1,0 +1,292 @@
+"""Everything that talks to Blender (``bpy``). Runs only inside the isolated worker process.
+
+One object at a time: ``reset_scene`` -> ``import_asset`` -> ``normalise_scene`` ->
+``configure_cycles`` -> ``render_orbit``. The scene is rebuilt from factory settings for every
+object, since partial resets leak memory across thousands of assets.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import bpy
+import numpy as np
+from mathutils import Matrix, Vector
+
+import camera
+from render.settings import RenderSettings
+
+
+class AssetError(RuntimeError):
+    """The asset cannot be rendered (unsupported, unreadable or without geometry)."""
+
+
+def _import_gltf(path: str) -> None:
+    bpy.ops.import_scene.gltf(filepath=path)
+
+
+def _import_fbx(path: str) -> None:
+    bpy.ops.import_scene.fbx(filepath=path)
+
+
+def _import_obj(path: str) -> None:
+    # Defaults map OBJ's Y-up to Blender's Z-up like the glTF importer does.
+    bpy.ops.wm.obj_import(filepath=path)
+
+
+def _import_ply(path: str) -> None:
+    bpy.ops.wm.ply_import(filepath=path)
+
+
+def _import_stl(path: str) -> None:
+    bpy.ops.wm.stl_import(filepath=path)
+
+
+IMPORTERS = {
+    ".glb": _import_gltf,
+    ".gltf": _import_gltf,
+    ".fbx": _import_fbx,
+    ".obj": _import_obj,
+    ".ply": _import_ply,
+    ".stl": _import_stl,
+}
+SUPPORTED_EXTENSIONS = tuple(IMPORTERS)
+
+
+def blender_version() -> str:
+    return bpy.app.version_string
+
+
+def reset_scene() -> None:
+    """Empty factory scene. This also resets Cycles device and samples: configure after it."""
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    for module in ("io_scene_gltf2", "io_scene_fbx"):
+        # Factory settings may leave the bundled importers disabled in the bpy module.
+        if module not in bpy.context.preferences.addons:
+            bpy.ops.preferences.addon_enable(module=module)
+
+
+def import_asset(path: str) -> None:
+    """Import a GLB/GLTF, FBX, OBJ (+MTL), PLY or STL file into the current scene.
+
+    Cameras and lights that come with the asset are removed: the orbit camera and the even
+    lighting are the same for every object.
+    """
+    extension = Path(path).suffix.lower()
+    importer = IMPORTERS.get(extension)
+    if importer is None:
+        raise AssetError(f"unsupported file type {extension!r}; supported: {', '.join(SUPPORTED_EXTENSIONS)}")
+    if not os.path.exists(path):
+        raise AssetError(f"asset file not found: {path}")
+    try:
+        importer(path)
+    except Exception as error:  # bpy raises RuntimeError with the importer's report
+        message = str(error).strip().splitlines()
+        raise AssetError(f"{extension[1:].upper()} import failed: {' '.join(message)[-500:]}") from error
+    for obj in list(bpy.context.scene.objects):
+        if obj.type in {"CAMERA", "LIGHT"}:
+            bpy.data.objects.remove(obj, do_unlink=True)
+
+
+def _mesh_objects() -> list:
+    return [obj for obj in bpy.context.scene.objects if obj.type == "MESH" and len(obj.data.polygons) > 0]
+
+
+def _world_bounds(objects: list) -> tuple[np.ndarray, np.ndarray]:
+    corners = np.array(
+        [list(obj.matrix_world @ Vector(corner)) for obj in objects for corner in obj.bound_box]
+    )
+    return corners.min(axis=0), corners.max(axis=0)
+
+
+def normalise_scene() -> tuple[float, np.ndarray]:
+    """Scale and centre all meshes into the unit cube [-0.5, 0.5]^3 (longest side 1).
+
+    Returns:
+        (scale, offset) applied as ``x' = scale * x + offset`` in Blender world coordinates.
+    """
+    meshes = _mesh_objects()
+    if not meshes:
+        raise AssetError("asset contains no mesh geometry (no object with faces)")
+    bpy.context.view_layer.update()
+    low, high = _world_bounds(meshes)
+    extent = float((high - low).max())
+    if not math.isfinite(extent) or extent <= 0.0:
+        raise AssetError(f"asset geometry is degenerate (bounding box extent {extent})")
+    scale = 1.0 / extent
+    offset = -scale * (low + high) / 2.0
+    # Parent every root to one empty so hierarchies and instancing keep their relative transforms.
+    pivot = bpy.data.objects.new("videomv_normalise", None)
+    bpy.context.scene.collection.objects.link(pivot)
+    for obj in list(bpy.context.scene.objects):
+        if obj.parent is None and obj is not pivot:
+            obj.parent = pivot
+    pivot.matrix_world = Matrix.Translation(Vector(offset)) @ Matrix.Scale(scale, 4)
+    bpy.context.view_layer.update()
+    return scale, offset
+
+
+def _add_vertex_colour_materials() -> None:
+    """Meshes without materials but with a colour attribute (PLY scans) render their colours."""
+    for obj in _mesh_objects():
+        mesh = obj.data
+        if mesh.materials or not mesh.color_attributes:
+            continue
+        material = bpy.data.materials.new("videomv_vertex_colour")
+        material.use_nodes = True
+        nodes = material.node_tree.nodes
+        attribute = nodes.new("ShaderNodeAttribute")
+        attribute.attribute_name = mesh.color_attributes[0].name
+        shader = nodes.get("Principled BSDF")
+        material.node_tree.links.new(attribute.outputs["Color"], shader.inputs["Base Color"])
+        mesh.materials.append(material)
+
+
+def _choose_device(requested: str) -> str:
+    """Enable Cycles GPU devices when asked ("gpu") or available ("auto"); returns "GPU" or "CPU"."""
+    if requested == "cpu":
+        return "CPU"
+    preferences = bpy.context.preferences.addons["cycles"].preferences
+    for backend in ("OPTIX", "CUDA", "HIP", "ONEAPI", "METAL"):
+        try:
+            preferences.compute_device_type = backend
+        except TypeError:  # backend not compiled into this build
+            continue
+        preferences.get_devices()
+        gpus = [device for device in preferences.devices if device.type == backend]
+        if gpus:
+            for device in preferences.devices:
+                device.use = device.type == backend
+            return "GPU"
+    if requested == "gpu":
+        raise AssetError("device 'gpu' requested but Cycles found no GPU")
+    return "CPU"
+
+
+def configure_cycles(settings: RenderSettings) -> str:
+    """Cycles, transparent film, faithful colours, even lighting. Returns the device used."""
+    scene = bpy.context.scene
+    scene.render.engine = "CYCLES"
+    device = _choose_device(settings.device)
+    scene.cycles.device = device
+    scene.cycles.samples = settings.samples
+    scene.cycles.use_denoising = False
+    scene.cycles.use_adaptive_sampling = True
+    scene.cycles.max_bounces = 4
+    scene.render.resolution_x = settings.resolution
+    scene.render.resolution_y = settings.resolution
+    scene.render.resolution_percentage = 100
+    scene.render.film_transparent = True
+    scene.render.use_persistent_data = True  # keep the BVH between the views of one object
+    if settings.threads > 0:
+        scene.render.threads_mode = "FIXED"
+        scene.render.threads = settings.threads
+    # "Standard" keeps the asset's colours (the default AgX view transform desaturates them).
+    scene.view_settings.view_transform = "Standard"
+    scene.view_settings.look = "None"
+    scene.render.image_settings.file_format = "PNG"
+    scene.render.image_settings.color_mode = "RGBA"
+    scene.render.image_settings.color_depth = "8"
+    # A uniform white environment lights every side alike: surfaces show their albedo, shaded only
+    # by ambient occlusion. The film stays transparent, so backgrounds are composited later.
+    world = bpy.data.worlds.new("videomv_world")
+    world.use_nodes = True
+    background = world.node_tree.nodes["Background"]
+    background.inputs["Color"].default_value = (1.0, 1.0, 1.0, 1.0)
+    background.inputs["Strength"].default_value = 1.0
+    scene.world = world
+    view_layer = bpy.context.view_layer
+    view_layer.use_pass_z = "depth" in settings.passes
+    view_layer.use_pass_normal = "normal" in settings.passes
+    _add_vertex_colour_materials()
+    return device
+
+
+def _add_camera(fov_deg: float):
+    data = bpy.data.cameras.new("videomv_camera")
+    data.sensor_fit = "VERTICAL"
+    data.angle_y = math.radians(fov_deg)
+    data.clip_start = 0.01
+    data.clip_end = 100.0
+    obj = bpy.data.objects.new("videomv_camera", data)
+    bpy.context.scene.collection.objects.link(obj)
+    bpy.context.scene.camera = obj
+    return obj
+
+
+def _read_passes(exr_path: str) -> dict[str, np.ndarray]:
+    """Depth and normal from a multilayer EXR: depth [H, W] float32 (0 where empty), normal [H, W, 3]."""
+    import OpenEXR  # only needed for the optional passes
+
+    with OpenEXR.File(exr_path, separate_channels=True) as exr:
+        # Blender 5 writes one EXR part per pass; older versions one part with every channel.
+        channels = {name: value for part in exr.parts for name, value in part.channels.items()}
+
+        def channel(suffix: str) -> np.ndarray | None:
+            for name, value in channels.items():
+                if name.endswith(suffix):
+                    return np.asarray(value.pixels, dtype=np.float32)
+            return None
+
+        result = {}
+        depth = channel("Depth.Z")
+        if depth is not None:
+            result["depth"] = np.where(depth < 1e9, depth, 0.0).astype(np.float32)
+        normal = [channel(f"Normal.{axis}") for axis in "XYZ"]
+        if all(component is not None for component in normal):
+            blender_normal = np.stack(normal, axis=-1)
+            # Blender world (x, y, z) -> project world (x, z, -y).
+            result["normal"] = np.stack(
+                [blender_normal[..., 0], blender_normal[..., 2], -blender_normal[..., 1]], axis=-1
+            )
+        return result
+
+
+def _set_multilayer_exr(image_settings, enabled: bool) -> None:
+    """Switch the output between multilayer EXR (all passes) and 8-bit RGBA PNG."""
+    if hasattr(image_settings, "media_type"):  # Blender 5 moved multilayer into a media type
+        image_settings.media_type = "MULTI_LAYER_IMAGE" if enabled else "IMAGE"
+    image_settings.file_format = "OPEN_EXR_MULTILAYER" if enabled else "PNG"
+    image_settings.color_depth = "32" if enabled else "8"
+    if not enabled:
+        image_settings.color_mode = "RGBA"
+
+
+def render_orbit(c2w_world: np.ndarray, settings: RenderSettings, output_dir: str) -> dict[str, list[str]]:
+    """Render one view per camera into ``output_dir``.
+
+    Args:
+        c2w_world: [V, 4, 4] OpenGL camera-to-world in the project's Y-up world (camera module).
+        settings: render settings (fov, passes).
+        output_dir: existing folder for the files.
+    Returns:
+        {"views": [V PNG paths, RGBA 8-bit]} plus "depth"/"normal": [V .npy paths] when requested
+        (float32 [H, W] z-depth, 0 on empty pixels; float32 [H, W, 3] world-frame normals).
+    """
+    scene = bpy.context.scene
+    cam = _add_camera(settings.fov)
+    blender_c2w = camera.blender_from_world(np.asarray(c2w_world).reshape(-1, 4, 4))
+    outputs: dict[str, list[str]] = {"views": []}
+    for name in settings.passes:
+        outputs[name] = []
+    for index, pose in enumerate(blender_c2w):
+        cam.matrix_world = Matrix(pose.tolist())
+        view_path = os.path.join(output_dir, f"view_{index:03d}.png")
+        scene.render.filepath = view_path
+        bpy.ops.render.render(write_still=True)
+        if not os.path.exists(view_path):
+            raise AssetError(f"Blender produced no image for view {index}")
+        outputs["views"].append(view_path)
+        if settings.passes:
+            exr_path = os.path.join(output_dir, f"passes_{index:03d}.exr")
+            _set_multilayer_exr(scene.render.image_settings, True)
+            bpy.data.images["Render Result"].save_render(exr_path, scene=scene)
+            _set_multilayer_exr(scene.render.image_settings, False)
+            for name, array in _read_passes(exr_path).items():
+                path = os.path.join(output_dir, f"{name}_{index:03d}.npy")
+                np.save(path, array)
+                outputs[name].append(path)
+            os.remove(exr_path)
+    return outputs

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Create (or update) the project's virtual environment with everything installed.
+# torch: the CPU build on machines without an NVIDIA GPU, PyPI's CUDA build with one.
+# Re-running is cheap: nothing is reinstalled unless pyproject.toml or this script changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV="${VENV:-.venv}"
+TORCH_VERSION="2.13.0"
+PYTHON="${PYTHON:-}"
+if [ -z "$PYTHON" ]; then
+  for candidate in python3.11 python3; do
+    if command -v "$candidate" >/dev/null 2>&1; then PYTHON="$candidate"; break; fi
+  done
+fi
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
+  echo "error: Python 3.11 is required (bpy wheels exist only for it); set PYTHON=/path/to/python3.11" >&2
+  exit 1
+fi
+
+stamp="$VENV/.installed-$(cat pyproject.toml scripts/setup.sh | sha1sum | cut -c1-12)"
+if [ -f "$stamp" ]; then
+  exit 0
+fi
+
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+pip=("$VENV/bin/python" -m pip install --quiet --progress-bar off)
+
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+  echo "setup: NVIDIA GPU found, installing the CUDA build of torch $TORCH_VERSION"
+  "${pip[@]}" "torch==$TORCH_VERSION"
+else
+  echo "setup: no NVIDIA GPU, installing the CPU build of torch $TORCH_VERSION"
+  # A local wheel (pip --find-links) is used when present; otherwise PyTorch's CPU index.
+  "${pip[@]}" "torch==$TORCH_VERSION+cpu" 2>/dev/null \
+    || "${pip[@]}" "torch==$TORCH_VERSION" --index-url https://download.pytorch.org/whl/cpu
+fi
+"${pip[@]}" -e ".[dev]"
+rm -f "$VENV"/.installed-*
+touch "$stamp"
+echo "setup: done ($VENV)"

@@ -1,0 +1,57 @@
+"""Test assets generated on the fly: a coloured-cubes OBJ with known geometry, and bad files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+# name -> (RGB colour, centre in the OBJ's (= world's) Y-up frame); cubes of half-size 0.15.
+CUBES = {
+    "red": ((1.0, 0.0, 0.0), (0.35, 0.0, 0.0)),
+    "blue": ((0.0, 0.0, 1.0), (-0.35, 0.0, 0.0)),
+    "green": ((0.0, 1.0, 0.0), (0.0, 0.35, 0.0)),
+}
+HALF_SIZE = 0.15
+
+
+def normalised_cube_centres() -> dict[str, np.ndarray]:
+    """Cube centres after the render stage's normalisation (longest side 1, bbox centred)."""
+    corners = np.array([np.array(c) + s * HALF_SIZE for _, c in CUBES.values() for s in (-1, 1)])
+    low, high = corners.min(0), corners.max(0)
+    scale = 1.0 / (high - low).max()
+    return {name: scale * (np.array(centre) - (low + high) / 2) for name, (_, centre) in CUBES.items()}
+
+
+def write_colour_cubes(folder: Path) -> Path:
+    """Three coloured cubes (red +X, blue -X, green +Y) as OBJ + MTL; returns the OBJ path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    mtl_lines, obj_lines = [], ["mtllib cubes.mtl"]
+    faces = [(1, 2, 4, 3), (5, 7, 8, 6), (1, 5, 6, 2), (3, 4, 8, 7), (1, 3, 7, 5), (2, 6, 8, 4)]
+    for index, (name, (colour, centre)) in enumerate(CUBES.items()):
+        mtl_lines += [f"newmtl {name}", "Kd {} {} {}".format(*colour), "Ka 0 0 0", "Ks 0 0 0", "illum 1"]
+        obj_lines += [f"o {name}", f"usemtl {name}"]
+        for dx in (-1, 1):
+            for dy in (-1, 1):
+                for dz in (-1, 1):
+                    x, y, z = np.array(centre) + HALF_SIZE * np.array([dx, dy, dz])
+                    obj_lines.append(f"v {x:.6f} {y:.6f} {z:.6f}")
+        base = 8 * index
+        obj_lines += ["f " + " ".join(str(base + v) for v in face) for face in faces]
+    (folder / "cubes.mtl").write_text("\n".join(mtl_lines) + "\n")
+    path = folder / "cubes.obj"
+    path.write_text("\n".join(obj_lines) + "\n")
+    return path
+
+
+def write_bad_assets(folder: Path, shared_assets: Path) -> dict[str, Path]:
+    """A truncated GLB, random bytes named .glb, and a FIFO named .obj that blocks any reader."""
+    folder.mkdir(parents=True, exist_ok=True)
+    truncated = folder / "truncated.glb"
+    truncated.write_bytes((shared_assets / "Duck.glb").read_bytes()[:2000])
+    random_bytes = folder / "random.glb"
+    random_bytes.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    hang = folder / "hang.obj"
+    os.mkfifo(hang)  # Blender's importer blocks opening it: a real hang, like a stuck network mount
+    return {"truncated": truncated, "random": random_bytes, "hang": hang}

@@ -1,0 +1,125 @@
+"""The isolated Blender worker on its own (no Ray): geometry, cameras, passes, timeouts, crashes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import camera
+from make_assets import normalised_cube_centres, write_bad_assets, write_colour_cubes
+from pipeline import schema
+from pipeline.render_stage import render_asset
+from pipeline.sources import AssetRef
+from render.process import BlenderProcess, RenderFailure
+from render.settings import RenderSettings
+
+SETTINGS = RenderSettings(resolution=64, samples=8, threads=2, passes=("depth", "normal"), timeout=60)
+
+
+@pytest.fixture(scope="module")
+def blender():
+    with BlenderProcess(max_assets_per_process=3) as process:
+        yield process
+
+
+def local_ref(path) -> AssetRef:
+    return AssetRef(uid=os.path.basename(str(path)), source="local", uri=str(path))
+
+
+def test_stored_cameras_reproduce_projected_positions(blender, tmp_path):
+    """Project each cube's centre with the row's own c2w and K: the pixel shows that cube's colour."""
+    row = render_asset(local_ref(write_colour_cubes(tmp_path)), blender, SETTINGS)
+    assert row["status"] == schema.STATUS_OK, row["error"]
+    views = schema.decode_views(row)
+    c2w, K = schema.decode_cameras(row)
+    depth = schema.decode_pass(row, "depth")
+    normal = schema.decode_pass(row, "normal")
+    assert views.shape == (24, 64, 64, 4) and depth.shape == (24, 64, 64) and normal.shape == (24, 64, 64, 3)
+    centres = normalised_cube_centres()
+    names = list(centres)
+    pixels, distances = camera.project_points(np.stack([centres[n] for n in names]), c2w, K)
+    channel = {"red": 0, "green": 1, "blue": 2}
+    for view in range(24):
+        nearest = int(np.argmin(distances[view]))  # the cube nearest the camera is never hidden
+        x, y = np.round(pixels[view, nearest]).astype(int)
+        patch = views[view, y - 1 : y + 2, x - 1 : x + 2].reshape(-1, 4).astype(float).mean(0)
+        rgb = patch[:3]
+        assert patch[3] > 250, f"view {view}: {names[nearest]} cube not opaque at its projection"
+        dominant = channel[names[nearest]]
+        others = [rgb[c] for c in range(3) if c != dominant]
+        assert rgb[dominant] > max(others) + 60, f"view {view}: expected {names[nearest]} at ({x}, {y}), got {rgb}"
+        # The depth pass agrees: the visible face is about half a cube in front of the centre.
+        expected = distances[view, nearest]
+        assert expected - 0.3 < depth[view, y, x] < expected + 0.02
+    # Empty pixels have no depth and the mask matches alpha; normals are unit length on the object.
+    mask = views[..., 3] > 0
+    assert np.all(depth[views[..., 3] == 0] == 0)
+    lengths = np.linalg.norm(normal[views[..., 3] == 255], axis=-1)
+    assert np.median(lengths) == pytest.approx(1.0, abs=0.05)
+    assert mask.mean() > 0.02
+
+
+def test_bad_assets_fail_with_clear_errors_and_worker_recovers(blender, tmp_path, shared_assets):
+    bad = write_bad_assets(tmp_path, shared_assets)
+    fast = RenderSettings(resolution=32, samples=1, threads=2, timeout=60)
+    no_geometry = render_asset(local_ref(shared_assets / "empty_nodes.glb"), blender, fast)
+    assert no_geometry["status"] == "failed" and "no mesh geometry" in no_geometry["error"]
+    for name in ("truncated", "random"):
+        row = render_asset(local_ref(bad[name]), blender, fast)
+        assert row["status"] == "failed"
+        assert "GLB import failed" in row["error"], row["error"]
+        assert row["views"] is None
+    missing = render_asset(local_ref(tmp_path / "missing.glb"), blender, fast)
+    assert missing["status"] == "failed" and "not found" in missing["error"]
+    unsupported = tmp_path / "notes.txt"
+    unsupported.write_text("hello")
+    with pytest.raises(RenderFailure, match="unsupported file type"):
+        blender.render(str(unsupported), camera.orbit_c2w(10.0), fast)
+    ok = render_asset(local_ref(shared_assets / "teapot.stl"), blender, fast)
+    assert ok["status"] == "ok"
+
+
+def test_hang_is_killed_at_the_timeout_and_the_next_asset_renders(tmp_path, shared_assets):
+    bad = write_bad_assets(tmp_path, shared_assets)
+    settings = RenderSettings(resolution=32, samples=1, threads=2, timeout=5)
+    with BlenderProcess() as process:
+        process.render(str(shared_assets / "monkey.glb"), camera.orbit_c2w(10.0), settings)  # warm start
+        first_pid = process.pid
+        start = time.monotonic()
+        row = render_asset(local_ref(bad["hang"]), process, settings)
+        assert time.monotonic() - start < 30
+        assert row["status"] == "failed" and "timed out after 5 s" in row["error"]
+        with pytest.raises(ProcessLookupError):
+            os.kill(first_pid, 0)  # the hung process is gone
+        row = render_asset(local_ref(shared_assets / "monkey.glb"), process, settings)
+        assert row["status"] == "ok" and process.pid != first_pid
+
+
+def test_crash_mid_render_becomes_a_failure_with_log(tmp_path, shared_assets):
+    settings = RenderSettings(resolution=256, samples=64, threads=1, timeout=120)
+    with BlenderProcess() as process:
+        process.render(str(shared_assets / "teapot.stl"), camera.orbit_c2w(10.0, [0.0]), settings)
+        victim = process.pid
+        threading.Timer(1.0, os.kill, (victim, signal.SIGKILL)).start()
+        with pytest.raises(RenderFailure, match="died"):
+            process.render(str(shared_assets / "Duck.glb"), camera.orbit_c2w(10.0), settings)
+        out = process.render(str(shared_assets / "teapot.stl"), camera.orbit_c2w(10.0, [0.0]),
+                             RenderSettings(resolution=32, samples=1, threads=2))
+        assert len(out.views) == 1 and process.pid != victim
+        out.cleanup()
+
+
+def test_process_is_recycled_after_n_assets(shared_assets):
+    settings = RenderSettings(resolution=16, samples=1, threads=2)
+    with BlenderProcess(max_assets_per_process=2) as process:
+        pids = []
+        for _ in range(3):
+            out = process.render(str(shared_assets / "teapot.stl"), camera.orbit_c2w(10.0, [0.0]), settings)
+            out.cleanup()
+            pids.append(process.pid)
+        assert pids[0] == pids[1] != pids[2]
