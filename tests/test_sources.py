@@ -1,0 +1,115 @@
+"""Asset sources: local folders, manifests (local and fsspec URIs), and Objaverse offline."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+from pathlib import Path
+
+import fsspec
+import pytest
+
+from pipeline.sources import AssetRef, SourceError, fetch_asset, resolve_input
+
+OBJAVERSE_UIDS = {"duck": "8476c4170df24cf5bbe6967222d1a42d", "box": "0a1b2c3d4e5f60718293a4b5c6d7e8f9"}
+
+
+def stage_objaverse_tree(root: Path, shared_assets: Path) -> Path:
+    """Build the cache tree the ``objaverse`` package keeps, from the sample assets (no network)."""
+    versioned = root / "hf-objaverse-v1"
+    paths = {}
+    for name, uid in OBJAVERSE_UIDS.items():
+        relative = f"glbs/000-000/{uid}.glb"
+        (versioned / relative).parent.mkdir(parents=True, exist_ok=True)
+        source = "Duck.glb" if name == "duck" else "BoxTextured.glb"
+        shutil.copy(shared_assets / source, versioned / relative)
+        paths[uid] = relative
+    with gzip.open(versioned / "object-paths.json.gz", "wt") as handle:
+        json.dump(paths, handle)
+    with gzip.open(versioned / "lvis-annotations.json.gz", "wt") as handle:
+        json.dump({"duck": [OBJAVERSE_UIDS["duck"]], "box": [OBJAVERSE_UIDS["box"]]}, handle)
+    (versioned / "metadata").mkdir()
+    metadata = {uid: {"name": f"a {name}", "license": "by"} for name, uid in OBJAVERSE_UIDS.items()}
+    with gzip.open(versioned / "metadata" / "000-000.json.gz", "wt") as handle:
+        json.dump(metadata, handle)
+    return root
+
+
+def test_local_folder_is_scanned_with_stable_uids(shared_assets):
+    refs = resolve_input(str(shared_assets))
+    names = sorted(Path(r.uri).name for r in refs)
+    assert names == sorted(["BoxTextured.glb", "Duck.glb", "bunny.ply", "empty_nodes.glb", "fuze.obj", "monkey.glb", "teapot.stl"])
+    assert all(r.source == "local" for r in refs)
+    assert [r.uid for r in refs] == [r.uid for r in resolve_input(str(shared_assets))]
+    assert any(r.uid.startswith("Duck-") for r in refs)
+
+
+def test_manifest_with_relative_paths_comments_and_uris(tmp_path, shared_assets):
+    (tmp_path / "sub").mkdir()
+    shutil.copy(shared_assets / "teapot.stl", tmp_path / "sub" / "teapot.stl")
+    manifest = tmp_path / "assets.txt"
+    manifest.write_text(f"# sample assets\nsub/teapot.stl\n\n{shared_assets / 'Duck.glb'}\nmemory://bucket/monkey.glb\n")
+    refs = resolve_input(str(manifest))
+    assert [r.uri for r in refs] == [str(tmp_path / "sub" / "teapot.stl"), str(shared_assets / "Duck.glb"), "memory://bucket/monkey.glb"]
+    assert {r.source for r in refs} == {"manifest"}
+
+
+def test_remote_assets_are_fetched_with_their_folder(tmp_path, shared_assets):
+    memory = fsspec.filesystem("memory")
+    for name in ("fuze.obj", "fuze.obj.mtl", "fuze uv.jpg"):
+        memory.pipe(f"/bucket/fuze/{name}", (shared_assets / name).read_bytes())
+    ref = AssetRef(uid="fuze", source="manifest", uri="memory://bucket/fuze/fuze.obj")
+    local = Path(fetch_asset(ref, str(tmp_path)))
+    assert local.name == "fuze.obj"
+    assert (local.parent / "fuze uv.jpg").exists() and (local.parent / "fuze.obj.mtl").exists()
+    with pytest.raises(SourceError, match="download of memory://bucket/nothing.glb failed"):
+        fetch_asset(AssetRef("x", "manifest", "memory://bucket/nothing.glb"), str(tmp_path))
+
+
+def test_captions_file_overrides(tmp_path, shared_assets):
+    refs = resolve_input(str(shared_assets))
+    duck = next(r for r in refs if r.uid.startswith("Duck-"))
+    captions = tmp_path / "captions.csv"
+    captions.write_text(f"{duck.uid},a yellow rubber duck\n")
+    refs = resolve_input(str(shared_assets), captions=str(captions))
+    assert next(r for r in refs if r.uid == duck.uid).caption == "a yellow rubber duck"
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("/no/such/place", "neither a folder"),
+        ("objaverse:colour=red", "bad objaverse spec"),
+    ],
+)
+def test_bad_input_specs(spec, message):
+    with pytest.raises(SourceError, match=message):
+        resolve_input(spec)
+
+
+def test_empty_folder_and_bad_manifest_lines(tmp_path):
+    with pytest.raises(SourceError, match="no assets"):
+        resolve_input(str(tmp_path))
+    manifest = tmp_path / "list.txt"
+    manifest.write_text("model.blend\n")
+    with pytest.raises(SourceError, match="list.txt:1"):
+        resolve_input(str(manifest))
+
+
+def test_objaverse_offline_through_the_package_api(tmp_path, shared_assets):
+    root = stage_objaverse_tree(tmp_path / "objaverse", shared_assets)
+    refs = resolve_input("objaverse:lvis=duck", objaverse_root=str(root))
+    assert refs == [AssetRef(OBJAVERSE_UIDS["duck"], "objaverse", OBJAVERSE_UIDS["duck"], "a duck", "by")]
+    everything = resolve_input("objaverse:limit=1", objaverse_root=str(root))
+    assert len(everything) == 1
+    uid_file = tmp_path / "uids.txt"
+    uid_file.write_text("\n".join(OBJAVERSE_UIDS.values()) + "\n")
+    refs = resolve_input(f"objaverse:uids={uid_file}", objaverse_root=str(root))
+    assert [r.caption for r in refs] == ["a duck", "a box"]
+    path = fetch_asset(refs[0], str(tmp_path), objaverse_root=str(root))
+    assert path == str(root / "hf-objaverse-v1" / "glbs" / "000-000" / f"{OBJAVERSE_UIDS['duck']}.glb")
+    with pytest.raises(SourceError, match="not in Objaverse's object-paths index"):
+        fetch_asset(AssetRef("f" * 32, "objaverse", "f" * 32), str(tmp_path), objaverse_root=str(root))
+    with pytest.raises(SourceError, match="LVIS category 'chair' not found"):
+        resolve_input("objaverse:lvis=chair", objaverse_root=str(root))
