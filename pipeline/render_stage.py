@@ -212,9 +212,10 @@ def run_render_job(config: RenderJobConfig) -> RenderSummary:
                 num_cpus=config.cpus_per_task,
                 num_gpus=config.gpus_per_task,
             )
-            # Shard writes are light; a small CPU share lets them run while the renderers hold the
-            # CPUs, so finished shards land (and survive a crash) during the job, not at its end.
-            rendered.write_datasink(sink, ray_remote_args={"num_cpus": 0.1})
+            # Shard writes are light (views are encoded already); asking for no CPU lets them run
+            # while the renderers hold every CPU, so shards land (and survive a crash) during the
+            # job rather than at its end.
+            rendered.write_datasink(sink, ray_remote_args={"num_cpus": 0})
         summary = RenderSummary(
             total=len(refs),
             skipped=len(refs) - len(pending),

@@ -123,3 +123,22 @@ def test_process_is_recycled_after_n_assets(shared_assets):
             out.cleanup()
             pids.append(process.pid)
         assert pids[0] == pids[1] != pids[2]
+
+
+def _rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        line = next(line for line in status if line.startswith("VmRSS:"))
+    return int(line.split()[1]) / 1024.0
+
+
+def test_memory_stays_flat_across_assets(shared_assets):
+    settings = RenderSettings(resolution=16, samples=1, threads=2)
+    assets = ["Duck.glb", "fuze.obj", "bunny.ply", "monkey.glb"]
+    with BlenderProcess(max_assets_per_process=100) as process:
+        readings = []
+        for index in range(12):
+            out = process.render(str(shared_assets / assets[index % 4]), camera.orbit_c2w(10.0, [0.0]), settings)
+            out.cleanup()
+            readings.append(_rss_mb(process.pid))
+        # After one round of every asset, further rounds must not keep growing the process.
+        assert readings[-1] - readings[3] < 40, readings

@@ -1,0 +1,114 @@
+"""Render-stage cost: seconds per object and per view, and the full job's overhead over bare bpy.
+
+Both measurements render the same assets, views and settings in one run on the same CPUs:
+- bare: one Python process importing bpy, calling render.blender directly, writing PNGs;
+- job: run_render_job (Ray Data + isolated Blender process + encoding + Parquet + MLflow), with
+  Ray already started (as on a cluster) and one render worker using all cores.
+
+    python benchmarks/render.py --input assets --resolution 256 --samples 32
+Target: job / bare - 1 < 15%.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[0] = ROOT
+
+
+def bare_loop(input_spec: str, settings_json: str, output_dir: str) -> None:
+    """Render every asset in this process; prints a JSON line with the timing."""
+    from pipeline.render_stage import orbit_cameras
+    from pipeline.sources import resolve_input
+    from render import blender
+    from render.settings import RenderSettings
+
+    settings = RenderSettings.from_json(settings_json)
+    refs = resolve_input(input_spec)
+    start = time.perf_counter()
+    rendered = 0
+    for ref in refs:
+        _, _, c2w = orbit_cameras(ref.uid, settings)
+        folder = tempfile.mkdtemp(dir=output_dir)
+        try:
+            blender.reset_scene()
+            blender.import_asset(ref.uri)
+            blender.normalise_scene()
+            blender.configure_cycles(settings)
+            blender.render_orbit(c2w, settings, folder)
+            rendered += 1
+        except blender.AssetError:
+            pass
+    print(json.dumps({"seconds": time.perf_counter() - start, "rendered": rendered}))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--input", default=os.path.join(ROOT, "assets"), help="folder of assets")
+    parser.add_argument("--resolution", type=int, default=256)
+    parser.add_argument("--samples", type=int, default=32)
+    parser.add_argument("--copies", type=int, default=4,
+                        help="render each asset this many times (as distinct objects) so fixed start-up costs amortise")
+    parser.add_argument("--bare-loop", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--settings", help=argparse.SUPPRESS)
+    parser.add_argument("--scratch", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.bare_loop:
+        bare_loop(args.input, args.settings, args.scratch)
+        return 0
+
+    import ray
+
+    from pipeline.render_stage import RenderJobConfig, run_render_job
+    from render.settings import RenderSettings
+
+    cores = os.cpu_count() or 1
+    settings = RenderSettings(resolution=args.resolution, samples=args.samples, threads=cores, device="cpu")
+    with tempfile.TemporaryDirectory() as scratch:
+        assets = os.path.join(scratch, "assets")
+        for copy in range(args.copies):
+            shutil.copytree(args.input, os.path.join(assets, f"copy{copy}"))
+        bare = subprocess.run(
+            [sys.executable, __file__, "--bare-loop", "--input", assets, "--settings", settings.to_json(),
+             "--scratch", scratch],
+            capture_output=True, text=True, check=True,
+        )
+        bare_result = json.loads(bare.stdout.strip().splitlines()[-1])
+
+        ray_start = time.perf_counter()
+        ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": {"PYTHONPATH": ROOT}})
+        ray_seconds = time.perf_counter() - ray_start
+        job_start = time.perf_counter()
+        summary = run_render_job(RenderJobConfig(
+            input=assets, output=os.path.join(scratch, "shards"), settings=settings, num_workers=1,
+            cpus_per_task=cores, mlflow_uri=f"sqlite:///{scratch}/mlflow.db"))
+        job_seconds = time.perf_counter() - job_start
+        ray.shutdown()
+
+    objects = bare_result["rendered"]
+    if objects == 0 or summary.rendered != objects:
+        print(f"error: bare loop rendered {objects}, job rendered {summary.rendered}", file=sys.stderr)
+        return 1
+    views = objects * settings.num_views
+    print(f"objects: {objects} ({args.copies} copies of {args.input}); {settings.resolution}px, {settings.samples} samples, "
+          f"{settings.num_views} views, {cores} CPU threads, Cycles CPU")
+    print(f"bare bpy loop : {bare_result['seconds']:.1f} s = {bare_result['seconds'] / objects:.2f} s/object, "
+          f"{bare_result['seconds'] / views:.3f} s/view")
+    print(f"full job      : {job_seconds:.1f} s = {job_seconds / objects:.2f} s/object, {job_seconds / views:.3f} s/view "
+          f"(Ray Data + isolation + encoding + Parquet + MLflow)")
+    print(f"ray.init      : {ray_seconds:.1f} s (once per cluster, not per job; excluded above)")
+    print(f"overhead      : {100.0 * (job_seconds / bare_result['seconds'] - 1.0):+.1f}% (target < 15%)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
