@@ -44,6 +44,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="Cycles device: auto uses a GPU when Cycles finds one (default auto)")
     parser.add_argument("--passes", default="", help=f"extra passes, comma-separated from {','.join(PASSES)}")
     parser.add_argument("--objects-per-file", type=int, default=100, help="objects per Parquet shard (default 100)")
+    parser.add_argument("--assets-per-batch", type=int, default=1,
+                        help="assets handed to a render worker at once (default 1)")
+    parser.add_argument("--download-processes", type=int, default=1,
+                        help="parallel Objaverse downloads per batch (objaverse.load_objects; default 1)")
     parser.add_argument("--num-workers", type=int, default=None,
                         help="parallel Blender processes (default: as many as the cluster's CPUs/GPUs allow)")
     parser.add_argument("--cpus-per-task", type=float, default=1.0, help="CPUs per render worker (default 1)")
@@ -81,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         captions=args.captions,
         objaverse_root=args.objaverse_root,
         objects_per_file=args.objects_per_file,
+        assets_per_batch=args.assets_per_batch,
+        download_processes=args.download_processes,
         num_workers=args.num_workers,
         cpus_per_task=args.cpus_per_task,
         gpus_per_task=args.gpus_per_task,

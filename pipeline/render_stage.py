@@ -20,7 +20,7 @@ import ray
 
 import camera
 from pipeline import schema, shards
-from pipeline.sources import AssetRef, SourceError, fetch_asset, resolve_input
+from pipeline.sources import AssetRef, SourceError, fetch_asset, prefetch_objaverse, resolve_input
 from pipeline.tracking import mlflow_run
 from render.process import BlenderProcess, RenderFailure
 from render.settings import RenderSettings
@@ -90,14 +90,19 @@ class OrbitRenderer:
     objects), so Blender's start-up cost is paid once per actor, not per object.
     """
 
-    def __init__(self, settings_json: str, objaverse_root: str | None = None) -> None:
+    def __init__(self, settings_json: str, objaverse_root: str | None = None, download_processes: int = 1) -> None:
         self.settings = RenderSettings.from_json(settings_json)
         self.objaverse_root = objaverse_root
+        self.download_processes = download_processes
         self.process = BlenderProcess(self.settings.max_assets_per_process)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        items = batch.to_pylist()
+        objaverse_uids = [item["uri"] for item in items if item["source"] == "objaverse"]
+        if len(objaverse_uids) > 1 and self.download_processes > 1:
+            prefetch_objaverse(objaverse_uids, self.download_processes, self.objaverse_root)
         rows = []
-        for item in batch.to_pylist():
+        for item in items:
             row = render_asset(AssetRef.from_row(item), self.process, self.settings, self.objaverse_root)
             detail = "" if row["status"] == schema.STATUS_OK else f": {row['error'].splitlines()[0][:200]}"
             print(f"[render] {row['uid']} {row['status']} in {row['render_seconds']:.1f} s{detail}", flush=True)
@@ -120,6 +125,8 @@ class RenderJobConfig:
     captions: str | None = None
     objaverse_root: str | None = None
     objects_per_file: int = 100
+    assets_per_batch: int = 1
+    download_processes: int = 1
     num_workers: int | None = None
     cpus_per_task: float = 1.0
     gpus_per_task: float = 0.0
@@ -187,6 +194,7 @@ def run_render_job(config: RenderJobConfig) -> RenderSummary:
         "input": config.input,
         "output": config.output,
         "objects_per_file": config.objects_per_file,
+        "assets_per_batch": config.assets_per_batch,
         "cpus_per_task": config.cpus_per_task,
         "gpus_per_task": config.gpus_per_task,
         "retry_failed": config.retry_failed,
@@ -205,8 +213,12 @@ def run_render_job(config: RenderJobConfig) -> RenderSummary:
             )
             rendered = dataset.map_batches(
                 OrbitRenderer,
-                fn_constructor_kwargs={"settings_json": settings.to_json(), "objaverse_root": config.objaverse_root},
-                batch_size=1,
+                fn_constructor_kwargs={
+                    "settings_json": settings.to_json(),
+                    "objaverse_root": config.objaverse_root,
+                    "download_processes": config.download_processes,
+                },
+                batch_size=config.assets_per_batch,
                 batch_format="pyarrow",
                 compute=ray.data.ActorPoolStrategy(size=min(workers, len(pending))),
                 num_cpus=config.cpus_per_task,

@@ -181,6 +181,18 @@ def resolve_input(spec: str, captions: str | None = None, objaverse_root: str | 
     return list(unique.values())
 
 
+def prefetch_objaverse(uids: list[str], processes: int, objaverse_root: str | None = None) -> None:
+    """Download several Objaverse objects at once with ``processes`` parallel downloads.
+
+    Best effort: a failure here is reported per asset by ``fetch_asset`` afterwards.
+    """
+    objaverse = use_objaverse_root(objaverse_root)
+    try:
+        objaverse.load_objects(uids=uids, download_processes=processes)
+    except Exception as error:
+        print(f"warning: Objaverse prefetch of {len(uids)} objects failed ({error}); fetching one by one")
+
+
 def fetch_asset(ref: AssetRef, scratch_dir: str, objaverse_root: str | None = None) -> str:
     """A local path for the asset, downloading it when needed.
 

@@ -55,3 +55,27 @@ def write_bad_assets(folder: Path, shared_assets: Path) -> dict[str, Path]:
     hang = folder / "hang.obj"
     os.mkfifo(hang)  # Blender's importer blocks opening it: a real hang, like a stuck network mount
     return {"truncated": truncated, "random": random_bytes, "hang": hang}
+
+
+EXPORT_SCRIPT = """
+import sys, bpy
+bpy.ops.wm.read_factory_settings(use_empty=True)
+bpy.ops.mesh.primitive_cone_add(vertices=16, radius1=1.0, depth=2.0, location=(0.5, 0.0, 0.0))
+bpy.ops.mesh.primitive_cube_add(size=0.8, location=(-1.0, 0.0, 0.0))
+fbx_path, gltf_path = sys.argv[-2:]
+bpy.ops.export_scene.fbx(filepath=fbx_path)
+bpy.ops.export_scene.gltf(filepath=gltf_path, export_format="GLTF_SEPARATE")
+"""
+
+
+def export_with_blender(folder: Path) -> dict[str, Path]:
+    """An FBX and a separate-file glTF (.gltf + .bin) exported by Blender itself, in a subprocess."""
+    import subprocess
+    import sys
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {"fbx": folder / "cone.fbx", "gltf": folder / "gltf" / "cone.gltf"}
+    paths["gltf"].parent.mkdir(exist_ok=True)
+    subprocess.run([sys.executable, "-c", EXPORT_SCRIPT, str(paths["fbx"]), str(paths["gltf"])],
+                   check=True, capture_output=True)
+    return paths

@@ -14,7 +14,7 @@ from make_assets import write_bad_assets
 from pipeline import schema, shards
 from pipeline.render_stage import RenderJobConfig, run_render_job
 from render.settings import RenderSettings
-from test_sources import OBJAVERSE_UIDS, stage_objaverse_tree
+from test_sources import NOT_DOWNLOADED_UID, OBJAVERSE_UIDS, stage_objaverse_tree
 
 SETTINGS = RenderSettings(resolution=32, samples=2, timeout=15)
 
@@ -84,12 +84,15 @@ def test_render_job_renders_good_assets_fails_bad_ones_and_resumes(ray_local, tm
 def test_render_job_from_an_offline_objaverse_cache(ray_local, tmp_path, shared_assets, mlflow_uri):
     root = stage_objaverse_tree(tmp_path / "objaverse", shared_assets)
     uids = tmp_path / "uids.txt"
-    uids.write_text("\n".join(OBJAVERSE_UIDS.values()) + "\n")
+    uids.write_text("\n".join([*OBJAVERSE_UIDS.values(), NOT_DOWNLOADED_UID]) + "\n")
     output = tmp_path / "shards"
     summary = run_render_job(RenderJobConfig(input=f"objaverse:uids={uids}", output=str(output), settings=SETTINGS,
-                                             objaverse_root=str(root), num_workers=1, mlflow_uri=mlflow_uri))
-    assert (summary.rendered, summary.failed) == (2, 0)
-    rows = {row["uid"]: row for row in shards.read_rows(str(output))}
+                                             objaverse_root=str(root), num_workers=1, assets_per_batch=3,
+                                             download_processes=2, mlflow_uri=mlflow_uri))
+    assert (summary.rendered, summary.failed) == (2, 1)
+    rows = {row["uid"]: row for row in shards.read_rows(str(output), only_ok=False)}
+    # No network here: the download of an object missing from the cache fails with a clear error.
+    assert "Objaverse download of " + NOT_DOWNLOADED_UID in rows[NOT_DOWNLOADED_UID]["error"]
     duck = rows[OBJAVERSE_UIDS["duck"]]
     assert (duck["source"], duck["caption"], duck["license"]) == ("objaverse", "a duck", "by")
     check_views(duck)

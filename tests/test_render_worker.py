@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import threading
 import time
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 
 import camera
-from make_assets import normalised_cube_centres, write_bad_assets, write_colour_cubes
+from make_assets import export_with_blender, normalised_cube_centres, write_bad_assets, write_colour_cubes
 from pipeline import schema
 from pipeline.render_stage import render_asset
 from pipeline.sources import AssetRef
@@ -142,3 +143,21 @@ def test_memory_stays_flat_across_assets(shared_assets):
             readings.append(_rss_mb(process.pid))
         # After one round of every asset, further rounds must not keep growing the process.
         assert readings[-1] - readings[3] < 40, readings
+
+
+def test_fbx_and_separate_gltf_import(blender, tmp_path):
+    settings = RenderSettings(resolution=32, samples=1, threads=2)
+    exported = export_with_blender(tmp_path)
+    assert (exported["gltf"].parent / "cone.bin").exists()
+    for path in exported.values():
+        row = render_asset(local_ref(path), blender, settings)
+        assert row["status"] == "ok", row["error"]
+        alpha = schema.decode_views(row)[..., 3]
+        assert (alpha > 0).mean() > 0.02
+
+
+@pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="a GPU is present here")
+def test_gpu_request_without_gpu_is_a_clear_failure(blender, shared_assets):
+    row = render_asset(local_ref(shared_assets / "teapot.stl"), blender,
+                       RenderSettings(resolution=16, samples=1, device="gpu"))
+    assert row["status"] == "failed" and "no GPU" in row["error"]

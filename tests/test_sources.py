@@ -13,6 +13,7 @@ import pytest
 from pipeline.sources import AssetRef, SourceError, fetch_asset, resolve_input
 
 OBJAVERSE_UIDS = {"duck": "8476c4170df24cf5bbe6967222d1a42d", "box": "0a1b2c3d4e5f60718293a4b5c6d7e8f9"}
+NOT_DOWNLOADED_UID = "ffffeeeeddddccccbbbbaaaa99998888"  # in the index, file not in the cache
 
 
 def stage_objaverse_tree(root: Path, shared_assets: Path) -> Path:
@@ -25,6 +26,7 @@ def stage_objaverse_tree(root: Path, shared_assets: Path) -> Path:
         source = "Duck.glb" if name == "duck" else "BoxTextured.glb"
         shutil.copy(shared_assets / source, versioned / relative)
         paths[uid] = relative
+    paths[NOT_DOWNLOADED_UID] = f"glbs/000-001/{NOT_DOWNLOADED_UID}.glb"
     with gzip.open(versioned / "object-paths.json.gz", "wt") as handle:
         json.dump(paths, handle)
     with gzip.open(versioned / "lvis-annotations.json.gz", "wt") as handle:
@@ -33,6 +35,8 @@ def stage_objaverse_tree(root: Path, shared_assets: Path) -> Path:
     metadata = {uid: {"name": f"a {name}", "license": "by"} for name, uid in OBJAVERSE_UIDS.items()}
     with gzip.open(versioned / "metadata" / "000-000.json.gz", "wt") as handle:
         json.dump(metadata, handle)
+    with gzip.open(versioned / "metadata" / "000-001.json.gz", "wt") as handle:
+        json.dump({NOT_DOWNLOADED_UID: {"name": "not downloaded yet"}}, handle)
     return root
 
 
