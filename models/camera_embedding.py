@@ -1,0 +1,45 @@
+"""Per-frame camera embedding of VideoMV (paper 3.2, supp. 7.1).
+
+Each frame's camera-to-world matrix (OpenGL camera axes, Y-up world: the ``camera`` module's
+convention), flattened row-major to 16 numbers, goes through Linear(16, E) -> SiLU -> Linear(E, E).
+The last layer starts at zero, so a fresh embedding adds nothing and the fine-tune starts exactly as
+the video model. E is the UNet's time-embedding width (1280 for ModelScope T2V and I2VGen-XL).
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from torch import nn
+
+POSE_DIM = 16
+
+
+class CameraEmbedding(ModelMixin, ConfigMixin):
+    """Camera pose -> time-embedding residual.
+
+    Args:
+        embedding_dim: E, the width of the UNet's time embedding.
+        num_frames: frames (views) per sample the model is trained for (24).
+    """
+
+    config_name = "config.json"
+
+    @register_to_config
+    def __init__(self, embedding_dim: int, num_frames: int = 24) -> None:
+        super().__init__()
+        self.linear_1 = nn.Linear(POSE_DIM, embedding_dim)
+        self.act = nn.SiLU()
+        self.linear_2 = nn.Linear(embedding_dim, embedding_dim)
+        nn.init.zeros_(self.linear_2.weight)
+        nn.init.zeros_(self.linear_2.bias)
+
+    def forward(self, cameras: torch.Tensor) -> torch.Tensor:
+        """cameras: [B, F, 4, 4] or [B, F, 16] c2w -> [B * F, E] (batch-major, frame-minor)."""
+        if cameras.shape[-2:] == (4, 4):
+            cameras = cameras.flatten(-2)
+        if cameras.ndim != 3 or cameras.shape[-1] != POSE_DIM:
+            raise ValueError(f"cameras must be [B, F, 4, 4] or [B, F, 16], got {tuple(cameras.shape)}")
+        poses = cameras.reshape(-1, POSE_DIM).to(self.linear_1.weight.dtype)
+        return self.linear_2(self.act(self.linear_1(poses)))

@@ -1,0 +1,224 @@
+"""The multi-view generator G: a diffusers video pipeline directory plus the camera embedding.
+
+Two variants:
+- ``t2v``: ModelScope T2V (``text-to-video-ms-1.7b`` layout): unet/ (``UNet3DConditionModel``),
+  vae/, text_encoder/, tokenizer/, scheduler/.
+- ``i2v``: I2VGen-XL (``i2vgen-xl`` layout): the same plus image_encoder/ and feature_extractor/,
+  unet/ is an ``I2VGenXLUNet``; the prompt is empty and the input image conditions the views.
+
+A fine-tuned model adds camera_embedding/ (config + safetensors). Loading a published checkpoint
+that has none creates a fresh, zero-initialised one. ``save_pretrained`` writes the diffusers layout
+(``model_index.json`` and one folder per component), so the directory loads again through exactly
+the same code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from diffusers import AutoencoderKL, I2VGenXLPipeline, I2VGenXLUNet, TextToVideoSDPipeline, UNet3DConditionModel
+from diffusers.schedulers import DDIMScheduler
+from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection
+
+import camera
+from models.camera_embedding import CameraEmbedding
+from models.multiview_unet import MultiViewUNet
+
+VARIANTS = ("t2v", "i2v")
+COMPONENTS = {
+    "t2v": ("unet", "vae", "text_encoder", "tokenizer", "scheduler"),
+    "i2v": ("unet", "vae", "text_encoder", "tokenizer", "scheduler", "image_encoder", "feature_extractor"),
+}
+CAMERA_FOLDER = "camera_embedding"
+I2V_FPS = 16  # I2VGen-XL's default frame-rate micro-condition
+
+
+class ModelDirectoryError(FileNotFoundError):
+    """A model directory is missing, incomplete or not a recognised pipeline; the message says what."""
+
+
+def resolve_model_dir(path_or_repo: str) -> str:
+    """A local directory, or a Hugging Face repo id already in the local HF cache (never downloads)."""
+    if os.path.isdir(path_or_repo):
+        return path_or_repo
+    if os.path.exists(path_or_repo):
+        raise ModelDirectoryError(f"{path_or_repo} is a file, not a diffusers model directory")
+    try:
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download(path_or_repo, local_files_only=True)
+    except Exception as error:
+        raise ModelDirectoryError(
+            f"{path_or_repo!r} is neither a local directory nor a repo in the Hugging Face cache "
+            f"(models are never downloaded at run time; fetch it beforehand): {error}"
+        ) from error
+
+
+def detect_variant(model_dir: str) -> str:
+    """"t2v" or "i2v" from model_index.json (or the unet's config)."""
+    for candidate in ("model_index.json", os.path.join("unet", "config.json")):
+        path = os.path.join(model_dir, candidate)
+        if os.path.exists(path):
+            with open(path) as handle:
+                name = json.load(handle).get("_class_name", "")
+            if name in ("I2VGenXLPipeline", "I2VGenXLUNet"):
+                return "i2v"
+            if name in ("TextToVideoSDPipeline", "UNet3DConditionModel", "VideoToVideoSDPipeline"):
+                return "t2v"
+    raise ModelDirectoryError(f"{model_dir}: no model_index.json or unet/config.json naming a ModelScope T2V or I2VGen-XL model")
+
+
+def missing_components(model_dir: str, variant: str) -> list[str]:
+    """Component folders absent or without their config/weights."""
+    missing = []
+    for name in COMPONENTS[variant]:
+        folder = os.path.join(model_dir, name)
+        if not os.path.isdir(folder) or not os.listdir(folder):
+            missing.append(f"{name}/")
+            continue
+        if name in ("unet", "vae", "text_encoder", "image_encoder"):
+            files = os.listdir(folder)
+            if "config.json" not in files:
+                missing.append(f"{name}/config.json")
+            if not any(f.endswith((".safetensors", ".bin")) for f in files):
+                missing.append(f"{name}/ weights (*.safetensors or *.bin)")
+    return missing
+
+
+@dataclass
+class MultiViewModel:
+    """All components of G. ``unet`` is the camera-conditioned ``MultiViewUNet``."""
+
+    variant: str
+    unet: MultiViewUNet
+    vae: AutoencoderKL
+    text_encoder: CLIPTextModel
+    tokenizer: CLIPTokenizer
+    scheduler: Any
+    image_encoder: CLIPVisionModelWithProjection | None = None
+    feature_extractor: CLIPImageProcessor | None = None
+    _pipeline: Any = field(default=None, init=False, repr=False)
+
+    # -- loading and saving --------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, path_or_repo: str, num_frames: int = camera.NUM_VIEWS,
+                        torch_dtype: torch.dtype | None = None) -> "MultiViewModel":
+        """Load a diffusers-layout directory (or cached HF repo). Errors name what is missing."""
+        model_dir = resolve_model_dir(path_or_repo)
+        variant = detect_variant(model_dir)
+        missing = missing_components(model_dir, variant)
+        if missing:
+            raise ModelDirectoryError(f"{model_dir} ({variant}) is incomplete; missing: {', '.join(missing)}")
+        dtype = {"torch_dtype": torch_dtype} if torch_dtype is not None else {}
+        unet_class = I2VGenXLUNet if variant == "i2v" else UNet3DConditionModel
+        unet = unet_class.from_pretrained(model_dir, subfolder="unet", **dtype)
+        camera_dir = os.path.join(model_dir, CAMERA_FOLDER)
+        if os.path.isdir(camera_dir):
+            camera_embedding = CameraEmbedding.from_pretrained(camera_dir, **dtype)
+            if camera_embedding.config.num_frames != num_frames:
+                raise ModelDirectoryError(
+                    f"{camera_dir} was trained for {camera_embedding.config.num_frames} frames, not {num_frames}"
+                )
+        else:  # a published video model: start from a zero camera embedding
+            width = unet.time_embedding.linear_2.out_features
+            camera_embedding = CameraEmbedding(embedding_dim=width, num_frames=num_frames)
+            if unet.dtype != camera_embedding.dtype:
+                camera_embedding = camera_embedding.to(unet.dtype)
+        components: dict[str, Any] = {
+            "vae": AutoencoderKL.from_pretrained(model_dir, subfolder="vae", **dtype),
+            "text_encoder": CLIPTextModel.from_pretrained(model_dir, subfolder="text_encoder", **dtype),
+            "tokenizer": CLIPTokenizer.from_pretrained(model_dir, subfolder="tokenizer"),
+            "scheduler": DDIMScheduler.from_pretrained(model_dir, subfolder="scheduler"),
+        }
+        if variant == "i2v":
+            components["image_encoder"] = CLIPVisionModelWithProjection.from_pretrained(
+                model_dir, subfolder="image_encoder", **dtype)
+            components["feature_extractor"] = CLIPImageProcessor.from_pretrained(model_dir, subfolder="feature_extractor")
+        return cls(variant=variant, unet=MultiViewUNet(unet, camera_embedding), **components)
+
+    def diffusers_pipeline(self) -> TextToVideoSDPipeline | I2VGenXLPipeline:
+        """The matching diffusers pipeline over the same modules (for its encoding helpers and saving)."""
+        if self._pipeline is None:
+            self._pipeline = self._build_pipeline()
+        return self._pipeline
+
+    def _build_pipeline(self) -> TextToVideoSDPipeline | I2VGenXLPipeline:
+        if self.variant == "i2v":
+            return I2VGenXLPipeline(
+                vae=self.vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer,
+                image_encoder=self.image_encoder, feature_extractor=self.feature_extractor,
+                unet=self.unet.unet, scheduler=self.scheduler,
+            )
+        return TextToVideoSDPipeline(
+            vae=self.vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer,
+            unet=self.unet.unet, scheduler=self.scheduler,
+        )
+
+    def save_pretrained(self, output_dir: str) -> None:
+        """Write the diffusers layout plus camera_embedding/ (safetensors weights, config.json)."""
+        self.diffusers_pipeline().save_pretrained(output_dir, safe_serialization=True)
+        self.unet.camera_embedding.save_pretrained(os.path.join(output_dir, CAMERA_FOLDER), safe_serialization=True)
+
+    # -- conditioning ----------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self.unet.unet.device
+
+    def trainable_modules(self) -> list[torch.nn.Module]:
+        """What fine-tuning updates: the UNet and the camera embedding (VAE and encoders stay frozen)."""
+        return [self.unet]
+
+    def freeze_encoders(self) -> None:
+        for module in (self.vae, self.text_encoder, self.image_encoder):
+            if module is not None:
+                module.requires_grad_(False)
+                module.eval()
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "MultiViewModel":
+        for module in (self.unet, self.vae, self.text_encoder, self.image_encoder):
+            if module is not None:
+                module.to(device=device, dtype=dtype)
+        return self
+
+    @torch.no_grad()
+    def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
+        """Prompts -> text encoder hidden states [B, L, D] (padded to the tokenizer's max length)."""
+        tokens = self.tokenizer(prompts, padding="max_length", max_length=self.tokenizer.model_max_length,
+                                truncation=True, return_tensors="pt")
+        return self.text_encoder(tokens.input_ids.to(self.device))[0]
+
+    @torch.no_grad()
+    def encode_views(self, views: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Views [B, F, 3, H, W] in [-1, 1] -> scaled latents [B, C, F, h, w]."""
+        batch, frames = views.shape[:2]
+        flat = views.flatten(0, 1).to(device=self.device, dtype=self.vae.dtype)
+        latents = self.vae.encode(flat).latent_dist.sample(generator) * self.vae.config.scaling_factor
+        return latents.unflatten(0, (batch, frames)).permute(0, 2, 1, 3, 4)
+
+    @torch.no_grad()
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Scaled latents [B, C, F, h, w] -> views [B, F, 3, H, W] in [-1, 1]."""
+        batch, frames = latents.shape[0], latents.shape[2]
+        flat = latents.permute(0, 2, 1, 3, 4).flatten(0, 1) / self.vae.config.scaling_factor
+        return self.vae.decode(flat.to(self.vae.dtype)).sample.unflatten(0, (batch, frames))
+
+    @torch.no_grad()
+    def image_condition(self, images: torch.Tensor, num_frames: int) -> dict[str, torch.Tensor]:
+        """I2VGen-XL inputs for condition images [B, 3, H, W] in [-1, 1] (diffusers' own helpers).
+
+        Returns ``image_latents`` [B, C, F, h, w], ``image_embeddings`` [B, 1, D] and ``fps`` [B].
+        """
+        if self.variant != "i2v":
+            raise ValueError("image conditioning needs the i2v variant")
+        pipeline = self.diffusers_pipeline()
+        pipeline._guidance_scale = 1.0  # no guidance duplication here; callers build the negative branch
+        pixels = ((images.float().cpu() + 1.0) / 2.0).clamp(0, 1)
+        clip_pixels = self.feature_extractor(images=list(pixels), do_rescale=False, return_tensors="pt").pixel_values
+        embeddings = pipeline._encode_image(clip_pixels, self.device, 1)
+        latents = pipeline.prepare_image_latents(images.to(self.device, self.vae.dtype), self.device, num_frames, 1)
+        fps = torch.full((images.shape[0],), I2V_FPS, device=self.device)
+        return {"image_latents": latents, "image_embeddings": embeddings, "fps": fps}

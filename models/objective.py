@@ -1,0 +1,103 @@
+"""The fine-tuning objective of G (paper eq. 1), as one function the trainers call.
+
+``diffusion_loss``: encode the views with the frozen VAE (times its scaling factor), draw t
+uniformly, add noise with the scheduler, predict with the camera-conditioned UNet, and regress the
+scheduler's target: the noise for eps-prediction (T2V), the velocity for v-prediction (I2VGen-XL).
+Classifier-free guidance is learnt by dropping the condition with probability ``condition_dropout``
+(0.1): the prompt becomes "" (T2V) or the image embedding becomes zeros (I2VGen-XL, as its pipeline's
+negative branch). 2D images mixed in as 1-frame videos go through the same function with
+``cameras=None``.
+
+Memory of the full-size ModelScope T2V UNet (1.41 B parameters, ``UNet3DConditionModel`` with the
+published config) per sample of 24 views at 256x256 (latents 4x24x32x32), fp16 mixed precision:
+parameters 2.8 GB in fp16 (5.6 GB fp32 master copy + 11.3 GB AdamW state when all are trained);
+activations kept for backward ~22 GB without and ~1.6 GB with gradient checkpointing (block inputs
+only). These activation figures are computed, not measured (no GPU here): the bytes of every tensor
+autograd saves during one forward, counted under ``FakeTensorMode`` by ``benchmarks/diffusion_memory.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from models.multiview_model import MultiViewModel
+
+CONDITION_DROPOUT = 0.1
+
+
+@dataclass
+class MultiViewBatch:
+    """One training batch.
+
+    Attributes:
+        views: [B, F, 3, H, W] in [-1, 1], background already composited; F = 24 or 1.
+        cameras: [B, F, 4, 4] c2w (``camera`` module convention), or None for 1-frame image batches.
+        prompts: B captions (T2V; ignored by I2VGen-XL, whose prompt is always empty).
+        condition_images: [B, 3, H, W] in [-1, 1] (I2VGen-XL only): usually views[:, 0].
+    """
+
+    views: torch.Tensor
+    cameras: torch.Tensor | None
+    prompts: list[str]
+    condition_images: torch.Tensor | None = None
+
+
+def diffusion_loss(
+    model: MultiViewModel,
+    batch: MultiViewBatch,
+    generator: torch.Generator | None = None,
+    condition_dropout: float = CONDITION_DROPOUT,
+    autocast_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Scalar MSE between the UNet's prediction and the scheduler's target (fp32).
+
+    Args:
+        model: G; only ``model.unet`` receives gradients.
+        batch: see ``MultiViewBatch``.
+        generator: makes noise, timesteps and dropout reproducible.
+        condition_dropout: probability of training a sample unconditioned (for CFG).
+        autocast_dtype: torch.float16 or torch.bfloat16 to run the UNet under autocast
+            (fp16 needs a ``torch.amp.GradScaler`` in the trainer), None for full precision.
+    """
+    device = model.device
+    views = batch.views.to(device)
+    batch_size, frames = views.shape[:2]
+    latents = model.encode_views(views, generator).float()
+    scheduler = model.scheduler
+    noise = torch.randn(latents.shape, generator=generator, device=device)
+    timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (batch_size,), generator=generator,
+                              device=device)
+    noisy = scheduler.add_noise(latents, noise, timesteps)
+    if scheduler.config.prediction_type == "epsilon":
+        target = noise
+    elif scheduler.config.prediction_type == "v_prediction":
+        target = scheduler.get_velocity(latents, noise, timesteps)
+    else:
+        raise ValueError(f"unsupported prediction type {scheduler.config.prediction_type!r}")
+
+    rng = random.Random(int(torch.randint(0, 2**31, (1,), generator=generator)))
+    dropped = [rng.random() < condition_dropout for _ in range(batch_size)]
+    unet_inputs: dict[str, torch.Tensor] = {}
+    if model.variant == "t2v":
+        prompts = ["" if drop else prompt for prompt, drop in zip(batch.prompts, dropped)]
+        unet_inputs["encoder_hidden_states"] = model.encode_prompts(prompts)
+    else:
+        if batch.condition_images is None:
+            raise ValueError("the i2v variant needs batch.condition_images")
+        unet_inputs["encoder_hidden_states"] = model.encode_prompts([""] * batch_size)
+        condition = model.image_condition(batch.condition_images, frames)
+        keep = torch.tensor([not d for d in dropped], device=device, dtype=condition["image_embeddings"].dtype)
+        condition["image_embeddings"] = condition["image_embeddings"] * keep.view(-1, 1, 1)
+        unet_inputs.update(condition)
+
+    cameras = batch.cameras.to(device) if batch.cameras is not None else None
+    precision = (torch.autocast(device_type=device.type, dtype=autocast_dtype) if autocast_dtype is not None
+                 else contextlib.nullcontext())
+    with precision:
+        prediction = model.unet(noisy.to(model.unet.dtype), timesteps, cameras=cameras, **unet_inputs)
+    return F.mse_loss(prediction.float(), target.float())

@@ -1,0 +1,103 @@
+"""Tiny random-weight versions of every component, saved in the real diffusers layout.
+
+Tests and the local demo build these offline (no hub access) and load them through
+``MultiViewModel.from_pretrained``, exactly the code path of a published checkpoint. The
+architectures are the real classes with small widths; the schedulers are the published ones'.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers import AutoencoderKL, I2VGenXLUNet, UNet3DConditionModel
+from diffusers.schedulers import DDIMScheduler
+from transformers import (
+    CLIPImageProcessor,
+    CLIPTextConfig,
+    CLIPTextModel,
+    CLIPTokenizer,
+    CLIPVisionConfig,
+    CLIPVisionModelWithProjection,
+)
+
+import camera
+from models.camera_embedding import CameraEmbedding
+from models.multiview_model import VARIANTS, MultiViewModel
+from models.multiview_unet import MultiViewUNet
+
+TINY_RESOLUTION = 32  # pixels; the tiny VAE downsamples 2x to 16x16 latents
+_WIDTH = 32
+
+
+def t2v_scheduler() -> DDIMScheduler:
+    """ModelScope T2V's schedule: eps-prediction, scaled-linear betas 0.00085-0.012, 1000 steps."""
+    return DDIMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                         prediction_type="epsilon", clip_sample=False, set_alpha_to_one=False, steps_offset=1)
+
+
+def i2v_scheduler() -> DDIMScheduler:
+    """I2VGen-XL's schedule: v-prediction, cosine betas rescaled to zero terminal SNR."""
+    return DDIMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction",
+                         rescale_betas_zero_snr=True, clip_sample=False, set_alpha_to_one=True, steps_offset=1,
+                         timestep_spacing="leading")
+
+
+def _tiny_tokenizer() -> CLIPTokenizer:
+    """A byte-level CLIP BPE tokenizer with no merges (one token per character)."""
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    characters = list(bytes_to_unicode().values())
+    vocab = {token: index for index, token in enumerate(characters + [c + "</w>" for c in characters])}
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=16)
+
+
+def build_tiny(variant: str, num_frames: int = camera.NUM_VIEWS, seed: int = 0) -> MultiViewModel:
+    """Random tiny components of the given variant ("t2v" or "i2v")."""
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    torch.manual_seed(seed)
+    tokenizer = _tiny_tokenizer()
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=_WIDTH, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, max_position_embeddings=tokenizer.model_max_length, projection_dim=_WIDTH,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    ))
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(16, 32), layers_per_block=1,
+        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+        norm_num_groups=8, sample_size=TINY_RESOLUTION,
+    )
+    unet_config = dict(
+        sample_size=TINY_RESOLUTION // 2, in_channels=4, out_channels=4, block_out_channels=(32, 64),
+        layers_per_block=1, down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"),
+        up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"), cross_attention_dim=_WIDTH, norm_num_groups=8,
+    )
+    if variant == "t2v":
+        unet = UNet3DConditionModel(attention_head_dim=8, **unet_config)
+        extra = {}
+        scheduler = t2v_scheduler()
+    else:
+        unet = I2VGenXLUNet(attention_head_dim=8, num_attention_heads=None, **unet_config)
+        extra = {
+            "image_encoder": CLIPVisionModelWithProjection(CLIPVisionConfig(
+                hidden_size=_WIDTH, intermediate_size=64, projection_dim=_WIDTH, num_hidden_layers=2,
+                num_attention_heads=4, image_size=TINY_RESOLUTION, patch_size=8,
+            )),
+            "feature_extractor": CLIPImageProcessor(
+                size={"shortest_edge": TINY_RESOLUTION}, crop_size={"height": TINY_RESOLUTION, "width": TINY_RESOLUTION},
+            ),
+        }
+        scheduler = i2v_scheduler()
+    camera_embedding = CameraEmbedding(embedding_dim=unet.time_embedding.linear_2.out_features, num_frames=num_frames)
+    return MultiViewModel(variant=variant, unet=MultiViewUNet(unet, camera_embedding), vae=vae,
+                          text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler, **extra)
+
+
+def make_tiny(variant: str, output_dir: str, seed: int = 0) -> str:
+    """Build and save a tiny model directory; returns ``output_dir``.
+
+    Like a published video model it has no camera_embedding/: loading creates a fresh one.
+    """
+    build_tiny(variant, seed=seed).diffusers_pipeline().save_pretrained(output_dir, safe_serialization=True)
+    return output_dir
