@@ -8,12 +8,15 @@ Classifier-free guidance is learnt by dropping the condition with probability ``
 negative branch). 2D images mixed in as 1-frame videos go through the same function with
 ``cameras=None``.
 
-Memory of the full-size ModelScope T2V UNet (1.41 B parameters, ``UNet3DConditionModel`` with the
-published config) per sample of 24 views at 256x256 (latents 4x24x32x32), fp16 mixed precision:
-parameters 2.8 GB in fp16 (5.6 GB fp32 master copy + 11.3 GB AdamW state when all are trained);
-activations kept for backward ~22 GB without and ~1.6 GB with gradient checkpointing (block inputs
-only). These activation figures are computed, not measured (no GPU here): the bytes of every tensor
-autograd saves during one forward, counted under ``FakeTensorMode`` by ``benchmarks/diffusion_memory.py``.
+Memory of the full-size ModelScope T2V UNet (1.413 B parameters with the camera embedding,
+``UNet3DConditionModel`` with the published config) per sample of 24 views at 256x256 (latents
+4x24x32x32), fp16 autocast: weights 2.8 GB in fp16, or 5.7 GB fp32 + 5.7 GB fp32 gradients +
+11.3 GB AdamW state when the whole UNet is trained with fp32 master weights; activations kept for
+backward 13.3 GB per sample without gradient checkpointing, and with the block-level checkpointing
+of ``MultiViewUNet`` 1.0 GB kept plus 4.2 GB while the largest block is recomputed (5.2 GB peak).
+Computed, not measured (no GPU here): ``benchmarks/diffusion_memory.py`` counts the bytes of every
+tensor autograd saves in one forward under ``FakeTensorMode``; with ``--measure`` on a GPU it also
+reports the real peak.
 """
 
 from __future__ import annotations
