@@ -38,6 +38,7 @@ import numpy as np
 
 __all__ = [
     "NUM_VIEWS",
+    "OPENGL_TO_OPENCV",
     "DEFAULT_FOV_DEG",
     "DEFAULT_DISTANCE",
     "ELEVATION_RANGE_DEG",
@@ -73,8 +74,9 @@ ELEVATION_RANGE_DEG = (5.0, 30.0)
 _BLENDER_FROM_WORLD = np.array(
     [[1.0, 0.0, 0.0, 0.0], [0.0, 0.0, -1.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]]
 )
-# Flips the camera's Y and Z axes: OpenGL <-> OpenCV camera frames.
-_FLIP_YZ = np.diag([1.0, -1.0, -1.0, 1.0])
+OPENGL_TO_OPENCV = np.diag([1.0, -1.0, -1.0, 1.0])
+"""Right-multiply a c2w by this to flip the camera's Y and Z axes (OpenGL <-> OpenCV); torch code
+uses the same constant."""
 
 
 def orbit_azimuths(num_views: int = NUM_VIEWS) -> np.ndarray:
@@ -164,7 +166,7 @@ def invert_pose(pose: np.ndarray) -> np.ndarray:
 
 def opengl_to_opencv(c2w: np.ndarray) -> np.ndarray:
     """[..., 4, 4] c2w with OpenGL camera axes -> the same cameras with OpenCV axes."""
-    return np.asarray(c2w, dtype=np.float64) @ _FLIP_YZ
+    return np.asarray(c2w, dtype=np.float64) @ OPENGL_TO_OPENCV
 
 
 opencv_to_opengl = opengl_to_opencv  # the axis flip is its own inverse

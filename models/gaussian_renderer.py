@@ -1,0 +1,226 @@
+"""Differentiable rendering of 3D Gaussians: gsplat on CUDA, a pure-PyTorch rasteriser elsewhere.
+
+``render_gaussians`` is the one entry point. Both backends follow gsplat 1.5's "classic" mode:
+EWA projection with the Jacobian clamped to 1.3x the field of view, a 0.3 px^2 low-pass added to
+each 2D covariance, radius ``ceil(3 sigma)``, per-pixel ``alpha = min(0.999, o * exp(-q/2))``
+dropped below 1/255, front-to-back compositing by camera depth over a background. (gsplat also
+stops a pixel once its transmittance falls under 1e-4; the PyTorch path composites every Gaussian,
+a difference below 1e-4 in colour.)
+
+The PyTorch rasteriser bins Gaussians into 16x16 pixel tiles, sorts each tile's list by depth and
+evaluates tiles in vectorised chunks (bounded memory): about 0.1 s for 24 views of 4K Gaussians at
+64 px and a few seconds for 65K Gaussians at 256 px on 2 CPU cores (``benchmarks/gaussians.py``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+import camera
+from models.gaussians import Gaussians, quaternion_to_matrix
+
+NEAR_PLANE = 0.01
+EPS_2D = 0.3
+ALPHA_MIN = 1.0 / 255.0
+ALPHA_MAX = 0.999
+TILE = 16
+_CHUNK_ELEMENTS = 1 << 23  # pixels x Gaussians evaluated at once by the PyTorch path
+
+
+@dataclass
+class RenderOutput:
+    colors: torch.Tensor  # [C, H, W, 3], composited over the background
+    alphas: torch.Tensor  # [C, H, W, 1], accumulated opacity
+
+
+def render_gaussians(
+    gaussians: Gaussians,
+    c2w: torch.Tensor,
+    intrinsics: torch.Tensor,
+    width: int,
+    height: int,
+    background: torch.Tensor | tuple[float, float, float] = (1.0, 1.0, 1.0),
+    backend: str = "auto",
+) -> RenderOutput:
+    """Render one scene from C cameras.
+
+    Args:
+        gaussians: one scene, unbatched (means [N, 3], ...; see ``models.gaussians``).
+        c2w: [C, 4, 4] OpenGL camera-to-world (``camera`` module convention).
+        intrinsics: [3, 3] or [C, 3, 3] pinhole K in pixels (OpenCV pixel convention).
+        width, height: image size.
+        background: RGB in [0, 1], [3] or [C, 3].
+        backend: "gsplat" (CUDA tensors), "torch", or "auto" (gsplat on CUDA, torch otherwise).
+    Returns:
+        ``RenderOutput`` with colors [C, H, W, 3] and alphas [C, H, W, 1], differentiable with
+        respect to every Gaussian parameter.
+    """
+    if gaussians.means.ndim != 2:
+        raise ValueError("render_gaussians takes one scene: index a batch with gaussians[b]")
+    device, dtype = gaussians.means.device, gaussians.means.dtype
+    c2w = c2w.to(device=device, dtype=dtype)
+    flip = torch.as_tensor(camera.OPENGL_TO_OPENCV, device=device, dtype=dtype)
+    viewmats = torch.linalg.inv(c2w @ flip)  # world-to-camera, OpenCV axes (gsplat's viewmats)
+    Ks = intrinsics.to(device=device, dtype=dtype).expand(len(c2w), 3, 3)
+    backgrounds = torch.as_tensor(background, device=device, dtype=dtype).expand(len(c2w), 3)
+    if backend == "auto":
+        backend = "gsplat" if device.type == "cuda" else "torch"
+    if backend == "gsplat":
+        import gsplat
+
+        colors, alphas, _ = gsplat.rasterization(
+            gaussians.means, gaussians.quats, gaussians.scales, gaussians.opacities, gaussians.colors,
+            viewmats, Ks, width, height, near_plane=NEAR_PLANE, eps2d=EPS_2D, backgrounds=backgrounds,
+        )
+        return RenderOutput(colors, alphas)
+    if backend != "torch":
+        raise ValueError(f"unknown backend {backend!r}; use 'auto', 'gsplat' or 'torch'")
+    outputs = [_render_torch(gaussians, viewmats[i], Ks[i], width, height, backgrounds[i]) for i in range(len(c2w))]
+    return RenderOutput(torch.stack([o[0] for o in outputs]), torch.stack([o[1] for o in outputs]))
+
+
+def _project(gaussians: Gaussians, viewmat: torch.Tensor, K: torch.Tensor, width: int, height: int):
+    """Means in pixels [N, 2], depths [N], conics [N, 3] (a, b, c of the inverse 2D covariance), radii [N]."""
+    points = gaussians.means @ viewmat[:3, :3].T + viewmat[:3, 3]
+    x, y, z = points.unbind(-1)
+    z_safe = z.clamp(min=NEAR_PLANE)
+    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+    # The Jacobian is evaluated with x/z, y/z clamped to 1.3x the field of view, as in gsplat.
+    limit_x = 1.3 * 0.5 * width / fx
+    limit_y = 1.3 * 0.5 * height / fy
+    tx = (x / z_safe).clamp(-limit_x, limit_x) * z_safe
+    ty = (y / z_safe).clamp(-limit_y, limit_y) * z_safe
+    zeros = torch.zeros_like(z_safe)
+    jacobian = torch.stack([
+        torch.stack([fx / z_safe, zeros, -fx * tx / z_safe**2], dim=-1),
+        torch.stack([zeros, fy / z_safe, -fy * ty / z_safe**2], dim=-1),
+    ], dim=-2)  # [N, 2, 3]
+    rotation = quaternion_to_matrix(gaussians.quats)
+    scaled = rotation * gaussians.scales[:, None, :]
+    covariance = scaled @ scaled.transpose(-1, -2)  # R S S^T R^T
+    world_to_camera = viewmat[:3, :3]
+    covariance_camera = world_to_camera @ covariance @ world_to_camera.T
+    cov2d = jacobian @ covariance_camera @ jacobian.transpose(-1, -2)
+    a = cov2d[:, 0, 0] + EPS_2D
+    b = cov2d[:, 0, 1]
+    c = cov2d[:, 1, 1] + EPS_2D
+    determinant = (a * c - b * b).clamp(min=1e-12)
+    conics = torch.stack([c / determinant, -b / determinant, a / determinant], dim=-1)
+    middle = 0.5 * (a + c)
+    largest_eigenvalue = middle + torch.sqrt((middle * middle - determinant).clamp(min=0.1))
+    radii = torch.ceil(3.0 * torch.sqrt(largest_eigenvalue)).detach()
+    means2d = torch.stack([fx * x / z_safe + cx, fy * y / z_safe + cy], dim=-1)
+    visible = (z > NEAR_PLANE) & (a * c - b * b > 0)
+    radii = torch.where(visible, radii, torch.zeros_like(radii))
+    return means2d, z, conics, radii
+
+
+def _render_torch(gaussians: Gaussians, viewmat: torch.Tensor, K: torch.Tensor, width: int, height: int,
+                  background: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    device, dtype = gaussians.means.device, gaussians.means.dtype
+    means2d, depths, conics, radii = _project(gaussians, viewmat, K, width, height)
+    tiles_x, tiles_y = math.ceil(width / TILE), math.ceil(height / TILE)
+
+    # Tiles each Gaussian's 3-sigma box touches.
+    with torch.no_grad():
+        on_screen = (radii > 0) & (means2d[:, 0] + radii > 0) & (means2d[:, 0] - radii < width) & \
+            (means2d[:, 1] + radii > 0) & (means2d[:, 1] - radii < height)
+        ids = torch.nonzero(on_screen).flatten()
+        x0 = ((means2d[ids, 0] - radii[ids]) // TILE).clamp(0, tiles_x - 1).long()
+        x1 = ((means2d[ids, 0] + radii[ids]) // TILE).clamp(0, tiles_x - 1).long()
+        y0 = ((means2d[ids, 1] - radii[ids]) // TILE).clamp(0, tiles_y - 1).long()
+        y1 = ((means2d[ids, 1] + radii[ids]) // TILE).clamp(0, tiles_y - 1).long()
+        span_x, span_y = x1 - x0 + 1, y1 - y0 + 1
+        counts = span_x * span_y
+        pair_gaussian = torch.repeat_interleave(ids, counts)
+        first = torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+        local = torch.arange(len(pair_gaussian), device=device) - first
+        owner = torch.repeat_interleave(torch.arange(len(ids), device=device), counts)
+        pair_tile = (y0[owner] + local // span_x[owner]) * tiles_x + x0[owner] + local % span_x[owner]
+        # Sort by tile, then by depth (front to back).
+        depth_rank = torch.empty_like(depths, dtype=torch.long)
+        depth_rank[torch.argsort(depths)] = torch.arange(len(depths), device=device)
+        order = torch.argsort(pair_tile * len(depths) + depth_rank[pair_gaussian])
+        pair_gaussian, pair_tile = pair_gaussian[order], pair_tile[order]
+        num_tiles = tiles_x * tiles_y
+        per_tile = torch.bincount(pair_tile, minlength=num_tiles)
+        starts = torch.cumsum(per_tile, 0) - per_tile
+
+    colors = background.expand(num_tiles, TILE * TILE, 3).clone()
+    alphas = torch.zeros(num_tiles, TILE * TILE, device=device, dtype=dtype)
+    offsets = torch.arange(TILE, device=device, dtype=dtype) + 0.5
+    pixel_y, pixel_x = torch.meshgrid(offsets, offsets, indexing="ij")
+    pixel_offsets = torch.stack([pixel_x.flatten(), pixel_y.flatten()], dim=-1)  # [P, 2] pixel centres
+    busy = torch.nonzero(per_tile).flatten().tolist()
+    chunk: list[int] = []
+    longest = 0
+
+    def flush(tile_ids: list[int], depth: int) -> None:
+        tiles = torch.tensor(tile_ids, device=device)
+        slots = torch.arange(depth, device=device)
+        index = starts[tiles, None] + slots[None, :]
+        valid = slots[None, :] < per_tile[tiles, None]
+        gaussian = pair_gaussian[index.clamp(max=len(pair_gaussian) - 1)]  # [T, K]
+        origin = torch.stack([(tiles % tiles_x) * TILE, (tiles // tiles_x) * TILE], dim=-1).to(dtype)
+        pixels = origin[:, None, :] + pixel_offsets[None]  # [T, P, 2]
+        delta = pixels[:, :, None, :] - means2d[gaussian][:, None, :, :]  # [T, P, K, 2]
+        conic = conics[gaussian][:, None]  # [T, 1, K, 3]
+        power = -0.5 * (conic[..., 0] * delta[..., 0] ** 2 + conic[..., 2] * delta[..., 1] ** 2) \
+            - conic[..., 1] * delta[..., 0] * delta[..., 1]
+        alpha = (gaussians.opacities[gaussian][:, None] * torch.exp(power)).clamp(max=ALPHA_MAX)
+        keep = valid[:, None, :] & (power <= 0) & (alpha >= ALPHA_MIN)
+        alpha = torch.where(keep, alpha, torch.zeros_like(alpha))
+        transmittance = torch.cumprod(1.0 - alpha, dim=-1)
+        before = torch.cat([torch.ones_like(transmittance[..., :1]), transmittance[..., :-1]], dim=-1)
+        weights = alpha * before  # [T, P, K]
+        colour = torch.einsum("tpk,tkc->tpc", weights, gaussians.colors[gaussian])
+        remaining = transmittance[..., -1]
+        colors[tiles] = colour + remaining[..., None] * background
+        alphas[tiles] = 1.0 - remaining
+
+    for tile in busy:
+        count = int(per_tile[tile])
+        if chunk and (len(chunk) + 1) * TILE * TILE * max(longest, count) > _CHUNK_ELEMENTS:
+            flush(chunk, longest)
+            chunk, longest = [], 0
+        chunk.append(tile)
+        longest = max(longest, count)
+    if chunk:
+        flush(chunk, longest)
+
+    def to_image(tiled: torch.Tensor) -> torch.Tensor:
+        channels = tiled.shape[-1]
+        image = tiled.reshape(tiles_y, tiles_x, TILE, TILE, channels).permute(0, 2, 1, 3, 4)
+        return image.reshape(tiles_y * TILE, tiles_x * TILE, channels)[:height, :width]
+
+    return to_image(colors), to_image(alphas[..., None])
+
+
+def render_batch(
+    gaussians: Gaussians,
+    c2w: torch.Tensor,
+    fov: float,
+    size: int,
+    background: torch.Tensor | tuple[float, float, float],
+    backend: str = "auto",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Render a batch of scenes, each from its own cameras.
+
+    Args:
+        gaussians: batched, means [B, N, 3] ...
+        c2w: [B, V, 4, 4] OpenGL camera-to-world in the Gaussians' frame.
+        fov: vertical field of view (degrees); size: square image size.
+        background: RGB in [0, 1].
+    Returns:
+        colors [B, V, 3, H, W] and alphas [B, V, 1, H, W] (channels first, for losses).
+    """
+    K = torch.as_tensor(camera.intrinsics_from_fov(fov, size, size), dtype=gaussians.means.dtype)
+    colors, alphas = [], []
+    for index in range(c2w.shape[0]):
+        output = render_gaussians(gaussians[index], c2w[index], K, size, size, background, backend)
+        colors.append(output.colors.permute(0, 3, 1, 2))
+        alphas.append(output.alphas.permute(0, 3, 1, 2))
+    return torch.stack(colors), torch.stack(alphas)

@@ -1,0 +1,127 @@
+"""The LGM reconstructor: 4 posed views -> 3D Gaussians (paper 3.3; LGM).
+
+``LGM.prepare_inputs`` builds the network input from views and cameras (ImageNet-normalised RGB +
+Plücker rays in the normalised camera frame); ``LGM.forward`` returns ``Gaussians`` in that frame;
+``LGM.reconstruct`` does both and maps the Gaussians back to the world frame of the given cameras.
+
+Weights: ``LGM.load_official`` reads LGM's released ``model_fp16_fixrot.safetensors`` (big preset)
+with ``strict=True``; ``save_pretrained``/``from_pretrained`` keep the options next to the weights
+(``lgm_options.json`` + ``model.safetensors``).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from models.gaussians import Gaussians
+from models.lgm_options import PRESETS, LGMOptions
+from models.lgm_unet import AsymmetricUNet
+from models.rays import apply_normalisation, normalisation_transform, plucker_rays
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+OPTIONS_FILE = "lgm_options.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+class LGM(nn.Module):
+    def __init__(self, options: LGMOptions | str = "small") -> None:
+        super().__init__()
+        self.options = PRESETS[options] if isinstance(options, str) else options
+        self.unet = AsymmetricUNet(self.options)
+        self.conv = nn.Conv2d(14, 14, kernel_size=1)
+
+    # -- inputs ----------------------------------------------------------------------------------
+    def prepare_inputs(self, views: torch.Tensor, c2w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Network input and the camera normalisation.
+
+        Args:
+            views: [B, V, 3, H, W] RGB in [0, 1] (background composited), V = num_input_views.
+            c2w: [B, V, 4, 4] OpenGL camera-to-world of those views (``camera`` module).
+        Returns:
+            inputs [B, V, 9, S, S] (S = input_size) and transforms [B, 4, 4]: the similarity taking
+            each sample's world to its normalised frame (view 0: identity rotation at (0, 0, r)).
+        """
+        batch, num_views = views.shape[:2]
+        if num_views != self.options.num_input_views:
+            raise ValueError(f"LGM takes {self.options.num_input_views} views, got {num_views}")
+        size = self.options.input_size
+        images = F.interpolate(views.flatten(0, 1).float(), size=(size, size), mode="bilinear", align_corners=False,
+                               antialias=True)
+        mean = torch.tensor(IMAGENET_MEAN, device=views.device).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD, device=views.device).view(1, 3, 1, 1)
+        images = ((images - mean) / std).unflatten(0, (batch, num_views))
+        transforms, rays = [], []
+        for sample in range(batch):
+            transform = normalisation_transform(c2w[sample, 0].detach().cpu(), self.options.cam_radius)
+            normalised = apply_normalisation(transform.to(c2w.device), c2w[sample].double()).float()
+            rays.append(plucker_rays(normalised, size, size, self.options.fov))
+            transforms.append(transform.float().to(views.device))
+        inputs = torch.cat([images, torch.stack(rays)], dim=2)
+        return inputs.to(self.conv.weight.dtype), torch.stack(transforms)
+
+    # -- network ---------------------------------------------------------------------------------
+    def forward(self, inputs: torch.Tensor) -> Gaussians:
+        """[B, V, 9, S, S] -> Gaussians with [B, V * splat_size^2, ...] (normalised camera frame).
+
+        Activations as LGM: position clamp to [-1, 1], opacity sigmoid, scale 0.1 * softplus,
+        rotation normalised (w first), colour 0.5 * tanh + 0.5.
+        """
+        batch, num_views = inputs.shape[:2]
+        x = self.conv(self.unet(inputs.flatten(0, 1)))
+        size = self.options.splat_size
+        x = x.reshape(batch, num_views, 14, size, size).permute(0, 1, 3, 4, 2).reshape(batch, -1, 14).float()
+        return Gaussians(
+            means=x[..., 0:3].clamp(-1, 1),
+            opacities=torch.sigmoid(x[..., 3]),
+            scales=0.1 * F.softplus(x[..., 4:7]),
+            quats=F.normalize(x[..., 7:11], dim=-1),
+            colors=0.5 * torch.tanh(x[..., 11:14]) + 0.5,
+        )
+
+    def reconstruct(self, views: torch.Tensor, c2w: torch.Tensor) -> tuple[Gaussians, torch.Tensor]:
+        """Views [B, V, 3, H, W] in [0, 1] + cameras [B, V, 4, 4] -> (Gaussians in the normalised
+        frame, transforms [B, 4, 4]); render them with ``normalise_cameras(transforms, c2w)``."""
+        inputs, transforms = self.prepare_inputs(views, c2w)
+        return self(inputs), transforms
+
+    # -- weights ---------------------------------------------------------------------------------
+    @classmethod
+    def load_official(cls, path: str, options: LGMOptions | str = "big") -> "LGM":
+        """LGM's released safetensors (e.g. model_fp16_fixrot.safetensors), loaded strictly."""
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"LGM checkpoint not found: {path}")
+        model = cls(options)
+        state = load_file(path)
+        try:
+            model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+        except RuntimeError as error:
+            raise ValueError(f"{path} does not match the LGM '{options}' architecture: {error}") from error
+        return model
+
+    def save_pretrained(self, directory: str) -> None:
+        os.makedirs(directory, exist_ok=True)
+        with open(os.path.join(directory, OPTIONS_FILE), "w") as handle:
+            handle.write(self.options.to_json())
+        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, os.path.join(directory, WEIGHTS_FILE))
+
+    @classmethod
+    def from_pretrained(cls, directory: str) -> "LGM":
+        for name in (OPTIONS_FILE, WEIGHTS_FILE):
+            if not os.path.isfile(os.path.join(directory, name)):
+                raise FileNotFoundError(f"{directory} is not an LGM directory: {name} is missing")
+        with open(os.path.join(directory, OPTIONS_FILE)) as handle:
+            model = cls(LGMOptions.from_json(handle.read()))
+        model.load_state_dict(load_file(os.path.join(directory, WEIGHTS_FILE)), strict=True)
+        return model
+
+
+def normalise_cameras(transforms: torch.Tensor, c2w: torch.Tensor) -> torch.Tensor:
+    """World cameras [B, V, 4, 4] -> the reconstruction's normalised frame (per sample)."""
+    return torch.stack([apply_normalisation(t.to(c2w.device).double(), c.double()).to(c2w.dtype)
+                        for t, c in zip(transforms, c2w)])

@@ -1,0 +1,21 @@
+"""Orbit shard rows -> the reconstructor's tensors (views, masks, cameras)."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from pipeline import schema
+
+
+def row_to_tensors(row: Mapping[str, Any], background: tuple[float, float, float]) -> dict[str, torch.Tensor]:
+    """One ok shard row -> {"views" [V, 3, H, W] RGB in [0, 1] composited on ``background`` (0-1),
+    "alphas" [V, 1, H, W], "c2w" [V, 4, 4] float32 (OpenGL, ``camera`` module)}."""
+    rgba = torch.from_numpy(schema.decode_views(row)).permute(0, 3, 1, 2).float() / 255.0
+    alphas = rgba[:, 3:4]
+    colour = torch.tensor(background, dtype=torch.float32).view(1, 3, 1, 1)
+    views = rgba[:, :3] * alphas + colour * (1.0 - alphas)
+    c2w, _ = schema.decode_cameras(row)
+    return {"views": views, "alphas": alphas, "c2w": torch.from_numpy(np.ascontiguousarray(c2w)).float()}

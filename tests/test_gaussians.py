@@ -1,0 +1,172 @@
+"""Gaussians, the renderer (PyTorch path; gsplat where CUDA exists), PLY files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import camera
+from models.gaussian_renderer import render_gaussians
+from models.gaussians import Gaussians, matrix_to_quaternion, quaternion_to_matrix
+from models.ply import load_ply, save_ply
+
+
+def one_gaussian(position=(0.0, 0.0, 0.0), sigma=0.05, opacity=0.5, colour=(1.0, 0.2, 0.1)) -> Gaussians:
+    return Gaussians(means=torch.tensor([position]), quats=torch.tensor([[1.0, 0.0, 0.0, 0.0]]),
+                     scales=torch.full((1, 3), sigma), opacities=torch.tensor([opacity]), colors=torch.tensor([colour]))
+
+
+def cameras(azimuths=(0.0,), elevation=0.0, size=64, fov=39.6):
+    c2w = torch.tensor(camera.orbit_c2w(elevation, list(azimuths)), dtype=torch.float32)
+    K = torch.tensor(camera.intrinsics_from_fov(fov, size, size), dtype=torch.float32)
+    return c2w, K
+
+
+def test_single_gaussian_position_footprint_and_colour():
+    position = (0.2, -0.1, 0.05)
+    sigma = 0.04
+    gaussians = one_gaussian(position, sigma=sigma, opacity=0.5)
+    c2w, K = cameras(azimuths=(0.0, 90.0, 200.0), elevation=15.0, size=96)
+    out = render_gaussians(gaussians, c2w, K, 96, 96, background=(0.0, 0.0, 0.0))
+    assert out.colors.shape == (3, 96, 96, 3) and out.alphas.shape == (3, 96, 96, 1)
+    pixels, depth = camera.project_points(np.array([position]), c2w.double().numpy(), K.double().numpy())
+    ys, xs = torch.meshgrid(torch.arange(96) + 0.5, torch.arange(96) + 0.5, indexing="ij")
+    for view in range(3):
+        weight = out.alphas[view, ..., 0].double()
+        total = weight.sum()
+        mean_x, mean_y = (weight * xs).sum() / total, (weight * ys).sum() / total
+        assert mean_x.item() == pytest.approx(pixels[view, 0, 0], abs=0.05)
+        assert mean_y.item() == pytest.approx(pixels[view, 0, 1], abs=0.05)
+        # Footprint: the alpha image is the projected Gaussian; its variance is (f sigma / z)^2 plus
+        # the 0.3 px^2 low-pass (alpha stays below the 0.999 clamp, tails cut at 1/255).
+        variance = (weight * (xs - mean_x) ** 2).sum() / total
+        expected = (K[0, 0].item() * sigma / depth[view, 0]) ** 2 + 0.3
+        assert variance.item() == pytest.approx(expected, rel=0.08)
+        peak = out.alphas[view, ..., 0].max().item()
+        assert 0.45 < peak <= 0.5
+    # Colour: over a background, a pixel shows alpha * colour + (1 - alpha) * background. The
+    # Gaussian projects to (48, 48); pixel (48, 48) has its centre half a pixel away on each axis.
+    opaque = render_gaussians(one_gaussian(opacity=0.99), c2w[:1], K, 96, 96, background=(0.0, 0.0, 1.0))
+    variance = (K[0, 0].item() * 0.05 / 2.0) ** 2 + 0.3
+    alpha = 0.99 * np.exp(-0.5 * (0.25 + 0.25) / variance)
+    expected = alpha * torch.tensor([1.0, 0.2, 0.1]) + (1 - alpha) * torch.tensor([0.0, 0.0, 1.0])
+    torch.testing.assert_close(opaque.colors[0, 48, 48], expected.float(), atol=1e-4, rtol=0)
+
+
+def test_compositing_is_front_to_back():
+    c2w, K = cameras()
+    red_front = Gaussians(
+        means=torch.tensor([[0.0, 0.0, 0.3], [0.0, 0.0, -0.3]]), quats=torch.tensor([[1.0, 0, 0, 0]] * 2),
+        scales=torch.full((2, 3), 0.1), opacities=torch.tensor([0.9, 0.9]),
+        colors=torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]),
+    )
+    out = render_gaussians(red_front, c2w, K, 64, 64, background=(0.0, 0.0, 0.0))
+    r, _, b = out.colors[0, 32, 32].tolist()
+    assert r == pytest.approx(0.9, abs=0.01) and b == pytest.approx(0.09, abs=0.01)
+    assert out.alphas[0, 32, 32, 0].item() == pytest.approx(0.99, abs=0.01)
+    # Seen from behind, blue is in front.
+    back, _ = cameras(azimuths=(180.0,))
+    out = render_gaussians(red_front, back, K, 64, 64, background=(0.0, 0.0, 0.0))
+    r, _, b = out.colors[0, 32, 32].tolist()
+    assert b == pytest.approx(0.9, abs=0.01) and r == pytest.approx(0.09, abs=0.01)
+
+
+def random_scene(count: int, seed: int = 0, requires_grad: bool = False) -> Gaussians:
+    generator = torch.Generator().manual_seed(seed)
+    scene = Gaussians(
+        means=(torch.rand(count, 3, generator=generator) - 0.5) * 0.8,
+        quats=torch.nn.functional.normalize(torch.randn(count, 4, generator=generator), dim=-1),
+        scales=torch.rand(count, 3, generator=generator) * 0.05 + 0.01,
+        opacities=torch.rand(count, generator=generator) * 0.8 + 0.1,
+        colors=torch.rand(count, 3, generator=generator),
+    )
+    if requires_grad:
+        for tensor in (scene.means, scene.quats, scene.scales, scene.opacities, scene.colors):
+            tensor.requires_grad_(True)
+    return scene
+
+
+def test_gradients_reach_every_parameter():
+    scene = random_scene(200, requires_grad=True)
+    c2w, K = cameras(azimuths=(0.0, 120.0), elevation=20.0, size=32)
+    out = render_gaussians(scene, c2w, K, 32, 32, background=(0.5, 0.5, 0.5))
+    (out.colors.square().mean() + out.alphas.mean()).backward()
+    for name in ("means", "quats", "scales", "opacities", "colors"):
+        gradient = getattr(scene, name).grad
+        assert gradient is not None and torch.isfinite(gradient).all() and gradient.abs().sum() > 0, name
+
+
+def test_scene_transform_leaves_images_unchanged():
+    """A similarity applied to the scene and to the cameras renders the same images."""
+    from models.rays import apply_normalisation, normalisation_transform
+
+    scene = random_scene(300)
+    c2w, K = cameras(azimuths=(30.0, 150.0), elevation=25.0, size=32)
+    transform = normalisation_transform(c2w[0], radius=1.5).float()
+    original = render_gaussians(scene, c2w, K, 32, 32)
+    moved = render_gaussians(scene.transformed(transform), apply_normalisation(transform, c2w), K, 32, 32)
+    torch.testing.assert_close(moved.colors, original.colors, atol=2e-4, rtol=0)
+
+
+def test_quaternion_matrix_round_trip():
+    q = torch.nn.functional.normalize(torch.randn(50, 4, dtype=torch.float64), dim=-1)
+    q = q * torch.sign(q[:, :1])
+    for quaternion, matrix in zip(q, quaternion_to_matrix(q)):
+        back = matrix_to_quaternion(matrix)
+        torch.testing.assert_close(back * torch.sign(back[0]), quaternion)
+
+
+def test_container_validates_shapes():
+    with pytest.raises(ValueError, match="opacities must have shape"):
+        Gaussians(means=torch.zeros(3, 3), quats=torch.zeros(3, 4), scales=torch.zeros(3, 3),
+                  opacities=torch.zeros(3, 1), colors=torch.zeros(3, 3))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="gsplat needs CUDA")
+def test_gsplat_and_torch_backends_agree():
+    scene = random_scene(2000).to("cuda")
+    c2w, K = cameras(azimuths=(0.0, 90.0, 225.0), elevation=20.0, size=64)
+    fast = render_gaussians(scene, c2w.cuda(), K.cuda(), 64, 64, backend="gsplat")
+    reference = render_gaussians(scene, c2w.cuda(), K.cuda(), 64, 64, backend="torch")
+    torch.testing.assert_close(fast.colors, reference.colors, atol=2e-3, rtol=0)
+    torch.testing.assert_close(fast.alphas, reference.alphas, atol=2e-3, rtol=0)
+
+
+def test_ply_round_trip_and_pruning(tmp_path):
+    scene = random_scene(500)
+    scene.opacities[:10] = 0.001  # below the pruning threshold
+    path = tmp_path / "scene.ply"
+    written = save_ply(scene, str(path))
+    assert written == 490
+    header = path.read_bytes()[:600].decode("ascii", errors="replace")
+    assert "element vertex 490" in header and "property float f_dc_0" in header and "property float rot_3" in header
+    loaded = load_ply(str(path))
+    kept = scene.select(scene.opacities >= 0.005)
+    torch.testing.assert_close(loaded.means, kept.means)
+    torch.testing.assert_close(loaded.colors, kept.colors, atol=1e-5, rtol=0)
+    torch.testing.assert_close(loaded.opacities, kept.opacities, atol=1e-5, rtol=0)
+    torch.testing.assert_close(loaded.scales, kept.scales, rtol=1e-5, atol=0)
+    torch.testing.assert_close(loaded.quats, kept.quats, atol=1e-6, rtol=0)
+    # The stored values follow the 3DGS conventions.
+    raw = np.frombuffer(path.read_bytes().split(b"end_header\n", 1)[1], dtype="<f4").reshape(490, 17)
+    np.testing.assert_allclose(raw[:, 6:9], (kept.colors.numpy() - 0.5) / 0.28209479177387814, atol=1e-5)
+    np.testing.assert_allclose(raw[:, 10:13], np.log(kept.scales.numpy()), atol=1e-5)
+
+
+def test_bad_ply_files_are_rejected(tmp_path):
+    not_ply = tmp_path / "a.ply"
+    not_ply.write_bytes(b"hello")
+    with pytest.raises(ValueError, match="not a PLY"):
+        load_ply(str(not_ply))
+    scene_path = tmp_path / "b.ply"
+    save_ply(random_scene(20), str(scene_path))
+    truncated = tmp_path / "c.ply"
+    truncated.write_bytes(scene_path.read_bytes()[:-100])
+    with pytest.raises(ValueError, match="truncated"):
+        load_ply(str(truncated))
+    mesh = tmp_path / "mesh.ply"
+    mesh.write_bytes(b"ply\nformat binary_little_endian 1.0\nelement vertex 1\nproperty float x\n"
+                     b"property float y\nproperty float z\nend_header\n" + b"\0" * 12)
+    with pytest.raises(ValueError, match="not a 3D Gaussian PLY"):
+        load_ply(str(mesh))
