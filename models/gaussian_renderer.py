@@ -8,8 +8,9 @@ stops a pixel once its transmittance falls under 1e-4; the PyTorch path composit
 a difference below 1e-4 in colour.)
 
 The PyTorch rasteriser bins Gaussians into 16x16 pixel tiles, sorts each tile's list by depth and
-evaluates tiles in vectorised chunks (bounded memory): about 0.1 s for 24 views of 4K Gaussians at
-64 px and a few seconds for 65K Gaussians at 256 px on 2 CPU cores (``benchmarks/gaussians.py``).
+evaluates tiles in vectorised chunks (bounded memory). Forward cost for 24 views on 2 CPU cores
+(``benchmarks/gaussians.py``): 2.5 s for 4K Gaussians at 64 px, 11.8 s for 16K at 256 px, 40 s for
+65K at 256 px: fine for tests and small batches; training at full size wants gsplat on a GPU.
 """
 
 from __future__ import annotations

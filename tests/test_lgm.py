@@ -1,0 +1,143 @@
+"""The LGM reconstructor: checkpoint compatibility, inputs, loss, and learning one object."""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import camera
+from models.lgm import LGM
+from models.lgm_options import PRESETS
+from models.lpips import LPIPS
+from models.rays import apply_normalisation, normalisation_transform, plucker_rays
+from models.recon_loss import ReconstructionLoss
+from models.recon_training import overfit_one_object
+from pipeline.recon_data import row_to_tensors
+from pipeline.render_stage import render_asset
+from pipeline.sources import AssetRef
+from render.process import BlenderProcess
+from render.settings import RenderSettings
+
+FIXTURES = Path(__file__).resolve().parent.parent.parent / "shared" / "fixtures"
+
+
+def read_fixture(name: str) -> dict[str, tuple[int, ...]]:
+    shapes = {}
+    for line in (FIXTURES / name).read_text().splitlines():
+        key, shape = line.split("\t")
+        shapes[key] = tuple(int(x) for x in shape.strip("()").split(",") if x.strip())
+    return shapes
+
+
+@pytest.mark.parametrize("preset, fixture, gaussians", [("big", "lgm_big_state_dict.tsv", 65536),
+                                                          ("small", "lgm_small_state_dict.tsv", 16384)])
+def test_state_dict_matches_the_official_checkpoints(preset, fixture, gaussians):
+    with torch.device("meta"):
+        model = LGM(preset)
+    ours = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+    assert ours == read_fixture(fixture)
+    assert model.options.num_gaussians == gaussians
+    if preset == "big":
+        assert sum(p.numel() for p in model.parameters()) == pytest.approx(415e6, rel=0.01)
+
+
+def test_official_format_loads_strictly_and_round_trips(tmp_path):
+    model = LGM("tiny")
+    path = tmp_path / "model_fp16.safetensors"
+    save_file({k: v.half().contiguous() for k, v in model.state_dict().items()}, str(path))  # as released: fp16
+    loaded = LGM.load_official(str(path), options="tiny")
+    for name, tensor in model.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[name], tensor.half().float())
+    with pytest.raises(ValueError, match="does not match the LGM 'small' architecture"):
+        LGM.load_official(str(path), options="small")
+    with pytest.raises(FileNotFoundError, match="LGM checkpoint not found"):
+        LGM.load_official(str(tmp_path / "missing.safetensors"))
+    model.save_pretrained(str(tmp_path / "ours"))
+    again = LGM.from_pretrained(str(tmp_path / "ours"))
+    assert again.options == model.options
+    with pytest.raises(FileNotFoundError, match="lgm_options.json is missing"):
+        LGM.from_pretrained(str(tmp_path))
+
+
+def test_camera_normalisation_and_plucker_rays():
+    c2w = torch.tensor(camera.orbit_c2w(20.0, [30.0, 120.0, 210.0, 300.0], distance=2.0))
+    transform = normalisation_transform(c2w[0], radius=1.5)
+    normalised = apply_normalisation(transform, c2w)
+    torch.testing.assert_close(normalised[0], torch.tensor([[1.0, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 1.5], [0, 0, 0, 1]],
+                                                           dtype=torch.float64))
+    rotations = normalised[:, :3, :3]
+    torch.testing.assert_close(rotations @ rotations.transpose(1, 2), torch.eye(3, dtype=torch.float64).expand(4, 3, 3))
+    # Cameras still look at the (fixed) origin from radius 1.5.
+    torch.testing.assert_close(normalised[:, :3, 3].norm(dim=-1), torch.full((4,), 1.5, dtype=torch.float64))
+    torch.testing.assert_close((transform @ torch.tensor([0.0, 0, 0, 1], dtype=torch.float64))[:3],
+                               torch.zeros(3, dtype=torch.float64))
+    rays = plucker_rays(normalised.float(), 8, 8, 39.6)
+    assert rays.shape == (4, 6, 8, 8)
+    moment, direction = rays[:, :3], rays[:, 3:]
+    torch.testing.assert_close(direction.norm(dim=1), torch.ones(4, 8, 8))
+    origin = normalised[:, :3, 3].float()[:, :, None, None].expand_as(direction)
+    torch.testing.assert_close(moment, torch.cross(origin, direction, dim=1))
+    # View 0 looks down -z: its central rays point at (0, 0, -1); moments vanish there.
+    centre = direction[0, :, 3:5, 3:5].mean(dim=(1, 2))
+    torch.testing.assert_close(centre, torch.tensor([0.0, 0.0, -1.0]), atol=0.01, rtol=0)
+
+
+def test_forward_shapes_and_activations():
+    model = LGM("tiny")
+    views = torch.rand(2, 4, 3, 48, 48)
+    c2w = torch.tensor(camera.orbit_c2w(10.0, [0.0, 90.0, 180.0, 270.0]), dtype=torch.float32)[None].repeat(2, 1, 1, 1)
+    with torch.no_grad():
+        gaussians, transforms = model.reconstruct(views, c2w)
+    assert gaussians.means.shape == (2, 4 * 32 * 32, 3) and transforms.shape == (2, 4, 4)
+    assert gaussians.means.abs().max() <= 1 and (gaussians.opacities > 0).all() and (gaussians.opacities < 1).all()
+    torch.testing.assert_close(gaussians.quats.norm(dim=-1), torch.ones(2, 4096))
+    assert (gaussians.colors >= 0).all() and (gaussians.colors <= 1).all() and (gaussians.scales > 0).all()
+    with pytest.raises(ValueError, match="takes 4 views"):
+        model.prepare_inputs(views[:, :3], c2w[:, :3])
+
+
+def test_reconstruction_loss_with_and_without_lpips(tmp_path):
+    rgb, target = torch.rand(1, 2, 3, 32, 32), torch.rand(1, 2, 3, 32, 32)
+    alpha, target_alpha = torch.rand(1, 2, 1, 32, 32), torch.rand(1, 2, 1, 32, 32)
+    with pytest.warns(UserWarning, match="LPIPS term is left out"):
+        plain = ReconstructionLoss.from_paths(None, None)
+    terms = plain(rgb, alpha, target, target_alpha)
+    assert "lpips" not in terms
+    torch.testing.assert_close(terms["loss"], terms["mse_rgb"] + terms["mse_alpha"])
+    # A tiny local network with the real file layouts: torchvision VGG16 keys and lpips lin keys.
+    network = LPIPS()
+    torch.save({f"features.{k}": v for k, v in network.features.state_dict().items()}, tmp_path / "vgg16.pth")
+    lin = {k: torch.rand_like(v) for k, v in network.state_dict().items() if k.startswith("lin")}
+    torch.save(lin, tmp_path / "vgg.pth")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        full = ReconstructionLoss.from_paths(str(tmp_path / "vgg16.pth"), str(tmp_path / "vgg.pth"))
+    terms = full(rgb, alpha, target, target_alpha)
+    assert terms["lpips"] > 0
+    torch.testing.assert_close(terms["loss"], terms["mse_rgb"] + terms["mse_alpha"] + terms["lpips"])
+    same = full(target, target_alpha, target, target_alpha)
+    assert same["lpips"].item() == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(FileNotFoundError, match="LPIPS weights not found"):
+        ReconstructionLoss.from_paths(str(tmp_path / "nope.pth"), str(tmp_path / "vgg.pth"))
+    with pytest.raises(ValueError, match="do not match"):
+        ReconstructionLoss.from_paths(str(tmp_path / "vgg.pth"), str(tmp_path / "vgg.pth"))
+
+
+def test_tiny_reconstructor_learns_a_rendered_object(shared_assets):
+    settings = RenderSettings(resolution=64, samples=8, threads=2)
+    with BlenderProcess() as process:
+        row = render_asset(AssetRef("duck", "local", str(shared_assets / "Duck.glb")), process, settings)
+    assert row["status"] == "ok", row["error"]
+    data = row_to_tensors(row, background=(1.0, 1.0, 1.0))
+    torch.manual_seed(0)
+    model = LGM(dataclasses.replace(PRESETS["tiny"], input_size=32, output_size=32))
+    result = overfit_one_object(model, data["views"], data["alphas"], data["c2w"], steps=60)
+    assert result.psnr_after > result.psnr_before + 5.0, result
+    assert result.psnr_after > 16.0, result
+    assert np.mean(result.losses[-10:]) < 0.5 * np.mean(result.losses[:5])
