@@ -2,9 +2,11 @@
 
     python jobs/make_tiny.py --variant t2v --output out/tiny-t2v
     python jobs/make_tiny.py --variant i2v --output out/tiny-i2v
+    python jobs/make_tiny.py --variant lgm --output out/tiny-lgm
 
-The directories load through the same code as published checkpoints (text-to-video-ms-1.7b,
-i2vgen-xl); tests and the local demo use them.
+The diffusion directories load through the same code as published checkpoints
+(text-to-video-ms-1.7b, i2vgen-xl); the LGM directory through ``LGM.from_pretrained``. Tests and the
+local demo use them.
 """
 
 from __future__ import annotations
@@ -15,20 +17,27 @@ import sys
 
 sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+import torch  # noqa: E402
+
+from models.lgm import LGM  # noqa: E402
 from models.tiny import make_tiny  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variant", choices=("t2v", "i2v"), required=True,
-                        help="t2v: ModelScope T2V layout; i2v: I2VGen-XL layout")
+    parser.add_argument("--variant", choices=("t2v", "i2v", "lgm"), required=True,
+                        help="t2v: ModelScope T2V layout; i2v: I2VGen-XL layout; lgm: the tiny reconstructor")
     parser.add_argument("--output", required=True, help="directory to write")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     args = parser.parse_args(argv)
     if os.path.isdir(args.output) and os.listdir(args.output):
         print(f"error: {args.output} exists and is not empty; choose another --output", file=sys.stderr)
         return 2
-    make_tiny(args.variant, args.output, seed=args.seed)
+    if args.variant == "lgm":
+        torch.manual_seed(args.seed)
+        LGM("tiny").save_pretrained(args.output)
+    else:
+        make_tiny(args.variant, args.output, seed=args.seed)
     print(f"wrote tiny {args.variant} model to {args.output}")
     return 0
 

@@ -252,3 +252,9 @@ def test_make_tiny_command(tmp_path):
     again = subprocess.run([sys.executable, str(REPO_ROOT / "jobs" / "make_tiny.py"), "--variant", "t2v",
                             "--output", str(output)], capture_output=True, text=True)
     assert again.returncode == 2 and "not empty" in again.stderr
+    lgm = subprocess.run([sys.executable, str(REPO_ROOT / "jobs" / "make_tiny.py"), "--variant", "lgm",
+                          "--output", str(tmp_path / "lgm")], capture_output=True, text=True)
+    assert lgm.returncode == 0, lgm.stderr
+    from models.lgm import LGM
+
+    assert LGM.from_pretrained(str(tmp_path / "lgm")).options.input_size == 64
