@@ -163,6 +163,21 @@ class MultiViewModel:
         self.diffusers_pipeline().save_pretrained(output_dir, safe_serialization=True)
         self.unet.camera_embedding.save_pretrained(os.path.join(output_dir, CAMERA_FOLDER), safe_serialization=True)
 
+    def save_trainable(self, output_dir: str) -> None:
+        """Only what fine-tuning changes (unet/, camera_embedding/): the checkpoint format."""
+        self.unet.unet.save_pretrained(os.path.join(output_dir, "unet"), safe_serialization=True)
+        self.unet.camera_embedding.save_pretrained(os.path.join(output_dir, CAMERA_FOLDER), safe_serialization=True)
+
+    def load_trainable(self, checkpoint_dir: str) -> None:
+        """Load unet/ and camera_embedding/ weights written by ``save_trainable`` (strict)."""
+        from safetensors.torch import load_file
+
+        for folder, module in (("unet", self.unet.unet), (CAMERA_FOLDER, self.unet.camera_embedding)):
+            path = os.path.join(checkpoint_dir, folder, "diffusion_pytorch_model.safetensors")
+            if not os.path.isfile(path):
+                raise ModelDirectoryError(f"checkpoint {checkpoint_dir} has no {folder}/ weights")
+            module.load_state_dict(load_file(path), strict=True)
+
     # -- conditioning ----------------------------------------------------------------------------
     @property
     def device(self) -> torch.device:

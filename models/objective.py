@@ -56,6 +56,7 @@ def diffusion_loss(
     generator: torch.Generator | None = None,
     condition_dropout: float = CONDITION_DROPOUT,
     autocast_dtype: torch.dtype | None = None,
+    unet: torch.nn.Module | None = None,
 ) -> torch.Tensor:
     """Scalar MSE between the UNet's prediction and the scheduler's target (fp32).
 
@@ -66,6 +67,7 @@ def diffusion_loss(
         condition_dropout: probability of training a sample unconditioned (for CFG).
         autocast_dtype: torch.float16 or torch.bfloat16 to run the UNet under autocast
             (fp16 needs a ``torch.amp.GradScaler`` in the trainer), None for full precision.
+        unet: the module to call instead of ``model.unet`` (its DDP/FSDP wrapper in training).
     """
     device = model.device
     views = batch.views.to(device)
@@ -102,5 +104,5 @@ def diffusion_loss(
     precision = (torch.autocast(device_type=device.type, dtype=autocast_dtype) if autocast_dtype is not None
                  else contextlib.nullcontext())
     with precision:
-        prediction = model.unet(noisy.to(model.unet.dtype), timesteps, cameras=cameras, **unet_inputs)
+        prediction = (unet or model.unet)(noisy.to(model.unet.dtype), timesteps, cameras=cameras, **unet_inputs)
     return F.mse_loss(prediction.float(), target.float())

@@ -35,6 +35,7 @@ def reconstruction_step(
     input_views: tuple[int, ...] | torch.Tensor,
     supervised_views: tuple[int, ...] | torch.Tensor | None,
     background: tuple[float, float, float],
+    network: torch.nn.Module | None = None,
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
     """Forward and loss for one batch (call ``backward`` on ``terms["loss"]`` yourself).
 
@@ -44,6 +45,7 @@ def reconstruction_step(
         c2w: [B, V, 4, 4] OpenGL camera-to-world of every view.
         input_views: the 4 view indices given to the model.
         supervised_views: view indices rendered and supervised (None: all).
+        network: the module to run instead of ``model`` (its DDP wrapper in training).
     Returns:
         (loss terms, rendered RGB [B, S, 3, h, w], rendered alpha [B, S, 1, h, w]) where h = w =
         ``model.options.output_size`` and targets are resized to it.
@@ -51,7 +53,8 @@ def reconstruction_step(
     inputs = torch.as_tensor(input_views, device=views.device)
     supervised = torch.arange(views.shape[1], device=views.device) if supervised_views is None else \
         torch.as_tensor(supervised_views, device=views.device)
-    gaussians, transforms = model.reconstruct(views[:, inputs], c2w[:, inputs])
+    network_inputs, transforms = model.prepare_inputs(views[:, inputs], c2w[:, inputs])
+    gaussians = (network or model)(network_inputs)
     cameras = normalise_cameras(transforms, c2w[:, supervised].float())
     size = model.options.output_size
     rgb, alpha = render_batch(gaussians, cameras, model.options.fov, size, background)

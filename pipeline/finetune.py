@@ -1,0 +1,120 @@
+"""Fine-tuning G on orbit shards with Ray Train (paper 3.2, supp. 8).
+
+AdamW (lr 3e-5, no weight decay), global batch 32 reached by gradient accumulation, fp16 autocast
+with a grad scaler (or bf16), gradient checkpointing, condition dropout 0.1, optional 2D images as
+1-frame videos. ``run_finetune`` is what ``jobs/finetune.py`` calls.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import time
+from typing import Any
+
+import ray
+import ray.train
+import ray.train.torch
+import torch
+
+from models.multiview_model import MultiViewModel, detect_variant, resolve_model_dir
+from models.objective import MultiViewBatch, diffusion_loss
+from models.sampler import SamplingConfig, sample_views
+from pipeline.media import grid_image
+from pipeline.train_common import (
+    TrainConfig,
+    TrainSummary,
+    WorkerState,
+    cycle_batches,
+    publish_final,
+    report,
+    restore,
+    run_trainer,
+    summarise,
+)
+from pipeline.train_data import image_dataset, orbit_dataset, to_model_inputs
+
+
+
+def finetune_loop(config: dict[str, Any]) -> None:
+    """Ray Train worker loop (every worker runs it; rank 0 also logs and checkpoints)."""
+    worker = WorkerState(config)
+    torch.manual_seed(config["seed"] + worker.rank)
+    model = MultiViewModel.from_pretrained(config["model"])
+    model.freeze_encoders()
+    model.to(worker.device)
+    if config["gradient_checkpointing"]:
+        model.unet.enable_gradient_checkpointing()
+    model.unet.train()
+    optimizer = torch.optim.AdamW(model.unet.parameters(), lr=config["lr"], weight_decay=0.0)
+    start = restore(model.load_trainable, optimizer, worker.scaler)
+    # 1-frame image batches leave the camera embedding unused, which DDP must be told about.
+    unet = (ray.train.torch.prepare_model(model.unet, parallel_strategy_kwargs={
+        "find_unused_parameters": bool(config.get("image_data"))}) if worker.world_size > 1 else model.unet)
+    orbits = cycle_batches(ray.train.get_dataset_shard("orbits"), config["micro_batch"], "orbit")
+    images = (cycle_batches(ray.train.get_dataset_shard("images"), config["micro_batch"], "image")
+              if config.get("image_data") else None)
+    accumulation = max(1, config["global_batch"] // (config["micro_batch"] * worker.world_size))
+    choose = random.Random(config["seed"] * 1000 + worker.rank)
+    generator = torch.Generator(device=worker.device).manual_seed(config["seed"] * 7919 + worker.rank + start)
+    with worker.mlflow() as mlflow:
+        if worker.is_chief and start:
+            print(f"[train] resumed from step {start}", flush=True)
+        for step in range(start + 1, config["steps"] + 1):
+            began = time.perf_counter()
+            worker.maybe_fail(step)
+            losses, samples = [], 0
+            for micro in range(accumulation):
+                use_images = images is not None and choose.random() < config["image_ratio"]
+                inputs = to_model_inputs(next(images if use_images else orbits), worker.device)
+                batch = MultiViewBatch(views=inputs["views"], cameras=inputs["cameras"], prompts=inputs["prompts"],
+                                       condition_images=inputs["views"][:, 0] if model.variant == "i2v" else None)
+                sync = contextlib.nullcontext() if micro == accumulation - 1 or unet is model.unet else unet.no_sync()
+                with sync:
+                    loss = diffusion_loss(model, batch, generator, autocast_dtype=worker.autocast_dtype, unet=unet)
+                    worker.scaler.scale(loss / accumulation).backward()
+                losses.append(loss.item())
+                samples += len(inputs["views"])
+            worker.scaler.step(optimizer)
+            worker.scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            seconds = time.perf_counter() - began
+            metrics = {"loss": sum(losses) / len(losses), "lr": optimizer.param_groups[0]["lr"],
+                       "samples_per_second": samples * worker.world_size / seconds, "step_time": seconds,
+                       "memory_gb": worker.memory_gb()}
+            last = step == config["steps"]
+            if step % config["log_every"] == 0 or last:
+                worker.progress(step, metrics)
+            if worker.is_chief and config["sample_every"] and (step % config["sample_every"] == 0 or last):
+                _log_samples(model, inputs, config, mlflow, step)
+            checkpoint_now = step % config["checkpoint_every"] == 0 or last
+            if checkpoint_now or step % config["log_every"] == 0:
+                report(worker, step, metrics, model.save_trainable if checkpoint_now else None, optimizer)
+        if worker.is_chief:
+            publish_final(model.save_pretrained, config, mlflow)
+
+
+def _log_samples(model: MultiViewModel, inputs: dict, config: dict, mlflow: Any, step: int) -> None:
+    """A grid of views sampled for the current batch's first prompt (or image), as an artifact."""
+    was_training = model.unet.training
+    model.unet.eval()
+    sampling = SamplingConfig(steps=config["sample_steps"], seed=step)
+    if model.variant == "t2v":
+        views, _ = sample_views(model, prompts=inputs["prompts"][:1], config=sampling)
+    else:
+        views, _ = sample_views(model, images=inputs["views"][:1, 0], config=sampling)
+    model.unet.train(was_training)
+    if mlflow is not None:
+        mlflow.log_image(grid_image(views[0]), f"samples/step_{step:07d}.png")
+
+
+def run_finetune(config: TrainConfig) -> TrainSummary:
+    """Fine-tune G on ``config.data``; resumable by ``config.name``."""
+    model_dir = resolve_model_dir(config.model)
+    variant = detect_variant(model_dir)
+    if not ray.is_initialized():
+        ray.init()
+    datasets = {"orbits": orbit_dataset(config.data, variant, config.resolution, config.captions)}
+    if config.image_data:
+        datasets["images"] = image_dataset(config.image_data, config.resolution)
+    return summarise(run_trainer(finetune_loop, config, datasets, {"model": model_dir, "variant": variant}), config)

@@ -1,0 +1,311 @@
+"""What both training jobs share: configuration, the Ray Train wiring, checkpoints, logging.
+
+Ray Train 2.60 (Train V2): a re-submitted job with the same ``name`` and ``output`` (storage path)
+resumes from its latest checkpoint via ``ray.train.get_checkpoint()``; ``FailureConfig`` restarts
+the workers after a failure, again from the latest checkpoint. Checkpoints are written by rank 0
+into a fresh local folder and handed to ``ray.train.report``, which uploads them and only then
+registers them, so a crash mid-upload never leaves a checkpoint that would be picked up.
+MLflow: the driver opens (or, on resume, reopens) the run; world rank 0 logs into it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+import ray
+import ray.train
+import torch
+from ray.train.torch import TorchTrainer
+
+from pipeline.tracking import tracking_uri
+
+TRAINING_STATE = "training_state.pt"
+FINAL_MODEL = "final_model"
+
+
+@dataclass
+class TrainConfig:
+    """Flags shared by ``jobs/finetune.py`` and ``jobs/train_recon.py``."""
+
+    data: str
+    model: str
+    output: str
+    name: str
+    steps: int = 1000
+    num_workers: int = 1
+    cpus_per_worker: float = 1.0
+    use_gpu: bool = False
+    accelerator_type: str | None = None
+    micro_batch: int = 1
+    global_batch: int = 32
+    lr: float = 3e-5
+    precision: str = "fp16"  # "fp16" (with a grad scaler), "bf16" or "no"
+    gradient_checkpointing: bool = True
+    checkpoint_every: int = 500
+    log_every: int = 10
+    sample_every: int = 0  # 0: no sample grids
+    sample_steps: int = 25
+    resolution: int = 256
+    captions: str | None = None
+    image_data: str | None = None
+    image_ratio: float = 0.0
+    max_failures: int = 2
+    keep_checkpoints: int = 2
+    mlflow_uri: str | None = None
+    experiment: str = "videomv-finetune"
+    seed: int = 0
+    fail_at_step: int | None = None  # fault drill: raise once at this step (tests FailureConfig)
+
+    def __post_init__(self) -> None:
+        if self.precision not in ("fp16", "bf16", "no"):
+            raise ValueError(f"precision must be fp16, bf16 or no, got {self.precision!r}")
+        if self.steps < 1 or self.micro_batch < 1 or self.global_batch < 1:
+            raise ValueError("steps, micro_batch and global_batch must be positive")
+        if not 0.0 <= self.image_ratio < 1.0:
+            raise ValueError("image_ratio must be in [0, 1)")
+
+    @property
+    def accumulation_steps(self) -> int:
+        """Micro-batches per optimizer step so that micro_batch x workers x steps = global_batch."""
+        return max(1, self.global_batch // (self.micro_batch * self.num_workers))
+
+
+def add_train_arguments(parser: Any, experiment: str) -> None:
+    """The flags both training jobs take (``config_from_args`` turns them into a ``TrainConfig``)."""
+    defaults = TrainConfig(data="", model="", output="", name="")
+    add = parser.add_argument
+    add("--data", required=True, help="orbit shards from jobs/render.py (folder or URI)")
+    add("--model", required=True, help="diffusers directory of G (ModelScope T2V / I2VGen-XL layout, or fine-tuned)")
+    add("--output", required=True, help="storage path for checkpoints and the final model (folder or URI)")
+    add("--name", required=True, help="run name: re-submitting with the same name and output resumes")
+    add("--steps", type=int, default=defaults.steps, help=f"optimizer steps (default {defaults.steps})")
+    add("--num-workers", type=int, default=defaults.num_workers, help="Ray Train workers (default 1)")
+    add("--cpus-per-worker", type=float, default=defaults.cpus_per_worker,
+        help="CPUs reserved per worker; leave some to Ray Data's decoding (default 1)")
+    add("--use-gpu", action="store_true", help="one GPU per worker")
+    add("--accelerator-type", default=None, help="e.g. A100 (Ray's accelerator_type)")
+    add("--micro-batch", type=int, default=defaults.micro_batch, help="samples per worker per forward (default 1)")
+    add("--global-batch", type=int, default=defaults.global_batch,
+        help="samples per optimizer step over all workers, by gradient accumulation (default 32)")
+    add("--lr", type=float, default=defaults.lr, help=f"AdamW learning rate (default {defaults.lr})")
+    add("--precision", choices=("fp16", "bf16", "no"), default=defaults.precision,
+        help="autocast precision; fp16 uses a grad scaler on CUDA, CPUs use bf16 for it (default fp16)")
+    add("--no-gradient-checkpointing", action="store_true", help="keep all activations (faster, more memory)")
+    add("--checkpoint-every", type=int, default=defaults.checkpoint_every, help="steps between checkpoints")
+    add("--log-every", type=int, default=defaults.log_every, help="steps between progress lines/metrics")
+    add("--resolution", type=int, default=defaults.resolution, help="training image size (default 256)")
+    add("--captions", default=None, help="CSV uid,caption overriding the shards' captions")
+    add("--max-failures", type=int, default=defaults.max_failures, help="worker failures survived (default 2)")
+    add("--keep-checkpoints", type=int, default=defaults.keep_checkpoints, help="checkpoints kept (default 2)")
+    add("--mlflow-uri", default=None, help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    add("--experiment", default=experiment, help=f"MLflow experiment (default {experiment})")
+    add("--seed", type=int, default=0)
+    add("--fail-at-step", type=int, default=None, help="fault drill: raise once at this step to exercise recovery")
+
+
+def config_from_args(args: Any, **extra: Any) -> TrainConfig:
+    return TrainConfig(
+        data=args.data, model=args.model, output=args.output, name=args.name, steps=args.steps,
+        num_workers=args.num_workers, cpus_per_worker=args.cpus_per_worker, use_gpu=args.use_gpu, accelerator_type=args.accelerator_type,
+        micro_batch=args.micro_batch, global_batch=args.global_batch, lr=args.lr, precision=args.precision,
+        gradient_checkpointing=not args.no_gradient_checkpointing, checkpoint_every=args.checkpoint_every,
+        log_every=args.log_every, resolution=args.resolution, captions=args.captions,
+        max_failures=args.max_failures, keep_checkpoints=args.keep_checkpoints, mlflow_uri=args.mlflow_uri,
+        experiment=args.experiment, seed=args.seed, fail_at_step=args.fail_at_step, **extra,
+    )
+
+
+def mlflow_run_id(config: TrainConfig, params: dict[str, Any]) -> str:
+    """The run for ``config.name``: reopened when the job is resumed, otherwise created."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri(config.mlflow_uri))
+    experiment = mlflow.set_experiment(config.experiment)
+    existing = mlflow.search_runs([experiment.experiment_id], filter_string=f"tags.ray_run_name = '{config.name}'",
+                                  output_format="list")
+    if existing:
+        return existing[0].info.run_id
+    with mlflow.start_run(run_name=config.name, tags={"ray_run_name": config.name}) as run:
+        mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})
+        return run.info.run_id
+
+
+def run_trainer(train_loop: Callable[[dict], None], config: TrainConfig, datasets: dict[str, Any],
+                loop_config: dict[str, Any]) -> ray.train.Result:
+    """Build and fit the ``TorchTrainer`` for ``config``; returns Ray Train's result."""
+    params = dataclasses.asdict(config)
+    run_id = mlflow_run_id(config, params)
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config={**params, **loop_config, "mlflow_run_id": run_id,
+                           "mlflow_tracking_uri": tracking_uri(config.mlflow_uri)},
+        scaling_config=ray.train.ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu,
+                                               accelerator_type=config.accelerator_type,
+                                               resources_per_worker={"CPU": config.cpus_per_worker}),
+        run_config=ray.train.RunConfig(
+            name=config.name,
+            storage_path=config.output,
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=config.keep_checkpoints),
+            failure_config=ray.train.FailureConfig(max_failures=config.max_failures),
+        ),
+        datasets=datasets,
+    )
+    return trainer.fit()
+
+
+# -- inside the workers ----------------------------------------------------------------------------
+class WorkerState:
+    """Rank, device, precision and logging helpers for one training worker."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        context = ray.train.get_context()
+        self.config = config
+        self.rank = context.get_world_rank()
+        self.world_size = context.get_world_size()
+        self.device = ray.train.torch.get_device()
+        self.is_chief = self.rank == 0
+        cuda = self.device.type == "cuda"
+        precision = config["precision"]
+        # fp16 autocast only on CUDA; CPUs fall back to bf16 (fp16 GEMMs are slow or missing there).
+        self.autocast_dtype = {"fp16": torch.float16 if cuda else torch.bfloat16, "bf16": torch.bfloat16,
+                               "no": None}[precision]
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=precision == "fp16" and cuda)
+        self._mlflow = None
+        self._start = time.perf_counter()
+        self._first_step: int | None = None
+
+    @contextlib.contextmanager
+    def mlflow(self) -> Iterator[Any]:
+        """The job's MLflow run on rank 0 (None elsewhere)."""
+        if not self.is_chief:
+            yield None
+            return
+        import mlflow
+
+        mlflow.set_tracking_uri(self.config["mlflow_tracking_uri"])
+        with mlflow.start_run(run_id=self.config["mlflow_run_id"]):
+            self._mlflow = mlflow
+            try:
+                yield mlflow
+            finally:
+                self._mlflow = None
+
+    def progress(self, step: int, metrics: dict[str, float]) -> None:
+        """Rank 0: print step, loss, throughput and ETA; log the metrics to MLflow."""
+        if not self.is_chief:
+            return
+        if self._first_step is None:
+            self._first_step, self._start = step - 1, time.perf_counter() - metrics.get("step_time", 0.0)
+        done = step - self._first_step
+        elapsed = time.perf_counter() - self._start
+        eta = elapsed / max(done, 1) * (self.config["steps"] - step)
+        print(f"[train] step {step}/{self.config['steps']} loss {metrics['loss']:.4f} "
+              f"{metrics.get('samples_per_second', 0.0):.2f} samples/s eta {eta / 60:.1f} min", flush=True)
+        if self._mlflow is not None:
+            self._mlflow.log_metrics(metrics, step=step)
+
+    def maybe_fail(self, step: int) -> None:
+        """Fault drill: raise once at ``fail_at_step`` (a marker in the run's storage records it)."""
+        target = self.config.get("fail_at_step")
+        if target is None or step != target or not self.is_chief:
+            return
+        marker = os.path.join(self.config["output"], self.config["name"], f".failed_once_at_{target}")
+        if os.path.exists(marker):
+            return
+        os.makedirs(os.path.dirname(marker), exist_ok=True)
+        open(marker, "w").close()
+        raise RuntimeError(f"fault drill: failing once at step {target}")
+
+    def memory_gb(self) -> float:
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device) / 1e9
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # Linux: KiB
+
+
+def restore(load_model: Callable[[str], None], optimizer: torch.optim.Optimizer, scaler: Any) -> int:
+    """Load the latest checkpoint if there is one; returns the step it was taken at (0 if none)."""
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return 0
+    with checkpoint.as_directory() as directory:
+        load_model(directory)
+        state = torch.load(os.path.join(directory, TRAINING_STATE), map_location="cpu", weights_only=False)
+    optimizer.load_state_dict(state["optimizer"])
+    if state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
+    return int(state["step"])
+
+
+def report(worker: WorkerState, step: int, metrics: dict[str, float], save_model: Callable[[str], None] | None,
+           optimizer: torch.optim.Optimizer) -> None:
+    """``ray.train.report`` on every worker (it is a barrier); rank 0 attaches a checkpoint when
+    ``save_model`` is given."""
+    if save_model is None or not worker.is_chief:
+        ray.train.report({**metrics, "step": step})
+        return
+    with tempfile.TemporaryDirectory(prefix="videomv-checkpoint-") as directory:
+        save_model(directory)
+        torch.save({"step": step, "optimizer": optimizer.state_dict(), "scaler": worker.scaler.state_dict()},
+                   os.path.join(directory, TRAINING_STATE))
+        ray.train.report({**metrics, "step": step}, checkpoint=ray.train.Checkpoint.from_directory(directory))
+
+
+def cycle_batches(shard: Any, batch_size: int, name: str) -> Iterator[dict]:
+    """Endless numpy batches from a Ray Data shard, epoch after epoch."""
+    while True:
+        produced = False
+        for batch in shard.iter_batches(batch_size=batch_size, batch_format="numpy", drop_last=True):
+            produced = True
+            yield batch
+        if not produced:
+            raise RuntimeError(f"the {name} dataset gave this worker no batch of {batch_size}: too little data")
+
+
+def publish_final(save: Callable[[str], None], config: dict[str, Any], mlflow: Any) -> str:
+    """Rank 0 at the end: write the model with ``save`` to ``{output}/{name}/final_model`` (replaced
+    atomically on local storage) and log it as the MLflow artifact path "final_model"."""
+    target = os.path.join(config["output"], config["name"], FINAL_MODEL)
+    with tempfile.TemporaryDirectory(prefix="videomv-final-") as directory:
+        save(directory)
+        if "://" in config["output"]:
+            import fsspec
+
+            filesystem, remote = fsspec.core.url_to_fs(target)
+            filesystem.put(directory + "/", remote + "/", recursive=True)
+        else:
+            staging = target + ".partial"
+            shutil.rmtree(staging, ignore_errors=True)
+            shutil.copytree(directory, staging)
+            shutil.rmtree(target, ignore_errors=True)
+            os.replace(staging, target)
+        if mlflow is not None:
+            mlflow.log_artifacts(directory, artifact_path=FINAL_MODEL)
+            mlflow.set_tag("final_model", target)
+    print(f"[train] final model written to {target}", flush=True)
+    return target
+
+
+@dataclass
+class TrainSummary:
+    name: str
+    steps: int
+    final_metrics: dict[str, Any]
+    checkpoint: str | None
+    final_model: str
+
+
+def summarise(result: ray.train.Result, config: TrainConfig) -> TrainSummary:
+    if result.error:
+        raise result.error
+    return TrainSummary(config.name, config.steps, dict(result.metrics or {}),
+                        result.checkpoint.path if result.checkpoint else None,
+                        os.path.join(config.output, config.name, FINAL_MODEL))

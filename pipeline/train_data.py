@@ -1,0 +1,147 @@
+"""Ray Data input for training: orbit shards (and optional 2D images) decoded into arrays.
+
+Decoding (PNG -> composited, resized RGB), caption joining and camera flattening all happen in Ray
+Data tasks, so the training workers receive ready arrays and only convert them to tensors.
+
+Batches (numpy) as the workers see them:
+    views    uint8 [N, F, H, W, 3]   RGB composited on the variant's background
+    alphas   uint8 [N, F, H, W]      foreground masks (for the reconstructor)
+    cameras  float32 [N, F, 16]      OpenGL c2w, row-major (``camera`` module)
+    prompt   str [N]                 caption + ", 3d asset" (orbits) or the image's caption
+F = 24 for orbits, 1 for images (cameras are then zeros and unused).
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import fsspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import ray
+from PIL import Image
+
+from pipeline import schema, shards
+from pipeline.sources import load_captions
+
+BACKGROUNDS = {"t2v": (128, 128, 128), "i2v": (255, 255, 255)}  # paper: grey for text, white for image
+CAPTION_SUFFIX = ", 3d asset"
+ORBIT_COLUMNS = ["uid", "status", "caption", "c2w", "views"]
+# Reading and decoding are light next to a training step; small CPU shares let them run beside the
+# training workers even when those hold most CPUs (Ray Data only gets what Train leaves over).
+READ_CPUS = 0.25
+DECODE_CPUS = 0.5
+MAX_DECODERS = 4
+
+
+def _resize(images: np.ndarray, size: int) -> np.ndarray:
+    """uint8 [F, H, W, C] -> [F, size, size, C] (area filter)."""
+    if images.shape[1] == size and images.shape[2] == size:
+        return images
+    return np.stack([np.asarray(Image.fromarray(image).resize((size, size), Image.BOX)) for image in images])
+
+
+def _prompt(caption: str | None) -> str:
+    caption = (caption or "").strip()
+    return caption + CAPTION_SUFFIX if caption else CAPTION_SUFFIX.lstrip(", ")
+
+
+class DecodeOrbits:
+    """Ray Data UDF: shard rows -> training arrays; failed rows are dropped."""
+
+    def __init__(self, background: tuple[int, int, int], resolution: int, captions: dict[str, str] | None = None):
+        self.background = background
+        self.resolution = resolution
+        self.captions = captions or {}
+
+    def __call__(self, batch: pa.Table) -> dict[str, np.ndarray]:
+        views, alphas, cameras, prompts = [], [], [], []
+        for row in batch.to_pylist():
+            if row["status"] != schema.STATUS_OK:
+                continue
+            rgba = _resize(schema.decode_views(row), self.resolution)
+            alpha = rgba[..., 3:4].astype(np.float32) / 255.0
+            colour = np.asarray(self.background, np.float32)
+            views.append(np.round(rgba[..., :3] * alpha + colour * (1.0 - alpha)).astype(np.uint8))
+            alphas.append(rgba[..., 3])
+            cameras.append(np.asarray(row["c2w"], np.float32).reshape(-1, 16))
+            prompts.append(_prompt(self.captions.get(row["uid"], row.get("caption"))))
+        return _stack(views, alphas, cameras, prompts, self.resolution)
+
+
+class DecodeImages:
+    """Ray Data UDF: rows with an encoded ``image`` and a ``caption`` -> 1-frame "videos"."""
+
+    def __init__(self, resolution: int) -> None:
+        self.resolution = resolution
+
+    def __call__(self, batch: pa.Table) -> dict[str, np.ndarray]:
+        views, alphas, cameras, prompts = [], [], [], []
+        for row in batch.to_pylist():
+            image = Image.open(io.BytesIO(row["image"])).convert("RGB")
+            side = min(image.size)  # centre crop to a square, then resize
+            left, top = (image.width - side) // 2, (image.height - side) // 2
+            image = image.crop((left, top, left + side, top + side)).resize((self.resolution, self.resolution), Image.BOX)
+            views.append(np.asarray(image)[None])
+            alphas.append(np.full((1, self.resolution, self.resolution), 255, np.uint8))
+            cameras.append(np.zeros((1, 16), np.float32))
+            prompts.append((row.get("caption") or "").strip())
+        return _stack(views, alphas, cameras, prompts, self.resolution)
+
+
+def _stack(views: list, alphas: list, cameras: list, prompts: list, resolution: int) -> dict[str, np.ndarray]:
+    if not views:
+        return {"views": np.zeros((0, 1, resolution, resolution, 3), np.uint8),
+                "alphas": np.zeros((0, 1, resolution, resolution), np.uint8),
+                "cameras": np.zeros((0, 1, 16), np.float32), "prompt": np.array([], dtype=object)}
+    return {"views": np.stack(views), "alphas": np.stack(alphas), "cameras": np.stack(cameras),
+            "prompt": np.array(prompts, dtype=object)}
+
+
+def _read_ok_rows(item: dict[str, Any]) -> list[dict[str, Any]]:
+    """One complete shard file -> its ok rows (only the columns training needs)."""
+    filesystem, path = fsspec.core.url_to_fs(item["path"])
+    with filesystem.open(path, "rb") as handle:
+        table = pq.read_table(handle, columns=ORBIT_COLUMNS, filters=[("status", "=", schema.STATUS_OK)])
+    return table.to_pylist()
+
+
+def orbit_dataset(data: str, variant: str, resolution: int, captions: str | None = None) -> ray.data.Dataset:
+    """Orbit shards at ``data`` (folder or URI) as training arrays for ``variant`` ("t2v"/"i2v").
+
+    Shards are listed with ``pipeline.shards`` (complete files only) and read by light tasks; Ray
+    Data's own file listing reserves a whole CPU, which a small cluster busy training may not have.
+    """
+    filesystem, _ = fsspec.core.url_to_fs(data)
+    paths = [filesystem.unstrip_protocol(path) for path in shards.list_shards(data)]
+    if not paths:
+        raise ValueError(f"no orbit shards (*.parquet) found at {data}")
+    table = load_captions(captions) if captions else None
+    dataset = ray.data.from_items([{"path": path} for path in paths], override_num_blocks=len(paths))
+    dataset = dataset.flat_map(_read_ok_rows, num_cpus=READ_CPUS)
+    return dataset.map_batches(DecodeOrbits, fn_constructor_kwargs={
+        "background": BACKGROUNDS[variant], "resolution": resolution, "captions": table,
+    }, batch_format="pyarrow", batch_size=8, num_cpus=DECODE_CPUS,
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=MAX_DECODERS))
+
+
+def image_dataset(data: str, resolution: int) -> ray.data.Dataset:
+    """A Parquet of images (``image``: encoded bytes, ``caption``) as 1-frame training arrays."""
+    dataset = ray.data.read_parquet(data, columns=["image", "caption"], num_cpus=READ_CPUS)
+    return dataset.map_batches(DecodeImages, fn_constructor_kwargs={"resolution": resolution},
+                               batch_format="pyarrow", batch_size=32, num_cpus=DECODE_CPUS,
+                               compute=ray.data.ActorPoolStrategy(min_size=1, max_size=MAX_DECODERS))
+
+
+def to_model_inputs(batch: dict[str, Any], device: Any) -> dict[str, Any]:
+    """A worker-side batch -> tensors: views [N, F, 3, H, W] in [-1, 1], alphas [N, F, 1, H, W] in
+    [0, 1], cameras [N, F, 4, 4] (None for 1-frame image batches), prompts."""
+    import torch
+
+    views = torch.as_tensor(batch["views"]).to(device).permute(0, 1, 4, 2, 3).float() / 127.5 - 1.0
+    alphas = torch.as_tensor(batch["alphas"]).to(device)[:, :, None].float() / 255.0
+    frames = views.shape[1]
+    cameras = torch.as_tensor(batch["cameras"]).to(device).reshape(len(views), frames, 4, 4) if frames > 1 else None
+    return {"views": views, "alphas": alphas, "cameras": cameras, "prompts": [str(p) for p in batch["prompt"]]}

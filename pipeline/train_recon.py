@@ -1,0 +1,157 @@
+"""Training the reconstructor on G's one-step predictions with Ray Train (paper 3.3, supp. 7.3).
+
+G stays frozen. Per batch: encode the ground-truth views, draw t in [0, 700], noise the latents, one
+G forward, decode the predicted x0, give 4 random predicted views to LGM and supervise the rendered
+Gaussians at the ground-truth views (all 24 by default) on the variant's background.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Any
+
+import ray
+import ray.train
+import ray.train.torch
+import torch
+
+from models.lgm import LGM
+from models.lgm_options import PRESETS
+from models.multiview_model import MultiViewModel, detect_variant, resolve_model_dir
+from models.recon_loss import ReconstructionLoss
+from models.recon_training import reconstruction_step
+from models.schedule import predict_x0
+from pipeline.train_common import (
+    TrainConfig,
+    TrainSummary,
+    WorkerState,
+    cycle_batches,
+    publish_final,
+    report,
+    restore,
+    run_trainer,
+    summarise,
+)
+from pipeline.train_data import BACKGROUNDS, orbit_dataset, to_model_inputs
+
+MAX_TIMESTEP = 700
+
+
+@dataclasses.dataclass
+class ReconConfig:
+    """Reconstructor settings on top of ``TrainConfig``."""
+
+    lgm: str | None = None  # official safetensors, or a directory written by LGM.save_pretrained
+    lgm_preset: str = "big"
+    lgm_size: int | None = None  # override input and output resolution (small CPU runs)
+    supervised_views: int = 24
+    lpips_vgg: str | None = None
+    lpips_lin: str | None = None
+
+
+def build_lgm(recon: dict[str, Any]) -> LGM:
+    options = PRESETS[recon["lgm_preset"]]
+    if recon.get("lgm_size"):
+        options = dataclasses.replace(options, input_size=recon["lgm_size"], output_size=recon["lgm_size"])
+    path = recon.get("lgm")
+    if path and os.path.isdir(path):
+        return LGM.from_pretrained(path)
+    if path:
+        return LGM.load_official(path, options)
+    return LGM(options)
+
+
+def load_lgm_into(model: LGM) -> Any:
+    def load(directory: str) -> None:
+        model.load_state_dict(LGM.from_pretrained(directory).state_dict(), strict=True)
+    return load
+
+
+@torch.no_grad()
+def one_step_predictions(generator_model: MultiViewModel, inputs: dict, rng: torch.Generator) -> torch.Tensor:
+    """G's predicted clean views [B, F, 3, H, W] in [0, 1] from noised ground truth at t <= 700."""
+    latents = generator_model.encode_views(inputs["views"], rng).float()
+    scheduler = generator_model.scheduler
+    timesteps = torch.randint(0, MAX_TIMESTEP + 1, (latents.shape[0],), generator=rng, device=latents.device)
+    noise = torch.randn(latents.shape, generator=rng, device=latents.device)
+    noisy = scheduler.add_noise(latents, noise, timesteps)
+    if generator_model.variant == "t2v":
+        condition = {"encoder_hidden_states": generator_model.encode_prompts(inputs["prompts"])}
+    else:
+        condition = {**generator_model.image_condition(inputs["views"][:, 0], latents.shape[2]),
+                     "encoder_hidden_states": generator_model.encode_prompts([""] * latents.shape[0])}
+    output = generator_model.unet(noisy.to(generator_model.unet.dtype), timesteps, cameras=inputs["cameras"],
+                                  **condition)
+    x0 = predict_x0(scheduler, noisy, output.float(), timesteps)
+    return (generator_model.decode_latents(x0) / 2 + 0.5).clamp(0, 1).float()
+
+
+def recon_loop(config: dict[str, Any]) -> None:
+    worker = WorkerState(config)
+    torch.manual_seed(config["seed"] + worker.rank)
+    generator_model = MultiViewModel.from_pretrained(config["model"])
+    generator_model.freeze_encoders()
+    generator_model.unet.requires_grad_(False).eval()
+    generator_model.to(worker.device)
+    lgm = build_lgm(config).to(worker.device).train()
+    loss_fn = ReconstructionLoss.from_paths(config.get("lpips_vgg"), config.get("lpips_lin")).to(worker.device)
+    optimizer = torch.optim.AdamW(lgm.parameters(), lr=config["lr"], weight_decay=0.0)
+    start = restore(load_lgm_into(lgm), optimizer, worker.scaler)
+    network = ray.train.torch.prepare_model(lgm) if worker.world_size > 1 else lgm
+    orbits = cycle_batches(ray.train.get_dataset_shard("orbits"), config["micro_batch"], "orbit")
+    accumulation = max(1, config["global_batch"] // (config["micro_batch"] * worker.world_size))
+    rng = torch.Generator(device=worker.device).manual_seed(config["seed"] * 7919 + worker.rank + start)
+    background = tuple(c / 255.0 for c in BACKGROUNDS[config["variant"]])
+    with worker.mlflow() as mlflow:
+        if worker.is_chief and start:
+            print(f"[train] resumed from step {start}", flush=True)
+        for step in range(start + 1, config["steps"] + 1):
+            began = time.perf_counter()
+            worker.maybe_fail(step)
+            losses, samples = [], 0
+            for _ in range(accumulation):
+                inputs = to_model_inputs(next(orbits), worker.device)
+                predicted = one_step_predictions(generator_model, inputs, rng)
+                frames = predicted.shape[1]
+                input_views = torch.randperm(frames, generator=rng, device=worker.device)[:4].sort().values
+                supervised = torch.randperm(frames, generator=rng, device=worker.device)[:config["supervised_views"]]
+                targets = inputs["views"] / 2 + 0.5
+                # LGM sees the predicted views; the loss compares its renders with the ground truth.
+                mixed = targets.clone()
+                mixed[:, input_views] = predicted[:, input_views]
+                with torch.autocast(worker.device.type, dtype=worker.autocast_dtype,
+                                    enabled=worker.autocast_dtype is not None):
+                    terms, _, _ = reconstruction_step(lgm, loss_fn, mixed, inputs["alphas"], inputs["cameras"],
+                                                      input_views, supervised, background, network=network)
+                worker.scaler.scale(terms["loss"] / accumulation).backward()
+                losses.append(terms["loss"].item())
+                samples += len(predicted)
+            worker.scaler.step(optimizer)
+            worker.scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            seconds = time.perf_counter() - began
+            metrics = {"loss": sum(losses) / len(losses), "lr": optimizer.param_groups[0]["lr"],
+                       "samples_per_second": samples * worker.world_size / seconds, "step_time": seconds,
+                       "memory_gb": worker.memory_gb()}
+            last = step == config["steps"]
+            if step % config["log_every"] == 0 or last:
+                worker.progress(step, metrics)
+            checkpoint_now = step % config["checkpoint_every"] == 0 or last
+            if checkpoint_now or step % config["log_every"] == 0:
+                report(worker, step, metrics, lgm.save_pretrained if checkpoint_now else None, optimizer)
+        if worker.is_chief:
+            publish_final(lgm.save_pretrained, config, mlflow)
+
+
+def run_train_recon(config: TrainConfig, recon: ReconConfig) -> TrainSummary:
+    """Train the reconstructor on G's one-step predictions; resumable by ``config.name``."""
+    model_dir = resolve_model_dir(config.model)
+    variant = detect_variant(model_dir)
+    if not ray.is_initialized():
+        ray.init()
+    datasets = {"orbits": orbit_dataset(config.data, variant, config.resolution, config.captions)}
+    result = run_trainer(recon_loop, config, datasets,
+                         {"model": model_dir, "variant": variant, **dataclasses.asdict(recon)})
+    return summarise(result, config)

@@ -1,0 +1,147 @@
+"""Both training jobs on a local Ray instance with 2 CPU workers, tiny models and rendered shards."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import mlflow
+import pytest
+import torch
+
+from models.lgm import LGM
+from models.lgm_options import PRESETS
+from models.multiview_model import MultiViewModel
+from models.objective import MultiViewBatch, diffusion_loss
+from models.recon_loss import ReconstructionLoss
+from models.recon_training import reconstruction_step
+from models.tiny import make_tiny
+from pipeline import shards
+from pipeline.finetune import run_finetune
+from pipeline.recon_data import row_to_tensors
+from pipeline.render_stage import RenderJobConfig, run_render_job
+from pipeline.train_common import TRAINING_STATE, TrainConfig
+from pipeline.train_data import BACKGROUNDS
+from pipeline.train_recon import ReconConfig, run_train_recon
+from render.settings import RenderSettings
+
+RESOLUTION = 32
+
+
+@pytest.fixture(scope="module")
+def workspace(ray_local, tmp_path_factory, shared_assets):
+    root = tmp_path_factory.mktemp("training")
+    assets = root / "assets"
+    assets.mkdir()
+    for name in ("Duck.glb", "monkey.glb", "teapot.stl", "BoxTextured.glb"):
+        os.symlink(shared_assets / name, assets / name)
+    summary = run_render_job(RenderJobConfig(input=str(assets), output=str(root / "shards"),
+                                             settings=RenderSettings(resolution=RESOLUTION, samples=2),
+                                             mlflow_uri=f"sqlite:///{root}/mlflow.db"))
+    assert summary.rendered == 4
+    return {"root": root, "shards": str(root / "shards"), "model": make_tiny("t2v", str(root / "tiny-t2v")),
+            "mlflow": f"sqlite:///{root}/mlflow.db"}
+
+
+def train_config(workspace, name: str, **overrides) -> TrainConfig:
+    values = dict(data=workspace["shards"], model=workspace["model"], output=str(workspace["root"] / "runs"),
+                  name=name, steps=3, num_workers=2, cpus_per_worker=0.5, micro_batch=1, global_batch=2,
+                  lr=1e-3, precision="no", checkpoint_every=2, log_every=1, resolution=RESOLUTION,
+                  mlflow_uri=workspace["mlflow"], max_failures=0)
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def metric_steps(workspace, experiment: str, run_name: str, metric: str = "loss") -> list[int]:
+    mlflow.set_tracking_uri(workspace["mlflow"])
+    runs = mlflow.search_runs(experiment_names=[experiment], filter_string=f"tags.ray_run_name = '{run_name}'",
+                              output_format="list")
+    assert len(runs) == 1, "one MLflow run per training name, reopened on resume"
+    history = mlflow.tracking.MlflowClient().get_metric_history(runs[0].info.run_id, metric)
+    return sorted(m.step for m in history)
+
+
+def adam_steps(checkpoint_dir: str) -> int:
+    state = torch.load(os.path.join(checkpoint_dir, TRAINING_STATE), weights_only=False)
+    return int(next(iter(state["optimizer"]["state"].values()))["step"])
+
+
+def fixed_loss(model: MultiViewModel, workspace) -> float:
+    """The diffusion loss on the rendered objects with fixed noise and timesteps."""
+    rows = shards.read_rows(workspace["shards"])
+    losses = []
+    for index, row in enumerate(rows):
+        data = row_to_tensors(row, tuple(c / 255 for c in BACKGROUNDS["t2v"]))
+        views = torch.nn.functional.interpolate(data["views"], size=(RESOLUTION, RESOLUTION)) * 2 - 1
+        batch = MultiViewBatch(views=views[None], cameras=data["c2w"][None], prompts=["3d asset"])
+        with torch.no_grad():
+            for seed in range(4):
+                losses.append(diffusion_loss(model, batch, torch.Generator().manual_seed(100 * index + seed),
+                                             condition_dropout=0.0).item())
+    return sum(losses) / len(losses)
+
+
+def test_finetune_trains_checkpoints_resumes_and_logs(workspace):
+    first = run_finetune(train_config(workspace, "ft", steps=3))
+    run_dir = workspace["root"] / "runs" / "ft"
+    checkpoints = sorted(p.name for p in run_dir.iterdir() if p.is_dir() and p.name.startswith("checkpoint_"))
+    assert len(checkpoints) == 2  # steps 2 and 3
+    assert adam_steps(first.checkpoint) == 3
+    # Checkpoints and the final model load through the model's own code.
+    base = MultiViewModel.from_pretrained(workspace["model"])
+    resumed_model = MultiViewModel.from_pretrained(workspace["model"])
+    resumed_model.load_trainable(first.checkpoint)
+    final = MultiViewModel.from_pretrained(first.final_model)
+    for name, tensor in final.unet.state_dict().items():
+        assert torch.equal(tensor, resumed_model.unet.state_dict()[name]), name
+    assert metric_steps(workspace, "videomv-finetune", "ft") == [1, 2, 3]
+
+    # Re-submitting with the same name continues at step 4 with the optimizer state of step 3.
+    second = run_finetune(train_config(workspace, "ft", steps=6))
+    assert second.final_metrics["step"] == 6
+    assert adam_steps(second.checkpoint) == 6, "optimizer state restored, not restarted"
+    assert metric_steps(workspace, "videomv-finetune", "ft") == [1, 2, 3, 4, 5, 6]
+    mlflow.set_tracking_uri(workspace["mlflow"])
+    run = mlflow.search_runs(experiment_names=["videomv-finetune"], output_format="list")[0]
+    assert run.data.params["lr"] == "0.001" and run.data.params["num_workers"] == "2"
+    for metric in ("loss", "lr", "samples_per_second", "step_time", "memory_gb"):
+        assert metric in run.data.metrics
+    artifacts = [a.path for a in mlflow.tracking.MlflowClient().list_artifacts(run.info.run_id, "final_model")]
+    assert "final_model/camera_embedding" in artifacts and "final_model/unet" in artifacts
+
+    # The fine-tuned model fits the training objects better than the base model.
+    trained = MultiViewModel.from_pretrained(second.final_model)
+    assert fixed_loss(trained, workspace) < fixed_loss(base, workspace)
+
+
+def test_finetune_survives_a_failing_step(workspace):
+    summary = run_finetune(train_config(workspace, "fault", steps=4, fail_at_step=3, max_failures=1))
+    assert os.path.exists(workspace["root"] / "runs" / "fault" / ".failed_once_at_3")
+    assert summary.final_metrics["step"] == 4
+    # Restarted from the step-2 checkpoint: the optimizer took exactly 4 steps in total.
+    assert adam_steps(summary.checkpoint) == 4
+    assert metric_steps(workspace, "videomv-finetune", "fault")[-1] == 4
+
+
+def test_train_recon_end_to_end(workspace):
+    initial = workspace["root"] / "lgm-initial"
+    torch.manual_seed(0)
+    LGM(dataclasses.replace(PRESETS["tiny"], input_size=RESOLUTION, output_size=RESOLUTION)).save_pretrained(str(initial))
+    config = train_config(workspace, "recon", steps=4, experiment="videomv-recon", lr=2e-3)
+    summary = run_train_recon(config, ReconConfig(lgm=str(initial), lgm_preset="tiny", supervised_views=4))
+    assert summary.final_metrics["step"] == 4
+    assert adam_steps(summary.checkpoint) == 4
+    assert metric_steps(workspace, "videomv-recon", "recon") == [1, 2, 3, 4]
+
+    def loss_of(model: LGM) -> float:
+        total = []
+        for row in shards.read_rows(workspace["shards"]):
+            data = row_to_tensors(row, (0.5, 0.5, 0.5))
+            with torch.no_grad():
+                terms, _, _ = reconstruction_step(model, ReconstructionLoss(None), data["views"][None],
+                                                  data["alphas"][None], data["c2w"][None], (0, 6, 12, 18), None,
+                                                  (0.5, 0.5, 0.5))
+            total.append(terms["loss"].item())
+        return sum(total) / len(total)
+
+    assert loss_of(LGM.from_pretrained(summary.final_model)) < loss_of(LGM.from_pretrained(str(initial)))
