@@ -207,11 +207,16 @@ class MultiViewModel:
         return self.text_encoder(tokens.input_ids.to(self.device))[0]
 
     @torch.no_grad()
-    def encode_views(self, views: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Views [B, F, 3, H, W] in [-1, 1] -> scaled latents [B, C, F, h, w]."""
+    def encode_views(self, views: torch.Tensor, generator: torch.Generator | None = None,
+                     sample: bool = True) -> torch.Tensor:
+        """Views [B, F, 3, H, W] in [-1, 1] -> scaled latents [B, C, F, h, w].
+
+        ``sample=False`` takes the posterior mean (deterministic; used when re-encoding renders).
+        """
         batch, frames = views.shape[:2]
         flat = views.flatten(0, 1).to(device=self.device, dtype=self.vae.dtype)
-        latents = self.vae.encode(flat).latent_dist.sample(generator) * self.vae.config.scaling_factor
+        posterior = self.vae.encode(flat).latent_dist
+        latents = (posterior.sample(generator) if sample else posterior.mode()) * self.vae.config.scaling_factor
         return latents.unflatten(0, (batch, frames)).permute(0, 2, 1, 3, 4)
 
     @torch.no_grad()

@@ -1,23 +1,51 @@
-"""DDIM sampling of 24 views from G, with classifier-free guidance (paper 3.4 without the 3D step).
+"""3D-aware denoising sampling of 24 views from G (paper 3.4), with Gaussians as a by-product.
 
-``sample_views`` draws views for text prompts (T2V) or condition images (I2VGen-XL) at the orbit
-cameras of the ``camera`` module. Defaults follow the authors: 50 DDIM steps, eta 0, guidance 9.0
-(text) / 6.0 (image), elevation 15 deg at distance 2.0 (text) / 5 deg at 1.7 (image).
+DDIM (diffusers' scheduler), eta 0, classifier-free guidance (9.0 text / 6.0 image), orbit cameras
+from the ``camera`` module (elevation 15 deg at distance 2.0 for text, 5 deg at 1.7 for image).
+
+At the configured steps the predicted x0 is decoded, views 0, 6, 12, 18 go through the
+reconstructor, the Gaussians are rendered at all cameras on the model's background, re-encoded, and
+REPLACE x0; the model output is recomputed from (x_t, new x0) and the DDIM step continues. Two forms:
+- "two" (the authors' code): the conditional and the unconditional x0 are each reconstructed and
+  guidance is applied to the two recomputed outputs (two reconstructions per step);
+- "one": the guided x0 is reconstructed once.
+When the views are done, the final Gaussians are reconstructed from them (in world coordinates).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 import camera
+from models.gaussian_renderer import render_batch
+from models.gaussians import Gaussians
+from models.lgm import LGM, normalise_cameras
 from models.multiview_model import MultiViewModel
+from models.schedule import output_from_x0, predict_x0
 
 DEFAULTS = {
-    "t2v": {"guidance_scale": 9.0, "elevation": 15.0, "distance": 2.0},
-    "i2v": {"guidance_scale": 6.0, "elevation": 5.0, "distance": 1.7},
+    "t2v": {"guidance_scale": 9.0, "elevation": 15.0, "distance": 2.0, "background": (0.5, 0.5, 0.5)},
+    "i2v": {"guidance_scale": 6.0, "elevation": 5.0, "distance": 1.7, "background": (1.0, 1.0, 1.0)},
 }
+AUTHORS_STEPS = (20, 30, 40)  # step indices of 50 where the official code reconstructs (t = 581, 381, 181)
+MODES = ("two", "one")
+
+
+def reconstruction_steps(steps: int, schedule: str = "authors", every: int = 10, skip: int = 20) -> tuple[int, ...]:
+    """Step indices (0-based) at which x0 is reconstructed.
+
+    "authors": 20, 30, 40 of 50, scaled to ``steps``; "every": every ``every`` steps after the first
+    ``skip`` (the paper's description); "none": plain DDIM.
+    """
+    if schedule == "none":
+        return ()
+    if schedule == "authors":
+        return tuple(sorted({min(steps - 1, round(index * steps / 50)) for index in AUTHORS_STEPS}))
+    if schedule == "every":
+        return tuple(range(skip, steps, every))
+    raise ValueError(f"unknown reconstruction schedule {schedule!r}: use authors, every or none")
 
 
 @dataclass
@@ -27,16 +55,33 @@ class SamplingConfig:
     guidance_scale: float | None = None  # None: the variant's default
     elevation: float | None = None
     distance: float | None = None
-    seed: int = 0
+    seeds: tuple[int, ...] = (0,)  # one per sample (a single seed is used for every sample)
+    reconstruct_at: tuple[int, ...] = field(default_factory=tuple)  # see ``reconstruction_steps``
+    mode: str = "two"
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.steps < 1:
+            raise ValueError("steps must be positive")
 
     def resolved(self, variant: str) -> "SamplingConfig":
         defaults = DEFAULTS[variant]
         return SamplingConfig(
-            steps=self.steps, eta=self.eta, seed=self.seed,
+            steps=self.steps, eta=self.eta, seeds=tuple(self.seeds), reconstruct_at=tuple(self.reconstruct_at),
+            mode=self.mode,
             guidance_scale=defaults["guidance_scale"] if self.guidance_scale is None else self.guidance_scale,
             elevation=defaults["elevation"] if self.elevation is None else self.elevation,
             distance=defaults["distance"] if self.distance is None else self.distance,
         )
+
+
+@dataclass
+class SamplingResult:
+    views: torch.Tensor  # [B, F, 3, H, W] in [0, 1]
+    cameras: torch.Tensor  # [B, F, 4, 4] OpenGL c2w, world frame
+    gaussians: Gaussians | None  # [B, N, ...] world frame, reconstructed from the final views
+    reconstructions: int  # reconstructor calls made during denoising (not counting the final one)
 
 
 def orbit_cameras(model: MultiViewModel, config: SamplingConfig, batch: int) -> torch.Tensor:
@@ -45,10 +90,27 @@ def orbit_cameras(model: MultiViewModel, config: SamplingConfig, batch: int) -> 
     return torch.tensor(c2w, dtype=torch.float32, device=model.device)[None].expand(batch, -1, -1, -1)
 
 
-def latent_shape(model: MultiViewModel, batch: int) -> tuple[int, ...]:
-    unet = model.unet.unet
-    size = unet.config.sample_size
-    return (batch, model.vae.config.latent_channels, model.unet.num_frames, size, size)
+def input_view_indices(frames: int, count: int = 4) -> tuple[int, ...]:
+    """Views given to the reconstructor: evenly spaced azimuths (0, 6, 12, 18 of 24)."""
+    return tuple(round(i * frames / count) for i in range(count))
+
+
+def reconstruct_views(lgm: LGM, views: torch.Tensor, cameras: torch.Tensor, background: tuple[float, float, float],
+                      size: int | None = None) -> tuple[torch.Tensor, Gaussians, torch.Tensor]:
+    """Views [B, F, 3, H, W] in [0, 1] at ``cameras`` -> (the Gaussians rendered at every camera
+    [B, F, 3, size, size], the Gaussians in the normalised frame, the normalising transforms [B, 4, 4])."""
+    indices = list(input_view_indices(views.shape[1], lgm.options.num_input_views))
+    gaussians, transforms = lgm.reconstruct(views[:, indices].float(), cameras[:, indices].float())
+    rendered, _ = render_batch(gaussians, normalise_cameras(transforms, cameras.float()), lgm.options.fov,
+                               size or views.shape[-1], background)
+    return rendered.clamp(0, 1), gaussians, transforms
+
+
+def to_world(gaussians: Gaussians, transforms: torch.Tensor) -> Gaussians:
+    """Batched Gaussians from the reconstructor's normalised frames back to world coordinates."""
+    scenes = [gaussians[b].transformed(torch.linalg.inv(transforms[b].double()).float()) for b in range(len(transforms))]
+    return Gaussians(**{name: torch.stack([getattr(s, name) for s in scenes])
+                        for name in ("means", "quats", "scales", "opacities", "colors")})
 
 
 def conditioning(model: MultiViewModel, prompts: list[str] | None, images: torch.Tensor | None,
@@ -67,30 +129,66 @@ def conditioning(model: MultiViewModel, prompts: list[str] | None, images: torch
     return {**condition, "encoder_hidden_states": empty}, {**unconditional, "encoder_hidden_states": empty}
 
 
+def initial_latents(model: MultiViewModel, seeds: tuple[int, ...], batch: int) -> torch.Tensor:
+    """Noise [B, C, F, h, w], each sample from its own seed (reproducible whatever the batch)."""
+    unet = model.unet.unet
+    size = unet.config.sample_size
+    shape = (model.vae.config.latent_channels, model.unet.num_frames, size, size)
+    seeds = seeds if len(seeds) == batch else tuple(seeds[0] for _ in range(batch))
+    noise = [torch.randn(shape, generator=torch.Generator().manual_seed(int(seed))) for seed in seeds]
+    return torch.stack(noise).to(model.device) * model.scheduler.init_noise_sigma
+
+
 @torch.no_grad()
 def sample_views(model: MultiViewModel, prompts: list[str] | None = None, images: torch.Tensor | None = None,
-                 config: SamplingConfig | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sample views.
+                 config: SamplingConfig | None = None, reconstructor: LGM | None = None) -> SamplingResult:
+    """Sample views (and Gaussians when a reconstructor is given).
 
     Args:
         prompts: B prompts (T2V). images: [B, 3, H, W] in [-1, 1] (I2VGen-XL).
-    Returns:
-        views [B, F, 3, H, W] in [0, 1] and their cameras [B, F, 4, 4] (OpenGL c2w).
+        config: steps, guidance, cameras, seeds, 3D-aware steps (``reconstruct_at``) and form.
+        reconstructor: LGM; needed when ``config.reconstruct_at`` is not empty.
     """
     batch = len(prompts) if prompts is not None else images.shape[0]
     config = (config or SamplingConfig()).resolved(model.variant)
+    if config.reconstruct_at and reconstructor is None:
+        raise ValueError("3D-aware steps need a reconstructor")
+    background = DEFAULTS[model.variant]["background"]
     cameras = orbit_cameras(model, config, batch)
     conditional, unconditional = conditioning(model, prompts, images, batch)
     scheduler = model.scheduler
     scheduler.set_timesteps(config.steps, device=model.device)
-    generator = torch.Generator(device="cpu").manual_seed(config.seed)
-    latents = torch.randn(latent_shape(model, batch), generator=generator).to(model.device) * scheduler.init_noise_sigma
-    for timestep in scheduler.timesteps:
+    latents = initial_latents(model, config.seeds, batch)
+    guided = config.guidance_scale != 1.0
+    reconstructions = 0
+
+    def replace_x0(sample: torch.Tensor, output: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+        nonlocal reconstructions
+        x0 = predict_x0(scheduler, sample, output.float(), timestep)
+        views = (model.decode_latents(x0) / 2 + 0.5).clamp(0, 1)
+        rendered, _, _ = reconstruct_views(reconstructor, views, cameras, background)
+        reconstructions += 1
+        new_x0 = model.encode_views(rendered * 2 - 1, sample=False).float()
+        return output_from_x0(scheduler, sample, new_x0, timestep)
+
+    for index, timestep in enumerate(scheduler.timesteps):
         model_input = scheduler.scale_model_input(latents, timestep).to(model.unet.dtype)
-        prediction = model.unet(model_input, timestep, cameras=cameras, **conditional)
-        if config.guidance_scale != 1.0:
-            baseline = model.unet(model_input, timestep, cameras=cameras, **unconditional)
-            prediction = baseline + config.guidance_scale * (prediction - baseline)
-        latents = scheduler.step(prediction, timestep, latents, eta=config.eta, generator=generator).prev_sample
-    views = (model.decode_latents(latents) / 2 + 0.5).clamp(0, 1)
-    return views.float(), cameras
+        output = model.unet(model_input, timestep, cameras=cameras, **conditional).float()
+        baseline = model.unet(model_input, timestep, cameras=cameras, **unconditional).float() if guided else None
+        if index in config.reconstruct_at:
+            if config.mode == "two" and guided:
+                output, baseline = replace_x0(latents, output, timestep), replace_x0(latents, baseline, timestep)
+            else:
+                if guided:
+                    output = baseline + config.guidance_scale * (output - baseline)
+                    baseline = None
+                output = replace_x0(latents, output, timestep)
+        if baseline is not None:
+            output = baseline + config.guidance_scale * (output - baseline)
+        latents = scheduler.step(output, timestep, latents, eta=config.eta).prev_sample
+    views = (model.decode_latents(latents) / 2 + 0.5).clamp(0, 1).float()
+    gaussians = None
+    if reconstructor is not None:
+        _, normalised, transforms = reconstruct_views(reconstructor, views, cameras, background)
+        gaussians = to_world(normalised, transforms)
+    return SamplingResult(views, cameras, gaussians, reconstructions)

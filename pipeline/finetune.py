@@ -98,11 +98,11 @@ def _log_samples(model: MultiViewModel, inputs: dict, config: dict, mlflow: Any,
     """A grid of views sampled for the current batch's first prompt (or image), as an artifact."""
     was_training = model.unet.training
     model.unet.eval()
-    sampling = SamplingConfig(steps=config["sample_steps"], seed=step)
+    sampling = SamplingConfig(steps=config["sample_steps"], seeds=(step,))
     if model.variant == "t2v":
-        views, _ = sample_views(model, prompts=inputs["prompts"][:1], config=sampling)
+        views = sample_views(model, prompts=inputs["prompts"][:1], config=sampling).views
     else:
-        views, _ = sample_views(model, images=inputs["views"][:1, 0], config=sampling)
+        views = sample_views(model, images=inputs["views"][:1, 0], config=sampling).views
     model.unet.train(was_training)
     if mlflow is not None:
         mlflow.log_image(grid_image(views[0]), f"samples/step_{step:07d}.png")
