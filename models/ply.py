@@ -11,6 +11,8 @@ too, or OpenCV's Y-down for scenes from COLMAP).
 
 from __future__ import annotations
 
+from typing import BinaryIO
+
 import numpy as np
 import torch
 
@@ -22,9 +24,9 @@ PROPERTIES = ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2", "op
 DEFAULT_MIN_OPACITY = 0.005
 
 
-def save_ply(gaussians: Gaussians, path: str, min_opacity: float = DEFAULT_MIN_OPACITY) -> int:
-    """Write one scene (unbatched Gaussians); Gaussians with opacity below ``min_opacity`` are
-    pruned. Returns how many were written."""
+def save_ply(gaussians: Gaussians, path: str | BinaryIO, min_opacity: float = DEFAULT_MIN_OPACITY) -> int:
+    """Write one scene (unbatched Gaussians) to a path or binary stream; Gaussians with opacity
+    below ``min_opacity`` are pruned. Returns how many were written."""
     if gaussians.means.ndim != 2:
         raise ValueError("save_ply takes one scene: index a batch with gaussians[b]")
     g = gaussians.detach().to("cpu", torch.float64).select(gaussians.opacities.detach().cpu() >= min_opacity)
@@ -36,9 +38,12 @@ def save_ply(gaussians: Gaussians, path: str, min_opacity: float = DEFAULT_MIN_O
     data = torch.cat(columns, dim=1).numpy().astype("<f4")
     header = "ply\nformat binary_little_endian 1.0\n" f"element vertex {len(data)}\n" + \
         "".join(f"property float {name}\n" for name in PROPERTIES) + "end_header\n"
-    with open(path, "wb") as handle:
-        handle.write(header.encode("ascii"))
-        handle.write(data.tobytes())
+    payload = header.encode("ascii") + data.tobytes()
+    if isinstance(path, str):
+        with open(path, "wb") as handle:
+            handle.write(payload)
+    else:
+        path.write(payload)
     return len(data)
 
 

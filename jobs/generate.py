@@ -1,0 +1,69 @@
+"""Call the VideoMV endpoint and write the result: 24 view PNGs, a grid, an orbit GIF, the PLY.
+
+    python jobs/generate.py --url http://127.0.0.1:8000 --prompt "a red chair" --out out/chair
+    python jobs/generate.py --url http://127.0.0.1:8000 --image photo.png --out out/photo
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import os
+import sys
+
+import requests
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--url", default="http://127.0.0.1:8000", help="the Serve endpoint")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--prompt", help="text prompt (text-to-multi-view model)")
+    source.add_argument("--image", help="image file (image-to-multi-view model)")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--guidance-scale", type=float, default=None)
+    parser.add_argument("--elevation", type=float, default=None)
+    parser.add_argument("--no-3d-aware", action="store_true", help="plain DDIM (no reconstruction in the loop)")
+    parser.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for the answer")
+    args = parser.parse_args(argv)
+
+    request = {"seed": args.seed, "steps": args.steps, "three_d_aware": not args.no_3d_aware,
+               "outputs": ["views", "grid", "gif"] + ([] if args.no_3d_aware else ["ply"])}
+    if args.prompt is not None:
+        request["prompt"] = args.prompt
+    else:
+        with open(args.image, "rb") as handle:
+            request["image"] = base64.b64encode(handle.read()).decode()
+    for key in ("guidance_scale", "elevation"):
+        if getattr(args, key) is not None:
+            request[key] = getattr(args, key)
+    try:
+        response = requests.post(f"{args.url.rstrip('/')}/v1/generate", json=request, timeout=args.timeout)
+    except requests.RequestException as error:
+        print(f"error: cannot reach {args.url}: {error}", file=sys.stderr)
+        return 1
+    if response.status_code != 200:
+        try:
+            detail = response.json().get("detail", response.text)
+        except ValueError:
+            detail = response.text
+        print(f"error: {response.status_code}: {detail}", file=sys.stderr)
+        return 2 if 400 <= response.status_code < 500 else 1
+    body = response.json()
+    os.makedirs(os.path.join(args.out, "views"), exist_ok=True)
+    for index, view in enumerate(body["views"]):
+        with open(os.path.join(args.out, "views", f"view_{index:03d}.png"), "wb") as handle:
+            handle.write(base64.b64decode(view))
+    for key, name in (("grid", "grid.png"), ("gif", "orbit.gif"), ("ply", "gaussians.ply")):
+        if key in body:
+            with open(os.path.join(args.out, name), "wb") as handle:
+                handle.write(base64.b64decode(body[key]))
+    print(f"wrote {len(body['views'])} views{', the Gaussians' if 'ply' in body else ''} to {args.out} "
+          f"({body['seconds']:.1f} s, {body['reconstructions']} reconstructions)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,308 @@
+"""The Ray Serve application: an HTTP ingress (FastAPI) in front of a model deployment.
+
+Routes:
+- ``POST /v1/generate``: JSON (``GenerateRequest``) or multipart form (the same fields, ``image`` as
+  a file upload). Answers JSON with base64 ``views`` (24 PNGs), ``ply`` (3DGS PLY), optional
+  ``grid`` (PNG) and ``gif`` (orbit), or a zip of the same files with ``"format": "zip"``.
+- ``GET /v1/health``; the OpenAPI schema at ``/openapi.json`` and the docs at ``/docs``.
+
+Bad requests get a 4xx naming the problem (422 schema errors and unknown fields, 400 bad base64 or
+non-image bytes or a request the model cannot serve, 413 oversized uploads); a request that takes
+longer than the timeout gets 504 and a model error 500, while the replica keeps serving.
+Compatible requests (same steps, guidance, cameras, 3D-aware settings) are batched into one
+sampler call; each sample keeps its own seed, so results do not depend on the batch.
+"""
+
+# No "from __future__ import annotations": FastAPI resolves the route signatures at runtime.
+
+import asyncio
+import base64
+import binascii
+import io
+import json
+import time
+import zipfile
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse, Response
+from PIL import Image, UnidentifiedImageError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from ray import serve
+
+MAX_PROMPT_CHARS = 500
+MAX_UPLOAD_BYTES = 8 * 1024 * 1024
+MAX_IMAGE_SIDE = 4096
+OUTPUTS = ("views", "ply", "grid", "gif")
+
+
+class GenerateRequest(BaseModel):
+    """One generation. Exactly one of ``prompt`` (text model) or ``image`` (image model)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str | None = Field(None, max_length=MAX_PROMPT_CHARS, description="text prompt (text-to-multi-view)")
+    image: str | None = Field(None, description="base64 image (image-to-multi-view); or a multipart file")
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    steps: int = Field(50, ge=1, le=200, description="DDIM steps")
+    guidance_scale: float | None = Field(None, ge=1.0, le=30.0, description="default 9.0 text / 6.0 image")
+    elevation: float | None = Field(None, ge=-30.0, le=60.0, description="degrees; default 15 text / 5 image")
+    three_d_aware: bool = Field(True, description="reconstruct x0 at steps 20, 30, 40 of 50 (scaled)")
+    mode: Literal["two", "one"] = Field("two", description="two: authors' form; one: reconstruct the guided x0")
+    outputs: list[Literal["views", "ply", "grid", "gif"]] = Field(default_factory=lambda: ["views", "ply"])
+    format: Literal["json", "zip"] = "json"
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("prompt is empty")
+        return value.strip() if value is not None else None
+
+
+@dataclass
+class Job:
+    """A validated request as the model deployment receives it."""
+
+    prompt: str | None
+    image: torch.Tensor | None  # [3, H, W] in [-1, 1]
+    seed: int
+    steps: int
+    guidance_scale: float | None
+    elevation: float | None
+    three_d_aware: bool
+    mode: str
+    outputs: tuple[str, ...]
+
+    def batch_key(self) -> tuple:
+        return (self.steps, self.guidance_scale, self.elevation, self.three_d_aware, self.mode,
+                self.prompt is None, None if self.image is None else tuple(self.image.shape))
+
+
+def decode_image(data: bytes, size: int) -> torch.Tensor:
+    """Image bytes -> [3, size, size] in [-1, 1] (centre crop); HTTP 400/413 on bad input."""
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise HTTPException(413, f"image is {len(data)} bytes; the limit is {MAX_UPLOAD_BYTES}")
+    try:
+        image = Image.open(io.BytesIO(data))
+        if max(image.size) > MAX_IMAGE_SIDE:
+            raise HTTPException(413, f"image is {image.size[0]}x{image.size[1]}; the limit is {MAX_IMAGE_SIDE} per side")
+        image.load()
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as error:
+        raise HTTPException(400, f"image is not a readable image file: {error}") from None
+    if image.mode in ("RGBA", "LA") or "transparency" in image.info:
+        rgba = image.convert("RGBA")  # the image model's background is white
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    image = image.convert("RGB")
+    side = min(image.size)
+    left, top = (image.width - side) // 2, (image.height - side) // 2
+    image = image.crop((left, top, left + side, top + side)).resize((size, size), Image.BICUBIC)
+    array = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8).reshape(size, size, 3)
+    return array.permute(2, 0, 1).float() / 127.5 - 1.0
+
+
+class Generator:
+    """Model deployment: G, the reconstructor, and the sampler, with request batching."""
+
+    def __init__(self, model_dir: str, lgm: str | None = None, max_batch_size: int = 4) -> None:
+        from models.lgm import LGM
+        from models.multiview_model import MultiViewModel
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.model = MultiViewModel.from_pretrained(model_dir).to(device)
+        self.model.freeze_encoders()
+        self.model.unet.eval()
+        self.reconstructor = None
+        if lgm:
+            import os
+
+            self.reconstructor = (LGM.from_pretrained(lgm) if os.path.isdir(lgm) else LGM.load_official(lgm)).to(device)
+            self.reconstructor.eval()
+        unet = self.model.unet.unet
+        self.resolution = unet.config.sample_size * 2 ** (len(self.model.vae.config.block_out_channels) - 1)
+        self.generate.set_max_batch_size(max_batch_size)  # 1 turns batching off
+
+    def info(self) -> dict[str, Any]:
+        return {"variant": self.model.variant, "reconstructor": self.reconstructor is not None,
+                "resolution": self.resolution, "frames": self.model.unet.num_frames}
+
+    @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.05)
+    async def generate(self, jobs: list[Job]) -> list[dict[str, Any] | Exception]:
+        results: list[dict[str, Any] | Exception | None] = [None] * len(jobs)
+        groups: dict[tuple, list[int]] = {}
+        for index, job in enumerate(jobs):
+            groups.setdefault(job.batch_key(), []).append(index)
+        for indices in groups.values():
+            try:
+                outputs = self._run([jobs[i] for i in indices])
+            except Exception as error:  # a model error answers these requests, the replica lives on
+                outputs = [RuntimeError(f"generation failed: {type(error).__name__}: {error}")] * len(indices)
+            for index, output in zip(indices, outputs):
+                results[index] = output
+        return results
+
+    def _run(self, jobs: list[Job]) -> list[dict[str, Any]]:
+        from models.ply import save_ply
+        from models.sampler import SamplingConfig, reconstruction_steps, sample_views
+        from pipeline.media import grid_image, orbit_gif, png_bytes, to_uint8
+
+        first = jobs[0]
+        config = SamplingConfig(
+            steps=first.steps, guidance_scale=first.guidance_scale, elevation=first.elevation,
+            seeds=tuple(job.seed for job in jobs), mode=first.mode,
+            reconstruct_at=reconstruction_steps(first.steps, "authors" if first.three_d_aware else "none"),
+        )
+        start = time.perf_counter()
+        if self.model.variant == "t2v":
+            result = sample_views(self.model, prompts=[job.prompt for job in jobs], config=config,
+                                  reconstructor=self.reconstructor)
+        else:
+            images = torch.stack([job.image for job in jobs]).to(self.model.device)
+            result = sample_views(self.model, images=images, config=config, reconstructor=self.reconstructor)
+        seconds = time.perf_counter() - start
+        answers = []
+        for index, job in enumerate(jobs):
+            frames = to_uint8(result.views[index])
+            answer: dict[str, Any] = {"seed": job.seed, "seconds": seconds, "reconstructions": result.reconstructions,
+                                      "batch_size": len(jobs)}
+            if "views" in job.outputs:
+                answer["views"] = [png_bytes(frame) for frame in frames]
+            if "grid" in job.outputs:
+                answer["grid"] = png_bytes(grid_image(frames))
+            if "gif" in job.outputs:
+                answer["gif"] = orbit_gif(frames)
+            if "ply" in job.outputs and result.gaussians is not None:
+                buffer = io.BytesIO()
+                save_ply(result.gaussians[index], buffer)
+                answer["ply"] = buffer.getvalue()
+            answers.append(answer)
+        return answers
+
+
+def build_ingress(timeout_s: float) -> type:
+    app = FastAPI(title="VideoMV", version="1", description="24-view generation with 3D-aware sampling")
+
+    @serve.ingress(app)
+    class Ingress:
+        def __init__(self, generator: Any) -> None:
+            self.generator = generator
+            self._info: dict[str, Any] | None = None
+
+        async def info(self) -> dict[str, Any]:
+            if self._info is None:
+                self._info = await self.generator.info.remote()
+            return self._info
+
+        @app.get("/v1/health")
+        async def health(self) -> dict[str, Any]:
+            return {"status": "ok", **(await self.info())}
+
+        @app.post("/v1/generate", openapi_extra={"requestBody": {"required": True, "content": {
+            "application/json": {"schema": GenerateRequest.model_json_schema()},
+            "multipart/form-data": {"schema": {"type": "object", "properties": {
+                "image": {"type": "string", "format": "binary"}, "params": {"type": "string",
+                                                                             "description": "JSON of the other fields"}}}},
+        }}})
+        async def generate(self, request: Request) -> Response:
+            info = await self.info()
+            request_model, image_bytes = await self._parse(request)
+            if info["variant"] == "t2v" and request_model.prompt is None:
+                raise HTTPException(400, "this is a text-to-multi-view model: give a prompt")
+            if info["variant"] == "i2v" and image_bytes is None:
+                raise HTTPException(400, "this is an image-to-multi-view model: give an image")
+            if request_model.prompt is not None and image_bytes is not None:
+                raise HTTPException(400, "give either a prompt or an image, not both")
+            if (request_model.three_d_aware or "ply" in request_model.outputs) and not info["reconstructor"]:
+                raise HTTPException(400, "no reconstructor is loaded: set three_d_aware false and leave out 'ply'")
+            job = Job(prompt=request_model.prompt,
+                      image=decode_image(image_bytes, info["resolution"]) if image_bytes is not None else None,
+                      seed=request_model.seed, steps=request_model.steps, guidance_scale=request_model.guidance_scale,
+                      elevation=request_model.elevation, three_d_aware=request_model.three_d_aware,
+                      mode=request_model.mode, outputs=tuple(request_model.outputs))
+            try:
+                answer = await asyncio.wait_for(self.generator.generate.remote(job), timeout=timeout_s)
+            except asyncio.TimeoutError:
+                raise HTTPException(504, f"generation took longer than {timeout_s:.0f} s") from None
+            except Exception as error:
+                raise HTTPException(500, f"generation failed: {error}") from None
+            if isinstance(answer, Exception):
+                raise HTTPException(500, str(answer))
+            return _respond(answer, request_model.format)
+
+        async def _parse(self, request: Request) -> tuple[GenerateRequest, bytes | None]:
+            declared = int(request.headers.get("content-length") or 0)
+            if declared > MAX_UPLOAD_BYTES * 2:
+                raise HTTPException(413, f"request is {declared} bytes; the limit is {MAX_UPLOAD_BYTES * 2}")
+            content_type = request.headers.get("content-type", "")
+            image_bytes = None
+            if content_type.startswith("multipart/form-data"):
+                form = await request.form()
+                fields = {k: v for k, v in form.items() if k not in ("image", "params")}
+                if "params" in form:
+                    try:
+                        fields.update(json.loads(form["params"]))
+                    except (json.JSONDecodeError, TypeError):
+                        raise HTTPException(400, "form field 'params' is not JSON") from None
+                upload = form.get("image")
+                if upload is not None and hasattr(upload, "read"):
+                    image_bytes = await upload.read(MAX_UPLOAD_BYTES + 1)
+                if isinstance(fields.get("outputs"), str):
+                    fields["outputs"] = [v for v in fields["outputs"].split(",") if v]
+            else:
+                try:
+                    fields = json.loads(await request.body())
+                except json.JSONDecodeError as error:
+                    raise HTTPException(400, f"body is not JSON: {error}") from None
+                if not isinstance(fields, dict):
+                    raise HTTPException(400, "body must be a JSON object")
+            try:
+                parsed = GenerateRequest(**fields)
+            except ValidationError as error:
+                problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in error.errors())
+                raise HTTPException(422, problems) from None
+            if parsed.image is not None:
+                if len(parsed.image) > MAX_UPLOAD_BYTES * 4 // 3 + 4:
+                    raise HTTPException(413, f"image is larger than {MAX_UPLOAD_BYTES} bytes")
+                try:
+                    image_bytes = base64.b64decode(parsed.image, validate=True)
+                except (binascii.Error, ValueError):
+                    raise HTTPException(400, "image is not valid base64") from None
+            return parsed, image_bytes
+
+    return Ingress
+
+
+def _respond(answer: dict[str, Any], form: str) -> Response:
+    if form == "zip":
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            for index, view in enumerate(answer.get("views", [])):
+                archive.writestr(f"views/view_{index:03d}.png", view)
+            for key, name in (("ply", "gaussians.ply"), ("grid", "grid.png"), ("gif", "orbit.gif")):
+                if key in answer:
+                    archive.writestr(name, answer[key])
+        return Response(buffer.getvalue(), media_type="application/zip",
+                        headers={"content-disposition": 'attachment; filename="videomv.zip"'})
+    body: dict[str, Any] = {k: answer[k] for k in ("seed", "seconds", "reconstructions", "batch_size")}
+    if "views" in answer:
+        body["views"] = [base64.b64encode(view).decode() for view in answer["views"]]
+    for key in ("ply", "grid", "gif"):
+        if key in answer:
+            body[key] = base64.b64encode(answer[key]).decode()
+    return JSONResponse(body)
+
+
+def build_app(model_dir: str, lgm: str | None = None, num_gpus: float = 1.0, max_replicas: int = 1,
+              timeout_s: float = 300.0, max_batch_size: int = 4) -> Any:
+    """The Serve application: ``Ingress`` -> ``Generator`` (GPU actor, autoscaled)."""
+    generator = serve.deployment(
+        Generator,
+        name="Generator",
+        ray_actor_options={"num_gpus": num_gpus},
+        autoscaling_config={"min_replicas": 1, "max_replicas": max_replicas, "target_ongoing_requests": max_batch_size},
+        max_ongoing_requests=max_batch_size * 2,
+    )
+    ingress = serve.deployment(build_ingress(timeout_s), name="Ingress", max_ongoing_requests=64)
+    return ingress.bind(generator.bind(model_dir, lgm, max_batch_size))

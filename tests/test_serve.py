@@ -1,0 +1,163 @@
+"""The Serve application over real HTTP on localhost, with tiny models on CPU."""
+
+from __future__ import annotations
+
+import base64
+import concurrent.futures
+import io
+import socket
+import subprocess
+import sys
+import time
+import zipfile
+
+import numpy as np
+import pytest
+import requests
+import torch
+from PIL import Image
+
+from conftest import REPO_ROOT
+from models.lgm import LGM
+from models.ply import load_ply
+from models.tiny import make_tiny
+from pipeline.serving import build_app
+
+STEPS = 5
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(ray_local, tmp_path_factory):
+    from ray import serve
+
+    root = tmp_path_factory.mktemp("serve")
+    model_dir = make_tiny("t2v", str(root / "tiny-t2v"))
+    torch.manual_seed(0)
+    LGM("tiny").save_pretrained(str(root / "lgm"))
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(build_app(model_dir, lgm=str(root / "lgm"), num_gpus=0, timeout_s=120), name="videomv", route_prefix="/")
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(120):
+        try:
+            if requests.get(f"{url}/v1/health", timeout=5).status_code == 200:
+                break
+        except requests.ConnectionError:
+            pass
+        time.sleep(1)
+    yield {"url": url, "root": root, "model_dir": model_dir}
+    serve.shutdown()
+
+
+def generate(server, **fields) -> requests.Response:
+    return requests.post(f"{server['url']}/v1/generate", json={"steps": STEPS, **fields}, timeout=300)
+
+
+def test_health_and_openapi(server):
+    health = requests.get(f"{server['url']}/v1/health", timeout=10).json()
+    assert health == {"status": "ok", "variant": "t2v", "reconstructor": True, "resolution": 32, "frames": 24}
+    schema = requests.get(f"{server['url']}/openapi.json", timeout=10).json()
+    assert "/v1/generate" in schema["paths"] and "/v1/health" in schema["paths"]
+    assert requests.get(f"{server['url']}/docs", timeout=10).status_code == 200
+
+
+def test_generate_returns_views_and_a_ply(server, tmp_path):
+    response = generate(server, prompt="a red chair", seed=3, outputs=["views", "ply", "grid", "gif"])
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert len(body["views"]) == 24 and body["reconstructions"] == 6  # 3 steps x 2 branches
+    first = Image.open(io.BytesIO(base64.b64decode(body["views"][0])))
+    assert first.size == (32, 32) and first.mode == "RGB"
+    assert Image.open(io.BytesIO(base64.b64decode(body["grid"]))).size == (6 * 32, 4 * 32)
+    assert Image.open(io.BytesIO(base64.b64decode(body["gif"]))).n_frames == 24
+    ply = tmp_path / "out.ply"
+    ply.write_bytes(base64.b64decode(body["ply"]))
+    assert load_ply(str(ply)).count > 0
+    # Same seed, same views; plain DDIM and the one-reconstruction form are available per request.
+    again = generate(server, prompt="a red chair", seed=3).json()
+    assert again["views"] == body["views"]
+    plain = generate(server, prompt="a red chair", seed=3, three_d_aware=False, outputs=["views"]).json()
+    assert plain["reconstructions"] == 0 and plain["views"] != body["views"] and "ply" not in plain
+    one = generate(server, prompt="a red chair", seed=3, mode="one", outputs=["views"]).json()
+    assert one["reconstructions"] == 3
+
+
+def test_zip_format(server):
+    response = generate(server, prompt="a lamp", outputs=["views", "ply", "grid"], format="zip")
+    assert response.status_code == 200 and response.headers["content-type"] == "application/zip"
+    names = zipfile.ZipFile(io.BytesIO(response.content)).namelist()
+    assert "gaussians.ply" in names and "grid.png" in names and "views/view_023.png" in names
+
+
+@pytest.mark.parametrize("fields, status, message", [
+    ({"prompt": ""}, 422, "prompt is empty"),
+    ({"prompt": "   "}, 422, "prompt is empty"),
+    ({"prompt": "x" * 501}, 422, "at most 500 characters"),
+    ({"prompt": "a cat", "colour": "red"}, 422, "colour: Extra inputs are not permitted"),
+    ({"prompt": "a cat", "steps": 0}, 422, "steps"),
+    ({"prompt": "a cat", "guidance_scale": 100}, 422, "guidance_scale"),
+    ({"prompt": "a cat", "elevation": 95}, 422, "elevation"),
+    ({"prompt": "a cat", "outputs": ["mesh"]}, 422, "outputs"),
+    ({}, 400, "text-to-multi-view model: give a prompt"),
+    ({"prompt": "a cat", "image": "%%%not base64%%%"}, 400, "not valid base64"),
+    ({"prompt": "a cat", "image": base64.b64encode(b"plain text, not an image").decode()}, 400, "either a prompt"),
+])
+def test_validation_errors(server, fields, status, message):
+    response = generate(server, **fields)
+    assert response.status_code == status, response.text
+    assert message in response.json()["detail"]
+
+
+def test_bad_bodies_and_uploads(server):
+    url = f"{server['url']}/v1/generate"
+    response = requests.post(url, data=b"{not json", headers={"content-type": "application/json"}, timeout=30)
+    assert response.status_code == 400 and "not JSON" in response.json()["detail"]
+    response = requests.post(url, json=["a", "list"], timeout=30)
+    assert response.status_code == 400 and "JSON object" in response.json()["detail"]
+    huge = base64.b64encode(b"\0" * (9 * 1024 * 1024)).decode()
+    response = requests.post(url, json={"prompt": "a cat", "image": huge}, timeout=60)
+    assert response.status_code == 413
+    # Multipart: fields as form values; the model is text-only, so an uploaded image is refused.
+    response = requests.post(url, data={"prompt": "a cat", "steps": str(STEPS), "outputs": "views"}, files={
+        "image": ("cat.txt", b"not an image", "text/plain")}, timeout=60)
+    assert response.status_code == 400 and "either a prompt or an image" in response.json()["detail"]
+    params = '{"prompt": "a cat", "steps": %d, "three_d_aware": false, "outputs": ["views"]}' % STEPS
+    response = requests.post(url, files={"params": (None, params)}, timeout=120)  # multipart, no file
+    assert response.status_code == 200, response.text
+    assert len(response.json()["views"]) == 24
+    # After all of that the replica still serves.
+    assert generate(server, prompt="still alive", three_d_aware=False, outputs=["views"]).status_code == 200
+
+
+def test_concurrent_requests_are_all_answered_and_batched(server):
+    prompts = [f"object number {i}" for i in range(6)]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=6) as pool:
+        responses = list(pool.map(lambda p: generate(server, prompt=p, seed=1, three_d_aware=False,
+                                                     outputs=["views"]), prompts))
+    assert all(r.status_code == 200 for r in responses), [r.text for r in responses]
+    assert max(r.json()["batch_size"] for r in responses) > 1, "compatible requests share a sampler call"
+    # A batched answer equals the same request alone.
+    alone = generate(server, prompt=prompts[0], seed=1, three_d_aware=False, outputs=["views"]).json()
+    assert alone["views"][0] == responses[0].json()["views"][0] or np.allclose(
+        np.asarray(Image.open(io.BytesIO(base64.b64decode(alone["views"][0])))),
+        np.asarray(Image.open(io.BytesIO(base64.b64decode(responses[0].json()["views"][0])))), atol=2)
+
+
+def test_generate_client_writes_files(server, tmp_path):
+    out = tmp_path / "result"
+    result = subprocess.run([sys.executable, str(REPO_ROOT / "jobs" / "generate.py"), "--url", server["url"],
+                             "--prompt", "a blue vase", "--steps", str(STEPS), "--out", str(out)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert len(list((out / "views").glob("*.png"))) == 24
+    for name in ("grid.png", "orbit.gif", "gaussians.ply"):
+        assert (out / name).stat().st_size > 0
+    bad = subprocess.run([sys.executable, str(REPO_ROOT / "jobs" / "generate.py"), "--url", server["url"],
+                          "--prompt", "", "--out", str(out)], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "prompt is empty" in bad.stderr
