@@ -192,6 +192,13 @@ def _render_torch(gaussians: Gaussians, viewmat: torch.Tensor, K: torch.Tensor, 
     if chunk:
         flush(chunk, longest)
 
+    if not busy and torch.is_grad_enabled():
+        # Nothing on screen: keep the outputs attached to the parameters (zero gradients) so a loss
+        # over such a view still backpropagates instead of failing.
+        anchor = sum(getattr(gaussians, name).sum() for name in ("means", "quats", "scales", "opacities", "colors"))
+        colors = colors + 0.0 * anchor
+        alphas = alphas + 0.0 * anchor
+
     def to_image(tiled: torch.Tensor) -> torch.Tensor:
         channels = tiled.shape[-1]
         image = tiled.reshape(tiles_y, tiles_x, TILE, TILE, channels).permute(0, 2, 1, 3, 4)

@@ -170,3 +170,15 @@ def test_bad_ply_files_are_rejected(tmp_path):
                      b"property float y\nproperty float z\nend_header\n" + b"\0" * 12)
     with pytest.raises(ValueError, match="not a 3D Gaussian PLY"):
         load_ply(str(mesh))
+
+
+def test_nothing_on_screen_still_backpropagates():
+    scene = random_scene(10, requires_grad=True)
+    behind, K = cameras(azimuths=(0.0,), size=32)
+    behind = behind.clone()
+    behind[0, :3, 3] = torch.tensor([0.0, 0.0, -5.0])  # looking away from the scene (along -z)
+    out = render_gaussians(scene, behind, K, 32, 32, background=(0.2, 0.3, 0.4))
+    torch.testing.assert_close(out.colors[0, 0, 0], torch.tensor([0.2, 0.3, 0.4]))
+    assert out.alphas.abs().max() == 0
+    out.colors.mean().backward()
+    assert scene.means.grad is not None and scene.means.grad.abs().max() == 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
 from pathlib import Path
 
@@ -13,16 +12,9 @@ from safetensors.torch import save_file
 
 import camera
 from models.lgm import LGM
-from models.lgm_options import PRESETS
 from models.lpips import LPIPS
 from models.rays import apply_normalisation, normalisation_transform, plucker_rays
 from models.recon_loss import ReconstructionLoss
-from models.recon_training import overfit_one_object
-from pipeline.recon_data import row_to_tensors
-from pipeline.render_stage import render_asset
-from pipeline.sources import AssetRef
-from render.process import BlenderProcess
-from render.settings import RenderSettings
 
 FIXTURES = Path(__file__).resolve().parent.parent.parent / "shared" / "fixtures"
 
@@ -129,15 +121,8 @@ def test_reconstruction_loss_with_and_without_lpips(tmp_path):
         ReconstructionLoss.from_paths(str(tmp_path / "vgg.pth"), str(tmp_path / "vgg.pth"))
 
 
-def test_tiny_reconstructor_learns_a_rendered_object(shared_assets):
-    settings = RenderSettings(resolution=64, samples=8, threads=2)
-    with BlenderProcess() as process:
-        row = render_asset(AssetRef("duck", "local", str(shared_assets / "Duck.glb")), process, settings)
-    assert row["status"] == "ok", row["error"]
-    data = row_to_tensors(row, background=(1.0, 1.0, 1.0))
-    torch.manual_seed(0)
-    model = LGM(dataclasses.replace(PRESETS["tiny"], input_size=32, output_size=32))
-    result = overfit_one_object(model, data["views"], data["alphas"], data["c2w"], steps=60)
+def test_tiny_reconstructor_learns_a_rendered_object(overfit_duck):
+    _, _, result = overfit_duck
     assert result.psnr_after > result.psnr_before + 5.0, result
     assert result.psnr_after > 16.0, result
     assert np.mean(result.losses[-10:]) < 0.5 * np.mean(result.losses[:5])
