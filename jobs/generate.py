@@ -13,6 +13,10 @@ import sys
 
 import requests
 
+sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+from pipeline.client import EndpointError, generate, write_result  # noqa: E402
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -40,26 +44,14 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, key) is not None:
             request[key] = getattr(args, key)
     try:
-        response = requests.post(f"{args.url.rstrip('/')}/v1/generate", json=request, timeout=args.timeout)
+        body = generate(args.url, request, timeout=args.timeout)
     except requests.RequestException as error:
         print(f"error: cannot reach {args.url}: {error}", file=sys.stderr)
         return 1
-    if response.status_code != 200:
-        try:
-            detail = response.json().get("detail", response.text)
-        except ValueError:
-            detail = response.text
-        print(f"error: {response.status_code}: {detail}", file=sys.stderr)
-        return 2 if 400 <= response.status_code < 500 else 1
-    body = response.json()
-    os.makedirs(os.path.join(args.out, "views"), exist_ok=True)
-    for index, view in enumerate(body["views"]):
-        with open(os.path.join(args.out, "views", f"view_{index:03d}.png"), "wb") as handle:
-            handle.write(base64.b64decode(view))
-    for key, name in (("grid", "grid.png"), ("gif", "orbit.gif"), ("ply", "gaussians.ply")):
-        if key in body:
-            with open(os.path.join(args.out, name), "wb") as handle:
-                handle.write(base64.b64decode(body[key]))
+    except EndpointError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2 if 400 <= error.status < 500 else 1
+    write_result(body, args.out)
     print(f"wrote {len(body['views'])} views{', the Gaussians' if 'ply' in body else ''} to {args.out} "
           f"({body['seconds']:.1f} s, {body['reconstructions']} reconstructions)")
     return 0
