@@ -5,15 +5,18 @@ PY := .venv/bin/python
 setup:
 	bash scripts/setup.sh
 
-# The main job on the embedded default: render the bundled sample assets into out/.
+# The main job on the embedded default: the whole pipeline on the bundled sample assets, into out/.
 run: setup
-	mkdir -p out
-	$(PY) jobs/render.py --input assets --output out/shards --resolution 128 --samples 16 \
-		--mlflow-uri sqlite:///out/mlflow.db
+	$(PY) jobs/run_all.py --out out
 
-# The test suite (about N minutes on 2 CPU cores; see README).
+# The test suite (see README for its duration on 2 CPU cores).
 test: setup
 	$(PY) -m pytest -m "not benchmark" $(PYTEST_ARGS)
 
 bench: setup
 	$(PY) benchmarks/render.py
+	$(PY) benchmarks/gaussians.py
+	$(PY) benchmarks/diffusion_memory.py
+	$(PY) benchmarks/train.py
+	$(PY) benchmarks/sampler.py
+	$(PY) benchmarks/serve.py

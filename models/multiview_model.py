@@ -89,6 +89,15 @@ def missing_components(model_dir: str, variant: str) -> list[str]:
     return missing
 
 
+def model_resolution(model_dir: str) -> int:
+    """Image size the model generates: the UNet's latent sample size times the VAE's downsampling."""
+    with open(os.path.join(model_dir, "unet", "config.json")) as handle:
+        sample_size = json.load(handle)["sample_size"]
+    with open(os.path.join(model_dir, "vae", "config.json")) as handle:
+        levels = len(json.load(handle)["block_out_channels"])
+    return int(sample_size) * 2 ** (levels - 1)
+
+
 @dataclass
 class MultiViewModel:
     """All components of G. ``unet`` is the camera-conditioned ``MultiViewUNet``."""

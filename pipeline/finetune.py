@@ -27,7 +27,6 @@ from pipeline.train_common import (
     WorkerState,
     cycle_batches,
     publish_final,
-    report,
     restore,
     run_trainer,
     summarise,
@@ -75,21 +74,10 @@ def finetune_loop(config: dict[str, Any]) -> None:
                     worker.scaler.scale(loss / accumulation).backward()
                 losses.append(loss.item())
                 samples += len(inputs["views"])
-            worker.scaler.step(optimizer)
-            worker.scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            seconds = time.perf_counter() - began
-            metrics = {"loss": sum(losses) / len(losses), "lr": optimizer.param_groups[0]["lr"],
-                       "samples_per_second": samples * worker.world_size / seconds, "step_time": seconds,
-                       "memory_gb": worker.memory_gb()}
-            last = step == config["steps"]
-            if step % config["log_every"] == 0 or last:
-                worker.progress(step, metrics)
-            if worker.is_chief and config["sample_every"] and (step % config["sample_every"] == 0 or last):
+            worker.end_step(step, optimizer, losses, samples, began, model.save_trainable)
+            if worker.is_chief and config["sample_every"] and (
+                    step % config["sample_every"] == 0 or step == config["steps"]):
                 _log_samples(model, inputs, config, mlflow, step)
-            checkpoint_now = step % config["checkpoint_every"] == 0 or last
-            if checkpoint_now or step % config["log_every"] == 0:
-                report(worker, step, metrics, model.save_trainable if checkpoint_now else None, optimizer)
         if worker.is_chief:
             publish_final(model.save_pretrained, config, mlflow)
 

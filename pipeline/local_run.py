@@ -19,6 +19,7 @@ from typing import Any
 
 import ray
 
+from models.multiview_model import model_resolution, resolve_model_dir
 from pipeline.client import generate, write_result
 from pipeline.finetune import run_finetune
 from pipeline.render_stage import RenderJobConfig, run_render_job
@@ -27,7 +28,7 @@ from pipeline.tracking import mlflow_run
 from pipeline.train_recon import ReconConfig, run_train_recon
 from render.settings import RenderSettings
 
-TINY_RESOLUTION = 32
+TINY_RECON_SIZE = 32  # the tiny reconstructor's input and render size
 
 
 @dataclass
@@ -80,10 +81,11 @@ def run_local(config: LocalRunConfig) -> dict[str, Any]:
         print(f"built a tiny random ModelScope-T2V-layout model at {model}")
     _done(start, model)
 
+    resolution = model_resolution(resolve_model_dir(model))
     runs = os.path.join(out, "runs")
     base = TrainConfig(data=shards, model=model, output=runs, name="finetune", steps=config.finetune_steps,
                        num_workers=config.workers, cpus_per_worker=0.5, micro_batch=1, global_batch=config.workers,
-                       lr=1e-4, precision="no", checkpoint_every=10, log_every=5, resolution=TINY_RESOLUTION,
+                       lr=1e-4, precision="no", checkpoint_every=10, log_every=5, resolution=resolution,
                        mlflow_uri=mlflow_uri, experiment=config.experiment, seed=config.seed, max_failures=1,
                        sample_every=config.finetune_steps, sample_steps=10)
     start = _stage(3, f"fine-tune it on the shards: Ray Train, {config.workers} workers, {config.finetune_steps} steps")
@@ -94,7 +96,7 @@ def run_local(config: LocalRunConfig) -> dict[str, Any]:
     recon = run_train_recon(
         dataclasses.replace(base, name="reconstructor", model=finetuned.final_model, steps=config.recon_steps,
                             lr=2e-3, sample_every=0),
-        ReconConfig(lgm_preset="tiny", lgm_size=TINY_RESOLUTION, supervised_views=4))
+        ReconConfig(lgm_preset="tiny", lgm_size=TINY_RECON_SIZE, supervised_views=4))
     _done(start, f"loss {recon.final_metrics.get('loss', float('nan')):.4f}, model at {recon.final_model}")
 
     start = _stage(5, "start the Serve endpoint")

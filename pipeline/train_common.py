@@ -211,6 +211,26 @@ class WorkerState:
         if self._mlflow is not None:
             self._mlflow.log_metrics(metrics, step=step)
 
+    def end_step(self, step: int, optimizer: torch.optim.Optimizer, losses: list[float], samples: int,
+                 began: float, save_model: Callable[[str], None]) -> dict[str, float]:
+        """Optimizer step (through the grad scaler), metrics, progress, and the report/checkpoint
+        schedule (every worker calls this with the same steps, as ``report`` is a barrier)."""
+        self.scaler.step(optimizer)
+        self.scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        seconds = time.perf_counter() - began
+        metrics = {"loss": sum(losses) / len(losses), "lr": optimizer.param_groups[0]["lr"],
+                   "samples_per_second": samples * self.world_size / seconds, "step_time": seconds,
+                   "memory_gb": self.memory_gb()}
+        last = step == self.config["steps"]
+        log_now = step % self.config["log_every"] == 0
+        if log_now or last:
+            self.progress(step, metrics)
+        checkpoint_now = step % self.config["checkpoint_every"] == 0 or last
+        if checkpoint_now or log_now:
+            report(self, step, metrics, save_model if checkpoint_now else None, optimizer)
+        return metrics
+
     def maybe_fail(self, step: int) -> None:
         """Fault drill: raise once at ``fail_at_step`` (a marker in the run's storage records it)."""
         target = self.config.get("fail_at_step")

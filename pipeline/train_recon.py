@@ -29,7 +29,6 @@ from pipeline.train_common import (
     WorkerState,
     cycle_batches,
     publish_final,
-    report,
     restore,
     run_trainer,
     summarise,
@@ -128,19 +127,7 @@ def recon_loop(config: dict[str, Any]) -> None:
                 worker.scaler.scale(terms["loss"] / accumulation).backward()
                 losses.append(terms["loss"].item())
                 samples += len(predicted)
-            worker.scaler.step(optimizer)
-            worker.scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            seconds = time.perf_counter() - began
-            metrics = {"loss": sum(losses) / len(losses), "lr": optimizer.param_groups[0]["lr"],
-                       "samples_per_second": samples * worker.world_size / seconds, "step_time": seconds,
-                       "memory_gb": worker.memory_gb()}
-            last = step == config["steps"]
-            if step % config["log_every"] == 0 or last:
-                worker.progress(step, metrics)
-            checkpoint_now = step % config["checkpoint_every"] == 0 or last
-            if checkpoint_now or step % config["log_every"] == 0:
-                report(worker, step, metrics, lgm.save_pretrained if checkpoint_now else None, optimizer)
+            worker.end_step(step, optimizer, losses, samples, began, lgm.save_pretrained)
         if worker.is_chief:
             publish_final(lgm.save_pretrained, config, mlflow)
 
