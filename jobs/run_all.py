@@ -6,7 +6,7 @@ Renders the bundled sample assets, fine-tunes a tiny text-to-multi-view model on
 tiny reconstructor on its predictions, starts the Serve endpoint, sends a prompt and writes the 24
 views (out/result/grid.png, orbit.gif, views/) and the Gaussians (out/result/gaussians.ply), with
 every stage in one MLflow experiment (out/mlflow.db). No GPU and no downloads. Tiny models give
-blurry results; see the README for real weights and data.
+noise-like views; see the README for real weights and data.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ render -> tiny text-to-multi-view model -> fine-tune it (Ray Train, 2 workers) -
 reconstructor on its predictions -> start the Serve endpoint -> send a prompt -> write the 24
 views (grid PNG, orbit GIF) and the Gaussians (PLY). Every stage logs into one MLflow experiment.
 
-Tiny random models trained for a few dozen steps give blurry, barely object-like views: this run
+Tiny random models trained for a few dozen steps give noise-like views: this run
 shows the machinery end to end; real quality needs the published weights and real data (README).
 """
 
