@@ -7,12 +7,12 @@ random ones in training), Gaussians rendered at every view, all views supervised
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from models import metrics
 from models.gaussian_renderer import render_batch
 from models.lgm import LGM, normalise_cameras
 from models.recon_loss import ReconstructionLoss
@@ -21,9 +21,8 @@ ORTHOGONAL_VIEWS = (0, 6, 12, 18)  # azimuths 0, 90, 180, 270 of a 24-view orbit
 
 
 def psnr(prediction: torch.Tensor, target: torch.Tensor) -> float:
-    """Peak signal-to-noise ratio in dB of images in [0, 1]."""
-    mse = F.mse_loss(prediction.float(), target.float()).item()
-    return float("inf") if mse == 0 else 10.0 * math.log10(1.0 / mse)
+    """PSNR in dB of a whole batch of images in [0, 1] taken together (one mean squared error)."""
+    return float(metrics.psnr(prediction.reshape(1, -1), target.reshape(1, -1))[0])
 
 
 def reconstruction_step(
