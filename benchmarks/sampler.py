@@ -37,7 +37,7 @@ def main() -> int:
         model = MultiViewModel.from_pretrained(model_dir).to(device)
         model.freeze_encoders()
         if args.lgm:
-            lgm = LGM.from_pretrained(args.lgm) if os.path.isdir(args.lgm) else LGM.load_official(args.lgm)
+            lgm = LGM.load(args.lgm)
         else:
             torch.manual_seed(0)
             lgm = LGM("tiny")

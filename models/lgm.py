@@ -104,6 +104,11 @@ class LGM(nn.Module):
             raise ValueError(f"{path} does not match the LGM '{options}' architecture: {error}") from error
         return model
 
+    @classmethod
+    def load(cls, path: str, options: LGMOptions | str = "big") -> "LGM":
+        """A directory written by ``save_pretrained``, or an official safetensors file (``options``)."""
+        return cls.from_pretrained(path) if os.path.isdir(path) else cls.load_official(path, options)
+
     def save_pretrained(self, directory: str) -> None:
         os.makedirs(directory, exist_ok=True)
         with open(os.path.join(directory, OPTIONS_FILE), "w") as handle:

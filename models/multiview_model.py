@@ -89,13 +89,18 @@ def missing_components(model_dir: str, variant: str) -> list[str]:
     return missing
 
 
+def _resolution(unet_config: dict, vae_config: dict) -> int:
+    """Image size generated: the UNet's latent sample size times the VAE's downsampling factor."""
+    return int(unet_config["sample_size"]) * 2 ** (len(vae_config["block_out_channels"]) - 1)
+
+
 def model_resolution(model_dir: str) -> int:
-    """Image size the model generates: the UNet's latent sample size times the VAE's downsampling."""
+    """``_resolution`` read from a model directory's configs, without loading weights."""
     with open(os.path.join(model_dir, "unet", "config.json")) as handle:
-        sample_size = json.load(handle)["sample_size"]
+        unet_config = json.load(handle)
     with open(os.path.join(model_dir, "vae", "config.json")) as handle:
-        levels = len(json.load(handle)["block_out_channels"])
-    return int(sample_size) * 2 ** (levels - 1)
+        vae_config = json.load(handle)
+    return _resolution(unet_config, vae_config)
 
 
 @dataclass
@@ -186,6 +191,10 @@ class MultiViewModel:
             if not os.path.isfile(path):
                 raise ModelDirectoryError(f"checkpoint {checkpoint_dir} has no {folder}/ weights")
             module.load_state_dict(load_file(path), strict=True)
+
+    @property
+    def resolution(self) -> int:
+        return _resolution(self.unet.unet.config, self.vae.config)
 
     # -- conditioning ----------------------------------------------------------------------------
     @property

@@ -116,12 +116,8 @@ class Generator:
         self.model.unet.eval()
         self.reconstructor = None
         if lgm:
-            import os
-
-            self.reconstructor = (LGM.from_pretrained(lgm) if os.path.isdir(lgm) else LGM.load_official(lgm)).to(device)
-            self.reconstructor.eval()
-        unet = self.model.unet.unet
-        self.resolution = unet.config.sample_size * 2 ** (len(self.model.vae.config.block_out_channels) - 1)
+            self.reconstructor = LGM.load(lgm).to(device).eval()
+        self.resolution = self.model.resolution
         self.generate.set_max_batch_size(max_batch_size)  # 1 turns batching off
 
     def info(self) -> dict[str, Any]:

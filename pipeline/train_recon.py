@@ -8,7 +8,6 @@ Gaussians at the ground-truth views (all 24 by default) on the variant's backgro
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from typing import Any
 
@@ -54,12 +53,7 @@ def build_lgm(recon: dict[str, Any]) -> LGM:
     options = PRESETS[recon["lgm_preset"]]
     if recon.get("lgm_size"):
         options = dataclasses.replace(options, input_size=recon["lgm_size"], output_size=recon["lgm_size"])
-    path = recon.get("lgm")
-    if path and os.path.isdir(path):
-        return LGM.from_pretrained(path)
-    if path:
-        return LGM.load_official(path, options)
-    return LGM(options)
+    return LGM.load(recon["lgm"], options) if recon.get("lgm") else LGM(options)
 
 
 def load_lgm_into(model: LGM) -> Any:
