@@ -41,6 +41,10 @@ class Gaussians:
         """Index the leading batch dimension: ``gaussians[b]`` is one scene."""
         return self._map(lambda tensor: tensor[index])
 
+    def as_batch(self) -> "Gaussians":
+        """One unbatched scene as a batch of one (a leading dimension of size 1)."""
+        return self._map(lambda tensor: tensor[None])
+
     def to(self, *args, **kwargs) -> "Gaussians":
         return self._map(lambda tensor: tensor.to(*args, **kwargs))
 

@@ -101,3 +101,45 @@ def make_tiny(variant: str, output_dir: str, seed: int = 0) -> str:
     """
     build_tiny(variant, seed=seed).diffusers_pipeline().save_pretrained(output_dir, safe_serialization=True)
     return output_dir
+
+
+def make_tiny_evaluation_weights(output_dir: str, seed: int = 0) -> dict[str, str]:
+    """Random-weight metric networks in their published file layouts, for tests and the demo:
+    ``clip/`` (a Hugging Face CLIP directory), ``raft-things.pth`` (reference RAFT keys, with the
+    ``module.`` prefix of the published file), ``lpips/vgg16.pth`` (torchvision VGG16 keys) and
+    ``lpips/vgg.pth`` (lpips lin keys). Returns the paths by name (clip, raft, lpips_vgg, lpips_lin).
+
+    Random weights make the scores meaningless as numbers; the files exercise the real loaders.
+    """
+    import os
+
+    from transformers import CLIPConfig, CLIPModel
+
+    from models.lpips import LPIPS
+    from models.raft import RAFT
+
+    torch.manual_seed(seed)
+    paths = {"clip": os.path.join(output_dir, "clip"), "raft": os.path.join(output_dir, "raft-things.pth"),
+             "lpips_vgg": os.path.join(output_dir, "lpips", "vgg16.pth"),
+             "lpips_lin": os.path.join(output_dir, "lpips", "vgg.pth")}
+    tokenizer = _tiny_tokenizer()
+    clip = CLIPModel(CLIPConfig(
+        text_config={"vocab_size": len(tokenizer), "hidden_size": _WIDTH, "intermediate_size": 64,
+                     "num_hidden_layers": 2, "num_attention_heads": 4,
+                     "max_position_embeddings": tokenizer.model_max_length, "bos_token_id": tokenizer.bos_token_id,
+                     "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id},
+        vision_config={"hidden_size": _WIDTH, "intermediate_size": 64, "num_hidden_layers": 2,
+                       "num_attention_heads": 4, "image_size": TINY_RESOLUTION, "patch_size": 8},
+        projection_dim=_WIDTH,
+    ))
+    clip.save_pretrained(paths["clip"], safe_serialization=True)
+    tokenizer.save_pretrained(paths["clip"])
+    CLIPImageProcessor(size={"shortest_edge": TINY_RESOLUTION},
+                       crop_size={"height": TINY_RESOLUTION, "width": TINY_RESOLUTION}).save_pretrained(paths["clip"])
+    torch.save({f"module.{key}": value for key, value in RAFT().state_dict().items()}, paths["raft"])
+    lpips = LPIPS()
+    os.makedirs(os.path.dirname(paths["lpips_vgg"]), exist_ok=True)
+    torch.save({f"features.{key}": value for key, value in lpips.features.state_dict().items()}, paths["lpips_vgg"])
+    torch.save({key: torch.rand_like(value) for key, value in lpips.state_dict().items() if key.startswith("lin")},
+               paths["lpips_lin"])
+    return paths

@@ -42,7 +42,22 @@ def pytest_configure(config) -> None:
 
 
 @pytest.fixture(scope="session")
-def overfit_duck(shared_assets):
+def duck_row(shared_assets) -> dict:
+    """The Duck rendered by the render stage at 64 px (8 samples): one ok shard row."""
+    from pipeline.render_stage import render_asset
+    from pipeline.sources import AssetRef
+    from render.process import BlenderProcess
+    from render.settings import RenderSettings
+
+    with BlenderProcess() as process:
+        row = render_asset(AssetRef("duck", "local", str(shared_assets / "Duck.glb")), process,
+                           RenderSettings(resolution=64, samples=8, threads=2))
+    assert row["status"] == "ok", row["error"]
+    return row
+
+
+@pytest.fixture(scope="session")
+def overfit_duck(duck_row):
     """The tiny reconstructor (32 px) overfit for 60 steps on the Duck rendered by the render stage.
 
     Returns (lgm, data, result): data has views [24, 3, 64, 64] on white, alphas, c2w.
@@ -55,16 +70,8 @@ def overfit_duck(shared_assets):
     from models.lgm_options import PRESETS
     from models.recon_training import overfit_one_object
     from pipeline.recon_data import row_to_tensors
-    from pipeline.render_stage import render_asset
-    from pipeline.sources import AssetRef
-    from render.process import BlenderProcess
-    from render.settings import RenderSettings
 
-    with BlenderProcess() as process:
-        row = render_asset(AssetRef("duck", "local", str(shared_assets / "Duck.glb")), process,
-                           RenderSettings(resolution=64, samples=8, threads=2))
-    assert row["status"] == "ok", row["error"]
-    data = row_to_tensors(row, background=(1.0, 1.0, 1.0))
+    data = row_to_tensors(duck_row, background=(1.0, 1.0, 1.0))
     torch.manual_seed(0)
     model = LGM(dataclasses.replace(PRESETS["tiny"], input_size=32, output_size=32))
     result = overfit_one_object(model, data["views"], data["alphas"], data["c2w"], steps=60)
