@@ -55,6 +55,8 @@ def main() -> int:
     parser.add_argument("--input", default=os.path.join(ROOT, "assets"), help="folder of assets")
     parser.add_argument("--resolution", type=int, default=256)
     parser.add_argument("--samples", type=int, default=32)
+    parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
+                        help="Cycles device (gpu: on a CUDA/OptiX machine; the job then asks for 1 GPU)")
     parser.add_argument("--copies", type=int, default=4,
                         help="render each asset this many times (as distinct objects) so fixed start-up costs amortise")
     parser.add_argument("--bare-loop", action="store_true", help=argparse.SUPPRESS)
@@ -71,7 +73,7 @@ def main() -> int:
     from render.settings import RenderSettings
 
     cores = os.cpu_count() or 1
-    settings = RenderSettings(resolution=args.resolution, samples=args.samples, threads=cores, device="cpu")
+    settings = RenderSettings(resolution=args.resolution, samples=args.samples, threads=cores, device=args.device)
     with tempfile.TemporaryDirectory() as scratch:
         assets = os.path.join(scratch, "assets")
         for copy in range(args.copies):
@@ -84,13 +86,13 @@ def main() -> int:
         bare_result = json.loads(bare.stdout.strip().splitlines()[-1])
 
         ray_start = time.perf_counter()
-        ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False,
+        ray.init(num_cpus=cores, num_gpus=1 if args.device == "gpu" else 0, include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": {"PYTHONPATH": ROOT}})
         ray_seconds = time.perf_counter() - ray_start
         job_start = time.perf_counter()
         summary = run_render_job(RenderJobConfig(
             input=assets, output=os.path.join(scratch, "shards"), settings=settings, num_workers=1,
-            cpus_per_task=cores, mlflow_uri=f"sqlite:///{scratch}/mlflow.db"))
+            cpus_per_task=cores, gpus_per_task=1.0 if args.device == "gpu" else 0.0, mlflow_uri=f"sqlite:///{scratch}/mlflow.db"))
         job_seconds = time.perf_counter() - job_start
         ray.shutdown()
 
@@ -100,7 +102,7 @@ def main() -> int:
         return 1
     views = objects * settings.num_views
     print(f"objects: {objects} ({args.copies} copies of {args.input}); {settings.resolution}px, {settings.samples} samples, "
-          f"{settings.num_views} views, {cores} CPU threads, Cycles CPU")
+          f"{settings.num_views} views, {cores} CPU threads, Cycles {args.device.upper()}")
     print(f"bare bpy loop : {bare_result['seconds']:.1f} s = {bare_result['seconds'] / objects:.2f} s/object, "
           f"{bare_result['seconds'] / views:.3f} s/view")
     print(f"full job      : {job_seconds:.1f} s = {job_seconds / objects:.2f} s/object, {job_seconds / views:.3f} s/view "

@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lpips-lin", default=None, help="lpips 'lin' weights (vgg.pth) for LPIPS")
     parser.add_argument("--output", default=None, help="also write results.csv and table.md here")
     parser.add_argument("--experiment", default="videomv-eval", help="MLflow experiment")
-    parser.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default $MLFLOW_TRACKING_URI)")
+    parser.add_argument("--mlflow-uri", default=None, help="MLflow tracking URI (default $MLFLOW_TRACKING_URI)")
     parser.add_argument("--run-name", default=None, help="MLflow run name")
     args = parser.parse_args(argv)
     config = EvaluationConfig(
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         mode=args.mode, seed=args.seed, fit=FitConfig(steps=args.fit_steps, num_gaussians=args.fit_gaussians),
         lpips_vgg=args.lpips_vgg, lpips_lin=args.lpips_lin, clip=args.clip, raft=args.raft,
         raft_iterations=args.raft_iterations, output=args.output, experiment=args.experiment,
-        tracking_uri=args.tracking_uri, run_name=args.run_name,
+        mlflow_uri=args.mlflow_uri, run_name=args.run_name,
     )
     try:
         result = evaluate(config)

@@ -18,6 +18,7 @@ sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 import camera  # noqa: E402
 from pipeline.render_stage import RenderJobConfig, run_render_job  # noqa: E402
+from pipeline.resources import parse_resources  # noqa: E402
 from pipeline.sources import SourceError  # noqa: E402
 from render.settings import PASSES, RenderSettings  # noqa: E402
 
@@ -52,6 +53,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="parallel Blender processes (default: as many as the cluster's CPUs/GPUs allow)")
     parser.add_argument("--cpus-per-task", type=float, default=1.0, help="CPUs per render worker (default 1)")
     parser.add_argument("--gpus-per-task", type=float, default=0.0, help="GPUs per render worker (default 0)")
+    parser.add_argument("--resources-per-task", nargs="+", default=None, metavar="NAME=AMOUNT",
+                        help="custom Ray resources per render worker, e.g. render=1 (places rendering on the "
+                             "nodes that advertise them)")
     parser.add_argument("--max-assets-per-process", type=int, default=20,
                         help="recycle each Blender process after this many assets (default 20)")
     parser.add_argument("--retry-failed", action="store_true", help="render again assets that failed before")
@@ -65,6 +69,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    try:
+        resources = parse_resources(args.resources_per_task)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     settings = RenderSettings(
         resolution=args.resolution,
         samples=args.samples,
@@ -90,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         num_workers=args.num_workers,
         cpus_per_task=args.cpus_per_task,
         gpus_per_task=args.gpus_per_task,
+        resources_per_task=resources,
         retry_failed=args.retry_failed,
         mlflow_uri=args.mlflow_uri,
         experiment=args.experiment,

@@ -58,7 +58,7 @@ class EvaluationConfig:
     raft_iterations: int = 12
     output: str | None = None  # also write results.csv, table.md and grids here
     experiment: str = "videomv-eval"
-    tracking_uri: str | None = None
+    mlflow_uri: str | None = None
     run_name: str | None = None
 
     def __post_init__(self) -> None:
@@ -172,7 +172,7 @@ def evaluate(config: EvaluationConfig, log: Any = print) -> EvaluationResult:
               **{f"fit_{k}": v for k, v in asdict(config.fit).items()}, "task": task, "samples": len(samples),
               "networks": ",".join(networks.names()) or "none"}
     rows: list[dict[str, Any]] = []
-    with mlflow_run(config.experiment, config.run_name, config.tracking_uri, params) as mlflow:
+    with mlflow_run(config.experiment, config.run_name, config.mlflow_uri, params) as mlflow:
         for index, sample in enumerate(samples):
             seed = config.seed + index
             grids = []

@@ -7,6 +7,7 @@ directly); ``OrbitRenderer`` is the Ray Data actor that holds a recycled Blender
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import shutil
 import tempfile
@@ -102,8 +103,10 @@ class OrbitRenderer:
         if len(objaverse_uids) > 1 and self.download_processes > 1:
             prefetch_objaverse(objaverse_uids, self.download_processes, self.objaverse_root)
         rows = []
+        node = ray.get_runtime_context().get_node_id()
         for item in items:
             row = render_asset(AssetRef.from_row(item), self.process, self.settings, self.objaverse_root)
+            row["render_node"] = node
             detail = "" if row["status"] == schema.STATUS_OK else f": {row['error'].splitlines()[0][:200]}"
             print(f"[render] {row['uid']} {row['status']} in {row['render_seconds']:.1f} s{detail}", flush=True)
             rows.append(row)
@@ -130,6 +133,9 @@ class RenderJobConfig:
     num_workers: int | None = None
     cpus_per_task: float = 1.0
     gpus_per_task: float = 0.0
+    # Custom Ray resources each render worker needs, e.g. {"render": 1} to keep rendering on the
+    # nodes that advertise it (cluster.yaml gives the CPU render group such a resource).
+    resources_per_task: dict[str, float] = dataclasses.field(default_factory=dict)
     retry_failed: bool = False
     mlflow_uri: str | None = None
     experiment: str = "videomv-render"
@@ -144,6 +150,7 @@ class RenderSummary:
     failed: int
     seconds: float
     shards: list[str]
+    nodes: dict[str, int] = dataclasses.field(default_factory=dict)  # Ray node id -> objects rendered there
 
     @property
     def objects_per_minute(self) -> float:
@@ -155,6 +162,7 @@ class RenderSummary:
             f"render summary: {self.total} assets, {self.skipped} skipped (already done), "
             f"{self.rendered} rendered, {self.failed} failed, {self.seconds:.1f} s, "
             f"{self.objects_per_minute:.1f} objects/min, {len(self.shards)} new shard(s)"
+            + (f" from {len(self.nodes)} node(s)" if self.nodes else "")
         )
 
 
@@ -168,13 +176,16 @@ def select_pending(refs: list[AssetRef], output: str, retry_failed: bool) -> lis
     ]
 
 
-def _default_workers(cpus_per_task: float, gpus_per_task: float) -> int:
+def _default_workers(cpus_per_task: float, gpus_per_task: float, custom: dict[str, float]) -> int:
+    """As many workers as the cluster's CPUs, GPUs and custom resources allow at once."""
     resources = ray.cluster_resources()
-    by_cpu = int(resources.get("CPU", 1) // max(cpus_per_task, 1e-6))
+    limits = [int(resources.get("CPU", 1) // max(cpus_per_task, 1e-6))]
     if gpus_per_task > 0:
-        by_gpu = int(resources.get("GPU", 0) // gpus_per_task)
-        return max(1, min(by_cpu, by_gpu))
-    return max(1, by_cpu)
+        limits.append(int(resources.get("GPU", 0) // gpus_per_task))
+    for name, amount in custom.items():
+        if amount > 0:
+            limits.append(int(resources.get(name, 0) // amount))
+    return max(1, min(limits))
 
 
 def run_render_job(config: RenderJobConfig) -> RenderSummary:
@@ -197,6 +208,7 @@ def run_render_job(config: RenderJobConfig) -> RenderSummary:
         "assets_per_batch": config.assets_per_batch,
         "cpus_per_task": config.cpus_per_task,
         "gpus_per_task": config.gpus_per_task,
+        "resources_per_task": config.resources_per_task,
         "retry_failed": config.retry_failed,
         **{f"render.{k}": v for k, v in dataclasses.asdict(config.settings).items()},
     }
@@ -205,7 +217,8 @@ def run_render_job(config: RenderJobConfig) -> RenderSummary:
         if pending:
             if not ray.is_initialized():
                 ray.init()
-            workers = config.num_workers or _default_workers(config.cpus_per_task, config.gpus_per_task)
+            workers = config.num_workers or _default_workers(config.cpus_per_task, config.gpus_per_task,
+                                                             config.resources_per_task)
             threads = config.settings.threads or max(1, int(config.cpus_per_task))
             settings = dataclasses.replace(config.settings, threads=threads)
             dataset = ray.data.from_items(
@@ -220,9 +233,12 @@ def run_render_job(config: RenderJobConfig) -> RenderSummary:
                 },
                 batch_size=config.assets_per_batch,
                 batch_format="pyarrow",
-                compute=ray.data.ActorPoolStrategy(size=min(workers, len(pending))),
+                # At most one batch queued behind the running one: long renders spread over every
+                # worker instead of piling up on the first actor that starts.
+                compute=ray.data.ActorPoolStrategy(size=min(workers, len(pending)), max_tasks_in_flight_per_actor=2),
                 num_cpus=config.cpus_per_task,
                 num_gpus=config.gpus_per_task,
+                resources=config.resources_per_task or None,
             )
             # Shard writes are light (views are encoded already); asking for no CPU lets them run
             # while the renderers hold every CPU, so shards land (and survive a crash) during the
@@ -235,6 +251,7 @@ def run_render_job(config: RenderJobConfig) -> RenderSummary:
             failed=sum(s.failed for s in sink.written),
             seconds=time.perf_counter() - start,
             shards=[s.path for s in sink.written],
+            nodes=dict(sum((collections.Counter(s.nodes) for s in sink.written), collections.Counter())),
         )
         render_seconds = sum(s.render_seconds for s in sink.written)
         mlflow.log_metrics(
@@ -246,7 +263,9 @@ def run_render_job(config: RenderJobConfig) -> RenderSummary:
                 "job_seconds": summary.seconds,
                 "objects_per_minute": summary.objects_per_minute,
                 "render_seconds_per_object": render_seconds / max(1, summary.rendered + summary.failed),
+                "render_nodes": len(summary.nodes),
             }
         )
+        mlflow.set_tag("render_nodes", ",".join(f"{node}:{count}" for node, count in sorted(summary.nodes.items())))
     print(summary)
     return summary

@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2 added render_node; v1 files read the same, with render_node missing
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"
 BACKGROUND_TRANSPARENT = "transparent"
@@ -47,6 +47,7 @@ SCHEMA = pa.schema(
         pa.field("render_seconds", pa.float32()),
         pa.field("render_settings", pa.string()),  # RenderSettings JSON
         pa.field("blender_version", pa.string()),
+        pa.field("render_node", pa.string()),  # Ray node id of the worker that rendered it; null outside Ray
     ],
     metadata={b"videomv_schema_version": str(SCHEMA_VERSION).encode()},
 )

@@ -6,9 +6,10 @@ Ray Data and pyarrow datasets skip names starting with "." or "_") and renamed i
 
 from __future__ import annotations
 
+import collections
 import posixpath
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import fsspec
@@ -96,6 +97,7 @@ class WrittenShard:
     ok: int
     failed: int
     render_seconds: float
+    nodes: dict[str, int] = field(default_factory=dict)  # render_node -> rows
 
 
 class OrbitShardDatasink(Datasink):
@@ -134,9 +136,9 @@ class OrbitShardDatasink(Datasink):
             path = write_shard_atomically(chunk, self.output, name)
             status = chunk.column("status").to_pylist()
             seconds = sum(s or 0.0 for s in chunk.column("render_seconds").to_pylist())
-            written.append(
-                WrittenShard(path, chunk.num_rows, status.count(schema.STATUS_OK), status.count(schema.STATUS_FAILED), seconds)
-            )
+            nodes = collections.Counter(node for node in chunk.column("render_node").to_pylist() if node)
+            written.append(WrittenShard(path, chunk.num_rows, status.count(schema.STATUS_OK),
+                                        status.count(schema.STATUS_FAILED), seconds, dict(nodes)))
         return written
 
     def on_write_complete(self, write_result: Any) -> None:

@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import os
 import shutil
+import socket
 import tempfile
 import time
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ import ray.train
 import torch
 from ray.train.torch import TorchTrainer
 
+from pipeline.resources import parse_resources
 from pipeline.tracking import tracking_uri
 
 TRAINING_STATE = "training_state.pt"
@@ -43,6 +45,7 @@ class TrainConfig:
     cpus_per_worker: float = 1.0
     use_gpu: bool = False
     accelerator_type: str | None = None
+    resources_per_worker: dict[str, float] = dataclasses.field(default_factory=dict)  # custom Ray resources
     micro_batch: int = 1
     global_batch: int = 32
     lr: float = 3e-5
@@ -91,6 +94,8 @@ def add_train_arguments(parser: Any, experiment: str) -> None:
         help="CPUs reserved per worker; leave some to Ray Data's decoding (default 1)")
     add("--use-gpu", action="store_true", help="one GPU per worker")
     add("--accelerator-type", default=None, help="e.g. A100 (Ray's accelerator_type)")
+    add("--resources-per-worker", nargs="+", default=None, metavar="NAME=AMOUNT",
+        help="custom Ray resources per worker, e.g. trainer=1 (places workers on the nodes that advertise them)")
     add("--micro-batch", type=int, default=defaults.micro_batch, help="samples per worker per forward (default 1)")
     add("--global-batch", type=int, default=defaults.global_batch,
         help="samples per optimizer step over all workers, by gradient accumulation (default 32)")
@@ -114,6 +119,7 @@ def config_from_args(args: Any, **extra: Any) -> TrainConfig:
     return TrainConfig(
         data=args.data, model=args.model, output=args.output, name=args.name, steps=args.steps,
         num_workers=args.num_workers, cpus_per_worker=args.cpus_per_worker, use_gpu=args.use_gpu, accelerator_type=args.accelerator_type,
+        resources_per_worker=parse_resources(args.resources_per_worker),
         micro_batch=args.micro_batch, global_batch=args.global_batch, lr=args.lr, precision=args.precision,
         gradient_checkpointing=not args.no_gradient_checkpointing, checkpoint_every=args.checkpoint_every,
         log_every=args.log_every, resolution=args.resolution, captions=args.captions,
@@ -148,7 +154,8 @@ def run_trainer(train_loop: Callable[[dict], None], config: TrainConfig, dataset
                            "mlflow_tracking_uri": tracking_uri(config.mlflow_uri)},
         scaling_config=ray.train.ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu,
                                                accelerator_type=config.accelerator_type,
-                                               resources_per_worker={"CPU": config.cpus_per_worker}),
+                                               resources_per_worker={"CPU": config.cpus_per_worker,
+                                                                     **config.resources_per_worker}),
         run_config=ray.train.RunConfig(
             name=config.name,
             storage_path=config.output,
@@ -177,9 +184,19 @@ class WorkerState:
         self.autocast_dtype = {"fp16": torch.float16 if cuda else torch.bfloat16, "bf16": torch.bfloat16,
                                "no": None}[precision]
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=precision == "fp16" and cuda)
+        self.worker_nodes, self.worker_hosts = self._gather_placement()
         self._mlflow = None
         self._start = time.perf_counter()
         self._first_step: int | None = None
+
+    def _gather_placement(self) -> tuple[list[str], list[str]]:
+        """(Ray node id, host name) of every worker, by rank (a collective: all workers call it)."""
+        mine = (ray.get_runtime_context().get_node_id(), socket.gethostname())
+        placement = [mine]
+        if self.world_size > 1 and torch.distributed.is_initialized():
+            placement = [None] * self.world_size
+            torch.distributed.all_gather_object(placement, mine)
+        return [node for node, _ in placement], [host for _, host in placement]
 
     @contextlib.contextmanager
     def mlflow(self) -> Iterator[Any]:
@@ -192,6 +209,8 @@ class WorkerState:
         mlflow.set_tracking_uri(self.config["mlflow_tracking_uri"])
         with mlflow.start_run(run_id=self.config["mlflow_run_id"]):
             self._mlflow = mlflow
+            # Tags, not params: a restarted worker group may land on other nodes.
+            mlflow.set_tags({"worker_nodes": ",".join(self.worker_nodes), "worker_hosts": ",".join(self.worker_hosts)})
             try:
                 yield mlflow
             finally:

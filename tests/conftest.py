@@ -19,16 +19,51 @@ def shared_assets() -> Path:
     return SHARED_ASSETS
 
 
-@pytest.fixture(scope="session")
-def ray_local():
-    """One local Ray instance (2 CPUs) for the whole session."""
+WORKER_ENV = {"env_vars": {"PYTHONPATH": str(REPO_ROOT)}}
+
+
+def start_local_ray() -> None:
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=True,
-                 runtime_env={"env_vars": {"PYTHONPATH": str(REPO_ROOT)}})
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=True, runtime_env=WORKER_ENV)
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray instance (2 CPUs) for the whole session (tests that need another cluster
+    restore it when they are done)."""
+    import ray
+
+    start_local_ray()
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def two_node_cluster():
+    """A head and a second raylet on this machine, each with 2 CPUs and the custom resources
+    render=1 and trainer=1 (standing in for cluster.yaml's node types). Yields the two node ids;
+    afterwards the session's local Ray is restored."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    was_running = ray.is_initialized()
+    ray.shutdown()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "resources": {"render": 1, "trainer": 1},
+                                                           "include_dashboard": False})
+    cluster.add_node(num_cpus=2, resources={"render": 1, "trainer": 1})
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, runtime_env=WORKER_ENV)
+    try:
+        nodes = {node["NodeID"] for node in ray.nodes() if node["Alive"]}
+        assert len(nodes) == 2
+        yield nodes
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+        if was_running:
+            start_local_ray()
 
 
 @pytest.fixture

@@ -22,6 +22,8 @@ def test_cluster_yaml_validates_against_rays_schema():
     nodes = config["available_node_types"]
     assert nodes["a100"]["node_config"]["InstanceType"] == "p4d.24xlarge" and nodes["a100"]["resources"]["GPU"] == 8
     assert nodes["cpu-render"]["max_workers"] > nodes["cpu-render"]["min_workers"] == 0
+    # Render tasks ask for the custom resource only the render group has (docs/scale.md).
+    assert nodes["cpu-render"]["resources"]["render"] > 0 and "render" not in nodes["a100"]["resources"]
     assert any("pip install -e ." in command for command in nodes["a100"]["worker_setup_commands"])
     assert any("mlflow server" in command for command in config["head_start_ray_commands"])
 

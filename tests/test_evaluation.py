@@ -212,7 +212,7 @@ def tiny_models(tmp_path_factory) -> dict[str, str]:
 def fast_config(model: str, lgm: str, weights: dict[str, str], mlflow_uri: str, **extra) -> EvaluationConfig:
     fields = dict(model=model, reconstructor=lgm, steps=4, fit=FitConfig(steps=5, num_gaussians=512),
                   clip=weights["clip"], raft=weights["raft"], raft_iterations=1, lpips_vgg=weights["lpips_vgg"],
-                  lpips_lin=weights["lpips_lin"], tracking_uri=mlflow_uri)
+                  lpips_lin=weights["lpips_lin"], mlflow_uri=mlflow_uri)
     return EvaluationConfig(**{**fields, **extra})
 
 
@@ -252,7 +252,7 @@ def test_evaluate_image_to_multiview_on_a_rendered_object(tiny_models, weights, 
 
 def test_evaluate_errors_name_the_problem(tiny_models, weights, mlflow_uri, tmp_path):
     def attempt(**fields) -> None:
-        evaluate(EvaluationConfig(**{"model": tiny_models["t2v"], "steps": 2, "tracking_uri": mlflow_uri, **fields}))
+        evaluate(EvaluationConfig(**{"model": tiny_models["t2v"], "steps": 2, "mlflow_uri": mlflow_uri, **fields}))
 
     prompts = tmp_path / "p.txt"
     prompts.write_text("a cube\n")
@@ -272,6 +272,6 @@ def test_evaluate_errors_name_the_problem(tiny_models, weights, mlflow_uri, tmp_
         attempt(settings=("fancy",))
     # The job prints the message and exits 2 instead of a traceback.
     result = subprocess.run([sys.executable, str(REPO_ROOT / "jobs" / "evaluate.py"), "--model", tiny_models["t2v"],
-                             "--prompts", str(prompts), "--tracking-uri", mlflow_uri],
+                             "--prompts", str(prompts), "--mlflow-uri", mlflow_uri],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and "error: the 3d-aware setting needs a reconstructor" in result.stderr

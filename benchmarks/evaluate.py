@@ -1,0 +1,93 @@
+"""What one text-to-multi-view evaluation sample costs, part by part, in one run.
+
+    python benchmarks/evaluate.py [--steps 50] [--fit-steps 300] [--fit-gaussians 8192]
+        [--model DIR --lgm PATH --clip DIR --raft FILE --lpips-vgg FILE --lpips-lin FILE]
+
+Without paths it uses tiny G and reconstructor and random metric weights in the published layouts
+(RAFT and LPIPS are full-size networks either way; the tiny CLIP is not). Prints seconds per part
+and each part's share of the sample.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+import torch  # noqa: E402
+
+import camera  # noqa: E402
+from models.evaluation import MetricNetworks, consistency_scores, image_scores  # noqa: E402
+from models.gaussian_fit import FitConfig, fit_gaussians  # noqa: E402
+from models.gaussian_renderer import render_batch  # noqa: E402
+from models.lgm import LGM  # noqa: E402
+from models.multiview_model import MultiViewModel  # noqa: E402
+from models.sampler import DEFAULTS, SamplingConfig, reconstruction_steps, sample_views  # noqa: E402
+from models.tiny import make_tiny, make_tiny_evaluation_weights  # noqa: E402
+
+
+def timed(function):
+    start = time.perf_counter()
+    value = function()
+    return value, time.perf_counter() - start
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--fit-steps", type=int, default=FitConfig.steps)
+    parser.add_argument("--fit-gaussians", type=int, default=FitConfig.num_gaussians)
+    parser.add_argument("--raft-iterations", type=int, default=12)
+    for name in ("model", "lgm", "clip", "raft", "lpips-vgg", "lpips-lin"):
+        parser.add_argument(f"--{name}", default=None)
+    args = parser.parse_args()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    with tempfile.TemporaryDirectory() as scratch:
+        weights = make_tiny_evaluation_weights(os.path.join(scratch, "metrics"))
+        model_dir = args.model or make_tiny("t2v", os.path.join(scratch, "t2v"))
+        if args.lgm is None:
+            torch.manual_seed(0)
+            LGM("tiny").save_pretrained(os.path.join(scratch, "lgm"))
+        model = MultiViewModel.from_pretrained(model_dir).to(device)
+        model.freeze_encoders()
+        reconstructor = LGM.load(args.lgm or os.path.join(scratch, "lgm")).to(device).eval()
+        networks = MetricNetworks.from_paths(args.lpips_vgg or weights["lpips_vgg"], args.lpips_lin or weights["lpips_lin"],
+                                             args.clip or weights["clip"], args.raft or weights["raft"],
+                                             args.raft_iterations)
+        networks.lpips.to(device)
+        networks.raft.to(device)
+        prompt = "a wooden chair, 3d asset"
+        parts: dict[str, float] = {}
+        plain, parts["sample, plain DDIM"] = timed(lambda: sample_views(
+            model, prompts=[prompt], config=SamplingConfig(steps=args.steps), reconstructor=None))
+        _, parts["sample, 3D-aware (authors)"] = timed(lambda: sample_views(
+            model, prompts=[prompt], reconstructor=reconstructor,
+            config=SamplingConfig(steps=args.steps, reconstruct_at=reconstruction_steps(args.steps, "authors"))))
+        views, c2w = plain.views[0], plain.cameras[0]
+        background = DEFAULTS["t2v"]["background"]
+        fitted, parts["Gaussian fit on 12 views"] = timed(lambda: fit_gaussians(
+            views[0::2], c2w[0::2], camera.DEFAULT_FOV_DEG, background,
+            FitConfig(steps=args.fit_steps, num_gaussians=args.fit_gaussians)))
+        rendered, parts["render 12 held-out views"] = timed(lambda: render_batch(
+            fitted.as_batch(), c2w[1::2][None], camera.DEFAULT_FOV_DEG, views.shape[-1], background)[0][0])
+        _, parts["PSNR + SSIM + LPIPS"] = timed(lambda: image_scores(rendered.clamp(0, 1), views[1::2], networks.lpips))
+        _, parts["CLIP score (24 views)"] = timed(lambda: networks.clip.score(prompt, views))
+        _, parts["flow-warping RMSE (RAFT, 23 + 18 pairs)"] = timed(lambda: consistency_scores(views, networks))
+    evaluation = sum(seconds for name, seconds in parts.items() if not name.startswith("sample"))
+    print(f"device {device}; {views.shape[-1]} px views; {args.steps} DDIM steps; fit {args.fit_steps} steps x "
+          f"{args.fit_gaussians} Gaussians; RAFT {args.raft_iterations} iterations")
+    for name, seconds in parts.items():
+        share = "" if name.startswith("sample") else f"  ({100 * seconds / evaluation:.0f}% of scoring)"
+        print(f"{name:42s} {seconds:8.2f} s{share}")
+    print(f"{'scoring one sample (after sampling)':42s} {evaluation:8.2f} s")
+    print(f"{'one prompt, both settings':42s} "
+          f"{parts['sample, plain DDIM'] + parts['sample, 3D-aware (authors)'] + 2 * evaluation:8.2f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
