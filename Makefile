@@ -20,3 +20,4 @@ bench: setup
 	$(PY) benchmarks/train.py
 	$(PY) benchmarks/sampler.py
 	$(PY) benchmarks/serve.py
+	$(PY) benchmarks/evaluate.py

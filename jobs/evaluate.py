@@ -2,7 +2,7 @@
 
 Text-to-multi-view (24 views per prompt; Gaussians fitted on the 12 even views, PSNR/SSIM/LPIPS on
 the 12 odd ones, CLIP score, flow-warping RMSE at intervals 1 and 6):
-    python jobs/evaluate.py --model out/train/demo/final_model --reconstructor out/train/recon/final_model \
+    python jobs/evaluate.py --model out/runs/finetune/final_model --reconstructor out/runs/reconstructor/final_model \
         --prompts assets/eval_prompts.txt --clip /models/clip-vit-large-patch14 --raft /models/raft-things.pth \
         --lpips-vgg /models/vgg16-397923af.pth --lpips-lin /models/lpips/vgg.pth
 Image-to-multi-view (condition on view 0 of held-out renders, compare with the other 23):
