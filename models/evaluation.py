@@ -56,12 +56,13 @@ def image_scores(prediction: torch.Tensor, target: torch.Tensor, lpips: LPIPS | 
     """Mean PSNR, SSIM (and LPIPS) of ``prediction`` against ``target``, both [N, 3, H, W] in [0, 1]."""
     scores = {"psnr": float(psnr(prediction, target).mean()), "ssim": float(ssim(prediction, target).mean())}
     if lpips is not None:
-        a, b = prediction.float(), target.float()
+        device = next(lpips.parameters()).device
+        a, b = prediction.float().to(device), target.float().to(device)
         if a.shape[-1] < LPIPS_MIN_SIZE:
             a = F.interpolate(a, size=LPIPS_MIN_SIZE, mode="bilinear", align_corners=False)
             b = F.interpolate(b, size=LPIPS_MIN_SIZE, mode="bilinear", align_corners=False)
         with torch.no_grad():
-            scores["lpips"] = float(lpips(a.to(next(lpips.parameters()).device), b.to(next(lpips.parameters()).device)).mean())
+            scores["lpips"] = float(lpips(a, b).mean())
     return scores
 
 

@@ -146,7 +146,7 @@ class CorrelationPyramid:
         batch, _, height, width = coords.shape
         offsets = torch.linspace(-radius, radius, 2 * radius + 1, device=coords.device)
         # The reference adds the first meshgrid axis to x: it fixes the order of the 81 channels.
-        delta = torch.stack(torch.meshgrid(offsets, offsets, indexing="ij"), dim=-1).view(1, 2 * radius + 1, 2 * radius + 1, 2)
+        delta = torch.stack(torch.meshgrid(offsets, offsets, indexing="ij"), dim=-1)[None]  # [1, 9, 9, 2]
         centres = coords.permute(0, 2, 3, 1).reshape(batch * height * width, 1, 1, 2)
         windows = [bilinear_sample(level, centres / 2**index + delta).view(batch, height, width, -1)
                    for index, level in enumerate(self.levels)]

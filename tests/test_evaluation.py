@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 import camera
 from models.clip_score import CLIPScorer
-from models.evaluation import MetricNetworks, image_scores
+from models.evaluation import image_scores
 from models.gaussian_fit import FitConfig, fit_gaussians, random_gaussians
 from models.gaussian_renderer import render_batch
 from models.gaussians import Gaussians
