@@ -25,8 +25,7 @@ from models.evaluation import MetricNetworks, consistency_scores, image_scores  
 from models.gaussian_fit import FitConfig, fit_gaussians  # noqa: E402
 from models.gaussian_renderer import render_batch  # noqa: E402
 from models.lgm import LGM  # noqa: E402
-from models.multiview_model import MultiViewModel  # noqa: E402
-from models.sampler import DEFAULTS, SamplingConfig, reconstruction_steps, sample_views  # noqa: E402
+from models.sampler import DEFAULTS, SamplingConfig, load_for_sampling, reconstruction_steps, sample_views  # noqa: E402
 from models.tiny import make_tiny, make_tiny_evaluation_weights  # noqa: E402
 
 
@@ -52,14 +51,10 @@ def main() -> int:
         if args.lgm is None:
             torch.manual_seed(0)
             LGM("tiny").save_pretrained(os.path.join(scratch, "lgm"))
-        model = MultiViewModel.from_pretrained(model_dir).to(device)
-        model.freeze_encoders()
-        reconstructor = LGM.load(args.lgm or os.path.join(scratch, "lgm")).to(device).eval()
+        model, reconstructor = load_for_sampling(model_dir, args.lgm or os.path.join(scratch, "lgm"), device)
         networks = MetricNetworks.from_paths(args.lpips_vgg or weights["lpips_vgg"], args.lpips_lin or weights["lpips_lin"],
                                              args.clip or weights["clip"], args.raft or weights["raft"],
-                                             args.raft_iterations)
-        networks.lpips.to(device)
-        networks.raft.to(device)
+                                             args.raft_iterations).to(device)
         prompt = "a wooden chair, 3d asset"
         parts: dict[str, float] = {}
         plain, parts["sample, plain DDIM"] = timed(lambda: sample_views(

@@ -44,6 +44,13 @@ class MetricNetworks:
                    clip=CLIPScorer.from_pretrained(clip) if clip else None,
                    raft=RAFT.from_file(raft) if raft else None, raft_iterations=raft_iterations)
 
+    def to(self, device: str | torch.device) -> "MetricNetworks":
+        """Move the LPIPS and RAFT networks (CLIP stays on the CPU with its processor)."""
+        for network in (self.lpips, self.raft):
+            if network is not None:
+                network.to(device)
+        return self
+
     def flow(self, sources: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return self.raft(sources, targets, iterations=self.raft_iterations)
 

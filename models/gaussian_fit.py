@@ -4,7 +4,7 @@ The paper fits a neural field to 12 of the 24 generated views and scores the oth
 Gaussians with the project's renderer (``models.gaussian_renderer``, same conventions as gsplat),
 by Adam on 0.8 L1 + 0.2 (1 - SSIM) as in 3DGS, without densification (a fixed count).
 
-Initialisation: given Gaussians (e.g. the reconstructor's), or N random ones uniform in a ball.
+Initialisation: N random Gaussians uniform in a ball (the same for every scene with one seed).
 """
 
 from __future__ import annotations
@@ -48,19 +48,17 @@ def random_gaussians(count: int, radius: float, seed: int = 0) -> Gaussians:
 
 
 def fit_gaussians(views: torch.Tensor, c2w: torch.Tensor, fov: float, background: tuple[float, float, float],
-                  config: FitConfig | None = None, initial: Gaussians | None = None) -> Gaussians:
+                  config: FitConfig | None = None) -> Gaussians:
     """Fit one scene's Gaussians to ``views``.
 
     Args:
         views: [V, 3, H, W] in [0, 1] (square), composited on ``background``.
         c2w: [V, 4, 4] OpenGL camera-to-world (``camera`` module); fov: vertical, degrees.
-        initial: unbatched Gaussians to start from; None for ``random_gaussians``.
     Returns:
         unbatched fitted Gaussians (detached), in the frame of ``c2w``.
     """
     config = config or FitConfig()
-    start = initial if initial is not None else random_gaussians(config.num_gaussians, config.radius, config.seed)
-    start = start.detach().to(views.device, torch.float32)
+    start = random_gaussians(config.num_gaussians, config.radius, config.seed).to(views.device)
     eps = 1e-4
     raw = {
         "means": start.means.clone(),

@@ -33,6 +33,18 @@ AUTHORS_STEPS = (20, 30, 40)  # step indices of 50 where the official code recon
 MODES = ("two", "one")
 
 
+def load_for_sampling(model_dir: str, reconstructor: str | None = None, device: str | torch.device | None = None
+                      ) -> tuple[MultiViewModel, LGM | None]:
+    """G (encoders frozen, eval mode) and, when a path is given, the reconstructor, on ``device``
+    (default: CUDA when available, else CPU). Used by serving, evaluation and benchmarks."""
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = MultiViewModel.from_pretrained(model_dir).to(device)
+    model.freeze_encoders()
+    model.unet.eval()
+    lgm = LGM.load(reconstructor).to(device).eval() if reconstructor else None
+    return model, lgm
+
+
 def reconstruction_steps(steps: int, schedule: str = "authors", every: int = 10, skip: int = 20) -> tuple[int, ...]:
     """Step indices (0-based) at which x0 is reconstructed.
 

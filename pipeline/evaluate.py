@@ -19,17 +19,15 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
 import torch.nn.functional as F
 
 import camera
 from models.evaluation import MetricNetworks, score_image_to_multiview, score_text_to_multiview
 from models.gaussian_fit import FitConfig
-from models.lgm import LGM
-from models.multiview_model import MultiViewModel
-from models.sampler import DEFAULTS, SamplingConfig, reconstruction_steps, sample_views
-from pipeline import schema, shards
+from models.sampler import DEFAULTS, SamplingConfig, load_for_sampling, reconstruction_steps, sample_views
+from pipeline import shards
 from pipeline.media import grid_image, to_uint8
+from pipeline.recon_data import row_to_tensors
 from pipeline.tracking import mlflow_run
 
 SETTINGS = ("3d-aware", "plain")
@@ -109,9 +107,9 @@ def load_held_out(path: str, resolution: int, frames: int, limit: int | None = N
         if len(azimuths) != frames or not np.allclose(azimuths, expected, atol=1e-3):
             raise ValueError(f"object {row['uid']} in {path} was rendered at {len(azimuths)} views "
                              f"(azimuths {azimuths[:3].tolist()}...); the model needs the {frames}-view orbit")
-        views = torch.from_numpy(schema.decode_views(row, background=(255, 255, 255))).permute(0, 3, 1, 2)
-        views = F.interpolate(views.float() / 255.0, size=(resolution, resolution), mode="bilinear",
-                              antialias=True, align_corners=False).clamp(0, 1)
+        views = row_to_tensors(row, background=DEFAULTS["i2v"]["background"])["views"]
+        views = F.interpolate(views, size=(resolution, resolution), mode="bilinear", antialias=True,
+                              align_corners=False).clamp(0, 1)
         objects.append({"uid": row["uid"], "views": views, "elevation": float(row["elevation"]),
                         "distance": float(row["distance"])})
     return objects
@@ -143,18 +141,12 @@ def _csv(rows: list[dict[str, Any]]) -> str:
 
 def evaluate(config: EvaluationConfig, log: Any = print) -> EvaluationResult:
     """Run the protocol; returns the rows and per-setting means (also logged to MLflow)."""
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = MultiViewModel.from_pretrained(config.model).to(device)
-    model.freeze_encoders()
-    model.unet.eval()
     if "3d-aware" in config.settings and config.reconstructor is None:
         raise ValueError("the 3d-aware setting needs a reconstructor (--reconstructor), or evaluate --settings plain")
-    reconstructor = LGM.load(config.reconstructor).to(device).eval() if config.reconstructor else None
+    model, reconstructor = load_for_sampling(config.model, config.reconstructor)
+    device = model.device
     networks = MetricNetworks.from_paths(config.lpips_vgg, config.lpips_lin, config.clip, config.raft,
-                                         config.raft_iterations)
-    for network in (networks.lpips, networks.raft):
-        if network is not None:
-            network.to(device)
+                                         config.raft_iterations).to(device)
     frames, resolution = model.unet.num_frames, model.resolution
     if model.variant == "t2v":
         if not config.prompts:
@@ -206,12 +198,12 @@ def evaluate(config: EvaluationConfig, log: Any = print) -> EvaluationResult:
         for setting, metrics in summary.items():
             mlflow.log_metrics({f"{setting}/{metric}": value for metric, value in metrics.items()
                                 if math.isfinite(value)})
-        mlflow.log_text(_csv(rows), "results.csv")
-        mlflow.log_text(result.table() + "\n", "table.md")
+        files = {"results.csv": _csv(rows), "table.md": result.table() + "\n"}
+        for name, text in files.items():
+            mlflow.log_text(text, name)
     if config.output:
         os.makedirs(config.output, exist_ok=True)
-        with open(os.path.join(config.output, "results.csv"), "w", encoding="utf-8") as handle:
-            handle.write(_csv(rows))
-        with open(os.path.join(config.output, "table.md"), "w", encoding="utf-8") as handle:
-            handle.write(result.table() + "\n")
+        for name, text in files.items():
+            with open(os.path.join(config.output, name), "w", encoding="utf-8") as handle:
+                handle.write(text)
     return result

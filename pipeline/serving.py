@@ -107,16 +107,9 @@ class Generator:
     """Model deployment: G, the reconstructor, and the sampler, with request batching."""
 
     def __init__(self, model_dir: str, lgm: str | None = None, max_batch_size: int = 4) -> None:
-        from models.lgm import LGM
-        from models.multiview_model import MultiViewModel
+        from models.sampler import load_for_sampling
 
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.model = MultiViewModel.from_pretrained(model_dir).to(device)
-        self.model.freeze_encoders()
-        self.model.unet.eval()
-        self.reconstructor = None
-        if lgm:
-            self.reconstructor = LGM.load(lgm).to(device).eval()
+        self.model, self.reconstructor = load_for_sampling(model_dir, lgm)
         self.resolution = self.model.resolution
         self.generate.set_max_batch_size(max_batch_size)  # 1 turns batching off
 

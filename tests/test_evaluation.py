@@ -23,7 +23,7 @@ from models.lpips import LPIPS
 from models.metrics import flow_warping_rmse, psnr
 from models.raft import RAFT
 from models.tiny import make_tiny, make_tiny_evaluation_weights
-from models.warping import backward_warp, softmax_splat
+from models.warping import backward_warp, bilinear_sample, softmax_splat
 from pipeline import schema, shards
 from pipeline.evaluate import EvaluationConfig, evaluate
 
@@ -48,9 +48,7 @@ def panning_frames(count: int, step: float) -> torch.Tensor:
     y, x = torch.meshgrid(torch.arange(SIZE).float(), torch.arange(SIZE).float(), indexing="ij")
     frames = []
     for index in range(count):
-        coords = torch.stack([x + step * index, y], dim=-1)[None]
-        grid = torch.stack([2 * coords[..., 0] / (texture.shape[-1] - 1) - 1, 2 * coords[..., 1] / (SIZE - 1) - 1], -1)
-        frames.append(F.grid_sample(texture, grid, align_corners=True)[0])
+        frames.append(bilinear_sample(texture, torch.stack([x + step * index, y], dim=-1)[None])[0])
     return torch.stack(frames)
 
 
