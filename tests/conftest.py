@@ -8,15 +8,22 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SHARED_ASSETS = REPO_ROOT.parent / "shared" / "assets"
+# The main job's bundled assets (assets/) plus the test-only ones (tests/data/assets/); see the
+# ATTRIBUTION.md in each folder.
+ASSET_FOLDERS = (REPO_ROOT / "assets", REPO_ROOT / "tests" / "data" / "assets")
+ASSET_SUFFIXES = (".glb", ".obj", ".mtl", ".jpg", ".ply", ".stl")
 
 
 @pytest.fixture(scope="session")
-def shared_assets() -> Path:
-    """The real sample assets (GLB, textured OBJ, PLY, STL, and a GLB without geometry)."""
-    if not SHARED_ASSETS.is_dir():
-        pytest.fail(f"sample assets not found at {SHARED_ASSETS} (CI and developers have ../shared)")
-    return SHARED_ASSETS
+def sample_assets(tmp_path_factory) -> Path:
+    """One folder with every real sample asset (GLB, textured OBJ, PLY, STL, and a GLB without
+    geometry), linked from the repository's asset folders."""
+    folder = tmp_path_factory.mktemp("sample-assets")
+    for source in ASSET_FOLDERS:
+        for path in sorted(source.iterdir()):
+            if path.suffix.lower() in ASSET_SUFFIXES:
+                (folder / path.name).symlink_to(path)
+    return folder
 
 
 WORKER_ENV = {"env_vars": {"PYTHONPATH": str(REPO_ROOT)}}
@@ -77,7 +84,7 @@ def pytest_configure(config) -> None:
 
 
 @pytest.fixture(scope="session")
-def duck_row(shared_assets) -> dict:
+def duck_row(sample_assets) -> dict:
     """The Duck rendered by the render stage at 64 px (8 samples): one ok shard row."""
     from pipeline.render_stage import render_asset
     from pipeline.sources import AssetRef
@@ -85,7 +92,7 @@ def duck_row(shared_assets) -> dict:
     from render.settings import RenderSettings
 
     with BlenderProcess() as process:
-        row = render_asset(AssetRef("duck", "local", str(shared_assets / "Duck.glb")), process,
+        row = render_asset(AssetRef("duck", "local", str(sample_assets / "Duck.glb")), process,
                            RenderSettings(resolution=64, samples=8, threads=2))
     assert row["status"] == "ok", row["error"]
     return row

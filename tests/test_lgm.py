@@ -16,7 +16,7 @@ from models.lpips import LPIPS
 from models.rays import apply_normalisation, normalisation_transform, plucker_rays
 from models.recon_loss import ReconstructionLoss
 
-FIXTURES = Path(__file__).resolve().parent.parent.parent / "shared" / "fixtures"
+FIXTURES = Path(__file__).resolve().parent / "data"  # key/shape lists of the official checkpoints
 
 
 def read_fixture(name: str) -> dict[str, tuple[int, ...]]:

@@ -17,13 +17,13 @@ from pipeline.train_common import FINAL_MODEL, TrainConfig
 from render.settings import RenderSettings
 
 
-def test_render_and_finetune_use_both_nodes(two_node_cluster, tmp_path, shared_assets):
+def test_render_and_finetune_use_both_nodes(two_node_cluster, tmp_path, sample_assets):
     shared = tmp_path / "shared"  # one path every node sees, as object storage would be on a cluster
     assets = tmp_path / "assets"
     assets.mkdir()
     for index in range(4):
         for name in ("teapot.stl", "BoxTextured.glb"):
-            os.symlink(shared_assets / name, assets / f"{index}-{name}")
+            os.symlink(sample_assets / name, assets / f"{index}-{name}")
     mlflow_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     summary = run_render_job(RenderJobConfig(
         input=str(assets), output=str(shared / "shards"), settings=RenderSettings(resolution=32, samples=2),

@@ -29,12 +29,12 @@ RESOLUTION = 32
 
 
 @pytest.fixture(scope="module")
-def workspace(ray_local, tmp_path_factory, shared_assets):
+def workspace(ray_local, tmp_path_factory, sample_assets):
     root = tmp_path_factory.mktemp("training")
     assets = root / "assets"
     assets.mkdir()
     for name in ("Duck.glb", "monkey.glb", "teapot.stl", "BoxTextured.glb"):
-        os.symlink(shared_assets / name, assets / name)
+        os.symlink(sample_assets / name, assets / name)
     summary = run_render_job(RenderJobConfig(input=str(assets), output=str(root / "shards"),
                                              settings=RenderSettings(resolution=RESOLUTION, samples=2),
                                              mlflow_uri=f"sqlite:///{root}/mlflow.db"))
