@@ -14,34 +14,37 @@ Re-submitting with the same --name and --output resumes from the latest checkpoi
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 
 sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 from models.multiview_model import ModelDirectoryError  # noqa: E402
+from pipeline.cli import add_config_arguments, config_from_args  # noqa: E402
 from pipeline.finetune import run_finetune  # noqa: E402
-from pipeline.train_common import add_train_arguments, config_from_args  # noqa: E402
+from pipeline.logs import configure_logging  # noqa: E402
+from pipeline.train_common import TrainConfig  # noqa: E402
+
+logger = logging.getLogger("finetune")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_arguments(parser, TrainConfig, defaults={"experiment": "videomv-finetune"})
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_train_arguments(parser, experiment="videomv-finetune")
-    parser.add_argument("--image-data", default=None,
-                        help="optional Parquet of 2D images (columns image, caption) mixed in as 1-frame videos")
-    parser.add_argument("--image-ratio", type=float, default=0.0, help="share of micro-batches taken from --image-data")
-    parser.add_argument("--sample-every", type=int, default=0, help="steps between sampled-view grids in MLflow (0: off)")
-    parser.add_argument("--sample-steps", type=int, default=25, help="DDIM steps of those samples")
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
+    configure_logging()
     try:
-        config = config_from_args(args, image_data=args.image_data, image_ratio=args.image_ratio,
-                                  sample_every=args.sample_every, sample_steps=args.sample_steps)
-        summary = run_finetune(config)
+        summary = run_finetune(config_from_args(TrainConfig, args))
     except (ModelDirectoryError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        logger.error("%s", error)
         return 2
-    print(f"fine-tuning {summary.name} done: {summary.steps} steps, final loss "
-          f"{summary.final_metrics.get('loss', float('nan')):.4f}, model at {summary.final_model}")
+    logger.info("fine-tuning %s done: %d steps, final loss %.4f, model at %s", summary.name, summary.steps,
+                summary.final_metrics.get("loss", float("nan")), summary.final_model)
     return 0
 
 

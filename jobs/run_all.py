@@ -18,23 +18,21 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[0] = ROOT
 
+from pipeline.cli import add_config_arguments, config_from_args  # noqa: E402
 from pipeline.local_run import LocalRunConfig, run_local  # noqa: E402
+from pipeline.logs import configure_logging  # noqa: E402
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_arguments(parser, LocalRunConfig)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--assets", default=os.path.join(ROOT, "assets"), help="folder, manifest or objaverse: spec")
-    parser.add_argument("--out", default="out", help="output folder (default out/)")
-    parser.add_argument("--prompt", default=LocalRunConfig.prompt)
-    parser.add_argument("--model", default=None, help="diffusers directory to fine-tune (default: a tiny model)")
-    parser.add_argument("--finetune-steps", type=int, default=LocalRunConfig.finetune_steps)
-    parser.add_argument("--recon-steps", type=int, default=LocalRunConfig.recon_steps)
-    parser.add_argument("--sampling-steps", type=int, default=LocalRunConfig.sampling_steps)
-    parser.add_argument("--workers", type=int, default=LocalRunConfig.workers)
-    args = parser.parse_args(argv)
-    run_local(LocalRunConfig(assets=args.assets, out=args.out, prompt=args.prompt, model=args.model,
-                             finetune_steps=args.finetune_steps, recon_steps=args.recon_steps,
-                             sampling_steps=args.sampling_steps, workers=args.workers))
+    args = build_parser().parse_args(argv)
+    configure_logging()
+    run_local(config_from_args(LocalRunConfig, args))
     return 0
 
 

@@ -10,7 +10,7 @@ Initialisation: N random Gaussians uniform in a ball (the same for every scene w
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -24,16 +24,19 @@ SSIM_WEIGHT = 0.2
 
 @dataclass
 class FitConfig:
-    steps: int = 300
-    num_gaussians: int = 8192  # for random initialisation
-    radius: float = 0.6  # of the initial ball, world units (objects are normalised to a unit box)
-    views_per_step: int = 4
-    lr_means: float = 2e-3
-    lr_scales: float = 5e-3
-    lr_quats: float = 1e-3
-    lr_opacities: float = 5e-2
-    lr_colors: float = 1e-2
-    seed: int = 0
+    """The evaluation's Gaussian fit (``metadata["help"]`` is the command-line help)."""
+
+    steps: int = field(default=300, metadata={"help": "Gaussian fitting steps"})
+    num_gaussians: int = field(default=8192, metadata={"help": "Gaussians fitted (random initialisation)"})
+    radius: float = field(default=0.6, metadata={
+        "help": "radius of the initial ball, world units (objects are normalised to a unit box)"})
+    views_per_step: int = field(default=4, metadata={"help": "views per fitting step"})
+    lr_means: float = field(default=2e-3, metadata={"help": "Adam learning rate of the means"})
+    lr_scales: float = field(default=5e-3, metadata={"help": "Adam learning rate of the log-scales"})
+    lr_quats: float = field(default=1e-3, metadata={"help": "Adam learning rate of the rotations"})
+    lr_opacities: float = field(default=5e-2, metadata={"help": "Adam learning rate of the opacities"})
+    lr_colors: float = field(default=1e-2, metadata={"help": "Adam learning rate of the colours"})
+    seed: int = field(default=0, metadata={"help": "seed of the initial Gaussians"})
 
 
 def random_gaussians(count: int, radius: float, seed: int = 0) -> Gaussians:

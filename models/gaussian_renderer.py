@@ -15,6 +15,7 @@ evaluates tiles in vectorised chunks (bounded memory). Forward cost for 24 views
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 
@@ -23,6 +24,7 @@ import torch
 import camera
 from models.gaussians import Gaussians, quaternion_to_matrix
 
+logger = logging.getLogger(__name__)
 NEAR_PLANE = 0.01
 EPS_2D = 0.3
 ALPHA_MIN = 1.0 / 255.0
@@ -54,7 +56,8 @@ def render_gaussians(
         intrinsics: [3, 3] or [C, 3, 3] pinhole K in pixels (OpenCV pixel convention).
         width, height: image size.
         background: RGB in [0, 1], [3] or [C, 3].
-        backend: "gsplat" (CUDA tensors), "torch", or "auto" (gsplat on CUDA, torch otherwise).
+        backend: "gsplat" (CUDA tensors), "torch", or "auto" (gsplat on CUDA, torch otherwise; if
+            gsplat cannot be imported or its kernels cannot be built, one warning and torch from then on).
     Returns:
         ``RenderOutput`` with colors [C, H, W, 3] and alphas [C, H, W, 1], differentiable with
         respect to every Gaussian parameter.
@@ -67,20 +70,44 @@ def render_gaussians(
     viewmats = torch.linalg.inv(c2w @ flip)  # world-to-camera, OpenCV axes (gsplat's viewmats)
     Ks = intrinsics.to(device=device, dtype=dtype).expand(len(c2w), 3, 3)
     backgrounds = torch.as_tensor(background, device=device, dtype=dtype).expand(len(c2w), 3)
-    if backend == "auto":
-        backend = "gsplat" if device.type == "cuda" else "torch"
-    if backend == "gsplat":
-        import gsplat
-
-        colors, alphas, _ = gsplat.rasterization(
-            gaussians.means, gaussians.quats, gaussians.scales, gaussians.opacities, gaussians.colors,
-            viewmats, Ks, width, height, near_plane=NEAR_PLANE, eps2d=EPS_2D, backgrounds=backgrounds,
-        )
-        return RenderOutput(colors, alphas)
-    if backend != "torch":
+    if backend == "auto" and _prefers_gsplat(device):
+        try:
+            return _rasterize_gsplat(gaussians, viewmats, Ks, width, height, backgrounds)
+        except (ImportError, RuntimeError, OSError) as error:  # no gsplat, or its CUDA kernels failed to build
+            _fall_back_to_torch(error)
+    elif backend == "gsplat":
+        return _rasterize_gsplat(gaussians, viewmats, Ks, width, height, backgrounds)
+    elif backend not in ("torch", "auto"):
         raise ValueError(f"unknown backend {backend!r}; use 'auto', 'gsplat' or 'torch'")
     outputs = [_render_torch(gaussians, viewmats[i], Ks[i], width, height, backgrounds[i]) for i in range(len(c2w))]
     return RenderOutput(torch.stack([o[0] for o in outputs]), torch.stack([o[1] for o in outputs]))
+
+
+_gsplat_failed: BaseException | None = None  # set once gsplat failed in this process: use torch
+
+
+def _prefers_gsplat(device: torch.device) -> bool:
+    """"auto" uses gsplat for CUDA tensors, unless it already failed in this process."""
+    return device.type == "cuda" and _gsplat_failed is None
+
+
+def _fall_back_to_torch(error: BaseException) -> None:
+    global _gsplat_failed
+    _gsplat_failed = error
+    logger.warning("gsplat is unusable here (%s: %s); rendering Gaussians with the PyTorch rasteriser "
+                   "(same conventions, slower). Install gsplat with a CUDA toolkit to use it.",
+                   type(error).__name__, str(error).splitlines()[0] if str(error) else "")
+
+
+def _rasterize_gsplat(gaussians: Gaussians, viewmats: torch.Tensor, Ks: torch.Tensor, width: int, height: int,
+                      backgrounds: torch.Tensor) -> RenderOutput:
+    import gsplat  # its CUDA kernels are compiled (or loaded) on the first call
+
+    colors, alphas, _ = gsplat.rasterization(
+        gaussians.means, gaussians.quats, gaussians.scales, gaussians.opacities, gaussians.colors,
+        viewmats, Ks, width, height, near_plane=NEAR_PLANE, eps2d=EPS_2D, backgrounds=backgrounds,
+    )
+    return RenderOutput(colors, alphas)
 
 
 def _project(gaussians: Gaussians, viewmat: torch.Tensor, K: torch.Tensor, width: int, height: int):

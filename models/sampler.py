@@ -15,6 +15,7 @@ When the views are done, the final Gaussians are reconstructed from them (in wor
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 
@@ -153,13 +154,16 @@ def initial_latents(model: MultiViewModel, seeds: tuple[int, ...], batch: int) -
 
 @torch.no_grad()
 def sample_views(model: MultiViewModel, prompts: list[str] | None = None, images: torch.Tensor | None = None,
-                 config: SamplingConfig | None = None, reconstructor: LGM | None = None) -> SamplingResult:
+                 config: SamplingConfig | None = None, reconstructor: LGM | None = None,
+                 on_step: Callable[[int, int], None] | None = None) -> SamplingResult:
     """Sample views (and Gaussians when a reconstructor is given).
 
     Args:
         prompts: B prompts (T2V). images: [B, 3, H, W] in [-1, 1] (I2VGen-XL).
         config: steps, guidance, cameras, seeds, 3D-aware steps (``reconstruct_at``) and form.
         reconstructor: LGM; needed when ``config.reconstruct_at`` is not empty.
+        on_step: called as ``on_step(steps_done, steps)`` after every denoising step: progress
+            reports, and a way to stop (an exception raised there ends the sampling).
     """
     batch = len(prompts) if prompts is not None else images.shape[0]
     config = (config or SamplingConfig()).resolved(model.variant)
@@ -198,6 +202,8 @@ def sample_views(model: MultiViewModel, prompts: list[str] | None = None, images
         if baseline is not None:
             output = baseline + config.guidance_scale * (output - baseline)
         latents = scheduler.step(output, timestep, latents, eta=config.eta).prev_sample
+        if on_step is not None:
+            on_step(index + 1, len(scheduler.timesteps))
     views = (model.decode_latents(latents) / 2 + 0.5).clamp(0, 1).float()
     gaussians = None
     if reconstructor is not None:

@@ -26,6 +26,7 @@ from models.evaluation import MetricNetworks, score_image_to_multiview, score_te
 from models.gaussian_fit import FitConfig
 from models.sampler import DEFAULTS, SamplingConfig, load_for_sampling, reconstruction_steps, sample_views
 from pipeline import shards
+from pipeline.cli import option
 from pipeline.media import grid_image, to_uint8
 from pipeline.recon_data import row_to_tensors
 from pipeline.tracking import mlflow_run
@@ -38,26 +39,29 @@ METRIC_ORDER = ("psnr", "ssim", "lpips", "clip_score", "flow_rmse_1", "flow_rmse
 
 @dataclass
 class EvaluationConfig:
-    model: str  # diffusers-layout directory of G (text- or image-to-multi-view)
-    reconstructor: str | None = None  # LGM directory or official .safetensors; needed for "3d-aware"
-    prompts: str | None = None  # text-to-MV: prompt file, one per line ('#' comments, blanks skipped)
-    shards: str | None = None  # image-to-MV: held-out orbit shards (local path or fsspec URI)
-    max_samples: int | None = None
-    settings: tuple[str, ...] = SETTINGS
-    steps: int = 50
-    schedule: str = "authors"  # 3D-aware steps (``models.sampler.reconstruction_steps``)
-    mode: str = "two"
-    seed: int = 0
-    fit: FitConfig = field(default_factory=FitConfig)
-    lpips_vgg: str | None = None
-    lpips_lin: str | None = None
-    clip: str | None = None
-    raft: str | None = None
-    raft_iterations: int = 12
-    output: str | None = None  # also write results.csv, table.md and grids here
-    experiment: str = "videomv-eval"
-    mlflow_uri: str | None = None
-    run_name: str | None = None
+    """Everything ``jobs/evaluate.py`` exposes as flags (``pipeline.cli``)."""
+
+    model: str = option(help="diffusers-layout directory of the multi-view model (text- or image-to-multi-view)")
+    reconstructor: str | None = option(None, "LGM directory or official .safetensors (needed for 3d-aware)")
+    prompts: str | None = option(None, "text-to-MV: prompt file, one prompt per line ('#' comments skipped)")
+    shards: str | None = option(None, "image-to-MV: held-out orbit shards (local path or fsspec URI)")
+    max_samples: int | None = option(None, "evaluate only the first N prompts/objects")
+    settings: tuple[str, ...] = option(SETTINGS, "sampling settings to compare", choices=SETTINGS)
+    steps: int = option(50, "DDIM steps")
+    schedule: str = option("authors", "3D-aware reconstruction steps (authors: 20/30/40 of 50; every: every 10)",
+                           choices=("authors", "every"))
+    mode: str = option("two", "3D-aware form", choices=("two", "one"))
+    seed: int = option(0, "seed of sample 0 (sample i uses seed + i)")
+    fit: FitConfig = field(default_factory=FitConfig, metadata={"prefix": "fit_"})
+    lpips_vgg: str | None = option(None, "torchvision VGG16 weights (.pth) for LPIPS")
+    lpips_lin: str | None = option(None, "lpips 'lin' weights (vgg.pth) for LPIPS")
+    clip: str | None = option(None, "local Hugging Face CLIP directory (CLIP score)")
+    raft: str | None = option(None, "RAFT checkpoint, e.g. raft-things.pth (flow-warping RMSE)")
+    raft_iterations: int = option(12, "RAFT update iterations")
+    output: str | None = option(None, "also write results.csv, table.md and grids here")
+    experiment: str = option("videomv-eval", "MLflow experiment")
+    mlflow_uri: str | None = option(None, "MLflow tracking URI (default $MLFLOW_TRACKING_URI)")
+    run_name: str | None = option(None, "MLflow run name")
 
     def __post_init__(self) -> None:
         unknown = [name for name in self.settings if name not in SETTINGS]

@@ -8,6 +8,7 @@ with a grad scaler (or bf16), gradient checkpointing, condition dropout 0.1, opt
 from __future__ import annotations
 
 import contextlib
+import logging
 import random
 import time
 from typing import Any
@@ -33,6 +34,7 @@ from pipeline.train_common import (
 )
 from pipeline.train_data import image_dataset, orbit_dataset, to_model_inputs
 
+logger = logging.getLogger(__name__)
 
 
 def finetune_loop(config: dict[str, Any]) -> None:
@@ -58,7 +60,7 @@ def finetune_loop(config: dict[str, Any]) -> None:
     generator = torch.Generator(device=worker.device).manual_seed(config["seed"] * 7919 + worker.rank + start)
     with worker.mlflow() as mlflow:
         if worker.is_chief and start:
-            print(f"[train] resumed from step {start}", flush=True)
+            logger.info("resumed from step %d", start)
         for step in range(start + 1, config["steps"] + 1):
             began = time.perf_counter()
             worker.maybe_fail(step)

@@ -11,6 +11,7 @@ shows the machinery end to end; real quality needs the published weights and rea
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import socket
 import time
@@ -20,6 +21,7 @@ from typing import Any
 import ray
 
 from models.multiview_model import model_resolution, resolve_model_dir
+from pipeline.cli import option
 from pipeline.client import generate, write_result
 from pipeline.finetune import run_finetune
 from pipeline.render_stage import RenderJobConfig, run_render_job
@@ -28,32 +30,38 @@ from pipeline.tracking import mlflow_run
 from pipeline.train_recon import ReconConfig, run_train_recon
 from render.settings import RenderSettings
 
+logger = logging.getLogger(__name__)
 TINY_RECON_SIZE = 32  # the tiny reconstructor's input and render size
+
+
+REPO_ASSETS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets")
 
 
 @dataclass
 class LocalRunConfig:
-    assets: str
-    out: str
-    prompt: str = "a yellow rubber duck, 3d asset"
-    model: str | None = None  # a diffusers directory; None builds the tiny text-to-multi-view model
-    finetune_steps: int = 30
-    recon_steps: int = 30
-    sampling_steps: int = 25
-    render_resolution: int = 64
-    render_samples: int = 8
-    workers: int = 2
-    experiment: str = "videomv-local"
-    seed: int = 0
+    """Everything ``jobs/run_all.py`` exposes as flags (``pipeline.cli``)."""
+
+    assets: str = option(REPO_ASSETS, "folder, manifest or objaverse: spec of the assets to render")
+    out: str = option("out", "output folder")
+    prompt: str = option("a yellow rubber duck, 3d asset", "prompt of the generated result")
+    model: str | None = option(None, "diffusers directory to fine-tune (default: a tiny random model)")
+    finetune_steps: int = option(30, "fine-tuning steps")
+    recon_steps: int = option(30, "reconstructor training steps")
+    sampling_steps: int = option(25, "DDIM steps of the generated result")
+    render_resolution: int = option(64, "render size in pixels")
+    render_samples: int = option(8, "Cycles samples per pixel")
+    workers: int = option(2, "Ray Train workers")
+    experiment: str = option("videomv-local", "MLflow experiment of every stage")
+    seed: int = option(0, "seed of every stage")
 
 
 def _stage(number: int, text: str) -> float:
-    print(f"\n=== stage {number}/6: {text}", flush=True)
+    logger.info("=== stage %d/6: %s", number, text)
     return time.perf_counter()
 
 
 def _done(start: float, text: str) -> None:
-    print(f"=== done in {time.perf_counter() - start:.0f} s: {text}", flush=True)
+    logger.info("=== done in %.0f s: %s", time.perf_counter() - start, text)
 
 
 def run_local(config: LocalRunConfig) -> dict[str, Any]:
@@ -78,7 +86,7 @@ def run_local(config: LocalRunConfig) -> dict[str, Any]:
     model = config.model or os.path.join(out, "models", "tiny-t2v")
     if config.model is None and not os.path.isdir(model):
         make_tiny("t2v", model, seed=config.seed)
-        print(f"built a tiny random ModelScope-T2V-layout model at {model}")
+        logger.info("built a tiny random ModelScope-T2V-layout model at %s", model)
     _done(start, model)
 
     resolution = model_resolution(resolve_model_dir(model))
@@ -123,7 +131,7 @@ def run_local(config: LocalRunConfig) -> dict[str, Any]:
         mlflow.log_metrics({"seconds": body["seconds"], "reconstructions": body["reconstructions"]})
         mlflow.log_artifacts(result_dir, artifact_path="result")
     _done(start, f"{len(body['views'])} views, {body['reconstructions']} reconstructions, files in {result_dir}")
-    print(f"\nall stages in {(time.perf_counter() - began) / 60:.1f} min; MLflow: mlflow ui --backend-store-uri "
-          f"{mlflow_uri} (experiment {config.experiment})")
+    logger.info("all stages in %.1f min; MLflow: mlflow ui --backend-store-uri %s (experiment %s)",
+                (time.perf_counter() - began) / 60, mlflow_uri, config.experiment)
     return {"shards": shards, "model": finetuned.final_model, "reconstructor": recon.final_model,
             "result": result_dir, "files": written, "mlflow": mlflow_uri}

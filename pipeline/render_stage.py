@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import logging
 import shutil
 import tempfile
 import time
@@ -21,10 +22,14 @@ import ray
 
 import camera
 from pipeline import schema, shards
-from pipeline.sources import AssetRef, SourceError, fetch_asset, prefetch_objaverse, resolve_input
+from pipeline.cli import option
+from pipeline.logs import configure_logging
+from pipeline.sources import AssetRef, SourceError, fetch_asset, prefetch_objaverse, scan_input
 from pipeline.tracking import mlflow_run
 from render.process import BlenderProcess, RenderFailure
 from render.settings import RenderSettings
+
+logger = logging.getLogger(__name__)
 
 
 def orbit_cameras(uid: str, settings: RenderSettings) -> tuple[float, np.ndarray, np.ndarray]:
@@ -92,6 +97,7 @@ class OrbitRenderer:
     """
 
     def __init__(self, settings_json: str, objaverse_root: str | None = None, download_processes: int = 1) -> None:
+        configure_logging()  # a Ray Data actor process
         self.settings = RenderSettings.from_json(settings_json)
         self.objaverse_root = objaverse_root
         self.download_processes = download_processes
@@ -107,8 +113,8 @@ class OrbitRenderer:
         for item in items:
             row = render_asset(AssetRef.from_row(item), self.process, self.settings, self.objaverse_root)
             row["render_node"] = node
-            detail = "" if row["status"] == schema.STATUS_OK else f": {row['error'].splitlines()[0][:200]}"
-            print(f"[render] {row['uid']} {row['status']} in {row['render_seconds']:.1f} s{detail}", flush=True)
+            # The driver logs each result once, after its shard is written; this is the worker's own record.
+            logger.debug("%s %s in %.1f s", row["uid"], row["status"], row["render_seconds"])
             rows.append(row)
         return schema.rows_to_table(rows)
 
@@ -120,26 +126,30 @@ class OrbitRenderer:
 
 @dataclass
 class RenderJobConfig:
-    """Everything ``jobs/render.py`` exposes as flags (see its ``--help``)."""
+    """Everything ``jobs/render.py`` exposes as flags (``pipeline.cli``; see its ``--help``)."""
 
-    input: str
-    output: str
+    input: str = option(help="a folder of assets, a manifest file (one path or fsspec URI per line), or "
+                             "objaverse:[lvis=CATEGORY][,uids=FILE][,limit=N]")
+    output: str = option(help="shard folder: local path or fsspec URI (s3://, gs://, ...)")
     settings: RenderSettings = dataclasses.field(default_factory=RenderSettings)
-    captions: str | None = None
-    objaverse_root: str | None = None
-    objects_per_file: int = 100
-    assets_per_batch: int = 1
-    download_processes: int = 1
-    num_workers: int | None = None
-    cpus_per_task: float = 1.0
-    gpus_per_task: float = 0.0
-    # Custom Ray resources each render worker needs, e.g. {"render": 1} to keep rendering on the
-    # nodes that advertise it (cluster.yaml gives the CPU render group such a resource).
-    resources_per_task: dict[str, float] = dataclasses.field(default_factory=dict)
-    retry_failed: bool = False
-    mlflow_uri: str | None = None
-    experiment: str = "videomv-render"
-    run_name: str | None = None
+    captions: str | None = option(None, "CSV 'uid or file name,caption' (Cap3D style) attaching captions")
+    objaverse_root: str | None = option(None, "Objaverse cache root (default ~/.objaverse)")
+    objects_per_file: int = option(100, "objects per Parquet shard")
+    assets_per_batch: int = option(1, "assets handed to a render worker at once")
+    download_processes: int = option(1, "parallel Objaverse downloads per batch (objaverse.load_objects)")
+    num_workers: int | None = option(None, "parallel Blender processes (default: as many as the cluster's "
+                                           "CPUs/GPUs allow)")
+    cpus_per_task: float = option(1.0, "CPUs per render worker")
+    gpus_per_task: float = option(0.0, "GPUs per render worker")
+    # cluster.yaml gives the CPU render group such a resource, to keep Blender off the A100 nodes.
+    resources_per_task: dict[str, float] = option(
+        {}, "custom Ray resources per render worker, e.g. render=1 (places rendering on the nodes that "
+            "advertise them)")
+    retry_failed: bool = option(False, "render again assets that failed before")
+    mlflow_uri: str | None = option(None, "MLflow tracking URI (default $MLFLOW_TRACKING_URI, else "
+                                          "sqlite:///mlflow.db)")
+    experiment: str = option("videomv-render", "MLflow experiment name")
+    run_name: str | None = option(None, "MLflow run name")
 
 
 @dataclass
@@ -151,6 +161,8 @@ class RenderSummary:
     seconds: float
     shards: list[str]
     nodes: dict[str, int] = dataclasses.field(default_factory=dict)  # Ray node id -> objects rendered there
+    failed_uids: list[str] = dataclasses.field(default_factory=list)
+    unsupported: str = ""  # files of unsupported types in the input, e.g. "1 .dae (...)"
 
     @property
     def objects_per_minute(self) -> float:
@@ -163,6 +175,8 @@ class RenderSummary:
             f"{self.rendered} rendered, {self.failed} failed, {self.seconds:.1f} s, "
             f"{self.objects_per_minute:.1f} objects/min, {len(self.shards)} new shard(s)"
             + (f" from {len(self.nodes)} node(s)" if self.nodes else "")
+            + (f"; failed: {', '.join(self.failed_uids)}" if self.failed_uids else "")
+            + (f"; not rendered (unsupported type): {self.unsupported}" if self.unsupported else "")
         )
 
 
@@ -195,12 +209,14 @@ def run_render_job(config: RenderJobConfig) -> RenderSummary:
     same output renders only what is missing.
     """
     start = time.perf_counter()
-    refs = resolve_input(config.input, config.captions, config.objaverse_root)
+    resolved = scan_input(config.input, config.captions, config.objaverse_root)
+    refs = resolved.refs
     removed = shards.remove_stale_temporaries(config.output)
     if removed:
-        print(f"removed {removed} half-written shard(s) left by an interrupted run")
+        logger.warning("removed %d half-written shard(s) left by an interrupted run", removed)
     pending = select_pending(refs, config.output, config.retry_failed)
-    print(f"{len(refs)} assets in input, {len(refs) - len(pending)} already in {config.output}, {len(pending)} to render")
+    logger.info("%d assets in input, %d already in %s, %d to render", len(refs), len(refs) - len(pending),
+                config.output, len(pending))
     params = {
         "input": config.input,
         "output": config.output,
@@ -244,6 +260,10 @@ def run_render_job(config: RenderJobConfig) -> RenderSummary:
             # while the renderers hold every CPU, so shards land (and survive a crash) during the
             # job rather than at its end.
             rendered.write_datasink(sink, ray_remote_args={"num_cpus": 0})
+        results = [result for shard in sink.written for result in shard.results]
+        for uid, status, seconds, error in results:
+            log = logger.info if status == schema.STATUS_OK else logger.warning
+            log("%s %s in %.1f s%s", uid, status, seconds, f": {error}" if error else "")
         summary = RenderSummary(
             total=len(refs),
             skipped=len(refs) - len(pending),
@@ -252,6 +272,8 @@ def run_render_job(config: RenderJobConfig) -> RenderSummary:
             seconds=time.perf_counter() - start,
             shards=[s.path for s in sink.written],
             nodes=dict(sum((collections.Counter(s.nodes) for s in sink.written), collections.Counter())),
+            failed_uids=[uid for uid, status, _, _ in results if status != schema.STATUS_OK],
+            unsupported=resolved.unsupported_summary(),
         )
         render_seconds = sum(s.render_seconds for s in sink.written)
         mlflow.log_metrics(
@@ -264,8 +286,9 @@ def run_render_job(config: RenderJobConfig) -> RenderSummary:
                 "objects_per_minute": summary.objects_per_minute,
                 "render_seconds_per_object": render_seconds / max(1, summary.rendered + summary.failed),
                 "render_nodes": len(summary.nodes),
+                "files_unsupported": sum(resolved.unsupported.values()),
             }
         )
         mlflow.set_tag("render_nodes", ",".join(f"{node}:{count}" for node, count in sorted(summary.nodes.items())))
-    print(summary)
+    logger.info("%s", summary)
     return summary

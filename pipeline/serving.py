@@ -7,8 +7,12 @@ Routes:
 - ``GET /v1/health``; the OpenAPI schema at ``/openapi.json`` and the docs at ``/docs``.
 
 Bad requests get a 4xx naming the problem (422 schema errors and unknown fields, 400 bad base64 or
-non-image bytes or a request the model cannot serve, 413 oversized uploads); a request that takes
-longer than the timeout gets 504 and a model error 500, while the replica keeps serving.
+non-image bytes or a request the model cannot serve, 413 a body over ``max_body_bytes``, read in
+chunks so an oversized body is refused before it is all in memory); a request that takes longer
+than the timeout gets 504 and a model error 500, while the replica keeps serving. A request whose
+client disconnects or times out stops its generation at the next denoising step (Serve cancels the
+request; the sampler's step callback sees it), so no orphaned work holds the replica;
+``GET /v1/stats`` counts running, completed and cancelled generations.
 Compatible requests (same steps, guidance, cameras, 3D-aware settings) are batched into one
 sampler call; each sample keeps its own seed, so results do not depend on the batch.
 """
@@ -20,6 +24,8 @@ import base64
 import binascii
 import io
 import json
+import logging
+import threading
 import time
 import zipfile
 from dataclasses import dataclass
@@ -32,10 +38,32 @@ from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from ray import serve
 
+from pipeline.cli import option
+
+logger = logging.getLogger(__name__)
 MAX_PROMPT_CHARS = 500
-MAX_UPLOAD_BYTES = 8 * 1024 * 1024
+MAX_UPLOAD_BYTES = 7 * 1024 * 1024  # a decoded image; its base64 form still fits the default body limit
+MAX_BODY_BYTES = 10 * 1024 * 1024
 MAX_IMAGE_SIDE = 4096
 OUTPUTS = ("views", "ply", "grid", "gif")
+
+
+@dataclass
+class ServeConfig:
+    """The Serve application's arguments: ``serve run jobs.serve:app model_dir=DIR [key=value ...]``,
+    ``serve_config.yaml``'s ``args``, or the flags of ``python jobs/serve.py`` (``pipeline.cli``)."""
+
+    model_dir: str = option(help="the multi-view model: a diffusers-layout directory (fine-tuned)")
+    lgm: str | None = option(None, "reconstructor: LGM directory or official .safetensors (3D-aware sampling, PLY)")
+    num_gpus: float = option(1.0, "GPUs per model replica (0 on CPU machines)")
+    max_replicas: int = option(1, "model replicas the autoscaler may start")
+    timeout_s: float = option(300.0, "seconds a request may take before it gets 504 and its generation stops")
+    max_batch_size: int = option(4, "compatible requests batched into one sampler call (1: no batching)")
+    max_body_bytes: int = option(MAX_BODY_BYTES, "request bodies larger than this get 413")
+
+
+class GenerationCancelled(Exception):
+    """Every request of a batch went away (client disconnect or timeout): stop sampling."""
 
 
 class GenerateRequest(BaseModel):
@@ -111,28 +139,56 @@ class Generator:
 
         self.model, self.reconstructor = load_for_sampling(model_dir, lgm)
         self.resolution = self.model.resolution
-        self.generate.set_max_batch_size(max_batch_size)  # 1 turns batching off
+        self._generate_batch.set_max_batch_size(max_batch_size)  # 1 turns batching off
+        self._cancelled: dict[int, threading.Event] = {}  # id(job) -> set when its request went away
+        self.stats = {"running": 0, "completed": 0, "cancelled": 0}
 
     def info(self) -> dict[str, Any]:
         return {"variant": self.model.variant, "reconstructor": self.reconstructor is not None,
                 "resolution": self.resolution, "frames": self.model.unet.num_frames}
 
+    def get_stats(self) -> dict[str, int]:
+        return dict(self.stats)
+
+    async def generate(self, job: Job) -> dict[str, Any] | Exception:
+        """One request. Serve cancels this call when the client disconnects or the ingress gives
+        up; the event tells the sampling thread, which stops at its next step."""
+        cancelled = self._cancelled[id(job)] = threading.Event()
+        try:
+            return await self._generate_batch(job)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        finally:
+            self._cancelled.pop(id(job), None)
+
     @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.05)
-    async def generate(self, jobs: list[Job]) -> list[dict[str, Any] | Exception]:
+    async def _generate_batch(self, jobs: list[Job]) -> list[dict[str, Any] | Exception]:
         results: list[dict[str, Any] | Exception | None] = [None] * len(jobs)
         groups: dict[tuple, list[int]] = {}
         for index, job in enumerate(jobs):
             groups.setdefault(job.batch_key(), []).append(index)
         for indices in groups.values():
+            group = [jobs[i] for i in indices]
+            events = [self._cancelled.get(id(job)) or threading.Event() for job in group]
+            self.stats["running"] += len(group)
             try:
-                outputs = self._run([jobs[i] for i in indices])
+                # In a thread, so the replica's event loop stays free to take cancellations.
+                outputs = await asyncio.to_thread(self._run, group, events)
+                self.stats["completed"] += len(group)
+            except GenerationCancelled:
+                self.stats["cancelled"] += len(group)
+                logger.info("generation of %d request(s) stopped: their clients went away", len(group))
+                outputs = [RuntimeError("generation cancelled")] * len(group)
             except Exception as error:  # a model error answers these requests, the replica lives on
                 outputs = [RuntimeError(f"generation failed: {type(error).__name__}: {error}")] * len(indices)
+            finally:
+                self.stats["running"] -= len(group)
             for index, output in zip(indices, outputs):
                 results[index] = output
         return results
 
-    def _run(self, jobs: list[Job]) -> list[dict[str, Any]]:
+    def _run(self, jobs: list[Job], cancelled: list[threading.Event]) -> list[dict[str, Any]]:
         from models.ply import save_ply
         from models.sampler import SamplingConfig, reconstruction_steps, sample_views
         from pipeline.media import grid_image, orbit_gif, png_bytes, to_uint8
@@ -143,13 +199,19 @@ class Generator:
             seeds=tuple(job.seed for job in jobs), mode=first.mode,
             reconstruct_at=reconstruction_steps(first.steps, "authors" if first.three_d_aware else "none"),
         )
+
+        def stop_when_abandoned(done: int, total: int) -> None:
+            if all(event.is_set() for event in cancelled):
+                raise GenerationCancelled(f"stopped after {done} of {total} steps")
+
         start = time.perf_counter()
         if self.model.variant == "t2v":
             result = sample_views(self.model, prompts=[job.prompt for job in jobs], config=config,
-                                  reconstructor=self.reconstructor)
+                                  reconstructor=self.reconstructor, on_step=stop_when_abandoned)
         else:
             images = torch.stack([job.image for job in jobs]).to(self.model.device)
-            result = sample_views(self.model, images=images, config=config, reconstructor=self.reconstructor)
+            result = sample_views(self.model, images=images, config=config, reconstructor=self.reconstructor,
+                                  on_step=stop_when_abandoned)
         seconds = time.perf_counter() - start
         answers = []
         for index, job in enumerate(jobs):
@@ -170,7 +232,21 @@ class Generator:
         return answers
 
 
-def build_ingress(timeout_s: float) -> type:
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, read in chunks; HTTP 413 as soon as it passes ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413, f"request body is {declared} bytes; the limit is {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HTTPException(413, f"request body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def build_ingress(timeout_s: float, max_body_bytes: int = MAX_BODY_BYTES) -> type:
     app = FastAPI(title="VideoMV", version="1", description="24-view generation with 3D-aware sampling")
 
     @serve.ingress(app)
@@ -187,6 +263,11 @@ def build_ingress(timeout_s: float) -> type:
         @app.get("/v1/health")
         async def health(self) -> dict[str, Any]:
             return {"status": "ok", **(await self.info())}
+
+        @app.get("/v1/stats")
+        async def stats(self) -> dict[str, int]:
+            """Generations running now, completed, and stopped because their request went away."""
+            return await self.generator.get_stats.remote()
 
         @app.post("/v1/generate", openapi_extra={"requestBody": {"required": True, "content": {
             "application/json": {"schema": GenerateRequest.model_json_schema()},
@@ -210,10 +291,15 @@ def build_ingress(timeout_s: float) -> type:
                       seed=request_model.seed, steps=request_model.steps, guidance_scale=request_model.guidance_scale,
                       elevation=request_model.elevation, three_d_aware=request_model.three_d_aware,
                       mode=request_model.mode, outputs=tuple(request_model.outputs))
+            response = self.generator.generate.remote(job)
             try:
-                answer = await asyncio.wait_for(self.generator.generate.remote(job), timeout=timeout_s)
+                answer = await asyncio.wait_for(response, timeout=timeout_s)
             except asyncio.TimeoutError:
+                response.cancel()  # the generation stops at its next step
                 raise HTTPException(504, f"generation took longer than {timeout_s:.0f} s") from None
+            except asyncio.CancelledError:
+                response.cancel()  # the client went away
+                raise
             except Exception as error:
                 raise HTTPException(500, f"generation failed: {error}") from None
             if isinstance(answer, Exception):
@@ -221,13 +307,14 @@ def build_ingress(timeout_s: float) -> type:
             return _respond(answer, request_model.format)
 
         async def _parse(self, request: Request) -> tuple[GenerateRequest, bytes | None]:
-            declared = int(request.headers.get("content-length") or 0)
-            if declared > MAX_UPLOAD_BYTES * 2:
-                raise HTTPException(413, f"request is {declared} bytes; the limit is {MAX_UPLOAD_BYTES * 2}")
+            body = await read_body(request, max_body_bytes)
             content_type = request.headers.get("content-type", "")
             image_bytes = None
             if content_type.startswith("multipart/form-data"):
-                form = await request.form()
+                async def replay() -> dict[str, Any]:
+                    return {"type": "http.request", "body": body, "more_body": False}
+
+                form = await Request(request.scope, replay).form()
                 fields = {k: v for k, v in form.items() if k not in ("image", "params")}
                 if "params" in form:
                     try:
@@ -241,7 +328,7 @@ def build_ingress(timeout_s: float) -> type:
                     fields["outputs"] = [v for v in fields["outputs"].split(",") if v]
             else:
                 try:
-                    fields = json.loads(await request.body())
+                    fields = json.loads(body)
                 except json.JSONDecodeError as error:
                     raise HTTPException(400, f"body is not JSON: {error}") from None
                 if not isinstance(fields, dict):
@@ -284,8 +371,9 @@ def _respond(answer: dict[str, Any], form: str) -> Response:
 
 
 def build_app(model_dir: str, lgm: str | None = None, num_gpus: float = 1.0, max_replicas: int = 1,
-              timeout_s: float = 300.0, max_batch_size: int = 4) -> Any:
-    """The Serve application: ``Ingress`` -> ``Generator`` (GPU actor, autoscaled)."""
+              timeout_s: float = 300.0, max_batch_size: int = 4, max_body_bytes: int = MAX_BODY_BYTES) -> Any:
+    """The Serve application: ``Ingress`` -> ``Generator`` (GPU actor, autoscaled); the arguments
+    are ``ServeConfig``'s (``build_app(**dataclasses.asdict(config))``)."""
     generator = serve.deployment(
         Generator,
         name="Generator",
@@ -293,5 +381,5 @@ def build_app(model_dir: str, lgm: str | None = None, num_gpus: float = 1.0, max
         autoscaling_config={"min_replicas": 1, "max_replicas": max_replicas, "target_ongoing_requests": max_batch_size},
         max_ongoing_requests=max_batch_size * 2,
     )
-    ingress = serve.deployment(build_ingress(timeout_s), name="Ingress", max_ongoing_requests=64)
+    ingress = serve.deployment(build_ingress(timeout_s, max_body_bytes), name="Ingress", max_ongoing_requests=64)
     return ingress.bind(generator.bind(model_dir, lgm, max_batch_size))

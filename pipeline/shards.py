@@ -98,6 +98,8 @@ class WrittenShard:
     failed: int
     render_seconds: float
     nodes: dict[str, int] = field(default_factory=dict)  # render_node -> rows
+    # One (uid, status, render seconds, first line of the error or "") per row, for the job's log.
+    results: list[tuple[str, str, float, str]] = field(default_factory=list)
 
 
 class OrbitShardDatasink(Datasink):
@@ -137,8 +139,12 @@ class OrbitShardDatasink(Datasink):
             status = chunk.column("status").to_pylist()
             seconds = sum(s or 0.0 for s in chunk.column("render_seconds").to_pylist())
             nodes = collections.Counter(node for node in chunk.column("render_node").to_pylist() if node)
+            results = [(uid, state, seconds or 0.0, (error or "").strip().split("\n")[0][:200])
+                       for uid, state, seconds, error in zip(chunk.column("uid").to_pylist(), status,
+                                                             chunk.column("render_seconds").to_pylist(),
+                                                             chunk.column("error").to_pylist())]
             written.append(WrittenShard(path, chunk.num_rows, status.count(schema.STATUS_OK),
-                                        status.count(schema.STATUS_FAILED), seconds, dict(nodes)))
+                                        status.count(schema.STATUS_FAILED), seconds, dict(nodes), results))
         return written
 
     def on_write_complete(self, write_result: Any) -> None:

@@ -7,17 +7,21 @@ or any fsspec URI as needed), so downloads are spread over the cluster.
 
 from __future__ import annotations
 
+import collections
 import csv
 import hashlib
+import logging
 import os
 import posixpath
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import fsspec
 
-ASSET_EXTENSIONS = (".glb", ".gltf", ".fbx", ".obj", ".ply", ".stl")
+from render.formats import ASSET_EXTENSIONS, COMPANION_EXTENSIONS, UNSUPPORTED_REASONS
+
+logger = logging.getLogger(__name__)
 OBJAVERSE_PREFIX = "objaverse:"
 DEFAULT_OBJAVERSE_ROOT = os.path.join(os.path.expanduser("~"), ".objaverse")
 
@@ -58,8 +62,28 @@ def _path_uid(path: str, key: str) -> str:
     return f"{stem}-{hashlib.sha1(key.encode()).hexdigest()[:8]}"
 
 
+@dataclass
+class ResolvedInput:
+    """What ``--input`` names: the assets to render, and the files left out (by extension)."""
+
+    refs: list[AssetRef]
+    unsupported: dict[str, int] = field(default_factory=dict)  # extension -> files not rendered
+
+    def unsupported_summary(self) -> str:
+        """E.g. "2 .dae (Collada ... first), 1 .3ds"; empty when nothing was left out."""
+        return ", ".join(f"{count} {ext}" + (f" ({UNSUPPORTED_REASONS[ext]})" if ext in UNSUPPORTED_REASONS else "")
+                         for ext, count in sorted(self.unsupported.items()))
+
+
+def _extension(path: str) -> str:
+    return Path(path).suffix.lower() or "(no extension)"
+
+
 def load_captions(path: str) -> dict[str, str]:
-    """Captions keyed by uid from a CSV (Cap3D style ``uid,caption``, header optional)."""
+    """Captions from a CSV (Cap3D style ``uid,caption``, header optional).
+
+    The first column is an asset's uid or its file name (``Duck.glb``): ``resolve_input`` matches
+    either, so a folder's captions survive the uid's path hash."""
     captions: dict[str, str] = {}
     with fsspec.open(path, "rt") as handle:
         for record in csv.reader(handle):
@@ -69,32 +93,43 @@ def load_captions(path: str) -> dict[str, str]:
     return captions
 
 
-def _local_folder(folder: str) -> list[AssetRef]:
+def _local_folder(folder: str) -> ResolvedInput:
     root = Path(folder)
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in ASSET_EXTENSIONS and p.is_file())
+    files, unsupported = [], collections.Counter()
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        if path.suffix.lower() in ASSET_EXTENSIONS:
+            files.append(path)
+        elif path.suffix.lower() not in COMPANION_EXTENSIONS:
+            unsupported[_extension(path.name)] += 1
     if not files:
-        raise SourceError(f"no assets ({', '.join(ASSET_EXTENSIONS)}) found under {folder}")
-    return [
-        AssetRef(uid=_path_uid(str(p), p.relative_to(root).as_posix()), source="local", uri=str(p.resolve()))
-        for p in files
-    ]
+        raise SourceError(f"no assets ({', '.join(ASSET_EXTENSIONS)}) found under {folder}"
+                          + (f"; unsupported files: {dict(unsupported)}" if unsupported else ""))
+    refs = [AssetRef(uid=_path_uid(str(p), p.relative_to(root).as_posix()), source="local", uri=str(p.resolve()))
+            for p in files]
+    return ResolvedInput(refs, dict(unsupported))
 
 
-def _manifest(path: str) -> list[AssetRef]:
+def _manifest(path: str) -> ResolvedInput:
     with fsspec.open(path, "rt") as handle:
         lines = [line.strip() for line in handle]
     base = posixpath.dirname(path) if "://" in path else os.path.dirname(os.path.abspath(path))
-    refs = []
+    refs, unsupported, examples = [], collections.Counter(), []
     for number, line in enumerate(lines, 1):
         if not line or line.startswith("#"):
             continue
         uri = line if ("://" in line or os.path.isabs(line)) else posixpath.join(base, line)
         if Path(uri).suffix.lower() not in ASSET_EXTENSIONS:
-            raise SourceError(f"{path}:{number}: {line!r} is not a supported asset ({', '.join(ASSET_EXTENSIONS)})")
+            unsupported[_extension(uri)] += 1
+            examples.append(f"{path}:{number}: {line!r}")
+            continue
         refs.append(AssetRef(uid=_path_uid(uri, uri), source="manifest", uri=uri))
     if not refs:
-        raise SourceError(f"manifest {path} lists no assets")
-    return refs
+        raise SourceError(f"manifest {path} lists no supported assets ({', '.join(ASSET_EXTENSIONS)})"
+                          + (f"; unsupported: {'; '.join(examples[:5])}" if examples else ""))
+    if examples:
+        logger.warning("manifest lines not rendered (unsupported type): %s%s", "; ".join(examples[:5]),
+                       f" and {len(examples) - 5} more" if len(examples) > 5 else "")
+    return ResolvedInput(refs, dict(unsupported))
 
 
 def use_objaverse_root(root: str | None) -> Any:
@@ -141,7 +176,7 @@ def _objaverse(spec: str, root: str | None) -> list[AssetRef]:
     try:
         annotations = objaverse.load_annotations(uids)
     except Exception as error:  # annotations are optional: captions/licences stay empty
-        print(f"warning: Objaverse annotations unavailable ({error}); continuing without captions/licences")
+        logger.warning("Objaverse annotations unavailable (%s); continuing without captions/licences", error)
         annotations = {}
     refs = []
     for uid in uids:
@@ -153,32 +188,44 @@ def _objaverse(spec: str, root: str | None) -> list[AssetRef]:
 
 
 def resolve_input(spec: str, captions: str | None = None, objaverse_root: str | None = None) -> list[AssetRef]:
-    """The assets named by ``--input``.
+    """The assets named by ``--input`` (``scan_input(...).refs``; see there)."""
+    return scan_input(spec, captions, objaverse_root).refs
+
+
+def scan_input(spec: str, captions: str | None = None, objaverse_root: str | None = None) -> ResolvedInput:
+    """The assets named by ``--input``, and the files of unsupported types it names.
 
     Args:
         spec: a folder (scanned recursively), a manifest file (one local path or fsspec URI per
             line, ``#`` comments; relative paths are relative to the manifest), or
             ``objaverse:[lvis=CATEGORY][,uids=FILE][,limit=N]``.
-        captions: optional CSV ``uid,caption`` overriding captions from the source.
+        captions: optional CSV ``uid or file name,caption`` overriding captions from the source.
         objaverse_root: Objaverse cache root (default ``~/.objaverse``).
     Returns:
-        Refs in a stable order, unique by uid.
+        Refs in a stable order, unique by uid, and the count of unsupported files per extension
+        (also logged as one warning).
     """
     if spec.startswith(OBJAVERSE_PREFIX):
-        refs = _objaverse(spec, objaverse_root)
+        resolved = ResolvedInput(_objaverse(spec, objaverse_root))
     elif os.path.isdir(spec):
-        refs = _local_folder(spec)
+        resolved = _local_folder(spec)
     elif "://" in spec or os.path.isfile(spec):
-        refs = _manifest(spec)
+        resolved = _manifest(spec)
     else:
         raise SourceError(f"--input {spec!r} is neither a folder, a manifest file nor an objaverse: spec")
+    refs = resolved.refs
     if captions:
         table = load_captions(captions)
-        refs = [AssetRef(r.uid, r.source, r.uri, table.get(r.uid, r.caption), r.license) for r in refs]
+        refs = [AssetRef(r.uid, r.source, r.uri, table.get(r.uid, table.get(posixpath.basename(r.uri), r.caption)),
+                         r.license) for r in refs]
     unique: dict[str, AssetRef] = {}
     for ref in refs:
         unique.setdefault(ref.uid, ref)
-    return list(unique.values())
+    resolved = ResolvedInput(list(unique.values()), resolved.unsupported)
+    if resolved.unsupported:
+        logger.warning("%s: %d file(s) of unsupported types not rendered: %s", spec,
+                       sum(resolved.unsupported.values()), resolved.unsupported_summary())
+    return resolved
 
 
 def prefetch_objaverse(uids: list[str], processes: int, objaverse_root: str | None = None) -> None:
@@ -190,7 +237,7 @@ def prefetch_objaverse(uids: list[str], processes: int, objaverse_root: str | No
     try:
         objaverse.load_objects(uids=uids, download_processes=processes)
     except Exception as error:
-        print(f"warning: Objaverse prefetch of {len(uids)} objects failed ({error}); fetching one by one")
+        logger.warning("Objaverse prefetch of %d objects failed (%s); fetching one by one", len(uids), error)
 
 
 def fetch_asset(ref: AssetRef, scratch_dir: str, objaverse_root: str | None = None) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import os
 import shutil
 import socket
@@ -25,46 +26,51 @@ import ray.train
 import torch
 from ray.train.torch import TorchTrainer
 
-from pipeline.resources import parse_resources
+from pipeline.cli import option
+from pipeline.logs import configure_logging
 from pipeline.tracking import tracking_uri
 
+logger = logging.getLogger(__name__)
 TRAINING_STATE = "training_state.pt"
 FINAL_MODEL = "final_model"
 
 
 @dataclass
 class TrainConfig:
-    """Flags shared by ``jobs/finetune.py`` and ``jobs/train_recon.py``."""
+    """Flags shared by ``jobs/finetune.py`` and ``jobs/train_recon.py`` (``pipeline.cli``)."""
 
-    data: str
-    model: str
-    output: str
-    name: str
-    steps: int = 1000
-    num_workers: int = 1
-    cpus_per_worker: float = 1.0
-    use_gpu: bool = False
-    accelerator_type: str | None = None
-    resources_per_worker: dict[str, float] = dataclasses.field(default_factory=dict)  # custom Ray resources
-    micro_batch: int = 1
-    global_batch: int = 32
-    lr: float = 3e-5
-    precision: str = "fp16"  # "fp16" (with a grad scaler), "bf16" or "no"
-    gradient_checkpointing: bool = True
-    checkpoint_every: int = 500
-    log_every: int = 10
-    sample_every: int = 0  # 0: no sample grids
-    sample_steps: int = 25
-    resolution: int = 256
-    captions: str | None = None
-    image_data: str | None = None
-    image_ratio: float = 0.0
-    max_failures: int = 2
-    keep_checkpoints: int = 2
-    mlflow_uri: str | None = None
-    experiment: str = "videomv-finetune"
-    seed: int = 0
-    fail_at_step: int | None = None  # fault drill: raise once at this step (tests FailureConfig)
+    data: str = option(help="orbit shards from jobs/render.py (folder or URI)")
+    model: str = option(help="diffusers directory of G (ModelScope T2V / I2VGen-XL layout, or fine-tuned)")
+    output: str = option(help="storage path for checkpoints and the final model (folder or URI)")
+    name: str = option(help="run name: re-submitting with the same name and output resumes")
+    steps: int = option(1000, "optimizer steps")
+    num_workers: int = option(1, "Ray Train workers")
+    cpus_per_worker: float = option(1.0, "CPUs reserved per worker; leave some to Ray Data's decoding")
+    use_gpu: bool = option(False, "one GPU per worker")
+    accelerator_type: str | None = option(None, "e.g. A100 (Ray's accelerator_type)")
+    resources_per_worker: dict[str, float] = option(
+        {}, "custom Ray resources per worker, e.g. trainer=1 (places workers on the nodes that advertise them)")
+    micro_batch: int = option(1, "samples per worker per forward")
+    global_batch: int = option(32, "samples per optimizer step over all workers, by gradient accumulation")
+    lr: float = option(3e-5, "AdamW learning rate")
+    precision: str = option("fp16", "autocast precision; fp16 uses a grad scaler on CUDA, CPUs use bf16 for it",
+                             choices=("fp16", "bf16", "no"))
+    gradient_checkpointing: bool = option(True, "recompute block activations in the backward pass (less memory)")
+    checkpoint_every: int = option(500, "steps between checkpoints")
+    log_every: int = option(10, "steps between progress lines/metrics")
+    sample_every: int = option(0, "steps between sampled-view grids in MLflow (0: off)")
+    sample_steps: int = option(25, "DDIM steps of those samples")
+    resolution: int = option(256, "training image size")
+    captions: str | None = option(None, "CSV uid or file name,caption overriding the shards' captions")
+    image_data: str | None = option(
+        None, "optional Parquet of 2D images (columns image, caption) mixed in as 1-frame videos")
+    image_ratio: float = option(0.0, "share of micro-batches taken from --image-data")
+    max_failures: int = option(2, "worker failures survived")
+    keep_checkpoints: int = option(2, "checkpoints kept")
+    mlflow_uri: str | None = option(None, "MLflow tracking URI (default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    experiment: str = option("videomv-finetune", "MLflow experiment")
+    seed: int = option(0, "seed of weights' noise, data order and condition dropout")
+    fail_at_step: int | None = option(None, "fault drill: raise once at this step to exercise recovery")
 
     def __post_init__(self) -> None:
         if self.precision not in ("fp16", "bf16", "no"):
@@ -78,54 +84,6 @@ class TrainConfig:
     def accumulation_steps(self) -> int:
         """Micro-batches per optimizer step so that micro_batch x workers x steps = global_batch."""
         return max(1, self.global_batch // (self.micro_batch * self.num_workers))
-
-
-def add_train_arguments(parser: Any, experiment: str) -> None:
-    """The flags both training jobs take (``config_from_args`` turns them into a ``TrainConfig``)."""
-    defaults = TrainConfig(data="", model="", output="", name="")
-    add = parser.add_argument
-    add("--data", required=True, help="orbit shards from jobs/render.py (folder or URI)")
-    add("--model", required=True, help="diffusers directory of G (ModelScope T2V / I2VGen-XL layout, or fine-tuned)")
-    add("--output", required=True, help="storage path for checkpoints and the final model (folder or URI)")
-    add("--name", required=True, help="run name: re-submitting with the same name and output resumes")
-    add("--steps", type=int, default=defaults.steps, help=f"optimizer steps (default {defaults.steps})")
-    add("--num-workers", type=int, default=defaults.num_workers, help="Ray Train workers (default 1)")
-    add("--cpus-per-worker", type=float, default=defaults.cpus_per_worker,
-        help="CPUs reserved per worker; leave some to Ray Data's decoding (default 1)")
-    add("--use-gpu", action="store_true", help="one GPU per worker")
-    add("--accelerator-type", default=None, help="e.g. A100 (Ray's accelerator_type)")
-    add("--resources-per-worker", nargs="+", default=None, metavar="NAME=AMOUNT",
-        help="custom Ray resources per worker, e.g. trainer=1 (places workers on the nodes that advertise them)")
-    add("--micro-batch", type=int, default=defaults.micro_batch, help="samples per worker per forward (default 1)")
-    add("--global-batch", type=int, default=defaults.global_batch,
-        help="samples per optimizer step over all workers, by gradient accumulation (default 32)")
-    add("--lr", type=float, default=defaults.lr, help=f"AdamW learning rate (default {defaults.lr})")
-    add("--precision", choices=("fp16", "bf16", "no"), default=defaults.precision,
-        help="autocast precision; fp16 uses a grad scaler on CUDA, CPUs use bf16 for it (default fp16)")
-    add("--no-gradient-checkpointing", action="store_true", help="keep all activations (faster, more memory)")
-    add("--checkpoint-every", type=int, default=defaults.checkpoint_every, help="steps between checkpoints")
-    add("--log-every", type=int, default=defaults.log_every, help="steps between progress lines/metrics")
-    add("--resolution", type=int, default=defaults.resolution, help="training image size (default 256)")
-    add("--captions", default=None, help="CSV uid,caption overriding the shards' captions")
-    add("--max-failures", type=int, default=defaults.max_failures, help="worker failures survived (default 2)")
-    add("--keep-checkpoints", type=int, default=defaults.keep_checkpoints, help="checkpoints kept (default 2)")
-    add("--mlflow-uri", default=None, help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
-    add("--experiment", default=experiment, help=f"MLflow experiment (default {experiment})")
-    add("--seed", type=int, default=0)
-    add("--fail-at-step", type=int, default=None, help="fault drill: raise once at this step to exercise recovery")
-
-
-def config_from_args(args: Any, **extra: Any) -> TrainConfig:
-    return TrainConfig(
-        data=args.data, model=args.model, output=args.output, name=args.name, steps=args.steps,
-        num_workers=args.num_workers, cpus_per_worker=args.cpus_per_worker, use_gpu=args.use_gpu, accelerator_type=args.accelerator_type,
-        resources_per_worker=parse_resources(args.resources_per_worker),
-        micro_batch=args.micro_batch, global_batch=args.global_batch, lr=args.lr, precision=args.precision,
-        gradient_checkpointing=not args.no_gradient_checkpointing, checkpoint_every=args.checkpoint_every,
-        log_every=args.log_every, resolution=args.resolution, captions=args.captions,
-        max_failures=args.max_failures, keep_checkpoints=args.keep_checkpoints, mlflow_uri=args.mlflow_uri,
-        experiment=args.experiment, seed=args.seed, fail_at_step=args.fail_at_step, **extra,
-    )
 
 
 def mlflow_run_id(config: TrainConfig, params: dict[str, Any]) -> str:
@@ -172,6 +130,7 @@ class WorkerState:
     """Rank, device, precision and logging helpers for one training worker."""
 
     def __init__(self, config: dict[str, Any]) -> None:
+        configure_logging()  # this runs in a Ray Train worker process
         context = ray.train.get_context()
         self.config = config
         self.rank = context.get_world_rank()
@@ -217,7 +176,7 @@ class WorkerState:
                 self._mlflow = None
 
     def progress(self, step: int, metrics: dict[str, float]) -> None:
-        """Rank 0: print step, loss, throughput and ETA; log the metrics to MLflow."""
+        """Rank 0: log step, loss, throughput and ETA; log the metrics to MLflow."""
         if not self.is_chief:
             return
         if self._first_step is None:
@@ -225,8 +184,8 @@ class WorkerState:
         done = step - self._first_step
         elapsed = time.perf_counter() - self._start
         eta = elapsed / max(done, 1) * (self.config["steps"] - step)
-        print(f"[train] step {step}/{self.config['steps']} loss {metrics['loss']:.4f} "
-              f"{metrics.get('samples_per_second', 0.0):.2f} samples/s eta {eta / 60:.1f} min", flush=True)
+        logger.info("step %d/%d loss %.4f %.2f samples/s eta %.1f min", step, self.config["steps"], metrics["loss"],
+                    metrics.get("samples_per_second", 0.0), eta / 60)
         if self._mlflow is not None:
             self._mlflow.log_metrics(metrics, step=step)
 
@@ -329,7 +288,7 @@ def publish_final(save: Callable[[str], None], config: dict[str, Any], mlflow: A
         if mlflow is not None:
             mlflow.log_artifacts(directory, artifact_path=FINAL_MODEL)
             mlflow.set_tag("final_model", target)
-    print(f"[train] final model written to {target}", flush=True)
+    logger.info("final model written to %s", target)
     return target
 
 

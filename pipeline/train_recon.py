@@ -8,6 +8,7 @@ Gaussians at the ground-truth views (all 24 by default) on the variant's backgro
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from typing import Any
 
@@ -22,6 +23,7 @@ from models.multiview_model import MultiViewModel, detect_variant, resolve_model
 from models.recon_loss import ReconstructionLoss
 from models.recon_training import reconstruction_step
 from models.schedule import predict_x0
+from pipeline.cli import option
 from pipeline.train_common import (
     TrainConfig,
     TrainSummary,
@@ -34,19 +36,24 @@ from pipeline.train_common import (
 )
 from pipeline.train_data import BACKGROUNDS, orbit_dataset, to_model_inputs
 
+logger = logging.getLogger(__name__)
 MAX_TIMESTEP = 700
+
+
+# What jobs/train_recon.py changes in TrainConfig's defaults: LGM's own learning rate, its experiment.
+RECON_TRAIN_DEFAULTS = {"lr": 4e-4, "experiment": "videomv-recon"}
 
 
 @dataclasses.dataclass
 class ReconConfig:
     """Reconstructor settings on top of ``TrainConfig``."""
 
-    lgm: str | None = None  # official safetensors, or a directory written by LGM.save_pretrained
-    lgm_preset: str = "big"
-    lgm_size: int | None = None  # override input and output resolution (small CPU runs)
-    supervised_views: int = 24
-    lpips_vgg: str | None = None
-    lpips_lin: str | None = None
+    lgm: str | None = option(None, "LGM weights to start from: the official .safetensors or an LGM directory")
+    lgm_preset: str = option("big", "architecture", choices=tuple(sorted(PRESETS)))
+    lgm_size: int | None = option(None, "override LGM input/output resolution (small CPU runs)")
+    supervised_views: int = option(24, "views rendered and supervised")
+    lpips_vgg: str | None = option(None, "torchvision VGG16 weights (.pth) for the LPIPS term")
+    lpips_lin: str | None = option(None, "lpips 'lin' weights (vgg.pth) for the LPIPS term")
 
 
 def build_lgm(recon: dict[str, Any]) -> LGM:
@@ -99,7 +106,7 @@ def recon_loop(config: dict[str, Any]) -> None:
     background = tuple(c / 255.0 for c in BACKGROUNDS[config["variant"]])
     with worker.mlflow() as mlflow:
         if worker.is_chief and start:
-            print(f"[train] resumed from step {start}", flush=True)
+            logger.info("resumed from step %d", start)
         for step in range(start + 1, config["steps"] + 1):
             began = time.perf_counter()
             worker.maybe_fail(step)

@@ -16,6 +16,7 @@ import numpy as np
 from mathutils import Matrix, Vector
 
 import camera
+from render.formats import ASSET_EXTENSIONS, UNSUPPORTED_REASONS
 from render.settings import RenderSettings
 
 
@@ -44,6 +45,24 @@ def _import_stl(path: str) -> None:
     bpy.ops.wm.stl_import(filepath=path)
 
 
+def _import_usd(path: str) -> None:
+    bpy.ops.wm.usd_import(filepath=path)
+
+
+def _import_alembic(path: str) -> None:
+    bpy.ops.wm.alembic_import(filepath=path, as_background_job=False)
+
+
+def _import_blend(path: str) -> None:
+    # Append the file's objects into our factory scene (opening it would bring its render settings,
+    # world and scripts along); parent links survive because all objects come together.
+    with bpy.data.libraries.load(path, link=False) as (source, target):
+        target.objects = list(source.objects)
+    for obj in target.objects:
+        if obj is not None:
+            bpy.context.scene.collection.objects.link(obj)
+
+
 IMPORTERS = {
     ".glb": _import_gltf,
     ".gltf": _import_gltf,
@@ -51,8 +70,15 @@ IMPORTERS = {
     ".obj": _import_obj,
     ".ply": _import_ply,
     ".stl": _import_stl,
+    ".usd": _import_usd,
+    ".usda": _import_usd,
+    ".usdc": _import_usd,
+    ".usdz": _import_usd,
+    ".abc": _import_alembic,
+    ".blend": _import_blend,
 }
-SUPPORTED_EXTENSIONS = tuple(IMPORTERS)
+SUPPORTED_EXTENSIONS = ASSET_EXTENSIONS
+assert set(IMPORTERS) == set(ASSET_EXTENSIONS), "render/formats.py and the importers disagree"
 
 
 def blender_version() -> str:
@@ -69,13 +95,15 @@ def reset_scene() -> None:
 
 
 def import_asset(path: str) -> None:
-    """Import a GLB/GLTF, FBX, OBJ (+MTL), PLY or STL file into the current scene.
+    """Import a GLB/GLTF, FBX, OBJ (+MTL), PLY, STL, USD (usd/usda/usdc/usdz), Alembic or .blend file.
 
     Cameras and lights that come with the asset are removed: the orbit camera and the even
     lighting are the same for every object.
     """
     extension = Path(path).suffix.lower()
     importer = IMPORTERS.get(extension)
+    if extension in UNSUPPORTED_REASONS:
+        raise AssetError(UNSUPPORTED_REASONS[extension])
     if importer is None:
         raise AssetError(f"unsupported file type {extension!r}; supported: {', '.join(SUPPORTED_EXTENSIONS)}")
     if not os.path.exists(path):

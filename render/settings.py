@@ -32,18 +32,22 @@ class RenderSettings:
         max_assets_per_process: a Blender process is recycled after this many objects.
     """
 
-    resolution: int = 256
-    samples: int = 32
-    num_views: int = camera.NUM_VIEWS
-    distance: float = camera.DEFAULT_DISTANCE
-    fov: float = camera.DEFAULT_FOV_DEG
-    elevation_range: tuple[float, float] = camera.ELEVATION_RANGE_DEG
-    seed: int = 0
-    device: str = "auto"
-    threads: int = 0
-    passes: tuple[str, ...] = field(default_factory=tuple)
-    timeout: float = 300.0
-    max_assets_per_process: int = 20
+    resolution: int = field(default=256, metadata={"help": "square image size in pixels"})
+    samples: int = field(default=32, metadata={"help": "Cycles samples per pixel"})
+    num_views: int = field(default=camera.NUM_VIEWS, metadata={"help": "views per orbit"})
+    distance: float = field(default=camera.DEFAULT_DISTANCE, metadata={"help": "camera distance to the object's centre"})
+    fov: float = field(default=camera.DEFAULT_FOV_DEG, metadata={"help": "vertical field of view in degrees"})
+    elevation_range: tuple[float, float] = field(default=camera.ELEVATION_RANGE_DEG, metadata={
+        "help": "elevation range in degrees", "metavar": ("LOW", "HIGH")})
+    seed: int = field(default=0, metadata={"help": "with each uid, fixes the object's elevation"})
+    device: str = field(default="auto", metadata={
+        "help": "Cycles device: auto uses a GPU when Cycles finds one", "choices": DEVICES})
+    threads: int = field(default=0, metadata={"help": "Cycles CPU threads (0: the task's CPU share)"})
+    passes: tuple[str, ...] = field(default_factory=tuple, metadata={"help": "extra passes", "choices": PASSES})
+    timeout: float = field(default=300.0, metadata={
+        "help": "seconds per asset before its Blender process is killed"})
+    max_assets_per_process: int = field(default=20, metadata={
+        "help": "recycle each Blender process after this many assets"})
 
     def __post_init__(self) -> None:
         if self.resolution < 8:

@@ -45,11 +45,11 @@ def write_colour_cubes(folder: Path) -> Path:
     return path
 
 
-def write_bad_assets(folder: Path, shared_assets: Path) -> dict[str, Path]:
+def write_bad_assets(folder: Path, sample_assets: Path) -> dict[str, Path]:
     """A truncated GLB, random bytes named .glb, and a FIFO named .obj that blocks any reader."""
     folder.mkdir(parents=True, exist_ok=True)
     truncated = folder / "truncated.glb"
-    truncated.write_bytes((shared_assets / "Duck.glb").read_bytes()[:2000])
+    truncated.write_bytes((sample_assets / "Duck.glb").read_bytes()[:2000])
     random_bytes = folder / "random.glb"
     random_bytes.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
     hang = folder / "hang.obj"
@@ -62,20 +62,26 @@ import sys, bpy
 bpy.ops.wm.read_factory_settings(use_empty=True)
 bpy.ops.mesh.primitive_cone_add(vertices=16, radius1=1.0, depth=2.0, location=(0.5, 0.0, 0.0))
 bpy.ops.mesh.primitive_cube_add(size=0.8, location=(-1.0, 0.0, 0.0))
-fbx_path, gltf_path = sys.argv[-2:]
-bpy.ops.export_scene.fbx(filepath=fbx_path)
-bpy.ops.export_scene.gltf(filepath=gltf_path, export_format="GLTF_SEPARATE")
+paths = dict(arg.split("=", 1) for arg in sys.argv[1:] if "=" in arg)
+bpy.ops.export_scene.fbx(filepath=paths["fbx"])
+bpy.ops.export_scene.gltf(filepath=paths["gltf"], export_format="GLTF_SEPARATE")
+for key in ("usdc", "usda", "usdz"):
+    bpy.ops.wm.usd_export(filepath=paths[key])
+bpy.ops.wm.alembic_export(filepath=paths["abc"], as_background_job=False)
+bpy.ops.wm.save_as_mainfile(filepath=paths["blend"])
 """
 
 
 def export_with_blender(folder: Path) -> dict[str, Path]:
-    """An FBX and a separate-file glTF (.gltf + .bin) exported by Blender itself, in a subprocess."""
+    """The same cone and cube exported by Blender itself, in a subprocess, in every other format
+    it reads: FBX, separate-file glTF (.gltf + .bin), USD (binary, ASCII, zipped), Alembic, .blend."""
     import subprocess
     import sys
 
     folder.mkdir(parents=True, exist_ok=True)
     paths = {"fbx": folder / "cone.fbx", "gltf": folder / "gltf" / "cone.gltf"}
+    paths.update({key: folder / f"cone.{key}" for key in ("usdc", "usda", "usdz", "abc", "blend")})
     paths["gltf"].parent.mkdir(exist_ok=True)
-    subprocess.run([sys.executable, "-c", EXPORT_SCRIPT, str(paths["fbx"]), str(paths["gltf"])],
+    subprocess.run([sys.executable, "-c", EXPORT_SCRIPT, *(f"{key}={path}" for key, path in paths.items())],
                    check=True, capture_output=True)
     return paths

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 
@@ -37,18 +38,29 @@ def check_views(row: dict) -> None:
         assert abs(xs.mean() - 15.5) < 8 and abs(ys.mean() - 15.5) < 8, f"{row['uid']} view {index} off-centre"
 
 
-def test_render_job_renders_good_assets_fails_bad_ones_and_resumes(ray_local, tmp_path, shared_assets, mlflow_uri):
-    bad = write_bad_assets(tmp_path / "bad", shared_assets)
+def test_render_job_renders_good_assets_fails_bad_ones_and_resumes(ray_local, tmp_path, sample_assets, mlflow_uri,
+                                                                   caplog):
+    bad = write_bad_assets(tmp_path / "bad", sample_assets)
     manifest = tmp_path / "assets.txt"
-    paths = sorted(str(p) for p in shared_assets.iterdir() if p.suffix in (".glb", ".obj", ".ply", ".stl"))
-    manifest.write_text("\n".join(paths + [str(p) for p in bad.values()]) + "\n")
+    paths = sorted(str(p) for p in sample_assets.iterdir() if p.suffix in (".glb", ".obj", ".ply", ".stl"))
+    manifest.write_text("\n".join(paths + [str(p) for p in bad.values()] + [str(tmp_path / "scene.dae")]) + "\n")
     output = tmp_path / "shards"
     config = RenderJobConfig(input=str(manifest), output=str(output), settings=SETTINGS,
                              objects_per_file=4, num_workers=2, mlflow_uri=mlflow_uri, run_name="first")
 
-    summary = run_render_job(config)
+    with caplog.at_level(logging.INFO, logger="pipeline"):
+        summary = run_render_job(config)
 
     assert (summary.total, summary.rendered, summary.failed, summary.skipped) == (10, 6, 4, 0)
+    # Every asset's result is logged exactly once; failures and the unsupported file are in the summary.
+    results = [r.getMessage() for r in caplog.records if r.name == "pipeline.render_stage"
+               and r.getMessage().split(" ")[1:2] in (["ok"], ["failed"])]
+    assert sorted(m.split(" ")[0] for m in results) == sorted(row["uid"] for row in
+                                                               shards.read_rows(str(output), ["uid"], only_ok=False))
+    assert sorted(u.rsplit("-", 1)[0] for u in summary.failed_uids) == ["empty_nodes", "hang", "random", "truncated"]
+    assert "1 .dae (Collada (.dae) import was removed in Blender 5" in str(summary)
+    assert all(uid in str(summary) for uid in summary.failed_uids)
+    assert sum("unsupported" in r.getMessage() for r in caplog.records if r.name == "pipeline.sources") == 1
     assert len(shards.list_shards(str(output))) == len(summary.shards) >= 3
     rows = by_uid_prefix(shards.read_rows(str(output), only_ok=False))
     for name in ("Duck", "BoxTextured", "fuze", "bunny", "teapot", "monkey"):
@@ -81,8 +93,8 @@ def test_render_job_renders_good_assets_fails_bad_ones_and_resumes(ray_local, tm
     assert first["metrics.objects_per_minute"] > 0
 
 
-def test_render_job_from_an_offline_objaverse_cache(ray_local, tmp_path, shared_assets, mlflow_uri):
-    root = stage_objaverse_tree(tmp_path / "objaverse", shared_assets)
+def test_render_job_from_an_offline_objaverse_cache(ray_local, tmp_path, sample_assets, mlflow_uri):
+    root = stage_objaverse_tree(tmp_path / "objaverse", sample_assets)
     uids = tmp_path / "uids.txt"
     uids.write_text("\n".join([*OBJAVERSE_UIDS.values(), NOT_DOWNLOADED_UID]) + "\n")
     output = tmp_path / "shards"

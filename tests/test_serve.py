@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import importlib.util
 import io
 import socket
 import subprocess
@@ -161,3 +162,75 @@ def test_generate_client_writes_files(server, tmp_path):
     bad = subprocess.run([sys.executable, str(REPO_ROOT / "jobs" / "generate.py"), "--url", server["url"],
                           "--prompt", "", "--out", str(out)], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "prompt is empty" in bad.stderr
+
+
+def test_oversized_bodies_get_413_before_they_are_read(server):
+    url = f"{server['url']}/v1/generate"
+    body = b'{"prompt": "a cat", "image": "' + b"A" * (11 * 1024 * 1024) + b'"}'
+    response = requests.post(url, data=body, headers={"content-type": "application/json"}, timeout=60)
+    assert response.status_code == 413 and "limit" in response.json()["detail"]
+
+    def chunks():  # no Content-Length: the limit holds while the body streams in
+        for _ in range(11):
+            yield b"A" * (1024 * 1024)
+
+    response = requests.post(url, data=chunks(), headers={"content-type": "application/json"}, timeout=60)
+    assert response.status_code == 413 and "over the limit" in response.json()["detail"]
+    assert generate(server, prompt="still alive", three_d_aware=False, outputs=["views"]).status_code == 200
+
+
+def wait_for_stats(url: str, condition, seconds: float = 30.0) -> dict:
+    deadline = time.monotonic() + seconds
+    while True:
+        stats = requests.get(f"{url}/v1/stats", timeout=10).json()
+        if condition(stats) or time.monotonic() > deadline:
+            return stats
+        time.sleep(0.5)
+
+
+LONG = {"prompt": "a very long generation", "steps": 200, "three_d_aware": False, "outputs": ["views"]}
+
+
+def test_a_client_that_disconnects_stops_its_generation(server):
+    url = server["url"]
+    before = requests.get(f"{url}/v1/stats", timeout=10).json()
+    began = time.monotonic()
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        requests.post(f"{url}/v1/generate", json=LONG, timeout=4)  # gives up and closes the connection
+    stats = wait_for_stats(url, lambda s: s["running"] == 0 and s["cancelled"] > before["cancelled"])
+    stopped_after = time.monotonic() - began
+    assert stats["cancelled"] == before["cancelled"] + 1 and stats["running"] == 0, stats
+    assert stats["completed"] == before["completed"]
+    # 200 steps take over a minute on 2 CPU cores: stopping this soon means the work was cancelled.
+    assert stopped_after < 25, stopped_after
+    assert generate(server, prompt="still alive", three_d_aware=False, outputs=["views"]).status_code == 200
+
+
+def test_a_request_past_the_timeout_gets_504_and_stops(server):
+    from ray import serve
+
+    # The same application with a 3 s timeout (2 CPUs leave no room for a second one beside it).
+    serve.run(build_app(server["model_dir"], lgm=None, num_gpus=0, timeout_s=3), name="videomv", route_prefix="/")
+    url = server["url"]
+    try:
+        before = wait_for_stats(url, lambda s: True)
+        response = requests.post(f"{url}/v1/generate", json=LONG, timeout=120)
+        assert response.status_code == 504 and "longer than 3 s" in response.json()["detail"]
+        stats = wait_for_stats(url, lambda s: s["running"] == 0 and s["cancelled"] > before["cancelled"], 20)
+        assert (stats["running"], stats["cancelled"], stats["completed"]) == (0, before["cancelled"] + 1,
+                                                                              before["completed"]), stats
+    finally:
+        serve.run(build_app(server["model_dir"], lgm=str(server["root"] / "lgm"), num_gpus=0, timeout_s=120),
+                  name="videomv", route_prefix="/")
+
+
+def test_the_server_binds_loopback_unless_told_otherwise():
+    import yaml
+
+    config = yaml.safe_load((REPO_ROOT / "serve_config.yaml").read_text())
+    assert config["http_options"]["host"] == "127.0.0.1"
+    spec = importlib.util.spec_from_file_location("serve_job", REPO_ROOT / "jobs" / "serve.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.build_parser().parse_args(["--model-dir", "m"]).host == "127.0.0.1"
+    assert module.build_parser().parse_args(["--model-dir", "m", "--host", "0.0.0.0"]).host == "0.0.0.0"

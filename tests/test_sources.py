@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import shutil
 from pathlib import Path
 
 import fsspec
 import pytest
 
-from pipeline.sources import AssetRef, SourceError, fetch_asset, resolve_input
+from pipeline.sources import AssetRef, SourceError, fetch_asset, resolve_input, scan_input
 
 OBJAVERSE_UIDS = {"duck": "8476c4170df24cf5bbe6967222d1a42d", "box": "0a1b2c3d4e5f60718293a4b5c6d7e8f9"}
 NOT_DOWNLOADED_UID = "ffffeeeeddddccccbbbbaaaa99998888"  # in the index, file not in the cache
 
 
-def stage_objaverse_tree(root: Path, shared_assets: Path) -> Path:
+def stage_objaverse_tree(root: Path, sample_assets: Path) -> Path:
     """Build the cache tree the ``objaverse`` package keeps, from the sample assets (no network)."""
     versioned = root / "hf-objaverse-v1"
     paths = {}
@@ -24,7 +25,7 @@ def stage_objaverse_tree(root: Path, shared_assets: Path) -> Path:
         relative = f"glbs/000-000/{uid}.glb"
         (versioned / relative).parent.mkdir(parents=True, exist_ok=True)
         source = "Duck.glb" if name == "duck" else "BoxTextured.glb"
-        shutil.copy(shared_assets / source, versioned / relative)
+        shutil.copy(sample_assets / source, versioned / relative)
         paths[uid] = relative
     paths[NOT_DOWNLOADED_UID] = f"glbs/000-001/{NOT_DOWNLOADED_UID}.glb"
     with gzip.open(versioned / "object-paths.json.gz", "wt") as handle:
@@ -40,29 +41,29 @@ def stage_objaverse_tree(root: Path, shared_assets: Path) -> Path:
     return root
 
 
-def test_local_folder_is_scanned_with_stable_uids(shared_assets):
-    refs = resolve_input(str(shared_assets))
+def test_local_folder_is_scanned_with_stable_uids(sample_assets):
+    refs = resolve_input(str(sample_assets))
     names = sorted(Path(r.uri).name for r in refs)
     assert names == sorted(["BoxTextured.glb", "Duck.glb", "bunny.ply", "empty_nodes.glb", "fuze.obj", "monkey.glb", "teapot.stl"])
     assert all(r.source == "local" for r in refs)
-    assert [r.uid for r in refs] == [r.uid for r in resolve_input(str(shared_assets))]
+    assert [r.uid for r in refs] == [r.uid for r in resolve_input(str(sample_assets))]
     assert any(r.uid.startswith("Duck-") for r in refs)
 
 
-def test_manifest_with_relative_paths_comments_and_uris(tmp_path, shared_assets):
+def test_manifest_with_relative_paths_comments_and_uris(tmp_path, sample_assets):
     (tmp_path / "sub").mkdir()
-    shutil.copy(shared_assets / "teapot.stl", tmp_path / "sub" / "teapot.stl")
+    shutil.copy(sample_assets / "teapot.stl", tmp_path / "sub" / "teapot.stl")
     manifest = tmp_path / "assets.txt"
-    manifest.write_text(f"# sample assets\nsub/teapot.stl\n\n{shared_assets / 'Duck.glb'}\nmemory://bucket/monkey.glb\n")
+    manifest.write_text(f"# sample assets\nsub/teapot.stl\n\n{sample_assets / 'Duck.glb'}\nmemory://bucket/monkey.glb\n")
     refs = resolve_input(str(manifest))
-    assert [r.uri for r in refs] == [str(tmp_path / "sub" / "teapot.stl"), str(shared_assets / "Duck.glb"), "memory://bucket/monkey.glb"]
+    assert [r.uri for r in refs] == [str(tmp_path / "sub" / "teapot.stl"), str(sample_assets / "Duck.glb"), "memory://bucket/monkey.glb"]
     assert {r.source for r in refs} == {"manifest"}
 
 
-def test_remote_assets_are_fetched_with_their_folder(tmp_path, shared_assets):
+def test_remote_assets_are_fetched_with_their_folder(tmp_path, sample_assets):
     memory = fsspec.filesystem("memory")
     for name in ("fuze.obj", "fuze.obj.mtl", "fuze uv.jpg"):
-        memory.pipe(f"/bucket/fuze/{name}", (shared_assets / name).read_bytes())
+        memory.pipe(f"/bucket/fuze/{name}", (sample_assets / name).read_bytes())
     ref = AssetRef(uid="fuze", source="manifest", uri="memory://bucket/fuze/fuze.obj")
     local = Path(fetch_asset(ref, str(tmp_path)))
     assert local.name == "fuze.obj"
@@ -71,13 +72,17 @@ def test_remote_assets_are_fetched_with_their_folder(tmp_path, shared_assets):
         fetch_asset(AssetRef("x", "manifest", "memory://bucket/nothing.glb"), str(tmp_path))
 
 
-def test_captions_file_overrides(tmp_path, shared_assets):
-    refs = resolve_input(str(shared_assets))
+def test_captions_file_overrides(tmp_path, sample_assets):
+    refs = resolve_input(str(sample_assets))
     duck = next(r for r in refs if r.uid.startswith("Duck-"))
     captions = tmp_path / "captions.csv"
     captions.write_text(f"{duck.uid},a yellow rubber duck\n")
-    refs = resolve_input(str(shared_assets), captions=str(captions))
+    refs = resolve_input(str(sample_assets), captions=str(captions))
     assert next(r for r in refs if r.uid == duck.uid).caption == "a yellow rubber duck"
+    # A folder's captions may name files instead of uids (assets/captions.csv does).
+    captions.write_text("uid,caption\nteapot.stl,a white teapot\n")
+    refs = resolve_input(str(sample_assets), captions=str(captions))
+    assert next(r for r in refs if r.uri.endswith("teapot.stl")).caption == "a white teapot"
 
 
 @pytest.mark.parametrize(
@@ -92,17 +97,52 @@ def test_bad_input_specs(spec, message):
         resolve_input(spec)
 
 
-def test_empty_folder_and_bad_manifest_lines(tmp_path):
+def test_empty_folder_and_a_manifest_without_supported_assets(tmp_path):
     with pytest.raises(SourceError, match="no assets"):
         resolve_input(str(tmp_path))
     manifest = tmp_path / "list.txt"
-    manifest.write_text("model.blend\n")
+    manifest.write_text("model.dae\n")
     with pytest.raises(SourceError, match="list.txt:1"):
         resolve_input(str(manifest))
 
 
-def test_objaverse_offline_through_the_package_api(tmp_path, shared_assets):
-    root = stage_objaverse_tree(tmp_path / "objaverse", shared_assets)
+def test_unsupported_files_in_a_folder_are_reported_once_with_counts(tmp_path, sample_assets, caplog):
+    shutil.copy(sample_assets / "teapot.stl", tmp_path / "teapot.stl")
+    for name in ("scene.dae", "sub/other.dae", "model.3ds", "notes"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    for companion in ("README.md", "texture.png", "teapot.mtl", "captions.csv"):  # travel with assets: no warning
+        (tmp_path / companion).write_bytes(b"x")
+    with caplog.at_level(logging.WARNING, logger="pipeline.sources"):
+        resolved = scan_input(str(tmp_path))
+    assert [Path(r.uri).name for r in resolved.refs] == ["teapot.stl"]
+    assert resolved.unsupported == {".dae": 2, ".3ds": 1, "(no extension)": 1}
+    warnings = [r.getMessage() for r in caplog.records if r.name == "pipeline.sources"]
+    assert len(warnings) == 1
+    assert "4 file(s) of unsupported types" in warnings[0] and "2 .dae (Collada (.dae) import was removed" in warnings[0]
+    assert "1 .3ds" in warnings[0]
+
+
+def test_unsupported_manifest_lines_are_reported_with_their_line(tmp_path, sample_assets, caplog):
+    manifest = tmp_path / "list.txt"
+    manifest.write_text(f"{sample_assets / 'teapot.stl'}\nold/scene.dae\n{sample_assets / 'monkey.glb'}\n")
+    with caplog.at_level(logging.WARNING, logger="pipeline.sources"):
+        resolved = scan_input(str(manifest))
+    assert [Path(r.uri).name for r in resolved.refs] == ["teapot.stl", "monkey.glb"]
+    assert resolved.unsupported == {".dae": 1}
+    assert any("list.txt:2: 'old/scene.dae'" in r.getMessage() for r in caplog.records)
+
+
+def test_every_format_blender_reads_is_an_asset():
+    from render.formats import ASSET_EXTENSIONS
+
+    for extension in (".blend", ".usd", ".usda", ".usdc", ".usdz", ".abc", ".glb", ".fbx"):
+        assert extension in ASSET_EXTENSIONS
+    assert ".dae" not in ASSET_EXTENSIONS
+
+
+def test_objaverse_offline_through_the_package_api(tmp_path, sample_assets):
+    root = stage_objaverse_tree(tmp_path / "objaverse", sample_assets)
     refs = resolve_input("objaverse:lvis=duck", objaverse_root=str(root))
     assert refs == [AssetRef(OBJAVERSE_UIDS["duck"], "objaverse", OBJAVERSE_UIDS["duck"], "a duck", "by")]
     everything = resolve_input("objaverse:limit=1", objaverse_root=str(root))

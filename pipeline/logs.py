@@ -1,0 +1,78 @@
+"""One log format for the jobs, their Ray workers and the libraries underneath.
+
+Library modules log through ``logging.getLogger(__name__)``; ``configure_logging`` (called by each
+job, and by the code that runs inside Ray workers) gives the project's loggers one handler and one
+format. When the output is not a terminal (``make run > run.log``), the progress bars of Ray Data,
+tqdm, diffusers and transformers are switched off and Ray prints worker lines without colour
+codes, so a log file reads as a log: one line per event, none redrawn. The environment variables
+are set before Ray starts, so the local cluster's workers inherit them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+DATE_FORMAT = "%H:%M:%S"
+PROJECT_LOGGERS = ("camera", "render", "pipeline", "models", "jobs", "benchmarks")
+
+# Set when the output is a file or a pipe: progress bars off, plain worker prefixes.
+QUIET_ENVIRONMENT = {
+    "RAY_DATA_DISABLE_PROGRESS_BARS": "1",
+    "RAY_COLOR_PREFIX": "0",
+    "TQDM_DISABLE": "1",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "DIFFUSERS_VERBOSITY": "error",
+    "TRANSFORMERS_VERBOSITY": "error",
+    "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+    # Worker lines Ray forwards to the driver that are routine bookkeeping; they stay in the
+    # workers' own files under /tmp/ray/session_latest/logs. Warnings and errors always pass.
+    "RAY_DEDUP_LOGS_SKIP_REGEX": "|".join((
+        r"^(?!.*(WARNING|ERROR|Error|Traceback)).*\bINFO \d{4}-\d\d-\d\d ",  # Ray Serve's INFO lines
+        r"^(?!.*(WARNING|ERROR|Error|Traceback)).*\tINFO \S+\.py:\d+ -- ",  # Ray core/Data INFO lines
+        r"Failed to query Ray Train Controller actor state",  # Ray Train 2.60's cleaner, polling
+        r"^Requesting resources|^Attempting to start training worker group|^Started training worker group",
+        r"^- \(ip=|^Setting up process group|^Moving model to device|^Wrapping provided model",
+    )),
+}
+# Ray's own chatter worth a line only when something is wrong.
+NOISY_LOGGERS = ("ray.data", "ray.train", "ray.serve", "mlflow", "alembic", "diffusers", "transformers",
+                 "httpx", "urllib3", "filelock")
+
+_HANDLER_FLAG = "_videomv_handler"
+
+
+def interactive() -> bool:
+    """True when standard error is a terminal (progress bars are welcome there)."""
+    return sys.stderr.isatty()
+
+
+def configure_logging(level: int = logging.INFO, quiet: bool | None = None) -> None:
+    """Give the project's loggers one stderr handler in ``FORMAT``; idempotent.
+
+    Args:
+        level: level of the project's loggers.
+        quiet: switch progress bars off and turn library chatter down to warnings (default: when
+            stderr is not a terminal). Set before Ray starts so its workers inherit it.
+    """
+    quiet = (not interactive()) if quiet is None else quiet
+    if quiet:
+        for name, value in QUIET_ENVIRONMENT.items():
+            os.environ.setdefault(name, value)
+        for name in NOISY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
+    for name in PROJECT_LOGGERS:
+        logging.getLogger(name).setLevel(level)
+    root = logging.getLogger()
+    if any(getattr(handler, _HANDLER_FLAG, False) for handler in root.handlers):
+        return
+    # On the root logger, so other libraries' warnings share the format; the root's own level stays
+    # at WARNING, so only the project's loggers speak at INFO.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(FORMAT, DATE_FORMAT))
+    setattr(handler, _HANDLER_FLAG, True)
+    root.addHandler(handler)
+    if root.level == logging.NOTSET or root.level < logging.WARNING:
+        root.setLevel(logging.WARNING)

@@ -1,0 +1,132 @@
+"""Command-line flags come from the config dataclasses: --help never disagrees with the code."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.util
+import typing
+
+import pytest
+
+from conftest import REPO_ROOT
+from pipeline.cli import add_config_arguments, config_from_args, config_from_strings, option
+from pipeline.evaluate import EvaluationConfig
+from pipeline.local_run import LocalRunConfig
+from pipeline.render_stage import RenderJobConfig
+from pipeline.serving import GenerateRequest, ServeConfig
+from pipeline.train_common import TrainConfig
+from pipeline.train_recon import RECON_TRAIN_DEFAULTS, ReconConfig
+
+# job -> (the configs its flags come from, the arguments that make a minimal valid command line)
+JOBS = {
+    "render": ((RenderJobConfig,), ["--input", "in", "--output", "out"]),
+    "finetune": ((TrainConfig,), ["--data", "d", "--model", "m", "--output", "o", "--name", "n"]),
+    "train_recon": ((TrainConfig, ReconConfig), ["--data", "d", "--model", "m", "--output", "o", "--name", "n"]),
+    "evaluate": ((EvaluationConfig,), ["--model", "m"]),
+    "run_all": ((LocalRunConfig,), []),
+    "serve": ((ServeConfig,), ["--model-dir", "m"]),
+}
+
+
+def load_job(name: str):
+    spec = importlib.util.spec_from_file_location(f"job_{name}", REPO_ROOT / "jobs" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def flat_fields(config_cls: type, prefix: str = "") -> dict[str, dataclasses.Field]:
+    fields = {}
+    hints = typing.get_type_hints(config_cls)
+    for item in dataclasses.fields(config_cls):
+        kind = hints[item.name]
+        if isinstance(kind, type) and dataclasses.is_dataclass(kind):
+            fields.update(flat_fields(kind, prefix + item.metadata.get("prefix", "")))
+        else:
+            fields[prefix + item.name] = item
+    return fields
+
+
+@pytest.mark.parametrize("job", sorted(JOBS))
+def test_every_flag_is_a_config_field_with_the_configs_default(job):
+    configs, minimal = JOBS[job]
+    parser = load_job(job).build_parser()
+    help_text = parser.format_help()
+    args = parser.parse_args(minimal)
+    fields = {name: item for config in configs for name, item in flat_fields(config).items()}
+    overrides = {"train_recon": RECON_TRAIN_DEFAULTS, "serve": {"num_gpus": None}}.get(job, {})
+    for action in parser._actions:
+        if action.dest in ("help",) or (job == "serve" and action.dest in ("host", "port")):
+            continue
+        assert action.dest in fields, f"{job}: --{action.dest} is not a field of {configs}"
+        item = fields[action.dest]
+        if item.default is dataclasses.MISSING and item.default_factory is dataclasses.MISSING:
+            assert action.required, f"{job}: --{action.dest} has no default in the config, so it is required"
+            continue
+        expected = overrides.get(action.dest, item.default if item.default is not dataclasses.MISSING
+                                 else item.default_factory())
+        value = getattr(args, action.dest)
+        if isinstance(expected, tuple):
+            value = tuple(value)
+        if isinstance(expected, dict):
+            value = dict(v.split("=") for v in value or [])
+        assert value == expected, f"{job}: --{action.dest} defaults to {value!r}, the config to {expected!r}"
+        if item.metadata.get("help"):
+            assert item.metadata["help"].split(" (")[0][:30] in " ".join(help_text.split())
+
+
+def test_train_recon_help_shows_the_learning_rate_it_uses():
+    parser = load_job("train_recon").build_parser()
+    assert "AdamW learning rate (default: 0.0004)" in " ".join(parser.format_help().split())
+    args = parser.parse_args(JOBS["train_recon"][1])
+    assert config_from_args(TrainConfig, args).lr == 4e-4
+    finetune = load_job("finetune").build_parser()
+    assert "AdamW learning rate (default: 3e-05)" in " ".join(finetune.format_help().split())
+    assert config_from_args(TrainConfig, finetune.parse_args(JOBS["finetune"][1])).lr == 3e-5
+
+
+@dataclasses.dataclass
+class Inner:
+    steps: int = option(3, "inner steps")
+
+@dataclasses.dataclass
+class Example:
+    name: str = option(help="required")
+    ratio: float = option(0.5, "a float")
+    flag: bool = option(True, "a switch")
+    pair: tuple[float, float] = option((1.0, 2.0), "two values")
+    items: tuple[str, ...] = option((), "any number", choices=("a", "b"))
+    resources: dict[str, float] = option({}, "NAME=AMOUNT items")
+    maybe: int | None = option(None, "optional")
+    inner: Inner = dataclasses.field(default_factory=Inner, metadata={"prefix": "inner_"})
+
+
+def test_generated_flags_parse_every_type():
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser, Example)
+    config = config_from_args(Example, parser.parse_args(
+        ["--name", "x", "--ratio", "0.25", "--no-flag", "--pair", "3", "4", "--items", "a", "b",
+         "--resources", "render=1", "--maybe", "7", "--inner-steps", "9"]))
+    assert config == Example("x", 0.25, False, (3.0, 4.0), ("a", "b"), {"render": 1.0}, 7, Inner(9))
+    assert config_from_args(Example, parser.parse_args(["--name", "y"])) == Example("y")
+    with pytest.raises(SystemExit):
+        parser.parse_args([])  # --name is required
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--name", "x", "--items", "c"])  # not a choice
+    with pytest.raises(ValueError, match="bad resource"):
+        config_from_args(Example, parser.parse_args(["--name", "x", "--resources", "render"]))
+
+
+def test_serve_application_arguments_are_the_serve_config():
+    config = config_from_strings(ServeConfig, {"model_dir": "/m", "num_gpus": "0", "max_replicas": "3", "lgm": ""})
+    assert config == ServeConfig(model_dir="/m", lgm=None, num_gpus=0.0, max_replicas=3)
+    with pytest.raises(ValueError, match=r"unknown: \['colour'\], missing: \['model_dir'\]"):
+        config_from_strings(ServeConfig, {"colour": "red"})
+
+
+def test_the_client_defaults_are_the_servers():
+    source = (REPO_ROOT / "jobs" / "generate.py").read_text()
+    for name in ("seed", "steps"):
+        default = GenerateRequest.model_fields[name].default
+        assert f'"--{name}", type=int, default={default})' in source, f"--{name} disagrees with GenerateRequest"
