@@ -23,10 +23,13 @@ import sys
 
 sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+from pipeline.logs import configure_logging  # noqa: E402
+
+configure_logging()  # first: sets what Ray, tqdm and the model libraries read at import
+
 from models.multiview_model import ModelDirectoryError  # noqa: E402
 from pipeline.cli import add_config_arguments, config_from_args  # noqa: E402
 from pipeline.evaluate import EvaluationConfig, evaluate  # noqa: E402
-from pipeline.logs import configure_logging  # noqa: E402
 
 logger = logging.getLogger("jobs.evaluate")
 
@@ -39,7 +42,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    configure_logging()
     try:
         result = evaluate(config_from_args(EvaluationConfig, args))
     except (ModelDirectoryError, ValueError, FileNotFoundError) as error:

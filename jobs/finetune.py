@@ -20,10 +20,13 @@ import sys
 
 sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+from pipeline.logs import configure_logging  # noqa: E402
+
+configure_logging()  # first: sets what Ray, tqdm and the model libraries read at import
+
 from models.multiview_model import ModelDirectoryError  # noqa: E402
 from pipeline.cli import add_config_arguments, config_from_args  # noqa: E402
 from pipeline.finetune import run_finetune  # noqa: E402
-from pipeline.logs import configure_logging  # noqa: E402
 from pipeline.train_common import TrainConfig  # noqa: E402
 
 logger = logging.getLogger("finetune")
@@ -37,7 +40,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    configure_logging()
     try:
         summary = run_finetune(config_from_args(TrainConfig, args))
     except (ModelDirectoryError, ValueError) as error:

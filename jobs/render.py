@@ -17,8 +17,11 @@ import sys
 # workers, and jobs/render.py must not shadow the render package there.
 sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-from pipeline.cli import add_config_arguments, config_from_args  # noqa: E402
 from pipeline.logs import configure_logging  # noqa: E402
+
+configure_logging()  # first: sets what Ray, tqdm and the model libraries read at import
+
+from pipeline.cli import add_config_arguments, config_from_args  # noqa: E402
 from pipeline.render_stage import RenderJobConfig, run_render_job  # noqa: E402
 from pipeline.sources import SourceError  # noqa: E402
 
@@ -33,7 +36,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    configure_logging()
     try:
         config = config_from_args(RenderJobConfig, args)
         run_render_job(config)

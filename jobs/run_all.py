@@ -18,9 +18,12 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[0] = ROOT
 
+from pipeline.logs import configure_logging  # noqa: E402
+
+configure_logging()  # first: sets what Ray, tqdm and the model libraries read at import
+
 from pipeline.cli import add_config_arguments, config_from_args  # noqa: E402
 from pipeline.local_run import LocalRunConfig, run_local  # noqa: E402
-from pipeline.logs import configure_logging  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,7 +34,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    configure_logging()
     run_local(config_from_args(LocalRunConfig, args))
     return 0
 

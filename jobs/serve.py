@@ -21,8 +21,11 @@ import sys
 
 sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-from pipeline.cli import add_config_arguments, config_from_args, config_from_strings  # noqa: E402
 from pipeline.logs import configure_logging  # noqa: E402
+
+configure_logging()  # first: sets what Ray, tqdm and the model libraries read at import
+
+from pipeline.cli import add_config_arguments, config_from_args, config_from_strings  # noqa: E402
 from pipeline.serving import ServeConfig, build_app  # noqa: E402
 
 logger = logging.getLogger("jobs.serve")
@@ -49,7 +52,6 @@ def main(argv: list[str] | None = None) -> int:
     from ray import serve
 
     args = build_parser().parse_args(argv)
-    configure_logging()
     import torch
 
     gpus = args.num_gpus if args.num_gpus is not None else (1.0 if torch.cuda.is_available() else 0.0)

@@ -19,9 +19,12 @@ import sys
 
 sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+from pipeline.logs import configure_logging  # noqa: E402
+
+configure_logging()  # first: sets what Ray, tqdm and the model libraries read at import
+
 from models.multiview_model import ModelDirectoryError  # noqa: E402
 from pipeline.cli import add_config_arguments, config_from_args  # noqa: E402
-from pipeline.logs import configure_logging  # noqa: E402
 from pipeline.train_common import TrainConfig  # noqa: E402
 from pipeline.train_recon import RECON_TRAIN_DEFAULTS, ReconConfig, run_train_recon  # noqa: E402
 
@@ -38,7 +41,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    configure_logging()
     recon = config_from_args(ReconConfig, args)
     if args.lgm and not os.path.exists(args.lgm):
         logger.error("LGM weights not found: %s", args.lgm)

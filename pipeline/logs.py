@@ -1,8 +1,9 @@
 """One log format for the jobs, their Ray workers and the libraries underneath.
 
-Library modules log through ``logging.getLogger(__name__)``; ``configure_logging`` (called by each
-job, and by the code that runs inside Ray workers) gives the project's loggers one handler and one
-format. When the output is not a terminal (``make run > run.log``), the progress bars of Ray Data,
+Library modules log through ``logging.getLogger(__name__)``; ``configure_logging`` (called first
+by each job, before Ray and the model libraries are imported, and by the code that runs inside Ray
+workers) gives the project's loggers one handler and one format (inside a Ray Train worker, whose
+log capture already owns the root logger, it only sets the levels). When the output is not a terminal (``make run > run.log``), the progress bars of Ray Data,
 tqdm, diffusers and transformers are switched off and Ray prints worker lines without colour
 codes, so a log file reads as a log: one line per event, none redrawn. The environment variables
 are set before Ray starts, so the local cluster's workers inherit them.
@@ -27,6 +28,7 @@ QUIET_ENVIRONMENT = {
     "DIFFUSERS_VERBOSITY": "error",
     "TRANSFORMERS_VERBOSITY": "error",
     "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+    "MLFLOW_LOGGING_LEVEL": "WARNING",
     # Worker lines Ray forwards to the driver that are routine bookkeeping; they stay in the
     # workers' own files under /tmp/ray/session_latest/logs. Warnings and errors always pass.
     "RAY_DEDUP_LOGS_SKIP_REGEX": "|".join((
@@ -35,14 +37,16 @@ QUIET_ENVIRONMENT = {
         r"Failed to query Ray Train Controller actor state",  # Ray Train 2.60's cleaner, polling
         r"^Requesting resources|^Attempting to start training worker group|^Started training worker group",
         r"^- \(ip=|^Setting up process group|^Moving model to device|^Wrapping provided model",
+        r"^Reporting training result \d+: ",  # Ray Train V2: every report of every worker
+        r"^Starting execution of Dataset|^Execution plan of Dataset|Dataset \S+ execution finished in",
+        r"has constructor arguments in the object store",  # Ray core's note on every actor pool
+        r"A new progress UI is available|^Progress bars disabled",
+        r"RayDeprecationWarning: `ExecutionOptions|self\.exclude_resources = exclude_resources",
     )),
 }
 # Ray's own chatter worth a line only when something is wrong.
 NOISY_LOGGERS = ("ray.data", "ray.train", "ray.serve", "mlflow", "alembic", "diffusers", "transformers",
                  "httpx", "urllib3", "filelock")
-
-_HANDLER_FLAG = "_videomv_handler"
-
 
 def interactive() -> bool:
     """True when standard error is a terminal (progress bars are welcome there)."""
@@ -63,16 +67,20 @@ def configure_logging(level: int = logging.INFO, quiet: bool | None = None) -> N
             os.environ.setdefault(name, value)
         for name in NOISY_LOGGERS:
             logging.getLogger(name).setLevel(logging.WARNING)
+        if "ray.data" in sys.modules:  # imported before us: its context read the environment already
+            context = sys.modules["ray.data"].DataContext.get_current()
+            context.enable_progress_bars = False
     for name in PROJECT_LOGGERS:
         logging.getLogger(name).setLevel(level)
     root = logging.getLogger()
-    if any(getattr(handler, _HANDLER_FLAG, False) for handler in root.handlers):
+    if root.handlers:
+        # Ours already, or the host process's (Ray Train's worker log capture): one line per
+        # record either way, so nothing is printed twice.
         return
     # On the root logger, so other libraries' warnings share the format; the root's own level stays
     # at WARNING, so only the project's loggers speak at INFO.
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(FORMAT, DATE_FORMAT))
-    setattr(handler, _HANDLER_FLAG, True)
     root.addHandler(handler)
     if root.level == logging.NOTSET or root.level < logging.WARNING:
         root.setLevel(logging.WARNING)
