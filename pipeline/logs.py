@@ -31,6 +31,7 @@ QUIET_ENVIRONMENT = {
     "MLFLOW_LOGGING_LEVEL": "WARNING",
     # Worker lines Ray forwards to the driver that are routine bookkeeping; they stay in the
     # workers' own files under /tmp/ray/session_latest/logs. Warnings and errors always pass.
+    # (Ray applies this only while it deduplicates worker lines: RAY_DEDUP_LOGS=0 shows them all.)
     "RAY_DEDUP_LOGS_SKIP_REGEX": "|".join((
         r"^(?!.*(WARNING|ERROR|Error|Traceback)).*\bINFO \d{4}-\d\d-\d\d ",  # Ray Serve's INFO lines
         r"^(?!.*(WARNING|ERROR|Error|Traceback)).*\tINFO \S+\.py:\d+ -- ",  # Ray core/Data INFO lines
