@@ -68,6 +68,7 @@ class SamplingConfig:
     guidance_scale: float | None = None  # None: the variant's default
     elevation: float | None = None
     distance: float | None = None
+    azimuths: tuple[float, ...] | None = None  # one per frame, degrees; None: the orbit 0, 15, ... 345
     seeds: tuple[int, ...] = (0,)  # one per sample (a single seed is used for every sample)
     reconstruct_at: tuple[int, ...] = field(default_factory=tuple)  # see ``reconstruction_steps``
     mode: str = "two"
@@ -82,7 +83,7 @@ class SamplingConfig:
         defaults = DEFAULTS[variant]
         return SamplingConfig(
             steps=self.steps, eta=self.eta, seeds=tuple(self.seeds), reconstruct_at=tuple(self.reconstruct_at),
-            mode=self.mode,
+            mode=self.mode, azimuths=self.azimuths,
             guidance_scale=defaults["guidance_scale"] if self.guidance_scale is None else self.guidance_scale,
             elevation=defaults["elevation"] if self.elevation is None else self.elevation,
             distance=defaults["distance"] if self.distance is None else self.distance,
@@ -98,8 +99,11 @@ class SamplingResult:
 
 
 def orbit_cameras(model: MultiViewModel, config: SamplingConfig, batch: int) -> torch.Tensor:
-    """[B, F, 4, 4] orbit c2w for the model's frame count."""
-    c2w = camera.orbit_c2w(config.elevation, camera.orbit_azimuths(model.unet.num_frames), config.distance)
+    """[B, F, 4, 4] orbit c2w for the model's frame count (or ``config.azimuths``)."""
+    azimuths = camera.orbit_azimuths(model.unet.num_frames) if config.azimuths is None else list(config.azimuths)
+    if len(azimuths) != model.unet.num_frames:
+        raise ValueError(f"{len(azimuths)} azimuths given for a {model.unet.num_frames}-frame model")
+    c2w = camera.orbit_c2w(config.elevation, azimuths, config.distance)
     return torch.tensor(c2w, dtype=torch.float32, device=model.device)[None].expand(batch, -1, -1, -1)
 
 
@@ -155,7 +159,8 @@ def initial_latents(model: MultiViewModel, seeds: tuple[int, ...], batch: int) -
 @torch.no_grad()
 def sample_views(model: MultiViewModel, prompts: list[str] | None = None, images: torch.Tensor | None = None,
                  config: SamplingConfig | None = None, reconstructor: LGM | None = None,
-                 on_step: Callable[[int, int], None] | None = None) -> SamplingResult:
+                 on_step: Callable[[int, int], None] | None = None,
+                 cameras: torch.Tensor | None = None) -> SamplingResult:
     """Sample views (and Gaussians when a reconstructor is given).
 
     Args:
@@ -164,13 +169,15 @@ def sample_views(model: MultiViewModel, prompts: list[str] | None = None, images
         reconstructor: LGM; needed when ``config.reconstruct_at`` is not empty.
         on_step: called as ``on_step(steps_done, steps)`` after every denoising step: progress
             reports, and a way to stop (an exception raised there ends the sampling).
+        cameras: [B, F, 4, 4] c2w given to the camera embedding instead of the config's orbit
+            (experiments: zeroed or reordered cameras). Leave None with a reconstructor.
     """
     batch = len(prompts) if prompts is not None else images.shape[0]
     config = (config or SamplingConfig()).resolved(model.variant)
     if config.reconstruct_at and reconstructor is None:
         raise ValueError("3D-aware steps need a reconstructor")
     background = DEFAULTS[model.variant]["background"]
-    cameras = orbit_cameras(model, config, batch)
+    cameras = orbit_cameras(model, config, batch) if cameras is None else cameras.to(model.device).float()
     conditional, unconditional = conditioning(model, prompts, images, batch)
     scheduler = model.scheduler
     scheduler.set_timesteps(config.steps, device=model.device)

@@ -23,6 +23,7 @@ import camera
 from models.camera_embedding import CameraEmbedding
 from models.multiview_model import VARIANTS, MultiViewModel
 from models.multiview_unet import MultiViewUNet
+from models.pixel_vae import PixelShuffleVAE
 
 TINY_RESOLUTION = 32  # pixels; the tiny VAE downsamples 2x to 16x16 latents
 _WIDTH = 32
@@ -52,8 +53,13 @@ def _tiny_tokenizer() -> CLIPTokenizer:
     return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=16)
 
 
-def build_tiny(variant: str, num_frames: int = camera.NUM_VIEWS, seed: int = 0) -> MultiViewModel:
-    """Random tiny components of the given variant ("t2v" or "i2v")."""
+def build_tiny(variant: str, num_frames: int = camera.NUM_VIEWS, seed: int = 0, pixel_latents: bool = False,
+               resolution: int = TINY_RESOLUTION) -> MultiViewModel:
+    """Random tiny components of the given variant ("t2v" or "i2v").
+
+    ``pixel_latents=True`` replaces the VAE with the lossless ``PixelShuffleVAE`` (12-channel
+    latents at half the resolution) for experiments on the UNet and camera embedding alone.
+    """
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
     torch.manual_seed(seed)
@@ -63,13 +69,17 @@ def build_tiny(variant: str, num_frames: int = camera.NUM_VIEWS, seed: int = 0) 
         num_attention_heads=4, max_position_embeddings=tokenizer.model_max_length, projection_dim=_WIDTH,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
     ))
-    vae = AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(16, 32), layers_per_block=1,
-        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-        norm_num_groups=8, sample_size=TINY_RESOLUTION,
-    )
+    if pixel_latents:
+        vae = PixelShuffleVAE(factor=2)
+    else:
+        vae = AutoencoderKL(
+            in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(16, 32), layers_per_block=1,
+            down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+            norm_num_groups=8, sample_size=resolution,
+        )
+    channels = vae.config.latent_channels
     unet_config = dict(
-        sample_size=TINY_RESOLUTION // 2, in_channels=4, out_channels=4, block_out_channels=(32, 64),
+        sample_size=resolution // 2, in_channels=channels, out_channels=channels, block_out_channels=(32, 64),
         layers_per_block=1, down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"),
         up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"), cross_attention_dim=_WIDTH, norm_num_groups=8,
     )

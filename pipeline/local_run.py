@@ -42,6 +42,8 @@ class LocalRunConfig:
     """Everything ``jobs/run_all.py`` exposes as flags (``pipeline.cli``)."""
 
     assets: str = option(REPO_ASSETS, "folder, manifest or objaverse: spec of the assets to render")
+    captions: str | None = option(os.path.join(REPO_ASSETS, "captions.csv"),
+                                  "CSV 'file name or uid,caption' of the assets (the prompts G learns)")
     out: str = option("out", "output folder")
     prompt: str = option("a yellow rubber duck, 3d asset", "prompt of the generated result")
     model: str | None = option(None, "diffusers directory to fine-tune (default: a tiny random model)")
@@ -78,7 +80,8 @@ def run_local(config: LocalRunConfig) -> dict[str, Any]:
     start = _stage(1, f"render {config.assets} into 24-view orbit shards (Blender Cycles, CPU)")
     shards = os.path.join(out, "shards")
     summary = run_render_job(RenderJobConfig(
-        input=config.assets, output=shards, mlflow_uri=mlflow_uri, experiment=config.experiment, run_name="render",
+        input=config.assets, output=shards, captions=config.captions, mlflow_uri=mlflow_uri,
+        experiment=config.experiment, run_name="render",
         settings=RenderSettings(resolution=config.render_resolution, samples=config.render_samples, seed=config.seed)))
     _done(start, f"{summary.rendered} rendered, {summary.skipped} already there, {summary.failed} failed")
 

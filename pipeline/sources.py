@@ -68,6 +68,7 @@ class ResolvedInput:
 
     refs: list[AssetRef]
     unsupported: dict[str, int] = field(default_factory=dict)  # extension -> files not rendered
+    examples: list[str] = field(default_factory=list)  # the first few of them ("list.txt:3: 'a.dae'")
 
     def unsupported_summary(self) -> str:
         """E.g. "2 .dae (Collada ... first), 1 .3ds"; empty when nothing was left out."""
@@ -87,7 +88,7 @@ def load_captions(path: str) -> dict[str, str]:
     captions: dict[str, str] = {}
     with fsspec.open(path, "rt") as handle:
         for record in csv.reader(handle):
-            if len(record) < 2 or record[0] in ("uid", "object_uid"):
+            if len(record) < 2 or record[0] in ("uid", "object_uid", "file"):  # a header row
                 continue
             captions[record[0].strip()] = record[1].strip()
     return captions
@@ -126,10 +127,7 @@ def _manifest(path: str) -> ResolvedInput:
     if not refs:
         raise SourceError(f"manifest {path} lists no supported assets ({', '.join(ASSET_EXTENSIONS)})"
                           + (f"; unsupported: {'; '.join(examples[:5])}" if examples else ""))
-    if examples:
-        logger.warning("manifest lines not rendered (unsupported type): %s%s", "; ".join(examples[:5]),
-                       f" and {len(examples) - 5} more" if len(examples) > 5 else "")
-    return ResolvedInput(refs, dict(unsupported))
+    return ResolvedInput(refs, dict(unsupported), examples[:5])
 
 
 def use_objaverse_root(root: str | None) -> Any:
@@ -221,10 +219,11 @@ def scan_input(spec: str, captions: str | None = None, objaverse_root: str | Non
     unique: dict[str, AssetRef] = {}
     for ref in refs:
         unique.setdefault(ref.uid, ref)
-    resolved = ResolvedInput(list(unique.values()), resolved.unsupported)
+    resolved = ResolvedInput(list(unique.values()), resolved.unsupported, resolved.examples)
     if resolved.unsupported:
-        logger.warning("%s: %d file(s) of unsupported types not rendered: %s", spec,
-                       sum(resolved.unsupported.values()), resolved.unsupported_summary())
+        logger.warning("%s: %d file(s) of unsupported types not rendered: %s%s", spec,
+                       sum(resolved.unsupported.values()), resolved.unsupported_summary(),
+                       f" ({'; '.join(resolved.examples)})" if resolved.examples else "")
     return resolved
 
 

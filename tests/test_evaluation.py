@@ -272,4 +272,4 @@ def test_evaluate_errors_name_the_problem(tiny_models, weights, mlflow_uri, tmp_
     result = subprocess.run([sys.executable, str(REPO_ROOT / "jobs" / "evaluate.py"), "--model", tiny_models["t2v"],
                              "--prompts", str(prompts), "--mlflow-uri", mlflow_uri],
                             capture_output=True, text=True, timeout=300)
-    assert result.returncode == 2 and "error: the 3d-aware setting needs a reconstructor" in result.stderr
+    assert result.returncode == 2 and "ERROR jobs.evaluate: the 3d-aware setting needs a reconstructor" in result.stderr

@@ -130,7 +130,8 @@ def test_unsupported_manifest_lines_are_reported_with_their_line(tmp_path, sampl
         resolved = scan_input(str(manifest))
     assert [Path(r.uri).name for r in resolved.refs] == ["teapot.stl", "monkey.glb"]
     assert resolved.unsupported == {".dae": 1}
-    assert any("list.txt:2: 'old/scene.dae'" in r.getMessage() for r in caplog.records)
+    warnings = [r.getMessage() for r in caplog.records if r.name == "pipeline.sources"]
+    assert len(warnings) == 1 and "1 .dae" in warnings[0] and "list.txt:2: 'old/scene.dae'" in warnings[0]
 
 
 def test_every_format_blender_reads_is_an_asset():
