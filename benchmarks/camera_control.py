@@ -3,7 +3,7 @@
     python benchmarks/camera_control.py [--steps 500] [--json out/camera_control.json]
 
 Trains the tiny UNet3D with the real camera embedding, objective, scheduler and sampler on Blender
-orbits of three bundled objects at ten elevations (32 px, pixel-shuffle latents), twice (with
+orbits of three bundled objects at ten elevations (16 px, pixel-shuffle latents), twice (with
 cameras, and with zeroed poses as the "no camera embedding" control), then scores views generated
 at a held-out elevation and at half-step-shifted azimuths against Blender's renders there, next
 to the controls (pipeline/camera_control.py). Prints a Markdown table; docs/results.md has it.
@@ -31,12 +31,15 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=defaults.steps, help="training steps per model")
     parser.add_argument("--lr", type=float, default=defaults.lr)
     parser.add_argument("--sampling-steps", type=int, default=defaults.sampling_steps)
-    parser.add_argument("--guidance-scale", type=float, default=None, help="default: the sampler's (9.0)")
+    parser.add_argument("--guidance-scale", type=float, default=defaults.guidance_scale)
+    parser.add_argument("--prediction", choices=("v", "eps"), default=defaults.prediction)
+    parser.add_argument("--resolution", type=int, default=defaults.resolution)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--json", default=None, help="also write the rows and timings here")
     args = parser.parse_args()
     config = CameraControlConfig(steps=args.steps, lr=args.lr, sampling_steps=args.sampling_steps,
-                                 guidance_scale=args.guidance_scale, seed=args.seed)
+                                 guidance_scale=args.guidance_scale, seed=args.seed, prediction=args.prediction,
+                                 resolution=args.resolution)
     result = run_camera_control(config)
     print(format_table(result))
     print("seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in result["seconds"].items()))

@@ -38,17 +38,24 @@ class Orbits:
 
 
 def train_on_orbits(model: MultiViewModel, orbits: Orbits, steps: int, batch_size: int = 2, lr: float = 1e-3,
-                    seed: int = 0, zero_cameras: bool = False, log_every: int = 50) -> list[float]:
+                    seed: int = 0, zero_cameras: bool = False, log_every: int = 50,
+                    camera_lr_scale: float = 1.0) -> list[float]:
     """AdamW on the UNet and camera embedding with the fine-tuning loss; returns the loss per step.
 
     Args:
         zero_cameras: feed all-zero poses instead of the cameras (the "no camera embedding" control:
             the embedding then adds the same vector to every frame, so frames differ only by order).
+        camera_lr_scale: the camera embedding's learning rate is ``lr`` times this (it starts from
+            zero while the UNet has learnt already).
     """
     model.freeze_encoders()
     model.unet.train()
-    parameters = [p for module in model.trainable_modules() for p in module.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=0.0)
+    camera_parameters = list(model.unet.camera_embedding.parameters())
+    camera_ids = {id(p) for p in camera_parameters}
+    others = [p for module in model.trainable_modules() for p in module.parameters()
+              if p.requires_grad and id(p) not in camera_ids]
+    optimizer = torch.optim.AdamW([{"params": others, "lr": lr},
+                                   {"params": camera_parameters, "lr": lr * camera_lr_scale}], weight_decay=0.0)
     generator = torch.Generator().manual_seed(seed)
     losses = []
     began = time.perf_counter()
