@@ -34,12 +34,16 @@ def main() -> int:
     parser.add_argument("--guidance-scale", type=float, default=defaults.guidance_scale)
     parser.add_argument("--prediction", choices=("v", "eps"), default=defaults.prediction)
     parser.add_argument("--resolution", type=int, default=defaults.resolution)
+    parser.add_argument("--camera-lr-scale", type=float, default=defaults.camera_lr_scale)
+    parser.add_argument("--roll-orbits", action=argparse.BooleanOptionalAction, default=defaults.roll_orbits,
+                        help="train on orbits that start at random views")
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--json", default=None, help="also write the rows and timings here")
     args = parser.parse_args()
     config = CameraControlConfig(steps=args.steps, lr=args.lr, sampling_steps=args.sampling_steps,
                                  guidance_scale=args.guidance_scale, seed=args.seed, prediction=args.prediction,
-                                 resolution=args.resolution)
+                                 resolution=args.resolution, camera_lr_scale=args.camera_lr_scale,
+                                 roll_orbits=args.roll_orbits)
     result = run_camera_control(config)
     print(format_table(result))
     print("seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in result["seconds"].items()))

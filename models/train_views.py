@@ -39,7 +39,7 @@ class Orbits:
 
 def train_on_orbits(model: MultiViewModel, orbits: Orbits, steps: int, batch_size: int = 2, lr: float = 1e-3,
                     seed: int = 0, zero_cameras: bool = False, log_every: int = 50,
-                    camera_lr_scale: float = 1.0) -> list[float]:
+                    camera_lr_scale: float = 1.0, roll_orbits: bool = False) -> list[float]:
     """AdamW on the UNet and camera embedding with the fine-tuning loss; returns the loss per step.
 
     Args:
@@ -47,6 +47,9 @@ def train_on_orbits(model: MultiViewModel, orbits: Orbits, steps: int, batch_siz
             the embedding then adds the same vector to every frame, so frames differ only by order).
         camera_lr_scale: the camera embedding's learning rate is ``lr`` times this (it starts from
             zero while the UNet has learnt already).
+        roll_orbits: start each training orbit at a random view (views and cameras rolled
+            together, still one consistent orbit), so frame order no longer tells which view a
+            frame is and only the cameras do (the UNet's temporal convolutions see frame order).
     """
     model.freeze_encoders()
     model.unet.train()
@@ -61,8 +64,12 @@ def train_on_orbits(model: MultiViewModel, orbits: Orbits, steps: int, batch_siz
     began = time.perf_counter()
     for step in range(1, steps + 1):
         index = torch.randint(0, len(orbits), (batch_size,), generator=generator)
-        cameras = orbits.cameras[index]
-        batch = MultiViewBatch(views=orbits.views[index], prompts=[orbits.prompts[i] for i in index.tolist()],
+        views, cameras = orbits.views[index], orbits.cameras[index]
+        if roll_orbits:
+            shifts = torch.randint(0, views.shape[1], (batch_size,), generator=generator).tolist()
+            views = torch.stack([v.roll(-k, dims=0) for v, k in zip(views, shifts)])
+            cameras = torch.stack([c.roll(-k, dims=0) for c, k in zip(cameras, shifts)])
+        batch = MultiViewBatch(views=views, prompts=[orbits.prompts[i] for i in index.tolist()],
                                cameras=torch.zeros_like(cameras) if zero_cameras else cameras)
         loss = diffusion_loss(model, batch, generator=generator)
         optimizer.zero_grad(set_to_none=True)

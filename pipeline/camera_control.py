@@ -58,6 +58,8 @@ class CameraControlConfig:
     # an eps estimate by up to 15 near t = T, so a briefly trained G samples noise (7 dB at 300
     # steps, against 14 dB with "v"; issue 13's notes).
     prediction: str = "v"
+    camera_lr_scale: float = 1.0  # the camera embedding's learning rate, in multiples of lr
+    roll_orbits: bool = False  # train on orbits starting at random views (frame order stops telling the view)
     sampling_steps: int = 25
     guidance_scale: float | None = 1.0  # memorising captions, no guidance needed; None: the sampler's 9.0
     seed: int = 0
@@ -135,7 +137,8 @@ def run_camera_control(config: CameraControlConfig) -> dict:
         began = time.perf_counter()
         model = build_miniature(config)
         losses = train_on_orbits(model, orbits, config.steps, config.batch_size, config.lr, config.seed,
-                                 zero_cameras=zero)
+                                 zero_cameras=zero, camera_lr_scale=config.camera_lr_scale,
+                                 roll_orbits=config.roll_orbits)
         seconds[f"train_{name}"] = time.perf_counter() - began
         logger.info("%s: %d steps in %.0f s, final loss (mean of 50) %.4f", name, config.steps,
                     seconds[f"train_{name}"], float(np.mean(losses[-50:])))
