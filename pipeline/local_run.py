@@ -11,6 +11,8 @@ shows the machinery end to end; real quality needs the published weights and rea
 from __future__ import annotations
 
 import dataclasses
+import glob
+import json
 import logging
 import os
 import socket
@@ -18,15 +20,25 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import ray
+import torch
+from PIL import Image
+
+import camera
+from models.ply import load_ply
+from models.sampler import DEFAULTS
 
 from models.multiview_model import model_resolution, resolve_model_dir
 from pipeline.cli import option
 from pipeline.client import generate, write_result
 from pipeline.finetune import run_finetune
 from pipeline.render_stage import RenderJobConfig, run_render_job
+from pipeline.result_scores import score_generation
+from pipeline.sources import load_captions
 from pipeline.train_common import TrainConfig
 from pipeline.tracking import mlflow_run
+from pipeline.train_data import CAPTION_SUFFIX
 from pipeline.train_recon import ReconConfig, run_train_recon
 from render.settings import RenderSettings
 
@@ -64,6 +76,49 @@ def _stage(number: int, text: str) -> float:
 
 def _done(start: float, text: str) -> None:
     logger.info("=== done in %.0f s: %s", time.perf_counter() - start, text)
+
+
+def result_record(config: LocalRunConfig, resolution: int) -> dict[str, Any]:
+    """What was generated, and at which cameras: the fields of result.json (scores added later)."""
+    defaults = DEFAULTS["t2v"]
+    return {"prompt": config.prompt, "seed": config.seed, "steps": config.sampling_steps,
+            "elevation": defaults["elevation"], "azimuths": camera.orbit_azimuths().tolist(),
+            "distance": defaults["distance"], "fov": camera.DEFAULT_FOV_DEG, "resolution": resolution,
+            "background": list(defaults["background"]), "score_resolution": config.render_resolution,
+            "scored_against": prompted_asset(config)}
+
+
+def prompted_asset(config: LocalRunConfig) -> str | None:
+    """The bundled asset whose caption the prompt is (``assets/captions.csv``), if any."""
+    if not config.captions or not os.path.isdir(config.assets):
+        return None
+    wanted = config.prompt.removesuffix(CAPTION_SUFFIX).strip().lower()
+    names = [name for name, caption in load_captions(config.captions).items() if caption.strip().lower() == wanted]
+    return next((name for name in names if os.path.isfile(os.path.join(config.assets, name))), None)
+
+
+def score_result(config: LocalRunConfig, result_dir: str, record: dict[str, Any]) -> dict[str, float]:
+    """Scores of the generated views and Gaussians against the prompted object (``pipeline.result_scores``);
+    empty, with a warning, when the prompt is no bundled object's caption."""
+    target = record["scored_against"]
+    if target is None:
+        logger.warning("the prompt %r is no caption in %s: the result is not scored", config.prompt, config.captions)
+        return {}
+    views = torch.stack([torch.from_numpy(np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255.0)
+                         for path in sorted(glob.glob(os.path.join(result_dir, "views", "view_*.png")))])
+    ply = os.path.join(result_dir, "gaussians.ply")
+    assets = {name: os.path.join(config.assets, name) for name in load_captions(config.captions)
+              if os.path.isfile(os.path.join(config.assets, name))}
+    return score_generation(views.permute(0, 3, 1, 2), assets, target, record["elevation"],
+                            np.asarray(record["azimuths"]), record["distance"], record["fov"],
+                            config.render_resolution, record["background"][0],
+                            gaussians=load_ply(ply) if os.path.isfile(ply) else None, samples=config.render_samples)
+
+
+def run_ids(mlflow: Any, experiment: str) -> dict[str, str]:
+    """Run name -> id of the newest run of each stage in ``experiment``."""
+    runs = mlflow.search_runs(experiment_names=[experiment], order_by=["start_time ASC"], output_format="list")
+    return {run.info.run_name: run.info.run_id for run in runs}
 
 
 def run_local(config: LocalRunConfig) -> dict[str, Any]:
@@ -129,11 +184,22 @@ def run_local(config: LocalRunConfig) -> dict[str, Any]:
     result_dir = os.path.join(out, "result")
     written = write_result(body, result_dir)
     serve.shutdown()
+    record = result_record(config, model_resolution(finetuned.final_model))
+    record["scores"] = score_result(config, result_dir, record)
     with mlflow_run(config.experiment, "generate", mlflow_uri,
                     {"prompt": config.prompt, "steps": config.sampling_steps, "seed": config.seed}) as mlflow:
-        mlflow.log_metrics({"seconds": body["seconds"], "reconstructions": body["reconstructions"]})
+        mlflow.log_metrics({"seconds": body["seconds"], "reconstructions": body["reconstructions"],
+                            **{f"score/{name}": value for name, value in record["scores"].items()}})
+        record["mlflow_run_ids"] = run_ids(mlflow, config.experiment)
+        with open(os.path.join(result_dir, "result.json"), "w") as handle:
+            json.dump(record, handle, indent=2)
         mlflow.log_artifacts(result_dir, artifact_path="result")
+    written.append(os.path.join(result_dir, "result.json"))
     _done(start, f"{len(body['views'])} views, {body['reconstructions']} reconstructions, files in {result_dir}")
+    if record["scores"]:
+        logger.info("scores against %s rendered at the generated cameras (%d px): %s", record["scored_against"],
+                    record["score_resolution"],
+                    ", ".join(f"{name} {value:.3f}" for name, value in record["scores"].items()))
     logger.info("all stages in %.1f min; MLflow: mlflow ui --backend-store-uri %s (experiment %s)",
                 (time.perf_counter() - began) / 60, mlflow_uri, config.experiment)
     return {"shards": shards, "model": finetuned.final_model, "reconstructor": recon.final_model,

@@ -4,6 +4,7 @@ experiment, and a log that reads as a log."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -11,6 +12,8 @@ import sys
 from collections import Counter
 
 import mlflow
+import numpy as np
+import pytest
 from PIL import Image
 
 from conftest import REPO_ROOT
@@ -41,11 +44,27 @@ def test_the_whole_pipeline_runs_locally_and_logs_readably(tmp_path):
     runs = mlflow.search_runs(experiment_names=["videomv-local"], output_format="list")
     assert sorted(run.info.run_name for run in runs) == ["finetune", "generate", "reconstructor", "render"]
 
+    # result.json: what was generated, at which cameras, its scores against the prompted object
+    # (the default prompt is the bundled Duck's caption), and the MLflow runs of every stage.
+    record = json.loads((result_dir / "result.json").read_text())
+    assert record["prompt"] == "a yellow rubber duck, 3d asset" and record["scored_against"] == "Duck.glb"
+    assert len(record["azimuths"]) == 24 and record["elevation"] == 15.0 and record["background"] == [0.5] * 3
+    scores = record["scores"]
+    for name in ("psnr", "ssim", "margin_db", "view_accuracy", "gaussians_psnr", "psnr_vs_monkey.glb",
+                 "psnr_vs_BoxTextured.glb", "psnr_vs_teapot.stl"):
+        assert np.isfinite(scores[name]), name
+    assert scores["margin_db"] == pytest.approx(scores["psnr"] - max(scores[f"psnr_vs_{n}"] for n in
+                                                                      ("monkey.glb", "BoxTextured.glb", "teapot.stl")))
+    assert set(record["mlflow_run_ids"]) == {"finetune", "generate", "reconstructor", "render"}
+    generate_run = next(run for run in runs if run.info.run_name == "generate")
+    assert generate_run.data.metrics["score/psnr"] == pytest.approx(scores["psnr"])
+
     lines = [line for line in text.splitlines() if line.strip()]
     assert len(lines) <= 300, f"{len(lines)} lines"
     assert not CURSOR_OR_COLOUR.search(text), "progress-bar redraws or colour codes in a log file"
     repeated = [line for line, count in Counter(lines).items() if count > 1]
     assert not repeated, repeated[:5]
+    assert sum("scores against Duck.glb" in line for line in lines) == 1
     for stage in range(1, 7):
         assert sum(f"=== stage {stage}/6" in line for line in lines) == 1
     for asset in ("Duck", "BoxTextured", "monkey", "teapot"):  # every asset's result, exactly once

@@ -36,3 +36,16 @@ def test_ssim_known_values():
     assert ssim(images(1), a).abs().max() < 0.1
     # Symmetric in its arguments.
     torch.testing.assert_close(ssim(weak, a), ssim(a, weak))
+
+
+def test_view_accuracy_finds_each_views_camera():
+    from pipeline.result_scores import view_accuracy
+
+    generator = torch.Generator().manual_seed(0)
+    truth = torch.rand(24, 3, 8, 8, generator=generator)
+    assert view_accuracy(truth, truth) == 1.0
+    assert view_accuracy(truth.roll(1, dims=0), truth) == 1.0  # one azimuth step off: tolerated
+    assert view_accuracy(truth.roll(5, dims=0), truth) == 0.0
+    assert view_accuracy(truth.flip(0), truth) < 0.2  # a reversed orbit matches only near its ends
+    flat = torch.full_like(truth, 0.5)
+    assert view_accuracy(flat, truth) <= 3 / 24
