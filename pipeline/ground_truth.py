@@ -12,6 +12,7 @@ from PIL import Image
 
 import camera
 from models.metrics import psnr, ssim
+from pipeline.recon_data import composite
 from render.process import BlenderProcess
 from render.settings import RenderSettings
 
@@ -25,8 +26,7 @@ def render_views(process: BlenderProcess, path: str, elevation: float, azimuths:
         rgba = np.stack([np.asarray(Image.open(p).convert("RGBA"), dtype=np.float32) / 255.0 for p in output.views])
     finally:
         output.cleanup()
-    rgb = rgba[..., :3] * rgba[..., 3:] + background * (1.0 - rgba[..., 3:])
-    views = torch.from_numpy(rgb).permute(0, 3, 1, 2) * 2.0 - 1.0
+    views = composite(torch.from_numpy(rgba).permute(0, 3, 1, 2), (background,) * 3) * 2.0 - 1.0
     return views, torch.tensor(c2w, dtype=torch.float32)
 
 

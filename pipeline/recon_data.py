@@ -10,12 +10,16 @@ import torch
 from pipeline import schema
 
 
+def composite(rgba: torch.Tensor, background: tuple[float, float, float]) -> torch.Tensor:
+    """RGBA [V, 4, H, W] in [0, 1] -> RGB [V, 3, H, W] over a flat ``background`` colour (0-1)."""
+    alphas = rgba[:, 3:4]
+    colour = torch.tensor(background, dtype=rgba.dtype).view(1, 3, 1, 1)
+    return rgba[:, :3] * alphas + colour * (1.0 - alphas)
+
+
 def row_to_tensors(row: Mapping[str, Any], background: tuple[float, float, float]) -> dict[str, torch.Tensor]:
     """One ok shard row -> {"views" [V, 3, H, W] RGB in [0, 1] composited on ``background`` (0-1),
     "alphas" [V, 1, H, W], "c2w" [V, 4, 4] float32 (OpenGL, ``camera`` module)}."""
     rgba = torch.from_numpy(schema.decode_views(row)).permute(0, 3, 1, 2).float() / 255.0
-    alphas = rgba[:, 3:4]
-    colour = torch.tensor(background, dtype=torch.float32).view(1, 3, 1, 1)
-    views = rgba[:, :3] * alphas + colour * (1.0 - alphas)
     c2w, _ = schema.decode_cameras(row)
-    return {"views": views, "alphas": alphas, "c2w": torch.from_numpy(np.ascontiguousarray(c2w)).float()}
+    return {"views": composite(rgba, background), "alphas": rgba[:, 3:4], "c2w": torch.from_numpy(np.ascontiguousarray(c2w)).float()}

@@ -370,16 +370,18 @@ def _respond(answer: dict[str, Any], form: str) -> Response:
     return JSONResponse(body)
 
 
-def build_app(model_dir: str, lgm: str | None = None, num_gpus: float = 1.0, max_replicas: int = 1,
-              timeout_s: float = 300.0, max_batch_size: int = 4, max_body_bytes: int = MAX_BODY_BYTES) -> Any:
-    """The Serve application: ``Ingress`` -> ``Generator`` (GPU actor, autoscaled); the arguments
-    are ``ServeConfig``'s (``build_app(**dataclasses.asdict(config))``)."""
+def build_app(model_dir: str, lgm: str | None = None, **options: Any) -> Any:
+    """The Serve application: ``Ingress`` -> ``Generator`` (GPU actor, autoscaled). ``options`` are
+    the other fields of ``ServeConfig`` (num_gpus, max_replicas, timeout_s, ...), with its defaults."""
+    config = ServeConfig(model_dir=model_dir, lgm=lgm, **options)
     generator = serve.deployment(
         Generator,
         name="Generator",
-        ray_actor_options={"num_gpus": num_gpus},
-        autoscaling_config={"min_replicas": 1, "max_replicas": max_replicas, "target_ongoing_requests": max_batch_size},
-        max_ongoing_requests=max_batch_size * 2,
+        ray_actor_options={"num_gpus": config.num_gpus},
+        autoscaling_config={"min_replicas": 1, "max_replicas": config.max_replicas,
+                            "target_ongoing_requests": config.max_batch_size},
+        max_ongoing_requests=config.max_batch_size * 2,
     )
-    ingress = serve.deployment(build_ingress(timeout_s, max_body_bytes), name="Ingress", max_ongoing_requests=64)
-    return ingress.bind(generator.bind(model_dir, lgm, max_batch_size))
+    ingress = serve.deployment(build_ingress(config.timeout_s, config.max_body_bytes), name="Ingress",
+                               max_ongoing_requests=64)
+    return ingress.bind(generator.bind(config.model_dir, config.lgm, config.max_batch_size))
