@@ -212,9 +212,11 @@ class MultiViewModel:
                 module.eval()
 
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "MultiViewModel":
+        # diffusers warns about float32 modules whenever a dtype keyword is passed, even None.
+        options = {"device": device} if dtype is None else {"device": device, "dtype": dtype}
         for module in (self.unet, self.vae, self.text_encoder, self.image_encoder):
             if module is not None:
-                module.to(device=device, dtype=dtype)
+                module.to(**options)
         return self
 
     @torch.no_grad()

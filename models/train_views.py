@@ -37,9 +37,27 @@ class Orbits:
         return len(self.prompts)
 
 
+def reorder_orbits(tensors: list[torch.Tensor], generator: torch.Generator, roll: bool,
+                   reverse: bool) -> list[torch.Tensor]:
+    """The same random reordering of the frame axis (dim 1) of every tensor ([B, F, ...]: views,
+    cameras, alphas): each orbit rolled to start at a random view (``roll``) and, with probability
+    1/2, run backwards (``reverse``). An orbit stays an orbit; only frame order stops telling which
+    view a frame is, so the model has to read it from the cameras."""
+    batch, frames = tensors[0].shape[:2]
+    if roll:
+        shifts = torch.randint(0, frames, (batch,), generator=generator).tolist()
+        tensors = [torch.stack([t.roll(-k, dims=0) for t, k in zip(tensor, shifts)]) for tensor in tensors]
+    if reverse:
+        backwards = torch.rand(batch, generator=generator) < 0.5
+        tensors = [torch.where(backwards.view(-1, *[1] * (t.ndim - 1)).to(t.device), t.flip(1), t)
+                   for t in tensors]
+    return tensors
+
+
 def train_on_orbits(model: MultiViewModel, orbits: Orbits, steps: int, batch_size: int = 2, lr: float = 1e-3,
                     seed: int = 0, zero_cameras: bool = False, log_every: int = 50,
-                    camera_lr_scale: float = 1.0, roll_orbits: bool = False) -> list[float]:
+                    camera_lr_scale: float = 1.0, roll_orbits: bool = False, reverse_orbits: bool = False,
+                    cosine_decay: bool = False) -> list[float]:
     """AdamW on the UNet and camera embedding with the fine-tuning loss; returns the loss per step.
 
     Args:
@@ -50,6 +68,9 @@ def train_on_orbits(model: MultiViewModel, orbits: Orbits, steps: int, batch_siz
         roll_orbits: start each training orbit at a random view (views and cameras rolled
             together, still one consistent orbit), so frame order no longer tells which view a
             frame is and only the cameras do (the UNet's temporal convolutions see frame order).
+        reverse_orbits: run half of the training orbits backwards (views and cameras together), so
+            frame order no longer tells the direction either.
+        cosine_decay: anneal the learning rate to 5% of ``lr`` along a cosine over ``steps``.
     """
     model.freeze_encoders()
     model.unet.train()
@@ -59,22 +80,23 @@ def train_on_orbits(model: MultiViewModel, orbits: Orbits, steps: int, batch_siz
               if p.requires_grad and id(p) not in camera_ids]
     optimizer = torch.optim.AdamW([{"params": others, "lr": lr},
                                    {"params": camera_parameters, "lr": lr * camera_lr_scale}], weight_decay=0.0)
+    schedule = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps, eta_min=0.05 * lr)
+                if cosine_decay else None)
     generator = torch.Generator().manual_seed(seed)
     losses = []
     began = time.perf_counter()
     for step in range(1, steps + 1):
         index = torch.randint(0, len(orbits), (batch_size,), generator=generator)
         views, cameras = orbits.views[index], orbits.cameras[index]
-        if roll_orbits:
-            shifts = torch.randint(0, views.shape[1], (batch_size,), generator=generator).tolist()
-            views = torch.stack([v.roll(-k, dims=0) for v, k in zip(views, shifts)])
-            cameras = torch.stack([c.roll(-k, dims=0) for c, k in zip(cameras, shifts)])
+        views, cameras = reorder_orbits([views, cameras], generator, roll_orbits, reverse_orbits)
         batch = MultiViewBatch(views=views, prompts=[orbits.prompts[i] for i in index.tolist()],
                                cameras=torch.zeros_like(cameras) if zero_cameras else cameras)
         loss = diffusion_loss(model, batch, generator=generator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if schedule is not None:
+            schedule.step()
         losses.append(loss.item())
         if log_every and step % log_every == 0:
             logger.info("step %d/%d loss %.4f (mean of the last %d: %.4f), %.2f s/step", step, steps, losses[-1],

@@ -21,6 +21,7 @@ import torch
 from models.multiview_model import MultiViewModel, detect_variant, resolve_model_dir
 from models.objective import MultiViewBatch, diffusion_loss
 from models.sampler import SamplingConfig, sample_views
+from models.train_views import reorder_orbits
 from pipeline.media import grid_image
 from pipeline.train_common import (
     TrainConfig,
@@ -58,6 +59,7 @@ def finetune_loop(config: dict[str, Any]) -> None:
     accumulation = max(1, config["global_batch"] // (config["micro_batch"] * worker.world_size))
     choose = random.Random(config["seed"] * 1000 + worker.rank)
     generator = torch.Generator(device=worker.device).manual_seed(config["seed"] * 7919 + worker.rank + start)
+    order = torch.Generator().manual_seed(config["seed"] * 104729 + worker.rank + start)  # roll/reverse draws
     with worker.mlflow() as mlflow:
         if worker.is_chief and start:
             logger.info("resumed from step %d", start)
@@ -68,6 +70,9 @@ def finetune_loop(config: dict[str, Any]) -> None:
             for micro in range(accumulation):
                 use_images = images is not None and choose.random() < config["image_ratio"]
                 inputs = to_model_inputs(next(images if use_images else orbits), worker.device)
+                if inputs["cameras"] is not None and (config["roll_orbits"] or config["reverse_orbits"]):
+                    inputs["views"], inputs["cameras"] = reorder_orbits(
+                        [inputs["views"], inputs["cameras"]], order, config["roll_orbits"], config["reverse_orbits"])
                 batch = MultiViewBatch(views=inputs["views"], cameras=inputs["cameras"], prompts=inputs["prompts"],
                                        condition_images=inputs["views"][:, 0] if model.variant == "i2v" else None)
                 sync = contextlib.nullcontext() if micro == accumulation - 1 or unet is model.unet else unet.no_sync()
@@ -105,6 +110,8 @@ def run_finetune(config: TrainConfig) -> TrainSummary:
     if not ray.is_initialized():
         ray.init()
     datasets = {"orbits": orbit_dataset(config.data, variant, config.resolution, config.captions)}
+    if config.materialize_data:
+        datasets["orbits"] = datasets["orbits"].materialize()
     if config.image_data:
         datasets["images"] = image_dataset(config.image_data, config.resolution)
     return summarise(run_trainer(finetune_loop, config, datasets, {"model": model_dir, "variant": variant}), config)

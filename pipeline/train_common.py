@@ -65,6 +65,13 @@ class TrainConfig:
     image_data: str | None = option(
         None, "optional Parquet of 2D images (columns image, caption) mixed in as 1-frame videos")
     image_ratio: float = option(0.0, "share of micro-batches taken from --image-data")
+    roll_orbits: bool = option(
+        False, "start each training orbit at a random view (views and cameras together), so only the cameras "
+        "tell which view a frame is (docs/results.md: camera control)")
+    reverse_orbits: bool = option(False, "run half the training orbits backwards (views and cameras together)")
+    materialize_data: bool = option(
+        False, "decode the shards once and keep the arrays in Ray's object store (data that fits in memory): "
+        "otherwise every epoch decodes again, which dominates when an epoch is a few steps")
     max_failures: int = option(2, "worker failures survived")
     keep_checkpoints: int = option(2, "checkpoints kept")
     mlflow_uri: str | None = option(None, "MLflow tracking URI (default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")

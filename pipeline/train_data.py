@@ -140,8 +140,9 @@ def to_model_inputs(batch: dict[str, Any], device: Any) -> dict[str, Any]:
     [0, 1], cameras [N, F, 4, 4] (None for 1-frame image batches), prompts."""
     import torch
 
-    views = torch.as_tensor(batch["views"]).to(device).permute(0, 1, 4, 2, 3).float() / 127.5 - 1.0
-    alphas = torch.as_tensor(batch["alphas"]).to(device)[:, :, None].float() / 255.0
+    # Ray hands read-only arrays; torch.tensor copies them (as_tensor would warn that they are not writable).
+    views = torch.tensor(batch["views"], device=device).permute(0, 1, 4, 2, 3).float() / 127.5 - 1.0
+    alphas = torch.tensor(batch["alphas"], device=device)[:, :, None].float() / 255.0
     frames = views.shape[1]
     cameras = torch.as_tensor(batch["cameras"]).to(device).reshape(len(views), frames, 4, 4) if frames > 1 else None
     return {"views": views, "alphas": alphas, "cameras": cameras, "prompts": [str(p) for p in batch["prompt"]]}

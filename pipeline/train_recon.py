@@ -140,6 +140,8 @@ def run_train_recon(config: TrainConfig, recon: ReconConfig) -> TrainSummary:
     if not ray.is_initialized():
         ray.init()
     datasets = {"orbits": orbit_dataset(config.data, variant, config.resolution, config.captions)}
+    if config.materialize_data:
+        datasets["orbits"] = datasets["orbits"].materialize()
     result = run_trainer(recon_loop, config, datasets,
                          {"model": model_dir, "variant": variant, **dataclasses.asdict(recon)})
     return summarise(result, config)

@@ -114,6 +114,17 @@ def test_finetune_trains_checkpoints_resumes_and_logs(workspace):
     assert fixed_loss(trained, workspace) < fixed_loss(base, workspace)
 
 
+def test_finetune_with_materialized_data_and_reordered_orbits(workspace):
+    """The local run's options: data decoded once into the object store, orbits rolled and reversed."""
+    summary = run_finetune(train_config(workspace, "ft-reordered", steps=2, checkpoint_every=2,
+                                        materialize_data=True, roll_orbits=True, reverse_orbits=True))
+    assert summary.final_metrics["step"] == 2 and torch.isfinite(torch.tensor(summary.final_metrics["loss"]))
+    mlflow.set_tracking_uri(workspace["mlflow"])
+    run = mlflow.search_runs(experiment_names=["videomv-finetune"],
+                             filter_string="tags.ray_run_name = 'ft-reordered'", output_format="list")[0]
+    assert run.data.params["roll_orbits"] == "True" and run.data.params["materialize_data"] == "True"
+
+
 def test_finetune_survives_a_failing_step(workspace):
     summary = run_finetune(train_config(workspace, "fault", steps=4, fail_at_step=3, max_failures=1))
     assert os.path.exists(workspace["root"] / "runs" / "fault" / ".failed_once_at_3")
