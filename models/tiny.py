@@ -27,6 +27,7 @@ from models.pixel_vae import PixelShuffleVAE
 
 TINY_RESOLUTION = 32  # pixels; the tiny VAE downsamples 2x to 16x16 latents
 _WIDTH = 32
+_VAE_WIDTHS = {2: (16, 32), 4: (16, 32, 64), 8: (16, 32, 64, 64)}  # spatial factor -> block widths
 
 
 def t2v_scheduler() -> DDIMScheduler:
@@ -54,14 +55,27 @@ def _tiny_tokenizer() -> CLIPTokenizer:
 
 
 def build_tiny(variant: str, num_frames: int = camera.NUM_VIEWS, seed: int = 0, pixel_latents: bool = False,
-               resolution: int = TINY_RESOLUTION) -> MultiViewModel:
+               resolution: int = TINY_RESOLUTION, latent_downsample: int = 2, latent_channels: int = 4,
+               prediction: str | None = None) -> MultiViewModel:
     """Random tiny components of the given variant ("t2v" or "i2v").
 
-    ``pixel_latents=True`` replaces the VAE with the lossless ``PixelShuffleVAE`` (12-channel
-    latents at half the resolution) for experiments on the UNet and camera embedding alone.
+    Args:
+        pixel_latents: replace the VAE with the lossless ``PixelShuffleVAE`` (12-channel latents at
+            half the resolution) for experiments on the UNet and camera embedding alone.
+        resolution: image size in pixels.
+        latent_downsample: the VAE's spatial factor (2, 4 or 8; the published VAEs use 8).
+        latent_channels: the VAE's latent channels (the published VAEs use 4).
+        prediction: None for the variant's published schedule, or "v" / "eps" to choose
+            (``i2v_scheduler`` / ``t2v_scheduler``). A model trained from scratch at toy scale
+            learns faster with "v": with eps, x0 = (x_t - sqrt(1 - a) eps) / sqrt(a) multiplies the
+            error of a briefly trained eps estimate by up to 15 near t = T (docs/results.md).
     """
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    if latent_downsample not in _VAE_WIDTHS:
+        raise ValueError(f"latent_downsample must be one of {sorted(_VAE_WIDTHS)}, got {latent_downsample}")
+    if prediction not in (None, "v", "eps"):
+        raise ValueError(f"prediction must be None, 'v' or 'eps', got {prediction!r}")
     torch.manual_seed(seed)
     tokenizer = _tiny_tokenizer()
     text_encoder = CLIPTextModel(CLIPTextConfig(
@@ -72,14 +86,15 @@ def build_tiny(variant: str, num_frames: int = camera.NUM_VIEWS, seed: int = 0, 
     if pixel_latents:
         vae = PixelShuffleVAE(factor=2)
     else:
+        widths = _VAE_WIDTHS[latent_downsample]
         vae = AutoencoderKL(
-            in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(16, 32), layers_per_block=1,
-            down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-            norm_num_groups=8, sample_size=resolution,
+            in_channels=3, out_channels=3, latent_channels=latent_channels, block_out_channels=widths,
+            layers_per_block=1, down_block_types=("DownEncoderBlock2D",) * len(widths),
+            up_block_types=("UpDecoderBlock2D",) * len(widths), norm_num_groups=8, sample_size=resolution,
         )
     channels = vae.config.latent_channels
     unet_config = dict(
-        sample_size=resolution // 2, in_channels=channels, out_channels=channels, block_out_channels=(32, 64),
+        sample_size=resolution // (2 if pixel_latents else latent_downsample), in_channels=channels, out_channels=channels, block_out_channels=(32, 64),
         layers_per_block=1, down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"),
         up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"), cross_attention_dim=_WIDTH, norm_num_groups=8,
     )
@@ -99,17 +114,25 @@ def build_tiny(variant: str, num_frames: int = camera.NUM_VIEWS, seed: int = 0, 
             ),
         }
         scheduler = i2v_scheduler()
+    if prediction is not None:
+        scheduler = i2v_scheduler() if prediction == "v" else t2v_scheduler()
     camera_embedding = CameraEmbedding(embedding_dim=unet.time_embedding.linear_2.out_features, num_frames=num_frames)
     return MultiViewModel(variant=variant, unet=MultiViewUNet(unet, camera_embedding), vae=vae,
                           text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler, **extra)
 
 
-def make_tiny(variant: str, output_dir: str, seed: int = 0) -> str:
-    """Build and save a tiny model directory; returns ``output_dir``.
+def make_tiny(variant: str, output_dir: str, seed: int = 0, **options) -> str:
+    """Build and save a tiny model directory (``options``: ``build_tiny``'s); returns ``output_dir``.
 
     Like a published video model it has no camera_embedding/: loading creates a fresh one.
     """
-    build_tiny(variant, seed=seed).diffusers_pipeline().save_pretrained(output_dir, safe_serialization=True)
+    save_tiny(build_tiny(variant, seed=seed, **options), output_dir)
+    return output_dir
+
+
+def save_tiny(model: MultiViewModel, output_dir: str) -> str:
+    """Save ``model`` as a published video model directory (no camera_embedding/)."""
+    model.diffusers_pipeline().save_pretrained(output_dir, safe_serialization=True)
     return output_dir
 
 
