@@ -1,11 +1,14 @@
 """The whole pipeline on one machine, on the embedded default (the bundled sample assets).
 
-render -> tiny text-to-multi-view model -> fine-tune it (Ray Train, 2 workers) -> train the tiny
-reconstructor on its predictions -> start the Serve endpoint -> send a prompt -> write the 24
-views (grid PNG, orbit GIF) and the Gaussians (PLY). Every stage logs into one MLflow experiment.
+render -> tiny text-to-multi-view model, its VAE trained as an autoencoder on the renders ->
+fine-tune G (Ray Train, 2 workers) -> train the tiny reconstructor on its one-step predictions ->
+start the Serve endpoint -> send a prompt (a bundled object's caption) -> write the 24 views (grid
+PNG, orbit GIF) and the Gaussians (PLY) -> score them against Blender renders of the prompted
+object at the generated cameras. Every stage logs into one MLflow experiment.
 
-Tiny random models trained for a few dozen steps give noise-like views: this run
-shows the machinery end to end; real quality needs the published weights and real data (README).
+At this toy scale G memorises the bundled objects from their captions (docs/results.md): the run
+proves the recipe and the machinery, not generalisation, which needs the published weights, real
+data and a GPU (README).
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from render.settings import RenderSettings
 
 logger = logging.getLogger(__name__)
 TINY_RECON_SIZE = 32  # the tiny reconstructor's input and render size
+AUTOENCODER_REPORT = "autoencoder.json"  # in the tiny model's directory: its VAE's training figures
 
 
 REPO_ASSETS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets")
@@ -59,11 +63,21 @@ class LocalRunConfig:
     out: str = option("out", "output folder")
     prompt: str = option("a yellow rubber duck, 3d asset", "prompt of the generated result")
     model: str | None = option(None, "diffusers directory to fine-tune (default: a tiny random model)")
-    finetune_steps: int = option(30, "fine-tuning steps")
-    recon_steps: int = option(30, "reconstructor training steps")
+    finetune_steps: int = option(1200, "fine-tuning steps of G")
+    finetune_lr: float = option(1e-3, "fine-tuning learning rate (G is trained from scratch at toy scale)")
+    recon_steps: int = option(500, "reconstructor training steps")
     sampling_steps: int = option(25, "DDIM steps of the generated result")
+    guidance_scale: float | None = option(
+        None, "classifier-free guidance of the generated result; default 1.0 for the tiny model (it memorises "
+        "four captions, and guidance pushes away from their average into over-saturated views; docs/results.md), "
+        "the variant's own (9.0) with --model")
     render_resolution: int = option(64, "render size in pixels")
     render_samples: int = option(8, "Cycles samples per pixel")
+    elevation: float = option(
+        DEFAULTS["t2v"]["elevation"],
+        "elevation (degrees) of every object's training orbit and of the generated result: a model trained on "
+        "one orbit per object learns no other elevation")
+    autoencoder_steps: int = option(500, "training steps of the tiny model's VAE (an autoencoder on the renders)")
     workers: int = option(2, "Ray Train workers")
     experiment: str = option("videomv-local", "MLflow experiment of every stage")
     seed: int = option(0, "seed of every stage")
@@ -82,10 +96,18 @@ def result_record(config: LocalRunConfig, resolution: int) -> dict[str, Any]:
     """What was generated, and at which cameras: the fields of result.json (scores added later)."""
     defaults = DEFAULTS["t2v"]
     return {"prompt": config.prompt, "seed": config.seed, "steps": config.sampling_steps,
-            "elevation": defaults["elevation"], "azimuths": camera.orbit_azimuths().tolist(),
+            "guidance_scale": guidance_scale(config),
+            "elevation": config.elevation, "azimuths": camera.orbit_azimuths().tolist(),
             "distance": defaults["distance"], "fov": camera.DEFAULT_FOV_DEG, "resolution": resolution,
             "background": list(defaults["background"]), "score_resolution": config.render_resolution,
             "scored_against": prompted_asset(config)}
+
+
+def guidance_scale(config: LocalRunConfig) -> float:
+    """The guidance the result is generated with (``LocalRunConfig.guidance_scale``'s default rule)."""
+    if config.guidance_scale is not None:
+        return config.guidance_scale
+    return 1.0 if config.model is None else DEFAULTS["t2v"]["guidance_scale"]
 
 
 def prompted_asset(config: LocalRunConfig) -> str | None:
@@ -115,6 +137,43 @@ def score_result(config: LocalRunConfig, result_dir: str, record: dict[str, Any]
                             gaussians=load_ply(ply) if os.path.isfile(ply) else None, samples=config.render_samples)
 
 
+def build_tiny_model(config: LocalRunConfig, shards: str, path: str, mlflow_uri: str) -> dict[str, float]:
+    """The tiny T2V model at the render resolution, its VAE trained as an autoencoder on the
+    rendered views (logged as the MLflow run "autoencoder"), saved as a published video model
+    directory at ``path`` (written beside it, then renamed: an interrupted run leaves no half model).
+    Returns the autoencoder's figures (reconstruction PSNR trained and untrained, latent scale).
+
+    Its VAE downsamples 8x to 8 channels (the published ones: 8x to 4) and its schedule is
+    v-prediction: a model trained from scratch in minutes samples noise with eps (docs/results.md).
+    """
+    import shutil
+
+    from models.autoencoder_training import train_autoencoder
+    from models.tiny import build_tiny, save_tiny
+    from pipeline.recon_data import shard_views
+
+    model = build_tiny("t2v", seed=config.seed, resolution=config.render_resolution, latent_downsample=8,
+                       latent_channels=8, prediction="v")
+    views = shard_views(shards, config.render_resolution, DEFAULTS["t2v"]["background"])
+    report = train_autoencoder(model.vae, views, config.autoencoder_steps, seed=config.seed)
+    logger.info("autoencoder: reconstruction PSNR %.2f dB on %d rendered views (untrained %.2f dB), %d steps "
+                "in %.0f s, latent scale %.3f", report.psnr, len(views), report.untrained_psnr,
+                config.autoencoder_steps, report.seconds, report.scaling_factor)
+    figures = {"reconstruction_psnr": report.psnr, "untrained_reconstruction_psnr": report.untrained_psnr,
+               "scaling_factor": report.scaling_factor}
+    with mlflow_run(config.experiment, "autoencoder", mlflow_uri,
+                    {"steps": config.autoencoder_steps, "views": len(views), "resolution": config.render_resolution,
+                     "latent_downsample": 8, "latent_channels": 8}) as mlflow:
+        mlflow.log_metrics({**figures, "final_loss": report.losses[-1], "seconds": report.seconds})
+    partial = path + ".partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    save_tiny(model, partial)
+    with open(os.path.join(partial, AUTOENCODER_REPORT), "w") as handle:
+        json.dump(figures, handle, indent=2)
+    os.replace(partial, path)
+    return figures
+
+
 def run_ids(mlflow: Any, experiment: str) -> dict[str, str]:
     """Run name -> id of the newest run of each stage in ``experiment``."""
     runs = mlflow.search_runs(experiment_names=[experiment], order_by=["start_time ASC"], output_format="list")
@@ -123,8 +182,6 @@ def run_ids(mlflow: Any, experiment: str) -> dict[str, str]:
 
 def run_local(config: LocalRunConfig) -> dict[str, Any]:
     """Run every stage; returns the paths it wrote."""
-    from models.tiny import make_tiny
-
     out = os.path.abspath(config.out)
     os.makedirs(out, exist_ok=True)
     mlflow_uri = f"sqlite:///{os.path.join(out, 'mlflow.db')}"
@@ -137,22 +194,30 @@ def run_local(config: LocalRunConfig) -> dict[str, Any]:
     summary = run_render_job(RenderJobConfig(
         input=config.assets, output=shards, captions=config.captions, mlflow_uri=mlflow_uri,
         experiment=config.experiment, run_name="render",
-        settings=RenderSettings(resolution=config.render_resolution, samples=config.render_samples, seed=config.seed)))
+        settings=RenderSettings(resolution=config.render_resolution, samples=config.render_samples, seed=config.seed,
+                                elevation_range=(config.elevation, config.elevation))))
     _done(start, f"{summary.rendered} rendered, {summary.skipped} already there, {summary.failed} failed")
 
     start = _stage(2, "the text-to-multi-view model to start from")
     model = config.model or os.path.join(out, "models", "tiny-t2v")
     if config.model is None and not os.path.isdir(model):
-        make_tiny("t2v", model, seed=config.seed)
-        logger.info("built a tiny random ModelScope-T2V-layout model at %s", model)
+        logger.info("building a tiny ModelScope-T2V-layout model; training its VAE on the renders")
+        build_tiny_model(config, shards, model, mlflow_uri)
+    autoencoder = None
+    if os.path.isfile(os.path.join(model, AUTOENCODER_REPORT)):
+        with open(os.path.join(model, AUTOENCODER_REPORT)) as handle:
+            autoencoder = json.load(handle)
     _done(start, model)
 
     resolution = model_resolution(resolve_model_dir(model))
     runs = os.path.join(out, "runs")
+    # A few orbits: decode them once (materialize_data), or every two-step epoch decodes again.
     base = TrainConfig(data=shards, model=model, output=runs, name="finetune", steps=config.finetune_steps,
                        num_workers=config.workers, cpus_per_worker=0.5, micro_batch=1, global_batch=config.workers,
-                       lr=1e-4, precision="no", checkpoint_every=10, log_every=5, resolution=resolution,
-                       mlflow_uri=mlflow_uri, experiment=config.experiment, seed=config.seed, max_failures=1,
+                       lr=config.finetune_lr, precision="no", gradient_checkpointing=False, materialize_data=True,
+                       checkpoint_every=max(10, config.finetune_steps // 4),
+                       log_every=max(5, config.finetune_steps // 24), resolution=resolution, mlflow_uri=mlflow_uri,
+                       experiment=config.experiment, seed=config.seed, max_failures=1,
                        sample_every=config.finetune_steps, sample_steps=10)
     start = _stage(3, f"fine-tune it on the shards: Ray Train, {config.workers} workers, {config.finetune_steps} steps")
     finetuned = run_finetune(base)
@@ -161,7 +226,8 @@ def run_local(config: LocalRunConfig) -> dict[str, Any]:
     start = _stage(4, f"train the reconstructor on its one-step predictions ({config.recon_steps} steps)")
     recon = run_train_recon(
         dataclasses.replace(base, name="reconstructor", model=finetuned.final_model, steps=config.recon_steps,
-                            lr=2e-3, sample_every=0),
+                            lr=2e-3, sample_every=0, checkpoint_every=max(10, config.recon_steps // 2),
+                            log_every=max(5, config.recon_steps // 10)),
         ReconConfig(lgm_preset="tiny", lgm_size=TINY_RECON_SIZE, supervised_views=4))
     _done(start, f"loss {recon.final_metrics.get('loss', float('nan')):.4f}, model at {recon.final_model}")
 
@@ -180,11 +246,13 @@ def run_local(config: LocalRunConfig) -> dict[str, Any]:
 
     start = _stage(6, f"generate: {config.prompt!r} (3D-aware sampling, {config.sampling_steps} steps)")
     body = generate(url, {"prompt": config.prompt, "seed": config.seed, "steps": config.sampling_steps,
+                          "elevation": config.elevation, "guidance_scale": guidance_scale(config),
                           "outputs": ["views", "grid", "gif", "ply"]})
     result_dir = os.path.join(out, "result")
     written = write_result(body, result_dir)
     serve.shutdown()
     record = result_record(config, model_resolution(finetuned.final_model))
+    record["autoencoder"] = autoencoder
     record["scores"] = score_result(config, result_dir, record)
     with mlflow_run(config.experiment, "generate", mlflow_uri,
                     {"prompt": config.prompt, "steps": config.sampling_steps, "seed": config.seed}) as mlflow:

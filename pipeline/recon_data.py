@@ -23,3 +23,18 @@ def row_to_tensors(row: Mapping[str, Any], background: tuple[float, float, float
     rgba = torch.from_numpy(schema.decode_views(row)).permute(0, 3, 1, 2).float() / 255.0
     c2w, _ = schema.decode_cameras(row)
     return {"views": composite(rgba, background), "alphas": rgba[:, 3:4], "c2w": torch.from_numpy(np.ascontiguousarray(c2w)).float()}
+
+
+def shard_views(data: str, resolution: int, background: tuple[float, float, float]) -> torch.Tensor:
+    """Every ok view of the shards under ``data``: [N, 3, resolution, resolution] RGB in [-1, 1] on
+    ``background`` (0-1), area-resized. For small data (the local run's autoencoder); training
+    reads through Ray Data."""
+    from pipeline.shards import read_rows
+
+    rows = read_rows(data, columns=["uid", "status", "views", "c2w", "intrinsics"])
+    if not rows:
+        raise ValueError(f"no rendered orbits under {data}")
+    views = torch.cat([row_to_tensors(row, background)["views"] for row in rows])
+    if views.shape[-1] != resolution:
+        views = torch.nn.functional.interpolate(views, size=(resolution, resolution), mode="area")
+    return views * 2.0 - 1.0

@@ -31,7 +31,7 @@ def test_the_whole_pipeline_runs_locally_and_logs_readably(tmp_path):
     with open(log, "w") as handle:
         result = subprocess.run(
             [sys.executable, str(REPO_ROOT / "jobs" / "run_all.py"), "--out", str(out), "--finetune-steps", "3",
-             "--recon-steps", "3", "--sampling-steps", "5", "--render-resolution", "32", "--render-samples", "2"],
+             "--autoencoder-steps", "5", "--recon-steps", "3", "--sampling-steps", "5", "--render-resolution", "32", "--render-samples", "2"],
             stdout=handle, stderr=subprocess.STDOUT, cwd=tmp_path, env=env, timeout=900)
     text = log.read_text()
     assert result.returncode == 0, text[-3000:]
@@ -42,7 +42,8 @@ def test_the_whole_pipeline_runs_locally_and_logs_readably(tmp_path):
     assert load_ply(str(result_dir / "gaussians.ply")).count > 0
     mlflow.set_tracking_uri(f"sqlite:///{out / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["videomv-local"], output_format="list")
-    assert sorted(run.info.run_name for run in runs) == ["finetune", "generate", "reconstructor", "render"]
+    assert sorted(run.info.run_name for run in runs) == ["autoencoder", "finetune", "generate", "reconstructor",
+                                                         "render"]
 
     # result.json: what was generated, at which cameras, its scores against the prompted object
     # (the default prompt is the bundled Duck's caption), and the MLflow runs of every stage.
@@ -55,7 +56,12 @@ def test_the_whole_pipeline_runs_locally_and_logs_readably(tmp_path):
         assert np.isfinite(scores[name]), name
     assert scores["margin_db"] == pytest.approx(scores["psnr"] - max(scores[f"psnr_vs_{n}"] for n in
                                                                       ("monkey.glb", "BoxTextured.glb", "teapot.stl")))
-    assert set(record["mlflow_run_ids"]) == {"finetune", "generate", "reconstructor", "render"}
+    assert set(record["mlflow_run_ids"]) == {"autoencoder", "finetune", "generate", "reconstructor", "render"}
+    # the tiny model's VAE was trained on the renders: it reconstructs them better than untrained
+    autoencoder = record["autoencoder"]
+    assert autoencoder["reconstruction_psnr"] > autoencoder["untrained_reconstruction_psnr"], autoencoder
+    autoencoder_run = next(run for run in runs if run.info.run_name == "autoencoder")
+    assert autoencoder_run.data.metrics["reconstruction_psnr"] == pytest.approx(autoencoder["reconstruction_psnr"])
     generate_run = next(run for run in runs if run.info.run_name == "generate")
     assert generate_run.data.metrics["score/psnr"] == pytest.approx(scores["psnr"])
 
