@@ -7,6 +7,8 @@ architectures are the real classes with small widths; the schedulers are the pub
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from diffusers import AutoencoderKL, I2VGenXLUNet, UNet3DConditionModel
 from diffusers.schedulers import DDIMScheduler
@@ -94,7 +96,8 @@ def build_tiny(variant: str, num_frames: int = camera.NUM_VIEWS, seed: int = 0, 
         )
     channels = vae.config.latent_channels
     unet_config = dict(
-        sample_size=resolution // (2 if pixel_latents else latent_downsample), in_channels=channels, out_channels=channels, block_out_channels=(32, 64),
+        sample_size=resolution // (2 if pixel_latents else latent_downsample), in_channels=channels,
+        out_channels=channels, block_out_channels=(32, 64),
         layers_per_block=1, down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"),
         up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"), cross_attention_dim=_WIDTH, norm_num_groups=8,
     )
@@ -121,7 +124,7 @@ def build_tiny(variant: str, num_frames: int = camera.NUM_VIEWS, seed: int = 0, 
                           text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler, **extra)
 
 
-def make_tiny(variant: str, output_dir: str, seed: int = 0, **options) -> str:
+def make_tiny(variant: str, output_dir: str, seed: int = 0, **options: Any) -> str:
     """Build and save a tiny model directory (``options``: ``build_tiny``'s); returns ``output_dir``.
 
     Like a published video model it has no camera_embedding/: loading creates a fresh one.

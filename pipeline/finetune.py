@@ -109,9 +109,8 @@ def run_finetune(config: TrainConfig) -> TrainSummary:
     variant = detect_variant(model_dir)
     if not ray.is_initialized():
         ray.init()
-    datasets = {"orbits": orbit_dataset(config.data, variant, config.resolution, config.captions)}
-    if config.materialize_data:
-        datasets["orbits"] = datasets["orbits"].materialize()
+    datasets = {"orbits": orbit_dataset(config.data, variant, config.resolution, config.captions,
+                                        materialize=config.materialize_data)}
     if config.image_data:
         datasets["images"] = image_dataset(config.image_data, config.resolution)
     return summarise(run_trainer(finetune_loop, config, datasets, {"model": model_dir, "variant": variant}), config)

@@ -108,8 +108,11 @@ def _read_ok_rows(item: dict[str, Any]) -> list[dict[str, Any]]:
     return table.to_pylist()
 
 
-def orbit_dataset(data: str, variant: str, resolution: int, captions: str | None = None) -> ray.data.Dataset:
+def orbit_dataset(data: str, variant: str, resolution: int, captions: str | None = None,
+                  materialize: bool = False) -> ray.data.Dataset:
     """Orbit shards at ``data`` (folder or URI) as training arrays for ``variant`` ("t2v"/"i2v").
+
+    ``materialize`` decodes them once into Ray's object store (``TrainConfig.materialize_data``).
 
     Shards are listed with ``pipeline.shards`` (complete files only) and read by light tasks; Ray
     Data's own file listing reserves a whole CPU, which a small cluster busy training may not have.
@@ -121,10 +124,11 @@ def orbit_dataset(data: str, variant: str, resolution: int, captions: str | None
     table = load_captions(captions) if captions else None
     dataset = ray.data.from_items([{"path": path} for path in paths], override_num_blocks=len(paths))
     dataset = dataset.flat_map(_read_ok_rows, num_cpus=READ_CPUS)
-    return dataset.map_batches(DecodeOrbits, fn_constructor_kwargs={
+    dataset = dataset.map_batches(DecodeOrbits, fn_constructor_kwargs={
         "background": BACKGROUNDS[variant], "resolution": resolution, "captions": table,
     }, batch_format="pyarrow", batch_size=8, num_cpus=DECODE_CPUS,
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=MAX_DECODERS))
+    return dataset.materialize() if materialize else dataset
 
 
 def image_dataset(data: str, resolution: int) -> ray.data.Dataset:

@@ -139,9 +139,8 @@ def run_train_recon(config: TrainConfig, recon: ReconConfig) -> TrainSummary:
     variant = detect_variant(model_dir)
     if not ray.is_initialized():
         ray.init()
-    datasets = {"orbits": orbit_dataset(config.data, variant, config.resolution, config.captions)}
-    if config.materialize_data:
-        datasets["orbits"] = datasets["orbits"].materialize()
+    datasets = {"orbits": orbit_dataset(config.data, variant, config.resolution, config.captions,
+                                        materialize=config.materialize_data)}
     result = run_trainer(recon_loop, config, datasets,
                          {"model": model_dir, "variant": variant, **dataclasses.asdict(recon)})
     return summarise(result, config)
