@@ -68,7 +68,6 @@ class SamplingConfig:
     guidance_scale: float | None = None  # None: the variant's default
     elevation: float | None = None
     distance: float | None = None
-    azimuths: tuple[float, ...] | None = None  # one per frame, degrees; None: the orbit 0, 15, ... 345
     seeds: tuple[int, ...] = (0,)  # one per sample (a single seed is used for every sample)
     reconstruct_at: tuple[int, ...] = field(default_factory=tuple)  # see ``reconstruction_steps``
     mode: str = "two"
@@ -83,7 +82,7 @@ class SamplingConfig:
         defaults = DEFAULTS[variant]
         return SamplingConfig(
             steps=self.steps, eta=self.eta, seeds=tuple(self.seeds), reconstruct_at=tuple(self.reconstruct_at),
-            mode=self.mode, azimuths=self.azimuths,
+            mode=self.mode,
             guidance_scale=defaults["guidance_scale"] if self.guidance_scale is None else self.guidance_scale,
             elevation=defaults["elevation"] if self.elevation is None else self.elevation,
             distance=defaults["distance"] if self.distance is None else self.distance,
@@ -99,11 +98,8 @@ class SamplingResult:
 
 
 def orbit_cameras(model: MultiViewModel, config: SamplingConfig, batch: int) -> torch.Tensor:
-    """[B, F, 4, 4] orbit c2w for the model's frame count (or ``config.azimuths``)."""
-    azimuths = camera.orbit_azimuths(model.unet.num_frames) if config.azimuths is None else list(config.azimuths)
-    if len(azimuths) != model.unet.num_frames:
-        raise ValueError(f"{len(azimuths)} azimuths given for a {model.unet.num_frames}-frame model")
-    c2w = camera.orbit_c2w(config.elevation, azimuths, config.distance)
+    """[B, F, 4, 4] orbit c2w for the model's frame count."""
+    c2w = camera.orbit_c2w(config.elevation, camera.orbit_azimuths(model.unet.num_frames), config.distance)
     return torch.tensor(c2w, dtype=torch.float32, device=model.device)[None].expand(batch, -1, -1, -1)
 
 

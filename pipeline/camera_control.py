@@ -36,11 +36,11 @@ from models.tiny import build_tiny, i2v_scheduler
 from models.train_views import Orbits, train_on_orbits
 from pipeline.cli import option
 from pipeline.ground_truth import render_views, scores
+from pipeline.sources import BUNDLED_ASSETS
 from render.process import BlenderProcess
 from render.settings import RenderSettings
 
 logger = logging.getLogger(__name__)
-REPO_ASSETS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets")
 # The Duck and the monkey differ front to back and side to side; the teapot is nearly symmetric
 # (its orbit-mean view scores 30 dB against its views at 16 px) and the box's faces repeat every 90 degrees.
 DEFAULT_OBJECTS = (("Duck.glb", "a yellow rubber duck"), ("monkey.glb", "a grey monkey head"))
@@ -51,7 +51,7 @@ class CameraControlConfig:
     """The experiment's settings (``benchmarks/camera_control.py`` makes them flags)."""
 
     objects: tuple[tuple[str, str], ...] = option(DEFAULT_OBJECTS, "(file under assets, caption)", cli=False)
-    assets: str = option(REPO_ASSETS, "folder of the objects")
+    assets: str = option(BUNDLED_ASSETS, "folder of the objects")
     resolution: int = option(16, "render and model size in pixels")
     samples: int = option(4, "Cycles samples per pixel")
     train_elevations: tuple[float, ...] = option((0.0, 10.0, 15.0, 25.0, 30.0, 40.0),

@@ -38,7 +38,7 @@ from pipeline.client import generate, write_result
 from pipeline.finetune import run_finetune
 from pipeline.render_stage import RenderJobConfig, run_render_job
 from pipeline.result_scores import score_generation
-from pipeline.sources import load_captions
+from pipeline.sources import BUNDLED_ASSETS, load_captions
 from pipeline.train_common import TrainConfig
 from pipeline.tracking import mlflow_run
 from pipeline.train_data import CAPTION_SUFFIX
@@ -50,15 +50,12 @@ TINY_RECON_SIZE = 32  # the tiny reconstructor's input and render size
 AUTOENCODER_REPORT = "autoencoder.json"  # in the tiny model's directory: its VAE's training figures
 
 
-REPO_ASSETS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets")
-
-
 @dataclass
 class LocalRunConfig:
     """Everything ``jobs/run_all.py`` exposes as flags (``pipeline.cli``)."""
 
-    assets: str = option(REPO_ASSETS, "folder, manifest or objaverse: spec of the assets to render")
-    captions: str | None = option(os.path.join(REPO_ASSETS, "captions.csv"),
+    assets: str = option(BUNDLED_ASSETS, "folder, manifest or objaverse: spec of the assets to render")
+    captions: str | None = option(os.path.join(BUNDLED_ASSETS, "captions.csv"),
                                   "CSV 'file name or uid,caption' of the assets (the prompts G learns)")
     out: str = option("out", "output folder")
     prompt: str = option("a yellow rubber duck, 3d asset", "prompt of the generated result")
