@@ -18,10 +18,11 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+import camera
 from models.gaussians import Gaussians
 from models.lgm_options import PRESETS, LGMOptions
 from models.lgm_unet import AsymmetricUNet
-from models.rays import apply_normalisation, normalisation_transform, plucker_rays
+from models.rays import apply_normalisation, dolly_factor, normalisation_transform, plucker_rays
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -37,15 +38,41 @@ class LGM(nn.Module):
         self.conv = nn.Conv2d(14, 14, kernel_size=1)
 
     # -- inputs ----------------------------------------------------------------------------------
-    def prepare_inputs(self, views: torch.Tensor, c2w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def dolly(self, fov: float = camera.DEFAULT_FOV_DEG) -> float:
+        """Camera dolly of views taken at ``fov`` seen through the reconstructor's own fov (1 when equal)."""
+        return dolly_factor(fov, self.options.fov)
+
+    def normalisation(self, c2w_first: torch.Tensor, fov: float = camera.DEFAULT_FOV_DEG) -> torch.Tensor:
+        """[4, 4] similarity from the world to the reconstructor's frame for one sample (view 0 given).
+
+        View 0 ends at identity rotation at (0, 0, r), r = ``options.cam_radius`` (None: its true
+        distance, a rigid transform as VideoMV). When the views' ``fov`` differs from
+        ``options.fov`` (the official weights were trained at 49.1 deg), the views are read as taken
+        by cameras of the reconstructor's fov dollied back to keep the object's image size: the
+        scene scales by ``r / (|c0| * dolly)`` and the cameras (``normalise_cameras``) by ``r / |c0|``.
+        Exact for the plane through the look-at point; off it the perspective differs slightly.
+        """
+        distance = float(c2w_first[:3, 3].norm())
+        radius = distance if self.options.cam_radius is None else self.options.cam_radius
+        return normalisation_transform(c2w_first.detach().cpu(), radius, radius / distance / self.dolly(fov))
+
+    def normalise_cameras(self, transforms: torch.Tensor, c2w: torch.Tensor,
+                          fov: float = camera.DEFAULT_FOV_DEG) -> torch.Tensor:
+        """World cameras [B, V, 4, 4] (vertical ``fov``) -> the reconstructor's frame, where they render
+        with ``options.fov`` (per sample ``transforms`` from ``prepare_inputs``)."""
+        return normalise_cameras(transforms, c2w, self.dolly(fov))
+
+    def prepare_inputs(self, views: torch.Tensor, c2w: torch.Tensor, fov: float = camera.DEFAULT_FOV_DEG
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
         """Network input and the camera normalisation.
 
         Args:
             views: [B, V, 3, H, W] RGB in [0, 1] (background composited), V = num_input_views.
-            c2w: [B, V, 4, 4] OpenGL camera-to-world of those views (``camera`` module).
+            c2w: [B, V, 4, 4] OpenGL camera-to-world of those views (``camera`` module), looking at
+                the origin (orbits); fov: their vertical field of view in degrees.
         Returns:
             inputs [B, V, 9, S, S] (S = input_size) and transforms [B, 4, 4]: the similarity taking
-            each sample's world to its normalised frame (view 0: identity rotation at (0, 0, r)).
+            each sample's world to its normalised frame (``normalisation``).
         """
         batch, num_views = views.shape[:2]
         if num_views != self.options.num_input_views:
@@ -58,8 +85,8 @@ class LGM(nn.Module):
         images = ((images - mean) / std).unflatten(0, (batch, num_views))
         transforms, rays = [], []
         for sample in range(batch):
-            transform = normalisation_transform(c2w[sample, 0].detach().cpu(), self.options.cam_radius)
-            normalised = apply_normalisation(transform.to(c2w.device), c2w[sample].double()).float()
+            transform = self.normalisation(c2w[sample, 0], fov)
+            normalised = apply_normalisation(transform.to(c2w.device), c2w[sample].double(), self.dolly(fov)).float()
             rays.append(plucker_rays(normalised, size, size, self.options.fov))
             transforms.append(transform.float().to(views.device))
         inputs = torch.cat([images, torch.stack(rays)], dim=2)
@@ -84,10 +111,11 @@ class LGM(nn.Module):
             colors=0.5 * torch.tanh(x[..., 11:14]) + 0.5,
         )
 
-    def reconstruct(self, views: torch.Tensor, c2w: torch.Tensor) -> tuple[Gaussians, torch.Tensor]:
+    def reconstruct(self, views: torch.Tensor, c2w: torch.Tensor, fov: float = camera.DEFAULT_FOV_DEG
+                    ) -> tuple[Gaussians, torch.Tensor]:
         """Views [B, V, 3, H, W] in [0, 1] + cameras [B, V, 4, 4] -> (Gaussians in the normalised
-        frame, transforms [B, 4, 4]); render them with ``normalise_cameras(transforms, c2w)``."""
-        inputs, transforms = self.prepare_inputs(views, c2w)
+        frame, transforms [B, 4, 4]); render them with ``self.normalise_cameras(transforms, c2w, fov)``."""
+        inputs, transforms = self.prepare_inputs(views, c2w, fov)
         return self(inputs), transforms
 
     # -- weights ---------------------------------------------------------------------------------
@@ -126,7 +154,7 @@ class LGM(nn.Module):
         return model
 
 
-def normalise_cameras(transforms: torch.Tensor, c2w: torch.Tensor) -> torch.Tensor:
+def normalise_cameras(transforms: torch.Tensor, c2w: torch.Tensor, dolly: float = 1.0) -> torch.Tensor:
     """World cameras [B, V, 4, 4] -> the reconstruction's normalised frame (per sample)."""
-    return torch.stack([apply_normalisation(t.to(c2w.device).double(), c.double()).to(c2w.dtype)
+    return torch.stack([apply_normalisation(t.to(c2w.device).double(), c.double(), dolly).to(c2w.dtype)
                         for t, c in zip(transforms, c2w)])

@@ -2,6 +2,11 @@
 
 Presets: "big" (LGM's released ``model_fp16_fixrot.safetensors``: 128x128 splats per view, 65,536
 Gaussians from 4 views), "small" (LGM's default: 64x64 splats) and "tiny" (tests, CPU demo).
+
+Cameras: "big" and "small" keep LGM's own camera setting (fov 49.1 deg, view 0 at radius 1.5), the
+one the official weights were trained with; our 39.6-deg renders at distance 2.0 are read through it
+(``LGM.normalisation``). "tiny", trained here from scratch, follows VideoMV: the renders' own fov and
+a rigid transform at the true distance. ``PRESET_TRAINING`` holds each preset's training recipe.
 """
 
 from __future__ import annotations
@@ -12,6 +17,10 @@ import math
 from dataclasses import dataclass
 
 import camera
+
+
+LGM_FOV_DEG = 49.1  # LGM's training renders (core/options.py ``fovy``)
+LGM_CAM_RADIUS = 1.5  # LGM's camera radius after normalisation
 
 
 @dataclass(frozen=True)
@@ -28,9 +37,12 @@ class LGMOptions:
         norm_groups: GroupNorm groups (LGM: 32; "tiny" uses fewer channels).
         attention_heads: heads of every attention layer.
         num_input_views: views given to the model (4: azimuths 0, 90, 180, 270 at inference).
-        fov: vertical field of view in degrees of the input and rendered views.
-        cam_radius: distance at which the first input camera is placed after normalisation.
-        output_size: resolution at which Gaussians are rendered for supervision.
+        fov: vertical field of view in degrees the reconstructor's rays and renders use (views taken
+            at another fov are read through a camera dolly: ``LGM.normalisation``).
+        cam_radius: distance at which the first input camera is placed after normalisation (None:
+            its true distance, a rigid transform).
+        output_size: the largest resolution at which Gaussians are rendered for supervision (never
+            above the targets' own: ``models.recon_training``).
     """
 
     input_size: int = 256
@@ -43,8 +55,8 @@ class LGMOptions:
     norm_groups: int = 32
     attention_heads: int = 16
     num_input_views: int = 4
-    fov: float = camera.DEFAULT_FOV_DEG
-    cam_radius: float = 1.5
+    fov: float = LGM_FOV_DEG
+    cam_radius: float | None = LGM_CAM_RADIUS
     output_size: int = 256
 
     def __post_init__(self) -> None:
@@ -80,6 +92,28 @@ PRESETS = {
     "small": LGMOptions(),
     "tiny": LGMOptions(input_size=64, down_channels=(16, 32, 64), down_attention=(False, False, True),
                        up_channels=(64, 32), up_attention=(True, False), layers_per_block=1, norm_groups=8,
-                       attention_heads=4, output_size=64),
+                       attention_heads=4, output_size=64, fov=camera.DEFAULT_FOV_DEG, cam_radius=None),
+}
+
+
+@dataclass(frozen=True)
+class TrainingRecipe:
+    """A preset's training defaults.
+
+    Attributes:
+        lr: AdamW learning rate. "big" fine-tunes the official weights at VideoMV's 3e-5; "small"
+            trains from scratch at LGM's 4e-4; "tiny" (toy scale, few steps) at 2e-3.
+        lpips_required: the LPIPS term (weight 1.0) is part of the recipe: training refuses to
+            start without its weights. "tiny" may go without it (CPU tests have no VGG weights).
+    """
+
+    lr: float
+    lpips_required: bool
+
+
+PRESET_TRAINING = {
+    "big": TrainingRecipe(lr=3e-5, lpips_required=True),
+    "small": TrainingRecipe(lr=4e-4, lpips_required=True),
+    "tiny": TrainingRecipe(lr=2e-3, lpips_required=False),
 }
 SKIP_SCALE = math.sqrt(0.5)

@@ -40,28 +40,39 @@ def plucker_rays(c2w: torch.Tensor, height: int, width: int, fov_deg: float) -> 
     return torch.cat([torch.cross(origins, directions, dim=-1), directions], dim=-1).permute(0, 3, 1, 2)
 
 
-def normalisation_transform(c2w_first: np.ndarray | torch.Tensor, radius: float) -> torch.Tensor:
-    """Similarity transform [4, 4] ``x -> s R x + t`` taking view 0 to identity rotation at (0, 0, r).
+def normalisation_transform(c2w_first: np.ndarray | torch.Tensor, radius: float | None,
+                            scene_scale: float | None = None) -> torch.Tensor:
+    """Similarity transform [4, 4] ``x -> s R x + t`` of the scene into the reconstructor's frame.
 
-    ``R = R0^T`` aligns the world with view 0, ``s = r / |c0|`` rescales so the camera sits at LGM's
-    training radius, and ``t = (0, 0, r) - s R c0``; for cameras looking at the origin the origin
-    stays fixed. Apply to cameras with ``apply_normalisation`` (rendered images are unchanged when
-    the same similarity is applied to the scene and to every camera).
+    ``R = R0^T`` aligns the world with view 0. ``radius`` is where view 0 sits afterwards, at
+    (0, 0, r) (None: its true distance |c0|). ``s`` is ``scene_scale`` (None: ``r / |c0|``, a
+    plain similarity). ``t`` fixes the point view 0 looks at, so for orbits the origin stays fixed.
+    With ``s != r / |c0|`` the cameras are also dollied (``apply_normalisation``'s ``dolly``).
     """
     first = torch.as_tensor(c2w_first, dtype=torch.float64)
-    scale = radius / float(first[:3, 3].norm())
+    distance = float(first[:3, 3].norm())
+    radius = distance if radius is None else radius
+    scale = radius / distance if scene_scale is None else scene_scale
     rotation = first[:3, :3].T
     transform = torch.eye(4, dtype=torch.float64)
     transform[:3, :3] = scale * rotation
-    transform[:3, 3] = torch.tensor([0.0, 0.0, radius], dtype=torch.float64) - scale * (rotation @ first[:3, 3])
+    transform[:3, 3] = torch.tensor([0.0, 0.0, scale * distance], dtype=torch.float64) - scale * (rotation @ first[:3, 3])
     return transform
 
 
-def apply_normalisation(transform: torch.Tensor, c2w: torch.Tensor) -> torch.Tensor:
-    """Cameras [V, 4, 4] in the normalised frame: axes rotate (stay orthonormal), centres transform."""
+def apply_normalisation(transform: torch.Tensor, c2w: torch.Tensor, dolly: float = 1.0) -> torch.Tensor:
+    """Cameras [V, 4, 4] in the normalised frame: axes rotate (stay orthonormal), centres transform
+    and then move ``dolly`` times as far from the frame's origin (1: a plain similarity, which
+    renders a transformed scene exactly as the original)."""
     transform = transform.to(c2w.dtype)
     scale = transform[:3, :3].norm(dim=0)[0]
     result = c2w.clone()
     result[:, :3, :3] = (transform[:3, :3] / scale) @ c2w[:, :3, :3]
-    result[:, :3, 3] = c2w[:, :3, 3] @ transform[:3, :3].T + transform[:3, 3]
+    result[:, :3, 3] = dolly * (c2w[:, :3, 3] @ transform[:3, :3].T + transform[:3, 3])
     return result
+
+
+def dolly_factor(data_fov_deg: float, model_fov_deg: float) -> float:
+    """How much farther a camera of ``model_fov_deg`` stands than one of ``data_fov_deg`` to see the
+    plane through the look-at point at the same image size: ``tan(data / 2) / tan(model / 2)``."""
+    return float(np.tan(np.radians(data_fov_deg) / 2) / np.tan(np.radians(model_fov_deg) / 2))

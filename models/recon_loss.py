@@ -1,12 +1,14 @@
 """The reconstructor's loss (LGM): MSE on RGB + MSE on alpha + LPIPS(VGG), all views supervised.
 
 LPIPS needs pre-trained VGG16 and lpips "lin" weights, which are never downloaded here: give both
-paths to include the term (weight 1.0), otherwise it is left out with a warning.
+paths to include the term (weight 1.0). Where the recipe requires it (the "big" and "small" presets,
+``models.lgm_options.PRESET_TRAINING``) a missing weight file is an error; elsewhere the term is left
+out and the log says so once.
 """
 
 from __future__ import annotations
 
-import warnings
+import logging
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +18,8 @@ from models.lpips import LPIPS
 
 LPIPS_WEIGHT = 1.0
 LPIPS_MAX_SIZE = 256  # LGM evaluates LPIPS at 256 px
+logger = logging.getLogger(__name__)
+_said_without_lpips = False
 
 
 class ReconstructionLoss(nn.Module):
@@ -26,14 +30,21 @@ class ReconstructionLoss(nn.Module):
 
     @classmethod
     def from_paths(cls, vgg_path: str | None = None, lin_path: str | None = None,
-                   lpips_weight: float = LPIPS_WEIGHT) -> "ReconstructionLoss":
-        """With both weight files the LPIPS term is included, otherwise left out (with a warning)."""
+                   lpips_weight: float = LPIPS_WEIGHT, required: bool = False) -> "ReconstructionLoss":
+        """With both weight files the LPIPS term is included. Without them: ValueError when
+        ``required``, else the term is left out (logged once per process)."""
+        global _said_without_lpips
         if vgg_path and lin_path:
             return cls(LPIPS.from_files(vgg_path, lin_path), lpips_weight)
-        warnings.warn(
-            "LPIPS weights not given (VGG16 and lpips lin .pth files): the LPIPS term is left out of the "
-            "reconstruction loss; only RGB and alpha MSE are used", stacklevel=2,
-        )
+        missing = " and ".join(flag for flag, path in (("--lpips-vgg", vgg_path), ("--lpips-lin", lin_path))
+                               if not path)
+        if required:
+            raise ValueError(f"the reconstruction loss of this preset includes LPIPS, but {missing} "
+                             "(the VGG16 and lpips 'lin' .pth weight files) is not given")
+        if not _said_without_lpips:
+            logger.warning("LPIPS weights not given (%s): the LPIPS term is left out of the reconstruction "
+                           "loss; only RGB and alpha MSE are used", missing)
+            _said_without_lpips = True
         return cls(None, lpips_weight)
 
     def forward(self, rgb: torch.Tensor, alpha: torch.Tensor, target_rgb: torch.Tensor,

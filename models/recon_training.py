@@ -2,7 +2,8 @@
 
 The step follows VideoMV's recipe: 4 input views (the orthogonal frames 0, 6, 12, 18 at inference,
 random ones in training), Gaussians rendered at every view, all views supervised with
-``ReconstructionLoss``, backgrounds composited with the same colour on both sides.
+``ReconstructionLoss``, backgrounds composited with the same colour on both sides. Gaussians are
+rendered at the targets' own resolution (at most ``output_size``): targets are never upsampled.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+import camera
 from models import metrics
 from models.gaussian_renderer import render_batch
-from models.lgm import LGM, normalise_cameras
+from models.lgm import LGM
 from models.recon_loss import ReconstructionLoss
 
 ORTHOGONAL_VIEWS = (0, 6, 12, 18)  # azimuths 0, 90, 180, 270 of a 24-view orbit
@@ -35,6 +37,7 @@ def reconstruction_step(
     supervised_views: tuple[int, ...] | torch.Tensor | None,
     background: tuple[float, float, float],
     network: torch.nn.Module | None = None,
+    fov: float = camera.DEFAULT_FOV_DEG,
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
     """Forward and loss for one batch (call ``backward`` on ``terms["loss"]`` yourself).
 
@@ -45,23 +48,32 @@ def reconstruction_step(
         input_views: the 4 view indices given to the model.
         supervised_views: view indices rendered and supervised (None: all).
         network: the module to run instead of ``model`` (its DDP wrapper in training).
+        fov: the views' vertical field of view in degrees.
     Returns:
-        (loss terms, rendered RGB [B, S, 3, h, w], rendered alpha [B, S, 1, h, w]) where h = w =
-        ``model.options.output_size`` and targets are resized to it.
+        (loss terms, rendered RGB [B, S, 3, h, w], target RGB [B, S, 3, h, w]) where h = w =
+        min(H, ``model.options.output_size``): the targets' own resolution, or downsampled to
+        ``output_size`` (never upsampled).
     """
     inputs = torch.as_tensor(input_views, device=views.device)
     supervised = torch.arange(views.shape[1], device=views.device) if supervised_views is None else \
         torch.as_tensor(supervised_views, device=views.device)
-    network_inputs, transforms = model.prepare_inputs(views[:, inputs], c2w[:, inputs])
+    network_inputs, transforms = model.prepare_inputs(views[:, inputs], c2w[:, inputs], fov)
     gaussians = (network or model)(network_inputs)
-    cameras = normalise_cameras(transforms, c2w[:, supervised].float())
-    size = model.options.output_size
+    cameras = model.normalise_cameras(transforms, c2w[:, supervised].float(), fov)
+    size = min(views.shape[-1], model.options.output_size)
     rgb, alpha = render_batch(gaussians, cameras, model.options.fov, size, background)
-    target_rgb = F.interpolate(views[:, supervised].flatten(0, 1).float(), size=(size, size), mode="bilinear",
-                               align_corners=False, antialias=True).unflatten(0, rgb.shape[:2])
-    target_alpha = F.interpolate(alphas[:, supervised].flatten(0, 1).float(), size=(size, size), mode="bilinear",
-                                 align_corners=False, antialias=True).unflatten(0, rgb.shape[:2])
+    target_rgb = _downsample(views[:, supervised].float(), size)
+    target_alpha = _downsample(alphas[:, supervised].float(), size)
     return loss_fn(rgb, alpha, target_rgb, target_alpha), rgb, target_rgb
+
+
+def _downsample(images: torch.Tensor, size: int) -> torch.Tensor:
+    """[B, V, C, H, W] -> [B, V, C, size, size] (antialiased; unchanged when already that size)."""
+    if images.shape[-1] == size:
+        return images
+    resized = F.interpolate(images.flatten(0, 1), size=(size, size), mode="bilinear", align_corners=False,
+                            antialias=True)
+    return resized.unflatten(0, images.shape[:2])
 
 
 @dataclass

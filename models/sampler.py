@@ -22,7 +22,7 @@ import torch
 import camera
 from models.gaussian_renderer import render_batch
 from models.gaussians import Gaussians
-from models.lgm import LGM, normalise_cameras
+from models.lgm import LGM
 from models.multiview_model import MultiViewModel
 from models.schedule import output_from_x0, predict_x0
 
@@ -114,7 +114,7 @@ def reconstruct_views(lgm: LGM, views: torch.Tensor, cameras: torch.Tensor, back
     [B, F, 3, size, size], the Gaussians in the normalised frame, the normalising transforms [B, 4, 4])."""
     indices = list(input_view_indices(views.shape[1], lgm.options.num_input_views))
     gaussians, transforms = lgm.reconstruct(views[:, indices].float(), cameras[:, indices].float())
-    rendered, _ = render_batch(gaussians, normalise_cameras(transforms, cameras.float()), lgm.options.fov,
+    rendered, _ = render_batch(gaussians, lgm.normalise_cameras(transforms, cameras.float()), lgm.options.fov,
                                size or views.shape[-1], background)
     return rendered.clamp(0, 1), gaussians, transforms
 

@@ -223,7 +223,7 @@ def run_local(config: LocalRunConfig) -> dict[str, Any]:
     start = _stage(4, f"train the reconstructor on its one-step predictions ({config.recon_steps} steps)")
     recon = run_train_recon(
         dataclasses.replace(base, name="reconstructor", model=finetuned.final_model, steps=config.recon_steps,
-                            lr=2e-3, sample_every=0, checkpoint_every=max(10, config.recon_steps // 2),
+                            lr=None, sample_every=0, checkpoint_every=max(10, config.recon_steps // 2),
                             log_every=max(5, config.recon_steps // 10)),
         ReconConfig(lgm_preset="tiny", lgm_size=TINY_RECON_SIZE, supervised_views=4))
     _done(start, f"loss {recon.final_metrics.get('loss', float('nan')):.4f}, model at {recon.final_model}")

@@ -18,7 +18,7 @@ import ray.train.torch
 import torch
 
 from models.lgm import LGM
-from models.lgm_options import PRESETS
+from models.lgm_options import PRESET_TRAINING, PRESETS
 from models.multiview_model import MultiViewModel, detect_variant, resolve_model_dir
 from models.recon_loss import ReconstructionLoss
 from models.recon_training import reconstruction_step
@@ -40,8 +40,9 @@ logger = logging.getLogger(__name__)
 MAX_TIMESTEP = 700
 
 
-# What jobs/train_recon.py changes in TrainConfig's defaults: LGM's own learning rate, its experiment.
-RECON_TRAIN_DEFAULTS = {"lr": 4e-4, "experiment": "videomv-recon"}
+# What jobs/train_recon.py changes in TrainConfig's defaults: the learning rate comes from the preset's
+# recipe (``models.lgm_options.PRESET_TRAINING``) unless given; its own experiment.
+RECON_TRAIN_DEFAULTS = {"lr": None, "experiment": "videomv-recon"}
 
 
 @dataclasses.dataclass
@@ -49,11 +50,14 @@ class ReconConfig:
     """Reconstructor settings on top of ``TrainConfig``."""
 
     lgm: str | None = option(None, "LGM weights to start from: the official .safetensors or an LGM directory")
-    lgm_preset: str = option("big", "architecture", choices=tuple(sorted(PRESETS)))
+    lgm_preset: str = option("big", "architecture and camera setting; its training recipe gives the default --lr "
+                             "(big 3e-5, small 4e-4, tiny 2e-3)", choices=tuple(sorted(PRESETS)))
     lgm_size: int | None = option(None, "override LGM input/output resolution (small CPU runs)")
     supervised_views: int = option(24, "views rendered and supervised")
-    lpips_vgg: str | None = option(None, "torchvision VGG16 weights (.pth) for the LPIPS term")
-    lpips_lin: str | None = option(None, "lpips 'lin' weights (vgg.pth) for the LPIPS term")
+    lpips_vgg: str | None = option(
+        None, "torchvision VGG16 weights (.pth) for the LPIPS term (required by the big and small presets)")
+    lpips_lin: str | None = option(
+        None, "lpips 'lin' weights (vgg.pth) for the LPIPS term (required by the big and small presets)")
 
 
 def build_lgm(recon: dict[str, Any]) -> LGM:
@@ -96,7 +100,9 @@ def recon_loop(config: dict[str, Any]) -> None:
     generator_model.unet.requires_grad_(False).eval()
     generator_model.to(worker.device)
     lgm = build_lgm(config).to(worker.device).train()
-    loss_fn = ReconstructionLoss.from_paths(config.get("lpips_vgg"), config.get("lpips_lin")).to(worker.device)
+    loss_fn = ReconstructionLoss.from_paths(config.get("lpips_vgg"), config.get("lpips_lin"),
+                                            required=PRESET_TRAINING[config["lgm_preset"]].lpips_required)
+    loss_fn.to(worker.device)
     optimizer = torch.optim.AdamW(lgm.parameters(), lr=config["lr"], weight_decay=0.0)
     start = restore(load_lgm_into(lgm), optimizer, worker.scaler)
     network = ray.train.torch.prepare_model(lgm) if worker.world_size > 1 else lgm
@@ -133,8 +139,22 @@ def recon_loop(config: dict[str, Any]) -> None:
             publish_final(lgm.save_pretrained, config, mlflow)
 
 
+def with_preset_recipe(config: TrainConfig, recon: ReconConfig) -> TrainConfig:
+    """``config`` with the preset's learning rate where none is given; ValueError when the preset's
+    recipe needs LPIPS and its weight files are not given."""
+    recipe = PRESET_TRAINING[recon.lgm_preset]
+    if recipe.lpips_required and not (recon.lpips_vgg and recon.lpips_lin):
+        ReconstructionLoss.from_paths(recon.lpips_vgg, recon.lpips_lin, required=True)
+    return config if config.lr is not None else dataclasses.replace(config, lr=recipe.lr)
+
+
 def run_train_recon(config: TrainConfig, recon: ReconConfig) -> TrainSummary:
-    """Train the reconstructor on G's one-step predictions; resumable by ``config.name``."""
+    """Train the reconstructor on G's one-step predictions; resumable by ``config.name``.
+
+    ``config.lr`` None takes the preset's (``PRESET_TRAINING``). A preset whose recipe includes
+    LPIPS refuses to start without its weights (before any Ray work).
+    """
+    config = with_preset_recipe(config, recon)
     model_dir = resolve_model_dir(config.model)
     variant = detect_variant(model_dir)
     if not ray.is_initialized():

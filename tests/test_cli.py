@@ -10,13 +10,14 @@ import typing
 import pytest
 
 from conftest import REPO_ROOT
+from models.lgm_options import PRESET_TRAINING
 from pipeline.cli import add_config_arguments, config_from_args, config_from_strings, option
 from pipeline.evaluate import EvaluationConfig
 from pipeline.local_run import LocalRunConfig
 from pipeline.render_stage import RenderJobConfig
 from pipeline.serving import GenerateRequest, ServeConfig
 from pipeline.train_common import TrainConfig
-from pipeline.train_recon import RECON_TRAIN_DEFAULTS, ReconConfig
+from pipeline.train_recon import RECON_TRAIN_DEFAULTS, ReconConfig, with_preset_recipe
 
 # job -> (the configs its flags come from, the arguments that make a minimal valid command line)
 JOBS = {
@@ -78,9 +79,17 @@ def test_every_flag_is_a_config_field_with_the_configs_default(job):
 
 def test_train_recon_help_shows_the_learning_rate_it_uses():
     parser = load_job("train_recon").build_parser()
-    assert "AdamW learning rate (default: 0.0004)" in " ".join(parser.format_help().split())
+    assert "its training recipe gives the default --lr (big 3e-5, small 4e-4, tiny 2e-3)" in \
+        " ".join(parser.format_help().split())
     args = parser.parse_args(JOBS["train_recon"][1])
-    assert config_from_args(TrainConfig, args).lr == 4e-4
+    config = config_from_args(TrainConfig, args)
+    assert config.lr is None
+    for preset, recipe in PRESET_TRAINING.items():
+        recon = ReconConfig(lgm_preset=preset, lpips_vgg="vgg16.pth", lpips_lin="vgg.pth")
+        assert with_preset_recipe(config, recon).lr == recipe.lr
+    assert with_preset_recipe(dataclasses.replace(config, lr=1e-5), ReconConfig(lgm_preset="tiny")).lr == 1e-5
+    with pytest.raises(ValueError, match="includes LPIPS, but --lpips-vgg and --lpips-lin"):
+        with_preset_recipe(config, ReconConfig(lgm_preset="big"))
     finetune = load_job("finetune").build_parser()
     assert "AdamW learning rate (default: 3e-05)" in " ".join(finetune.format_help().split())
     assert config_from_args(TrainConfig, finetune.parse_args(JOBS["finetune"][1])).lr == 3e-5

@@ -109,6 +109,27 @@ def test_scene_transform_leaves_images_unchanged():
     torch.testing.assert_close(moved.colors, original.colors, atol=2e-4, rtol=0)
 
 
+def test_dollied_cameras_see_the_look_at_plane_alike():
+    """LGM's camera setting: views at fov 39.6 read as views at 49.1 from farther away (and the
+    scene scaled) render a flat scene through the look-at point alike, up to a pixel."""
+    from models.lgm import LGM
+    from models.lgm_options import PRESETS
+
+    lgm = LGM.__new__(LGM)
+    lgm.options = PRESETS["big"]
+    c2w, K = cameras(azimuths=(0.0,), elevation=0.0, size=64)
+    flat = Gaussians(means=torch.tensor([[x, y, 0.0] for x in (-0.3, 0.0, 0.3) for y in (-0.2, 0.25)]),
+                     quats=torch.tensor([[1.0, 0, 0, 0]]).repeat(6, 1), scales=torch.full((6, 3), 0.03),
+                     opacities=torch.full((6,), 0.9), colors=torch.rand(6, 3, generator=torch.Generator().manual_seed(0)))
+    transform = lgm.normalisation(c2w[0].double()).float()
+    moved_cameras = lgm.normalise_cameras(transform[None], c2w[None])[0]
+    K_lgm = torch.tensor(camera.intrinsics_from_fov(lgm.options.fov, 64, 64), dtype=torch.float32)
+    original = render_gaussians(flat, c2w, K, 64, 64)
+    moved = render_gaussians(flat.transformed(transform), moved_cameras, K_lgm, 64, 64)
+    assert (moved.colors - original.colors).abs().mean() < 0.002  # without the dolly: 0.012
+    assert moved_cameras[0, :3, 3].norm().item() == pytest.approx(1.5)
+
+
 def test_quaternion_matrix_round_trip():
     q = torch.nn.functional.normalize(torch.randn(50, 4, dtype=torch.float64), dim=-1)
     q = q * torch.sign(q[:, :1])

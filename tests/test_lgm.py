@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import warnings
 from pathlib import Path
 
@@ -12,8 +14,10 @@ from safetensors.torch import save_file
 
 import camera
 from models.lgm import LGM
+from models.lgm_options import PRESETS
 from models.lpips import LPIPS
 from models.rays import apply_normalisation, normalisation_transform, plucker_rays
+from models import recon_loss
 from models.recon_loss import ReconstructionLoss
 
 FIXTURES = Path(__file__).resolve().parent / "data"  # key/shape lists of the official checkpoints
@@ -80,6 +84,31 @@ def test_camera_normalisation_and_plucker_rays():
     torch.testing.assert_close(centre, torch.tensor([0.0, 0.0, -1.0]), atol=0.01, rtol=0)
 
 
+@pytest.mark.parametrize("preset", ["tiny", "big"])
+def test_camera_setting_of_each_preset(preset):
+    """tiny: VideoMV's rigid frame at the renders' fov; big: LGM's own (fov 49.1, radius 1.5), the
+    renders read through a dolly that keeps the look-at plane's image size."""
+    model = LGM.__new__(LGM)  # the camera methods need only the options (big's network is 415M parameters)
+    model.options = PRESETS[preset]
+    c2w = torch.tensor(camera.orbit_c2w(15.0, [30.0, 120.0, 210.0, 300.0], distance=2.0))
+    transform = model.normalisation(c2w[0])
+    normalised = model.normalise_cameras(transform[None], c2w[None])[0]
+    radius = 2.0 if preset == "tiny" else 1.5
+    expected = torch.eye(4, dtype=torch.float64)
+    expected[2, 3] = radius
+    torch.testing.assert_close(normalised[0], expected)
+    torch.testing.assert_close(normalised[:, :3, 3].norm(dim=-1), torch.full((4,), radius, dtype=torch.float64))
+    scene_scale = float(transform[:3, 0].norm())
+    if preset == "tiny":
+        assert model.options.fov == camera.DEFAULT_FOV_DEG and scene_scale == pytest.approx(1.0)
+    else:
+        assert model.options.fov == pytest.approx(49.1)
+        tan = lambda fov: np.tan(np.radians(fov) / 2)  # noqa: E731
+        # The unit object at distance 2 through 39.6 deg fills the frame as the scaled one at 1.5 through 49.1.
+        assert scene_scale == pytest.approx(1.5 * tan(49.1) / (2.0 * tan(39.6)))
+        assert scene_scale / (1.5 * tan(49.1)) == pytest.approx(1.0 / (2.0 * tan(39.6)))
+
+
 def test_forward_shapes_and_activations():
     model = LGM("tiny")
     views = torch.rand(2, 4, 3, 48, 48)
@@ -94,11 +123,16 @@ def test_forward_shapes_and_activations():
         model.prepare_inputs(views[:, :3], c2w[:, :3])
 
 
-def test_reconstruction_loss_with_and_without_lpips(tmp_path):
+def test_reconstruction_loss_with_and_without_lpips(tmp_path, caplog, monkeypatch):
     rgb, target = torch.rand(1, 2, 3, 32, 32), torch.rand(1, 2, 3, 32, 32)
     alpha, target_alpha = torch.rand(1, 2, 1, 32, 32), torch.rand(1, 2, 1, 32, 32)
-    with pytest.warns(UserWarning, match="LPIPS term is left out"):
+    monkeypatch.setattr(recon_loss, "_said_without_lpips", False)
+    with caplog.at_level(logging.WARNING, logger="models.recon_loss"):
         plain = ReconstructionLoss.from_paths(None, None)
+        ReconstructionLoss.from_paths(None, None)
+    assert [r.getMessage().count("LPIPS term is left out") for r in caplog.records] == [1]  # said once
+    with pytest.raises(ValueError, match="includes LPIPS, but --lpips-lin"):
+        ReconstructionLoss.from_paths(str(tmp_path / "vgg16.pth"), None, required=True)
     terms = plain(rgb, alpha, target, target_alpha)
     assert "lpips" not in terms
     torch.testing.assert_close(terms["loss"], terms["mse_rgb"] + terms["mse_alpha"])
@@ -109,7 +143,7 @@ def test_reconstruction_loss_with_and_without_lpips(tmp_path):
     torch.save(lin, tmp_path / "vgg.pth")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        full = ReconstructionLoss.from_paths(str(tmp_path / "vgg16.pth"), str(tmp_path / "vgg.pth"))
+        full = ReconstructionLoss.from_paths(str(tmp_path / "vgg16.pth"), str(tmp_path / "vgg.pth"), required=True)
     terms = full(rgb, alpha, target, target_alpha)
     assert terms["lpips"] > 0
     torch.testing.assert_close(terms["loss"], terms["mse_rgb"] + terms["mse_alpha"] + terms["lpips"])
@@ -126,3 +160,22 @@ def test_tiny_reconstructor_learns_a_rendered_object(overfit_duck):
     assert result.psnr_after > result.psnr_before + 5.0, result
     assert result.psnr_after > 16.0, result
     assert np.mean(result.losses[-10:]) < 0.5 * np.mean(result.losses[:5])
+
+
+def test_supervision_at_the_targets_own_resolution():
+    """Gaussians render at the targets' resolution when it is below output_size: never upsampled targets."""
+    from models.recon_training import reconstruction_step
+
+    torch.manual_seed(0)
+    model = LGM(dataclasses.replace(PRESETS["tiny"], input_size=32, output_size=64))
+    views, alphas = torch.rand(1, 24, 3, 16, 16), torch.rand(1, 24, 1, 16, 16)
+    c2w = torch.tensor(camera.orbit_c2w(15.0, camera.orbit_azimuths()), dtype=torch.float32)[None]
+    with torch.no_grad():
+        _, rgb, target = reconstruction_step(model, ReconstructionLoss(None), views, alphas, c2w, (0, 6, 12, 18),
+                                             (1, 2), (0.5, 0.5, 0.5))
+    assert rgb.shape == target.shape == (1, 2, 3, 16, 16)
+    torch.testing.assert_close(target, views[:, [1, 2]])
+    with torch.no_grad():  # larger targets are downsampled to output_size
+        _, rgb, target = reconstruction_step(model, ReconstructionLoss(None), torch.rand(1, 24, 3, 128, 128),
+                                             torch.rand(1, 24, 1, 128, 128), c2w, (0, 6, 12, 18), (1,), (0.5,) * 3)
+    assert rgb.shape == target.shape == (1, 1, 3, 64, 64)
