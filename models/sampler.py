@@ -1,7 +1,9 @@
 """3D-aware denoising sampling of 24 views from G (paper 3.4), with Gaussians as a by-product.
 
 DDIM (diffusers' scheduler), eta 0, classifier-free guidance (9.0 text / 6.0 image), orbit cameras
-from the ``camera`` module (elevation 15 deg at distance 2.0 for text, 5 deg at 1.7 for image).
+from the ``camera`` module (elevation 15 deg for text, 5 deg for image, at the renders' distance 2.0).
+A fine-tuned model records its training cameras (``CameraEmbedding.config.training_cameras``): the
+defaults are moved inside them, and an orbit outside them is logged as a warning (extrapolation).
 
 At the configured steps the predicted x0 is decoded, views 0, 6, 12, 18 go through the
 reconstructor, the Gaussians are rendered at all cameras on the model's background, re-encoded, and
@@ -14,22 +16,27 @@ When the views are done, the final Gaussians are reconstructed from them (in wor
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 
 import camera
+from models.camera_embedding import camera_problems, inside
 from models.gaussian_renderer import render_batch
 from models.gaussians import Gaussians
 from models.lgm import LGM
 from models.multiview_model import MultiViewModel
 from models.schedule import output_from_x0, predict_x0
 
+# The authors sample the image model at distance 1.7, but it must see the cameras it was trained on:
+# the render job's (``camera.DEFAULT_DISTANCE``) or the model's recorded training cameras.
 DEFAULTS = {
-    "t2v": {"guidance_scale": 9.0, "elevation": 15.0, "distance": 2.0, "background": (0.5, 0.5, 0.5)},
-    "i2v": {"guidance_scale": 6.0, "elevation": 5.0, "distance": 1.7, "background": (1.0, 1.0, 1.0)},
+    "t2v": {"guidance_scale": 9.0, "elevation": 15.0, "background": (0.5, 0.5, 0.5)},
+    "i2v": {"guidance_scale": 6.0, "elevation": 5.0, "background": (1.0, 1.0, 1.0)},
 }
+logger = logging.getLogger(__name__)
 AUTHORS_STEPS = (20, 30, 40)  # step indices of 50 where the official code reconstructs (t = 581, 381, 181)
 MODES = ("two", "one")
 
@@ -78,15 +85,23 @@ class SamplingConfig:
         if self.steps < 1:
             raise ValueError("steps must be positive")
 
-    def resolved(self, variant: str) -> "SamplingConfig":
+    def resolved(self, variant: str, training_cameras: dict[str, list[float]] | None = None) -> "SamplingConfig":
+        """Every None filled: the variant's defaults, moved inside ``training_cameras`` when given."""
         defaults = DEFAULTS[variant]
         return SamplingConfig(
             steps=self.steps, eta=self.eta, seeds=tuple(self.seeds), reconstruct_at=tuple(self.reconstruct_at),
             mode=self.mode,
             guidance_scale=defaults["guidance_scale"] if self.guidance_scale is None else self.guidance_scale,
-            elevation=defaults["elevation"] if self.elevation is None else self.elevation,
-            distance=defaults["distance"] if self.distance is None else self.distance,
+            elevation=inside(training_cameras, "elevation", defaults["elevation"]) if self.elevation is None
+            else self.elevation,
+            distance=inside(training_cameras, "distance", camera.DEFAULT_DISTANCE) if self.distance is None
+            else self.distance,
         )
+
+
+def training_cameras(model: MultiViewModel) -> dict[str, list[float]] | None:
+    """The cameras G's camera embedding was fine-tuned on (None: not recorded)."""
+    return model.unet.camera_embedding.config.get("training_cameras")
 
 
 @dataclass
@@ -169,9 +184,13 @@ def sample_views(model: MultiViewModel, prompts: list[str] | None = None, images
             (experiments: zeroed or reordered cameras). Leave None with a reconstructor.
     """
     batch = len(prompts) if prompts is not None else images.shape[0]
-    config = (config or SamplingConfig()).resolved(model.variant)
+    config = (config or SamplingConfig()).resolved(model.variant, training_cameras(model))
     if config.reconstruct_at and reconstructor is None:
         raise ValueError("3D-aware steps need a reconstructor")
+    if cameras is None:
+        for problem in camera_problems(training_cameras(model), elevation=config.elevation, distance=config.distance,
+                                       fov=camera.DEFAULT_FOV_DEG):
+            logger.warning("%s: the views there are extrapolation", problem)
     background = DEFAULTS[model.variant]["background"]
     cameras = orbit_cameras(model, config, batch) if cameras is None else cameras.to(model.device).float()
     conditional, unconditional = conditioning(model, prompts, images, batch)

@@ -2,7 +2,9 @@
 
 AdamW (lr 3e-5, no weight decay), global batch 32 reached by gradient accumulation, fp16 autocast
 with a grad scaler (or bf16), gradient checkpointing, condition dropout 0.1, optional 2D images as
-1-frame videos. ``run_finetune`` is what ``jobs/finetune.py`` calls.
+1-frame videos. ``run_finetune`` is what ``jobs/finetune.py`` calls. The model records the cameras
+of its training orbits (``CameraEmbedding.config.training_cameras``), joined with what the starting
+model had recorded.
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ import ray.train
 import ray.train.torch
 import torch
 
+from models.camera_embedding import camera_ranges
 from models.multiview_model import MultiViewModel, detect_variant, resolve_model_dir
 from models.objective import MultiViewBatch, diffusion_loss
 from models.sampler import SamplingConfig, sample_views
 from models.train_views import reorder_orbits
+from pipeline import shards
 from pipeline.media import grid_image
 from pipeline.train_common import (
     TrainConfig,
@@ -43,6 +47,10 @@ def finetune_loop(config: dict[str, Any]) -> None:
     worker = WorkerState(config)
     torch.manual_seed(config["seed"] + worker.rank)
     model = MultiViewModel.from_pretrained(config["model"])
+    embedding = model.unet.camera_embedding
+    seen = config["training_cameras"]
+    embedding.register_to_config(training_cameras=camera_ranges(
+        seen["elevation"], seen["distance"], seen["fov"], previous=embedding.config.get("training_cameras")))
     model.freeze_encoders()
     model.to(worker.device)
     if config["gradient_checkpointing"]:
@@ -113,4 +121,7 @@ def run_finetune(config: TrainConfig) -> TrainSummary:
                                         materialize=config.materialize_data)}
     if config.image_data:
         datasets["images"] = image_dataset(config.image_data, config.resolution)
-    return summarise(run_trainer(finetune_loop, config, datasets, {"model": model_dir, "variant": variant}), config)
+    rows = shards.read_rows(config.data, columns=["status", "elevation", "distance", "fov"])
+    cameras = camera_ranges(*([row[name] for row in rows] for name in ("elevation", "distance", "fov")))
+    return summarise(run_trainer(finetune_loop, config, datasets, {
+        "model": model_dir, "variant": variant, "training_cameras": cameras}), config)

@@ -95,7 +95,7 @@ def result_record(config: LocalRunConfig, resolution: int) -> dict[str, Any]:
     return {"prompt": config.prompt, "seed": config.seed, "steps": config.sampling_steps,
             "guidance_scale": guidance_scale(config),
             "elevation": config.elevation, "azimuths": camera.orbit_azimuths().tolist(),
-            "distance": defaults["distance"], "fov": camera.DEFAULT_FOV_DEG, "resolution": resolution,
+            "distance": camera.DEFAULT_DISTANCE, "fov": camera.DEFAULT_FOV_DEG, "resolution": resolution,
             "background": list(defaults["background"]), "score_resolution": config.render_resolution,
             "scored_against": prompted_asset(config)}
 

@@ -76,7 +76,9 @@ class GenerateRequest(BaseModel):
     seed: int = Field(0, ge=0, le=2**31 - 1)
     steps: int = Field(50, ge=1, le=200, description="DDIM steps")
     guidance_scale: float | None = Field(None, ge=1.0, le=30.0, description="default 9.0 text / 6.0 image")
-    elevation: float | None = Field(None, ge=-30.0, le=60.0, description="degrees; default 15 text / 5 image")
+    elevation: float | None = Field(None, ge=-30.0, le=60.0, description=(
+        "degrees; default 15 text / 5 image, moved inside the model's training cameras (GET /v1/health); "
+        "outside them: 422"))
     three_d_aware: bool = Field(True, description="reconstruct x0 at steps 20, 30, 40 of 50 (scaled)")
     mode: Literal["two", "one"] = Field("two", description="two: authors' form; one: reconstruct the guided x0")
     outputs: list[Literal["views", "ply", "grid", "gif"]] = Field(default_factory=lambda: ["views", "ply"])
@@ -144,8 +146,11 @@ class Generator:
         self.stats = {"running": 0, "completed": 0, "cancelled": 0}
 
     def info(self) -> dict[str, Any]:
+        from models.sampler import training_cameras
+
         return {"variant": self.model.variant, "reconstructor": self.reconstructor is not None,
-                "resolution": self.resolution, "frames": self.model.unet.num_frames}
+                "resolution": self.resolution, "frames": self.model.unet.num_frames,
+                "training_cameras": training_cameras(self.model)}
 
     def get_stats(self) -> dict[str, int]:
         return dict(self.stats)
@@ -286,6 +291,12 @@ def build_ingress(timeout_s: float, max_body_bytes: int = MAX_BODY_BYTES) -> typ
                 raise HTTPException(400, "give either a prompt or an image, not both")
             if (request_model.three_d_aware or "ply" in request_model.outputs) and not info["reconstructor"]:
                 raise HTTPException(400, "no reconstructor is loaded: set three_d_aware false and leave out 'ply'")
+            if request_model.elevation is not None:
+                from models.camera_embedding import camera_problems
+
+                problems = camera_problems(info.get("training_cameras"), elevation=request_model.elevation)
+                if problems:
+                    raise HTTPException(422, "; ".join(problems) + ": the model has not learned views there")
             job = Job(prompt=request_model.prompt,
                       image=decode_image(image_bytes, info["resolution"]) if image_bytes is not None else None,
                       seed=request_model.seed, steps=request_model.steps, guidance_scale=request_model.guidance_scale,

@@ -58,7 +58,30 @@ def test_shapes_seeds_and_gaussians(models):
     image = torch.rand(1, 3, 32, 32) * 2 - 1
     i2v = sample_views(models["i2v"], images=image, config=SamplingConfig(steps=STEPS))
     assert i2v.views.shape == (1, 24, 3, 32, 32) and i2v.gaussians is None
-    torch.testing.assert_close(i2v.cameras[0], torch.tensor(camera.orbit_c2w(5.0, distance=1.7), dtype=torch.float32))
+    # The image model samples at the renders' distance (the authors' 1.7 is a camera it never saw here).
+    torch.testing.assert_close(i2v.cameras[0], torch.tensor(camera.orbit_c2w(5.0, distance=2.0), dtype=torch.float32))
+
+
+def test_training_cameras_bound_the_defaults_and_warn_outside(models, caplog):
+    recorded = {"elevation": [20.0, 30.0], "distance": [2.0, 2.0], "fov": [39.6, 39.6]}
+    resolved = SamplingConfig().resolved("t2v", recorded)
+    assert (resolved.elevation, resolved.distance) == (20.0, 2.0)  # 15 moved inside
+    assert SamplingConfig(elevation=25.0).resolved("i2v", recorded).elevation == 25.0
+    model = models["t2v"]
+    embedding = model.unet.camera_embedding
+    embedding.register_to_config(training_cameras=recorded)
+    try:
+        with caplog.at_level("WARNING", logger="models.sampler"):
+            sample_views(model, prompts=["a chair"], config=SamplingConfig(steps=1))
+            assert not caplog.records
+            sample_views(model, prompts=["a chair"], config=SamplingConfig(steps=1, elevation=45.0, distance=1.7))
+        messages = [record.getMessage() for record in caplog.records]
+        assert messages == [
+            "elevation 45 is outside the model's training cameras (elevation 20 to 30): the views there are "
+            "extrapolation",
+            "distance 1.7 is outside the model's training cameras (distance 2): the views there are extrapolation"]
+    finally:
+        embedding.register_to_config(training_cameras=None)
 
 
 @pytest.mark.parametrize("mode, schedule, expected", [

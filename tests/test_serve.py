@@ -20,11 +20,13 @@ from PIL import Image
 
 from conftest import REPO_ROOT
 from models.lgm import LGM
+from models.multiview_model import MultiViewModel
 from models.ply import load_ply
 from models.tiny import make_tiny
 from pipeline.serving import build_app
 
 STEPS = 5
+TRAINING_CAMERAS = {"elevation": [0.0, 30.0], "distance": [2.0, 2.0], "fov": [39.6, 39.6]}
 
 
 def free_port() -> int:
@@ -39,6 +41,10 @@ def server(ray_local, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("serve")
     model_dir = make_tiny("t2v", str(root / "tiny-t2v"))
+    # As a fine-tune writes it: the camera embedding records its training cameras.
+    model = MultiViewModel.from_pretrained(model_dir)
+    model.unet.camera_embedding.register_to_config(training_cameras=TRAINING_CAMERAS)
+    model.save_pretrained(model_dir)
     torch.manual_seed(0)
     LGM("tiny").save_pretrained(str(root / "lgm"))
     port = free_port()
@@ -62,7 +68,8 @@ def generate(server, **fields) -> requests.Response:
 
 def test_health_and_openapi(server):
     health = requests.get(f"{server['url']}/v1/health", timeout=10).json()
-    assert health == {"status": "ok", "variant": "t2v", "reconstructor": True, "resolution": 32, "frames": 24}
+    assert health == {"status": "ok", "variant": "t2v", "reconstructor": True, "resolution": 32, "frames": 24,
+                      "training_cameras": TRAINING_CAMERAS}
     schema = requests.get(f"{server['url']}/openapi.json", timeout=10).json()
     assert "/v1/generate" in schema["paths"] and "/v1/health" in schema["paths"]
     assert requests.get(f"{server['url']}/docs", timeout=10).status_code == 200
@@ -104,6 +111,8 @@ def test_zip_format(server):
     ({"prompt": "a cat", "steps": 0}, 422, "steps"),
     ({"prompt": "a cat", "guidance_scale": 100}, 422, "guidance_scale"),
     ({"prompt": "a cat", "elevation": 95}, 422, "elevation"),
+    ({"prompt": "a cat", "elevation": 45}, 422,
+     "elevation 45 is outside the model's training cameras (elevation 0 to 30): the model has not learned views there"),
     ({"prompt": "a cat", "outputs": ["mesh"]}, 422, "outputs"),
     ({}, 400, "text-to-multi-view model: give a prompt"),
     ({"prompt": "a cat", "image": "%%%not base64%%%"}, 400, "not valid base64"),

@@ -108,6 +108,12 @@ def test_finetune_trains_checkpoints_resumes_and_logs(workspace):
         assert metric in run.data.metrics
     artifacts = [a.path for a in mlflow.tracking.MlflowClient().list_artifacts(run.info.run_id, "final_model")]
     assert "final_model/camera_embedding" in artifacts and "final_model/unet" in artifacts
+    # The model records the cameras it was trained on (elevation, distance, fov ranges of the shards).
+    rows = shards.read_rows(workspace["shards"])
+    elevations = [row["elevation"] for row in rows]
+    assert final.unet.camera_embedding.config["training_cameras"] == {
+        "elevation": [round(min(elevations), 4), round(max(elevations), 4)], "distance": [2.0, 2.0],
+        "fov": [39.6, 39.6]}
 
     # The fine-tuned model fits the training objects better than the base model.
     trained = MultiViewModel.from_pretrained(second.final_model)
