@@ -6,7 +6,8 @@ Plücker rays in the normalised camera frame); ``LGM.forward`` returns ``Gaussia
 
 Weights: ``LGM.load_official`` reads LGM's released ``model_fp16_fixrot.safetensors`` (big preset)
 with ``strict=True``; ``save_pretrained``/``from_pretrained`` keep the options next to the weights
-(``lgm_options.json`` + ``model.safetensors``).
+(``lgm_options.json`` + ``model.safetensors``), and the measured 3D-aware schedule when there is one
+(``three_d_aware.json``: ``models.renders_vs_x0``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from models.gaussians import Gaussians
 from models.lgm_options import PRESETS, LGMOptions
 from models.lgm_unet import AsymmetricUNet
 from models.rays import apply_normalisation, dolly_factor, normalisation_transform, plucker_rays
+from models.renders_vs_x0 import RendersVsX0
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -36,6 +38,7 @@ class LGM(nn.Module):
         self.options = PRESETS[options] if isinstance(options, str) else options
         self.unet = AsymmetricUNet(self.options)
         self.conv = nn.Conv2d(14, 14, kernel_size=1)
+        self.renders_vs_x0: RendersVsX0 | None = None  # where its renders may replace G's x0
 
     # -- inputs ----------------------------------------------------------------------------------
     def dolly(self, fov: float = camera.DEFAULT_FOV_DEG) -> float:
@@ -142,6 +145,8 @@ class LGM(nn.Module):
         with open(os.path.join(directory, OPTIONS_FILE), "w") as handle:
             handle.write(self.options.to_json())
         save_file({k: v.contiguous() for k, v in self.state_dict().items()}, os.path.join(directory, WEIGHTS_FILE))
+        if self.renders_vs_x0 is not None:
+            self.renders_vs_x0.save(directory)
 
     @classmethod
     def from_pretrained(cls, directory: str) -> "LGM":
@@ -151,6 +156,7 @@ class LGM(nn.Module):
         with open(os.path.join(directory, OPTIONS_FILE)) as handle:
             model = cls(LGMOptions.from_json(handle.read()))
         model.load_state_dict(load_file(os.path.join(directory, WEIGHTS_FILE)), strict=True)
+        model.renders_vs_x0 = RendersVsX0.load(directory)
         return model
 
 

@@ -56,7 +56,8 @@ def normalisation_transform(c2w_first: np.ndarray | torch.Tensor, radius: float 
     rotation = first[:3, :3].T
     transform = torch.eye(4, dtype=torch.float64)
     transform[:3, :3] = scale * rotation
-    transform[:3, 3] = torch.tensor([0.0, 0.0, scale * distance], dtype=torch.float64) - scale * (rotation @ first[:3, 3])
+    first_centre = torch.tensor([0.0, 0.0, scale * distance], dtype=torch.float64)  # view 0, before any dolly
+    transform[:3, 3] = first_centre - scale * (rotation @ first[:3, 3])
     return transform
 
 

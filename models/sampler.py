@@ -12,6 +12,8 @@ REPLACE x0; the model output is recomputed from (x_t, new x0) and the DDIM step 
   guidance is applied to the two recomputed outputs (two reconstructions per step);
 - "one": the guided x0 is reconstructed once.
 When the views are done, the final Gaussians are reconstructed from them (in world coordinates).
+A reconstructor that carries a renders-vs-x0 measurement (``models.renders_vs_x0``) is used only at
+the steps where its renders were measured not worse than x0 (by more than 0.5 dB).
 """
 
 from __future__ import annotations
@@ -141,6 +143,19 @@ def to_world(gaussians: Gaussians, transforms: torch.Tensor) -> Gaussians:
                         for name in ("means", "quats", "scales", "opacities", "colors")})
 
 
+def measured_steps(reconstructor: LGM | None, steps: tuple[int, ...], timesteps: torch.Tensor) -> tuple[int, ...]:
+    """``steps`` (indices into ``timesteps``) less those where the reconstructor's measurement says its
+    renders are worse than x0 (all of them when it carries none)."""
+    if reconstructor is None or reconstructor.renders_vs_x0 is None:
+        return steps
+    kept = tuple(i for i in steps if reconstructor.renders_vs_x0.helps(int(timesteps[i])))
+    if kept != steps:
+        left_out = [int(timesteps[i]) for i in steps if i not in kept]
+        logger.info("3D-aware reconstruction left out at t = %s: the reconstructor's renders were measured worse "
+                    "than x0 there", left_out)
+    return kept
+
+
 def conditioning(model: MultiViewModel, prompts: list[str] | None, images: torch.Tensor | None,
                  batch: int) -> tuple[dict, dict]:
     """(conditional, unconditional) UNet inputs: prompt vs "" (T2V); image embedding vs zeros (I2V)."""
@@ -197,6 +212,7 @@ def sample_views(model: MultiViewModel, prompts: list[str] | None = None, images
     scheduler = model.scheduler
     scheduler.set_timesteps(config.steps, device=model.device)
     latents = initial_latents(model, config.seeds, batch)
+    reconstruct_at = measured_steps(reconstructor, config.reconstruct_at, scheduler.timesteps)
     guided = config.guidance_scale != 1.0
     reconstructions = 0
 
@@ -213,7 +229,7 @@ def sample_views(model: MultiViewModel, prompts: list[str] | None = None, images
         model_input = scheduler.scale_model_input(latents, timestep).to(model.unet.dtype)
         output = model.unet(model_input, timestep, cameras=cameras, **conditional).float()
         baseline = model.unet(model_input, timestep, cameras=cameras, **unconditional).float() if guided else None
-        if index in config.reconstruct_at:
+        if index in reconstruct_at:
             if config.mode == "two" and guided:
                 output, baseline = replace_x0(latents, output, timestep), replace_x0(latents, baseline, timestep)
             else:

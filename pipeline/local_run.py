@@ -38,8 +38,9 @@ from pipeline.client import generate, write_result
 from pipeline.finetune import run_finetune
 from pipeline.render_stage import RenderJobConfig, run_render_job
 from pipeline.result_scores import score_generation
-from pipeline.sources import BUNDLED_ASSETS, load_captions
+from pipeline.sources import BUNDLED_ASSETS, captioned_assets, load_captions
 from pipeline.train_common import TrainConfig
+from pipeline.three_d_aware import measure_schedule
 from pipeline.tracking import mlflow_run
 from pipeline.train_data import CAPTION_SUFFIX
 from pipeline.train_recon import ReconConfig, run_train_recon
@@ -126,8 +127,7 @@ def score_result(config: LocalRunConfig, result_dir: str, record: dict[str, Any]
     views = torch.stack([torch.from_numpy(np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255.0)
                          for path in sorted(glob.glob(os.path.join(result_dir, "views", "view_*.png")))])
     ply = os.path.join(result_dir, "gaussians.ply")
-    assets = {name: os.path.join(config.assets, name) for name in load_captions(config.captions)
-              if os.path.isfile(os.path.join(config.assets, name))}
+    assets = {name: path for name, (path, _) in captioned_assets(config.assets, config.captions).items()}
     return score_generation(views.permute(0, 3, 1, 2), assets, target, record["elevation"],
                             np.asarray(record["azimuths"]), record["distance"], record["fov"],
                             config.render_resolution, record["background"][0],
@@ -226,6 +226,12 @@ def run_local(config: LocalRunConfig) -> dict[str, Any]:
                             lr=None, sample_every=0, checkpoint_every=max(10, config.recon_steps // 2),
                             log_every=max(5, config.recon_steps // 10)),
         ReconConfig(lgm_preset="tiny", lgm_size=TINY_RECON_SIZE, supervised_views=4))
+    measured = None
+    if config.captions and os.path.isdir(config.assets):
+        # Where render(LGM(x0)) beats x0 decides where 3D-aware sampling uses it (docs/results.md).
+        measured = measure_schedule(finetuned.final_model, recon.final_model,
+                                    captioned_assets(config.assets, config.captions), config.elevation,
+                                    config.render_samples)
     _done(start, f"loss {recon.final_metrics.get('loss', float('nan')):.4f}, model at {recon.final_model}")
 
     start = _stage(5, "start the Serve endpoint")
@@ -250,6 +256,9 @@ def run_local(config: LocalRunConfig) -> dict[str, Any]:
     serve.shutdown()
     record = result_record(config, model_resolution(finetuned.final_model))
     record["autoencoder"] = autoencoder
+    if measured is not None:
+        record["renders_vs_x0"] = {"t": measured.t, "render_psnr": measured.render_psnr,
+                                   "x0_psnr": measured.x0_psnr, "used": [measured.helps(t) for t in measured.t]}
     record["scores"] = score_result(config, result_dir, record)
     with mlflow_run(config.experiment, "generate", mlflow_uri,
                     {"prompt": config.prompt, "steps": config.sampling_steps, "seed": config.seed}) as mlflow:

@@ -97,6 +97,13 @@ def load_captions(path: str) -> dict[str, str]:
     return captions
 
 
+def captioned_assets(folder: str, captions: str) -> dict[str, tuple[str, str]]:
+    """The files of a local ``folder`` that ``captions`` names: file name -> (path, caption), sorted."""
+    table = load_captions(captions)
+    return {name: (os.path.join(folder, name), table[name]) for name in sorted(table)
+            if os.path.isfile(os.path.join(folder, name))}
+
+
 def _local_folder(folder: str) -> ResolvedInput:
     root = Path(folder)
     files, unsupported = [], collections.Counter()

@@ -22,7 +22,7 @@ from models.lgm_options import PRESET_TRAINING, PRESETS
 from models.multiview_model import MultiViewModel, detect_variant, resolve_model_dir
 from models.recon_loss import ReconstructionLoss
 from models.recon_training import reconstruction_step
-from models.schedule import predict_x0
+from models.three_d_aware import one_step_x0
 from pipeline.cli import option
 from pipeline.train_common import (
     TrainConfig,
@@ -73,23 +73,10 @@ def load_lgm_into(model: LGM) -> Any:
     return load
 
 
-@torch.no_grad()
 def one_step_predictions(generator_model: MultiViewModel, inputs: dict, rng: torch.Generator) -> torch.Tensor:
     """G's predicted clean views [B, F, 3, H, W] in [0, 1] from noised ground truth at t <= 700."""
-    latents = generator_model.encode_views(inputs["views"], rng).float()
-    scheduler = generator_model.scheduler
-    timesteps = torch.randint(0, MAX_TIMESTEP + 1, (latents.shape[0],), generator=rng, device=latents.device)
-    noise = torch.randn(latents.shape, generator=rng, device=latents.device)
-    noisy = scheduler.add_noise(latents, noise, timesteps)
-    if generator_model.variant == "t2v":
-        condition = {"encoder_hidden_states": generator_model.encode_prompts(inputs["prompts"])}
-    else:
-        condition = {**generator_model.image_condition(inputs["views"][:, 0], latents.shape[2]),
-                     "encoder_hidden_states": generator_model.encode_prompts([""] * latents.shape[0])}
-    output = generator_model.unet(noisy.to(generator_model.unet.dtype), timesteps, cameras=inputs["cameras"],
-                                  **condition)
-    x0 = predict_x0(scheduler, noisy, output.float(), timesteps)
-    return (generator_model.decode_latents(x0) / 2 + 0.5).clamp(0, 1).float()
+    timesteps = torch.randint(0, MAX_TIMESTEP + 1, (len(inputs["views"]),), generator=rng, device=rng.device)
+    return one_step_x0(generator_model, inputs["views"], inputs["cameras"], inputs["prompts"], timesteps, rng)
 
 
 def recon_loop(config: dict[str, Any]) -> None:

@@ -120,7 +120,8 @@ def test_dollied_cameras_see_the_look_at_plane_alike():
     c2w, K = cameras(azimuths=(0.0,), elevation=0.0, size=64)
     flat = Gaussians(means=torch.tensor([[x, y, 0.0] for x in (-0.3, 0.0, 0.3) for y in (-0.2, 0.25)]),
                      quats=torch.tensor([[1.0, 0, 0, 0]]).repeat(6, 1), scales=torch.full((6, 3), 0.03),
-                     opacities=torch.full((6,), 0.9), colors=torch.rand(6, 3, generator=torch.Generator().manual_seed(0)))
+                     opacities=torch.full((6,), 0.9),
+                     colors=torch.rand(6, 3, generator=torch.Generator().manual_seed(0)))
     transform = lgm.normalisation(c2w[0].double()).float()
     moved_cameras = lgm.normalise_cameras(transform[None], c2w[None])[0]
     K_lgm = torch.tensor(camera.intrinsics_from_fov(lgm.options.fov, 64, 64), dtype=torch.float32)

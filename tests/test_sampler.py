@@ -12,13 +12,16 @@ import camera
 from models.lgm import LGM
 from models.multiview_model import MultiViewModel
 from models.recon_training import psnr
+from models.renders_vs_x0 import RendersVsX0
 from models.sampler import (
     SamplingConfig,
     input_view_indices,
+    measured_steps,
     reconstruct_views,
     reconstruction_steps,
     sample_views,
 )
+from models.three_d_aware import AUTHORS_TIMESTEPS, measure_renders_vs_x0
 from models.tiny import make_tiny
 
 STEPS = 6
@@ -134,3 +137,42 @@ def test_reconstruction_reproduces_ground_truth_views_at_the_diffusion_cameras(o
         with torch.no_grad():
             bad, _, _ = reconstruct_views(lgm, views, wrong, background=(1.0, 1.0, 1.0))
         assert psnr(bad, views) < correct - margin
+
+
+def test_measured_schedule_leaves_out_the_steps_where_renders_lose(models, tmp_path, caplog):
+    """A reconstructor carrying a renders-vs-x0 measurement is used only where its renders were not
+    worse than x0 by more than 0.5 dB; the measurement travels with its weights."""
+    lgm = models["lgm"]
+    scheduler = models["t2v"].scheduler
+    scheduler.set_timesteps(50)
+    authors = reconstruction_steps(50)
+    assert [int(scheduler.timesteps[i]) for i in authors] == list(AUTHORS_TIMESTEPS)
+    lgm.renders_vs_x0 = RendersVsX0(t=[581, 381, 181], render_psnr=[20.0, 21.0, 22.0], x0_psnr=[18.0, 21.4, 23.0])
+    try:
+        lgm.save_pretrained(str(tmp_path / "lgm"))
+        loaded = LGM.from_pretrained(str(tmp_path / "lgm"))
+        assert loaded.renders_vs_x0 == lgm.renders_vs_x0
+        with caplog.at_level("INFO", logger="models.sampler"):
+            assert measured_steps(loaded, authors, scheduler.timesteps) == authors[:2]  # t=181: 1 dB worse
+        assert "left out at t = [181]" in caplog.text
+        # 6 steps: the authors' indices 2, 4, 5 are t = 499, 167, 1, nearest the measured 581, 181, 181.
+        config = SamplingConfig(steps=STEPS, reconstruct_at=reconstruction_steps(STEPS), mode="one")
+        result = sample_views(models["t2v"], prompts=["a chair"], config=config, reconstructor=loaded)
+        assert result.reconstructions == 1
+    finally:
+        lgm.renders_vs_x0 = None
+    assert measured_steps(lgm, authors, scheduler.timesteps) == authors  # nothing measured: the authors' steps
+    (tmp_path / "lgm" / "three_d_aware.json").write_text('{"t": [581]}')
+    with pytest.raises(ValueError, match="three_d_aware.json is not a renders-vs-x0 measurement"):
+        LGM.from_pretrained(str(tmp_path / "lgm"))
+
+
+def test_renders_vs_x0_measurement_on_tiny_models(models):
+    """The measurement runs through the real models and reports every score per timestep."""
+    model = models["t2v"]
+    truth = torch.rand(1, 24, 3, 32, 32)
+    cameras = torch.tensor(camera.orbit_c2w(15.0), dtype=torch.float32)[None]
+    measured = measure_renders_vs_x0(model, models["lgm"], truth, cameras, ["a chair"], timesteps=(581, 1))
+    assert measured.t == [581, 1] and len(measured.render_psnr) == len(measured.x0_ssim) == 2
+    assert measured.render_lpips is None  # no LPIPS weights given
+    assert all(math.isfinite(v) for v in measured.render_psnr + measured.x0_psnr + measured.render_ssim)
