@@ -94,12 +94,14 @@ def overfit_one_object(
     lr: float = 2e-3,
     views_per_step: int = 8,
     seed: int = 0,
+    fov: float = camera.DEFAULT_FOV_DEG,
 ) -> OverfitResult:
     """Train ``model`` on one object; PSNR is measured on the views that are not inputs.
 
     Args:
         views: [V, 3, H, W] in [0, 1] composited on ``background``; alphas [V, 1, H, W]; c2w [V, 4, 4].
         views_per_step: supervised views drawn at random per step (all V when >= V).
+        fov: the views' vertical field of view in degrees.
     """
     generator = torch.Generator().manual_seed(seed)
     views, alphas, c2w = views[None], alphas[None], c2w[None]
@@ -109,7 +111,7 @@ def overfit_one_object(
     def held_out_psnr() -> float:
         with torch.no_grad():
             _, rgb, target = reconstruction_step(model, loss_fn, views, alphas, c2w, ORTHOGONAL_VIEWS, held_out,
-                                                 background)
+                                                 background, fov=fov)
         return psnr(rgb, target)
 
     before = held_out_psnr()
@@ -117,7 +119,8 @@ def overfit_one_object(
     losses = []
     for _ in range(steps):
         supervised = torch.randperm(views.shape[1], generator=generator)[:views_per_step]
-        terms, _, _ = reconstruction_step(model, loss_fn, views, alphas, c2w, ORTHOGONAL_VIEWS, supervised, background)
+        terms, _, _ = reconstruction_step(model, loss_fn, views, alphas, c2w, ORTHOGONAL_VIEWS, supervised, background,
+                                          fov=fov)
         optimizer.zero_grad()
         terms["loss"].backward()
         optimizer.step()
