@@ -3,12 +3,11 @@
 LPIPS needs pre-trained VGG16 and lpips "lin" weights, which are never downloaded here: give both
 paths to include the term (weight 1.0). Where the recipe requires it (the "big" and "small" presets,
 ``models.lgm_options.PRESET_TRAINING``) a missing weight file is an error; elsewhere the term is left
-out and the log says so once.
+out (the training job's driver says so once: ``pipeline.train_recon.with_preset_recipe``).
 """
 
 from __future__ import annotations
 
-import logging
 
 import torch
 import torch.nn.functional as F
@@ -18,8 +17,6 @@ from models.lpips import LPIPS
 
 LPIPS_WEIGHT = 1.0
 LPIPS_MAX_SIZE = 256  # LGM evaluates LPIPS at 256 px
-logger = logging.getLogger(__name__)
-_said_without_lpips = False
 
 
 class ReconstructionLoss(nn.Module):
@@ -32,19 +29,13 @@ class ReconstructionLoss(nn.Module):
     def from_paths(cls, vgg_path: str | None = None, lin_path: str | None = None,
                    lpips_weight: float = LPIPS_WEIGHT, required: bool = False) -> "ReconstructionLoss":
         """With both weight files the LPIPS term is included. Without them: ValueError when
-        ``required``, else the term is left out (logged once per process)."""
-        global _said_without_lpips
+        ``required``, else the term is left out."""
         if vgg_path and lin_path:
             return cls(LPIPS.from_files(vgg_path, lin_path), lpips_weight)
-        missing = " and ".join(flag for flag, path in (("--lpips-vgg", vgg_path), ("--lpips-lin", lin_path))
-                               if not path)
         if required:
-            raise ValueError(f"the reconstruction loss of this preset includes LPIPS, but {missing} "
-                             "(the VGG16 and lpips 'lin' .pth weight files) is not given")
-        if not _said_without_lpips:
-            logger.warning("LPIPS weights not given (%s): the LPIPS term is left out of the reconstruction "
-                           "loss; only RGB and alpha MSE are used", missing)
-            _said_without_lpips = True
+            raise ValueError(f"the reconstruction loss of this preset includes LPIPS, but "
+                             f"{missing_lpips(vgg_path, lin_path)} (the VGG16 and lpips 'lin' .pth weight files) "
+                             "is not given")
         return cls(None, lpips_weight)
 
     def forward(self, rgb: torch.Tensor, alpha: torch.Tensor, target_rgb: torch.Tensor,
@@ -62,3 +53,8 @@ class ReconstructionLoss(nn.Module):
             loss = loss + self.lpips_weight * terms["lpips"]
         terms["loss"] = loss
         return terms
+
+
+def missing_lpips(vgg_path: str | None, lin_path: str | None) -> str:
+    """The LPIPS weight flags not given, e.g. "--lpips-vgg and --lpips-lin"."""
+    return " and ".join(flag for flag, path in (("--lpips-vgg", vgg_path), ("--lpips-lin", lin_path)) if not path)

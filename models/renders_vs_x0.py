@@ -20,7 +20,9 @@ TOLERANCE_DB = 0.5  # renders may be this much worse than x0 and still be used
 @dataclass
 class RendersVsX0:
     """PSNR (dB) of the renders and of x0 against the truth on the views that are not LGM's inputs,
-    per diffusion timestep ``t`` (lists of equal length), with SSIM and, when measured, LPIPS."""
+    per diffusion timestep ``t`` (lists of equal length), with SSIM and, when measured, LPIPS.
+    ``truth_render_psnr``: the renders when LGM is given the true views instead of x0, the
+    reconstructor's own ceiling."""
 
     t: list[int]
     render_psnr: list[float]
@@ -29,6 +31,7 @@ class RendersVsX0:
     x0_ssim: list[float] = field(default_factory=list)
     render_lpips: list[float] | None = None
     x0_lpips: list[float] | None = None
+    truth_render_psnr: float | None = None
     tolerance_db: float = TOLERANCE_DB
 
     def __post_init__(self) -> None:

@@ -61,7 +61,8 @@ def measure_renders_vs_x0(model: MultiViewModel, reconstructor: LGM, views: torc
         prompts: their captions (T2V).
         seed: the noise, the same for every timestep.
     Returns:
-        mean PSNR/SSIM (and LPIPS when given) over the F - 4 views that are not the reconstructor's inputs.
+        mean PSNR/SSIM (and LPIPS when given) over the F - 4 views that are not the reconstructor's
+        inputs, and the PSNR of the renders when the reconstructor is given the truth itself.
     """
     background = DEFAULTS[model.variant]["background"]
     inputs = input_view_indices(views.shape[1], reconstructor.options.num_input_views)
@@ -76,4 +77,6 @@ def measure_renders_vs_x0(model: MultiViewModel, reconstructor: LGM, views: torc
         for name, prediction in (("render", rendered), ("x0", x0)):
             for metric, value in image_scores(prediction[:, others].flatten(0, 1), truth, lpips).items():
                 measured.setdefault(f"{name}_{metric}", []).append(value)
-    return RendersVsX0(t=list(timesteps), **measured)
+    rendered, _, _ = reconstruct_views(reconstructor, views, cameras, background)
+    ceiling = image_scores(rendered[:, others].flatten(0, 1), truth, None)["psnr"]
+    return RendersVsX0(t=list(timesteps), truth_render_psnr=ceiling, **measured)

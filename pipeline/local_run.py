@@ -223,7 +223,7 @@ def run_local(config: LocalRunConfig) -> dict[str, Any]:
     start = _stage(4, f"train the reconstructor on its one-step predictions ({config.recon_steps} steps)")
     recon = run_train_recon(
         dataclasses.replace(base, name="reconstructor", model=finetuned.final_model, steps=config.recon_steps,
-                            lr=None, sample_every=0, checkpoint_every=max(10, config.recon_steps // 2),
+                            lr=None, lr_schedule="cosine", sample_every=0, checkpoint_every=max(10, config.recon_steps // 2),
                             log_every=max(5, config.recon_steps // 10)),
         ReconConfig(lgm_preset="tiny", lgm_size=TINY_RECON_SIZE, supervised_views=4))
     measured = None
@@ -258,7 +258,8 @@ def run_local(config: LocalRunConfig) -> dict[str, Any]:
     record["autoencoder"] = autoencoder
     if measured is not None:
         record["renders_vs_x0"] = {"t": measured.t, "render_psnr": measured.render_psnr,
-                                   "x0_psnr": measured.x0_psnr, "used": [measured.helps(t) for t in measured.t]}
+                                   "x0_psnr": measured.x0_psnr, "truth_render_psnr": measured.truth_render_psnr,
+                                   "used": [measured.helps(t) for t in measured.t]}
     record["scores"] = score_result(config, result_dir, record)
     with mlflow_run(config.experiment, "generate", mlflow_uri,
                     {"prompt": config.prompt, "steps": config.sampling_steps, "seed": config.seed}) as mlflow:

@@ -79,7 +79,9 @@ class GenerateRequest(BaseModel):
     elevation: float | None = Field(None, ge=-30.0, le=60.0, description=(
         "degrees; default 15 text / 5 image, moved inside the model's training cameras (GET /v1/health); "
         "outside them: 422"))
-    three_d_aware: bool = Field(True, description="reconstruct x0 at steps 20, 30, 40 of 50 (scaled)")
+    three_d_aware: bool = Field(True, description=(
+        "reconstruct x0 at steps 20, 30, 40 of 50 (scaled), except where the reconstructor's renders were "
+        "measured worse than x0 (its three_d_aware.json)"))
     mode: Literal["two", "one"] = Field("two", description="two: authors' form; one: reconstruct the guided x0")
     outputs: list[Literal["views", "ply", "grid", "gif"]] = Field(default_factory=lambda: ["views", "ply"])
     format: Literal["json", "zip"] = "json"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import math
 import os
 import shutil
 import socket
@@ -53,6 +54,8 @@ class TrainConfig:
     micro_batch: int = option(1, "samples per worker per forward")
     global_batch: int = option(32, "samples per optimizer step over all workers, by gradient accumulation")
     lr: float = option(3e-5, "AdamW learning rate")
+    lr_schedule: str = option("constant", "constant, or cosine: anneal to 5%% of --lr over --steps",
+                              choices=("constant", "cosine"))
     precision: str = option("fp16", "autocast precision; fp16 uses a grad scaler on CUDA, CPUs use bf16 for it",
                              choices=("fp16", "bf16", "no"))
     gradient_checkpointing: bool = option(True, "recompute block activations in the backward pass (less memory)")
@@ -200,6 +203,9 @@ class WorkerState:
                  began: float, save_model: Callable[[str], None]) -> dict[str, float]:
         """Optimizer step (through the grad scaler), metrics, progress, and the report/checkpoint
         schedule (every worker calls this with the same steps, as ``report`` is a barrier)."""
+        if self.config.get("lr_schedule") == "cosine":
+            for group in optimizer.param_groups:
+                group["lr"] = cosine_lr(self.config["lr"], step, self.config["steps"])
         self.scaler.step(optimizer)
         self.scaler.update()
         optimizer.zero_grad(set_to_none=True)
@@ -297,6 +303,14 @@ def publish_final(save: Callable[[str], None], config: dict[str, Any], mlflow: A
             mlflow.set_tag("final_model", target)
     logger.info("final model written to %s", target)
     return target
+
+
+def cosine_lr(base: float, step: int, steps: int, floor: float = 0.05) -> float:
+    """Learning rate of step ``step`` (1-based) of ``steps`` on a cosine from ``base`` down to
+    ``floor * base`` (torch's ``CosineAnnealingLR`` in closed form; step-based, so a resumed run
+    continues on the same curve)."""
+    progress = (step - 1) / max(1, steps - 1)
+    return base * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 @dataclass

@@ -20,7 +20,7 @@ import torch
 from models.lgm import LGM
 from models.lgm_options import PRESET_TRAINING, PRESETS
 from models.multiview_model import MultiViewModel, detect_variant, resolve_model_dir
-from models.recon_loss import ReconstructionLoss
+from models.recon_loss import ReconstructionLoss, missing_lpips
 from models.recon_training import reconstruction_step
 from models.three_d_aware import one_step_x0
 from pipeline.cli import option
@@ -130,8 +130,11 @@ def with_preset_recipe(config: TrainConfig, recon: ReconConfig) -> TrainConfig:
     """``config`` with the preset's learning rate where none is given; ValueError when the preset's
     recipe needs LPIPS and its weight files are not given."""
     recipe = PRESET_TRAINING[recon.lgm_preset]
-    if recipe.lpips_required and not (recon.lpips_vgg and recon.lpips_lin):
-        ReconstructionLoss.from_paths(recon.lpips_vgg, recon.lpips_lin, required=True)
+    if not (recon.lpips_vgg and recon.lpips_lin):
+        if recipe.lpips_required:
+            ReconstructionLoss.from_paths(recon.lpips_vgg, recon.lpips_lin, required=True)
+        logger.warning("LPIPS weights not given (%s): the %s preset trains without the LPIPS term, on RGB and "
+                       "alpha MSE only", missing_lpips(recon.lpips_vgg, recon.lpips_lin), recon.lgm_preset)
     return config if config.lr is not None else dataclasses.replace(config, lr=recipe.lr)
 
 

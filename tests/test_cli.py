@@ -77,7 +77,7 @@ def test_every_flag_is_a_config_field_with_the_configs_default(job):
             assert item.metadata["help"].split(" (")[0][:30] in " ".join(help_text.split())
 
 
-def test_train_recon_help_shows_the_learning_rate_it_uses():
+def test_train_recon_help_shows_the_learning_rate_it_uses(caplog):
     parser = load_job("train_recon").build_parser()
     assert "its training recipe gives the default --lr (big 3e-5, small 4e-4, tiny 2e-3)" in \
         " ".join(parser.format_help().split())
@@ -90,6 +90,12 @@ def test_train_recon_help_shows_the_learning_rate_it_uses():
     assert with_preset_recipe(dataclasses.replace(config, lr=1e-5), ReconConfig(lgm_preset="tiny")).lr == 1e-5
     with pytest.raises(ValueError, match="includes LPIPS, but --lpips-vgg and --lpips-lin"):
         with_preset_recipe(config, ReconConfig(lgm_preset="big"))
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="pipeline.train_recon"):  # tiny goes without LPIPS and says so
+        with_preset_recipe(config, ReconConfig(lgm_preset="tiny"))
+    assert [r.getMessage() for r in caplog.records] == [
+        "LPIPS weights not given (--lpips-vgg and --lpips-lin): the tiny preset trains without the LPIPS term, "
+        "on RGB and alpha MSE only"]
     finetune = load_job("finetune").build_parser()
     assert "AdamW learning rate (default: 3e-05)" in " ".join(finetune.format_help().split())
     assert config_from_args(TrainConfig, finetune.parse_args(JOBS["finetune"][1])).lr == 3e-5

@@ -18,6 +18,7 @@ from PIL import Image
 
 from conftest import REPO_ROOT
 from models.ply import load_ply
+from models.renders_vs_x0 import RendersVsX0
 
 CURSOR_OR_COLOUR = re.compile(r"\x1b\[|\r")
 
@@ -64,6 +65,11 @@ def test_the_whole_pipeline_runs_locally_and_logs_readably(tmp_path):
     assert autoencoder_run.data.metrics["reconstruction_psnr"] == pytest.approx(autoencoder["reconstruction_psnr"])
     generate_run = next(run for run in runs if run.info.run_name == "generate")
     assert generate_run.data.metrics["score/psnr"] == pytest.approx(scores["psnr"])
+    # The 3D-aware schedule was measured on held-out orbits, saved with the reconstructor, and followed:
+    # 5 DDIM steps reconstruct (authors' indices 2, 3, 4) at t = 401, 201, 1.
+    measured = RendersVsX0.load(str(out / "runs" / "reconstructor" / "final_model"))
+    assert measured.t == [581, 381, 181] and record["renders_vs_x0"]["used"] == [measured.helps(t) for t in measured.t]
+    assert generate_run.data.metrics["reconstructions"] == sum(measured.helps(t) for t in (401, 201, 1))
 
     lines = [line for line in text.splitlines() if line.strip()]
     assert len(lines) <= 300, f"{len(lines)} lines"

@@ -175,4 +175,5 @@ def test_renders_vs_x0_measurement_on_tiny_models(models):
     measured = measure_renders_vs_x0(model, models["lgm"], truth, cameras, ["a chair"], timesteps=(581, 1))
     assert measured.t == [581, 1] and len(measured.render_psnr) == len(measured.x0_ssim) == 2
     assert measured.render_lpips is None  # no LPIPS weights given
-    assert all(math.isfinite(v) for v in measured.render_psnr + measured.x0_psnr + measured.render_ssim)
+    values = measured.render_psnr + measured.x0_psnr + measured.render_ssim + [measured.truth_render_psnr]
+    assert all(math.isfinite(v) for v in values)

@@ -144,9 +144,10 @@ def test_train_recon_end_to_end(workspace):
     initial = workspace["root"] / "lgm-initial"
     torch.manual_seed(0)
     LGM(dataclasses.replace(PRESETS["tiny"], input_size=RESOLUTION, output_size=RESOLUTION)).save_pretrained(str(initial))
-    config = train_config(workspace, "recon", steps=4, experiment="videomv-recon", lr=2e-3)
+    config = train_config(workspace, "recon", steps=4, experiment="videomv-recon", lr=2e-3, lr_schedule="cosine")
     summary = run_train_recon(config, ReconConfig(lgm=str(initial), lgm_preset="tiny", supervised_views=4))
     assert summary.final_metrics["step"] == 4
+    assert summary.final_metrics["lr"] == pytest.approx(0.05 * 2e-3)  # the cosine's end
     assert adam_steps(summary.checkpoint) == 4
     assert metric_steps(workspace, "videomv-recon", "recon") == [1, 2, 3, 4]
 
@@ -162,3 +163,13 @@ def test_train_recon_end_to_end(workspace):
         return sum(total) / len(total)
 
     assert loss_of(LGM.from_pretrained(summary.final_model)) < loss_of(LGM.from_pretrained(str(initial)))
+
+
+def test_cosine_learning_rate():
+    from pipeline.train_common import cosine_lr
+
+    assert cosine_lr(1e-3, 1, 100) == pytest.approx(1e-3)
+    assert cosine_lr(1e-3, 100, 100) == pytest.approx(5e-5)
+    assert cosine_lr(1e-3, 50, 99) == pytest.approx(0.525e-3)  # half way
+    values = [cosine_lr(1.0, step, 10) for step in range(1, 11)]
+    assert values == sorted(values, reverse=True)
