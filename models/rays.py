@@ -46,7 +46,7 @@ def normalisation_transform(c2w_first: np.ndarray | torch.Tensor, radius: float 
 
     ``R = R0^T`` aligns the world with view 0. ``radius`` is where view 0 sits afterwards, at
     (0, 0, r) (None: its true distance |c0|). ``s`` is ``scene_scale`` (None: ``r / |c0|``, a
-    plain similarity). ``t`` fixes the point view 0 looks at, so for orbits the origin stays fixed.
+    plain similarity). ``t`` puts view 0 at (0, 0, s |c0|), so for orbits the origin stays fixed.
     With ``s != r / |c0|`` the cameras are also dollied (``apply_normalisation``'s ``dolly``).
     """
     first = torch.as_tensor(c2w_first, dtype=torch.float64)

@@ -199,11 +199,12 @@ def sample_views(model: MultiViewModel, prompts: list[str] | None = None, images
             (experiments: zeroed or reordered cameras). Leave None with a reconstructor.
     """
     batch = len(prompts) if prompts is not None else images.shape[0]
-    config = (config or SamplingConfig()).resolved(model.variant, training_cameras(model))
+    recorded = training_cameras(model)
+    config = (config or SamplingConfig()).resolved(model.variant, recorded)
     if config.reconstruct_at and reconstructor is None:
         raise ValueError("3D-aware steps need a reconstructor")
     if cameras is None:
-        for problem in camera_problems(training_cameras(model), elevation=config.elevation, distance=config.distance,
+        for problem in camera_problems(recorded, elevation=config.elevation, distance=config.distance,
                                        fov=camera.DEFAULT_FOV_DEG):
             logger.warning("%s: the views there are extrapolation", problem)
     background = DEFAULTS[model.variant]["background"]

@@ -223,8 +223,8 @@ def run_local(config: LocalRunConfig) -> dict[str, Any]:
     start = _stage(4, f"train the reconstructor on its one-step predictions ({config.recon_steps} steps)")
     recon = run_train_recon(
         dataclasses.replace(base, name="reconstructor", model=finetuned.final_model, steps=config.recon_steps,
-                            lr=None, lr_schedule="cosine", sample_every=0, checkpoint_every=max(10, config.recon_steps // 2),
-                            log_every=max(5, config.recon_steps // 10)),
+                            lr=None, lr_schedule="cosine", sample_every=0,
+                            checkpoint_every=max(10, config.recon_steps // 2), log_every=max(5, config.recon_steps // 10)),
         ReconConfig(lgm_preset="tiny", lgm_size=TINY_RECON_SIZE, supervised_views=4))
     measured = None
     if config.captions and os.path.isdir(config.assets):
