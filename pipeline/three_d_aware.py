@@ -131,9 +131,8 @@ def run_three_d_aware(config: ThreeDAwareConfig) -> dict[str, Any]:
     captioned = captioned_assets(config.assets, os.path.join(config.assets, "captions.csv"))
     assets = {name: path for name, (path, _) in captioned.items()}
     prompts = [caption + CAPTION_SUFFIX for _, caption in captioned.values()]
-    recorded = training_cameras(model) or {}
     sampling = SamplingConfig(steps=config.steps, guidance_scale=config.guidance_scale).resolved(
-        model.variant, recorded)
+        model.variant, training_cameras(model))
     background = DEFAULTS[model.variant]["background"]
     azimuths = camera.orbit_azimuths(model.unet.num_frames)
     measured = held_out_renders_vs_x0(model, reconstructor, assets, prompts, sampling.elevation, config.samples,
