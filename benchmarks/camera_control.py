@@ -1,11 +1,11 @@
 """Camera control of the miniature G (issue 13): generated views at unseen cameras vs controls.
 
-    python benchmarks/camera_control.py [--steps 2000] [--json out/camera_control.json]   # ~13 min
+    python benchmarks/camera_control.py [--steps 2800] [--json out/camera_control.json]   # ~15 min
 
 Trains the tiny UNet3D with the real camera embedding, objective, scheduler and sampler on Blender
 orbits of two bundled objects at six elevations (16 px, pixel-shuffle latents; orbits rolled to
 random starts and reversed at random, so only the cameras tell the view), twice (with cameras,
-and with zeroed poses as the "no camera embedding" control), then scores views generated
+and with zeroed poses as the "no camera embedding" control; side by side, one core each), then scores views generated
 at a held-out elevation and at half-step-shifted azimuths against Blender's renders there, next
 to the controls (pipeline/camera_control.py). Prints a Markdown table; docs/results.md has it.
 """
