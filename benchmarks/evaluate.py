@@ -25,7 +25,8 @@ from models.evaluation import MetricNetworks, consistency_scores, image_scores  
 from models.gaussian_fit import FitConfig, fit_gaussians  # noqa: E402
 from models.gaussian_renderer import render_batch  # noqa: E402
 from models.lgm import LGM  # noqa: E402
-from models.sampler import DEFAULTS, SamplingConfig, load_for_sampling, reconstruction_steps, sample_views  # noqa: E402
+from models.pipeline_videomv import load_pipeline  # noqa: E402
+from models.sampler import DEFAULTS, reconstruction_steps  # noqa: E402
 from models.tiny import make_tiny, make_tiny_evaluation_weights  # noqa: E402
 
 
@@ -51,18 +52,20 @@ def main() -> int:
         if args.lgm is None:
             torch.manual_seed(0)
             LGM("tiny").save_pretrained(os.path.join(scratch, "lgm"))
-        model, reconstructor = load_for_sampling(model_dir, args.lgm or os.path.join(scratch, "lgm"), device)
+        pipe = load_pipeline(model_dir, args.lgm or os.path.join(scratch, "lgm"), device)
+        pipe.set_progress_bar_config(disable=True)
         networks = MetricNetworks.from_paths(args.lpips_vgg or weights["lpips_vgg"], args.lpips_lin or weights["lpips_lin"],
                                              args.clip or weights["clip"], args.raft or weights["raft"],
                                              args.raft_iterations).to(device)
         prompt = "a wooden chair, 3d asset"
         parts: dict[str, float] = {}
-        plain, parts["sample, plain DDIM"] = timed(lambda: sample_views(
-            model, prompts=[prompt], config=SamplingConfig(steps=args.steps), reconstructor=None))
-        _, parts["sample, 3D-aware (authors)"] = timed(lambda: sample_views(
-            model, prompts=[prompt], reconstructor=reconstructor,
-            config=SamplingConfig(steps=args.steps, reconstruct_at=reconstruction_steps(args.steps, "authors"))))
-        views, c2w = plain.views[0], plain.cameras[0]
+        plain, parts["sample, plain DDIM"] = timed(lambda: pipe(
+            prompt=prompt, num_inference_steps=args.steps, generator=torch.Generator().manual_seed(0),
+            output_type="pt"))
+        _, parts["sample, 3D-aware (authors)"] = timed(lambda: pipe(
+            prompt=prompt, num_inference_steps=args.steps, generator=torch.Generator().manual_seed(0),
+            three_d_aware=reconstruction_steps(args.steps, "authors"), output_type="pt"))
+        views, c2w = plain.frames[0], torch.from_numpy(plain.cameras[0]).to(plain.frames.device)
         background = DEFAULTS["t2v"]["background"]
         fitted, parts["Gaussian fit on 12 views"] = timed(lambda: fit_gaussians(
             views[0::2], c2w[0::2], camera.DEFAULT_FOV_DEG, background,

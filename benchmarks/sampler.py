@@ -19,8 +19,8 @@ sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 import torch  # noqa: E402
 
 from models.lgm import LGM  # noqa: E402
-from models.multiview_model import MultiViewModel  # noqa: E402
-from models.sampler import SamplingConfig, reconstruction_steps, sample_views  # noqa: E402
+from models.pipeline_videomv import load_pipeline  # noqa: E402
+from models.sampler import reconstruction_steps  # noqa: E402
 from models.tiny import make_tiny  # noqa: E402
 
 
@@ -34,29 +34,30 @@ def main() -> int:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     with tempfile.TemporaryDirectory() as scratch:
         model_dir = args.model or make_tiny("t2v", os.path.join(scratch, "t2v"))
-        model = MultiViewModel.from_pretrained(model_dir).to(device)
-        model.freeze_encoders()
         if args.lgm:
             lgm = LGM.load(args.lgm)
         else:
             torch.manual_seed(0)
             lgm = LGM("tiny")
-        lgm = lgm.to(device).eval()
-        prompt = ["a red ceramic coffee mug, 3d asset"] if model.variant == "t2v" else None
-        images = None if prompt else torch.zeros(1, 3, 256, 256, device=device)
+        pipe = load_pipeline(model_dir, lgm, device)
+        pipe.set_progress_bar_config(disable=True)
+        model = pipe.model
+        condition = ({"prompt": "a red ceramic coffee mug, 3d asset"} if model.variant == "t2v"
+                     else {"image": torch.zeros(1, 3, 256, 256, device=device)})
         at = reconstruction_steps(args.steps)
-        cases = [("plain DDIM", SamplingConfig(steps=args.steps)),
-                 ("3D-aware, one reconstruction per step", SamplingConfig(steps=args.steps, reconstruct_at=at, mode="one")),
-                 ("3D-aware, two reconstructions (authors)", SamplingConfig(steps=args.steps, reconstruct_at=at, mode="two"))]
+        cases = [("plain DDIM", {}), ("3D-aware, one reconstruction per step", {"three_d_aware": at,
+                                                                                 "three_d_aware_mode": "one"}),
+                 ("3D-aware, two reconstructions (authors)", {"three_d_aware": at, "three_d_aware_mode": "two"})]
         timings = []
-        for name, config in cases:
+        for name, options in cases:
             best, count = float("inf"), 0
             for _ in range(args.repeat):
                 if device == "cuda":
                     torch.cuda.synchronize()
                 start = time.perf_counter()
                 # The final reconstruction (Gaussians from the finished views) is part of every case.
-                result = sample_views(model, prompts=prompt, images=images, config=config, reconstructor=lgm)
+                result = pipe(**condition, **options, num_inference_steps=args.steps, output_type="pt",
+                              generator=torch.Generator().manual_seed(0))
                 if device == "cuda":
                     torch.cuda.synchronize()
                 best, count = min(best, time.perf_counter() - start), result.reconstructions

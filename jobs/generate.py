@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     request = {"seed": args.seed, "steps": args.steps, "three_d_aware": not args.no_3d_aware,
-               "outputs": ["views", "grid", "gif"] + ([] if args.no_3d_aware else ["ply"])}
+               "outputs": ["views", "grid", "gif", "mp4"] + ([] if args.no_3d_aware else ["ply", "gaussians_mp4"])}
     if args.prompt is not None:
         request["prompt"] = args.prompt
     else:

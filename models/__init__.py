@@ -1,0 +1,16 @@
+"""G, the reconstructor and the sampler (no Ray, no Blender). ``from models import VideoMVPipeline``
+is the public entry point; the import is lazy so that light modules (``models.rays``) stay light."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["VideoMVPipeline", "VideoMVPipelineOutput"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from models import pipeline_videomv
+
+        return getattr(pipeline_videomv, name)
+    raise AttributeError(f"module 'models' has no attribute {name!r}")

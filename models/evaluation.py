@@ -37,9 +37,10 @@ class MetricNetworks:
     @classmethod
     def from_paths(cls, lpips_vgg: str | None = None, lpips_lin: str | None = None, clip: str | None = None,
                    raft: str | None = None, raft_iterations: int = 12) -> "MetricNetworks":
-        """Load each network whose weights are given (local paths only; missing files raise)."""
-        if (lpips_vgg is None) != (lpips_lin is None):
-            raise ValueError("LPIPS needs both weight files: the VGG16 backbone and the lpips lin layers")
+        """Load each network whose weights are given (local paths only; missing files raise). LPIPS
+        needs ``lpips_vgg``; its lin weights default to torchmetrics' bundled copy."""
+        if lpips_lin is not None and lpips_vgg is None:
+            raise ValueError("LPIPS needs the VGG16 backbone weights too (--lpips-vgg), not only the lin layers")
         return cls(lpips=LPIPS.from_files(lpips_vgg, lpips_lin) if lpips_vgg else None,
                    clip=CLIPScorer.from_pretrained(clip) if clip else None,
                    raft=RAFT.from_file(raft) if raft else None, raft_iterations=raft_iterations)

@@ -17,9 +17,11 @@ import os
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
+from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 import camera
+from models.locations import fetch
 from models.gaussians import Gaussians
 from models.lgm_options import PRESETS, LGMOptions
 from models.lgm_unet import AsymmetricUNet
@@ -32,7 +34,10 @@ OPTIONS_FILE = "lgm_options.json"
 WEIGHTS_FILE = "model.safetensors"
 
 
-class LGM(nn.Module):
+class LGM(ModelMixin):
+    """The reconstructor. A diffusers ``ModelMixin`` (device, dtype, offloading, and loading as a
+    pipeline component), with its own weight format: ``lgm_options.json`` + ``model.safetensors``."""
+
     def __init__(self, options: LGMOptions | str = "small") -> None:
         super().__init__()
         self.options = PRESETS[options] if isinstance(options, str) else options
@@ -136,11 +141,15 @@ class LGM(nn.Module):
         return model
 
     @classmethod
-    def load(cls, path: str, options: LGMOptions | str = "big") -> "LGM":
-        """A directory written by ``save_pretrained``, or an official safetensors file (``options``)."""
+    def load(cls, location: str, options: LGMOptions | str = "big", tracking_uri: str | None = None) -> "LGM":
+        """A directory written by ``save_pretrained``, or an official safetensors file (``options``),
+        at any location ``models.locations.fetch`` reads (a path, fsspec or MLflow URI)."""
+        path = fetch(location, tracking_uri)
         return cls.from_pretrained(path) if os.path.isdir(path) else cls.load_official(path, options)
 
-    def save_pretrained(self, directory: str) -> None:
+    def save_pretrained(self, directory: str, **_: object) -> None:
+        """Options, weights and the renders-vs-x0 measurement into ``directory`` (diffusers' saving
+        keywords, passed when it saves a pipeline, are not needed)."""
         os.makedirs(directory, exist_ok=True)
         with open(os.path.join(directory, OPTIONS_FILE), "w") as handle:
             handle.write(self.options.to_json())
@@ -149,7 +158,8 @@ class LGM(nn.Module):
             self.renders_vs_x0.save(directory)
 
     @classmethod
-    def from_pretrained(cls, directory: str) -> "LGM":
+    def from_pretrained(cls, directory: str, torch_dtype: torch.dtype | None = None, **_: object) -> "LGM":
+        """Load what ``save_pretrained`` wrote (diffusers' other loading keywords are ignored)."""
         for name in (OPTIONS_FILE, WEIGHTS_FILE):
             if not os.path.isfile(os.path.join(directory, name)):
                 raise FileNotFoundError(f"{directory} is not an LGM directory: {name} is missing")
@@ -157,7 +167,7 @@ class LGM(nn.Module):
             model = cls(LGMOptions.from_json(handle.read()))
         model.load_state_dict(load_file(os.path.join(directory, WEIGHTS_FILE)), strict=True)
         model.renders_vs_x0 = RendersVsX0.load(directory)
-        return model
+        return model if torch_dtype is None else model.to(torch_dtype)
 
 
 def normalise_cameras(transforms: torch.Tensor, c2w: torch.Tensor, dolly: float = 1.0) -> torch.Tensor:

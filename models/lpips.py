@@ -4,7 +4,9 @@ Same network and parameter names as the ``lpips`` package's VGG variant: torchvi
 ``features`` (checkpoint ``vgg16-397923af.pth``, keys ``features.N.weight``) cut after relu1_2,
 relu2_2, relu3_3, relu4_3, relu5_3, channel-normalised, weighted by 1x1 "lin" layers (lpips'
 ``weights/v0.1/vgg.pth``, keys ``lin0.model.1.weight`` ...) and averaged over space.
-Nothing is downloaded: both files must be given.
+Nothing is downloaded. The lin weights default to the copy torchmetrics ships
+(``torchmetrics/functional/image/lpips_models/vgg.pth``, the same file as lpips'); the VGG16
+backbone must be given (``vgg16-397923af.pth``, e.g. from torch's hub cache).
 """
 
 from __future__ import annotations
@@ -20,6 +22,17 @@ _TAPS = (3, 8, 15, 22, 29)  # indices in ``features`` of relu1_2, relu2_2, relu3
 _CHANNELS = (64, 128, 256, 512, 512)
 _SHIFT = (-0.030, -0.088, -0.188)
 _SCALE = (0.458, 0.448, 0.450)
+
+
+def bundled_lin_weights() -> str | None:
+    """The lpips VGG "lin" weights shipped inside the torchmetrics package (None if absent)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("torchmetrics")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = os.path.join(spec.submodule_search_locations[0], "functional", "image", "lpips_models", "vgg.pth")
+    return path if os.path.isfile(path) else None
 
 
 def vgg16_features() -> nn.Sequential:
@@ -54,8 +67,12 @@ class LPIPS(nn.Module):
         self.eval()
 
     @classmethod
-    def from_files(cls, vgg_path: str, lin_path: str) -> "LPIPS":
-        """torchvision VGG16 weights + lpips linear weights (both local ``.pth`` state dicts)."""
+    def from_files(cls, vgg_path: str, lin_path: str | None = None) -> "LPIPS":
+        """torchvision VGG16 weights + lpips linear weights (local ``.pth`` state dicts; the lin
+        weights default to ``bundled_lin_weights()``)."""
+        lin_path = lin_path or bundled_lin_weights()
+        if lin_path is None:
+            raise FileNotFoundError("no lpips lin weights given and torchmetrics (which bundles them) is not installed")
         for path in (vgg_path, lin_path):
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"LPIPS weights not found: {path}")
@@ -70,7 +87,8 @@ class LPIPS(nn.Module):
                 getattr(model, f"lin{index}").load_state_dict(
                     {k[len(prefix):]: v for k, v in lin.items() if k.startswith(prefix)}, strict=True)
         except RuntimeError as error:
-            raise ValueError(f"LPIPS weights {vgg_path} / {lin_path} do not match VGG16 + lpips lin layers: {error}") from error
+            raise ValueError(
+                f"LPIPS weights {vgg_path} / {lin_path} do not match VGG16 + lpips lin layers: {error}") from error
         return model
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

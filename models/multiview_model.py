@@ -16,16 +16,18 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+import diffusers
 import torch
-from diffusers import AutoencoderKL, I2VGenXLPipeline, I2VGenXLUNet, TextToVideoSDPipeline, UNet3DConditionModel
-from diffusers.schedulers import DDIMScheduler
+from diffusers import AutoencoderKL, I2VGenXLUNet, UNet3DConditionModel
+from diffusers.schedulers import DDIMScheduler, SchedulerMixin
 from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection
 
 import camera
 from models.camera_embedding import CameraEmbedding
+from models.locations import ModelLocationError, fetch
 from models.multiview_unet import MultiViewUNet
 
 VARIANTS = ("t2v", "i2v")
@@ -41,21 +43,17 @@ class ModelDirectoryError(FileNotFoundError):
     """A model directory is missing, incomplete or not a recognised pipeline; the message says what."""
 
 
-def resolve_model_dir(path_or_repo: str) -> str:
-    """A local directory, or a Hugging Face repo id already in the local HF cache (never downloads)."""
-    if os.path.isdir(path_or_repo):
-        return path_or_repo
-    if os.path.exists(path_or_repo):
-        raise ModelDirectoryError(f"{path_or_repo} is a file, not a diffusers model directory")
+def resolve_model_dir(location: str, tracking_uri: str | None = None) -> str:
+    """A local directory for ``location``: a path, an fsspec or MLflow URI (fetched once into the
+    cache) or a Hugging Face repo id already in the local HF cache (``models.locations``; never
+    downloads from the Hub)."""
     try:
-        from huggingface_hub import snapshot_download
-
-        return snapshot_download(path_or_repo, local_files_only=True)
-    except Exception as error:
-        raise ModelDirectoryError(
-            f"{path_or_repo!r} is neither a local directory nor a repo in the Hugging Face cache "
-            f"(models are never downloaded at run time; fetch it beforehand): {error}"
-        ) from error
+        path = fetch(location, tracking_uri)
+    except ModelLocationError as error:
+        raise ModelDirectoryError(str(error)) from error
+    if not os.path.isdir(path):
+        raise ModelDirectoryError(f"{location} is a file, not a diffusers model directory")
+    return path
 
 
 def detect_variant(model_dir: str) -> str:
@@ -65,11 +63,16 @@ def detect_variant(model_dir: str) -> str:
         if os.path.exists(path):
             with open(path) as handle:
                 name = json.load(handle).get("_class_name", "")
+            if isinstance(name, list):  # [module, class]: a pipeline class saved beside the weights
+                name = name[-1]
+            if name == "VideoMVPipeline":
+                continue  # the unet's class tells the variant
             if name in ("I2VGenXLPipeline", "I2VGenXLUNet"):
                 return "i2v"
             if name in ("TextToVideoSDPipeline", "UNet3DConditionModel", "VideoToVideoSDPipeline"):
                 return "t2v"
-    raise ModelDirectoryError(f"{model_dir}: no model_index.json or unet/config.json naming a ModelScope T2V or I2VGen-XL model")
+    raise ModelDirectoryError(
+        f"{model_dir}: no model_index.json or unet/config.json naming a ModelScope T2V or I2VGen-XL model")
 
 
 def missing_components(model_dir: str, variant: str) -> list[str]:
@@ -87,6 +90,18 @@ def missing_components(model_dir: str, variant: str) -> list[str]:
             if not any(f.endswith((".safetensors", ".bin")) for f in files):
                 missing.append(f"{name}/ weights (*.safetensors or *.bin)")
     return missing
+
+
+def scheduler_class(model_dir: str) -> type:
+    """The diffusers scheduler class saved in ``scheduler/`` (DDIM, the published models' own, when
+    the config names none)."""
+    path = os.path.join(model_dir, "scheduler", "scheduler_config.json")
+    name = ""
+    if os.path.isfile(path):
+        with open(path) as handle:
+            name = json.load(handle).get("_class_name", "")
+    found = getattr(diffusers, name, None) if name else None
+    return found if isinstance(found, type) and issubclass(found, SchedulerMixin) else DDIMScheduler
 
 
 def _resolution(unet_config: dict, vae_config: dict) -> int:
@@ -115,14 +130,14 @@ class MultiViewModel:
     scheduler: Any
     image_encoder: CLIPVisionModelWithProjection | None = None
     feature_extractor: CLIPImageProcessor | None = None
-    _pipeline: Any = field(default=None, init=False, repr=False)
+    execution_device: torch.device | None = None  # where inputs go when modules are offloaded (pipelines)
 
     # -- loading and saving --------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, path_or_repo: str, num_frames: int = camera.NUM_VIEWS,
-                        torch_dtype: torch.dtype | None = None) -> "MultiViewModel":
-        """Load a diffusers-layout directory (or cached HF repo). Errors name what is missing."""
-        model_dir = resolve_model_dir(path_or_repo)
+    def from_pretrained(cls, location: str, num_frames: int = camera.NUM_VIEWS,
+                        torch_dtype: torch.dtype | None = None, tracking_uri: str | None = None) -> "MultiViewModel":
+        """Load a diffusers-layout directory at ``location`` (``resolve_model_dir``). Errors name what is missing."""
+        model_dir = resolve_model_dir(location, tracking_uri)
         variant = detect_variant(model_dir)
         missing = missing_components(model_dir, variant)
         if missing:
@@ -146,36 +161,20 @@ class MultiViewModel:
             "vae": AutoencoderKL.from_pretrained(model_dir, subfolder="vae", **dtype),
             "text_encoder": CLIPTextModel.from_pretrained(model_dir, subfolder="text_encoder", **dtype),
             "tokenizer": CLIPTokenizer.from_pretrained(model_dir, subfolder="tokenizer"),
-            "scheduler": DDIMScheduler.from_pretrained(model_dir, subfolder="scheduler"),
+            "scheduler": scheduler_class(model_dir).from_pretrained(model_dir, subfolder="scheduler"),
         }
         if variant == "i2v":
             components["image_encoder"] = CLIPVisionModelWithProjection.from_pretrained(
                 model_dir, subfolder="image_encoder", **dtype)
-            components["feature_extractor"] = CLIPImageProcessor.from_pretrained(model_dir, subfolder="feature_extractor")
+            components["feature_extractor"] = CLIPImageProcessor.from_pretrained(
+                model_dir, subfolder="feature_extractor")
         return cls(variant=variant, unet=MultiViewUNet(unet, camera_embedding), **components)
 
-    def diffusers_pipeline(self) -> TextToVideoSDPipeline | I2VGenXLPipeline:
-        """The matching diffusers pipeline over the same modules (for its encoding helpers and saving)."""
-        if self._pipeline is None:
-            self._pipeline = self._build_pipeline()
-        return self._pipeline
-
-    def _build_pipeline(self) -> TextToVideoSDPipeline | I2VGenXLPipeline:
-        if self.variant == "i2v":
-            return I2VGenXLPipeline(
-                vae=self.vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer,
-                image_encoder=self.image_encoder, feature_extractor=self.feature_extractor,
-                unet=self.unet.unet, scheduler=self.scheduler,
-            )
-        return TextToVideoSDPipeline(
-            vae=self.vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer,
-            unet=self.unet.unet, scheduler=self.scheduler,
-        )
-
     def save_pretrained(self, output_dir: str) -> None:
-        """Write the diffusers layout plus camera_embedding/ (safetensors weights, config.json)."""
-        self.diffusers_pipeline().save_pretrained(output_dir, safe_serialization=True)
-        self.unet.camera_embedding.save_pretrained(os.path.join(output_dir, CAMERA_FOLDER), safe_serialization=True)
+        """The ``VideoMVPipeline`` layout: diffusers' folders, camera_embedding/, model_index.json."""
+        from models.pipeline_videomv import VideoMVPipeline
+
+        VideoMVPipeline.from_model(self).save_pretrained(output_dir)
 
     def save_trainable(self, output_dir: str) -> None:
         """Only what fine-tuning changes (unet/, camera_embedding/): the checkpoint format."""
@@ -199,7 +198,8 @@ class MultiViewModel:
     # -- conditioning ----------------------------------------------------------------------------
     @property
     def device(self) -> torch.device:
-        return self.unet.unet.device
+        """Where inputs are put: the pipeline's execution device when offloading, else the UNet's."""
+        return self.execution_device or self.unet.unet.device
 
     def trainable_modules(self) -> list[torch.nn.Module]:
         """What fine-tuning updates: the UNet and the camera embedding (VAE and encoders stay frozen)."""
@@ -248,17 +248,19 @@ class MultiViewModel:
 
     @torch.no_grad()
     def image_condition(self, images: torch.Tensor, num_frames: int) -> dict[str, torch.Tensor]:
-        """I2VGen-XL inputs for condition images [B, 3, H, W] in [-1, 1] (diffusers' own helpers).
+        """I2VGen-XL inputs for condition images [B, 3, H, W] in [-1, 1], as its pipeline builds them.
 
-        Returns ``image_latents`` [B, C, F, h, w], ``image_embeddings`` [B, 1, D] and ``fps`` [B].
+        Returns ``image_latents`` [B, C, F, h, w] (the image's latent, then F - 1 frames of its
+        position in the clip, (k + 1) / (F - 1)), ``image_embeddings`` [B, 1, D] (CLIP image
+        embedding) and ``fps`` [B].
         """
         if self.variant != "i2v":
             raise ValueError("image conditioning needs the i2v variant")
-        pipeline = self.diffusers_pipeline()
-        pipeline._guidance_scale = 1.0  # no guidance duplication here; callers build the negative branch
         pixels = ((images.float().cpu() + 1.0) / 2.0).clamp(0, 1)
         clip_pixels = self.feature_extractor(images=list(pixels), do_rescale=False, return_tensors="pt").pixel_values
-        embeddings = pipeline._encode_image(clip_pixels, self.device, 1)
-        latents = pipeline.prepare_image_latents(images.to(self.device, self.vae.dtype), self.device, num_frames, 1)
+        embeddings = self.image_encoder(clip_pixels.to(self.device, self.image_encoder.dtype)).image_embeds[:, None]
+        latents = self.vae.encode(images.to(self.device, self.vae.dtype)).latent_dist.sample()
+        latents = latents[:, :, None] * self.vae.config.scaling_factor
+        positions = [torch.full_like(latents, (index + 1) / (num_frames - 1)) for index in range(num_frames - 1)]
         fps = torch.full((images.shape[0],), I2V_FPS, device=self.device)
-        return {"image_latents": latents, "image_embeddings": embeddings, "fps": fps}
+        return {"image_latents": torch.cat([latents, *positions], dim=2), "image_embeddings": embeddings, "fps": fps}

@@ -46,8 +46,11 @@ class MultiViewUNet(nn.Module):
         self.camera_embedding = camera_embedding
         self._camera_temb: torch.Tensor | None = None
         self._blocks = [*unet.down_blocks, *([unet.mid_block] if unet.mid_block is not None else []), *unet.up_blocks]
-        for block in self._blocks:
-            block.register_forward_pre_hook(self._add_camera_to_temb, with_kwargs=True)
+        # A unet wrapped again (a pipeline rebuilt over the same modules) keeps one set of hooks.
+        for handle in getattr(unet, "_camera_hook_handles", ()):
+            handle.remove()
+        unet._camera_hook_handles = [block.register_forward_pre_hook(self._add_camera_to_temb, with_kwargs=True)
+                                     for block in self._blocks]
 
     @property
     def num_frames(self) -> int:

@@ -1,9 +1,10 @@
 """The reconstructor's loss (LGM): MSE on RGB + MSE on alpha + LPIPS(VGG), all views supervised.
 
-LPIPS needs pre-trained VGG16 and lpips "lin" weights, which are never downloaded here: give both
-paths to include the term (weight 1.0). Where the recipe requires it (the "big" and "small" presets,
-``models.lgm_options.PRESET_TRAINING``) a missing weight file is an error; elsewhere the term is left
-out (the training job's driver says so once: ``pipeline.train_recon.with_preset_recipe``).
+LPIPS needs pre-trained VGG16 and lpips "lin" weights, which are never downloaded here: give the
+VGG16 file to include the term (weight 1.0); the lin weights default to torchmetrics' bundled copy.
+Where the recipe requires it (the "big" and "small" presets, ``models.lgm_options.PRESET_TRAINING``)
+a missing weight file is an error; elsewhere the term is left out (the training job's driver says
+so once: ``pipeline.train_recon.with_preset_recipe``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.lpips import LPIPS
+from models.lpips import LPIPS, bundled_lin_weights
 
 LPIPS_WEIGHT = 1.0
 LPIPS_MAX_SIZE = 256  # LGM evaluates LPIPS at 256 px
@@ -28,8 +29,9 @@ class ReconstructionLoss(nn.Module):
     @classmethod
     def from_paths(cls, vgg_path: str | None = None, lin_path: str | None = None,
                    lpips_weight: float = LPIPS_WEIGHT, required: bool = False) -> "ReconstructionLoss":
-        """With both weight files the LPIPS term is included. Without them: ValueError when
-        ``required``, else the term is left out."""
+        """With both weight files (``lin_path`` defaults to ``bundled_lin_weights()``) the LPIPS term
+        is included. Without them: ValueError when ``required``, else the term is left out."""
+        lin_path = lin_path or bundled_lin_weights()
         if vgg_path and lin_path:
             return cls(LPIPS.from_files(vgg_path, lin_path), lpips_weight)
         if required:
@@ -56,5 +58,7 @@ class ReconstructionLoss(nn.Module):
 
 
 def missing_lpips(vgg_path: str | None, lin_path: str | None) -> str:
-    """The LPIPS weight flags not given, e.g. "--lpips-vgg and --lpips-lin"."""
+    """The LPIPS weight flags not given, e.g. "--lpips-vgg" (the lin weights count as given when
+    torchmetrics bundles them)."""
+    lin_path = lin_path or bundled_lin_weights()
     return " and ".join(flag for flag, path in (("--lpips-vgg", vgg_path), ("--lpips-lin", lin_path)) if not path)

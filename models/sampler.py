@@ -18,9 +18,10 @@ the steps where its renders were measured not worse than x0 (by more than 0.5 dB
 
 from __future__ import annotations
 
+import inspect
 import logging
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
@@ -41,18 +42,6 @@ DEFAULTS = {
 logger = logging.getLogger(__name__)
 AUTHORS_STEPS = (20, 30, 40)  # step indices of 50 where the official code reconstructs (t = 581, 381, 181)
 MODES = ("two", "one")
-
-
-def load_for_sampling(model_dir: str, reconstructor: str | None = None, device: str | torch.device | None = None
-                      ) -> tuple[MultiViewModel, LGM | None]:
-    """G (encoders frozen, eval mode) and, when a path is given, the reconstructor, on ``device``
-    (default: CUDA when available, else CPU). Used by serving, evaluation and benchmarks."""
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = MultiViewModel.from_pretrained(model_dir).to(device)
-    model.freeze_encoders()
-    model.unet.eval()
-    lgm = LGM.load(reconstructor).to(device).eval() if reconstructor else None
-    return model, lgm
 
 
 def reconstruction_steps(steps: int, schedule: str = "authors", every: int = 10, skip: int = 20) -> tuple[int, ...]:
@@ -172,6 +161,12 @@ def conditioning(model: MultiViewModel, prompts: list[str] | None, images: torch
     return {**condition, "encoder_hidden_states": empty}, {**unconditional, "encoder_hidden_states": empty}
 
 
+def scheduler_step_kwargs(scheduler: Any, eta: float) -> dict[str, Any]:
+    """``eta`` for schedulers whose ``step`` takes it (DDIM), nothing for the others (DPM-Solver,
+    Euler, ...): the filtering diffusers' own pipelines do."""
+    return {"eta": eta} if "eta" in inspect.signature(scheduler.step).parameters else {}
+
+
 def initial_latents(model: MultiViewModel, seeds: tuple[int, ...], batch: int) -> torch.Tensor:
     """Noise [B, C, F, h, w], each sample from its own seed (reproducible whatever the batch)."""
     unet = model.unet.unet
@@ -185,18 +180,22 @@ def initial_latents(model: MultiViewModel, seeds: tuple[int, ...], batch: int) -
 @torch.no_grad()
 def sample_views(model: MultiViewModel, prompts: list[str] | None = None, images: torch.Tensor | None = None,
                  config: SamplingConfig | None = None, reconstructor: LGM | None = None,
-                 on_step: Callable[[int, int], None] | None = None,
-                 cameras: torch.Tensor | None = None) -> SamplingResult:
+                 cameras: torch.Tensor | None = None, latents: torch.Tensor | None = None,
+                 on_step_end: Callable[[int, torch.Tensor, dict[str, torch.Tensor]], dict | None] | None = None
+                 ) -> SamplingResult:
     """Sample views (and Gaussians when a reconstructor is given).
 
     Args:
         prompts: B prompts (T2V). images: [B, 3, H, W] in [-1, 1] (I2VGen-XL).
         config: steps, guidance, cameras, seeds, 3D-aware steps (``reconstruct_at``) and form.
         reconstructor: LGM; needed when ``config.reconstruct_at`` is not empty.
-        on_step: called as ``on_step(steps_done, steps)`` after every denoising step: progress
-            reports, and a way to stop (an exception raised there ends the sampling).
         cameras: [B, F, 4, 4] c2w given to the camera embedding instead of the config's orbit
             (experiments: zeroed or reordered cameras). Leave None with a reconstructor.
+        latents: the initial noise [B, C, F, h, w] (already scaled by ``init_noise_sigma``);
+            default: drawn from ``config.seeds``.
+        on_step_end: called as ``on_step_end(step_index, timestep, {"latents": latents})`` after
+            every denoising step (progress, stopping by raising); a returned dict's ``latents``
+            replace the current ones.
     """
     batch = len(prompts) if prompts is not None else images.shape[0]
     recorded = training_cameras(model)
@@ -212,7 +211,8 @@ def sample_views(model: MultiViewModel, prompts: list[str] | None = None, images
     conditional, unconditional = conditioning(model, prompts, images, batch)
     scheduler = model.scheduler
     scheduler.set_timesteps(config.steps, device=model.device)
-    latents = initial_latents(model, config.seeds, batch)
+    latents = initial_latents(model, config.seeds, batch) if latents is None else latents.to(model.device)
+    step_kwargs = scheduler_step_kwargs(scheduler, config.eta)
     reconstruct_at = measured_steps(reconstructor, config.reconstruct_at, scheduler.timesteps)
     guided = config.guidance_scale != 1.0
     reconstructions = 0
@@ -240,9 +240,11 @@ def sample_views(model: MultiViewModel, prompts: list[str] | None = None, images
                 output = replace_x0(latents, output, timestep)
         if baseline is not None:
             output = baseline + config.guidance_scale * (output - baseline)
-        latents = scheduler.step(output, timestep, latents, eta=config.eta).prev_sample
-        if on_step is not None:
-            on_step(index + 1, len(scheduler.timesteps))
+        latents = scheduler.step(output, timestep, latents, **step_kwargs).prev_sample
+        if on_step_end is not None:
+            changed = on_step_end(index, timestep, {"latents": latents})
+            if changed and changed.get("latents") is not None:
+                latents = changed["latents"]
     views = (model.decode_latents(latents) / 2 + 0.5).clamp(0, 1).float()
     gaussians = None
     if reconstructor is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from diffusers import AutoencoderKL, I2VGenXLUNet, UNet3DConditionModel
+from diffusers import AutoencoderKL, I2VGenXLPipeline, I2VGenXLUNet, TextToVideoSDPipeline, UNet3DConditionModel
 from diffusers.schedulers import DDIMScheduler
 from transformers import (
     CLIPImageProcessor,
@@ -134,8 +134,16 @@ def make_tiny(variant: str, output_dir: str, seed: int = 0, **options: Any) -> s
 
 
 def save_tiny(model: MultiViewModel, output_dir: str) -> str:
-    """Save ``model`` as a published video model directory (no camera_embedding/)."""
-    model.diffusers_pipeline().save_pretrained(output_dir, safe_serialization=True)
+    """Save ``model`` as a published video model directory (diffusers' own pipeline class, no
+    camera_embedding/), as text-to-video-ms-1.7b and i2vgen-xl are published."""
+    components = {"vae": model.vae, "text_encoder": model.text_encoder, "tokenizer": model.tokenizer,
+                  "unet": model.unet.unet, "scheduler": model.scheduler}
+    if model.variant == "i2v":
+        pipeline = I2VGenXLPipeline(**components, image_encoder=model.image_encoder,
+                                    feature_extractor=model.feature_extractor)
+    else:
+        pipeline = TextToVideoSDPipeline(**components)
+    pipeline.save_pretrained(output_dir, safe_serialization=True)
     return output_dir
 
 

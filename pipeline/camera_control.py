@@ -32,7 +32,8 @@ import ray
 import torch
 
 import camera
-from models.sampler import DEFAULTS, SamplingConfig, sample_views
+from models.pipeline_videomv import VideoMVPipeline
+from models.sampler import DEFAULTS
 from models.tiny import build_tiny, i2v_scheduler
 from models.train_views import Orbits, train_on_orbits
 from pipeline.cli import option
@@ -176,9 +177,11 @@ def run_camera_control(config: CameraControlConfig) -> dict:
         prompts = [caption for _, _, caption in items]
 
         def generate(model, cameras_in: torch.Tensor) -> torch.Tensor:
-            sampling = SamplingConfig(steps=config.sampling_steps, guidance_scale=config.guidance_scale,
-                                      seeds=tuple(config.seed + i for i in range(len(prompts))))
-            return sample_views(model, prompts=prompts, config=sampling, cameras=cameras_in).views
+            pipe = VideoMVPipeline.from_model(model)
+            pipe.set_progress_bar_config(disable=True)
+            return pipe(prompt=prompts, num_inference_steps=config.sampling_steps,
+                        guidance_scale=config.guidance_scale, cameras=cameras_in, output_type="pt",
+                        generator=[torch.Generator().manual_seed(config.seed + i) for i in range(len(prompts))]).frames
 
         trained = generate(models["camera_model"], cameras)
         rows.append({"setting": "camera model", "case": case, **scores(trained, truth)})

@@ -8,6 +8,10 @@ from typing import Any
 
 import requests
 
+# Output name in the Serve API -> its file name in a result folder or zip (besides views/view_XXX.png).
+RESULT_FILES = {"ply": "gaussians.ply", "grid": "grid.png", "gif": "orbit.gif", "mp4": "orbit.mp4",
+                "gaussians_mp4": "gaussians_orbit.mp4"}
+
 
 class EndpointError(RuntimeError):
     def __init__(self, status: int, detail: str) -> None:
@@ -29,7 +33,8 @@ def generate(url: str, request: dict[str, Any], timeout: float = 900.0) -> dict[
 
 
 def write_result(body: dict[str, Any], out: str) -> list[str]:
-    """Write views/view_XXX.png, grid.png, orbit.gif and gaussians.ply (those present); returns paths."""
+    """Write views/view_XXX.png and the files of ``pipeline.media.RESULT_FILES`` (grid.png, orbit.gif,
+    orbit.mp4, gaussians.ply, gaussians_orbit.mp4) that the answer has; returns their paths."""
     written = []
     if "views" in body:
         os.makedirs(os.path.join(out, "views"), exist_ok=True)
@@ -38,7 +43,7 @@ def write_result(body: dict[str, Any], out: str) -> list[str]:
             with open(path, "wb") as handle:
                 handle.write(base64.b64decode(view))
             written.append(path)
-    for key, name in (("grid", "grid.png"), ("gif", "orbit.gif"), ("ply", "gaussians.ply")):
+    for key, name in RESULT_FILES.items():
         if key in body:
             os.makedirs(out, exist_ok=True)
             path = os.path.join(out, name)

@@ -19,17 +19,19 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 import torch.nn.functional as F
 
 import camera
 from models.evaluation import MetricNetworks, score_image_to_multiview, score_text_to_multiview
 from models.gaussian_fit import FitConfig
-from models.sampler import DEFAULTS, SamplingConfig, load_for_sampling, reconstruction_steps, sample_views
+from models.pipeline_videomv import VideoMVPipeline, VideoMVPipelineOutput, load_pipeline
+from models.sampler import DEFAULTS, reconstruction_steps
 from pipeline import shards
 from pipeline.cli import option
 from pipeline.media import grid_image, to_uint8
 from pipeline.recon_data import row_to_tensors
-from pipeline.tracking import mlflow_run
+from pipeline.tracking import mlflow_run, tracking_uri
 
 SETTINGS = ("3d-aware", "plain")
 # Lower is better for these; the rest are higher-is-better.
@@ -54,7 +56,8 @@ class EvaluationConfig:
     seed: int = option(0, "seed of sample 0 (sample i uses seed + i)")
     fit: FitConfig = field(default_factory=FitConfig, metadata={"prefix": "fit_"})
     lpips_vgg: str | None = option(None, "torchvision VGG16 weights (.pth) for LPIPS")
-    lpips_lin: str | None = option(None, "lpips 'lin' weights (vgg.pth) for LPIPS")
+    lpips_lin: str | None = option(None, "lpips 'lin' weights (vgg.pth) for LPIPS "
+                                         "(default: torchmetrics' bundled copy)")
     clip: str | None = option(None, "local Hugging Face CLIP directory (CLIP score)")
     raft: str | None = option(None, "RAFT checkpoint, e.g. raft-things.pth (flow-warping RMSE)")
     raft_iterations: int = option(12, "RAFT update iterations")
@@ -119,10 +122,13 @@ def load_held_out(path: str, resolution: int, frames: int, limit: int | None = N
     return objects
 
 
-def _sampling_config(config: EvaluationConfig, setting: str, seed: int, **cameras: float) -> SamplingConfig:
+def _sample(pipe: VideoMVPipeline, config: EvaluationConfig, setting: str, seed: int,
+            **inputs: Any) -> VideoMVPipelineOutput:
+    """One sample of ``setting`` ("plain" or "3d-aware") through the pipeline, as tensors."""
     schedule = config.schedule if setting == "3d-aware" else "none"
-    return SamplingConfig(steps=config.steps, seeds=(seed,), mode=config.mode,
-                          reconstruct_at=reconstruction_steps(config.steps, schedule), **cameras)
+    return pipe(**inputs, num_inference_steps=config.steps, generator=torch.Generator().manual_seed(seed),
+                three_d_aware=reconstruction_steps(config.steps, schedule), three_d_aware_mode=config.mode,
+                output_type="pt")
 
 
 def _summarise(rows: list[dict[str, Any]], settings: tuple[str, ...]) -> dict[str, dict[str, float]]:
@@ -147,7 +153,9 @@ def evaluate(config: EvaluationConfig, log: Any = print) -> EvaluationResult:
     """Run the protocol; returns the rows and per-setting means (also logged to MLflow)."""
     if "3d-aware" in config.settings and config.reconstructor is None:
         raise ValueError("the 3d-aware setting needs a reconstructor (--reconstructor), or evaluate --settings plain")
-    model, reconstructor = load_for_sampling(config.model, config.reconstructor)
+    pipe = load_pipeline(config.model, config.reconstructor, tracking_uri=tracking_uri(config.mlflow_uri))
+    pipe.set_progress_bar_config(disable=True)
+    model = pipe.model
     device = model.device
     networks = MetricNetworks.from_paths(config.lpips_vgg, config.lpips_lin, config.clip, config.raft,
                                          config.raft_iterations).to(device)
@@ -175,19 +183,15 @@ def evaluate(config: EvaluationConfig, log: Any = print) -> EvaluationResult:
             for setting in config.settings:
                 start = time.perf_counter()
                 if task == "text-to-multiview":
-                    result = sample_views(model, prompts=[sample], reconstructor=reconstructor,
-                                          config=_sampling_config(config, setting, seed))
-                    views, c2w = result.views[0].cpu(), result.cameras[0].cpu()
+                    result = _sample(pipe, config, setting, seed, prompt=sample)
+                    views, c2w = result.frames[0].cpu(), torch.from_numpy(result.cameras[0])
                     scores = score_text_to_multiview(sample, views, c2w, camera.DEFAULT_FOV_DEG,
                                                      DEFAULTS["t2v"]["background"], networks, config.fit)
                     name = sample
                 else:
-                    condition = sample["views"][0:1].to(device) * 2 - 1
-                    result = sample_views(model, images=condition, reconstructor=reconstructor,
-                                          config=_sampling_config(config, setting, seed,
-                                                                  elevation=sample["elevation"],
-                                                                  distance=sample["distance"]))
-                    views = result.views[0].cpu()
+                    result = _sample(pipe, config, setting, seed, image=sample["views"][0:1],
+                                     elevation=sample["elevation"], distance=sample["distance"])
+                    views = result.frames[0].cpu()
                     scores = score_image_to_multiview(views, sample["views"], networks)
                     name = sample["uid"]
                 row = {"setting": setting, "sample": index, "name": name, "seed": seed, **scores,

@@ -23,10 +23,11 @@ import torch
 from models.camera_embedding import camera_ranges
 from models.multiview_model import MultiViewModel, detect_variant, resolve_model_dir
 from models.objective import MultiViewBatch, diffusion_loss
-from models.sampler import SamplingConfig, sample_views
+from models.pipeline_videomv import VideoMVPipeline
 from models.train_views import reorder_orbits
 from pipeline import shards
 from pipeline.media import grid_image
+from pipeline.tracking import tracking_uri
 from pipeline.train_common import (
     TrainConfig,
     TrainSummary,
@@ -46,7 +47,7 @@ def finetune_loop(config: dict[str, Any]) -> None:
     """Ray Train worker loop (every worker runs it; rank 0 also logs and checkpoints)."""
     worker = WorkerState(config)
     torch.manual_seed(config["seed"] + worker.rank)
-    model = MultiViewModel.from_pretrained(config["model"])
+    model = MultiViewModel.from_pretrained(config["model"], tracking_uri=config["mlflow_tracking_uri"])
     embedding = model.unet.camera_embedding
     seen = config["training_cameras"]
     embedding.register_to_config(training_cameras=camera_ranges(
@@ -101,11 +102,12 @@ def _log_samples(model: MultiViewModel, inputs: dict, config: dict, mlflow: Any,
     """A grid of views sampled for the current batch's first prompt (or image), as an artifact."""
     was_training = model.unet.training
     model.unet.eval()
-    sampling = SamplingConfig(steps=config["sample_steps"], seeds=(step,))
-    if model.variant == "t2v":
-        views = sample_views(model, prompts=inputs["prompts"][:1], config=sampling).views
-    else:
-        views = sample_views(model, images=inputs["views"][:1, 0], config=sampling).views
+    pipe = VideoMVPipeline.from_model(model)
+    pipe.set_progress_bar_config(disable=True)
+    condition = ({"prompt": inputs["prompts"][:1]} if model.variant == "t2v"
+                 else {"image": inputs["views"][:1, 0] / 2 + 0.5})
+    views = pipe(**condition, num_inference_steps=config["sample_steps"], output_type="pt",
+                 generator=torch.Generator().manual_seed(step)).frames
     model.unet.train(was_training)
     if mlflow is not None:
         mlflow.log_image(grid_image(views[0]), f"samples/step_{step:07d}.png")
@@ -113,7 +115,8 @@ def _log_samples(model: MultiViewModel, inputs: dict, config: dict, mlflow: Any,
 
 def run_finetune(config: TrainConfig) -> TrainSummary:
     """Fine-tune G on ``config.data``; resumable by ``config.name``."""
-    model_dir = resolve_model_dir(config.model)
+    # Workers fetch config.model themselves (each node caches it); the driver only reads its variant.
+    model_dir = resolve_model_dir(config.model, tracking_uri(config.mlflow_uri))
     variant = detect_variant(model_dir)
     if not ray.is_initialized():
         ray.init()
@@ -124,4 +127,4 @@ def run_finetune(config: TrainConfig) -> TrainSummary:
     rows = shards.read_rows(config.data, columns=["status", "elevation", "distance", "fov"])
     cameras = camera_ranges(*([row[name] for row in rows] for name in ("elevation", "distance", "fov")))
     return summarise(run_trainer(finetune_loop, config, datasets, {
-        "model": model_dir, "variant": variant, "training_cameras": cameras}), config)
+        "model": config.model, "variant": variant, "training_cameras": cameras}), config)

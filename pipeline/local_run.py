@@ -250,7 +250,7 @@ def run_local(config: LocalRunConfig) -> dict[str, Any]:
     start = _stage(6, f"generate: {config.prompt!r} (3D-aware sampling, {config.sampling_steps} steps)")
     body = generate(url, {"prompt": config.prompt, "seed": config.seed, "steps": config.sampling_steps,
                           "elevation": config.elevation, "guidance_scale": guidance_scale(config),
-                          "outputs": ["views", "grid", "gif", "ply"]})
+                          "outputs": ["views", "grid", "gif", "mp4", "ply", "gaussians_mp4"]})
     result_dir = os.path.join(out, "result")
     written = write_result(body, result_dir)
     serve.shutdown()

@@ -38,14 +38,16 @@ from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from ray import serve
 
+import camera
 from pipeline.cli import option
+from pipeline.client import RESULT_FILES
 
 logger = logging.getLogger(__name__)
 MAX_PROMPT_CHARS = 500
 MAX_UPLOAD_BYTES = 7 * 1024 * 1024  # a decoded image; its base64 form still fits the default body limit
 MAX_BODY_BYTES = 10 * 1024 * 1024
 MAX_IMAGE_SIDE = 4096
-OUTPUTS = ("views", "ply", "grid", "gif")
+OUTPUTS = ("views", "ply", "grid", "gif", "mp4", "gaussians_mp4")
 
 
 @dataclass
@@ -53,8 +55,12 @@ class ServeConfig:
     """The Serve application's arguments: ``serve run jobs.serve:app model_dir=DIR [key=value ...]``,
     ``serve_config.yaml``'s ``args``, or the flags of ``python jobs/serve.py`` (``pipeline.cli``)."""
 
-    model_dir: str = option(help="the multi-view model: a diffusers-layout directory (fine-tuned)")
-    lgm: str | None = option(None, "reconstructor: LGM directory or official .safetensors (3D-aware sampling, PLY)")
+    model_dir: str = option(help="the multi-view model (fine-tuned): a directory, fsspec URI (s3://...) or MLflow "
+                                 "model URI (models:/name/latest, runs:/id/final_model)")
+    lgm: str | None = option(None, "reconstructor: LGM directory or official .safetensors, at any such location "
+                                   "(3D-aware sampling, PLY); default: the model directory's reconstructor/, if any")
+    mlflow_uri: str | None = option(None, "MLflow tracking store of models:/ and runs:/ locations "
+                                          "(default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
     num_gpus: float = option(1.0, "GPUs per model replica (0 on CPU machines)")
     max_replicas: int = option(1, "model replicas the autoscaler may start")
     timeout_s: float = option(300.0, "seconds a request may take before it gets 504 and its generation stops")
@@ -83,7 +89,10 @@ class GenerateRequest(BaseModel):
         "reconstruct x0 at steps 20, 30, 40 of 50 (scaled), except where the reconstructor's renders were "
         "measured worse than x0 (its three_d_aware.json)"))
     mode: Literal["two", "one"] = Field("two", description="two: authors' form; one: reconstruct the guided x0")
-    outputs: list[Literal["views", "ply", "grid", "gif"]] = Field(default_factory=lambda: ["views", "ply"])
+    outputs: list[Literal["views", "ply", "grid", "gif", "mp4", "gaussians_mp4"]] = Field(
+        default_factory=lambda: ["views", "ply"], description=(
+            "views (24 PNGs), ply (the Gaussians), grid (PNG), gif and mp4 (the orbit), gaussians_mp4 (the "
+            "Gaussians rendered at the 24 cameras); ply and gaussians_mp4 need a reconstructor"))
     format: Literal["json", "zip"] = "json"
 
     @field_validator("prompt")
@@ -124,24 +133,22 @@ def decode_image(data: bytes, size: int) -> torch.Tensor:
         image.load()
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as error:
         raise HTTPException(400, f"image is not a readable image file: {error}") from None
-    if image.mode in ("RGBA", "LA") or "transparency" in image.info:
-        rgba = image.convert("RGBA")  # the image model's background is white
-        image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
-    image = image.convert("RGB")
-    side = min(image.size)
-    left, top = (image.width - side) // 2, (image.height - side) // 2
-    image = image.crop((left, top, left + side, top + side)).resize((size, size), Image.BICUBIC)
-    array = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8).reshape(size, size, 3)
-    return array.permute(2, 0, 1).float() / 127.5 - 1.0
+    from models.pipeline_videomv import condition_image
+
+    return condition_image(image, size)
 
 
 class Generator:
     """Model deployment: G, the reconstructor, and the sampler, with request batching."""
 
-    def __init__(self, model_dir: str, lgm: str | None = None, max_batch_size: int = 4) -> None:
-        from models.sampler import load_for_sampling
+    def __init__(self, model_dir: str, lgm: str | None = None, max_batch_size: int = 4,
+                 mlflow_uri: str | None = None) -> None:
+        from models.pipeline_videomv import load_pipeline
+        from pipeline.tracking import tracking_uri
 
-        self.model, self.reconstructor = load_for_sampling(model_dir, lgm)
+        self.pipe = load_pipeline(model_dir, lgm, tracking_uri=tracking_uri(mlflow_uri))
+        self.pipe.set_progress_bar_config(disable=True)
+        self.model, self.reconstructor = self.pipe.model, self.pipe.reconstructor
         self.resolution = self.model.resolution
         self._generate_batch.set_max_batch_size(max_batch_size)  # 1 turns batching off
         self._cancelled: dict[int, threading.Event] = {}  # id(job) -> set when its request went away
@@ -197,32 +204,28 @@ class Generator:
 
     def _run(self, jobs: list[Job], cancelled: list[threading.Event]) -> list[dict[str, Any]]:
         from models.ply import save_ply
-        from models.sampler import SamplingConfig, reconstruction_steps, sample_views
-        from pipeline.media import grid_image, orbit_gif, png_bytes, to_uint8
+        from models.gaussian_renderer import render_batch
+        from models.sampler import DEFAULTS
+        from pipeline.media import grid_image, orbit_gif, orbit_mp4, png_bytes, to_uint8
 
         first = jobs[0]
-        config = SamplingConfig(
-            steps=first.steps, guidance_scale=first.guidance_scale, elevation=first.elevation,
-            seeds=tuple(job.seed for job in jobs), mode=first.mode,
-            reconstruct_at=reconstruction_steps(first.steps, "authors" if first.three_d_aware else "none"),
-        )
 
-        def stop_when_abandoned(done: int, total: int) -> None:
+        def stop_when_abandoned(pipe: Any, index: int, timestep: Any, tensors: dict) -> dict:
             if all(event.is_set() for event in cancelled):
-                raise GenerationCancelled(f"stopped after {done} of {total} steps")
+                raise GenerationCancelled(f"stopped after {index + 1} of {first.steps} steps")
+            return tensors
 
         start = time.perf_counter()
-        if self.model.variant == "t2v":
-            result = sample_views(self.model, prompts=[job.prompt for job in jobs], config=config,
-                                  reconstructor=self.reconstructor, on_step=stop_when_abandoned)
-        else:
-            images = torch.stack([job.image for job in jobs]).to(self.model.device)
-            result = sample_views(self.model, images=images, config=config, reconstructor=self.reconstructor,
-                                  on_step=stop_when_abandoned)
+        inputs: dict[str, Any] = ({"prompt": [job.prompt for job in jobs]} if self.model.variant == "t2v"
+                                  else {"image": torch.stack([job.image for job in jobs]) / 2 + 0.5})
+        result = self.pipe(**inputs, num_inference_steps=first.steps, guidance_scale=first.guidance_scale,
+                           elevation=first.elevation, three_d_aware=first.three_d_aware, three_d_aware_mode=first.mode,
+                           generator=[torch.Generator().manual_seed(job.seed) for job in jobs], output_type="pt",
+                           callback_on_step_end=stop_when_abandoned)
         seconds = time.perf_counter() - start
         answers = []
         for index, job in enumerate(jobs):
-            frames = to_uint8(result.views[index])
+            frames = to_uint8(result.frames[index])
             answer: dict[str, Any] = {"seed": job.seed, "seconds": seconds, "reconstructions": result.reconstructions,
                                       "batch_size": len(jobs)}
             if "views" in job.outputs:
@@ -231,6 +234,13 @@ class Generator:
                 answer["grid"] = png_bytes(grid_image(frames))
             if "gif" in job.outputs:
                 answer["gif"] = orbit_gif(frames)
+            if "mp4" in job.outputs:
+                answer["mp4"] = orbit_mp4(frames)
+            if "gaussians_mp4" in job.outputs and result.gaussians is not None:
+                c2w = torch.as_tensor(result.cameras[index])[None].to(self.model.device)
+                rendered, _ = render_batch(result.gaussians[index].as_batch(), c2w, camera.DEFAULT_FOV_DEG,
+                                           self.resolution, DEFAULTS[self.model.variant]["background"])
+                answer["gaussians_mp4"] = orbit_mp4(rendered[0].clamp(0, 1))
             if "ply" in job.outputs and result.gaussians is not None:
                 buffer = io.BytesIO()
                 save_ply(result.gaussians[index], buffer)
@@ -291,8 +301,10 @@ def build_ingress(timeout_s: float, max_body_bytes: int = MAX_BODY_BYTES) -> typ
                 raise HTTPException(400, "this is an image-to-multi-view model: give an image")
             if request_model.prompt is not None and image_bytes is not None:
                 raise HTTPException(400, "give either a prompt or an image, not both")
-            if (request_model.three_d_aware or "ply" in request_model.outputs) and not info["reconstructor"]:
-                raise HTTPException(400, "no reconstructor is loaded: set three_d_aware false and leave out 'ply'")
+            needs_gaussians = {"ply", "gaussians_mp4"} & set(request_model.outputs)
+            if (request_model.three_d_aware or needs_gaussians) and not info["reconstructor"]:
+                raise HTTPException(400, "no reconstructor is loaded: set three_d_aware false and leave out "
+                                         "'ply' and 'gaussians_mp4'")
             if request_model.elevation is not None:
                 from models.camera_embedding import camera_problems
 
@@ -369,7 +381,7 @@ def _respond(answer: dict[str, Any], form: str) -> Response:
         with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
             for index, view in enumerate(answer.get("views", [])):
                 archive.writestr(f"views/view_{index:03d}.png", view)
-            for key, name in (("ply", "gaussians.ply"), ("grid", "grid.png"), ("gif", "orbit.gif")):
+            for key, name in RESULT_FILES.items():
                 if key in answer:
                     archive.writestr(name, answer[key])
         return Response(buffer.getvalue(), media_type="application/zip",
@@ -377,7 +389,7 @@ def _respond(answer: dict[str, Any], form: str) -> Response:
     body: dict[str, Any] = {k: answer[k] for k in ("seed", "seconds", "reconstructions", "batch_size")}
     if "views" in answer:
         body["views"] = [base64.b64encode(view).decode() for view in answer["views"]]
-    for key in ("ply", "grid", "gif"):
+    for key in RESULT_FILES:
         if key in answer:
             body[key] = base64.b64encode(answer[key]).decode()
     return JSONResponse(body)
@@ -397,4 +409,4 @@ def build_app(model_dir: str, lgm: str | None = None, **options: Any) -> Any:
     )
     ingress = serve.deployment(build_ingress(config.timeout_s, config.max_body_bytes), name="Ingress",
                                max_ongoing_requests=64)
-    return ingress.bind(generator.bind(config.model_dir, config.lgm, config.max_batch_size))
+    return ingress.bind(generator.bind(config.model_dir, config.lgm, config.max_batch_size, config.mlflow_uri))

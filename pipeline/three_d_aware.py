@@ -36,14 +36,8 @@ from models.gaussian_fit import FitConfig
 from models.lgm import LGM
 from models.lpips import LPIPS
 from models.multiview_model import MultiViewModel
-from models.sampler import (
-    DEFAULTS,
-    SamplingConfig,
-    load_for_sampling,
-    reconstruction_steps,
-    sample_views,
-    training_cameras,
-)
+from models.pipeline_videomv import load_pipeline
+from models.sampler import DEFAULTS, SamplingConfig, reconstruction_steps, training_cameras
 from models.renders_vs_x0 import RendersVsX0
 from models.three_d_aware import AUTHORS_TIMESTEPS, measure_renders_vs_x0
 from pipeline.cli import option
@@ -73,7 +67,8 @@ class ThreeDAwareConfig:
     fit_num_gaussians: int = option(FitConfig.num_gaussians, "Gaussians of the 12/12 fit (CPU: 2048 takes about "
                                                              "0.45 s per step at 64 px, 8192 about 1.5 s)")
     lpips_vgg: str | None = option(None, "torchvision VGG16 weights (.pth) for LPIPS")
-    lpips_lin: str | None = option(None, "lpips 'lin' weights (vgg.pth) for LPIPS")
+    lpips_lin: str | None = option(None, "lpips 'lin' weights (vgg.pth) for LPIPS "
+                                         "(default: torchmetrics' bundled copy)")
     raft: str | None = option(None, "RAFT weights for the flow-warping RMSE")
     write_schedule: bool = option(False, "save the renders-vs-x0 measurement beside the reconstructor "
                                          "(three_d_aware.json): the sampler then skips the steps where renders lose")
@@ -110,8 +105,9 @@ def measure_schedule(model_dir: str, reconstructor_dir: str, assets: dict[str, t
                      samples: int) -> RendersVsX0:
     """Measure renders vs x0 on held-out orbits of ``assets`` (name -> (path, caption)) and save it
     beside the reconstructor (a local directory), where the sampler reads its 3D-aware schedule."""
-    model, reconstructor = load_for_sampling(model_dir, reconstructor_dir)
-    measured = held_out_renders_vs_x0(model, reconstructor, {name: path for name, (path, _) in assets.items()},
+    pipe = load_pipeline(model_dir, reconstructor_dir)
+    paths = {name: path for name, (path, _) in assets.items()}
+    measured = held_out_renders_vs_x0(pipe.model, pipe.reconstructor, paths,
                                       [caption + CAPTION_SUFFIX for _, caption in assets.values()], elevation, samples)
     measured.save(reconstructor_dir)
     return measured
@@ -125,7 +121,9 @@ def _mean(rows: list[dict[str, float]], key: str) -> float | None:
 def run_three_d_aware(config: ThreeDAwareConfig) -> dict[str, Any]:
     """The benchmark's figures (module docstring); the reconstructor's own measured schedule, if it
     carries one, is set aside so that every form reconstructs at the same steps."""
-    model, reconstructor = load_for_sampling(config.model, config.reconstructor)
+    pipe = load_pipeline(config.model, config.reconstructor)
+    pipe.set_progress_bar_config(disable=True)
+    model, reconstructor = pipe.model, pipe.reconstructor
     reconstructor.renders_vs_x0 = None
     networks = MetricNetworks.from_paths(config.lpips_vgg, config.lpips_lin, raft=config.raft)
     captioned = captioned_assets(config.assets, os.path.join(config.assets, "captions.csv"))
@@ -148,11 +146,11 @@ def run_three_d_aware(config: ThreeDAwareConfig) -> dict[str, Any]:
         rows, seconds = [], 0.0
         for index, prompt in enumerate(prompts):
             for seed in config.seeds:
-                run = SamplingConfig(steps=config.steps, guidance_scale=config.guidance_scale, seeds=(seed,),
-                                     elevation=sampling.elevation, distance=sampling.distance, mode=mode,
-                                     reconstruct_at=reconstruction_steps(config.steps, schedule))
                 start = time.perf_counter()
-                views = sample_views(model, prompts=[prompt], config=run, reconstructor=reconstructor).views[0]
+                views = pipe(prompt=prompt, num_inference_steps=config.steps, guidance_scale=config.guidance_scale,
+                             generator=torch.Generator().manual_seed(seed), elevation=sampling.elevation,
+                             distance=sampling.distance, three_d_aware=reconstruction_steps(config.steps, schedule),
+                             three_d_aware_mode=mode, output_type="pt").frames[0]
                 seconds += time.perf_counter() - start
                 row = score_text_to_multiview(prompt, views, truth_c2w.to(views.device), camera.DEFAULT_FOV_DEG,
                                               background, networks,

@@ -29,7 +29,7 @@ from ray.train.torch import TorchTrainer
 
 from pipeline.cli import option
 from pipeline.logs import configure_logging
-from pipeline.tracking import tracking_uri
+from pipeline.tracking import log_shards_input, tracking_uri
 
 logger = logging.getLogger(__name__)
 TRAINING_STATE = "training_state.pt"
@@ -79,6 +79,8 @@ class TrainConfig:
     keep_checkpoints: int = option(2, "checkpoints kept")
     mlflow_uri: str | None = option(None, "MLflow tracking URI (default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
     experiment: str = option("videomv-finetune", "MLflow experiment")
+    register_as: str | None = option(None, "register the final model in the MLflow model registry under this name "
+                                           "(then load it as models:/NAME/latest)")
     seed: int = option(0, "seed of weights' noise, data order and condition dropout")
     fail_at_step: int | None = option(None, "fault drill: raise once at this step to exercise recovery")
 
@@ -108,6 +110,7 @@ def mlflow_run_id(config: TrainConfig, params: dict[str, Any]) -> str:
         return existing[0].info.run_id
     with mlflow.start_run(run_name=config.name, tags={"ray_run_name": config.name}) as run:
         mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})
+        log_shards_input(config.data, context="training")
         return run.info.run_id
 
 
@@ -301,8 +304,28 @@ def publish_final(save: Callable[[str], None], config: dict[str, Any], mlflow: A
         if mlflow is not None:
             mlflow.log_artifacts(directory, artifact_path=FINAL_MODEL)
             mlflow.set_tag("final_model", target)
+            if config.get("register_as"):
+                register_final(mlflow, config["register_as"])
     logger.info("final model written to %s", target)
     return target
+
+
+def register_final(mlflow: Any, name: str) -> str:
+    """A new version of registered model ``name`` whose source is the active run's "final_model"
+    artifacts (a diffusers or LGM directory, not an MLflow flavour, so the version is created from
+    the artifact location); tags the run with its ``models:/name/version`` URI and returns it."""
+    client = mlflow.MlflowClient()
+    run_id = mlflow.active_run().info.run_id
+    try:
+        client.create_registered_model(name)
+    except mlflow.exceptions.MlflowException as error:
+        if error.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    version = client.create_model_version(name, source=mlflow.get_artifact_uri(FINAL_MODEL), run_id=run_id)
+    uri = f"models:/{name}/{version.version}"
+    mlflow.set_tag("registered_model", uri)
+    logger.info("final model registered as %s", uri)
+    return uri
 
 
 def cosine_lr(base: float, step: int, steps: int, floor: float = 0.05) -> float:

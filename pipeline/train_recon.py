@@ -24,6 +24,7 @@ from models.recon_loss import ReconstructionLoss, missing_lpips
 from models.recon_training import reconstruction_step
 from models.three_d_aware import one_step_x0
 from pipeline.cli import option
+from pipeline.tracking import tracking_uri
 from pipeline.train_common import (
     TrainConfig,
     TrainSummary,
@@ -57,14 +58,14 @@ class ReconConfig:
     lpips_vgg: str | None = option(
         None, "torchvision VGG16 weights (.pth) for the LPIPS term (required by the big and small presets)")
     lpips_lin: str | None = option(
-        None, "lpips 'lin' weights (vgg.pth) for the LPIPS term (required by the big and small presets)")
+        None, "lpips 'lin' weights (vgg.pth) for the LPIPS term (default: the copy torchmetrics bundles)")
 
 
-def build_lgm(recon: dict[str, Any]) -> LGM:
+def build_lgm(recon: dict[str, Any], tracking_uri: str | None = None) -> LGM:
     options = PRESETS[recon["lgm_preset"]]
     if recon.get("lgm_size"):
         options = dataclasses.replace(options, input_size=recon["lgm_size"], output_size=recon["lgm_size"])
-    return LGM.load(recon["lgm"], options) if recon.get("lgm") else LGM(options)
+    return LGM.load(recon["lgm"], options, tracking_uri) if recon.get("lgm") else LGM(options)
 
 
 def load_lgm_into(model: LGM) -> Any:
@@ -82,11 +83,11 @@ def one_step_predictions(generator_model: MultiViewModel, inputs: dict, rng: tor
 def recon_loop(config: dict[str, Any]) -> None:
     worker = WorkerState(config)
     torch.manual_seed(config["seed"] + worker.rank)
-    generator_model = MultiViewModel.from_pretrained(config["model"])
+    generator_model = MultiViewModel.from_pretrained(config["model"], tracking_uri=config["mlflow_tracking_uri"])
     generator_model.freeze_encoders()
     generator_model.unet.requires_grad_(False).eval()
     generator_model.to(worker.device)
-    lgm = build_lgm(config).to(worker.device).train()
+    lgm = build_lgm(config, config["mlflow_tracking_uri"]).to(worker.device).train()
     loss_fn = ReconstructionLoss.from_paths(config.get("lpips_vgg"), config.get("lpips_lin"),
                                             required=PRESET_TRAINING[config["lgm_preset"]].lpips_required)
     loss_fn.to(worker.device)
@@ -130,7 +131,7 @@ def with_preset_recipe(config: TrainConfig, recon: ReconConfig) -> TrainConfig:
     """``config`` with the preset's learning rate where none is given; ValueError when the preset's
     recipe needs LPIPS and its weight files are not given."""
     recipe = PRESET_TRAINING[recon.lgm_preset]
-    if not (recon.lpips_vgg and recon.lpips_lin):
+    if missing_lpips(recon.lpips_vgg, recon.lpips_lin):
         if recipe.lpips_required:
             ReconstructionLoss.from_paths(recon.lpips_vgg, recon.lpips_lin, required=True)
         logger.warning("LPIPS weights not given (%s): the %s preset trains without the LPIPS term, on RGB and "
@@ -145,12 +146,13 @@ def run_train_recon(config: TrainConfig, recon: ReconConfig) -> TrainSummary:
     LPIPS refuses to start without its weights (before any Ray work).
     """
     config = with_preset_recipe(config, recon)
-    model_dir = resolve_model_dir(config.model)
+    # Workers fetch config.model themselves (each node caches it); the driver only reads its variant.
+    model_dir = resolve_model_dir(config.model, tracking_uri(config.mlflow_uri))
     variant = detect_variant(model_dir)
     if not ray.is_initialized():
         ray.init()
     datasets = {"orbits": orbit_dataset(config.data, variant, config.resolution, config.captions,
                                         materialize=config.materialize_data)}
     result = run_trainer(recon_loop, config, datasets,
-                         {"model": model_dir, "variant": variant, **dataclasses.asdict(recon)})
+                         {"model": config.model, "variant": variant, **dataclasses.asdict(recon)})
     return summarise(result, config)

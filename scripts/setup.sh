@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 
 VENV="${VENV:-.venv}"
 TORCH_VERSION="2.13.0"
+TORCHVISION_VERSION="0.28.0"  # the release built against TORCH_VERSION
 PYTHON="${PYTHON:-}"
 if [ -z "$PYTHON" ]; then
   for candidate in python3.11 python3; do
@@ -27,13 +28,20 @@ fi
 pip=("$VENV/bin/python" -m pip install --quiet --progress-bar off)
 
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
-  echo "setup: NVIDIA GPU found, installing the CUDA build of torch $TORCH_VERSION"
-  "${pip[@]}" "torch==$TORCH_VERSION"
+  echo "setup: NVIDIA GPU found, installing the CUDA build of torch $TORCH_VERSION (and torchvision)"
+  # torchvision gives the reference RAFT and LPIPS backbone (tests/test_metrics.py compares them).
+  "${pip[@]}" "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION"
 else
   echo "setup: no NVIDIA GPU, installing the CPU build of torch $TORCH_VERSION"
   # A local wheel (pip --find-links) is used when present; otherwise PyTorch's CPU index.
   "${pip[@]}" "torch==$TORCH_VERSION+cpu" 2>/dev/null \
     || "${pip[@]}" "torch==$TORCH_VERSION" --index-url https://download.pytorch.org/whl/cpu
+  # torchvision only from PyTorch's CPU index: PyPI's build links CUDA torch and fails to import
+  # beside the CPU build (transformers would then fail too). Without it the metrics' comparisons
+  # with torchvision's RAFT and LPIPS backbone (tests/test_metrics.py) are skipped.
+  "${pip[@]}" --no-deps --timeout 20 "torchvision==$TORCHVISION_VERSION+cpu" \
+    --index-url https://download.pytorch.org/whl/cpu 2>/dev/null \
+    || echo "setup: torchvision's CPU build is not reachable; going on without it"
 fi
 "${pip[@]}" -e ".[dev]"
 rm -f "$VENV"/.installed-*

@@ -57,3 +57,17 @@ def test_reversed_cameras_give_the_reversed_orbit():
 def test_the_experiment_rejects_unknown_cases():
     with pytest.raises(ValueError, match="unknown evaluation cases"):
         run_camera_control(CameraControlConfig(cases=("front view only",)))
+
+
+def test_the_no_camera_control_trains_beside_the_camera_model(ray_local):
+    """The benchmark's side-by-side path (two Ray tasks, one core each) gives both models, trained."""
+    config = CameraControlConfig(
+        objects=(("Duck.glb", "a yellow rubber duck"),), resolution=16, samples=2, train_elevations=(15.0,),
+        cases=("training cameras",), controls=("untrained", "no_camera_model"), steps=20, sampling_steps=2, seed=0)
+    result = run_camera_control(config)
+    assert {"train_camera_model", "train_no_camera_model"} <= set(result["seconds"])
+    rows = {row["setting"]: row for row in result["rows"]}
+    assert {"camera model", "(c) trained without camera embedding"} <= set(rows)
+    untrained = rows["untrained model"]["psnr"]  # 20 steps already move both models off the random start
+    assert rows["camera model"]["psnr"] > untrained + 1.0
+    assert rows["(c) trained without camera embedding"]["psnr"] > untrained + 1.0

@@ -262,8 +262,8 @@ def test_evaluate_errors_name_the_problem(tiny_models, weights, mlflow_uri, tmp_
         attempt(prompts=str(prompts))
     with pytest.raises(FileNotFoundError, match="not a local CLIP directory"):
         attempt(prompts=str(prompts), settings=("plain",), clip=str(tmp_path))
-    with pytest.raises(ValueError, match="LPIPS needs both weight files"):
-        attempt(prompts=str(prompts), settings=("plain",), lpips_vgg=weights["lpips_vgg"])
+    with pytest.raises(ValueError, match="LPIPS needs the VGG16 backbone weights too"):
+        attempt(prompts=str(prompts), settings=("plain",), lpips_lin=weights["lpips_lin"])
     with pytest.raises(ValueError, match="no rendered"):
         attempt(model=tiny_models["i2v"], settings=("plain",), shards=str(tmp_path / "empty"))
     with pytest.raises(ValueError, match="settings must be drawn from"):

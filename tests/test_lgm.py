@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 import camera
 from models.lgm import LGM
 from models.lgm_options import PRESETS
-from models.lpips import LPIPS
+from models.lpips import LPIPS, bundled_lin_weights
 from models.rays import apply_normalisation, normalisation_transform, plucker_rays
 from models.recon_loss import ReconstructionLoss
 
@@ -125,8 +125,8 @@ def test_reconstruction_loss_with_and_without_lpips(tmp_path):
     rgb, target = torch.rand(1, 2, 3, 32, 32), torch.rand(1, 2, 3, 32, 32)
     alpha, target_alpha = torch.rand(1, 2, 1, 32, 32), torch.rand(1, 2, 1, 32, 32)
     plain = ReconstructionLoss.from_paths(None, None)
-    with pytest.raises(ValueError, match="includes LPIPS, but --lpips-lin"):
-        ReconstructionLoss.from_paths(str(tmp_path / "vgg16.pth"), None, required=True)
+    with pytest.raises(ValueError, match=r"includes LPIPS, but --lpips-vgg \("):  # lin: torchmetrics' copy
+        ReconstructionLoss.from_paths(None, None, required=True)
     terms = plain(rgb, alpha, target, target_alpha)
     assert "lpips" not in terms
     torch.testing.assert_close(terms["loss"], terms["mse_rgb"] + terms["mse_alpha"])
@@ -147,6 +147,11 @@ def test_reconstruction_loss_with_and_without_lpips(tmp_path):
         ReconstructionLoss.from_paths(str(tmp_path / "nope.pth"), str(tmp_path / "vgg.pth"))
     with pytest.raises(ValueError, match="do not match"):
         ReconstructionLoss.from_paths(str(tmp_path / "vgg.pth"), str(tmp_path / "vgg.pth"))
+    # Without --lpips-lin the lin layers come from the reference package's bundled file.
+    bundled = ReconstructionLoss.from_paths(str(tmp_path / "vgg16.pth"), None, required=True).lpips
+    reference = torch.load(bundled_lin_weights(), map_location="cpu", weights_only=True)
+    for name, tensor in reference.items():
+        assert torch.equal(bundled.state_dict()[name], tensor), name
 
 
 def test_tiny_reconstructor_learns_a_rendered_object(overfit_duck):

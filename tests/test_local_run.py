@@ -40,6 +40,8 @@ def test_the_whole_pipeline_runs_locally_and_logs_readably(tmp_path):
     assert len(list((result_dir / "views").glob("view_*.png"))) == 24
     assert Image.open(result_dir / "grid.png").size == (6 * 32, 4 * 32)
     assert Image.open(result_dir / "orbit.gif").n_frames == 24
+    for name in ("orbit.mp4", "gaussians_orbit.mp4"):
+        assert (result_dir / name).read_bytes()[4:8] == b"ftyp", name
     assert load_ply(str(result_dir / "gaussians.ply")).count > 0
     mlflow.set_tracking_uri(f"sqlite:///{out / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["videomv-local"], output_format="list")

@@ -38,6 +38,58 @@ def test_ssim_known_values():
     torch.testing.assert_close(ssim(weak, a), ssim(a, weak))
 
 
+def degraded_pairs() -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(prediction, target) pairs from slightly to very different, [1, 3, 48, 48] in [0, 1]."""
+    a = images()[:1]
+    blurred = F.avg_pool2d(F.pad(a, (2, 2, 2, 2), mode="reflect"), 5, stride=1)
+    noisy = (a + 0.05 * torch.randn(a.shape, generator=torch.Generator().manual_seed(3))).clamp(0, 1)
+    return [(blurred, a), (noisy, a), (a * 0.8 + 0.1, a), (images(1)[:1], a)]
+
+
+def test_psnr_and_ssim_equal_the_reference_libraries():
+    # (torchmetrics' SSIM is not compared: it scores the border region differently, 2e-3 apart here.)
+    """Tolerances: 1e-4 dB for PSNR and 1e-4 for SSIM (float32 here, float64 in scikit-image)."""
+    metrics = pytest.importorskip("skimage.metrics")
+    from torchmetrics.functional.image import peak_signal_noise_ratio
+
+    for prediction, target in degraded_pairs():
+        ours_psnr, ours_ssim = psnr(prediction, target).item(), ssim(prediction, target).item()
+        x, y = prediction[0].double().numpy(), target[0].double().numpy()
+        assert ours_psnr == pytest.approx(metrics.peak_signal_noise_ratio(y, x, data_range=1.0), abs=1e-4)
+        assert ours_psnr == pytest.approx(peak_signal_noise_ratio(prediction, target, data_range=1.0).item(), abs=1e-4)
+        # Wang et al.'s SSIM: Gaussian window sigma 1.5 (11 x 11), population covariances, valid region.
+        reference = metrics.structural_similarity(x, y, data_range=1.0, channel_axis=0, gaussian_weights=True,
+                                                  sigma=1.5, use_sample_covariance=False)
+        assert ours_ssim == pytest.approx(reference, abs=1e-4)
+
+
+def test_lpips_equals_the_reference_implementation_on_the_same_weights(tmp_path):
+    """Our LPIPS against torchmetrics' (the lpips package's network) with the same VGG16 and lin
+    weights. torchmetrics builds its VGG16 from torchvision, which only installs beside a matching
+    torch build (scripts/setup.sh: GPU machines, and CPU machines that reach PyTorch's CPU index)."""
+    pytest.importorskip("torchvision", reason="torchvision is not installed for this torch build")
+    from torchmetrics.functional.image.lpips import _NoTrainLpips
+
+    from models.lpips import LPIPS, bundled_lin_weights
+
+    reference = _NoTrainLpips(net="vgg", pretrained=True, pnet_rand=True).eval()  # random VGG, bundled lin
+    torch.save({f"features.{k}": v for k, v in _vgg_features(reference).items()}, tmp_path / "vgg16.pth")
+    ours = LPIPS.from_files(str(tmp_path / "vgg16.pth"))
+    assert bundled_lin_weights() is not None
+    for prediction, target in degraded_pairs():
+        expected = reference(prediction * 2 - 1, target * 2 - 1).flatten()
+        torch.testing.assert_close(ours(prediction, target), expected, atol=1e-5, rtol=1e-4)
+
+
+def _vgg_features(reference: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """torchvision-VGG16 ``features`` keys of the reference network's five slices."""
+    state = {}
+    for slice_index in range(1, 6):
+        for key, value in getattr(reference.net, f"slice{slice_index}").state_dict().items():
+            state[key] = value
+    return state
+
+
 def test_view_accuracy_finds_each_views_camera():
     from pipeline.result_scores import view_accuracy
 

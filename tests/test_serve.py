@@ -97,10 +97,10 @@ def test_generate_returns_views_and_a_ply(server, tmp_path):
 
 
 def test_zip_format(server):
-    response = generate(server, prompt="a lamp", outputs=["views", "ply", "grid"], format="zip")
+    response = generate(server, prompt="a lamp", outputs=["views", "ply", "grid", "mp4"], format="zip")
     assert response.status_code == 200 and response.headers["content-type"] == "application/zip"
     names = zipfile.ZipFile(io.BytesIO(response.content)).namelist()
-    assert "gaussians.ply" in names and "grid.png" in names and "views/view_023.png" in names
+    assert {"gaussians.ply", "grid.png", "orbit.mp4", "views/view_023.png"} <= set(names)
 
 
 @pytest.mark.parametrize("fields, status, message", [
@@ -166,8 +166,10 @@ def test_generate_client_writes_files(server, tmp_path):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert len(list((out / "views").glob("*.png"))) == 24
-    for name in ("grid.png", "orbit.gif", "gaussians.ply"):
+    for name in ("grid.png", "orbit.gif", "orbit.mp4", "gaussians.ply", "gaussians_orbit.mp4"):
         assert (out / name).stat().st_size > 0
+    for name in ("orbit.mp4", "gaussians_orbit.mp4"):
+        assert (out / name).read_bytes()[4:8] == b"ftyp", name
     bad = subprocess.run([sys.executable, str(REPO_ROOT / "jobs" / "generate.py"), "--url", server["url"],
                           "--prompt", "", "--out", str(out)], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "prompt is empty" in bad.stderr

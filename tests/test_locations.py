@@ -1,0 +1,107 @@
+"""Model locations: fsspec URIs (memory:// here, s3:// in production) and MLflow model URIs, fetched
+once into the cache, through the same loaders the jobs and the Serve app use."""
+
+from __future__ import annotations
+
+import os
+
+import fsspec
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from models import VideoMVPipeline
+from models.lgm import LGM
+from models.locations import ModelLocationError, fetch
+from models.multiview_model import ModelDirectoryError, MultiViewModel
+from models.tiny import make_tiny
+from pipeline.train_common import FINAL_MODEL, publish_final
+
+
+@pytest.fixture()
+def cache(tmp_path, monkeypatch) -> str:
+    monkeypatch.setenv("VIDEOMV_CACHE", str(tmp_path / "cache"))
+    return str(tmp_path / "cache")
+
+
+@pytest.fixture(scope="module")
+def tiny_t2v(tmp_path_factory) -> str:
+    return make_tiny("t2v", str(tmp_path_factory.mktemp("locations") / "t2v"))
+
+
+def upload(local: str, uri: str) -> None:
+    filesystem, path = fsspec.core.url_to_fs(uri)
+    filesystem.put(local.rstrip("/") + "/", path, recursive=True)
+
+
+def test_memory_uri_round_trip_is_fetched_once(tiny_t2v, cache, tmp_path):
+    VideoMVPipeline.from_pretrained(tiny_t2v).save_pretrained(str(tmp_path / "saved"))
+    upload(str(tmp_path / "saved"), "memory://bucket/runs/g/final_model")
+    pipe = VideoMVPipeline.from_pretrained("memory://bucket/runs/g/final_model")
+    assert pipe.variant == "t2v"
+    local = fetch("memory://bucket/runs/g/final_model")
+    assert local.startswith(cache) and os.path.isfile(os.path.join(local, "model_index.json"))
+    fsspec.filesystem("memory").rm("/bucket/runs/g", recursive=True)
+    assert fetch("memory://bucket/runs/g/final_model") == local  # from the cache, not fetched again
+    assert MultiViewModel.from_pretrained("memory://bucket/runs/g/final_model").variant == "t2v"
+
+
+def test_a_single_file_uri_and_missing_locations(cache, tmp_path):
+    torch.manual_seed(0)
+    lgm = LGM("tiny")
+    save_file(lgm.state_dict(), str(tmp_path / "model_fp16_fixrot.safetensors"))
+    with fsspec.open("memory://weights/model_fp16_fixrot.safetensors", "wb") as handle:
+        handle.write((tmp_path / "model_fp16_fixrot.safetensors").read_bytes())
+    loaded = LGM.load("memory://weights/model_fp16_fixrot.safetensors", "tiny")
+    for name, tensor in lgm.state_dict().items():
+        assert torch.equal(tensor, loaded.state_dict()[name]), name
+    with pytest.raises(ModelLocationError, match="memory://nowhere/model does not exist"):
+        fetch("memory://nowhere/model")
+    with pytest.raises(ModelDirectoryError, match="is a file, not a diffusers model directory"):
+        MultiViewModel.from_pretrained("memory://weights/model_fp16_fixrot.safetensors")
+    assert not [name for name in os.listdir(os.path.join(cache, "models")) if name.startswith(".fetch-")]
+
+
+def test_mlflow_registry_and_run_uris(tiny_t2v, cache, tmp_path):
+    import mlflow
+
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.set_tracking_uri(store)
+    mlflow.set_experiment("locations")
+    model = MultiViewModel.from_pretrained(tiny_t2v)
+    config = {"output": str(tmp_path / "out"), "name": "g", "register_as": "videomv-tiny"}
+    with mlflow.start_run() as run:
+        target = publish_final(model.save_pretrained, config, mlflow)
+        registered = mlflow.get_run(run.info.run_id).data.tags["registered_model"]
+    assert os.path.isfile(os.path.join(target, "model_index.json"))
+    assert registered == "models:/videomv-tiny/1"
+    for uri in ("models:/videomv-tiny/latest", "models:/videomv-tiny/1", f"runs:/{run.info.run_id}/{FINAL_MODEL}"):
+        pipe = VideoMVPipeline.from_pretrained(uri, tracking_uri=store)
+        assert pipe.variant == "t2v", uri
+    with pytest.raises(ModelLocationError, match="no versions of 'not-registered'"):
+        fetch("models:/not-registered/latest", tracking_uri=store)
+    with pytest.raises(ModelLocationError, match="cannot be read from the MLflow tracking store"):
+        fetch("models:/videomv-tiny/7", tracking_uri=store)
+
+
+def test_training_runs_record_their_input_shards(tmp_path):
+    import mlflow
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipeline.tracking import log_shards_input
+
+    data = tmp_path / "shards"
+    data.mkdir()
+    for name in ("shard-00000.parquet", "shard-00001.parquet"):
+        pq.write_table(pa.table({"uid": [name]}), data / name)
+    (data / ".shard-00002.parquet.tmp").write_bytes(b"partial")  # an unfinished write is not an input
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_experiment("inputs")
+    with mlflow.start_run() as run:
+        log_shards_input(str(data), context="training")
+    inputs = mlflow.get_run(run.info.run_id).inputs.dataset_inputs
+    assert len(inputs) == 1 and inputs[0].tags[0].value == "training"
+    dataset = inputs[0].dataset
+    assert str(data) in dataset.source and dataset.name == "shards"
+    assert '"num_rows": 2' in dataset.profile

@@ -1,0 +1,143 @@
+"""VideoMVPipeline: diffusers' loading and saving, its call conventions, and one code path with the sampler."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+from diffusers import DiffusionPipeline, DPMSolverMultistepScheduler
+
+from models import VideoMVPipeline
+from models.lgm import LGM
+from models.multiview_model import MultiViewModel
+from models.renders_vs_x0 import RendersVsX0
+from models.sampler import SamplingConfig, sample_views
+from models.tiny import make_tiny
+
+STEPS = 3
+
+
+@pytest.fixture(scope="module")
+def dirs(tmp_path_factory) -> dict[str, str]:
+    """Published-layout tiny models, and a "fine-tuned" t2v directory (camera embedding randomised,
+    a reconstructor with a renders-vs-x0 record) saved by the pipeline."""
+    root = tmp_path_factory.mktemp("pipeline")
+    published = {variant: make_tiny(variant, str(root / variant)) for variant in ("t2v", "i2v")}
+    model = MultiViewModel.from_pretrained(published["t2v"])
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for parameter in model.unet.camera_embedding.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.3)
+    torch.manual_seed(0)
+    reconstructor = LGM("tiny").eval()
+    reconstructor.renders_vs_x0 = RendersVsX0(t=[581, 381, 181], render_psnr=[20.0, 21.0, 22.0],
+                                              x0_psnr=[25.0, 21.2, 21.0])
+    VideoMVPipeline.from_model(model, reconstructor).save_pretrained(str(root / "finetuned"))
+    return {**published, "finetuned": str(root / "finetuned")}
+
+
+def quiet(pipe: VideoMVPipeline) -> VideoMVPipeline:
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def test_saved_directory_lists_every_component_and_names_the_pipeline(dirs):
+    with open(os.path.join(dirs["finetuned"], "model_index.json")) as handle:
+        index = json.load(handle)
+    assert index["_class_name"] == ["pipeline_videomv", "VideoMVPipeline"]
+    assert index["camera_embedding"] == ["models.camera_embedding", "CameraEmbedding"]
+    assert index["reconstructor"] == ["models.lgm", "LGM"]
+    assert index["image_encoder"] == [None, None]
+    for folder in ("unet", "camera_embedding", "vae", "text_encoder", "tokenizer", "scheduler", "reconstructor"):
+        assert os.path.isdir(os.path.join(dirs["finetuned"], folder)), folder
+    assert os.path.isfile(os.path.join(dirs["finetuned"], "pipeline_videomv.py"))
+
+
+def test_diffusers_loads_the_pipeline_or_says_why_never_a_camera_less_video_model(dirs):
+    with pytest.raises(ValueError, match=r"(?s)pipeline_videomv\.py.*trust_remote_code=True"):
+        DiffusionPipeline.from_pretrained(dirs["finetuned"])
+    generic = quiet(DiffusionPipeline.from_pretrained(dirs["finetuned"], trust_remote_code=True))
+    ours = quiet(VideoMVPipeline.from_pretrained(dirs["finetuned"]))
+    assert type(generic) is VideoMVPipeline
+    assert isinstance(generic.reconstructor, LGM) and generic.reconstructor.renders_vs_x0 is not None
+    for name, tensor in ours.camera_embedding.state_dict().items():
+        assert torch.equal(tensor, generic.camera_embedding.state_dict()[name]), name
+    assert generic.camera_embedding.state_dict()["linear_2.weight"].abs().sum() > 0  # the trained one, not zeros
+    a = ours(prompt="a chair", num_inference_steps=STEPS, generator=torch.Generator().manual_seed(0))
+    b = generic(prompt="a chair", num_inference_steps=STEPS, generator=torch.Generator().manual_seed(0))
+    np.testing.assert_allclose(a.frames, b.frames, atol=1e-6)
+
+
+def test_published_video_model_gets_a_zero_camera_embedding(dirs):
+    pipe = VideoMVPipeline.from_pretrained(dirs["t2v"])
+    assert pipe.reconstructor is None
+    assert torch.count_nonzero(pipe.camera_embedding.linear_2.weight) == 0
+    assert pipe.variant == "t2v" and VideoMVPipeline.from_pretrained(dirs["i2v"]).variant == "i2v"
+
+
+def test_call_matches_the_sampler_and_follows_diffusers_conventions(dirs):
+    pipe = quiet(VideoMVPipeline.from_pretrained(dirs["finetuned"]))
+    seen = []
+
+    def on_step_end(pipeline, index, timestep, tensors):
+        seen.append((index, int(timestep), tuple(tensors)))
+        return tensors
+
+    out = pipe(prompt=["a chair", "a lamp"], num_inference_steps=STEPS, output_type="pt",
+               generator=[torch.Generator().manual_seed(4), torch.Generator().manual_seed(5)],
+               callback_on_step_end=on_step_end)
+    assert [s[0] for s in seen] == list(range(STEPS)) and all(s[2] == ("latents",) for s in seen)
+    assert out.frames.shape == (2, 24, 3, 32, 32) and out.cameras.shape == (2, 24, 4, 4)
+    assert out.gaussians is not None and out.gaussians.means.shape[0] == 2
+    # One code path: the sampler with the same seeds gives the same views.
+    direct = sample_views(pipe.model, prompts=["a chair", "a lamp"], config=SamplingConfig(steps=STEPS, seeds=(4, 5)))
+    torch.testing.assert_close(out.frames, direct.views, atol=1e-6, rtol=0)
+    as_np = pipe(prompt="a chair", num_inference_steps=STEPS, generator=torch.Generator().manual_seed(4))
+    assert as_np.frames.shape == (1, 24, 32, 32, 3) and as_np.frames.dtype == np.float32
+    # batch 1 against batch 2: the same numbers up to float summation order
+    np.testing.assert_allclose(as_np.frames[0], out.frames[0].permute(0, 2, 3, 1).numpy(), atol=1e-5)
+    as_pil = pipe(prompt="a chair", num_inference_steps=STEPS, output_type="pil", return_dict=False)
+    assert len(as_pil[0][0]) == 24 and as_pil[0][0][0].size == (32, 32)
+
+
+def test_callback_can_replace_the_latents(dirs):
+    pipe = quiet(VideoMVPipeline.from_pretrained(dirs["t2v"]))
+    plain = pipe(prompt="a chair", num_inference_steps=STEPS, generator=torch.Generator().manual_seed(0))
+    zeroed = pipe(prompt="a chair", num_inference_steps=STEPS, generator=torch.Generator().manual_seed(0),
+                  callback_on_step_end=lambda p, i, t, kw: {"latents": torch.zeros_like(kw["latents"])})
+    assert not np.allclose(plain.frames, zeroed.frames)
+    with pytest.raises(ValueError, match="callback_on_step_end_tensor_inputs"):
+        pipe(prompt="a chair", num_inference_steps=1, callback_on_step_end_tensor_inputs=["noise_pred"])
+
+
+def test_other_schedulers_and_the_three_d_aware_measurement(dirs):
+    pipe = quiet(VideoMVPipeline.from_pretrained(dirs["finetuned"]))
+    pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
+    out = pipe(prompt="a chair", num_inference_steps=STEPS, eta=0.5, generator=torch.Generator().manual_seed(0))
+    assert np.isfinite(out.frames).all()
+    # 3D-aware at the authors' steps of 50 (t = 581, 381, 181): the reconstructor's record leaves out
+    # t = 581 (renders 20.0 vs x0 25.0 dB) and keeps 381 (21.0 vs 21.2, within 0.5 dB) and 181.
+    pipe.scheduler = VideoMVPipeline.from_pretrained(dirs["finetuned"]).scheduler
+    aware = pipe(prompt="a chair", num_inference_steps=50, three_d_aware=True, guidance_scale=1.0,
+                 generator=torch.Generator().manual_seed(0))
+    assert aware.reconstructions == 2
+
+
+def test_image_model_and_bad_calls(dirs):
+    pipe = quiet(VideoMVPipeline.from_pretrained(dirs["i2v"]))
+    photo = PIL.Image.fromarray((np.random.default_rng(0).random((48, 40, 4)) * 255).astype(np.uint8), "RGBA")
+    torch.manual_seed(0)
+    out = pipe(image=photo, num_inference_steps=STEPS, generator=torch.Generator().manual_seed(0))
+    assert out.frames.shape == (1, 24, 32, 32, 3) and out.gaussians is None
+    with pytest.raises(ValueError, match="image-to-multi-view model: give image="):
+        pipe(prompt="a chair", num_inference_steps=1)
+    with pytest.raises(ValueError, match="not both"):
+        pipe(prompt="a chair", image=photo, num_inference_steps=1)
+    with pytest.raises(ValueError, match="output_type"):
+        pipe(image=photo, num_inference_steps=1, output_type="latent")
+    with pytest.raises(TypeError, match="image must be"):
+        pipe(image="photo.png", num_inference_steps=1)
