@@ -1,7 +1,7 @@
 # Both targets install what they need into .venv first (scripts/setup.sh).
 PY := .venv/bin/python
 
-.PHONY: setup run test bench
+.PHONY: setup run test bench demo
 setup:
 	bash scripts/setup.sh
 
@@ -12,6 +12,13 @@ run: setup
 # The test suite (see README for its duration on 2 CPU cores).
 test: setup
 	$(PY) -m pytest -m "not benchmark" $(PYTEST_ARGS)
+
+# The demo page (http://127.0.0.1:8000/) on the models `make run` trains (it runs first when they are missing).
+DEMO_MODEL ?= out/runs/finetune/final_model
+DEMO_LGM ?= out/runs/reconstructor/final_model
+demo: setup
+	@test -d $(DEMO_MODEL) || $(MAKE) run
+	$(PY) jobs/serve.py --model-dir $(DEMO_MODEL) --lgm $(DEMO_LGM) --port 8000
 
 bench: setup
 	$(PY) benchmarks/render.py

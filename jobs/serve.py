@@ -58,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     config = config_from_args(ServeConfig, args, num_gpus=gpus)
     serve.start(http_options={"host": args.host, "port": args.port})
     serve.run(build_app(**dataclasses.asdict(config)), route_prefix="/")
-    logger.info("serving on http://%s:%d (POST /v1/generate, GET /v1/health, /docs); Ctrl-C stops", args.host, args.port)
+    logger.info("serving on http://%s:%d: the demo page at /, the API at /v1/generate and /v1/health, its docs at "
+                "/docs; Ctrl-C stops", args.host, args.port)
     try:
         while True:
             time.sleep(3600)

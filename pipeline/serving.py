@@ -4,7 +4,10 @@ Routes:
 - ``POST /v1/generate``: JSON (``GenerateRequest``) or multipart form (the same fields, ``image`` as
   a file upload). Answers JSON with base64 ``views`` (24 PNGs), ``ply`` (3DGS PLY), optional
   ``grid`` (PNG) and ``gif`` (orbit), or a zip of the same files with ``"format": "zip"``.
-- ``GET /v1/health``; the OpenAPI schema at ``/openapi.json`` and the docs at ``/docs``.
+- ``GET /v1/health``; ``GET /v1/progress/{request_id}`` (steps done of a request that named itself);
+  the OpenAPI schema at ``/openapi.json`` and the docs at ``/docs``.
+- ``GET /``: the demo page (``pipeline/web/``: prompt or image in, the orbit, an interactive
+  Gaussian viewer and downloads out), whose scripts and style come from ``GET /static/{name}``.
 
 Bad requests get a 4xx naming the problem (422 schema errors and unknown fields, 400 bad base64 or
 non-image bytes or a request the model cannot serve, 413 a body over ``max_body_bytes``, read in
@@ -22,9 +25,11 @@ sampler call; each sample keeps its own seed, so results do not depend on the ba
 import asyncio
 import base64
 import binascii
+import collections
 import io
 import json
 import logging
+import os
 import threading
 import time
 import zipfile
@@ -33,7 +38,7 @@ from typing import Any, Literal
 
 import torch
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
 from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from ray import serve
@@ -47,6 +52,10 @@ MAX_PROMPT_CHARS = 500
 MAX_UPLOAD_BYTES = 7 * 1024 * 1024  # a decoded image; its base64 form still fits the default body limit
 MAX_BODY_BYTES = 10 * 1024 * 1024
 MAX_IMAGE_SIDE = 4096
+PROGRESS_KEPT = 1024  # request ids whose progress a replica remembers
+WEB_FOLDER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "web")
+WEB_FILES = {"app.js": "text/javascript", "viewer.js": "text/javascript", "zip.js": "text/javascript",
+             "style.css": "text/css"}
 OUTPUTS = ("views", "ply", "grid", "gif", "mp4", "gaussians_mp4")
 
 
@@ -94,6 +103,8 @@ class GenerateRequest(BaseModel):
             "views (24 PNGs), ply (the Gaussians), grid (PNG), gif and mp4 (the orbit), gaussians_mp4 (the "
             "Gaussians rendered at the 24 cameras); ply and gaussians_mp4 need a reconstructor"))
     format: Literal["json", "zip"] = "json"
+    request_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,64}$", description=(
+        "a name the client chose for this request: GET /v1/progress/{request_id} reports its steps done"))
 
     @field_validator("prompt")
     @classmethod
@@ -116,6 +127,7 @@ class Job:
     three_d_aware: bool
     mode: str
     outputs: tuple[str, ...]
+    request_id: str | None = None
 
     def batch_key(self) -> tuple:
         return (self.steps, self.guidance_scale, self.elevation, self.three_d_aware, self.mode,
@@ -153,6 +165,7 @@ class Generator:
         self._generate_batch.set_max_batch_size(max_batch_size)  # 1 turns batching off
         self._cancelled: dict[int, threading.Event] = {}  # id(job) -> set when its request went away
         self.stats = {"running": 0, "completed": 0, "cancelled": 0}
+        self.progress: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
 
     def info(self) -> dict[str, Any]:
         from models.sampler import training_cameras
@@ -160,6 +173,20 @@ class Generator:
         return {"variant": self.model.variant, "reconstructor": self.reconstructor is not None,
                 "resolution": self.resolution, "frames": self.model.unet.num_frames,
                 "training_cameras": training_cameras(self.model)}
+
+    def get_progress(self, request_id: str) -> dict[str, Any]:
+        """Steps done of a request named by its ``request_id`` (state "unknown" when this replica
+        has not seen it: not arrived yet, or on another replica)."""
+        return {"request_id": request_id, **self.progress.get(request_id, {"state": "unknown", "done": 0,
+                                                                           "total": 0})}
+
+    def _report_progress(self, jobs: list[Job], state: str, done: int) -> None:
+        for job in jobs:
+            if job.request_id:
+                self.progress[job.request_id] = {"state": state, "done": done, "total": job.steps}
+                self.progress.move_to_end(job.request_id)
+        while len(self.progress) > PROGRESS_KEPT:
+            self.progress.popitem(last=False)
 
     def get_stats(self) -> dict[str, int]:
         return dict(self.stats)
@@ -210,7 +237,10 @@ class Generator:
 
         first = jobs[0]
 
+        self._report_progress(jobs, "running", 0)
+
         def stop_when_abandoned(pipe: Any, index: int, timestep: Any, tensors: dict) -> dict:
+            self._report_progress(jobs, "running", index + 1)
             if all(event.is_set() for event in cancelled):
                 raise GenerationCancelled(f"stopped after {index + 1} of {first.steps} steps")
             return tensors
@@ -222,6 +252,7 @@ class Generator:
                            elevation=first.elevation, three_d_aware=first.three_d_aware, three_d_aware_mode=first.mode,
                            generator=[torch.Generator().manual_seed(job.seed) for job in jobs], output_type="pt",
                            callback_on_step_end=stop_when_abandoned)
+        self._report_progress(jobs, "done", first.steps)
         seconds = time.perf_counter() - start
         answers = []
         for index, job in enumerate(jobs):
@@ -281,6 +312,23 @@ def build_ingress(timeout_s: float, max_body_bytes: int = MAX_BODY_BYTES) -> typ
         async def health(self) -> dict[str, Any]:
             return {"status": "ok", **(await self.info())}
 
+        @app.get("/", include_in_schema=False)
+        async def page(self) -> FileResponse:
+            """The demo page (pipeline/web/): everything it loads comes from this app."""
+            return FileResponse(os.path.join(WEB_FOLDER, "index.html"), media_type="text/html")
+
+        @app.get("/static/{name}", include_in_schema=False)
+        async def static(self, name: str) -> FileResponse:
+            if name not in WEB_FILES:
+                raise HTTPException(404, f"no file {name!r}")
+            return FileResponse(os.path.join(WEB_FOLDER, name), media_type=WEB_FILES[name])
+
+        @app.get("/v1/progress/{request_id}")
+        async def progress(self, request_id: str) -> dict[str, Any]:
+            """Steps done of the request sent with this ``request_id`` (exact with one model replica;
+            with several, a replica that is not running it answers state "unknown")."""
+            return await self.generator.get_progress.remote(request_id)
+
         @app.get("/v1/stats")
         async def stats(self) -> dict[str, int]:
             """Generations running now, completed, and stopped because their request went away."""
@@ -315,7 +363,8 @@ def build_ingress(timeout_s: float, max_body_bytes: int = MAX_BODY_BYTES) -> typ
                       image=decode_image(image_bytes, info["resolution"]) if image_bytes is not None else None,
                       seed=request_model.seed, steps=request_model.steps, guidance_scale=request_model.guidance_scale,
                       elevation=request_model.elevation, three_d_aware=request_model.three_d_aware,
-                      mode=request_model.mode, outputs=tuple(request_model.outputs))
+                      mode=request_model.mode, outputs=tuple(request_model.outputs),
+                      request_id=request_model.request_id)
             response = self.generator.generate.remote(job)
             try:
                 answer = await asyncio.wait_for(response, timeout=timeout_s)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from typing import Any, Iterator
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -48,5 +49,7 @@ def log_shards_input(data: str, context: str) -> None:
         listing.append({"shard": path, "bytes": int(info.get("size") or 0),
                         "modified": str(info.get("mtime") or info.get("LastModified") or info.get("created") or "")})
     frame = pd.DataFrame(listing, columns=["shard", "bytes", "modified"])
-    dataset = mlflow.data.from_pandas(frame, source=data, name=data.rstrip("/").split("/")[-1] or data)
-    mlflow.log_input(dataset, context=context)
+    with warnings.catch_warnings():  # MLflow's hints on source types and integer columns, not ours to act on
+        warnings.filterwarnings("ignore", module=r"mlflow\.")
+        dataset = mlflow.data.from_pandas(frame, source=data, name=data.rstrip("/").split("/")[-1] or data)
+        mlflow.log_input(dataset, context=context)

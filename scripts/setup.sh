@@ -19,6 +19,17 @@ if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
   exit 1
 fi
 
+# Debian's Chromium for the demo page's browser test (tests/test_web.py), where it can be installed.
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "setup: installing Debian's chromium (the browser test of the demo page)"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >/dev/null 2>&1 \
+      || echo "setup: chromium could not be installed; the browser test will be skipped"
+  else
+    echo "setup: no chromium (install it as root: apt-get install chromium); the browser test will be skipped"
+  fi
+fi
+
 stamp="$VENV/.installed-$(cat pyproject.toml scripts/setup.sh | sha1sum | cut -c1-12)"
 if [ -f "$stamp" ]; then
   exit 0

@@ -26,6 +26,50 @@ def sample_assets(tmp_path_factory) -> Path:
     return folder
 
 
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for a Serve HTTP proxy)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_tiny_serve_app(root: Path, name: str, training_cameras: dict[str, list[float]]) -> tuple[str, str]:
+    """The Serve app on a tiny t2v model (its camera embedding records ``training_cameras``, as a
+    fine-tune writes it) and a tiny reconstructor, on a free port; returns (url, model directory)
+    once ``/v1/health`` answers. The caller shuts Serve down."""
+    import time
+
+    import requests
+    import torch
+    from ray import serve
+
+    from models.lgm import LGM
+    from models.multiview_model import MultiViewModel
+    from models.tiny import make_tiny
+    from pipeline.serving import build_app
+
+    model_dir = make_tiny("t2v", str(root / "tiny-t2v"))
+    model = MultiViewModel.from_pretrained(model_dir)
+    model.unet.camera_embedding.register_to_config(training_cameras=training_cameras)
+    model.save_pretrained(model_dir)
+    torch.manual_seed(0)
+    LGM("tiny").save_pretrained(str(root / "lgm"))
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(build_app(model_dir, lgm=str(root / "lgm"), num_gpus=0, timeout_s=120), name=name, route_prefix="/")
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(120):
+        try:
+            if requests.get(f"{url}/v1/health", timeout=5).status_code == 200:
+                break
+        except requests.ConnectionError:
+            pass
+        time.sleep(1)
+    return url, model_dir
+
+
 WORKER_ENV = {"env_vars": {"PYTHONPATH": str(REPO_ROOT)}}
 
 

@@ -59,7 +59,19 @@ def test_the_experiment_rejects_unknown_cases():
         run_camera_control(CameraControlConfig(cases=("front view only",)))
 
 
-def test_the_no_camera_control_trains_beside_the_camera_model(ray_local):
+@pytest.fixture()
+def own_ray():
+    """Ray as the benchmark starts it (``run_camera_control`` calls ``ray.init``), shut down after the
+    test: a Ray instance left running would be a second one beside the local-run test's own."""
+    import ray
+
+    was_running = ray.is_initialized()
+    yield
+    if not was_running:
+        ray.shutdown()
+
+
+def test_the_no_camera_control_trains_beside_the_camera_model(own_ray):
     """The benchmark's side-by-side path (two Ray tasks, one core each) gives both models, trained."""
     config = CameraControlConfig(
         objects=(("Duck.glb", "a yellow rubber duck"),), resolution=16, samples=2, train_elevations=(15.0,),

@@ -6,7 +6,6 @@ import base64
 import concurrent.futures
 import importlib.util
 import io
-import socket
 import subprocess
 import sys
 import time
@@ -15,24 +14,14 @@ import zipfile
 import numpy as np
 import pytest
 import requests
-import torch
 from PIL import Image
 
-from conftest import REPO_ROOT
-from models.lgm import LGM
-from models.multiview_model import MultiViewModel
+from conftest import REPO_ROOT, start_tiny_serve_app
 from models.ply import load_ply
-from models.tiny import make_tiny
 from pipeline.serving import build_app
 
 STEPS = 5
 TRAINING_CAMERAS = {"elevation": [0.0, 30.0], "distance": [2.0, 2.0], "fov": [39.6, 39.6]}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -40,24 +29,7 @@ def server(ray_local, tmp_path_factory):
     from ray import serve
 
     root = tmp_path_factory.mktemp("serve")
-    model_dir = make_tiny("t2v", str(root / "tiny-t2v"))
-    # As a fine-tune writes it: the camera embedding records its training cameras.
-    model = MultiViewModel.from_pretrained(model_dir)
-    model.unet.camera_embedding.register_to_config(training_cameras=TRAINING_CAMERAS)
-    model.save_pretrained(model_dir)
-    torch.manual_seed(0)
-    LGM("tiny").save_pretrained(str(root / "lgm"))
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app(model_dir, lgm=str(root / "lgm"), num_gpus=0, timeout_s=120), name="videomv", route_prefix="/")
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(120):
-        try:
-            if requests.get(f"{url}/v1/health", timeout=5).status_code == 200:
-                break
-        except requests.ConnectionError:
-            pass
-        time.sleep(1)
+    url, model_dir = start_tiny_serve_app(root, "videomv", TRAINING_CAMERAS)
     yield {"url": url, "root": root, "model_dir": model_dir}
     serve.shutdown()
 

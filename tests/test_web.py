@@ -1,0 +1,92 @@
+"""The demo page in a real browser: Debian's Chromium driven by Playwright, against the Serve app on
+tiny models (no browser download: Playwright is given the system's Chromium)."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+
+import numpy as np
+import pytest
+import requests
+from PIL import Image
+
+from conftest import start_tiny_serve_app
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+if CHROMIUM is None:
+    pytest.skip("no Chromium on this machine: scripts/setup.sh installs Debian's chromium where it can "
+                "(as root with apt-get)", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (scripts/setup.sh)")
+
+STEPS = 4
+TRAINING_CAMERAS = {"elevation": [0.0, 30.0], "distance": [2.0, 2.0], "fov": [39.6, 39.6]}
+
+
+@pytest.fixture(scope="module")
+def web_server(ray_local, tmp_path_factory):
+    from ray import serve
+
+    url, _ = start_tiny_serve_app(tmp_path_factory.mktemp("web"), "videomv-web", TRAINING_CAMERAS)
+    yield url
+    serve.shutdown()
+
+
+def variance(png: bytes) -> float:
+    return float(np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.float64).var())
+
+
+def test_the_page_generates_an_orbit_and_a_gaussian_viewer(web_server):
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 390, "height": 844})  # a phone-width screen
+        requested, generate_bodies = [], []
+        page.on("request", lambda r: requested.append(r.url))
+        page.on("request", lambda r: generate_bodies.append(r.post_data) if r.url.endswith("/v1/generate") else None)
+        page.goto(f"{web_server}/")
+        page.wait_for_selector("#model-info:has-text('Text-to-multi-view model')")
+        # Keyboard only: focus the prompt, type, tab through the fields, submit with Enter on the button.
+        page.focus("#prompt")
+        page.keyboard.type("a blue vase")
+        page.fill("#steps", str(STEPS))
+        page.focus("#generate")
+        page.keyboard.press("Enter")
+        page.wait_for_selector("#result:not([hidden])", timeout=180_000)
+        assert page.locator("#error").is_hidden()
+
+        orbit = page.locator("#orbit")
+        assert orbit.evaluate("img => img.naturalWidth") == 32
+        assert variance(orbit.screenshot()) > 20.0
+        viewer = page.locator("#viewer")
+        before = viewer.screenshot()
+        assert variance(before) > 5.0  # the Gaussians, not the flat grey background
+        viewer.focus()
+        for _ in range(6):
+            page.keyboard.press("ArrowLeft")
+        page.wait_for_timeout(200)
+        assert viewer.screenshot() != before  # orbiting redraws the splats from another side
+        page.click("#play")  # pause the animation, then step through the views with the slider's keys
+        assert page.locator("#play").get_attribute("aria-pressed") == "false"
+        shown = int(page.locator("#view-number").inner_text())
+        page.focus("#view-slider")
+        key, expected = ("ArrowLeft", shown - 1) if shown == 24 else ("ArrowRight", shown + 1)
+        page.keyboard.press(key)
+        assert int(page.locator("#view-number").inner_text()) == expected
+        names = page.locator("#downloads a").evaluate_all("links => links.map(a => a.download)")
+        assert names == ["gaussians.ply", "orbit.gif", "orbit.mp4", "gaussians_orbit.mp4", "views.zip"]
+
+        # The page's progress came from the server: the request it named reports every step done.
+        request_id = json.loads(generate_bodies[0])["request_id"]
+        progress = requests.get(f"{web_server}/v1/progress/{request_id}", timeout=10).json()
+        assert progress == {"request_id": request_id, "state": "done", "done": STEPS, "total": STEPS}
+        # Offline: every script, style and image came from the app itself (or the page's own data).
+        assert all(url.startswith((web_server, "data:", "blob:")) for url in requested), requested
+
+        # An error from the API is shown on the page.
+        page.fill("#elevation", "45")
+        page.click("#generate")
+        page.wait_for_selector("#error:not([hidden])", timeout=60_000)
+        assert "outside the model's training cameras" in page.locator("#error").inner_text()
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390  # nothing wider than the phone
+        browser.close()
