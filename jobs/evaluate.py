@@ -4,7 +4,7 @@ Text-to-multi-view (24 views per prompt; Gaussians fitted on the 12 even views, 
 the 12 odd ones, CLIP score, flow-warping RMSE at intervals 1 and 6):
     python jobs/evaluate.py --model out/runs/finetune/final_model --reconstructor out/runs/reconstructor/final_model \
         --prompts assets/eval_prompts.txt --clip /models/clip-vit-large-patch14 --raft /models/raft-things.pth \
-        --lpips-vgg /models/vgg16-397923af.pth --lpips-lin /models/lpips/vgg.pth
+        --lpips-vgg /models/vgg16-397923af.pth        # LPIPS lin weights: torchmetrics' bundled copy
 Image-to-multi-view (condition on view 0 of held-out renders, compare with the other 23):
     python jobs/evaluate.py --model /models/videomv-i2v --reconstructor /models/model_fp16_fixrot.safetensors \
         --shards s3://bucket/held-out-shards --max-samples 50 ...

@@ -180,6 +180,11 @@ def test_supervision_at_the_targets_own_resolution():
     assert rgb.shape == target.shape == (1, 1, 3, 64, 64)
 
 
+# One 60-step overfit from random weights lands about 1 dB from the next seed's (measured gaps
+# -1.54, +0.20, -2.03 dB for seeds 0-2), so the gap is taken between means over seeds.
+SEEDS = (0, 1, 2)
+
+
 def test_our_renders_through_lgms_camera_setting(sample_assets):
     """A reconstructor of LGM's own camera setting (fov 49.1, radius 1.5, as the official weights),
     overfit on the Duck rendered by Blender at that setting, and on the Duck rendered at ours
@@ -199,13 +204,18 @@ def test_our_renders_through_lgms_camera_setting(sample_assets):
             row = render_asset(AssetRef("duck", "local", str(sample_assets / "Duck.glb")), process,
                                RenderSettings(resolution=32, samples=8, threads=2, fov=fov, distance=distance))
             data = row_to_tensors(row, background=(1.0, 1.0, 1.0))
-            torch.manual_seed(0)
-            model = LGM(dataclasses.replace(PRESETS["tiny"], input_size=32, output_size=32, fov=49.1,
-                                            cam_radius=1.5))
-            results[name] = overfit_one_object(model, data["views"], data["alphas"], data["c2w"], steps=60, fov=fov)
-    for name, result in results.items():
-        assert result.psnr_after > result.psnr_before + 3.0, (name, result.psnr_before, result.psnr_after)
-    gap = results["lgm"].psnr_after - results["ours"].psnr_after
-    print(f"held-out PSNR after 60 steps: LGM's setting {results['lgm'].psnr_after:.2f} dB, "
-          f"ours through the dolly {results['ours'].psnr_after:.2f} dB (gap {gap:.2f} dB)")
+            results[name] = []
+            for seed in SEEDS:
+                torch.manual_seed(seed)
+                model = LGM(dataclasses.replace(PRESETS["tiny"], input_size=32, output_size=32, fov=49.1,
+                                                cam_radius=1.5))
+                results[name].append(overfit_one_object(model, data["views"], data["alphas"], data["c2w"],
+                                                        steps=60, fov=fov))
+    for name, runs in results.items():
+        for result in runs:
+            assert result.psnr_after > result.psnr_before + 3.0, (name, result.psnr_before, result.psnr_after)
+    mean = {name: sum(r.psnr_after for r in runs) / len(runs) for name, runs in results.items()}
+    gap = mean["lgm"] - mean["ours"]
+    print(f"held-out PSNR after 60 steps, mean of seeds {SEEDS}: LGM's setting {mean['lgm']:.2f} dB, "
+          f"ours through the dolly {mean['ours']:.2f} dB (gap {gap:.2f} dB)")
     assert abs(gap) < 1.5, gap
