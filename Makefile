@@ -1,7 +1,7 @@
 # Both targets install what they need into .venv first (scripts/setup.sh).
 PY := .venv/bin/python
 
-.PHONY: setup run test bench demo
+.PHONY: setup run test test-reference bench demo
 setup:
 	bash scripts/setup.sh
 
@@ -12,6 +12,12 @@ run: setup
 # The test suite (see README for its duration on 2 CPU cores).
 test: setup
 	$(PY) -m pytest -m "not benchmark" $(PYTEST_ARGS)
+
+# The metrics against their reference libraries (torchvision's RAFT, torchmetrics' LPIPS), in
+# .venv-reference: PyPI's torch with its torchvision, which the CPU build of torch cannot have.
+test-reference:
+	bash scripts/setup.sh --reference
+	.venv-reference/bin/python -m pytest tests/test_metrics.py $(PYTEST_ARGS)
 
 # The demo page (http://127.0.0.1:8000/) on the models `make run` trains (it runs first when they are missing).
 DEMO_MODEL ?= out/runs/finetune/final_model

@@ -3,7 +3,11 @@
 The architecture and parameter names are those of the reference implementation
 (princeton-vl/RAFT ``core/``, the full model), so its published checkpoints (``raft-things.pth``,
 ``raft-sintel.pth``; saved from ``nn.DataParallel``, keys prefixed ``module.``) load strictly.
-Nothing is downloaded: the file must be given.
+torchvision's ``raft_large`` checkpoints (``raft_large_C_T_SKHT_V2-ff5fadd5.pth`` and the others of
+``Raft_Large_Weights``) load too: torchvision's RAFT is the same network under other names
+(``feature_encoder.layer1.0.convnormrelu1.0.weight`` is our ``fnet.layer1.0.conv1.weight``), and
+``tests/test_metrics.py`` checks that both give the same flow on the same weights. Nothing is
+downloaded: the file must be given.
 
 Conventions: images [N, 3, H, W] in [0, 1] (any H, W: edge-padded to multiples of 8, and to at least
 128 px since the coarsest of the 4 correlation levels must be at least 2x2, then cropped back);
@@ -14,6 +18,7 @@ first image to its position in the second.
 from __future__ import annotations
 
 import os
+import re
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +31,43 @@ CONTEXT = 128
 CORRELATION_LEVELS = 4
 CORRELATION_RADIUS = 4
 MIN_SIZE = 8 * 2**CORRELATION_LEVELS  # 128 px: the coarsest correlation level is 2x2 (1x1 divides by 0)
+
+# torchvision's raft_large names -> the reference's, as (pattern, replacement) applied in order.
+_TORCHVISION_NAMES = (
+    (r"^feature_encoder\.", "fnet."),
+    (r"^context_encoder\.", "cnet."),
+    (r"^(fnet|cnet)\.convnormrelu\.0\.", r"\1.conv1."),
+    (r"^(fnet|cnet)\.convnormrelu\.1\.", r"\1.norm1."),
+    (r"^(fnet|cnet)\.conv\.", r"\1.conv2."),
+    (r"\.convnormrelu([12])\.0\.", r".conv\1."),
+    (r"\.convnormrelu([12])\.1\.", r".norm\1."),
+    (r"^update_block\.motion_encoder\.conv(corr|flow)([12])\.0\.",
+     lambda m: f"update_block.encoder.conv{m[1][0]}{m[2]}."),
+    (r"^update_block\.motion_encoder\.conv\.0\.", "update_block.encoder.conv."),
+    (r"^update_block\.recurrent_block\.convgru([12])\.conv([zrq])\.", r"update_block.gru.conv\2\1."),
+    (r"^mask_predictor\.convrelu\.0\.", "update_block.mask.0."),
+    (r"^mask_predictor\.conv\.", "update_block.mask.2."),
+)
+
+
+def reference_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A RAFT state dict under the reference's names, from the reference's or torchvision's.
+
+    ``module.`` prefixes (``nn.DataParallel``) are dropped. torchvision keeps a strided block's
+    shortcut norm once (``downsample.1``); the reference registers it twice (``downsample.1`` and
+    ``norm3``), so it is given under both names.
+    """
+    state = {key.removeprefix("module."): value for key, value in state.items()}
+    if not any(key.startswith("feature_encoder.") for key in state):
+        return state
+    renamed = {}
+    for key, value in state.items():
+        for pattern, replacement in _TORCHVISION_NAMES:
+            key = re.sub(pattern, replacement, key)
+        renamed[key] = value
+        if ".downsample.1." in key:
+            renamed[key.replace(".downsample.1.", ".norm3.")] = value
+    return renamed
 
 
 def _norm(kind: str, channels: int) -> nn.Module:
@@ -166,11 +208,11 @@ class RAFT(nn.Module):
 
     @classmethod
     def from_file(cls, path: str) -> "RAFT":
-        """A reference RAFT checkpoint (``raft-things.pth``; ``module.`` prefixes are optional)."""
+        """A reference RAFT checkpoint (``raft-things.pth``; ``module.`` prefixes are optional) or a
+        torchvision ``raft_large`` one (``raft_large_C_T_SKHT_V2-ff5fadd5.pth``)."""
         if not os.path.isfile(path):
             raise FileNotFoundError(f"RAFT weights not found: {path}")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        state = {key.removeprefix("module."): value for key, value in state.items()}
+        state = reference_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         model = cls()
         try:
             model.load_state_dict(state, strict=True)

@@ -2,10 +2,18 @@
 # Create (or update) the project's virtual environment with everything installed.
 # torch: the CPU build on machines without an NVIDIA GPU, PyPI's CUDA build with one.
 # Re-running is cheap: nothing is reinstalled unless pyproject.toml or this script changed.
+#
+# `setup.sh --reference` builds .venv-reference instead: PyPI's torch with the torchvision release
+# built for it, on any machine, so that the metrics' comparisons with the reference libraries
+# (torchvision's raft_large, torchmetrics' LPIPS; tests/test_metrics.py) run where the CPU build
+# of torch has no torchvision (PyPI's torchvision links PyPI's torch, a CUDA build on x86_64 that
+# also runs on the CPU; about 5.5 GB there).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-VENV="${VENV:-.venv}"
+REFERENCE=0
+if [ "${1:-}" = "--reference" ]; then REFERENCE=1; fi
+if [ "$REFERENCE" = 1 ]; then VENV="${VENV:-.venv-reference}"; else VENV="${VENV:-.venv}"; fi
 TORCH_VERSION="2.13.0"
 TORCHVISION_VERSION="0.28.0"  # the release built against TORCH_VERSION
 PYTHON="${PYTHON:-}"
@@ -20,7 +28,7 @@ if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
 fi
 
 # Debian's Chromium for the demo page's browser test (tests/test_web.py), where it can be installed.
-if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+if [ "$REFERENCE" = 0 ] && ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ]; then
     echo "setup: installing Debian's chromium (the browser test of the demo page)"
     { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >/dev/null 2>&1 \
@@ -38,7 +46,16 @@ fi
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 pip=("$VENV/bin/python" -m pip install --quiet --progress-bar off)
 
-if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+if [ "$REFERENCE" = 1 ]; then
+  # Pairs whose PyPI wheels import together on a CPU-only machine.
+  case "$(uname -m)" in
+    x86_64) pair=("torch==2.14.1" "torchvision==0.29.1") ;;
+    aarch64) pair=("torch==2.9.1" "torchvision==0.24.1") ;;
+    *) echo "error: no known torch/torchvision pair for $(uname -m)" >&2; exit 1 ;;
+  esac
+  echo "setup: the reference environment $VENV with PyPI's ${pair[*]}"
+  "${pip[@]}" "${pair[@]}"
+elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
   echo "setup: NVIDIA GPU found, installing the CUDA build of torch $TORCH_VERSION (and torchvision)"
   # torchvision gives the reference RAFT and LPIPS backbone (tests/test_metrics.py compares them).
   "${pip[@]}" "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION"

@@ -10,6 +10,9 @@ import torch.nn.functional as F
 
 from models.metrics import psnr, ssim
 
+# The CPU build of torch has no torchvision on PyPI; make test-reference runs these in a venv with one.
+NO_TORCHVISION = "torchvision is not installed for this torch build (make test-reference has it)"
+
 
 def images(seed: int = 0) -> torch.Tensor:
     return torch.rand(2, 3, 48, 48, generator=torch.Generator().manual_seed(seed))
@@ -67,7 +70,7 @@ def test_lpips_equals_the_reference_implementation_on_the_same_weights(tmp_path)
     """Our LPIPS against torchmetrics' (the lpips package's network) with the same VGG16 and lin
     weights. torchmetrics builds its VGG16 from torchvision, which only installs beside a matching
     torch build (scripts/setup.sh: GPU machines, and CPU machines that reach PyTorch's CPU index)."""
-    pytest.importorskip("torchvision", reason="torchvision is not installed for this torch build")
+    pytest.importorskip("torchvision", reason=NO_TORCHVISION)
     from torchmetrics.functional.image.lpips import _NoTrainLpips
 
     from models.lpips import LPIPS, bundled_lin_weights
@@ -88,6 +91,37 @@ def _vgg_features(reference: torch.nn.Module) -> dict[str, torch.Tensor]:
         for key, value in getattr(reference.net, f"slice{slice_index}").state_dict().items():
             state[key] = value
     return state
+
+
+def test_raft_equals_torchvisions_raft_large_on_its_checkpoint(tmp_path):
+    """Our RAFT loads a torchvision ``raft_large`` checkpoint and gives torchvision's flow.
+
+    The weights are torchvision's random initialisation with random batch-norm statistics (the
+    published checkpoints are downloads), saved the way torchvision publishes them (a plain state
+    dict). torchvision's RAFT takes images in [-1, 1] with sides divisible by 8; ours takes [0, 1].
+    Tolerance: 1e-4 px, float32 on the same operations."""
+    pytest.importorskip("torchvision", reason=NO_TORCHVISION)
+    from torchvision.models.optical_flow import raft_large
+
+    from models.raft import RAFT
+
+    torch.manual_seed(0)
+    reference = raft_large(weights=None, progress=False).eval()
+    with torch.no_grad():
+        for module in reference.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.2, 0.2)
+    torch.save(reference.state_dict(), tmp_path / "raft_large_C_T_SKHT_V2-ff5fadd5.pth")
+    ours = RAFT.from_file(str(tmp_path / "raft_large_C_T_SKHT_V2-ff5fadd5.pth"))
+    first = torch.rand(2, 3, 128, 160, generator=torch.Generator().manual_seed(1))
+    second = torch.roll(first, shifts=(3, -5), dims=(2, 3))
+    with torch.no_grad():
+        expected = reference(first * 2 - 1, second * 2 - 1, num_flow_updates=4)[-1]
+    assert expected.abs().max() > 0.5  # a flow worth comparing, not zeros
+    torch.testing.assert_close(ours(first, second, iterations=4), expected, atol=1e-4, rtol=1e-4)
 
 
 def test_view_accuracy_finds_each_views_camera():

@@ -141,3 +141,24 @@ def test_image_model_and_bad_calls(dirs):
         pipe(image=photo, num_inference_steps=1, output_type="latent")
     with pytest.raises(TypeError, match="image must be"):
         pipe(image="photo.png", num_inference_steps=1)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="enable_model_cpu_offload needs CUDA")
+def test_model_cpu_offload_gives_the_on_device_result_and_frees_the_device(dirs):
+    """diffusers' model offload: each component moves to the GPU when called and back after, with
+    the result of the pipeline kept on the GPU throughout (the reconstructor included)."""
+    arguments = dict(prompt="a chair", num_inference_steps=STEPS, three_d_aware=(1,),
+                     generator=torch.Generator().manual_seed(0))
+    on_device = quiet(VideoMVPipeline.from_pretrained(dirs["finetuned"])).to("cuda")
+    expected = on_device(**arguments)
+    del on_device
+    offloaded = quiet(VideoMVPipeline.from_pretrained(dirs["finetuned"]))
+    offloaded.enable_model_cpu_offload()
+    arguments["generator"] = torch.Generator().manual_seed(0)
+    result = offloaded(**arguments)
+    assert result.reconstructions > 0 and expected.reconstructions == result.reconstructions
+    np.testing.assert_allclose(result.frames, expected.frames, atol=1e-4)
+    for name in ("unet", "camera_embedding", "vae", "text_encoder", "reconstructor"):
+        module = getattr(offloaded, name)
+        assert next(module.parameters()).device.type == "cpu", f"{name} was left on the GPU"
