@@ -4,16 +4,17 @@
 EWA projection with the Jacobian clamped to 1.3x the field of view, a 0.3 px^2 low-pass added to
 each 2D covariance, radius ``ceil(3 sigma)``, per-pixel ``alpha = min(0.999, o * exp(-q/2))``
 dropped below 1/255, front-to-back compositing by camera depth over a background. (gsplat stops a
-pixel once its transmittance falls under 1e-4; the PyTorch path stops a whole tile once all its
+pixel once its transmittance falls under 1e-4; the PyTorch path stops a whole 8 px cell once all its
 pixels are under it: either way what is left out changes no pixel by more than 1e-4.)
 
-The PyTorch rasteriser bins Gaussians into 16x16 pixel tiles (``bin_tiles``), sorts each tile's
-list by depth, and composites tiles in vectorised chunks of similar list length (bounded memory),
-64 Gaussians at a time (more when few tiles remain), dropping a tile once all its pixels'
-transmittance is under ``T_STOP`` (1e-4, gsplat's per-pixel threshold). Forward cost for 24 views
-on 2 CPU cores (``benchmarks/gaussians.py``): 3.8 s for 16K Gaussians at 128 px, 8.4 s for 65K at
-256 px (5.0x the earlier whole-list compositing): fine for tests and small batches; training at
-full size wants gsplat on a GPU.
+The PyTorch rasteriser bins Gaussians into 8 x 8 px cells of gsplat's 16 px tiles (``bin_tiles``):
+a Gaussian goes only into the cells of its tiles where its alpha can reach 1/255 (an exact cull:
+the pixels are those of the 16 px lists), each cell's list sorted by depth. Cells are composited in
+vectorised chunks of similar list length (bounded memory), 64 Gaussians at a time (more when few
+cells remain), dropping a cell once all its pixels' transmittance is under ``T_STOP`` (1e-4,
+gsplat's per-pixel threshold). Forward cost for 24 views on 2 CPU cores
+(``benchmarks/gaussians.py``, ``docs/costs.md``): 1.1 s for 16K Gaussians at 128 px, 0.15 s for 2K
+at 32 px: fine for tests, sampling and small batches; training at full size wants gsplat on a GPU.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ EPS_2D = 0.3
 ALPHA_MIN = 1.0 / 255.0
 ALPHA_MAX = 0.999
 TILE = 16
+CELL = 8  # the PyTorch path composites 8 x 8 px cells of the 16 px tiles (see ``bin_tiles``)
 _CHUNK_ELEMENTS = 1 << 23  # pixels x Gaussians evaluated at once by the PyTorch path
 _BLOCK = 64  # Gaussians per tile composited at once, between checks for early termination ...
 _STEP_ELEMENTS = 1 << 18  # ... or more, so that one step evaluates at least this many pixel-Gaussian pairs
@@ -152,52 +154,83 @@ def _project(gaussians: Gaussians, viewmat: torch.Tensor, K: torch.Tensor, width
     return means2d, z, conics, radii
 
 
-def bin_tiles(means2d: torch.Tensor, depths: torch.Tensor, radii: torch.Tensor, width: int, height: int
+def bin_tiles(means2d: torch.Tensor, depths: torch.Tensor, radii: torch.Tensor, width: int, height: int,
+              opacities: torch.Tensor | None = None, conics: torch.Tensor | None = None, cell: int = TILE
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Each Gaussian into the 16 px tiles its 3-sigma box touches, each tile's list sorted front to
-    back. Returns (pair_gaussian [M]: Gaussian ids, tile after tile; per_tile [tiles]: list lengths;
-    starts [tiles]: where each tile's list begins in pair_gaussian), tiles numbered row-major."""
+    """Each Gaussian into the ``cell``-px cells it can reach, each cell's list sorted front to back.
+
+    A Gaussian reaches the 16 px tiles its 3-sigma box touches (gsplat's lists). With ``opacities``
+    [N] and ``conics`` [N, 3] it is listed only in the cells (``cell`` divides 16) holding a pixel
+    centre of those tiles where ``opacity * exp(-q/2)`` can reach ``ALPHA_MIN`` (the bounding box of
+    that ellipse, with a margin for rounding): every pair left out has its alpha dropped anyway, so
+    the rendered pixels are exactly those of the 16 px lists, for fewer pairs.
+    Returns (pair_gaussian [M]: Gaussian ids, cell after cell; per_cell [cells]: list lengths;
+    starts [cells]: where each cell's list begins in pair_gaussian), cells numbered row-major.
+    """
     device = means2d.device
+    if TILE % cell:
+        raise ValueError(f"cell {cell} must divide the tile size {TILE}")
     tiles_x, tiles_y = math.ceil(width / TILE), math.ceil(height / TILE)
+    cells_x, cells_y = math.ceil(width / cell), math.ceil(height / cell)
     with torch.no_grad():
         on_screen = (radii > 0) & (means2d[:, 0] + radii > 0) & (means2d[:, 0] - radii < width) & \
             (means2d[:, 1] + radii > 0) & (means2d[:, 1] - radii < height)
+        if opacities is not None:
+            on_screen &= opacities >= ALPHA_MIN
         ids = torch.nonzero(on_screen).flatten()
-        x0 = ((means2d[ids, 0] - radii[ids]) // TILE).clamp(0, tiles_x - 1).long()
-        x1 = ((means2d[ids, 0] + radii[ids]) // TILE).clamp(0, tiles_x - 1).long()
-        y0 = ((means2d[ids, 1] - radii[ids]) // TILE).clamp(0, tiles_y - 1).long()
-        y1 = ((means2d[ids, 1] + radii[ids]) // TILE).clamp(0, tiles_y - 1).long()
+        centre, radius = means2d[ids], radii[ids, None]
+        # First and last pixel (x, y) of the 16 px tiles the 3-sigma box touches.
+        low = ((centre - radius) // TILE).clamp(min=0) * TILE
+        high = ((centre + radius) // TILE + 1) * TILE - 1
+        high = torch.minimum(high, torch.tensor([tiles_x * TILE - 1.0, tiles_y * TILE - 1.0], device=device))
+        if opacities is not None and conics is not None:
+            # The ellipse q <= 2 log(255 o) has half-widths sqrt(2 log(255 o) * cov_xx), ... ; a pixel
+            # centre i + 0.5 inside it has i in [centre - extent - 0.5, centre + extent - 0.5].
+            conic = conics[ids]
+            determinant = (conic[:, 0] * conic[:, 2] - conic[:, 1] ** 2).clamp(min=1e-30)
+            variance = torch.stack([conic[:, 2], conic[:, 0]], dim=-1) / determinant[:, None]
+            level = 2 * torch.log(opacities[ids].clamp(max=1.0) / ALPHA_MIN).clamp(min=0)
+            extent = torch.sqrt(level[:, None] * variance) * (1 + 1e-3) + 1e-2
+            low = torch.maximum(low, torch.floor(centre - extent - 0.5))
+            high = torch.minimum(high, torch.floor(centre + extent - 0.5))
+        reached = (low <= high).all(dim=-1)
+        ids, low, high = ids[reached], low[reached], high[reached]
+        x0, y0 = (low // cell).long().unbind(-1)
+        x1, y1 = (high // cell).long().unbind(-1)
+        x1, y1 = x1.clamp(max=cells_x - 1), y1.clamp(max=cells_y - 1)
         span_x, span_y = x1 - x0 + 1, y1 - y0 + 1
-        counts = span_x * span_y
+        counts = (span_x * span_y).clamp(min=0)
         pair_gaussian = torch.repeat_interleave(ids, counts)
         first = torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
         local = torch.arange(len(pair_gaussian), device=device) - first
         owner = torch.repeat_interleave(torch.arange(len(ids), device=device), counts)
-        pair_tile = (y0[owner] + local // span_x[owner]) * tiles_x + x0[owner] + local % span_x[owner]
-        # Sort by tile, then by depth (front to back).
+        pair_cell = (y0[owner] + local // span_x[owner]) * cells_x + x0[owner] + local % span_x[owner]
+        # Sort by cell, then by depth (front to back).
         depth_rank = torch.empty_like(depths, dtype=torch.long)
         depth_rank[torch.argsort(depths)] = torch.arange(len(depths), device=device)
-        order = torch.argsort(pair_tile * len(depths) + depth_rank[pair_gaussian])
-        pair_gaussian, pair_tile = pair_gaussian[order], pair_tile[order]
-        per_tile = torch.bincount(pair_tile, minlength=tiles_x * tiles_y)
-        starts = torch.cumsum(per_tile, 0) - per_tile
-    return pair_gaussian, per_tile, starts
+        order = torch.argsort(pair_cell * len(depths) + depth_rank[pair_gaussian])
+        pair_gaussian, pair_cell = pair_gaussian[order], pair_cell[order]
+        per_cell = torch.bincount(pair_cell, minlength=cells_x * cells_y)
+        starts = torch.cumsum(per_cell, 0) - per_cell
+    return pair_gaussian, per_cell, starts
 
 
-def _block_length(tiles: int) -> int:
-    """Gaussians per tile in one compositing step for ``tiles`` tiles: ``_BLOCK``, longer when few
-    tiles are left so that a step still amortises its per-operation overhead."""
-    return max(_BLOCK, _STEP_ELEMENTS // (tiles * TILE * TILE))
+def _block_length(tiles: int, pixels: int) -> int:
+    """Gaussians per tile in one compositing step for ``tiles`` tiles of ``pixels`` pixels:
+    ``_BLOCK``, longer when few tiles are left so that a step still amortises its per-operation
+    overhead."""
+    return max(_BLOCK, _STEP_ELEMENTS // (tiles * pixels))
 
 
-def tile_buffers(num_tiles: int, background: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def tile_buffers(num_tiles: int, background: torch.Tensor, tile: int = TILE
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Tiled outputs before compositing: colors [T, P, 3] (the background), alphas [T, P] (zeros),
-    and the pixel centres of a tile relative to its corner [P, 2], P = 16 x 16 row-major."""
+    and the pixel centres of a tile relative to its corner [P, 2], P = tile x tile row-major."""
     device, dtype = background.device, background.dtype
-    offsets = torch.arange(TILE, device=device, dtype=dtype) + 0.5
+    offsets = torch.arange(tile, device=device, dtype=dtype) + 0.5
     pixel_y, pixel_x = torch.meshgrid(offsets, offsets, indexing="ij")
-    return (background.expand(num_tiles, TILE * TILE, 3).clone(),
-            torch.zeros(num_tiles, TILE * TILE, device=device, dtype=dtype),
+    return (background.expand(num_tiles, tile * tile, 3).clone(),
+            torch.zeros(num_tiles, tile * tile, device=device, dtype=dtype),
             torch.stack([pixel_x.flatten(), pixel_y.flatten()], dim=-1))
 
 
@@ -205,21 +238,23 @@ def _render_torch(gaussians: Gaussians, viewmat: torch.Tensor, K: torch.Tensor, 
                   background: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     device, dtype = gaussians.means.device, gaussians.means.dtype
     means2d, depths, conics, radii = _project(gaussians, viewmat, K, width, height)
-    tiles_x, tiles_y = math.ceil(width / TILE), math.ceil(height / TILE)
-    pair_gaussian, per_tile, starts = bin_tiles(means2d, depths, radii, width, height)
-    colors, alphas, pixel_offsets = tile_buffers(tiles_x * tiles_y, background)
+    tiles_x, tiles_y = math.ceil(width / CELL), math.ceil(height / CELL)
+    pair_gaussian, per_tile, starts = bin_tiles(means2d, depths, radii, width, height, gaussians.opacities.detach(),
+                                                conics.detach(), CELL)
+    colors, alphas, pixel_offsets = tile_buffers(tiles_x * tiles_y, background, CELL)
+    pixel_count = CELL * CELL
 
     def flush(tile_ids: list[int], depth: int) -> None:
         """Composite tiles ``tile_ids`` (at most ``depth`` Gaussians each), front to back in blocks
         (``_block_length``); a tile leaves the work once all its pixels' transmittance is under
         ``T_STOP`` (what lies behind would change no pixel by more than that)."""
         tiles = torch.tensor(tile_ids, device=device)
-        origin = torch.stack([(tiles % tiles_x) * TILE, (tiles // tiles_x) * TILE], dim=-1).to(dtype)
+        origin = torch.stack([(tiles % tiles_x) * CELL, (tiles // tiles_x) * CELL], dim=-1).to(dtype)
         pixels = origin[:, None, :] + pixel_offsets[None]  # [T, P, 2]
-        colour = torch.zeros(len(tile_ids), TILE * TILE, 3, device=device, dtype=dtype)
-        transmittance = torch.ones(len(tile_ids), TILE * TILE, device=device, dtype=dtype)
+        colour = torch.zeros(len(tile_ids), pixel_count, 3, device=device, dtype=dtype)
+        transmittance = torch.ones(len(tile_ids), pixel_count, device=device, dtype=dtype)
         active = torch.arange(len(tile_ids), device=device)  # rows of ``tiles`` still compositing
-        begin, block = 0, _block_length(len(tile_ids))
+        begin, block = 0, _block_length(len(tile_ids), pixel_count)
         while begin < depth:
             slots = torch.arange(begin, min(depth, begin + block), device=device)
             index = starts[tiles[active], None] + slots[None, :]
@@ -244,7 +279,7 @@ def _render_torch(gaussians: Gaussians, viewmat: torch.Tensor, K: torch.Tensor, 
             active = active[(leaving >= T_STOP).any(dim=1) & (per_tile[tiles[active]] > begin)]
             if len(active) == 0:
                 break
-            block = _block_length(len(active))
+            block = _block_length(len(active), pixel_count)
         colors[tiles] = colour + transmittance[..., None] * background
         alphas[tiles] = 1.0 - transmittance
 
@@ -252,7 +287,7 @@ def _render_torch(gaussians: Gaussians, viewmat: torch.Tensor, K: torch.Tensor, 
     busy = sorted(torch.nonzero(per_tile).flatten().tolist(), key=lambda tile: -int(per_tile[tile]))
     chunk: list[int] = []
     for tile in busy:
-        if chunk and (len(chunk) + 1) * TILE * TILE * min(int(per_tile[chunk[0]]), _BLOCK) > _CHUNK_ELEMENTS:
+        if chunk and (len(chunk) + 1) * pixel_count * min(int(per_tile[chunk[0]]), _BLOCK) > _CHUNK_ELEMENTS:
             flush(chunk, int(per_tile[chunk[0]]))
             chunk = []
         chunk.append(tile)
@@ -268,8 +303,8 @@ def _render_torch(gaussians: Gaussians, viewmat: torch.Tensor, K: torch.Tensor, 
 
     def to_image(tiled: torch.Tensor) -> torch.Tensor:
         channels = tiled.shape[-1]
-        image = tiled.reshape(tiles_y, tiles_x, TILE, TILE, channels).permute(0, 2, 1, 3, 4)
-        return image.reshape(tiles_y * TILE, tiles_x * TILE, channels)[:height, :width]
+        image = tiled.reshape(tiles_y, tiles_x, CELL, CELL, channels).permute(0, 2, 1, 3, 4)
+        return image.reshape(tiles_y * CELL, tiles_x * CELL, channels)[:height, :width]
 
     return to_image(colors), to_image(alphas[..., None])
 

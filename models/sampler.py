@@ -116,10 +116,15 @@ def input_view_indices(frames: int, count: int = 4) -> tuple[int, ...]:
 
 def reconstruct_views(lgm: LGM, views: torch.Tensor, cameras: torch.Tensor, background: tuple[float, float, float],
                       size: int | None = None) -> tuple[torch.Tensor, Gaussians, torch.Tensor]:
-    """Views [B, F, 3, H, W] in [0, 1] at ``cameras`` -> (the Gaussians rendered at every camera
-    [B, F, 3, size, size], the Gaussians in the normalised frame, the normalising transforms [B, 4, 4])."""
-    indices = list(input_view_indices(views.shape[1], lgm.options.num_input_views))
-    gaussians, transforms = lgm.reconstruct(views[:, indices].float(), cameras[:, indices].float())
+    """Views at ``cameras`` [B, F, 4, 4] -> (the Gaussians rendered at every camera
+    [B, F, 3, size, size], the Gaussians in the normalised frame, the normalising transforms [B, 4, 4]).
+
+    ``views`` in [0, 1]: all of them [B, F, 3, H, W], or only the reconstructor's inputs
+    [B, V, 3, H, W], those at ``input_view_indices(F, V)`` (so that only those need decoding).
+    """
+    indices = list(input_view_indices(cameras.shape[1], lgm.options.num_input_views))
+    inputs = views if views.shape[1] == len(indices) != cameras.shape[1] else views[:, indices]
+    gaussians, transforms = lgm.reconstruct(inputs.float(), cameras[:, indices].float())
     rendered, _ = render_batch(gaussians, lgm.normalise_cameras(transforms, cameras.float()), lgm.options.fov,
                                size or views.shape[-1], background)
     return rendered.clamp(0, 1), gaussians, transforms
@@ -216,12 +221,15 @@ def sample_views(model: MultiViewModel, prompts: list[str] | None = None, images
     reconstruct_at = measured_steps(reconstructor, config.reconstruct_at, scheduler.timesteps)
     guided = config.guidance_scale != 1.0
     reconstructions = 0
+    input_indices = list(input_view_indices(cameras.shape[1], reconstructor.options.num_input_views)
+                         if reconstructor is not None else ())
 
     def replace_x0(sample: torch.Tensor, output: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
         nonlocal reconstructions
         x0 = predict_x0(scheduler, sample, output.float(), timestep)
-        views = (model.decode_latents(x0) / 2 + 0.5).clamp(0, 1)
-        rendered, _, _ = reconstruct_views(reconstructor, views, cameras, background)
+        # Only the reconstructor's input views are decoded (as the authors do).
+        inputs = (model.decode_latents(x0[:, :, input_indices]) / 2 + 0.5).clamp(0, 1)
+        rendered, _, _ = reconstruct_views(reconstructor, inputs, cameras, background, size=model.resolution)
         reconstructions += 1
         new_x0 = model.encode_views(rendered * 2 - 1, sample=False).float()
         return output_from_x0(scheduler, sample, new_x0, timestep)

@@ -158,6 +158,28 @@ def test_the_rasteriser_equals_the_brute_force_definition_with_its_gradients():
         torch.testing.assert_close(fast_grad / scale, slow_grad / scale, atol=1e-4, rtol=0, msg=name)
 
 
+def test_the_opacity_cull_keeps_every_pair_that_changes_a_pixel():
+    """The 8 px cells list a Gaussian only where its alpha can reach 1/255: on a sparse scene of
+    nearly opaque Gaussians (whose 1/255 ellipse reaches past 3 sigma, so the cull is tightest
+    there) the image is the brute-force one (no early stop: nothing saturates), and the cells
+    hold fewer pairs than 16 px lists would."""
+    from models.gaussian_renderer import CELL, _project, bin_tiles
+
+    scene = random_scene(60, seed=5)
+    scene.opacities = torch.full_like(scene.opacities, 0.999)
+    c2w, K = cameras(azimuths=(0.0, 70.0, 200.0), elevation=10.0, size=40)
+    fast = render_gaussians(scene, c2w, K, 40, 40, background=(0.5, 0.5, 0.5), backend="torch")
+    slow_colors, slow_alphas = brute_force_render(scene, c2w, K, 40, (0.5, 0.5, 0.5))
+    assert slow_alphas.max() > 0.99 and slow_alphas.amax(dim=(1, 2, 3)).min() > 0.5  # every view sees the scene
+    torch.testing.assert_close(fast.colors, slow_colors, atol=1e-5, rtol=0)
+    torch.testing.assert_close(fast.alphas, slow_alphas, atol=1e-5, rtol=0)
+    flip = torch.as_tensor(camera.OPENGL_TO_OPENCV, dtype=c2w.dtype)
+    means2d, depths, conics, radii = _project(scene, torch.linalg.inv(c2w[0] @ flip), K, 40, 40)
+    tiles = bin_tiles(means2d, depths, radii, 40, 40)[0]
+    cells = bin_tiles(means2d, depths, radii, 40, 40, scene.opacities, conics, CELL)[0]
+    assert len(cells) * CELL**2 < 0.6 * len(tiles) * 16**2  # pixel-Gaussian pairs evaluated
+
+
 def test_scene_transform_leaves_images_unchanged():
     """A similarity applied to the scene and to the cameras renders the same images."""
     from models.rays import apply_normalisation, normalisation_transform
