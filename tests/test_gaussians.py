@@ -159,7 +159,7 @@ def test_the_rasteriser_equals_the_brute_force_definition_with_its_gradients():
 
 
 def test_the_opacity_cull_keeps_every_pair_that_changes_a_pixel():
-    """The 8 px cells list a Gaussian only where its alpha can reach 1/255: on a sparse scene of
+    """The 4 px cells list a Gaussian only where its alpha can reach 1/255: on a sparse scene of
     nearly opaque Gaussians (whose 1/255 ellipse reaches past 3 sigma, so the cull is tightest
     there) the image is the brute-force one (no early stop: nothing saturates), and the cells
     hold fewer pairs than 16 px lists would."""
