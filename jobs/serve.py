@@ -39,7 +39,7 @@ def app(args: dict[str, str]):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_arguments(parser, ServeConfig, defaults={"num_gpus": None})
+    add_config_arguments(parser, ServeConfig)
     parser.add_argument("--host", default=DEFAULT_HOST,
                         help="address to bind (default: %(default)s; 0.0.0.0 opens it to the network)")
     parser.add_argument("--port", type=int, default=8000, help="HTTP port (default: %(default)s)")
@@ -52,10 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     from ray import serve
 
     args = build_parser().parse_args(argv)
-    import torch
-
-    gpus = args.num_gpus if args.num_gpus is not None else (1.0 if torch.cuda.is_available() else 0.0)
-    config = config_from_args(ServeConfig, args, num_gpus=gpus)
+    config = config_from_args(ServeConfig, args)  # build_app fills num_gpus and max_batch_size for the cluster
     serve.start(http_options={"host": args.host, "port": args.port})
     serve.run(build_app(**dataclasses.asdict(config)), route_prefix="/")
     logger.info("serving on http://%s:%d: the demo page at /, the API at /v1/generate and /v1/health, its docs at "

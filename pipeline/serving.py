@@ -32,6 +32,7 @@ import logging
 import os
 import threading
 import time
+import dataclasses
 import zipfile
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -51,6 +52,7 @@ logger = logging.getLogger(__name__)
 MAX_PROMPT_CHARS = 500
 MAX_UPLOAD_BYTES = 7 * 1024 * 1024  # a decoded image; its base64 form still fits the default body limit
 MAX_BODY_BYTES = 10 * 1024 * 1024
+GPU_BATCH_SIZE = 4  # requests batched on a GPU replica by default
 MAX_IMAGE_SIDE = 4096
 PROGRESS_KEPT = 1024  # request ids whose progress a replica remembers
 WEB_FOLDER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "web")
@@ -70,11 +72,34 @@ class ServeConfig:
                                    "(3D-aware sampling, PLY); default: the model directory's reconstructor/, if any")
     mlflow_uri: str | None = option(None, "MLflow tracking store of models:/ and runs:/ locations "
                                           "(default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
-    num_gpus: float = option(1.0, "GPUs per model replica (0 on CPU machines)")
+    num_gpus: float | None = option(None, "GPUs per model replica (default: 1 where the Ray cluster has GPUs, "
+                                          "else 0)")
     max_replicas: int = option(1, "model replicas the autoscaler may start")
     timeout_s: float = option(300.0, "seconds a request may take before it gets 504 and its generation stops")
-    max_batch_size: int = option(4, "compatible requests batched into one sampler call (1: no batching)")
+    max_batch_size: int | None = option(None, "compatible requests batched into one sampler call (1: no batching; "
+                                              f"default: {GPU_BATCH_SIZE} on GPU replicas, 1 on CPU ones, where "
+                                              "batching gains nothing: docs/costs.md)")
     max_body_bytes: int = option(MAX_BODY_BYTES, "request bodies larger than this get 413")
+
+    def resolved(self, cluster_has_gpus: bool) -> "ServeConfig":
+        """num_gpus and max_batch_size filled in for the cluster: a GPU replica batches (a batch
+        fills the device), a CPU replica does not (a batch of 4 takes 4 times as long there, so
+        batching only adds latency; measured in docs/costs.md)."""
+        gpus = self.num_gpus if self.num_gpus is not None else (1.0 if cluster_has_gpus else 0.0)
+        batch = self.max_batch_size if self.max_batch_size is not None else (GPU_BATCH_SIZE if gpus > 0 else 1)
+        if batch < 1:
+            raise ValueError(f"max_batch_size must be at least 1, got {batch}")
+        return dataclasses.replace(self, num_gpus=gpus, max_batch_size=batch)
+
+
+def cluster_has_gpus() -> bool:
+    """Whether the Ray cluster this process is connected to has GPUs (this machine's CUDA when
+    Ray is not started yet)."""
+    import ray
+
+    if ray.is_initialized():
+        return ray.cluster_resources().get("GPU", 0) > 0
+    return torch.cuda.is_available()
 
 
 class GenerationCancelled(Exception):
@@ -447,7 +472,7 @@ def _respond(answer: dict[str, Any], form: str) -> Response:
 def build_app(model_dir: str, lgm: str | None = None, **options: Any) -> Any:
     """The Serve application: ``Ingress`` -> ``Generator`` (GPU actor, autoscaled). ``options`` are
     the other fields of ``ServeConfig`` (num_gpus, max_replicas, timeout_s, ...), with its defaults."""
-    config = ServeConfig(model_dir=model_dir, lgm=lgm, **options)
+    config = ServeConfig(model_dir=model_dir, lgm=lgm, **options).resolved(cluster_has_gpus())
     generator = serve.deployment(
         Generator,
         name="Generator",

@@ -58,7 +58,9 @@ def start_tiny_serve_app(root: Path, name: str, training_cameras: dict[str, list
     LGM("tiny").save_pretrained(str(root / "lgm"))
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app(model_dir, lgm=str(root / "lgm"), num_gpus=0, timeout_s=120), name=name, route_prefix="/")
+    # Batching is asked for: a CPU replica does not batch by default, and the tests check batching.
+    serve.run(build_app(model_dir, lgm=str(root / "lgm"), num_gpus=0, max_batch_size=4, timeout_s=120), name=name,
+              route_prefix="/")
     url = f"http://127.0.0.1:{port}"
     for _ in range(120):
         try:

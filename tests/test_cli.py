@@ -56,7 +56,7 @@ def test_every_flag_is_a_config_field_with_the_configs_default(job):
     help_text = parser.format_help()
     args = parser.parse_args(minimal)
     fields = {name: item for config in configs for name, item in flat_fields(config).items()}
-    overrides = {"train_recon": RECON_TRAIN_DEFAULTS, "serve": {"num_gpus": None}}.get(job, {})
+    overrides = {"train_recon": RECON_TRAIN_DEFAULTS}.get(job, {})
     for action in parser._actions:
         if action.dest in ("help",) or (job == "serve" and action.dest in ("host", "port")):
             continue
@@ -138,6 +138,20 @@ def test_serve_application_arguments_are_the_serve_config():
     assert config == ServeConfig(model_dir="/m", lgm=None, num_gpus=0.0, max_replicas=3)
     with pytest.raises(ValueError, match=r"unknown: \['colour'\], missing: \['model_dir'\]"):
         config_from_strings(ServeConfig, {"colour": "red"})
+
+
+def test_serve_defaults_follow_the_cluster():
+    """A GPU replica batches (a batch fills the device); a CPU replica does not (measured no gain
+    there, only latency: docs/costs.md). Explicit values are kept."""
+    config = ServeConfig(model_dir="/m")
+    assert (config.resolved(cluster_has_gpus=True).num_gpus, config.resolved(True).max_batch_size) == (1.0, 4)
+    assert (config.resolved(cluster_has_gpus=False).num_gpus, config.resolved(False).max_batch_size) == (0.0, 1)
+    cpu_on_gpu_cluster = ServeConfig(model_dir="/m", num_gpus=0).resolved(True)
+    assert (cpu_on_gpu_cluster.num_gpus, cpu_on_gpu_cluster.max_batch_size) == (0.0, 1)
+    explicit = ServeConfig(model_dir="/m", num_gpus=0.5, max_batch_size=2)
+    assert explicit.resolved(False) == explicit
+    with pytest.raises(ValueError, match="max_batch_size must be at least 1"):
+        ServeConfig(model_dir="/m", max_batch_size=0).resolved(True)
 
 
 def test_the_client_defaults_are_the_servers():
