@@ -32,5 +32,6 @@ bench: setup
 	$(PY) benchmarks/diffusion_memory.py
 	$(PY) benchmarks/train.py
 	$(PY) benchmarks/sampler.py
+	$(PY) benchmarks/full_size_costs.py
 	$(PY) benchmarks/serve.py
 	$(PY) benchmarks/evaluate.py
