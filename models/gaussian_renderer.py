@@ -13,8 +13,9 @@ the pixels are those of the 16 px lists), each cell's list sorted by depth. Cell
 vectorised chunks of similar list length (bounded memory), 64 Gaussians at a time (more when few
 cells remain), dropping a cell once all its pixels' transmittance is under ``T_STOP`` (1e-4,
 gsplat's per-pixel threshold). Forward cost for 24 views on 2 CPU cores
-(``benchmarks/gaussians.py``, ``docs/costs.md``): 1.1 s for 16K Gaussians at 128 px, 0.15 s for 2K
-at 32 px: fine for tests, sampling and small batches; training at full size wants gsplat on a GPU.
+(``benchmarks/gaussians.py``, ``docs/costs.md``): 5.3 s for 65K Gaussians at 256 px, 1.3 s for 16K
+at 128 px, 0.19 s for 2K at 32 px: fine for tests, sampling and small batches; training at full
+size wants gsplat on a GPU.
 """
 
 from __future__ import annotations
@@ -238,6 +239,7 @@ def _render_torch(gaussians: Gaussians, viewmat: torch.Tensor, K: torch.Tensor, 
                   background: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     device, dtype = gaussians.means.device, gaussians.means.dtype
     means2d, depths, conics, radii = _project(gaussians, viewmat, K, width, height)
+    # The compositing units ("tiles" from here on) are the CELL-px cells of ``bin_tiles``.
     tiles_x, tiles_y = math.ceil(width / CELL), math.ceil(height / CELL)
     pair_gaussian, per_tile, starts = bin_tiles(means2d, depths, radii, width, height, gaussians.opacities.detach(),
                                                 conics.detach(), CELL)
