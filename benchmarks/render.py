@@ -111,7 +111,8 @@ def main() -> int:
 
     objects = bare_result["rendered"]
     if objects == 0 or summary.rendered != objects or bare_ray_result["rendered"] != objects:
-        print(f"error: bare loop rendered {objects}, job rendered {summary.rendered}", file=sys.stderr)
+        print(f"error: bare loop rendered {objects}, beside Ray {bare_ray_result['rendered']}, job rendered "
+              f"{summary.rendered}", file=sys.stderr)
         return 1
     views = objects * settings.num_views
     print(f"objects: {objects} ({args.copies} copies of {args.input}); {settings.resolution}px, {settings.samples} samples, "

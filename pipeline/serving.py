@@ -26,13 +26,13 @@ import asyncio
 import base64
 import binascii
 import collections
+import dataclasses
 import io
 import json
 import logging
 import os
 import threading
 import time
-import dataclasses
 import zipfile
 from dataclasses import dataclass
 from typing import Any, Literal
