@@ -173,10 +173,11 @@ def bin_tiles(means2d: torch.Tensor, depths: torch.Tensor, radii: torch.Tensor, 
         raise ValueError(f"cell {cell} must divide the tile size {TILE}")
     tiles_x, tiles_y = math.ceil(width / TILE), math.ceil(height / TILE)
     cells_x, cells_y = math.ceil(width / cell), math.ceil(height / cell)
+    cull = opacities is not None and conics is not None
     with torch.no_grad():
         on_screen = (radii > 0) & (means2d[:, 0] + radii > 0) & (means2d[:, 0] - radii < width) & \
             (means2d[:, 1] + radii > 0) & (means2d[:, 1] - radii < height)
-        if opacities is not None:
+        if cull:
             on_screen &= opacities >= ALPHA_MIN
         ids = torch.nonzero(on_screen).flatten()
         centre, radius = means2d[ids], radii[ids, None]
@@ -184,7 +185,7 @@ def bin_tiles(means2d: torch.Tensor, depths: torch.Tensor, radii: torch.Tensor, 
         low = ((centre - radius) // TILE).clamp(min=0) * TILE
         high = ((centre + radius) // TILE + 1) * TILE - 1
         high = torch.minimum(high, torch.tensor([tiles_x * TILE - 1.0, tiles_y * TILE - 1.0], device=device))
-        if opacities is not None and conics is not None:
+        if cull:
             # The ellipse q <= 2 log(255 o) has half-widths sqrt(2 log(255 o) * cov_xx), ... ; a pixel
             # centre i + 0.5 inside it has i in [centre - extent - 0.5, centre + extent - 0.5].
             conic = conics[ids]

@@ -116,17 +116,21 @@ def input_view_indices(frames: int, count: int = 4) -> tuple[int, ...]:
 
 def reconstruct_views(lgm: LGM, views: torch.Tensor, cameras: torch.Tensor, background: tuple[float, float, float],
                       size: int | None = None) -> tuple[torch.Tensor, Gaussians, torch.Tensor]:
-    """Views at ``cameras`` [B, F, 4, 4] -> (the Gaussians rendered at every camera
-    [B, F, 3, size, size], the Gaussians in the normalised frame, the normalising transforms [B, 4, 4]).
+    """Views [B, F, 3, H, W] in [0, 1] at ``cameras`` -> (the Gaussians rendered at every camera
+    [B, F, 3, size, size], the Gaussians in the normalised frame, the normalising transforms [B, 4, 4])."""
+    indices = list(input_view_indices(views.shape[1], lgm.options.num_input_views))
+    return reconstruct_inputs(lgm, views[:, indices], cameras, background, size or views.shape[-1])
 
-    ``views`` in [0, 1]: all of them [B, F, 3, H, W], or only the reconstructor's inputs
-    [B, V, 3, H, W], those at ``input_view_indices(F, V)`` (so that only those need decoding).
-    """
-    indices = list(input_view_indices(cameras.shape[1], lgm.options.num_input_views))
-    inputs = views if views.shape[1] == len(indices) != cameras.shape[1] else views[:, indices]
+
+def reconstruct_inputs(lgm: LGM, inputs: torch.Tensor, cameras: torch.Tensor, background: tuple[float, float, float],
+                       size: int) -> tuple[torch.Tensor, Gaussians, torch.Tensor]:
+    """``reconstruct_views`` from the reconstructor's input views alone: ``inputs`` [B, V, 3, H, W]
+    in [0, 1] are the views at ``input_view_indices(F, V)`` of ``cameras`` [B, F, 4, 4] (so that a
+    3D-aware step decodes only those)."""
+    indices = list(input_view_indices(cameras.shape[1], inputs.shape[1]))
     gaussians, transforms = lgm.reconstruct(inputs.float(), cameras[:, indices].float())
     rendered, _ = render_batch(gaussians, lgm.normalise_cameras(transforms, cameras.float()), lgm.options.fov,
-                               size or views.shape[-1], background)
+                               size, background)
     return rendered.clamp(0, 1), gaussians, transforms
 
 
@@ -229,7 +233,7 @@ def sample_views(model: MultiViewModel, prompts: list[str] | None = None, images
         x0 = predict_x0(scheduler, sample, output.float(), timestep)
         # Only the reconstructor's input views are decoded (as the authors do).
         inputs = (model.decode_latents(x0[:, :, input_indices]) / 2 + 0.5).clamp(0, 1)
-        rendered, _, _ = reconstruct_views(reconstructor, inputs, cameras, background, size=model.resolution)
+        rendered, _, _ = reconstruct_inputs(reconstructor, inputs, cameras, background, model.resolution)
         reconstructions += 1
         new_x0 = model.encode_views(rendered * 2 - 1, sample=False).float()
         return output_from_x0(scheduler, sample, new_x0, timestep)

@@ -163,8 +163,8 @@ def test_model_cpu_offload_hooks_every_component_and_keeps_the_result(dirs):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="enable_model_cpu_offload needs CUDA")
 def test_model_cpu_offload_gives_the_on_device_result_and_frees_the_device(dirs):
-    """diffusers' model offload: each component moves to the GPU when called and back after, with
-    the result of the pipeline kept on the GPU throughout (the reconstructor included)."""
+    """diffusers' model offload on CUDA: the views equal those of the pipeline moved to the GPU
+    whole, and every component (the reconstructor included) is back on the CPU afterwards."""
     arguments = dict(prompt="a chair", num_inference_steps=STEPS, three_d_aware=(1,),
                      generator=torch.Generator().manual_seed(0))
     on_device = quiet(VideoMVPipeline.from_pretrained(dirs["finetuned"])).to("cuda")
