@@ -24,6 +24,7 @@ configure_logging()  # first: sets what Ray, tqdm and the model libraries read a
 from pipeline.cli import add_config_arguments, config_from_args  # noqa: E402
 from pipeline.render_stage import RenderJobConfig, run_render_job  # noqa: E402
 from pipeline.sources import SourceError  # noqa: E402
+from pipeline.tracking import TrackingError  # noqa: E402
 
 logger = logging.getLogger("jobs.render")
 
@@ -42,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     except (SourceError, ValueError) as error:
         logger.error("%s", error)
         return 2
+    except TrackingError as error:
+        logger.error("%s. The shards rendered are in %s; run again to record the job (nothing is rendered twice).",
+                     error, config.output)
+        return 1
     return 0
 
 

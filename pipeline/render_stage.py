@@ -25,7 +25,7 @@ from pipeline import schema, shards
 from pipeline.cli import option
 from pipeline.logs import configure_logging
 from pipeline.sources import AssetRef, SourceError, fetch_asset, prefetch_objaverse, scan_input
-from pipeline.tracking import mlflow_run
+from pipeline.tracking import mlflow_run_in_background
 from render.process import BlenderProcess, RenderFailure
 from render.settings import RenderSettings
 
@@ -228,7 +228,8 @@ def run_render_job(config: RenderJobConfig) -> RenderSummary:
         "retry_failed": config.retry_failed,
         **{f"render.{k}": v for k, v in dataclasses.asdict(config.settings).items()},
     }
-    with mlflow_run(config.experiment, config.run_name, config.mlflow_uri, params) as mlflow:
+    # The run opens on a helper thread while Ray Data starts its actors (see BackgroundRun).
+    with mlflow_run_in_background(config.experiment, config.run_name, config.mlflow_uri, params) as run:
         sink = shards.OrbitShardDatasink(config.output, config.objects_per_file)
         if pending:
             if not ray.is_initialized():
@@ -276,7 +277,7 @@ def run_render_job(config: RenderJobConfig) -> RenderSummary:
             unsupported=resolved.unsupported_summary(),
         )
         render_seconds = sum(s.render_seconds for s in sink.written)
-        mlflow.log_metrics(
+        run.log_metrics(
             {
                 "assets_total": summary.total,
                 "assets_skipped": summary.skipped,
@@ -289,6 +290,6 @@ def run_render_job(config: RenderJobConfig) -> RenderSummary:
                 "files_unsupported": sum(resolved.unsupported.values()),
             }
         )
-        mlflow.set_tag("render_nodes", ",".join(f"{node}:{count}" for node, count in sorted(summary.nodes.items())))
+        run.set_tag("render_nodes", ",".join(f"{node}:{count}" for node, count in sorted(summary.nodes.items())))
     logger.info("%s", summary)
     return summary

@@ -14,6 +14,7 @@ from conftest import REPO_ROOT
 from make_assets import write_bad_assets
 from pipeline import schema, shards
 from pipeline.render_stage import RenderJobConfig, run_render_job
+from pipeline.tracking import TrackingError
 from render.settings import RenderSettings
 from test_sources import NOT_DOWNLOADED_UID, OBJAVERSE_UIDS, stage_objaverse_tree
 
@@ -108,6 +109,25 @@ def test_render_job_from_an_offline_objaverse_cache(ray_local, tmp_path, sample_
     duck = rows[OBJAVERSE_UIDS["duck"]]
     assert (duck["source"], duck["caption"], duck["license"]) == ("objaverse", "a duck", "by")
     check_views(duck)
+
+
+def test_a_tracking_store_that_cannot_open_fails_the_job_after_its_shards_are_written(ray_local, tmp_path,
+                                                                                    sample_assets, mlflow_uri):
+    manifest = tmp_path / "assets.txt"
+    manifest.write_text(str(sample_assets / "Duck.glb") + "\n")
+    output = tmp_path / "shards"
+    config = RenderJobConfig(input=str(manifest), output=str(output), settings=SETTINGS, num_workers=1,
+                             mlflow_uri="nosuchscheme://tracking")
+    with pytest.raises(TrackingError, match="nosuchscheme://tracking could not be opened"):
+        run_render_job(config)
+    (row,) = shards.read_rows(str(output))
+    check_views(row)
+    # Re-run with a store that works: the render is kept, not redone, and the run is recorded.
+    again = run_render_job(RenderJobConfig(**{**config.__dict__, "mlflow_uri": mlflow_uri}))
+    assert (again.skipped, again.rendered) == (1, 0)
+    mlflow.set_tracking_uri(mlflow_uri)
+    (run,) = mlflow.search_runs(experiment_names=["videomv-render"], output_format="list")
+    assert run.info.status == "FINISHED" and run.data.metrics["assets_skipped"] == 1
 
 
 def test_cli_help_documents_every_flag():
