@@ -4,6 +4,9 @@ Every measurement renders the same assets, views and settings in one run on the 
 - bare: one Python process importing bpy, calling render.blender directly, writing PNGs; run
   twice, before Ray is started and again with Ray started and idle (as on a cluster node, where
   Ray's daemons always run);
+- without Ray: the job's own render path in one process (the isolated Blender process of
+  render.process, the schema rows, one Parquet shard), before Ray is started: what the project's
+  code adds, apart from Ray;
 - job: run_render_job (Ray Data + isolated Blender process + encoding + Parquet + MLflow), with
   Ray already started, Ray Data's cluster actors already running and the MLflow store already
   created (as on a cluster: each is once per cluster, not per job; their times are printed
@@ -61,6 +64,27 @@ def bare_loop(input_spec: str, settings_json: str, output_dir: str) -> None:
     print(json.dumps({"seconds": time.perf_counter() - start, "rendered": rendered}))
 
 
+def isolated_loop(input_spec: str, settings_json: str, output_dir: str) -> None:
+    """The job's own render path without Ray: the isolated Blender process, the schema rows and
+    one Parquet shard, in one process; prints a JSON line with the timing."""
+    from pipeline import schema, shards
+    from pipeline.render_stage import render_asset
+    from pipeline.sources import resolve_input
+    from render.process import BlenderProcess
+    from render.settings import RenderSettings
+
+    settings = RenderSettings.from_json(settings_json)
+    refs = resolve_input(input_spec)
+    start = time.perf_counter()
+    with BlenderProcess(settings.max_assets_per_process) as process:
+        rows = [render_asset(ref, process, settings) for ref in refs]
+    for row in rows:
+        row["render_node"] = ""
+    shards.write_shard_atomically(schema.rows_to_table(rows), os.path.join(output_dir, "isolated"), "shard.parquet")
+    rendered = sum(row["status"] == "ok" for row in rows)
+    print(json.dumps({"seconds": time.perf_counter() - start, "rendered": rendered}))
+
+
 class _Identity:
     def __call__(self, batch: dict) -> dict:
         return batch
@@ -86,12 +110,16 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=2,
                         help="rounds of (bare loop, bare loop beside Ray, job); the best of each case is compared")
     parser.add_argument("--bare-loop", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--isolated-loop", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--start-ray-data", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--settings", help=argparse.SUPPRESS)
     parser.add_argument("--scratch", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare_loop:
         bare_loop(args.input, args.settings, args.scratch)
+        return 0
+    if args.isolated_loop:
+        isolated_loop(args.input, args.settings, args.scratch)
         return 0
     if args.start_ray_data:
         start_ray_data_cluster_actors()
@@ -110,16 +138,17 @@ def main() -> int:
         for copy in range(args.copies):
             shutil.copytree(args.input, os.path.join(assets, f"copy{copy}"))
 
-        def bare_loop_seconds() -> dict:
-            bare = subprocess.run(
-                [sys.executable, __file__, "--bare-loop", "--input", assets, "--settings", settings.to_json(),
+        def loop_seconds(mode: str = "--bare-loop") -> dict:
+            loop = subprocess.run(
+                [sys.executable, __file__, mode, "--input", assets, "--settings", settings.to_json(),
                  "--scratch", scratch],
                 capture_output=True, text=True, check=True,
             )
-            return json.loads(bare.stdout.strip().splitlines()[-1])
+            return json.loads(loop.stdout.strip().splitlines()[-1])
 
         for index in range(args.repeat):
-            bare_result = bare_loop_seconds()
+            bare_result = loop_seconds()
+            isolated_result = loop_seconds("--isolated-loop")
             ray_start = time.perf_counter()
             ray.init(num_cpus=cores, num_gpus=1 if args.device == "gpu" else 0, include_dashboard=False,
                      log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": ROOT}})
@@ -127,7 +156,7 @@ def main() -> int:
             ray_data_start = time.perf_counter()
             subprocess.run([sys.executable, __file__, "--start-ray-data"], capture_output=True, check=True)
             ray_data_seconds = time.perf_counter() - ray_data_start
-            bare_ray_result = bare_loop_seconds()
+            bare_ray_result = loop_seconds()
             mlflow_uri = f"sqlite:///{scratch}/mlflow-{index}.db"
             # In its own process, so that the job still pays for importing MLflow, as a new job's driver does.
             store_start = time.perf_counter()
@@ -141,25 +170,31 @@ def main() -> int:
             job_seconds = time.perf_counter() - job_start
             ray.shutdown()
             objects = bare_result["rendered"]
-            if objects == 0 or summary.rendered != objects or bare_ray_result["rendered"] != objects:
-                print(f"error: bare loop rendered {objects}, beside Ray {bare_ray_result['rendered']}, job rendered "
-                      f"{summary.rendered}", file=sys.stderr)
+            counts = (isolated_result["rendered"], bare_ray_result["rendered"], summary.rendered)
+            if objects == 0 or set(counts) != {objects}:
+                print(f"error: bare loop rendered {objects}; the job's path without Ray, the bare loop beside Ray "
+                      f"and the job rendered {counts}", file=sys.stderr)
                 return 1
-            rounds.append({"bare": bare_result["seconds"], "bare_ray": bare_ray_result["seconds"], "job": job_seconds,
+            rounds.append({"bare": bare_result["seconds"], "isolated": isolated_result["seconds"],
+                           "bare_ray": bare_ray_result["seconds"], "job": job_seconds,
                            "ray_init": ray_seconds, "ray_data": ray_data_seconds, "store": store_seconds})
 
     views = objects * settings.num_views
     print(f"objects: {objects} ({args.copies} copies of {args.input}); {settings.resolution}px, {settings.samples} samples, "
           f"{settings.num_views} views, {cores} CPU threads, Cycles {args.device.upper()}; {args.repeat} round(s)")
     for index, measured in enumerate(rounds):
-        print(f"round {index + 1}: bare {measured['bare']:.1f} s, bare with Ray idle {measured['bare_ray']:.1f} s, "
+        print(f"round {index + 1}: bare {measured['bare']:.1f} s, job's path without Ray {measured['isolated']:.1f} s, "
+              f"bare with Ray idle {measured['bare_ray']:.1f} s, "
               f"job {measured['job']:.1f} s: {100.0 * (measured['job'] / measured['bare'] - 1.0):+.1f}% / "
               f"{100.0 * (measured['job'] / measured['bare_ray'] - 1.0):+.1f}%")
     best = {key: min(measured[key] for measured in rounds) for key in rounds[0]}
     print("best of the rounds:")
-    for name, seconds in (("bare bpy loop", best["bare"]), ("bare, Ray idle", best["bare_ray"]), ("full job", best["job"])):
-        print(f"{name:14s}: {seconds:.1f} s = {seconds / objects:.2f} s/object, {seconds / views:.3f} s/view")
-    print("(full job: Ray Data + isolation + encoding + Parquet + MLflow)")
+    for name, seconds in (("bare bpy loop", best["bare"]), ("without Ray", best["isolated"]),
+                          ("bare, Ray idle", best["bare_ray"]), ("full job", best["job"])):
+        print(f"{name:14s}: {seconds:.1f} s = {seconds / objects:.2f} s/object, {seconds / views:.3f} s/view "
+              f"({100.0 * (seconds / best['bare'] - 1.0):+.1f}%)")
+    print("(without Ray: the job's isolated Blender process, rows and one Parquet shard, in one process; "
+          "full job: that under Ray Data, with MLflow)")
     print(f"ray.init      : {best['ray_init']:.1f} s (once per cluster, not per job; excluded above)")
     print(f"Ray Data      : {best['ray_data']:.1f} s for a first Ray Data job to start its cluster actors "
           "(once per cluster; excluded above)")
