@@ -18,9 +18,9 @@ job with an actor pool, in its own driver process, starts them before the bare l
 both that loop and the job run next to them.
 
     python benchmarks/render.py --input assets --resolution 256 --samples 32
-Target: job / bare - 1 <= 5%. Each round starts a new Ray instance; the rounds interleave the three
-cases so that the machine's drift between runs (here up to about 5%) falls on all of them, and the
-best of each case is compared.
+Target: job / bare - 1 <= 5%. Each round runs the four cases in turn and starts its own Ray
+instance; repeating the rounds spreads the machine's drift between runs (here up to 20% on
+2026-12-01) over every case, and the best of each case is compared.
 """
 
 from __future__ import annotations
@@ -108,7 +108,8 @@ def main() -> int:
     parser.add_argument("--copies", type=int, default=4,
                         help="render each asset this many times (as distinct objects) so fixed start-up costs amortise")
     parser.add_argument("--repeat", type=int, default=2,
-                        help="rounds of (bare loop, bare loop beside Ray, job); the best of each case is compared")
+                        help="rounds of (bare loop, path without Ray, bare loop beside Ray, job); the best of each "
+                             "case is compared")
     parser.add_argument("--bare-loop", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--isolated-loop", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--start-ray-data", action="store_true", help=argparse.SUPPRESS)
