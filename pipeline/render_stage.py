@@ -276,6 +276,8 @@ def run_render_job(config: RenderJobConfig) -> RenderSummary:
             failed_uids=[uid for uid, status, _, _ in results if status != schema.STATUS_OK],
             unsupported=resolved.unsupported_summary(),
         )
+        # Before the metrics: a tracking store that failed still leaves the summary in the log.
+        logger.info("%s", summary)
         render_seconds = sum(s.render_seconds for s in sink.written)
         run.log_metrics(
             {
@@ -291,5 +293,4 @@ def run_render_job(config: RenderJobConfig) -> RenderSummary:
             }
         )
         run.set_tag("render_nodes", ",".join(f"{node}:{count}" for node, count in sorted(summary.nodes.items())))
-    logger.info("%s", summary)
     return summary

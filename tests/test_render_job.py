@@ -112,7 +112,9 @@ def test_render_job_from_an_offline_objaverse_cache(ray_local, tmp_path, sample_
 
 
 def test_a_tracking_store_that_cannot_open_fails_the_job_after_its_shards_are_written(ray_local, tmp_path,
-                                                                                    sample_assets, mlflow_uri):
+                                                                                    sample_assets, mlflow_uri,
+                                                                                    caplog):
+    caplog.set_level(logging.INFO, logger="pipeline.render_stage")
     manifest = tmp_path / "assets.txt"
     manifest.write_text(str(sample_assets / "Duck.glb") + "\n")
     output = tmp_path / "shards"
@@ -120,6 +122,8 @@ def test_a_tracking_store_that_cannot_open_fails_the_job_after_its_shards_are_wr
                              mlflow_uri="nosuchscheme://tracking")
     with pytest.raises(TrackingError, match="nosuchscheme://tracking could not be opened"):
         run_render_job(config)
+    # The job's summary is still logged: the user sees what was rendered.
+    assert "render summary: 1 assets, 0 skipped (already done), 1 rendered, 0 failed" in caplog.text
     (row,) = shards.read_rows(str(output))
     check_views(row)
     # Re-run with a store that works: the render is kept, not redone, and the run is recorded.
