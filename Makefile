@@ -28,6 +28,7 @@ demo: setup
 
 bench: setup
 	$(PY) benchmarks/render.py
+	$(PY) benchmarks/ray_overhead.py
 	$(PY) benchmarks/gaussians.py
 	$(PY) benchmarks/diffusion_memory.py
 	$(PY) benchmarks/train.py
