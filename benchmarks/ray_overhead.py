@@ -6,8 +6,8 @@ figure does not drown in the machine's drift between long renders:
 
 - idle: Ray started as ``benchmarks/render.py`` starts it, Ray Data's cluster actors running, for
   ``--idle-seconds``;
-- job: a Ray Data job of the render job's shape (one actor-pool map, at most two batches in flight,
-  a zero-CPU write task) whose actor sleeps ``--batch-seconds`` per batch instead of rendering, so
+- job: a Ray Data job of the render job's shape (as ``pipeline.render_stage.run_render_job`` wires
+  it: one actor-pool map, at most two batches in flight, a zero-CPU write task) whose actor sleeps ``--batch-seconds`` per batch instead of rendering, so
   every CPU second counted is Ray's.
 
 CPU time per process comes from ``/proc/<pid>/stat`` (user + system), before and after, for the
