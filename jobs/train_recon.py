@@ -23,6 +23,7 @@ from pipeline.logs import configure_logging  # noqa: E402
 
 configure_logging()  # first: sets what Ray, tqdm and the model libraries read at import
 
+from models.locations import is_remote  # noqa: E402
 from models.multiview_model import ModelDirectoryError  # noqa: E402
 from pipeline.cli import add_config_arguments, config_from_args  # noqa: E402
 from pipeline.train_common import TrainConfig  # noqa: E402
@@ -42,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     recon = config_from_args(ReconConfig, args)
-    if args.lgm and not os.path.exists(args.lgm):
+    if args.lgm and not is_remote(args.lgm) and not os.path.exists(args.lgm):  # remote ones are fetched by the workers
         logger.error("LGM weights not found: %s", args.lgm)
         return 2
     try:

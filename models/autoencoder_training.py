@@ -74,7 +74,8 @@ def train_autoencoder(vae: AutoencoderKL, images: torch.Tensor, steps: int, batc
     losses: list[float] = []
     began = time.perf_counter()
     for step in range(1, steps + 1):
-        batch = images[torch.randint(0, len(images), (min(batch_size, len(images)),), generator=generator)]
+        batch = images[torch.randint(0, len(images), (min(batch_size, len(images)),), generator=generator,
+                                     device=generator.device)]
         posterior = vae.encode(batch).latent_dist
         decoded = vae.decode(posterior.sample(generator)).sample
         loss = F.l1_loss(decoded, batch) + F.mse_loss(decoded, batch) + kl_weight * posterior.kl().mean() / (

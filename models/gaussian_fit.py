@@ -42,8 +42,8 @@ class FitConfig:
 def random_gaussians(count: int, radius: float, seed: int = 0) -> Gaussians:
     """``count`` isotropic grey Gaussians uniform in a ball, sized to tile it, opacity 0.1."""
     generator = torch.Generator().manual_seed(seed)
-    directions = F.normalize(torch.randn(count, 3, generator=generator), dim=-1)
-    means = directions * radius * torch.rand(count, 1, generator=generator) ** (1 / 3)
+    directions = F.normalize(torch.randn(count, 3, generator=generator, device=generator.device), dim=-1)
+    means = directions * radius * torch.rand(count, 1, generator=generator, device=generator.device) ** (1 / 3)
     spacing = (4 / 3 * math.pi * radius**3 / count) ** (1 / 3)
     return Gaussians(means=means, quats=torch.tensor([1.0, 0, 0, 0]).expand(count, 4).clone(),
                      scales=torch.full((count, 3), spacing / 2), opacities=torch.full((count,), 0.1),
@@ -82,7 +82,7 @@ def fit_gaussians(views: torch.Tensor, c2w: torch.Tensor, fov: float, background
     generator = torch.Generator().manual_seed(config.seed)
     size = views.shape[-1]
     for _ in range(config.steps):
-        chosen = torch.randperm(len(views), generator=generator)[: config.views_per_step]
+        chosen = torch.randperm(len(views), generator=generator, device=generator.device)[: config.views_per_step]
         gaussians = activated()
         rendered, _ = render_batch(gaussians.as_batch(), c2w[chosen][None], fov, size, background)
         rendered, target = rendered[0], views[chosen]

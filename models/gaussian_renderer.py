@@ -68,11 +68,22 @@ def render_gaussians(
         backend: "gsplat" (CUDA tensors), "torch", or "auto" (gsplat on CUDA, torch otherwise; if
             gsplat cannot be imported or its kernels cannot be built, one warning and torch from then on).
     Returns:
-        ``RenderOutput`` with colors [C, H, W, 3] and alphas [C, H, W, 1], differentiable with
-        respect to every Gaussian parameter.
+        ``RenderOutput`` with colors [C, H, W, 3] and alphas [C, H, W, 1] in float32, differentiable
+        with respect to every Gaussian parameter.
+
+    Rasterisation always runs in float32 with autocast off: gsplat's kernels take float32 only
+    (half-precision Gaussians from a reconstructor under autocast would fail there), and the
+    projection's matrix products lose too much in fp16. Gradients flow back in the inputs' dtype.
     """
     if gaussians.means.ndim != 2:
         raise ValueError("render_gaussians takes one scene: index a batch with gaussians[b]")
+    device = gaussians.means.device
+    with torch.autocast(device.type, enabled=False):
+        return _render(gaussians.to(torch.float32), c2w, intrinsics, width, height, background, backend)
+
+
+def _render(gaussians: Gaussians, c2w: torch.Tensor, intrinsics: torch.Tensor, width: int, height: int,
+            background: torch.Tensor | tuple[float, float, float], backend: str) -> RenderOutput:
     device, dtype = gaussians.means.device, gaussians.means.dtype
     c2w = c2w.to(device=device, dtype=dtype)
     flip = torch.as_tensor(camera.OPENGL_TO_OPENCV, device=device, dtype=dtype)
@@ -98,6 +109,31 @@ _gsplat_failed: BaseException | None = None  # set once gsplat failed in this pr
 def _prefers_gsplat(device: torch.device) -> bool:
     """"auto" uses gsplat for CUDA tensors, unless it already failed in this process."""
     return device.type == "cuda" and _gsplat_failed is None
+
+
+def backend_in_use(device: torch.device | str) -> dict[str, str | None]:
+    """What ``backend="auto"`` renders with on ``device``: {"backend": "gsplat" or "torch",
+    "fallback": why gsplat is not used where it would be (None when it is, or on a CPU)}."""
+    device = torch.device(device)
+    if _prefers_gsplat(device):
+        return {"backend": "gsplat", "fallback": None}
+    reason = None if device.type != "cuda" else f"{type(_gsplat_failed).__name__}: {_gsplat_failed}".splitlines()[0]
+    return {"backend": "torch", "fallback": reason}
+
+
+def warm_up(device: torch.device | str) -> dict[str, str | None]:
+    """Render one tiny scene on ``device`` so that gsplat's CUDA kernels are compiled or loaded now
+    (minutes on first use), not on the first request; returns ``backend_in_use``. A failure to
+    build them is the one fallback warning, here."""
+    device = torch.device(device)
+    scene = Gaussians(means=torch.zeros(1, 3), quats=torch.tensor([[1.0, 0, 0, 0]]), scales=torch.full((1, 3), 0.1),
+                      opacities=torch.ones(1), colors=torch.full((1, 3), 0.5)).to(device)
+    c2w = torch.as_tensor(camera.orbit_c2w(0.0, [0.0], camera.DEFAULT_DISTANCE), dtype=torch.float32)
+    K = torch.as_tensor(camera.intrinsics_from_fov(camera.DEFAULT_FOV_DEG, 16, 16), dtype=torch.float32)
+    render_gaussians(scene, c2w, K, 16, 16)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return backend_in_use(device)
 
 
 def _fall_back_to_torch(error: BaseException) -> None:
@@ -330,7 +366,7 @@ def render_batch(
     Returns:
         colors [B, V, 3, H, W] and alphas [B, V, 1, H, W] (channels first, for losses).
     """
-    K = torch.as_tensor(camera.intrinsics_from_fov(fov, size, size), dtype=gaussians.means.dtype)
+    K = torch.as_tensor(camera.intrinsics_from_fov(fov, size, size), dtype=torch.float32)
     colors, alphas = [], []
     for index in range(c2w.shape[0]):
         output = render_gaussians(gaussians[index], c2w[index], K, size, size, background, backend)

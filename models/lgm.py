@@ -25,6 +25,7 @@ from models.locations import fetch
 from models.gaussians import Gaussians
 from models.lgm_options import PRESETS, LGMOptions
 from models.lgm_unet import AsymmetricUNet
+from models.precision import cast
 from models.rays import apply_normalisation, dolly_factor, normalisation_transform, plucker_rays
 from models.renders_vs_x0 import RendersVsX0
 
@@ -167,7 +168,7 @@ class LGM(ModelMixin):
             model = cls(LGMOptions.from_json(handle.read()))
         model.load_state_dict(load_file(os.path.join(directory, WEIGHTS_FILE)), strict=True)
         model.renders_vs_x0 = RendersVsX0.load(directory)
-        return model if torch_dtype is None else model.to(torch_dtype)
+        return model if torch_dtype is None else cast(model, torch_dtype)
 
 
 def normalise_cameras(transforms: torch.Tensor, c2w: torch.Tensor, dolly: float = 1.0) -> torch.Tensor:

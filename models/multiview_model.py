@@ -22,6 +22,7 @@ from typing import Any
 import diffusers
 import torch
 from diffusers import AutoencoderKL, I2VGenXLUNet, UNet3DConditionModel
+from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 from diffusers.schedulers import DDIMScheduler, SchedulerMixin
 from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection
 
@@ -29,6 +30,7 @@ import camera
 from models.camera_embedding import CameraEmbedding
 from models.locations import ModelLocationError, fetch
 from models.multiview_unet import MultiViewUNet
+from models.precision import cast
 
 VARIANTS = ("t2v", "i2v")
 COMPONENTS = {
@@ -37,6 +39,10 @@ COMPONENTS = {
 }
 CAMERA_FOLDER = "camera_embedding"
 I2V_FPS = 16  # I2VGen-XL's default frame-rate micro-condition
+# Frames the VAE encodes or decodes per call (diffusers' video pipelines' ``decode_chunk_size``): at
+# 256 px one frame's decoder activations are ~0.3 GB in fp16, so a batch of 4 orbits (96 frames) in
+# one call would need ~30 GB; 8 at a time keeps it near 2.5 GB at no cost in speed on a GPU.
+VAE_CHUNK_FRAMES = 8
 
 
 class ModelDirectoryError(FileNotFoundError):
@@ -131,6 +137,7 @@ class MultiViewModel:
     image_encoder: CLIPVisionModelWithProjection | None = None
     feature_extractor: CLIPImageProcessor | None = None
     execution_device: torch.device | None = None  # where inputs go when modules are offloaded (pipelines)
+    vae_chunk_size: int | None = VAE_CHUNK_FRAMES  # frames per VAE call; None: all at once
 
     # -- loading and saving --------------------------------------------------------------------
     @classmethod
@@ -147,7 +154,9 @@ class MultiViewModel:
         unet = unet_class.from_pretrained(model_dir, subfolder="unet", **dtype)
         camera_dir = os.path.join(model_dir, CAMERA_FOLDER)
         if os.path.isdir(camera_dir):
-            camera_embedding = CameraEmbedding.from_pretrained(camera_dir, **dtype)
+            camera_embedding = CameraEmbedding.from_pretrained(camera_dir)
+            if torch_dtype is not None:
+                camera_embedding = cast(camera_embedding, torch_dtype)
             if camera_embedding.config.num_frames != num_frames:
                 raise ModelDirectoryError(
                     f"{camera_dir} was trained for {camera_embedding.config.num_frames} frames, not {num_frames}"
@@ -156,7 +165,7 @@ class MultiViewModel:
             width = unet.time_embedding.linear_2.out_features
             camera_embedding = CameraEmbedding(embedding_dim=width, num_frames=num_frames)
             if unet.dtype != camera_embedding.dtype:
-                camera_embedding = camera_embedding.to(unet.dtype)
+                camera_embedding = cast(camera_embedding, unet.dtype)
         components: dict[str, Any] = {
             "vae": AutoencoderKL.from_pretrained(model_dir, subfolder="vae", **dtype),
             "text_encoder": CLIPTextModel.from_pretrained(model_dir, subfolder="text_encoder", **dtype),
@@ -235,16 +244,22 @@ class MultiViewModel:
         """
         batch, frames = views.shape[:2]
         flat = views.flatten(0, 1).to(device=self.device, dtype=self.vae.dtype)
-        posterior = self.vae.encode(flat).latent_dist
+        # The posterior's parameters chunk by chunk, then one draw: the same latents as one VAE call.
+        parameters = torch.cat([self.vae.encode(part).latent_dist.parameters for part in self._chunks(flat)])
+        posterior = DiagonalGaussianDistribution(parameters)
         latents = (posterior.sample(generator) if sample else posterior.mode()) * self.vae.config.scaling_factor
         return latents.unflatten(0, (batch, frames)).permute(0, 2, 1, 3, 4)
+
+    def _chunks(self, flat: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return flat.split(self.vae_chunk_size or len(flat))
 
     @torch.no_grad()
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Scaled latents [B, C, F, h, w] -> views [B, F, 3, H, W] in [-1, 1]."""
         batch, frames = latents.shape[0], latents.shape[2]
-        flat = latents.permute(0, 2, 1, 3, 4).flatten(0, 1) / self.vae.config.scaling_factor
-        return self.vae.decode(flat.to(self.vae.dtype)).sample.unflatten(0, (batch, frames))
+        flat = (latents.permute(0, 2, 1, 3, 4).flatten(0, 1) / self.vae.config.scaling_factor).to(self.vae.dtype)
+        decoded = torch.cat([self.vae.decode(part).sample for part in self._chunks(flat)])
+        return decoded.unflatten(0, (batch, frames))
 
     @torch.no_grad()
     def image_condition(self, images: torch.Tensor, num_frames: int) -> dict[str, torch.Tensor]:

@@ -85,7 +85,7 @@ def diffusion_loss(
     else:
         raise ValueError(f"unsupported prediction type {scheduler.config.prediction_type!r}")
 
-    rng = random.Random(int(torch.randint(0, 2**31, (1,), generator=generator)))
+    rng = random.Random(int(torch.randint(0, 2**31, (1,), generator=generator, device=device)))
     dropped = [rng.random() < condition_dropout for _ in range(batch_size)]
     unet_inputs: dict[str, torch.Tensor] = {}
     if model.variant == "t2v":

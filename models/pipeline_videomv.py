@@ -36,6 +36,7 @@ import PIL.Image
 import torch
 from diffusers import DiffusionPipeline, I2VGenXLUNet
 from diffusers.utils import BaseOutput
+from diffusers.utils.torch_utils import randn_tensor
 
 import camera
 from models.camera_embedding import CameraEmbedding
@@ -43,6 +44,7 @@ from models.gaussians import Gaussians
 from models.lgm import LGM
 from models.multiview_model import MultiViewModel, resolve_model_dir
 from models.multiview_unet import MultiViewUNet
+from models.precision import allow_tf32, cast, inference_dtype
 from models.sampler import SamplingConfig, reconstruction_steps, sample_views
 
 PIPELINE_MODULE = "pipeline_videomv"  # the module file saved beside model_index.json
@@ -127,7 +129,7 @@ class VideoMVPipeline(DiffusionPipeline):
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str, reconstructor: LGM | str | None = None,
                         torch_dtype: torch.dtype | None = None, num_frames: int = camera.NUM_VIEWS,
-                        tracking_uri: str | None = None) -> "VideoMVPipeline":
+                        tracking_uri: str | None = None, dtype: torch.dtype | None = None) -> "VideoMVPipeline":
         """Load a saved VideoMV directory or a published video-model directory, at any location
         ``models.locations.fetch`` reads (a path, ``s3://``/``gs://``/``memory://``, ``models:/name/1``,
         ``runs:/id/path``, a cached Hub repo).
@@ -136,7 +138,12 @@ class VideoMVPipeline(DiffusionPipeline):
             reconstructor: an ``LGM``, or its location (a saved directory or the official
                 safetensors); default: the directory's own ``reconstructor/`` when it has one.
             tracking_uri: MLflow tracking store for ``models:/`` and ``runs:/`` locations.
+            torch_dtype / dtype: the weights' dtype (diffusers' two names for it; give one), every
+                component, the reconstructor included; None: as saved for the reconstructor, fp32 for G.
         """
+        if torch_dtype is not None and dtype is not None and torch_dtype != dtype:
+            raise ValueError(f"torch_dtype={torch_dtype} and dtype={dtype} disagree: give one")
+        torch_dtype = torch_dtype if torch_dtype is not None else dtype
         directory = resolve_model_dir(pretrained_model_name_or_path, tracking_uri)
         model = MultiViewModel.from_pretrained(directory, num_frames=num_frames, torch_dtype=torch_dtype)
         if isinstance(reconstructor, str):
@@ -144,7 +151,7 @@ class VideoMVPipeline(DiffusionPipeline):
         elif reconstructor is None and os.path.isdir(os.path.join(directory, RECONSTRUCTOR_FOLDER)):
             reconstructor = LGM.from_pretrained(os.path.join(directory, RECONSTRUCTOR_FOLDER))
         if reconstructor is not None and torch_dtype is not None:
-            reconstructor = reconstructor.to(torch_dtype)
+            reconstructor = cast(reconstructor, torch_dtype)
         return cls.from_model(model, reconstructor)
 
     def save_pretrained(self, save_directory: str, **kwargs: Any) -> None:
@@ -195,8 +202,11 @@ class VideoMVPipeline(DiffusionPipeline):
         generators = generator if isinstance(generator, list) else [generator] * batch
         if len(generators) != batch:
             raise ValueError(f"{len(generators)} generators for a batch of {batch}")
-        noise = torch.stack([torch.randn(shape, generator=g) for g in generators])
-        return noise.to(self._execution_device) * self.scheduler.init_noise_sigma
+        # Each sample on its generator's device (a CUDA generator cannot draw CPU noise, nor the
+        # reverse), then moved: diffusers' ``randn_tensor`` convention.
+        noise = torch.stack([randn_tensor(shape, generator=g, device=self._execution_device, dtype=torch.float32)
+                             for g in generators])
+        return noise * self.scheduler.init_noise_sigma
 
     @torch.no_grad()
     def __call__(self, prompt: str | list[str] | None = None, image: Any = None, num_inference_steps: int = 50,
@@ -206,7 +216,8 @@ class VideoMVPipeline(DiffusionPipeline):
                  three_d_aware: bool | tuple[int, ...] = False, three_d_aware_mode: str = "two", eta: float = 0.0,
                  cameras: torch.Tensor | None = None, output_type: str = "np", return_dict: bool = True,
                  callback_on_step_end: Callable[..., dict] | None = None,
-                 callback_on_step_end_tensor_inputs: list[str] | None = None) -> VideoMVPipelineOutput | tuple:
+                 callback_on_step_end_tensor_inputs: list[str] | None = None,
+                 decode_chunk_size: int | None = None) -> VideoMVPipelineOutput | tuple:
         """Generate the orbit.
 
         Args:
@@ -221,6 +232,9 @@ class VideoMVPipeline(DiffusionPipeline):
             eta: DDIM eta, passed only to schedulers whose ``step`` takes it.
             cameras: [B, F, 4, 4] c2w for the camera embedding instead of the orbit (experiments).
             output_type: "np", "pt" or "pil".
+            decode_chunk_size: frames the VAE decodes (and re-encodes) per call, as in diffusers'
+                video pipelines (default ``models.multiview_model.VAE_CHUNK_FRAMES``): the same frames,
+                bounded memory.
             callback_on_step_end: ``callback(pipe, step_index, timestep, callback_kwargs)`` after each
                 step, with the tensors named in ``callback_on_step_end_tensor_inputs`` (``latents``);
                 a returned ``latents`` replaces them.
@@ -247,6 +261,10 @@ class VideoMVPipeline(DiffusionPipeline):
         config = SamplingConfig(steps=num_inference_steps, eta=eta, guidance_scale=guidance_scale,
                                 elevation=elevation, distance=distance, reconstruct_at=steps, mode=three_d_aware_mode)
         model = self.model
+        if decode_chunk_size is not None:
+            if decode_chunk_size < 1:
+                raise ValueError(f"decode_chunk_size must be positive, got {decode_chunk_size}")
+            model.vae_chunk_size = decode_chunk_size
         noise = self._initial_latents(batch, generator, latents)
 
         with self.progress_bar(total=num_inference_steps) as bar:
@@ -272,11 +290,16 @@ class VideoMVPipeline(DiffusionPipeline):
 
 
 def load_pipeline(location: str, reconstructor: LGM | str | None = None, device: str | torch.device | None = None,
-                  tracking_uri: str | None = None) -> VideoMVPipeline:
+                  tracking_uri: str | None = None, dtype: str | torch.dtype | None = None) -> VideoMVPipeline:
     """The pipeline ready to sample: encoders frozen, eval mode, on ``device`` (default: CUDA when
-    available, else CPU). Serving, evaluation and the benchmarks load G this way."""
-    pipe = VideoMVPipeline.from_pretrained(location, reconstructor=reconstructor, tracking_uri=tracking_uri)
-    pipe.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    available, else CPU), its weights in ``dtype`` ("auto"/None: fp16 on CUDA, fp32 elsewhere;
+    ``models.precision``), TF32 allowed on CUDA. Serving, evaluation and the benchmarks load G this way."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda":
+        allow_tf32()
+    pipe = VideoMVPipeline.from_pretrained(location, reconstructor=reconstructor, tracking_uri=tracking_uri,
+                                           torch_dtype=inference_dtype(dtype, device))
+    pipe.to(device)
     pipe.model.freeze_encoders()
     for module in (pipe.unet, pipe.camera_embedding, pipe.reconstructor):
         if module is not None:

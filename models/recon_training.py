@@ -38,6 +38,7 @@ def reconstruction_step(
     background: tuple[float, float, float],
     network: torch.nn.Module | None = None,
     fov: float = camera.DEFAULT_FOV_DEG,
+    input_images: torch.Tensor | None = None,
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
     """Forward and loss for one batch (call ``backward`` on ``terms["loss"]`` yourself).
 
@@ -49,6 +50,8 @@ def reconstruction_step(
         supervised_views: view indices rendered and supervised (None: all).
         network: the module to run instead of ``model`` (its DDP wrapper in training).
         fov: the views' vertical field of view in degrees.
+        input_images: [B, 4, 3, H, W] in [0, 1], what the model is given at ``input_views``
+            (G's predictions in VideoMV's recipe); default: ``views`` there. ``views`` stay the targets.
     Returns:
         (loss terms, rendered RGB [B, S, 3, h, w], target RGB [B, S, 3, h, w]) where h = w =
         min(H, ``model.options.output_size``): the targets' own resolution, or downsampled to
@@ -57,7 +60,10 @@ def reconstruction_step(
     inputs = torch.as_tensor(input_views, device=views.device)
     supervised = torch.arange(views.shape[1], device=views.device) if supervised_views is None else \
         torch.as_tensor(supervised_views, device=views.device)
-    network_inputs, transforms = model.prepare_inputs(views[:, inputs], c2w[:, inputs], fov)
+    given = views[:, inputs] if input_images is None else input_images
+    if given.shape[1] != len(inputs):
+        raise ValueError(f"input_images has {given.shape[1]} views for {len(inputs)} input_views")
+    network_inputs, transforms = model.prepare_inputs(given, c2w[:, inputs], fov)
     gaussians = (network or model)(network_inputs)
     cameras = model.normalise_cameras(transforms, c2w[:, supervised].float(), fov)
     size = min(views.shape[-1], model.options.output_size)
@@ -118,7 +124,7 @@ def overfit_one_object(
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     losses = []
     for _ in range(steps):
-        supervised = torch.randperm(views.shape[1], generator=generator)[:views_per_step]
+        supervised = torch.randperm(views.shape[1], generator=generator, device=generator.device)[:views_per_step]
         terms, _, _ = reconstruction_step(model, loss_fn, views, alphas, c2w, ORTHOGONAL_VIEWS, supervised, background,
                                           fov=fov)
         optimizer.zero_grad()

@@ -182,7 +182,7 @@ def initial_latents(model: MultiViewModel, seeds: tuple[int, ...], batch: int) -
     size = unet.config.sample_size
     shape = (model.vae.config.latent_channels, model.unet.num_frames, size, size)
     seeds = seeds if len(seeds) == batch else tuple(seeds[0] for _ in range(batch))
-    noise = [torch.randn(shape, generator=torch.Generator().manual_seed(int(seed))) for seed in seeds]
+    noise = [torch.randn(shape, generator=torch.Generator().manual_seed(int(seed)), device="cpu") for seed in seeds]
     return torch.stack(noise).to(model.device) * model.scheduler.init_noise_sigma
 
 
@@ -238,10 +238,16 @@ def sample_views(model: MultiViewModel, prompts: list[str] | None = None, images
         new_x0 = model.encode_views(rendered * 2 - 1, sample=False).float()
         return output_from_x0(scheduler, sample, new_x0, timestep)
 
+    # With guidance, one UNet call on the doubled batch [conditional; unconditional], as diffusers' pipelines do.
+    paired = {name: torch.cat([conditional[name], unconditional[name]]) for name in conditional} if guided else None
+    paired_cameras = torch.cat([cameras, cameras]) if guided else None
     for index, timestep in enumerate(scheduler.timesteps):
         model_input = scheduler.scale_model_input(latents, timestep).to(model.unet.dtype)
-        output = model.unet(model_input, timestep, cameras=cameras, **conditional).float()
-        baseline = model.unet(model_input, timestep, cameras=cameras, **unconditional).float() if guided else None
+        if guided:
+            output, baseline = model.unet(torch.cat([model_input, model_input]), timestep, cameras=paired_cameras,
+                                          **paired).float().chunk(2)
+        else:
+            output, baseline = model.unet(model_input, timestep, cameras=cameras, **conditional).float(), None
         if index in reconstruct_at:
             if config.mode == "two" and guided:
                 output, baseline = replace_x0(latents, output, timestep), replace_x0(latents, baseline, timestep)

@@ -9,6 +9,8 @@ inputs. The result (``RendersVsX0``) decides where the sampler may use the rende
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from models.evaluation import image_scores
@@ -24,15 +26,19 @@ AUTHORS_TIMESTEPS = (581, 381, 181)  # steps 20, 30, 40 of the authors' 50-step 
 
 @torch.no_grad()
 def one_step_x0(model: MultiViewModel, views: torch.Tensor, cameras: torch.Tensor, prompts: list[str],
-                timesteps: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+                timesteps: torch.Tensor, generator: torch.Generator, frames: list[int] | torch.Tensor | None = None,
+                autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
     """G's one-step prediction of clean views from the truth noised to ``timesteps``.
 
     Args:
         views: [B, F, 3, H, W] ground truth in [-1, 1]; cameras: [B, F, 4, 4] c2w.
         prompts: B prompts (T2V; the image model is conditioned on view 0 and an empty prompt).
         timesteps: [B] integer diffusion timesteps; generator: draws the VAE sample and the noise.
+        frames: decode only these frames of the prediction (the reconstructor's input views: the
+            VAE decode of 24 frames costs more than the UNet step); None: all.
+        autocast_dtype: run the UNet under autocast in this dtype (as in training), None: as loaded.
     Returns:
-        predicted views [B, F, 3, H, W] in [0, 1].
+        predicted views [B, F', 3, H, W] in [0, 1], F' = len(frames) or F.
     """
     latents = model.encode_views(views, generator).float()
     scheduler = model.scheduler
@@ -44,8 +50,13 @@ def one_step_x0(model: MultiViewModel, views: torch.Tensor, cameras: torch.Tenso
     else:
         condition = {**model.image_condition(views[:, 0], latents.shape[2]),
                      "encoder_hidden_states": model.encode_prompts([""] * latents.shape[0])}
-    output = model.unet(noisy.to(model.unet.dtype), timesteps, cameras=cameras, **condition)
+    precision = (torch.autocast(latents.device.type, dtype=autocast_dtype) if autocast_dtype is not None
+                 else contextlib.nullcontext())
+    with precision:
+        output = model.unet(noisy.to(model.unet.dtype), timesteps, cameras=cameras, **condition)
     x0 = predict_x0(scheduler, noisy, output.float(), timesteps)
+    if frames is not None:
+        x0 = x0[:, :, torch.as_tensor(frames, device=x0.device)]
     return (model.decode_latents(x0) / 2 + 0.5).clamp(0, 1).float()
 
 

@@ -45,10 +45,10 @@ def reorder_orbits(tensors: list[torch.Tensor], generator: torch.Generator, roll
     view a frame is, so the model has to read it from the cameras."""
     batch, frames = tensors[0].shape[:2]
     if roll:
-        shifts = torch.randint(0, frames, (batch,), generator=generator).tolist()
+        shifts = torch.randint(0, frames, (batch,), generator=generator, device=generator.device).tolist()
         tensors = [torch.stack([t.roll(-k, dims=0) for t, k in zip(tensor, shifts)]) for tensor in tensors]
     if reverse:
-        backwards = torch.rand(batch, generator=generator) < 0.5
+        backwards = torch.rand(batch, generator=generator, device=generator.device) < 0.5
         tensors = [torch.where(backwards.view(-1, *[1] * (t.ndim - 1)).to(t.device), t.flip(1), t)
                    for t in tensors]
     return tensors
@@ -87,7 +87,7 @@ def train_on_orbits(model: MultiViewModel, orbits: Orbits, steps: int, batch_siz
     losses = []
     began = time.perf_counter()
     for step in range(1, steps + 1):
-        index = torch.randint(0, len(orbits), (batch_size,), generator=generator)
+        index = torch.randint(0, len(orbits), (batch_size,), generator=generator, device=generator.device)
         views, cameras = orbits.views[index], orbits.cameras[index]
         views, cameras = reorder_orbits([views, cameras], generator, roll_orbits, reverse_orbits)
         batch = MultiViewBatch(views=views, prompts=[orbits.prompts[i] for i in index.tolist()],

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 import camera
 from models.evaluation import MetricNetworks, score_image_to_multiview, score_text_to_multiview
 from models.gaussian_fit import FitConfig
+from models.precision import DTYPE_CHOICES
 from models.pipeline_videomv import VideoMVPipeline, VideoMVPipelineOutput, load_pipeline
 from models.sampler import DEFAULTS, reconstruction_steps
 from pipeline import shards
@@ -65,6 +66,8 @@ class EvaluationConfig:
     experiment: str = option("videomv-eval", "MLflow experiment")
     mlflow_uri: str | None = option(None, "MLflow tracking URI (default $MLFLOW_TRACKING_URI)")
     run_name: str | None = option(None, "MLflow run name")
+    dtype: str = option("auto", "G's and the reconstructor's precision (auto: fp16 on a GPU, fp32 on a CPU); "
+                        "the metrics and the Gaussian fit run in fp32", choices=DTYPE_CHOICES)
 
     def __post_init__(self) -> None:
         unknown = [name for name in self.settings if name not in SETTINGS]
@@ -153,7 +156,8 @@ def evaluate(config: EvaluationConfig, log: Any = print) -> EvaluationResult:
     """Run the protocol; returns the rows and per-setting means (also logged to MLflow)."""
     if "3d-aware" in config.settings and config.reconstructor is None:
         raise ValueError("the 3d-aware setting needs a reconstructor (--reconstructor), or evaluate --settings plain")
-    pipe = load_pipeline(config.model, config.reconstructor, tracking_uri=tracking_uri(config.mlflow_uri))
+    pipe = load_pipeline(config.model, config.reconstructor, tracking_uri=tracking_uri(config.mlflow_uri),
+                         dtype=config.dtype)
     pipe.set_progress_bar_config(disable=True)
     model = pipe.model
     device = model.device
@@ -184,20 +188,21 @@ def evaluate(config: EvaluationConfig, log: Any = print) -> EvaluationResult:
                 start = time.perf_counter()
                 if task == "text-to-multiview":
                     result = _sample(pipe, config, setting, seed, prompt=sample)
-                    views, c2w = result.frames[0].cpu(), torch.from_numpy(result.cameras[0])
+                    # The fit and the metrics on the model's device (gsplat on a GPU node), in fp32.
+                    views, c2w = result.frames[0].to(device).float(), torch.from_numpy(result.cameras[0]).to(device)
                     scores = score_text_to_multiview(sample, views, c2w, camera.DEFAULT_FOV_DEG,
                                                      DEFAULTS["t2v"]["background"], networks, config.fit)
                     name = sample
                 else:
                     result = _sample(pipe, config, setting, seed, image=sample["views"][0:1],
                                      elevation=sample["elevation"], distance=sample["distance"])
-                    views = result.frames[0].cpu()
-                    scores = score_image_to_multiview(views, sample["views"], networks)
+                    views = result.frames[0].to(device).float()
+                    scores = score_image_to_multiview(views, sample["views"].to(device), networks)
                     name = sample["uid"]
                 row = {"setting": setting, "sample": index, "name": name, "seed": seed, **scores,
                        "seconds": time.perf_counter() - start}
                 rows.append(row)
-                grids.append(to_uint8(views))
+                grids.append(to_uint8(views.cpu()))
                 log(f"evaluate: [{index + 1}/{len(samples)}] {setting:8s} {name[:40]!r} "
                     + " ".join(f"{k}={v:.4f}" for k, v in scores.items()))
             mlflow.log_image(np.asarray(grid_image(np.concatenate(grids))), f"grids/sample-{index:03d}.png")

@@ -32,7 +32,9 @@ from pipeline.train_common import (
     TrainConfig,
     TrainSummary,
     WorkerState,
+    build_optimizer,
     cycle_batches,
+    ddp_options,
     publish_final,
     restore,
     run_trainer,
@@ -57,16 +59,19 @@ def finetune_loop(config: dict[str, Any]) -> None:
     if config["gradient_checkpointing"]:
         model.unet.enable_gradient_checkpointing()
     model.unet.train()
-    optimizer = torch.optim.AdamW(model.unet.parameters(), lr=config["lr"], weight_decay=0.0)
-    start = restore(model.load_trainable, optimizer, worker.scaler)
+    optimizer = build_optimizer(model.unet.parameters(), config, worker.world_size)
+    start = restore(model.load_trainable, optimizer, worker.scaler, worker.rank, worker.world_size)
     # 1-frame image batches leave the camera embedding unused, which DDP must be told about.
-    unet = (ray.train.torch.prepare_model(model.unet, parallel_strategy_kwargs={
-        "find_unused_parameters": bool(config.get("image_data"))}) if worker.world_size > 1 else model.unet)
+    unet = (ray.train.torch.prepare_model(model.unet, parallel_strategy_kwargs=ddp_options(
+        find_unused_parameters=bool(config.get("image_data")))) if worker.world_size > 1 else model.unet)
     orbits = cycle_batches(ray.train.get_dataset_shard("orbits"), config["micro_batch"], "orbit")
     images = (cycle_batches(ray.train.get_dataset_shard("images"), config["micro_batch"], "image")
               if config.get("image_data") else None)
     accumulation = max(1, config["global_batch"] // (config["micro_batch"] * worker.world_size))
-    choose = random.Random(config["seed"] * 1000 + worker.rank)
+    # The image-or-orbit draw is the same on every rank: each rank then takes as many batches of each
+    # dataset, so all ranks reach an epoch's end at the same micro-step. (Per-rank draws deadlock:
+    # streaming_split holds a new epoch until every split asks for it while the others wait in DDP.)
+    choose = random.Random(config["seed"] * 1000 + start)
     generator = torch.Generator(device=worker.device).manual_seed(config["seed"] * 7919 + worker.rank + start)
     order = torch.Generator().manual_seed(config["seed"] * 104729 + worker.rank + start)  # roll/reverse draws
     with worker.mlflow() as mlflow:

@@ -45,6 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ray import serve
 
 import camera
+from models.precision import DTYPE_CHOICES
 from pipeline.cli import option
 from pipeline.client import RESULT_FILES
 
@@ -80,11 +81,19 @@ class ServeConfig:
                                               f"default: {GPU_BATCH_SIZE} on GPU replicas, 1 on CPU ones, where "
                                               "batching gains nothing: docs/costs.md)")
     max_body_bytes: int = option(MAX_BODY_BYTES, "request bodies larger than this get 413")
+    dtype: str = option("auto", "weights' precision on the replica (auto: fp16 on a GPU, fp32 on a CPU)",
+                        choices=DTYPE_CHOICES)
 
     def resolved(self, cluster_has_gpus: bool) -> "ServeConfig":
         """num_gpus and max_batch_size filled in for the cluster: a GPU replica batches (a batch
         fills the device), a CPU replica does not (a batch of 4 takes 4 times as long there, so
         batching only adds latency; measured in docs/costs.md)."""
+        if self.dtype not in DTYPE_CHOICES:
+            raise ValueError(f"dtype must be one of {DTYPE_CHOICES}, got {self.dtype!r}")
+        if self.num_gpus is None and not cluster_has_gpus:
+            # An autoscaling cluster whose GPU nodes are at zero looks CPU-only: say what was chosen.
+            logger.warning("the Ray cluster has no GPUs now, so the model replica is a CPU one (num_gpus=0); "
+                           "on an autoscaling cluster set num_gpus=1 to have a GPU node started for it")
         gpus = self.num_gpus if self.num_gpus is not None else (1.0 if cluster_has_gpus else 0.0)
         batch = self.max_batch_size if self.max_batch_size is not None else (GPU_BATCH_SIZE if gpus > 0 else 1)
         if batch < 1:
@@ -179,14 +188,19 @@ class Generator:
     """Model deployment: G, the reconstructor, and the sampler, with request batching."""
 
     def __init__(self, model_dir: str, lgm: str | None = None, max_batch_size: int = 4,
-                 mlflow_uri: str | None = None) -> None:
+                 mlflow_uri: str | None = None, dtype: str = "auto") -> None:
+        from models.gaussian_renderer import warm_up
         from models.pipeline_videomv import load_pipeline
         from pipeline.tracking import tracking_uri
 
-        self.pipe = load_pipeline(model_dir, lgm, tracking_uri=tracking_uri(mlflow_uri))
+        self.pipe = load_pipeline(model_dir, lgm, tracking_uri=tracking_uri(mlflow_uri), dtype=dtype)
         self.pipe.set_progress_bar_config(disable=True)
         self.model, self.reconstructor = self.pipe.model, self.pipe.reconstructor
         self.resolution = self.model.resolution
+        # gsplat builds its CUDA kernels on first use (minutes): here, so the replica is ready only
+        # once it can answer, and a fallback to the PyTorch rasteriser shows in /v1/health.
+        if self.reconstructor is not None:
+            warm_up(self.model.device)
         self._generate_batch.set_max_batch_size(max_batch_size)  # 1 turns batching off
         self._cancelled: dict[int, threading.Event] = {}  # id(job) -> set when its request went away
         self.stats = {"running": 0, "completed": 0, "cancelled": 0}
@@ -195,9 +209,14 @@ class Generator:
     def info(self) -> dict[str, Any]:
         from models.sampler import training_cameras
 
+        from models.gaussian_renderer import backend_in_use
+        from models.precision import dtype_name
+
+        rasterizer = backend_in_use(self.model.device) if self.reconstructor is not None else None
         return {"variant": self.model.variant, "reconstructor": self.reconstructor is not None,
                 "resolution": self.resolution, "frames": self.model.unet.num_frames,
-                "training_cameras": training_cameras(self.model)}
+                "training_cameras": training_cameras(self.model), "device": str(self.model.device),
+                "dtype": dtype_name(self.model.unet.dtype), "rasterizer": rasterizer}
 
     def get_progress(self, request_id: str) -> dict[str, Any]:
         """Steps done of a request named by its ``request_id`` (state "unknown" when this replica
@@ -335,7 +354,9 @@ def build_ingress(timeout_s: float, max_body_bytes: int = MAX_BODY_BYTES) -> typ
 
         @app.get("/v1/health")
         async def health(self) -> dict[str, Any]:
-            return {"status": "ok", **(await self.info())}
+            """The model's facts, its device and dtype, and the Gaussian rasteriser in use now
+            (``rasterizer.fallback`` says why a GPU replica renders without gsplat)."""
+            return {"status": "ok", **(await self.generator.info.remote())}
 
         @app.get("/", include_in_schema=False)
         async def page(self) -> FileResponse:
@@ -483,4 +504,5 @@ def build_app(model_dir: str, lgm: str | None = None, **options: Any) -> Any:
     )
     ingress = serve.deployment(build_ingress(config.timeout_s, config.max_body_bytes), name="Ingress",
                                max_ongoing_requests=64)
-    return ingress.bind(generator.bind(config.model_dir, config.lgm, config.max_batch_size, config.mlflow_uri))
+    return ingress.bind(generator.bind(config.model_dir, config.lgm, config.max_batch_size, config.mlflow_uri,
+                                       config.dtype))

@@ -30,10 +30,14 @@ from ray.train.torch import TorchTrainer
 from pipeline.cli import option
 from pipeline.logs import configure_logging
 from pipeline.tracking import log_shards_input, tracking_uri
+from pipeline.train_data import DATA_CPUS_PER_DATASET
 
 logger = logging.getLogger(__name__)
 TRAINING_STATE = "training_state.pt"
+OPTIMIZER_SHARD = "optimizer_shard_{rank}.pt"  # zero1: each rank's part of the optimizer state
 FINAL_MODEL = "final_model"
+OPTIMIZERS = ("adamw", "zero1")
+MIN_WORKER_CPUS = 0.1
 
 
 @dataclass
@@ -46,12 +50,20 @@ class TrainConfig:
     name: str = option(help="run name: re-submitting with the same name and output resumes")
     steps: int = option(1000, "optimizer steps")
     num_workers: int = option(1, "Ray Train workers")
-    cpus_per_worker: float = option(1.0, "CPUs reserved per worker; leave some to Ray Data's decoding")
+    cpus_per_worker: float | None = option(
+        None, "CPUs reserved per worker (default: 1, or less where the cluster's CPUs would leave Ray Data's read "
+        "and decode tasks none)")
+    wait_for_nodes: bool = option(
+        False, "an autoscaling cluster: wait for the nodes the workers need instead of failing at once when the "
+        "cluster cannot place them now")
     use_gpu: bool = option(False, "one GPU per worker")
     accelerator_type: str | None = option(None, "e.g. A100 (Ray's accelerator_type)")
     resources_per_worker: dict[str, float] = option(
         {}, "custom Ray resources per worker, e.g. trainer=1 (places workers on the nodes that advertise them)")
     micro_batch: int = option(1, "samples per worker per forward")
+    optimizer: str = option("adamw", "adamw; or zero1: AdamW with its state sharded over the workers "
+                            "(ZeroRedundancyOptimizer: 1/N of the 8 bytes per parameter; docs/costs.md)",
+                            choices=OPTIMIZERS)
     global_batch: int = option(32, "samples per optimizer step over all workers, by gradient accumulation")
     lr: float = option(3e-5, "AdamW learning rate")
     lr_schedule: str = option("constant", "constant, or cosine: anneal to 5%% of --lr over --steps",
@@ -91,6 +103,10 @@ class TrainConfig:
             raise ValueError("steps, micro_batch and global_batch must be positive")
         if not 0.0 <= self.image_ratio < 1.0:
             raise ValueError("image_ratio must be in [0, 1)")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.cpus_per_worker is not None and self.cpus_per_worker <= 0:
+            raise ValueError(f"cpus_per_worker must be positive, got {self.cpus_per_worker}")
 
     @property
     def accumulation_steps(self) -> int:
@@ -114,9 +130,45 @@ def mlflow_run_id(config: TrainConfig, params: dict[str, Any]) -> str:
         return run.info.run_id
 
 
+def worker_cpus(config: TrainConfig, cluster: dict[str, float], num_datasets: int) -> float:
+    """CPUs to reserve per worker, checked against the cluster's resources now.
+
+    Ray Data needs at least one read task and one decode actor per dataset beside the workers
+    (``DATA_CPUS_PER_DATASET``): workers that take every CPU leave it none, and the job would wait
+    forever. ``cpus_per_worker`` None gives each worker 1 CPU, or what is left after Ray Data's
+    share. A cluster that cannot place the job now is an error naming what to change, unless
+    ``wait_for_nodes`` (an autoscaling cluster) turns it into a warning.
+    """
+    data_cpus = DATA_CPUS_PER_DATASET * num_datasets
+    total_cpus, total_gpus = cluster.get("CPU", 0.0), cluster.get("GPU", 0.0)
+    per_worker = config.cpus_per_worker
+    if per_worker is None:
+        left = (total_cpus - data_cpus) / config.num_workers
+        per_worker = 1.0 if config.wait_for_nodes or left >= 1.0 else round(max(left, MIN_WORKER_CPUS), 3)
+    problems = []
+    if per_worker * config.num_workers + data_cpus > total_cpus + 1e-9:
+        problems.append(
+            f"{config.num_workers} workers x {per_worker:g} CPUs leave {total_cpus - per_worker * config.num_workers:g} "
+            f"of the cluster's {total_cpus:g} CPUs to Ray Data, which needs {data_cpus:g} to read and decode "
+            f"{num_datasets} dataset(s): lower --cpus-per-worker or --num-workers, or add CPUs")
+    if config.use_gpu and total_gpus < config.num_workers:
+        problems.append(f"{config.num_workers} GPU workers on a cluster with {total_gpus:g} GPUs: lower --num-workers")
+    if problems:
+        message = "; ".join(problems)
+        if not config.wait_for_nodes:
+            raise ValueError(f"the training job cannot be placed: {message} (on an autoscaling cluster, "
+                             "--wait-for-nodes waits for the nodes instead)")
+        logger.warning("the cluster cannot place the training job now (%s): waiting for the autoscaler", message)
+    return per_worker
+
+
 def run_trainer(train_loop: Callable[[dict], None], config: TrainConfig, datasets: dict[str, Any],
                 loop_config: dict[str, Any]) -> ray.train.Result:
     """Build and fit the ``TorchTrainer`` for ``config``; returns Ray Train's result."""
+    cpus = worker_cpus(config, ray.cluster_resources(), len(datasets))
+    if cpus != config.cpus_per_worker:
+        logger.info("%d worker(s) with %g CPUs each (the rest is left to Ray Data)", config.num_workers, cpus)
+    config = dataclasses.replace(config, cpus_per_worker=cpus)
     params = dataclasses.asdict(config)
     run_id = mlflow_run_id(config, params)
     trainer = TorchTrainer(
@@ -245,15 +297,67 @@ class WorkerState:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # Linux: KiB
 
 
-def restore(load_model: Callable[[str], None], optimizer: torch.optim.Optimizer, scaler: Any) -> int:
-    """Load the latest checkpoint if there is one; returns the step it was taken at (0 if none)."""
+def build_optimizer(parameters: Any, config: dict[str, Any], world_size: int) -> torch.optim.Optimizer:
+    """AdamW without weight decay (the authors' recipe); with ``optimizer`` "zero1" and several
+    workers, its state sharded over the ranks (``ZeroRedundancyOptimizer``: each rank keeps and
+    updates 1/N of the moments, then broadcasts its parameters)."""
+    if config.get("optimizer", "adamw") == "zero1" and world_size > 1:
+        from torch.distributed.optim import ZeroRedundancyOptimizer
+
+        return ZeroRedundancyOptimizer(list(parameters), optimizer_class=torch.optim.AdamW, lr=config["lr"],
+                                       weight_decay=0.0)
+    return torch.optim.AdamW(parameters, lr=config["lr"], weight_decay=0.0)
+
+
+def ddp_options(find_unused_parameters: bool = False) -> dict[str, Any]:
+    """DistributedDataParallel's options for both trainers: gradients as views into DDP's
+    all-reduce buckets, so the buckets add no second copy of the gradients (5.65 GB for the
+    full-size UNet in fp32)."""
+    return {"find_unused_parameters": find_unused_parameters, "gradient_as_bucket_view": True}
+
+
+def _sharded(optimizer: torch.optim.Optimizer) -> bool:
+    from torch.distributed.optim import ZeroRedundancyOptimizer
+
+    return isinstance(optimizer, ZeroRedundancyOptimizer)
+
+
+def load_training_state(path: str) -> dict[str, Any]:
+    """A ``training_state.pt`` (or optimizer shard) read without unpickling code: tensors, numbers,
+    strings and containers only, so a checkpoint from a shared bucket cannot run code on the ranks
+    that resume from it."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # pickle.UnpicklingError for anything but plain data
+        raise ValueError(f"{path} is not a training state this job wrote (it is read with weights_only=True): "
+                         f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}") from None
+
+
+def restore(load_model: Callable[[str], None], optimizer: torch.optim.Optimizer, scaler: Any,
+            rank: int = 0, world_size: int = 1) -> int:
+    """Load the latest checkpoint if there is one; returns the step it was taken at (0 if none).
+
+    A sharded (zero1) optimizer state resumes only with the same number of workers: each rank
+    loads its own shard."""
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
         return 0
     with checkpoint.as_directory() as directory:
         load_model(directory)
-        state = torch.load(os.path.join(directory, TRAINING_STATE), map_location="cpu", weights_only=False)
-    optimizer.load_state_dict(state["optimizer"])
+        state = load_training_state(os.path.join(directory, TRAINING_STATE))
+        shards = state.get("optimizer_shards")
+        if _sharded(optimizer):
+            if shards != world_size:
+                found = f"{shards} shards" if shards else "an unsharded optimizer state"
+                raise ValueError(f"checkpoint {directory} holds {found}; --optimizer zero1 resumes it only with "
+                                 f"as many workers as shards (this run has {world_size})")
+            optimizer.optim.load_state_dict(
+                load_training_state(os.path.join(directory, OPTIMIZER_SHARD.format(rank=rank))))
+        else:
+            if shards:
+                raise ValueError(f"checkpoint {directory} holds an optimizer state sharded over {shards} workers: "
+                                 f"resume it with --optimizer zero1 --num-workers {shards}")
+            optimizer.load_state_dict(state["optimizer"])
     if state.get("scaler"):
         scaler.load_state_dict(state["scaler"])
     return int(state["step"])
@@ -261,16 +365,26 @@ def restore(load_model: Callable[[str], None], optimizer: torch.optim.Optimizer,
 
 def report(worker: WorkerState, step: int, metrics: dict[str, float], save_model: Callable[[str], None] | None,
            optimizer: torch.optim.Optimizer) -> None:
-    """``ray.train.report`` on every worker (it is a barrier); rank 0 attaches a checkpoint when
-    ``save_model`` is given."""
-    if save_model is None or not worker.is_chief:
+    """``ray.train.report`` on every worker (it is a barrier); with ``save_model``, a checkpoint:
+    rank 0 writes the model and the training state, and with a sharded optimizer every rank adds
+    its shard (Ray merges the workers' folders). Uploads run in the background
+    (``CheckpointUploadMode.ASYNC``): the ranks train on while a checkpoint of many GB is copied, and
+    Ray registers it only once it is complete."""
+    sharded = _sharded(optimizer)
+    if save_model is None or not (worker.is_chief or sharded):
         ray.train.report({**metrics, "step": step})
         return
-    with tempfile.TemporaryDirectory(prefix="videomv-checkpoint-") as directory:
+    directory = tempfile.mkdtemp(prefix="videomv-checkpoint-")  # Ray deletes it after the upload
+    if worker.is_chief:
         save_model(directory)
-        torch.save({"step": step, "optimizer": optimizer.state_dict(), "scaler": worker.scaler.state_dict()},
-                   os.path.join(directory, TRAINING_STATE))
-        ray.train.report({**metrics, "step": step}, checkpoint=ray.train.Checkpoint.from_directory(directory))
+        state = {"step": step, "scaler": worker.scaler.state_dict()}
+        state.update({"optimizer_shards": worker.world_size} if sharded else {"optimizer": optimizer.state_dict()})
+        torch.save(state, os.path.join(directory, TRAINING_STATE))
+    if sharded:
+        torch.save(optimizer.optim.state_dict(), os.path.join(directory, OPTIMIZER_SHARD.format(rank=worker.rank)))
+    ray.train.report({**metrics, "step": step}, checkpoint=ray.train.Checkpoint.from_directory(directory),
+                     checkpoint_dir_name=f"checkpoint_{step:07d}",
+                     checkpoint_upload_mode=ray.train.CheckpointUploadMode.ASYNC)
 
 
 def cycle_batches(shard: Any, batch_size: int, name: str) -> Iterator[dict]:
@@ -286,11 +400,17 @@ def cycle_batches(shard: Any, batch_size: int, name: str) -> Iterator[dict]:
 
 def publish_final(save: Callable[[str], None], config: dict[str, Any], mlflow: Any) -> str:
     """Rank 0 at the end: write the model with ``save`` to ``{output}/{name}/final_model`` (replaced
-    atomically on local storage) and log it as the MLflow artifact path "final_model"."""
+    atomically on local storage) and record it in MLflow, uploading it once.
+
+    Local output: the model is also logged as the run's artifact path "final_model" (one upload,
+    to MLflow's store). Remote output (``s3://``...): the model is uploaded there only, and the
+    run's tag ``final_model`` (and a registered version's source) points at it, instead of a
+    second copy of many GB in MLflow's artifact store."""
     target = os.path.join(config["output"], config["name"], FINAL_MODEL)
+    remote_output = "://" in config["output"]
     with tempfile.TemporaryDirectory(prefix="videomv-final-") as directory:
         save(directory)
-        if "://" in config["output"]:
+        if remote_output:
             import fsspec
 
             filesystem, remote = fsspec.core.url_to_fs(target)
@@ -302,18 +422,20 @@ def publish_final(save: Callable[[str], None], config: dict[str, Any], mlflow: A
             shutil.rmtree(target, ignore_errors=True)
             os.replace(staging, target)
         if mlflow is not None:
-            mlflow.log_artifacts(directory, artifact_path=FINAL_MODEL)
+            if not remote_output:
+                mlflow.log_artifacts(directory, artifact_path=FINAL_MODEL)
             mlflow.set_tag("final_model", target)
             if config.get("register_as"):
-                register_final(mlflow, config["register_as"])
+                register_final(mlflow, config["register_as"], source=target if remote_output else None)
     logger.info("final model written to %s", target)
     return target
 
 
-def register_final(mlflow: Any, name: str) -> str:
-    """A new version of registered model ``name`` whose source is the active run's "final_model"
-    artifacts (a diffusers or LGM directory, not an MLflow flavour, so the version is created from
-    the artifact location); tags the run with its ``models:/name/version`` URI and returns it."""
+def register_final(mlflow: Any, name: str, source: str | None = None) -> str:
+    """A new version of registered model ``name`` whose source is ``source`` (default: the active
+    run's "final_model" artifacts; a diffusers or LGM directory, not an MLflow flavour, so the
+    version is created from the location); tags the run with its ``models:/name/version`` URI and
+    returns it."""
     client = mlflow.MlflowClient()
     run_id = mlflow.active_run().info.run_id
     try:
@@ -321,7 +443,7 @@ def register_final(mlflow: Any, name: str) -> str:
     except mlflow.exceptions.MlflowException as error:
         if error.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
-    version = client.create_model_version(name, source=mlflow.get_artifact_uri(FINAL_MODEL), run_id=run_id)
+    version = client.create_model_version(name, source=source or mlflow.get_artifact_uri(FINAL_MODEL), run_id=run_id)
     uri = f"models:/{name}/{version.version}"
     mlflow.set_tag("registered_model", uri)
     logger.info("final model registered as %s", uri)

@@ -34,6 +34,7 @@ ORBIT_COLUMNS = ["uid", "status", "caption", "c2w", "views"]
 READ_CPUS = 0.25
 DECODE_CPUS = 0.5
 MAX_DECODERS = 4
+DATA_CPUS_PER_DATASET = READ_CPUS + DECODE_CPUS  # one read task and one decoder: the least a dataset needs
 
 
 def _resize(images: np.ndarray, size: int) -> np.ndarray:

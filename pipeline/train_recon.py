@@ -1,8 +1,9 @@
 """Training the reconstructor on G's one-step predictions with Ray Train (paper 3.3, supp. 7.3).
 
 G stays frozen. Per batch: encode the ground-truth views, draw t in [0, 700], noise the latents, one
-G forward, decode the predicted x0, give 4 random predicted views to LGM and supervise the rendered
-Gaussians at the ground-truth views (all 24 by default) on the variant's background.
+G forward (under the job's autocast), decode the predicted x0 at 4 random views only, give those to
+LGM and supervise the rendered Gaussians against the ground truth at the supervised views (all 24 by
+default, the input views included) on the variant's background.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ from pipeline.train_common import (
     TrainConfig,
     TrainSummary,
     WorkerState,
+    build_optimizer,
     cycle_batches,
+    ddp_options,
     publish_final,
     restore,
     run_trainer,
@@ -74,10 +77,13 @@ def load_lgm_into(model: LGM) -> Any:
     return load
 
 
-def one_step_predictions(generator_model: MultiViewModel, inputs: dict, rng: torch.Generator) -> torch.Tensor:
-    """G's predicted clean views [B, F, 3, H, W] in [0, 1] from noised ground truth at t <= 700."""
+def one_step_predictions(generator_model: MultiViewModel, inputs: dict, rng: torch.Generator, frames: torch.Tensor,
+                         autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """G's predicted clean views [B, len(frames), 3, H, W] in [0, 1] at ``frames``, from noised
+    ground truth at t <= 700 (only those frames are decoded)."""
     timesteps = torch.randint(0, MAX_TIMESTEP + 1, (len(inputs["views"]),), generator=rng, device=rng.device)
-    return one_step_x0(generator_model, inputs["views"], inputs["cameras"], inputs["prompts"], timesteps, rng)
+    return one_step_x0(generator_model, inputs["views"], inputs["cameras"], inputs["prompts"], timesteps, rng,
+                       frames=frames, autocast_dtype=autocast_dtype)
 
 
 def recon_loop(config: dict[str, Any]) -> None:
@@ -91,9 +97,10 @@ def recon_loop(config: dict[str, Any]) -> None:
     loss_fn = ReconstructionLoss.from_paths(config.get("lpips_vgg"), config.get("lpips_lin"),
                                             required=PRESET_TRAINING[config["lgm_preset"]].lpips_required)
     loss_fn.to(worker.device)
-    optimizer = torch.optim.AdamW(lgm.parameters(), lr=config["lr"], weight_decay=0.0)
-    start = restore(load_lgm_into(lgm), optimizer, worker.scaler)
-    network = ray.train.torch.prepare_model(lgm) if worker.world_size > 1 else lgm
+    optimizer = build_optimizer(lgm.parameters(), config, worker.world_size)
+    start = restore(load_lgm_into(lgm), optimizer, worker.scaler, worker.rank, worker.world_size)
+    network = (ray.train.torch.prepare_model(lgm, parallel_strategy_kwargs=ddp_options())
+               if worker.world_size > 1 else lgm)
     orbits = cycle_batches(ray.train.get_dataset_shard("orbits"), config["micro_batch"], "orbit")
     accumulation = max(1, config["global_batch"] // (config["micro_batch"] * worker.world_size))
     rng = torch.Generator(device=worker.device).manual_seed(config["seed"] * 7919 + worker.rank + start)
@@ -107,18 +114,17 @@ def recon_loop(config: dict[str, Any]) -> None:
             losses, samples = [], 0
             for _ in range(accumulation):
                 inputs = to_model_inputs(next(orbits), worker.device)
-                predicted = one_step_predictions(generator_model, inputs, rng)
-                frames = predicted.shape[1]
+                frames = inputs["views"].shape[1]
                 input_views = torch.randperm(frames, generator=rng, device=worker.device)[:4].sort().values
                 supervised = torch.randperm(frames, generator=rng, device=worker.device)[:config["supervised_views"]]
-                targets = inputs["views"] / 2 + 0.5
-                # LGM sees the predicted views; the loss compares its renders with the ground truth.
-                mixed = targets.clone()
-                mixed[:, input_views] = predicted[:, input_views]
+                predicted = one_step_predictions(generator_model, inputs, rng, input_views, worker.autocast_dtype)
+                # LGM sees G's predictions at the input views; its renders are compared with the ground
+                # truth at every supervised view, the input views included (the authors' targets).
                 with torch.autocast(worker.device.type, dtype=worker.autocast_dtype,
                                     enabled=worker.autocast_dtype is not None):
-                    terms, _, _ = reconstruction_step(lgm, loss_fn, mixed, inputs["alphas"], inputs["cameras"],
-                                                      input_views, supervised, background, network=network)
+                    terms, _, _ = reconstruction_step(lgm, loss_fn, inputs["views"] / 2 + 0.5, inputs["alphas"],
+                                                      inputs["cameras"], input_views, supervised, background,
+                                                      network=network, input_images=predicted)
                 worker.scaler.scale(terms["loss"] / accumulation).backward()
                 losses.append(terms["loss"].item())
                 samples += len(predicted)
