@@ -1,12 +1,27 @@
-"""Memory of the full-size ModelScope T2V UNet per training sample, computed without a GPU.
+"""GPU memory of a full-size fine-tuning step of G, computed without a GPU, for the real configuration.
 
-Builds the published ``text-to-video-ms-1.7b`` UNet config inside ``FakeTensorMode`` (shapes and
-dtypes only, no memory, no compute), runs one fp16 forward on 24 views at 256x256 (latents
-4x24x32x32) and adds up the bytes of every tensor autograd saves for backward, with and without
-the project's block-level gradient checkpointing. On a GPU, pass --measure to also measure the
-real peak with torch.cuda.max_memory_allocated.
+Builds ModelScope T2V at full size from its published configs (``benchmarks.full_size``: the UNet
+with the camera embedding in fp32 master weights, the fp32 VAE and text encoder) inside
+``FakeTensorMode`` (shapes and dtypes only: no memory, no compute) and runs the training step the
+workers run: ``models.objective.diffusion_loss`` (VAE encode of 24 x micro-batch views at 256 px in
+chunks, text encoder, the UNet under fp16 autocast with block-level gradient checkpointing),
+backward, the fused AdamW step the workers take (``pipeline.train_common.build_optimizer``), twice
+(the second is the steady state). ``LiveBytes`` follows every tensor
+the step creates and frees, so the peak is the allocator's peak less fragmentation; what lives
+outside it is then added as the workers hold it:
 
-    python benchmarks/diffusion_memory.py [--frames 24] [--resolution 256] [--measure]
+- DDP: with ``gradient_as_bucket_view=True`` (``pipeline.train_common.ddp_options``) the gradients
+  are the all-reduce buckets; with False the buckets are a second copy of them (+4 bytes/parameter).
+- ``--optimizer zero1`` on N workers keeps 1/N of AdamW's 8 bytes/parameter.
+- Encoders off the GPU (precomputed latents, issue 27): the VAE and text encoder and their work go.
+- The CUDA context and cuBLAS/cuDNN workspaces, outside PyTorch's allocator: ``CUDA_CONTEXT_GB``
+  (measured on a GPU by ``benchmarks/gpu_check.py``'s training rows).
+
+CPU autocast stands in for CUDA's (both run matrix products and convolutions in fp16 and keep the
+reductions in fp32; the op lists differ in details). With ``--measure`` on a GPU the same step runs
+for real and its ``torch.cuda.max_memory_allocated`` is printed beside the computed figure.
+
+    python benchmarks/diffusion_memory.py [--micro-batches 1 2 4] [--workers 8] [--measure]
 """
 
 from __future__ import annotations
@@ -14,134 +29,181 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import weakref
+from typing import Any, Callable
 
 sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
-from diffusers import UNet3DConditionModel  # noqa: E402
 from torch._subclasses.fake_tensor import FakeTensorMode  # noqa: E402
+from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
+from torch.utils._pytree import tree_flatten  # noqa: E402
 
-from models.camera_embedding import CameraEmbedding  # noqa: E402
-from models.multiview_unet import MultiViewUNet  # noqa: E402
+from benchmarks.full_size import build_full_size_model, parameter_count  # noqa: E402
+from models.objective import MultiViewBatch, diffusion_loss  # noqa: E402
 
-# unet/config.json of text-to-video-ms-1.7b (ModelScope T2V).
-MODELSCOPE_T2V_UNET = dict(
-    act_fn="silu", attention_head_dim=64, block_out_channels=(320, 640, 1280, 1280), cross_attention_dim=1024,
-    down_block_types=("CrossAttnDownBlock3D", "CrossAttnDownBlock3D", "CrossAttnDownBlock3D", "DownBlock3D"),
-    up_block_types=("UpBlock3D", "CrossAttnUpBlock3D", "CrossAttnUpBlock3D", "CrossAttnUpBlock3D"),
-    downsample_padding=1, in_channels=4, out_channels=4, layers_per_block=2, norm_eps=1e-5, norm_num_groups=32,
-    sample_size=32,
-)
 GB = 1e9
+CUDA_CONTEXT_GB = 0.6  # CUDA context + cuBLAS/cuDNN workspaces on an A100/H100 (outside the allocator)
+GPUS = {"A100 40 GB": 40.0, "A100 80 GB / H100 80 GB": 80.0}
+HEADROOM = 0.9  # of the GPU's memory planned for: the allocator's fragmentation and cached blocks take the rest
 
 
-def build(dtype: torch.dtype) -> MultiViewUNet:
-    """Parameters are created directly in ``dtype`` (casting fake tensors afterwards is not possible)."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        unet = UNet3DConditionModel(**MODELSCOPE_T2V_UNET)
-        camera_embedding = CameraEmbedding(embedding_dim=unet.time_embedding.linear_2.out_features)
-    finally:
-        torch.set_default_dtype(previous)
-    return MultiViewUNet(unet, camera_embedding)
+class LiveBytes(TorchDispatchMode):
+    """Bytes of the tensors created inside it that are alive now, and the peak. Works under
+    ``FakeTensorMode`` (a fake tensor's storage has its real size) and on real devices."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live = self.peak = 0
+        self._storages: dict[int, list[int]] = {}  # storage id -> [live tensors on it, bytes]
+
+    def reset_peak(self) -> None:
+        self.peak = self.live
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        output = func(*args, **(kwargs or {}))
+        for tensor in tree_flatten(output)[0]:
+            if isinstance(tensor, torch.Tensor):
+                storage = tensor.untyped_storage()
+                entry = self._storages.get(storage._cdata)
+                if entry is None:
+                    entry = self._storages[storage._cdata] = [0, storage.nbytes()]
+                    self.live += storage.nbytes()
+                    self.peak = max(self.peak, self.live)
+                entry[0] += 1
+                weakref.finalize(tensor, self._release, storage._cdata)
+        return output
+
+    def _release(self, key: int) -> None:
+        entry = self._storages[key]
+        entry[0] -= 1
+        if entry[0] == 0:
+            self.live -= entry[1]
+            del self._storages[key]
 
 
-def saved_activation_bytes(model: MultiViewUNet, inputs: dict, checkpointing: bool) -> tuple[int, int]:
-    """(bytes of distinct storages autograd keeps for backward, the largest single block's share).
-
-    Parameters are excluded. With checkpointing the block share is what one block's recomputation
-    holds during backward, on top of the kept total.
-    """
-    parameter_storages = {p.untyped_storage()._cdata for p in model.parameters()}
-    kept: dict[int, int] = {}
-    per_block: dict[int, dict[int, int]] = {}
-    active: list[int] = []
-
-    def pack(tensor: torch.Tensor) -> torch.Tensor:
-        storage = tensor.untyped_storage()
-        if storage._cdata not in parameter_storages:
-            kept[storage._cdata] = storage.nbytes()
-            if active:
-                per_block.setdefault(active[-1], {})[storage._cdata] = storage.nbytes()
-        return tensor
-
-    handles = []
-    if not checkpointing:
-        def leave(module, args, output) -> None:
-            active.pop()
-
-        for index, block in enumerate(model._blocks):
-            handles.append(block.register_forward_pre_hook(lambda m, a, i=index: active.append(i)))
-            handles.append(block.register_forward_hook(leave))
-    if checkpointing:
-        model.enable_gradient_checkpointing()
-
-        def keep_block_inputs(module, args, kwargs):  # what non-reentrant checkpoint holds on to
-            for value in [*args, *kwargs.values(), *(kwargs.get("res_hidden_states_tuple") or ())]:
-                if isinstance(value, torch.Tensor) and value.requires_grad:
-                    pack(value)
-
-        handles = [block.register_forward_pre_hook(keep_block_inputs, with_kwargs=True) for block in model._blocks]
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        output = model(**inputs)
-    kept[output.untyped_storage()._cdata] = output.untyped_storage().nbytes()
-    for handle in handles:
-        handle.remove()
-    model.disable_gradient_checkpointing()
-    largest_block = max((sum(b.values()) for b in per_block.values()), default=0)
-    return sum(kept.values()), largest_block
+def training_step(model: Any, optimizer: torch.optim.Optimizer, micro_batch: int, frames: int, resolution: int,
+                  device: str, generator: torch.Generator | None, autocast: torch.dtype) -> None:
+    views = torch.rand(micro_batch, frames, 3, resolution, resolution, device=device) * 2 - 1
+    cameras = torch.eye(4, device=device).expand(micro_batch, frames, 4, 4)
+    batch = MultiViewBatch(views=views, cameras=cameras, prompts=["a wooden chair, 3d asset"] * micro_batch)
+    loss = diffusion_loss(model, batch, generator, condition_dropout=0.0, autocast_dtype=autocast)
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
 
 
-def main() -> int:
+def computed_peaks(micro_batches: list[int], frames: int, resolution: int) -> dict[str, Any]:
+    """Under FakeTensorMode: parameter counts and, per micro-batch, the steady-state peak of the step
+    (activations, transients, gradients and AdamW's state; weights apart)."""
+    result: dict[str, Any] = {"peaks": {}}
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        model = build_full_size_model("cpu", torch.float32)
+        model.freeze_encoders()
+        model.unet.enable_gradient_checkpointing()
+        model.unet.train()
+        result["unet"] = parameter_count(model.unet)
+        result["encoders"] = parameter_count(model.vae) + parameter_count(model.text_encoder)
+        for micro_batch in micro_batches:
+            tracker = LiveBytes()
+            with tracker, torch.no_grad():
+                views = torch.rand(micro_batch, frames, 3, resolution, resolution) * 2 - 1
+                model.encode_views(views), model.encode_prompts([""] * micro_batch)
+            result.setdefault("encode_peaks", {})[micro_batch] = tracker.peak
+            optimizer = torch.optim.AdamW(model.unet.parameters(), lr=3e-5, weight_decay=0.0, fused=True)
+            tracker = LiveBytes()
+            with tracker:
+                training_step(model, optimizer, micro_batch, frames, resolution, "cpu", None, torch.float16)
+                tracker.reset_peak()  # the optimizer state now exists: measure the steady state
+                training_step(model, optimizer, micro_batch, frames, resolution, "cpu", None, torch.float16)
+            result["peaks"][micro_batch] = tracker.peak
+            del optimizer
+    return result
+
+
+def budget(unet: int, encoders: int, step_peak: int, buckets_as_views: bool, optimizer_shards: int,
+           encoders_on_gpu: bool) -> dict[str, float]:
+    """GB by item for one worker. ``step_peak`` includes gradients and AdamW's full state; the
+    encoders' own work peaks below it (``encode_peak``), so taking them off saves their weights."""
+    items = {"unet weights (fp32)": 4 * unet / GB, "encoders (fp32)": 4 * encoders / GB if encoders_on_gpu else 0.0}
+    adam = 8 * unet / GB
+    items["step peak: activations, transients, gradients, AdamW"] = step_peak / GB - adam * (1 - 1 / optimizer_shards)
+    items["DDP buckets (a copy of the gradients)"] = 0.0 if buckets_as_views else 4 * unet / GB
+    items["CUDA context"] = CUDA_CONTEXT_GB
+    items["total"] = sum(items.values())
+    return items
+
+
+def measured_peak(micro_batch: int, frames: int, resolution: int) -> float:
+    """The same step for real on CUDA (1 process, no DDP): torch.cuda.max_memory_allocated, GB."""
+    model = build_full_size_model("cuda", torch.float32)
+    model.freeze_encoders()
+    model.unet.enable_gradient_checkpointing()
+    model.unet.train()
+    optimizer = torch.optim.AdamW(model.unet.parameters(), lr=3e-5, weight_decay=0.0, fused=True)
+    generator = torch.Generator(device="cuda").manual_seed(0)
+    training_step(model, optimizer, micro_batch, frames, resolution, "cuda", generator, torch.float16)
+    torch.cuda.reset_peak_memory_stats()
+    training_step(model, optimizer, micro_batch, frames, resolution, "cuda", generator, torch.float16)
+    peak = torch.cuda.max_memory_allocated() / GB
+    del model, optimizer
+    torch.cuda.empty_cache()
+    return peak
+
+
+def _print_table(title: str, rows: list[tuple[str, dict[str, float]]]) -> None:
+    print(f"\n{title}")
+    names = list(rows[0][1])
+    print("| " + " | ".join(["GB per worker"] + [name for name, _ in rows]) + " |")
+    print("|---|" + "---:|" * len(rows))
+    for item in names:
+        print(f"| {item} | " + " | ".join(f"{values[item]:.1f}" for _, values in rows) + " |")
+
+
+def main(argv: list[str] | None = None, print_table: Callable[..., None] = _print_table) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--micro-batches", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--frames", type=int, default=24)
     parser.add_argument("--resolution", type=int, default=256)
-    parser.add_argument("--measure", action="store_true", help="also measure the real peak on CUDA")
-    args = parser.parse_args()
-    latent = args.resolution // 8
+    parser.add_argument("--workers", type=int, default=8, help="GPUs the zero1 optimizer state is sharded over")
+    parser.add_argument("--measure", action="store_true", help="also run the step on CUDA and print its real peak")
+    args = parser.parse_args(argv)
 
-    with torch.device("meta"):
-        parameters = sum(p.numel() for p in build(torch.float16).parameters())
-    print(f"ModelScope T2V UNet + camera embedding: {parameters / 1e9:.3f} B parameters")
-    print(f"  weights fp16 {2 * parameters / GB:.1f} GB; fp32 master weights {4 * parameters / GB:.1f} GB; "
-          f"fp32 gradients {4 * parameters / GB:.1f} GB; AdamW state {8 * parameters / GB:.1f} GB")
+    computed = computed_peaks(args.micro_batches, args.frames, args.resolution)
+    unet, encoders = computed["unet"], computed["encoders"]
+    print(f"ModelScope T2V UNet + camera embedding: {unet / 1e9:.3f} B parameters; VAE + text encoder "
+          f"{encoders / 1e9:.3f} B (frozen)")
+    print(f"per parameter: fp32 weights {4 * unet / GB:.2f} GB, fp32 gradients {4 * unet / GB:.2f} GB, "
+          f"AdamW state {8 * unet / GB:.2f} GB ({8 * unet / GB / args.workers:.2f} GB with zero1 on {args.workers})")
+    for micro_batch, peak in computed["peaks"].items():
+        print(f"micro-batch {micro_batch}: steady-state step peak {peak / GB:.1f} GB; the VAE and text encoder's work "
+              f"alone peaks at {computed['encode_peaks'][micro_batch] / GB:.1f} GB (computed under FakeTensorMode)")
 
-    with FakeTensorMode(allow_non_fake_inputs=True):
-        model = build(torch.float16)
-        model.train()
-        inputs = {
-            "sample": torch.randn(1, 4, args.frames, latent, latent, dtype=torch.float16, requires_grad=False),
-            "timestep": torch.tensor([500]),
-            "cameras": torch.randn(1, args.frames, 4, 4),
-            "encoder_hidden_states": torch.randn(1, 77, 1024, dtype=torch.float16),
-        }
-        plain, largest_block = saved_activation_bytes(model, inputs, checkpointing=False)
-        checkpointed, _ = saved_activation_bytes(model, inputs, checkpointing=True)
-    print(f"activations per sample ({args.frames} x {args.resolution}^2, fp16), computed under FakeTensorMode:")
-    print(f"  without gradient checkpointing: {plain / GB:.1f} GB")
-    print(f"  with block-level checkpointing:  {checkpointed / GB:.1f} GB kept + {largest_block / GB:.1f} GB "
-          f"while the largest block is recomputed = {(checkpointed + largest_block) / GB:.1f} GB peak")
+    configurations = [
+        ("DDP buckets as views, AdamW", dict(buckets_as_views=True, optimizer_shards=1, encoders_on_gpu=True)),
+        ("DDP buckets apart, AdamW", dict(buckets_as_views=False, optimizer_shards=1, encoders_on_gpu=True)),
+        (f"views, zero1 on {args.workers}", dict(buckets_as_views=True, optimizer_shards=args.workers,
+                                                encoders_on_gpu=True)),
+        (f"views, zero1 on {args.workers}, encoders off", dict(buckets_as_views=True, optimizer_shards=args.workers,
+                                                              encoders_on_gpu=False)),
+    ]
+    for micro_batch, peak in computed["peaks"].items():
+        rows = [(name, budget(unet, encoders, peak, **options)) for name, options in configurations]
+        print_table(f"micro-batch {micro_batch} ({args.frames} views at {args.resolution} px, fp16 autocast, "
+                    "gradient checkpointing):", rows)
+        fits = {gpu: [name for name, values in rows if values["total"] <= HEADROOM * size] for gpu, size in GPUS.items()}
+        for gpu, names in fits.items():
+            print(f"  fits a {gpu} with {100 - HEADROOM * 100:.0f}% to spare: {'; '.join(names) if names else 'none'}")
 
     if args.measure:
         if not torch.cuda.is_available():
             print("--measure needs CUDA", file=sys.stderr)
             return 1
-        model = build(torch.float16).cuda().train()
-        real = {k: v.cuda() if v.device.type != "meta" else v for k, v in {
-            "sample": torch.randn(1, 4, args.frames, latent, latent, dtype=torch.float16),
-            "timestep": torch.tensor([500]),
-            "cameras": torch.randn(1, args.frames, 4, 4),
-            "encoder_hidden_states": torch.randn(1, 77, 1024, dtype=torch.float16),
-        }.items()}
-        for checkpointing in (False, True):
-            (model.enable_gradient_checkpointing if checkpointing else model.disable_gradient_checkpointing)()
-            torch.cuda.reset_peak_memory_stats()
-            base = torch.cuda.memory_allocated()
-            model(**real).float().mean().backward()
-            peak = torch.cuda.max_memory_allocated() - base
-            model.zero_grad(set_to_none=True)
-            print(f"  measured peak above weights, checkpointing={checkpointing}: {peak / GB:.1f} GB")
+        for micro_batch, peak in computed["peaks"].items():
+            real = measured_peak(micro_batch, args.frames, args.resolution)
+            weights = 4 * (unet + encoders) / GB
+            print(f"micro-batch {micro_batch}: measured peak {real:.1f} GB = weights {weights:.1f} + step {real - weights:.1f} "
+                  f"(computed step {peak / GB:.1f})")
     return 0
 
 

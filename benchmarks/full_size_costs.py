@@ -3,7 +3,7 @@
 Counts the floating-point operations (``torch.utils.flop_counter``, matrix products and
 convolutions, which are nearly all of the work) of one forward of each full-size network, built
 from its published config inside ``FakeTensorMode`` (shapes only, no memory, no compute):
-- G's UNet: ModelScope T2V (``benchmarks.diffusion_memory.MODELSCOPE_T2V_UNET``) with the camera
+- G's UNet: ModelScope T2V (``benchmarks.full_size.MODELSCOPE_T2V_UNET``) with the camera
   embedding, 24 views at 256x256 (latents 4x24x32x32), one pass per guidance branch;
 - the VAE (Stable Diffusion's AutoencoderKL, which ModelScope T2V uses): decode and encode one view;
 - the reconstructor: LGM "big" (the official checkpoint's network), 4 views at 256x256.
@@ -31,16 +31,10 @@ from diffusers import AutoencoderKL  # noqa: E402
 from torch._subclasses.fake_tensor import FakeTensorMode  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from benchmarks.diffusion_memory import build  # noqa: E402
+from benchmarks.full_size import MODELSCOPE_T2V_VAE, build_unet  # noqa: E402
 from models.lgm import LGM  # noqa: E402
 from models.sampler import AUTHORS_STEPS  # noqa: E402
 
-# vae/config.json of text-to-video-ms-1.7b (Stable Diffusion's AutoencoderKL).
-MODELSCOPE_T2V_VAE = dict(
-    in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(128, 256, 512, 512), layers_per_block=2,
-    down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4, norm_num_groups=32,
-    sample_size=512,
-)
 STEPS = 50
 VIEWS = 24
 RECONSTRUCTOR_VIEWS = 4
@@ -57,7 +51,7 @@ def count() -> dict[str, int]:
     "vae_encode" (one view), "lgm" (4 views)."""
     previous = torch.get_default_dtype()
     with FakeTensorMode(allow_non_fake_inputs=True), torch.no_grad():
-        unet = build(torch.float16).eval()
+        unet = build_unet(torch.float16).eval()
         torch.set_default_dtype(torch.float16)
         try:
             vae = AutoencoderKL(**MODELSCOPE_T2V_VAE).eval()

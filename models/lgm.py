@@ -69,7 +69,8 @@ class LGM(ModelMixin):
                           fov: float = camera.DEFAULT_FOV_DEG) -> torch.Tensor:
         """World cameras [B, V, 4, 4] (vertical ``fov``) -> the reconstructor's frame, where they render
         with ``options.fov`` (per sample ``transforms`` from ``prepare_inputs``)."""
-        return normalise_cameras(transforms, c2w, self.dolly(fov))
+        with torch.autocast(c2w.device.type, enabled=False):  # camera geometry in full precision
+            return normalise_cameras(transforms, c2w, self.dolly(fov))
 
     def prepare_inputs(self, views: torch.Tensor, c2w: torch.Tensor, fov: float = camera.DEFAULT_FOV_DEG
                        ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -82,7 +83,14 @@ class LGM(ModelMixin):
         Returns:
             inputs [B, V, 9, S, S] (S = input_size) and transforms [B, 4, 4]: the similarity taking
             each sample's world to its normalised frame (``normalisation``).
+
+        Computed in float32 with autocast off (training runs the reconstructor under autocast, and
+        the ray maps' matrix products would otherwise come out in half precision).
         """
+        with torch.autocast(views.device.type, enabled=False):
+            return self._prepare_inputs(views, c2w, fov)
+
+    def _prepare_inputs(self, views: torch.Tensor, c2w: torch.Tensor, fov: float) -> tuple[torch.Tensor, torch.Tensor]:
         batch, num_views = views.shape[:2]
         if num_views != self.options.num_input_views:
             raise ValueError(f"LGM takes {self.options.num_input_views} views, got {num_views}")

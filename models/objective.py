@@ -8,15 +8,13 @@ Classifier-free guidance is learnt by dropping the condition with probability ``
 negative branch). 2D images mixed in as 1-frame videos go through the same function with
 ``cameras=None``.
 
-Memory of the full-size ModelScope T2V UNet (1.413 B parameters with the camera embedding,
-``UNet3DConditionModel`` with the published config) per sample of 24 views at 256x256 (latents
-4x24x32x32), fp16 autocast: weights 2.8 GB in fp16, or 5.7 GB fp32 + 5.7 GB fp32 gradients +
-11.3 GB AdamW state when the whole UNet is trained with fp32 master weights; activations kept for
-backward 13.3 GB per sample without gradient checkpointing, and with the block-level checkpointing
-of ``MultiViewUNet`` 1.0 GB kept plus 4.2 GB while the largest block is recomputed (5.2 GB peak).
-Computed, not measured (no GPU here): ``benchmarks/diffusion_memory.py`` counts the bytes of every
-tensor autograd saves in one forward under ``FakeTensorMode``; with ``--measure`` on a GPU it also
-reports the real peak.
+Memory of a full-size fine-tuning step (ModelScope T2V's UNet, 1.413 B parameters with the camera
+embedding; 24 views at 256x256; fp32 master weights, fp16 autocast, the block-level gradient
+checkpointing of ``MultiViewUNet``, fused AdamW): 5.65 GB of weights, 5.65 GB of gradients, 11.3 GB
+of AdamW state, and about 3.7 GB of activations per sample at the backward's peak; the whole step
+peaks at 20.6 / 24.4 / 32.8 GB at micro-batch 1 / 2 / 4, plus 1.7 GB of fp32 encoders. Computed
+without a GPU by ``benchmarks/diffusion_memory.py`` (the real step under ``FakeTensorMode``, every
+tensor followed from creation to release); ``docs/costs.md`` has the table per configuration.
 """
 
 from __future__ import annotations
@@ -85,8 +83,11 @@ def diffusion_loss(
     else:
         raise ValueError(f"unsupported prediction type {scheduler.config.prediction_type!r}")
 
-    rng = random.Random(int(torch.randint(0, 2**31, (1,), generator=generator, device=device)))
-    dropped = [rng.random() < condition_dropout for _ in range(batch_size)]
+    if condition_dropout > 0:  # (nothing drawn without dropout: no host sync, and shapes-only runs work)
+        rng = random.Random(int(torch.randint(0, 2**31, (1,), generator=generator, device=device)))
+        dropped = [rng.random() < condition_dropout for _ in range(batch_size)]
+    else:
+        dropped = [False] * batch_size
     unet_inputs: dict[str, torch.Tensor] = {}
     if model.variant == "t2v":
         prompts = ["" if drop else prompt for prompt, drop in zip(batch.prompts, dropped)]

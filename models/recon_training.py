@@ -38,7 +38,6 @@ def reconstruction_step(
     background: tuple[float, float, float],
     network: torch.nn.Module | None = None,
     fov: float = camera.DEFAULT_FOV_DEG,
-    input_images: torch.Tensor | None = None,
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
     """Forward and loss for one batch (call ``backward`` on ``terms["loss"]`` yourself).
 
@@ -50,8 +49,6 @@ def reconstruction_step(
         supervised_views: view indices rendered and supervised (None: all).
         network: the module to run instead of ``model`` (its DDP wrapper in training).
         fov: the views' vertical field of view in degrees.
-        input_images: [B, 4, 3, H, W] in [0, 1], what the model is given at ``input_views``
-            (G's predictions in VideoMV's recipe); default: ``views`` there. ``views`` stay the targets.
     Returns:
         (loss terms, rendered RGB [B, S, 3, h, w], target RGB [B, S, 3, h, w]) where h = w =
         min(H, ``model.options.output_size``): the targets' own resolution, or downsampled to
@@ -60,10 +57,7 @@ def reconstruction_step(
     inputs = torch.as_tensor(input_views, device=views.device)
     supervised = torch.arange(views.shape[1], device=views.device) if supervised_views is None else \
         torch.as_tensor(supervised_views, device=views.device)
-    given = views[:, inputs] if input_images is None else input_images
-    if given.shape[1] != len(inputs):
-        raise ValueError(f"input_images has {given.shape[1]} views for {len(inputs)} input_views")
-    network_inputs, transforms = model.prepare_inputs(given, c2w[:, inputs], fov)
+    network_inputs, transforms = model.prepare_inputs(views[:, inputs], c2w[:, inputs], fov)
     gaussians = (network or model)(network_inputs)
     cameras = model.normalise_cameras(transforms, c2w[:, supervised].float(), fov)
     size = min(views.shape[-1], model.options.output_size)

@@ -2,8 +2,8 @@
 
 G stays frozen. Per batch: encode the ground-truth views, draw t in [0, 700], noise the latents, one
 G forward (under the job's autocast), decode the predicted x0 at 4 random views only, give those to
-LGM and supervise the rendered Gaussians against the ground truth at the supervised views (all 24 by
-default, the input views included) on the variant's background.
+LGM and supervise the rendered Gaussians at the ground-truth views (all 24 by default) on the
+variant's background.
 """
 
 from __future__ import annotations
@@ -118,13 +118,14 @@ def recon_loop(config: dict[str, Any]) -> None:
                 input_views = torch.randperm(frames, generator=rng, device=worker.device)[:4].sort().values
                 supervised = torch.randperm(frames, generator=rng, device=worker.device)[:config["supervised_views"]]
                 predicted = one_step_predictions(generator_model, inputs, rng, input_views, worker.autocast_dtype)
-                # LGM sees G's predictions at the input views; its renders are compared with the ground
-                # truth at every supervised view, the input views included (the authors' targets).
+                targets = inputs["views"] / 2 + 0.5
+                # LGM sees the predicted views; the loss compares its renders with the ground truth.
+                mixed = targets.clone()
+                mixed[:, input_views] = predicted
                 with torch.autocast(worker.device.type, dtype=worker.autocast_dtype,
                                     enabled=worker.autocast_dtype is not None):
-                    terms, _, _ = reconstruction_step(lgm, loss_fn, inputs["views"] / 2 + 0.5, inputs["alphas"],
-                                                      inputs["cameras"], input_views, supervised, background,
-                                                      network=network, input_images=predicted)
+                    terms, _, _ = reconstruction_step(lgm, loss_fn, mixed, inputs["alphas"], inputs["cameras"],
+                                                      input_views, supervised, background, network=network)
                 worker.scaler.scale(terms["loss"] / accumulation).backward()
                 losses.append(terms["loss"].item())
                 samples += len(predicted)

@@ -62,8 +62,27 @@ def metric_steps(workspace, experiment: str, run_name: str, metric: str = "loss"
 
 
 def adam_steps(checkpoint_dir: str) -> int:
-    state = torch.load(os.path.join(checkpoint_dir, TRAINING_STATE), weights_only=False)
+    state = torch.load(os.path.join(checkpoint_dir, TRAINING_STATE), weights_only=True)
     return int(next(iter(state["optimizer"]["state"].values()))["step"])
+
+
+def image_parquet(path, count: int) -> str:
+    """A Parquet of ``count`` PNG images with captions (``--image-data``)."""
+    import io
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    rows = {"image": [], "caption": []}
+    for index in range(count):
+        buffer = io.BytesIO()
+        Image.fromarray(np.random.default_rng(index).integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(buffer, "PNG")
+        rows["image"].append(buffer.getvalue())
+        rows["caption"].append(f"picture {index}")
+    pq.write_table(pa.table(rows), path)
+    return str(path)
 
 
 def fixed_loss(model: MultiViewModel, workspace) -> float:
@@ -129,6 +148,72 @@ def test_finetune_with_materialized_data_and_reordered_orbits(workspace):
     run = mlflow.search_runs(experiment_names=["videomv-finetune"],
                              filter_string="tags.ray_run_name = 'ft-reordered'", output_format="list")[0]
     assert run.data.params["roll_orbits"] == "True" and run.data.params["materialize_data"] == "True"
+
+
+@pytest.mark.timeout(600)  # before the fix this deadlocked around the first epoch's end
+def test_finetune_mixing_images_on_two_workers_crosses_epochs_with_a_sharded_optimizer_and_resumes(workspace):
+    """--image-data on 2 workers: 4 orbits and 2 images give each rank 2 orbit batches and 1 image
+    batch per epoch; 6 steps with the image draws of seed 0 take 3 image epochs (two boundaries
+    crossed) and 3 orbit batches (one). CPUs are left to the default, which must leave Ray Data its
+    share (2 workers x 0.25 + 2 datasets x 0.75 on 2 cores). The optimizer is zero1: each rank
+    checkpoints its shard, and the resumed run loads them."""
+    import random
+
+    draws = random.Random(0).random
+    chosen = [draws() < 0.5 for _ in range(6)]
+    assert sum(chosen) >= 3, "the test needs at least two image epoch boundaries"
+    images = image_parquet(workspace["root"] / "images.parquet", 2)
+    config = train_config(workspace, "ft-images", steps=6, checkpoint_every=3, image_data=images, image_ratio=0.5,
+                          cpus_per_worker=None, optimizer="zero1")
+    first = run_finetune(config)
+    assert first.final_metrics["step"] == 6
+    shards = sorted(name for name in os.listdir(first.checkpoint) if name.startswith("optimizer_shard_"))
+    assert shards == ["optimizer_shard_0.pt", "optimizer_shard_1.pt"]
+    state = torch.load(os.path.join(first.checkpoint, TRAINING_STATE), weights_only=True)
+    assert state["optimizer_shards"] == 2 and "optimizer" not in state
+    steps_in_shards = [int(next(iter(torch.load(os.path.join(first.checkpoint, name), weights_only=True)
+                                    ["state"].values()))["step"]) for name in shards]
+    assert steps_in_shards == [6, 6]
+
+    second = run_finetune(dataclasses.replace(config, steps=7))
+    assert second.final_metrics["step"] == 7
+    steps_in_shards = [int(next(iter(torch.load(os.path.join(second.checkpoint, name), weights_only=True)
+                                    ["state"].values()))["step"]) for name in shards]
+    assert steps_in_shards == [7, 7], "each rank resumed its own optimizer shard"
+
+
+def test_a_job_whose_workers_take_every_cpu_fails_at_once_saying_what_to_change(workspace):
+    with pytest.raises(ValueError, match=r"2 workers x 1 CPUs leave 0 of the cluster's 2 CPUs to Ray Data.*"
+                                         r"lower --cpus-per-worker"):
+        run_finetune(train_config(workspace, "ft-no-room", cpus_per_worker=1.0))
+
+
+def test_worker_cpus_leave_ray_data_its_share():
+    from pipeline.train_common import worker_cpus
+
+    config = TrainConfig(data="shards", model="model", output="runs", name="cpus", num_workers=2)
+    assert worker_cpus(config, {"CPU": 2.0}, 1) == pytest.approx(0.625)  # (2 - 0.75) / 2
+    assert worker_cpus(config, {"CPU": 96.0, "GPU": 8.0}, 1) == 1.0
+    gpu = dataclasses.replace(config, use_gpu=True, num_workers=8)
+    with pytest.raises(ValueError, match="8 GPU workers on a cluster with 0 GPUs"):
+        worker_cpus(gpu, {"CPU": 96.0}, 1)
+    # An autoscaling cluster may grow: a warning, and the default of 1 CPU per worker.
+    assert worker_cpus(dataclasses.replace(gpu, wait_for_nodes=True), {"CPU": 0.0}, 1) == 1.0
+
+
+def test_a_training_state_that_would_run_code_is_refused(tmp_path):
+    from pipeline.train_common import load_training_state
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    path = tmp_path / TRAINING_STATE
+    torch.save({"step": 1, "payload": Payload()}, path)
+    with pytest.raises(ValueError, match="weights_only=True"):
+        load_training_state(str(path))
+    torch.save({"step": 3, "optimizer": {"state": {}, "param_groups": []}}, path)
+    assert load_training_state(str(path))["step"] == 3
 
 
 def test_finetune_survives_a_failing_step(workspace):

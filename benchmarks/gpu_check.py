@@ -1,0 +1,412 @@
+"""The GPU check suite: the full-size paths on one GPU, in one command, as one table.
+
+On a CUDA machine (one H100/H200; about 6 minutes) every network is built at full size from its
+published config with random weights (``benchmarks.full_size``; nothing is downloaded) and the
+production code runs on it:
+
+1. rasteriser: gsplat forward+backward on 65,536 Gaussians x 24 views at 256 px, fp32 and with
+   half-precision Gaussians under autocast, against the PyTorch rasteriser (time, peak, max |diff|);
+2. CUDA generators: G's fine-tuning loss, its one-step x0 (4 decoded views) and sampling, each
+   drawing from a generator on the GPU;
+3. a fine-tuning step of the full-size UNet (fp32 master weights, fp16 autocast, gradient
+   checkpointing, DDP with gradients as bucket views, fused AdamW) at micro-batch 1, 2 and 4;
+4. sampling, fp32 against fp16, plain against 3D-aware (the authors' steps, two reconstructions),
+   batch 1 and 4 (``--sample-steps`` DDIM steps; seconds also scaled to 50 steps);
+5. one reconstructor step: LGM big, 4 input views, 24 supervised views at 512 px, LPIPS;
+6. the evaluation's Gaussian fit (12 views, 8,192 Gaussians, 300 steps) on the GPU;
+7. a tiny ``jobs/finetune.py --use-gpu`` run of 2 steps, then resumed to 3.
+
+``--smoke`` runs the same code on the CPU with tiny models and sizes in about 2 minutes (part of
+``make test`` through ``tests/test_gpu_check.py``); gsplat rows then say "skipped: needs CUDA".
+
+    python benchmarks/gpu_check.py [--smoke] [--only rasteriser,training,...] [--markdown FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+import torch  # noqa: E402
+
+import camera  # noqa: E402
+from models.gaussians import Gaussians  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CHECKS = ("rasteriser", "generators", "training", "sampling", "reconstructor", "fit", "finetune_job")
+
+
+@dataclass
+class Sizes:
+    gaussians: int
+    render_size: int
+    micro_batches: tuple[int, ...]
+    sample_batches: tuple[int, ...]
+    sample_dtypes: tuple[str, ...]
+    sample_steps: int
+    recon_size: int
+    fit_steps: int
+    fit_gaussians: int
+
+
+FULL = Sizes(gaussians=65_536, render_size=256, micro_batches=(1, 2, 4), sample_batches=(1, 4),
+             sample_dtypes=("fp32", "fp16"), sample_steps=10, recon_size=512, fit_steps=300, fit_gaussians=8192)
+SMOKE = Sizes(gaussians=2048, render_size=32, micro_batches=(1, 2), sample_batches=(1, 2),
+              sample_dtypes=("fp32", "bf16"), sample_steps=3, recon_size=32, fit_steps=5, fit_gaussians=256)
+
+
+@dataclass
+class Row:
+    check: str
+    setting: str
+    seconds: float | None = None
+    peak_gb: float | None = None
+    result: str = "ok"
+
+
+class Suite:
+    def __init__(self, device: torch.device, smoke: bool) -> None:
+        self.device, self.smoke = device, smoke
+        self.sizes = SMOKE if smoke else FULL
+        self.rows: list[Row] = []
+        self.cuda = device.type == "cuda"
+
+    # -- measuring ---------------------------------------------------------------------------------
+    def measure(self, check: str, setting: str, run: Callable[[], str | None], repeat: int = 1) -> None:
+        """Time ``run`` (after one warm-up call when ``repeat`` > 1) and record its peak memory."""
+        try:
+            if repeat > 1:
+                run()
+            self._sync()
+            if self.cuda:
+                torch.cuda.reset_peak_memory_stats(self.device)
+            start = time.perf_counter()
+            for _ in range(repeat):
+                result = run()
+            self._sync()
+            seconds = (time.perf_counter() - start) / repeat
+            peak = torch.cuda.max_memory_allocated(self.device) / 1e9 if self.cuda else None
+            self.rows.append(Row(check, setting, seconds, peak, result or "ok"))
+        except Exception as error:  # a failed check is a row of the table, the others still run
+            self.rows.append(Row(check, setting, result=f"FAILED {type(error).__name__}: {str(error).splitlines()[0]}"))
+        finally:
+            if self.cuda:
+                torch.cuda.empty_cache()
+
+    def skip(self, check: str, setting: str, why: str) -> None:
+        self.rows.append(Row(check, setting, result=f"skipped: {why}"))
+
+    def _sync(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+
+    # -- the models --------------------------------------------------------------------------------
+    def generator_model(self, dtype: torch.dtype = torch.float32) -> Any:
+        if self.smoke:
+            from models.precision import cast
+            from models.tiny import build_tiny
+
+            model = build_tiny("t2v").to(self.device)
+            for module in (model.unet, model.vae, model.text_encoder):
+                cast(module, dtype)
+            return model
+        from benchmarks.full_size import build_full_size_model
+
+        return build_full_size_model(self.device, dtype)
+
+    def reconstructor(self) -> Any:
+        from models.lgm import LGM
+
+        torch.manual_seed(0)
+        return LGM("tiny" if self.smoke else "big").to(self.device)
+
+    def orbit(self, batch: int, resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
+        views = torch.rand(batch, camera.NUM_VIEWS, 3, resolution, resolution, device=self.device)
+        c2w = torch.as_tensor(camera.orbit_c2w(15.0), dtype=torch.float32, device=self.device)
+        return views, c2w[None].expand(batch, -1, -1, -1)
+
+    # -- 1. rasteriser -----------------------------------------------------------------------------
+    def rasteriser(self) -> None:
+        from models.gaussian_renderer import render_batch, warm_up
+
+        size, count = self.sizes.render_size, self.sizes.gaussians
+        generator = torch.Generator(device=self.device).manual_seed(0)
+        leaves = {
+            "means": (torch.rand(1, count, 3, generator=generator, device=self.device) - 0.5) * 0.8,
+            "quats": torch.randn(1, count, 4, generator=generator, device=self.device),
+            "scales": torch.full((1, count, 3), -4.0, device=self.device),
+            "opacities": torch.zeros(1, count, device=self.device),
+            "colors": torch.rand(1, count, 3, generator=generator, device=self.device),
+        }
+        for tensor in leaves.values():
+            tensor.requires_grad_(True)
+        _, c2w = self.orbit(1, size)
+
+        def scene(dtype: torch.dtype) -> Gaussians:
+            return Gaussians(means=leaves["means"].to(dtype),
+                             quats=torch.nn.functional.normalize(leaves["quats"], dim=-1).to(dtype),
+                             scales=leaves["scales"].exp().to(dtype), opacities=torch.sigmoid(leaves["opacities"]).to(dtype),
+                             colors=leaves["colors"].to(dtype))
+
+        outputs: dict[str, torch.Tensor] = {}
+
+        def step(backend: str, dtype: torch.dtype, autocast: bool) -> Callable[[], str]:
+            def run() -> str:
+                context = (torch.autocast(self.device.type, dtype=torch.float16) if autocast
+                           else torch.autocast(self.device.type, enabled=False))
+                with context:
+                    colors, _ = render_batch(scene(dtype), c2w, camera.DEFAULT_FOV_DEG, size, (0.5, 0.5, 0.5), backend)
+                colors.mean().backward()
+                outputs[f"{backend}-{dtype}"] = colors.detach()
+                return f"{count} Gaussians x {camera.NUM_VIEWS} views at {size} px"
+            return run
+
+        label = f"{count // 1024}K x 24 views, {size} px, fwd+bwd"
+        self.measure("rasteriser", f"torch, fp32, {label}", step("torch", torch.float32, False))
+        if not self.cuda:
+            self.skip("rasteriser", "gsplat, fp32 and fp16 autocast", "needs CUDA")
+            return
+        backend = warm_up(self.device)
+        if backend["backend"] != "gsplat":
+            self.skip("rasteriser", "gsplat", f"gsplat unusable: {backend['fallback']}")
+            return
+        self.measure("rasteriser", f"gsplat, fp32, {label}", step("gsplat", torch.float32, False), repeat=3)
+        self.measure("rasteriser", f"gsplat, fp16 Gaussians under autocast, {label}",
+                     step("gsplat", torch.float16, True), repeat=3)
+        difference = (outputs["gsplat-torch.float32"] - outputs["torch-torch.float32"]).abs().max().item()
+        self.rows.append(Row("rasteriser", "gsplat vs torch, fp32", result=f"max |diff| {difference:.2e}"))
+
+    # -- 2. CUDA generators ------------------------------------------------------------------------
+    def generators(self) -> None:
+        from models.objective import MultiViewBatch, diffusion_loss
+        from models.three_d_aware import one_step_x0
+
+        model = self.generator_model()
+        model.freeze_encoders()
+        resolution = model.resolution
+        views, c2w = self.orbit(1, resolution)
+        generator = torch.Generator(device=self.device).manual_seed(0)
+        autocast = torch.float16 if self.cuda else torch.bfloat16
+
+        def loss() -> str:
+            with torch.no_grad():
+                value = diffusion_loss(model, MultiViewBatch(views * 2 - 1, c2w, ["a chair, 3d asset"]), generator,
+                                       autocast_dtype=autocast)
+            return f"loss {value.item():.4f}" if torch.isfinite(value) else "FAILED: loss not finite"
+
+        def x0() -> str:
+            out = one_step_x0(model, views * 2 - 1, c2w, ["a chair, 3d asset"], torch.tensor([381], device=self.device),
+                              generator, frames=[0, 6, 12, 18], autocast_dtype=autocast)
+            return f"x0 {tuple(out.shape)} on {out.device.type}"
+
+        self.measure("generators", f"fine-tuning loss, {self.device.type} generator", loss)
+        self.measure("generators", f"one-step x0 (4 views decoded), {self.device.type} generator", x0)
+        del model
+
+    # -- 3. fine-tuning step -----------------------------------------------------------------------
+    def training(self) -> None:
+        import torch.distributed as dist
+
+        from models.objective import MultiViewBatch, diffusion_loss
+        from pipeline.train_common import build_optimizer, ddp_options
+
+        _init_process_group("nccl" if self.cuda else "gloo")
+        model = self.generator_model(torch.float32)
+        model.freeze_encoders()
+        model.unet.enable_gradient_checkpointing()
+        model.unet.train()
+        ddp = torch.nn.parallel.DistributedDataParallel(model.unet, **ddp_options())
+        optimizer = build_optimizer(model.unet.parameters(), {"lr": 3e-5}, world_size=1)
+        scaler = torch.amp.GradScaler(self.device.type, enabled=self.cuda)
+        autocast = torch.float16 if self.cuda else torch.bfloat16
+        generator = torch.Generator(device=self.device).manual_seed(0)
+
+        def step(micro_batch: int) -> Callable[[], str]:
+            def run() -> str:
+                views, c2w = self.orbit(micro_batch, model.resolution)
+                batch = MultiViewBatch(views * 2 - 1, c2w, ["a chair, 3d asset"] * micro_batch)
+                loss = diffusion_loss(model, batch, generator, autocast_dtype=autocast, unet=ddp)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
+                return f"loss {loss.item():.4f}"
+            return run
+
+        for micro_batch in self.sizes.micro_batches:
+            self.measure("training", f"fine-tuning step, micro-batch {micro_batch} (DDP, fused AdamW)",
+                         step(micro_batch), repeat=2)
+        del ddp, optimizer, model
+        dist.destroy_process_group()
+
+    # -- 4. sampling -------------------------------------------------------------------------------
+    def sampling(self) -> None:
+        from models.pipeline_videomv import VideoMVPipeline
+        from models.precision import DTYPES, cast
+        from models.sampler import reconstruction_steps
+
+        steps = self.sizes.sample_steps
+        for name in self.sizes.sample_dtypes:
+            dtype = DTYPES[name]
+            model = self.generator_model(dtype)
+            reconstructor = cast(self.reconstructor(), dtype)
+            pipe = VideoMVPipeline.from_model(model, reconstructor)
+            pipe.set_progress_bar_config(disable=True)
+            for three_d_aware in (False, True):
+                for batch in self.sizes.sample_batches:
+                    at = reconstruction_steps(steps, "authors") if three_d_aware else ()
+                    generators = [torch.Generator(device=self.device).manual_seed(i) for i in range(batch)]
+
+                    def run(at: tuple = at, batch: int = batch, generators: list = generators) -> str:
+                        out = pipe(prompt=["a wooden chair, 3d asset"] * batch, num_inference_steps=steps,
+                                   three_d_aware=at, generator=generators, output_type="pt")
+                        if not torch.isfinite(out.frames).all():
+                            return "FAILED: views not finite"
+                        return f"{out.reconstructions} reconstructions"
+
+                    setting = f"{name}, {'3D-aware' if three_d_aware else 'plain'}, batch {batch}, {steps} steps"
+                    self.measure("sampling", setting, run)
+                    row = self.rows[-1]
+                    if row.seconds is not None:
+                        row.result += f"; {row.seconds * 50 / steps:.1f} s at 50 steps"
+            del pipe, model, reconstructor
+
+    # -- 5. reconstructor step ---------------------------------------------------------------------
+    def reconstructor_step(self) -> None:
+        from models.lpips import LPIPS
+        from models.recon_loss import ReconstructionLoss
+        from models.recon_training import reconstruction_step
+        from models.tiny import make_tiny_evaluation_weights
+
+        lgm = self.reconstructor().train()
+        with tempfile.TemporaryDirectory() as scratch:
+            weights = make_tiny_evaluation_weights(scratch)
+            loss_fn = ReconstructionLoss(LPIPS.from_files(weights["lpips_vgg"], weights["lpips_lin"])).to(self.device)
+        optimizer = torch.optim.AdamW(lgm.parameters(), lr=3e-5, weight_decay=0.0, fused=True)
+        scaler = torch.amp.GradScaler(self.device.type, enabled=self.cuda)
+        size = self.sizes.recon_size
+        views, c2w = self.orbit(1, size)
+        alphas = torch.ones_like(views[:, :, :1])
+
+        def run() -> str:
+            with torch.autocast(self.device.type, dtype=torch.float16 if self.cuda else torch.bfloat16):
+                terms, _, _ = reconstruction_step(lgm, loss_fn, views, alphas, c2w, (0, 6, 12, 18), None, (0.5, 0.5, 0.5))
+            scaler.scale(terms["loss"]).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            return f"loss {terms['loss'].item():.4f}"
+
+        preset = "tiny" if self.smoke else "big"
+        self.measure("reconstructor", f"LGM {preset} step, 4 inputs, 24 views at {min(size, lgm.options.output_size)} px, "
+                     "LPIPS", run, repeat=2)
+
+    # -- 6. evaluation fit -------------------------------------------------------------------------
+    def fit(self) -> None:
+        from models.gaussian_fit import FitConfig, fit_gaussians
+
+        resolution = 32 if self.smoke else 256
+        views, c2w = self.orbit(1, resolution)
+        config = FitConfig(steps=self.sizes.fit_steps, num_gaussians=self.sizes.fit_gaussians)
+
+        def run() -> str:
+            fitted = fit_gaussians(views[0, ::2], c2w[0, ::2], camera.DEFAULT_FOV_DEG, (0.5, 0.5, 0.5), config)
+            return f"{fitted.count} Gaussians on {fitted.means.device.type}"
+
+        self.measure("fit", f"evaluation fit, 12 views at {resolution} px, {config.num_gaussians} Gaussians, "
+                     f"{config.steps} steps", run)
+
+    # -- 7. the fine-tuning job --------------------------------------------------------------------
+    def finetune_job(self) -> None:
+        with tempfile.TemporaryDirectory(prefix="gpu-check-") as scratch:
+            def job(*args: str) -> subprocess.CompletedProcess:
+                return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=600)
+
+            def run() -> str:
+                tiny = job("jobs/make_tiny.py", "--variant", "t2v", "--output", f"{scratch}/tiny")
+                render = job("jobs/render.py", "--input", "assets", "--output", f"{scratch}/shards", "--resolution",
+                             "32", "--samples", "2", "--mlflow-uri", f"sqlite:///{scratch}/mlflow.db")
+                for name, done in (("make_tiny", tiny), ("render", render)):
+                    if done.returncode != 0:
+                        return f"FAILED: {name} exited {done.returncode}: {done.stderr.strip().splitlines()[-1:]}"
+                common = ["jobs/finetune.py", "--data", f"{scratch}/shards", "--model", f"{scratch}/tiny",
+                          "--output", f"{scratch}/runs", "--name", "gpu-check", "--num-workers", "1",
+                          "--resolution", "32", "--global-batch", "1", "--checkpoint-every", "2",
+                          "--mlflow-uri", f"sqlite:///{scratch}/mlflow.db", *(["--use-gpu"] if self.cuda else [])]
+                first = job(*common, "--steps", "2")
+                second = job(*common, "--steps", "3")
+                for name, done in (("first run", first), ("resumed run", second)):
+                    if done.returncode != 0:
+                        return f"FAILED: {name} exited {done.returncode}: {done.stderr.strip().splitlines()[-1:]}"
+                if "resumed from step 2" not in second.stdout + second.stderr:
+                    return "FAILED: the second run did not resume from step 2"
+                return "2 steps, then resumed at step 3"
+
+            self.measure("finetune_job", f"jobs/finetune.py {'--use-gpu ' if self.cuda else ''}2 steps + resume", run)
+
+    # -- the table ---------------------------------------------------------------------------------
+    def table(self) -> str:
+        lines = ["| check | setting | seconds | peak GB | result |", "|---|---|---:|---:|---|"]
+        for row in self.rows:
+            seconds = f"{row.seconds:.3f}" if row.seconds is not None else ""
+            peak = f"{row.peak_gb:.1f}" if row.peak_gb is not None else ""
+            lines.append(f"| {row.check} | {row.setting} | {seconds} | {peak} | {row.result} |")
+        return "\n".join(lines)
+
+
+def _init_process_group(backend: str) -> None:
+    """A one-process group, so that DDP (and its buckets) is the trainers' own wrapper."""
+    import socket
+
+    import torch.distributed as dist
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group(backend, rank=0, world_size=1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true", help="tiny models and sizes on the CPU (the CI's run)")
+    parser.add_argument("--only", default=",".join(CHECKS), help=f"comma-separated checks of {', '.join(CHECKS)}")
+    parser.add_argument("--markdown", help="also write the table to this file")
+    args = parser.parse_args(argv)
+    checks = [name for name in args.only.split(",") if name]
+    unknown = sorted(set(checks) - set(CHECKS))
+    if unknown:
+        parser.error(f"unknown checks {unknown}; choose from {CHECKS}")
+    if not args.smoke and not torch.cuda.is_available():
+        parser.error("no CUDA device: the full-size suite needs a GPU (run --smoke for the CPU version)")
+    device = torch.device("cpu" if args.smoke else "cuda")
+    if device.type == "cuda":
+        from models.precision import allow_tf32
+
+        allow_tf32()
+    suite = Suite(device, args.smoke)
+    began = time.perf_counter()
+    for name in checks:
+        getattr(suite, "reconstructor_step" if name == "reconstructor" else name)()
+        print(f"gpu_check: {name} done at {time.perf_counter() - began:.0f} s", file=sys.stderr, flush=True)
+    table = suite.table()
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU (smoke: tiny models)"
+    print(f"GPU check on {where}, torch {torch.__version__}, {time.perf_counter() - began:.0f} s\n\n{table}")
+    if args.markdown:
+        with open(args.markdown, "w", encoding="utf-8") as handle:
+            handle.write(table + "\n")
+    failed = [row for row in suite.rows if row.result.startswith("FAILED")]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

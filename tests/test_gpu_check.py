@@ -1,0 +1,25 @@
+"""``benchmarks/gpu_check.py --smoke``: the GPU check suite's code on the CPU with tiny models, so
+that the suite a GPU machine runs is known to work before one is lent."""
+
+from __future__ import annotations
+
+import pathlib
+import subprocess
+import sys
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+
+
+def test_the_gpu_check_suite_runs_on_the_cpu_with_tiny_models(tmp_path):
+    table = tmp_path / "table.md"
+    done = subprocess.run([sys.executable, "benchmarks/gpu_check.py", "--smoke", "--markdown", str(table)], cwd=REPO,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    rows = [line.split(" | ") for line in table.read_text().splitlines()[2:]]
+    checks = {row[0].lstrip("| ") for row in rows}
+    assert checks == {"rasteriser", "generators", "training", "sampling", "reconstructor", "fit", "finetune_job"}
+    results = [row[-1].rstrip(" |") for row in rows]
+    assert not [r for r in results if r.startswith("FAILED")]
+    assert "skipped: needs CUDA" in results  # gsplat, on this CPU
+    assert sum(row[0].lstrip("| ") == "sampling" for row in rows) == 8  # 2 dtypes x plain/3D-aware x 2 batches
+    assert any("resumed at step 3" in r for r in results)
