@@ -41,7 +41,8 @@ def generate(server, **fields) -> requests.Response:
 def test_health_and_openapi(server):
     health = requests.get(f"{server['url']}/v1/health", timeout=10).json()
     assert health == {"status": "ok", "variant": "t2v", "reconstructor": True, "resolution": 32, "frames": 24,
-                      "training_cameras": TRAINING_CAMERAS}
+                      "training_cameras": TRAINING_CAMERAS, "device": "cpu", "dtype": "fp32",
+                      "rasterizer": {"backend": "torch", "fallback": None}}
     schema = requests.get(f"{server['url']}/openapi.json", timeout=10).json()
     assert "/v1/generate" in schema["paths"] and "/v1/health" in schema["paths"]
     assert requests.get(f"{server['url']}/docs", timeout=10).status_code == 200

@@ -216,6 +216,31 @@ def test_a_training_state_that_would_run_code_is_refused(tmp_path):
     assert load_training_state(str(path))["step"] == 3
 
 
+def test_a_final_model_for_remote_storage_is_uploaded_once(tmp_path):
+    """Remote output: the model goes there, and MLflow records where it is (tag, registered
+    version's source) instead of a second upload to its artifact store."""
+    import fsspec
+
+    from pipeline.train_common import FINAL_MODEL, publish_final
+
+    def save(directory: str) -> None:
+        with open(os.path.join(directory, "weights.bin"), "wb") as handle:
+            handle.write(b"0123")
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("final-once")
+    config = {"output": "memory://bucket/train", "name": "once", "register_as": "once-model"}
+    with mlflow.start_run() as run:
+        target = publish_final(save, config, mlflow)
+    assert target == "memory://bucket/train/once/final_model"
+    assert fsspec.filesystem("memory").cat("/bucket/train/once/final_model/weights.bin") == b"0123"
+    client = mlflow.tracking.MlflowClient()
+    assert client.list_artifacts(run.info.run_id, FINAL_MODEL) == []
+    assert client.get_run(run.info.run_id).data.tags["final_model"] == target
+    assert client.get_model_version("once-model", "1").source == target
+
+
 def test_finetune_survives_a_failing_step(workspace):
     summary = run_finetune(train_config(workspace, "fault", steps=4, fail_at_step=3, max_failures=1))
     assert os.path.exists(workspace["root"] / "runs" / "fault" / ".failed_once_at_3")
