@@ -14,7 +14,8 @@ production code runs on it:
    batch 1 and 4 (``--sample-steps`` DDIM steps; seconds also scaled to 50 steps);
 5. one reconstructor step: LGM big, 4 input views, 24 supervised views at 512 px, LPIPS;
 6. the evaluation's Gaussian fit (12 views, 8,192 Gaussians, 300 steps) on the GPU;
-7. a tiny ``jobs/finetune.py --use-gpu`` run of 2 steps, then resumed to 3.
+7. a tiny ``jobs/finetune.py --use-gpu`` run of 2 steps, then resumed to 3;
+8. the test suite's CUDA-only tests (``pytest -m gpu``; skipped on a CPU).
 
 ``--smoke`` runs the same code on the CPU with tiny models and sizes in about 2 minutes (part of
 ``make test`` through ``tests/test_gpu_check.py``); gsplat rows then say "skipped: needs CUDA".
@@ -42,7 +43,7 @@ import camera  # noqa: E402
 from models.gaussians import Gaussians  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CHECKS = ("rasteriser", "generators", "training", "sampling", "reconstructor", "fit", "finetune_job")
+CHECKS = ("rasteriser", "generators", "training", "sampling", "reconstructor", "fit", "finetune_job", "gpu_tests")
 
 
 @dataclass
@@ -352,6 +353,20 @@ class Suite:
                 return "2 steps, then resumed at step 3"
 
             self.measure("finetune_job", f"jobs/finetune.py {'--use-gpu ' if self.cuda else ''}2 steps + resume", run)
+
+    # -- 8. the tests marked gpu --------------------------------------------------------------------
+    def gpu_tests(self) -> None:
+        files = sorted(name for name in os.listdir(os.path.join(REPO, "tests"))
+                       if name.startswith("test_") and "mark.gpu" in open(os.path.join(REPO, "tests", name)).read())
+
+        def run() -> str:
+            done = subprocess.run([sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider",
+                                   *(os.path.join("tests", name) for name in files)], cwd=REPO, capture_output=True,
+                                  text=True, timeout=900)
+            summary = (done.stdout.strip().splitlines() or ["no output"])[-1]
+            return summary if done.returncode in (0, 5) else f"FAILED: {summary}"
+
+        self.measure("gpu_tests", f"pytest -m gpu ({', '.join(files)})", run)
 
     # -- the table ---------------------------------------------------------------------------------
     def table(self) -> str:

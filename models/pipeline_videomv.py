@@ -46,6 +46,7 @@ from models.multiview_model import MultiViewModel, resolve_model_dir
 from models.multiview_unet import MultiViewUNet
 from models.precision import allow_tf32, cast, inference_dtype
 from models.sampler import SamplingConfig, reconstruction_steps, sample_views
+from models.schedule import parametrisation
 
 PIPELINE_MODULE = "pipeline_videomv"  # the module file saved beside model_index.json
 RECONSTRUCTOR_FOLDER = "reconstructor"
@@ -258,6 +259,8 @@ class VideoMVPipeline(DiffusionPipeline):
         batch = len(prompts) if prompts is not None else images.shape[0]
         steps = (reconstruction_steps(num_inference_steps, "authors") if three_d_aware is True
                  else () if three_d_aware is False else tuple(three_d_aware))
+        if steps:
+            parametrisation(self.scheduler)  # refuses, by name, a scheduler whose x0 cannot be computed
         config = SamplingConfig(steps=num_inference_steps, eta=eta, guidance_scale=guidance_scale,
                                 elevation=elevation, distance=distance, reconstruct_at=steps, mode=three_d_aware_mode)
         model = self.model

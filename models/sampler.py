@@ -31,7 +31,7 @@ from models.gaussian_renderer import render_batch
 from models.gaussians import Gaussians
 from models.lgm import LGM
 from models.multiview_model import MultiViewModel
-from models.schedule import output_from_x0, predict_x0
+from models.schedule import output_from_x0, parametrisation, predict_x0
 
 # The authors sample the image model at distance 1.7, but it must see the cameras it was trained on:
 # the render job's (``camera.DEFAULT_DISTANCE``) or the model's recorded training cameras.
@@ -211,6 +211,8 @@ def sample_views(model: MultiViewModel, prompts: list[str] | None = None, images
     config = (config or SamplingConfig()).resolved(model.variant, recorded)
     if config.reconstruct_at and reconstructor is None:
         raise ValueError("3D-aware steps need a reconstructor")
+    if config.reconstruct_at:
+        parametrisation(model.scheduler)  # a scheduler whose x0 cannot be computed is refused by name
     if cameras is None:
         for problem in camera_problems(recorded, elevation=config.elevation, distance=config.distance,
                                        fov=camera.DEFAULT_FOV_DEG):

@@ -19,7 +19,7 @@ from models.lpips import LPIPS
 from models.multiview_model import MultiViewModel
 from models.renders_vs_x0 import RendersVsX0
 from models.sampler import DEFAULTS, input_view_indices, reconstruct_views
-from models.schedule import predict_x0
+from models.schedule import parametrisation, predict_x0
 
 AUTHORS_TIMESTEPS = (581, 381, 181)  # steps 20, 30, 40 of the authors' 50-step DDIM
 
@@ -40,8 +40,11 @@ def one_step_x0(model: MultiViewModel, views: torch.Tensor, cameras: torch.Tenso
     Returns:
         predicted views [B, F', 3, H, W] in [0, 1], F' = len(frames) or F.
     """
-    latents = model.encode_views(views, generator).float()
     scheduler = model.scheduler
+    if parametrisation(scheduler) != "variance-preserving":
+        raise ValueError(f"one-step x0 noises the truth to arbitrary timesteps, which {type(scheduler).__name__} "
+                         "(sigma-scaled, step-indexed) cannot: give the model a variance-preserving scheduler (DDIM)")
+    latents = model.encode_views(views, generator).float()
     timesteps = timesteps.to(latents.device)
     noise = torch.randn(latents.shape, generator=generator, device=latents.device)
     noisy = scheduler.add_noise(latents, noise, timesteps)

@@ -159,3 +159,30 @@ def test_the_client_defaults_are_the_servers():
     for name in ("seed", "steps"):
         default = GenerateRequest.model_fields[name].default
         assert f'"--{name}", type=int, default={default})' in source, f"--{name} disagrees with GenerateRequest"
+
+
+def test_a_cpu_replica_chosen_because_the_cluster_has_no_gpus_now_is_a_warning(caplog):
+    """An autoscaling cluster whose GPU group is at zero nodes looks CPU-only: the choice is said."""
+    with caplog.at_level("WARNING", logger="pipeline.serving"):
+        assert ServeConfig(model_dir="/m").resolved(cluster_has_gpus=False).num_gpus == 0.0
+    assert "set num_gpus=1" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="pipeline.serving"):
+        ServeConfig(model_dir="/m", num_gpus=0).resolved(cluster_has_gpus=False)  # asked for: no warning
+    assert caplog.text == ""
+
+
+@pytest.mark.parametrize("location", ["s3://bucket/lgm/model_fp16_fixrot.safetensors", "models:/videomv-lgm/3"])
+def test_train_recon_takes_remote_reconstructor_locations(monkeypatch, tmp_path, location):
+    job = load_job("train_recon")
+    seen = {}
+
+    def run(config, recon):
+        seen["lgm"] = recon.lgm
+        raise ValueError("stopped before Ray")  # the job reports it as an error: the check passed
+
+    monkeypatch.setattr(job, "run_train_recon", run)
+    args = ["--data", "d", "--model", "m", "--output", str(tmp_path), "--name", "n", "--lgm", location]
+    assert job.main(args) == 2 and seen == {"lgm": location}
+    seen.clear()
+    assert job.main([*args[:-1], str(tmp_path / "missing.safetensors")]) == 2 and seen == {}

@@ -228,6 +228,7 @@ def test_container_validates_shapes():
                   opacities=torch.zeros(3, 1), colors=torch.zeros(3, 3))
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="gsplat needs CUDA")
 def test_gsplat_and_torch_backends_agree():
     scene = random_scene(2000).to("cuda")

@@ -217,3 +217,26 @@ def test_gsplat_renders_half_precision_gaussians_under_autocast_and_matches_the_
     reference, _ = render_batch(scene.to(torch.float16).to(torch.float32), c2w, 39.6, 64, (0.5, 0.5, 0.5),
                                 backend="torch")
     assert (colors - reference).abs().max() < 1e-3
+
+
+@pytest.mark.gpu
+@cuda
+def test_the_evaluation_fits_its_gaussians_on_the_gpu(tiny_dir, tmp_path, monkeypatch):
+    import models.evaluation
+    from models.gaussian_fit import FitConfig, fit_gaussians
+    from pipeline.evaluate import EvaluationConfig, evaluate
+
+    devices = []
+
+    def recording_fit(views, *args, **kwargs):
+        devices.append(views.device.type)
+        return fit_gaussians(views, *args, **kwargs)
+
+    monkeypatch.setattr(models.evaluation, "fit_gaussians", recording_fit)
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a duck\n")
+    evaluate(EvaluationConfig(model=f"{tiny_dir}/t2v", prompts=str(prompts), settings=("plain",), steps=2,
+                              fit=FitConfig(steps=2, num_gaussians=64), mlflow_uri=f"sqlite:///{tmp_path}/m.db"),
+             log=lambda *_: None)
+    assert devices == ["cuda"]
+    assert torch.backends.cuda.matmul.allow_tf32, "load_pipeline allows TF32 on CUDA"
