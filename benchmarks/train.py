@@ -5,7 +5,10 @@ settings (micro batch 1, no accumulation, fp32, gradient checkpointing on) in on
 - plain: batches decoded once into memory, then a bare loop of diffusion_loss / backward / step
   with the same number of torch threads as one Ray worker gets;
 - stack: ``run_finetune`` with 1 and with 2 workers (samples/s from the steps after warm-up);
-- loader: Ray Data alone (read + decode), samples/s, to show it is not the bottleneck.
+- loader: Ray Data alone (read + decode), samples/s, to show it is not the bottleneck;
+- one decode actor's rate (``DecodeOrbits`` in this process, one CPU) on orbits stored at 256 and
+  512 px: the rendered objects upsampled and re-encoded as PNG, so the files compress like renders
+  (an object on a transparent background), decoded to 256 (G's input) and to 512.
 
     python benchmarks/train.py [--steps 20] [--threads 2]
 Target: stack (1 worker) within 15% of plain.
@@ -26,6 +29,33 @@ sys.path[0] = ROOT
 
 RESOLUTION = 32
 WARMUP = 3
+DECODE_CASES = ((256, 256), (512, 256), (512, 512))  # (stored px, decoded px)
+
+
+def decode_rates(rows: list[dict], repeats: int = 2) -> dict[tuple[int, int], float]:
+    """Samples/s of one ``DecodeOrbits`` (one decode actor) per (stored, decoded) resolution."""
+    import numpy as np
+    import pyarrow as pa
+    from PIL import Image
+
+    from pipeline import schema
+    from pipeline.train_data import BACKGROUNDS, DecodeOrbits
+
+    rates = {}
+    for stored, target in DECODE_CASES:
+        upsampled = []
+        for row in rows:
+            views = schema.decode_views(row)
+            encoded = [schema.encode_png(np.asarray(Image.fromarray(view).resize((stored, stored), Image.BILINEAR)))
+                       for view in views]
+            upsampled.append({**row, "views": encoded})
+        table = pa.Table.from_pylist(upsampled)
+        decode = DecodeOrbits(BACKGROUNDS["t2v"], target)
+        began = time.perf_counter()
+        for _ in range(repeats):
+            decode(table)
+        rates[stored, target] = repeats * len(upsampled) / (time.perf_counter() - began)
+    return rates
 
 
 def main() -> int:
@@ -62,6 +92,8 @@ def main() -> int:
         run_render_job(RenderJobConfig(input=assets, output=data, settings=RenderSettings(resolution=RESOLUTION, samples=2),
                                        mlflow_uri=uri))
         model_dir = make_tiny("t2v", os.path.join(scratch, "tiny"))
+        torch.set_num_threads(1)
+        decoding = decode_rates(shards.read_rows(data)[:4])
 
         # Loader alone.
         start = time.perf_counter()
@@ -117,6 +149,9 @@ def main() -> int:
           f"(same {args.threads} cores shared)")
     print(f"Ray Data loader alone:                 {loader:.2f} samples/s = {loader / max(stack.values()):.0f} x "
           f"the fastest training run (not the bottleneck when > 1)")
+    for (stored, target), rate in decoding.items():
+        print(f"one decode actor, orbits stored at {stored} px decoded to {target} px: {rate:.2f} samples/s "
+              f"(24 views each)")
     return 0
 
 

@@ -45,6 +45,7 @@ from models.lgm import LGM
 from models.multiview_model import MultiViewModel, resolve_model_dir
 from models.multiview_unet import MultiViewUNet
 from models.precision import allow_tf32, cast, inference_dtype
+from models.prompts import with_suffix
 from models.sampler import SamplingConfig, reconstruction_steps, sample_views
 from models.schedule import parametrisation
 
@@ -253,7 +254,10 @@ class VideoMVPipeline(DiffusionPipeline):
         if unknown:
             raise ValueError(f"callback_on_step_end_tensor_inputs {sorted(unknown)} are not among "
                              f"{self._callback_tensor_inputs}")
-        prompts = None if prompt is None else [p for p in ([prompt] if isinstance(prompt, str) else prompt)
+        # The caption suffix the model was fine-tuned with, once (``models.prompts``).
+        suffix = self.camera_embedding.config.get("prompt_suffix")
+        prompts = None if prompt is None else [with_suffix(p, suffix) for p in
+                                               ([prompt] if isinstance(prompt, str) else prompt)
                                                for _ in range(num_videos_per_prompt)]
         images = None if image is None else self._condition_images(image).repeat_interleave(num_videos_per_prompt, 0)
         batch = len(prompts) if prompts is not None else images.shape[0]

@@ -23,6 +23,7 @@ import torch
 from models.camera_embedding import camera_ranges
 from models.multiview_model import MultiViewModel, detect_variant, resolve_model_dir
 from models.objective import MultiViewBatch, diffusion_loss
+from models.prompts import CAPTION_SUFFIX
 from models.pipeline_videomv import VideoMVPipeline
 from models.train_views import reorder_orbits
 from pipeline import shards
@@ -35,6 +36,7 @@ from pipeline.train_common import (
     build_optimizer,
     cycle_batches,
     ddp_options,
+    placed,
     publish_final,
     restore,
     run_trainer,
@@ -53,7 +55,8 @@ def finetune_loop(config: dict[str, Any]) -> None:
     embedding = model.unet.camera_embedding
     seen = config["training_cameras"]
     embedding.register_to_config(training_cameras=camera_ranges(
-        seen["elevation"], seen["distance"], seen["fov"], previous=embedding.config.get("training_cameras")))
+        seen["elevation"], seen["distance"], seen["fov"], previous=embedding.config.get("training_cameras")),
+        prompt_suffix=CAPTION_SUFFIX if model.variant == "t2v" else None)
     model.freeze_encoders()
     model.to(worker.device)
     if config["gradient_checkpointing"]:
@@ -125,10 +128,11 @@ def run_finetune(config: TrainConfig) -> TrainSummary:
     variant = detect_variant(model_dir)
     if not ray.is_initialized():
         ray.init()
+    config = placed(config, num_datasets=2 if config.image_data else 1)
     datasets = {"orbits": orbit_dataset(config.data, variant, config.resolution, config.captions,
-                                        materialize=config.materialize_data)}
+                                        materialize=config.materialize_data, max_decoders=config.max_decoders)}
     if config.image_data:
-        datasets["images"] = image_dataset(config.image_data, config.resolution)
+        datasets["images"] = image_dataset(config.image_data, config.resolution, config.max_decoders)
     rows = shards.read_rows(config.data, columns=["status", "elevation", "distance", "fov"])
     cameras = camera_ranges(*([row[name] for row in rows] for name in ("elevation", "distance", "fov")))
     return summarise(run_trainer(finetune_loop, config, datasets, {

@@ -42,7 +42,7 @@ from pipeline.sources import BUNDLED_ASSETS, captioned_assets, load_captions
 from pipeline.train_common import TrainConfig
 from pipeline.three_d_aware import measure_schedule
 from pipeline.tracking import mlflow_run
-from pipeline.train_data import CAPTION_SUFFIX
+from models.prompts import CAPTION_SUFFIX
 from pipeline.train_recon import ReconConfig, run_train_recon
 from render.settings import RenderSettings
 

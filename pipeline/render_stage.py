@@ -163,6 +163,7 @@ class RenderSummary:
     nodes: dict[str, int] = dataclasses.field(default_factory=dict)  # Ray node id -> objects rendered there
     failed_uids: list[str] = dataclasses.field(default_factory=list)
     unsupported: str = ""  # files of unsupported types in the input, e.g. "1 .dae (...)"
+    uncaptioned: int = 0  # assets of the input with no caption (they train on the suffix alone)
 
     @property
     def objects_per_minute(self) -> float:
@@ -177,6 +178,9 @@ class RenderSummary:
             + (f" from {len(self.nodes)} node(s)" if self.nodes else "")
             + (f"; failed: {', '.join(self.failed_uids)}" if self.failed_uids else "")
             + (f"; not rendered (unsupported type): {self.unsupported}" if self.unsupported else "")
+            + (f"; {self.uncaptioned} of {self.total} assets have no caption"
+               + (" (most: give --captions, e.g. Cap3D's uid,caption CSV)" if 2 * self.uncaptioned > self.total else "")
+               if self.uncaptioned else "")
         )
 
 
@@ -275,6 +279,7 @@ def run_render_job(config: RenderJobConfig) -> RenderSummary:
             nodes=dict(sum((collections.Counter(s.nodes) for s in sink.written), collections.Counter())),
             failed_uids=[uid for uid, status, _, _ in results if status != schema.STATUS_OK],
             unsupported=resolved.unsupported_summary(),
+            uncaptioned=sum(1 for ref in refs if not ref.caption),
         )
         # Before the metrics: a tracking store that failed still leaves the summary in the log.
         logger.info("%s", summary)

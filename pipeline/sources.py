@@ -224,8 +224,15 @@ def scan_input(spec: str, captions: str | None = None, objaverse_root: str | Non
     refs = resolved.refs
     if captions:
         table = load_captions(captions)
+        covered = [r.uid in table or posixpath.basename(r.uri) in table for r in refs]
+        if not all(covered):
+            logger.warning("%d of %d assets have no row in %s: they keep the source's caption (Objaverse's 'name' "
+                           "field) or none", covered.count(False), len(refs), captions)
         refs = [AssetRef(r.uid, r.source, r.uri, table.get(r.uid, table.get(posixpath.basename(r.uri), r.caption)),
                          r.license) for r in refs]
+    elif spec.startswith(OBJAVERSE_PREFIX) and refs:
+        logger.warning("the captions of these %d Objaverse assets are their 'name' field: the paper trains on Cap3D's "
+                       "captions, given with --captions FILE (its uid,caption CSV as published)", len(refs))
     unique: dict[str, AssetRef] = {}
     for ref in refs:
         unique.setdefault(ref.uid, ref)

@@ -37,13 +37,13 @@ from models.lgm import LGM
 from models.lpips import LPIPS
 from models.multiview_model import MultiViewModel
 from models.pipeline_videomv import load_pipeline
+from models.prompts import with_suffix
 from models.sampler import DEFAULTS, SamplingConfig, reconstruction_steps, training_cameras
 from models.renders_vs_x0 import RendersVsX0
 from models.three_d_aware import AUTHORS_TIMESTEPS, measure_renders_vs_x0
 from pipeline.cli import option
 from pipeline.ground_truth import render_views, scores
 from pipeline.sources import BUNDLED_ASSETS, captioned_assets
-from pipeline.train_data import CAPTION_SUFFIX
 from render.process import BlenderProcess
 from render.settings import RenderSettings
 
@@ -108,7 +108,7 @@ def measure_schedule(model_dir: str, reconstructor_dir: str, assets: dict[str, t
     pipe = load_pipeline(model_dir, reconstructor_dir)
     paths = {name: path for name, (path, _) in assets.items()}
     measured = held_out_renders_vs_x0(pipe.model, pipe.reconstructor, paths,
-                                      [caption + CAPTION_SUFFIX for _, caption in assets.values()], elevation, samples)
+                                      [with_suffix(caption) for _, caption in assets.values()], elevation, samples)
     measured.save(reconstructor_dir)
     return measured
 
@@ -128,7 +128,7 @@ def run_three_d_aware(config: ThreeDAwareConfig) -> dict[str, Any]:
     networks = MetricNetworks.from_paths(config.lpips_vgg, config.lpips_lin, raft=config.raft)
     captioned = captioned_assets(config.assets, os.path.join(config.assets, "captions.csv"))
     assets = {name: path for name, (path, _) in captioned.items()}
-    prompts = [caption + CAPTION_SUFFIX for _, caption in captioned.values()]
+    prompts = [with_suffix(caption) for _, caption in captioned.values()]
     sampling = SamplingConfig(steps=config.steps, guidance_scale=config.guidance_scale).resolved(
         model.variant, training_cameras(model))
     background = DEFAULTS[model.variant]["background"]

@@ -30,7 +30,7 @@ from ray.train.torch import TorchTrainer
 from pipeline.cli import option
 from pipeline.logs import configure_logging
 from pipeline.tracking import log_shards_input, tracking_uri
-from pipeline.train_data import DATA_CPUS_PER_DATASET
+from pipeline.train_data import DATA_CPUS_PER_DATASET, default_decoders
 
 logger = logging.getLogger(__name__)
 TRAINING_STATE = "training_state.pt"
@@ -84,6 +84,9 @@ class TrainConfig:
         False, "start each training orbit at a random view (views and cameras together), so only the cameras "
         "tell which view a frame is (docs/results.md: camera control)")
     reverse_orbits: bool = option(False, "run half the training orbits backwards (views and cameras together)")
+    max_decoders: int | None = option(
+        None, "decode actors the data pool may scale up to, per dataset (default: the CPUs the workers leave, "
+        "in 0.5-CPU shares)")
     materialize_data: bool = option(
         False, "decode the shards once and keep the arrays in Ray's object store (data that fits in memory): "
         "otherwise every epoch decodes again, which dominates when an epoch is a few steps")
@@ -107,6 +110,8 @@ class TrainConfig:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.cpus_per_worker is not None and self.cpus_per_worker <= 0:
             raise ValueError(f"cpus_per_worker must be positive, got {self.cpus_per_worker}")
+        if self.max_decoders is not None and self.max_decoders < 1:
+            raise ValueError(f"max_decoders must be at least 1, got {self.max_decoders}")
 
     @property
     def accumulation_steps(self) -> int:
@@ -162,13 +167,20 @@ def worker_cpus(config: TrainConfig, cluster: dict[str, float], num_datasets: in
     return per_worker
 
 
+def placed(config: TrainConfig, num_datasets: int) -> TrainConfig:
+    """``config`` with ``cpus_per_worker`` and ``max_decoders`` resolved against the Ray cluster
+    (``worker_cpus``, ``default_decoders``); raises when the cluster cannot place the job."""
+    cluster = ray.cluster_resources()
+    cpus = worker_cpus(config, cluster, num_datasets)
+    decoders = config.max_decoders or default_decoders(cluster.get("CPU", 0.0), cpus * config.num_workers)
+    logger.info("%d worker(s) with %g CPUs each; up to %d decode actor(s) per dataset", config.num_workers, cpus,
+                decoders)
+    return dataclasses.replace(config, cpus_per_worker=cpus, max_decoders=decoders)
+
+
 def run_trainer(train_loop: Callable[[dict], None], config: TrainConfig, datasets: dict[str, Any],
                 loop_config: dict[str, Any]) -> ray.train.Result:
-    """Build and fit the ``TorchTrainer`` for ``config``; returns Ray Train's result."""
-    cpus = worker_cpus(config, ray.cluster_resources(), len(datasets))
-    if cpus != config.cpus_per_worker:
-        logger.info("%d worker(s) with %g CPUs each (the rest is left to Ray Data)", config.num_workers, cpus)
-    config = dataclasses.replace(config, cpus_per_worker=cpus)
+    """Build and fit the ``TorchTrainer`` for ``config`` (resolved by ``placed``); returns Ray Train's result."""
     params = dataclasses.asdict(config)
     run_id = mlflow_run_id(config, params)
     trainer = TorchTrainer(

@@ -23,18 +23,24 @@ import pyarrow.parquet as pq
 import ray
 from PIL import Image
 
+from models.prompts import with_suffix
 from pipeline import schema, shards
 from pipeline.sources import load_captions
 
 BACKGROUNDS = {"t2v": (128, 128, 128), "i2v": (255, 255, 255)}  # paper: grey for text, white for image
-CAPTION_SUFFIX = ", 3d asset"
 ORBIT_COLUMNS = ["uid", "status", "caption", "c2w", "views"]
 # Reading and decoding are light next to a training step; small CPU shares let them run beside the
 # training workers even when those hold most CPUs (Ray Data only gets what Train leaves over).
 READ_CPUS = 0.25
 DECODE_CPUS = 0.5
-MAX_DECODERS = 4
 DATA_CPUS_PER_DATASET = READ_CPUS + DECODE_CPUS  # one read task and one decoder: the least a dataset needs
+
+
+def default_decoders(cluster_cpus: float, worker_cpus: float) -> int:
+    """The decode actor pool's bound when none is given: every CPU the training workers leave, in
+    ``DECODE_CPUS`` shares (at least one). The pool autoscales up to it as the workers' demand
+    needs; ``benchmarks/train.py`` measures what one decoder gives (docs/costs.md)."""
+    return max(1, int((cluster_cpus - worker_cpus - READ_CPUS) // DECODE_CPUS))
 
 
 def _resize(images: np.ndarray, size: int) -> np.ndarray:
@@ -42,11 +48,6 @@ def _resize(images: np.ndarray, size: int) -> np.ndarray:
     if images.shape[1] == size and images.shape[2] == size:
         return images
     return np.stack([np.asarray(Image.fromarray(image).resize((size, size), Image.BOX)) for image in images])
-
-
-def _prompt(caption: str | None) -> str:
-    caption = (caption or "").strip()
-    return caption + CAPTION_SUFFIX if caption else CAPTION_SUFFIX.lstrip(", ")
 
 
 class DecodeOrbits:
@@ -68,7 +69,7 @@ class DecodeOrbits:
             views.append(np.round(rgba[..., :3] * alpha + colour * (1.0 - alpha)).astype(np.uint8))
             alphas.append(rgba[..., 3])
             cameras.append(np.asarray(row["c2w"], np.float32).reshape(-1, 16))
-            prompts.append(_prompt(self.captions.get(row["uid"], row.get("caption"))))
+            prompts.append(with_suffix(self.captions.get(row["uid"], row.get("caption"))))
         return _stack(views, alphas, cameras, prompts, self.resolution)
 
 
@@ -110,10 +111,11 @@ def _read_ok_rows(item: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def orbit_dataset(data: str, variant: str, resolution: int, captions: str | None = None,
-                  materialize: bool = False) -> ray.data.Dataset:
+                  materialize: bool = False, max_decoders: int = 1) -> ray.data.Dataset:
     """Orbit shards at ``data`` (folder or URI) as training arrays for ``variant`` ("t2v"/"i2v").
 
-    ``materialize`` decodes them once into Ray's object store (``TrainConfig.materialize_data``).
+    ``materialize`` decodes them once into Ray's object store (``TrainConfig.materialize_data``);
+    ``max_decoders`` bounds the autoscaling pool of decode actors (``default_decoders``).
 
     Shards are listed with ``pipeline.shards`` (complete files only) and read by light tasks; Ray
     Data's own file listing reserves a whole CPU, which a small cluster busy training may not have.
@@ -128,16 +130,16 @@ def orbit_dataset(data: str, variant: str, resolution: int, captions: str | None
     dataset = dataset.map_batches(DecodeOrbits, fn_constructor_kwargs={
         "background": BACKGROUNDS[variant], "resolution": resolution, "captions": table,
     }, batch_format="pyarrow", batch_size=8, num_cpus=DECODE_CPUS,
-        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=MAX_DECODERS))
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, max_decoders)))
     return dataset.materialize() if materialize else dataset
 
 
-def image_dataset(data: str, resolution: int) -> ray.data.Dataset:
+def image_dataset(data: str, resolution: int, max_decoders: int = 1) -> ray.data.Dataset:
     """A Parquet of images (``image``: encoded bytes, ``caption``) as 1-frame training arrays."""
     dataset = ray.data.read_parquet(data, columns=["image", "caption"], num_cpus=READ_CPUS)
     return dataset.map_batches(DecodeImages, fn_constructor_kwargs={"resolution": resolution},
                                batch_format="pyarrow", batch_size=32, num_cpus=DECODE_CPUS,
-                               compute=ray.data.ActorPoolStrategy(min_size=1, max_size=MAX_DECODERS))
+                               compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, max_decoders)))
 
 
 def to_model_inputs(batch: dict[str, Any], device: Any) -> dict[str, Any]:

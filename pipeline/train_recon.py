@@ -33,6 +33,7 @@ from pipeline.train_common import (
     build_optimizer,
     cycle_batches,
     ddp_options,
+    placed,
     publish_final,
     restore,
     run_trainer,
@@ -158,8 +159,9 @@ def run_train_recon(config: TrainConfig, recon: ReconConfig) -> TrainSummary:
     variant = detect_variant(model_dir)
     if not ray.is_initialized():
         ray.init()
+    config = placed(config, num_datasets=1)
     datasets = {"orbits": orbit_dataset(config.data, variant, config.resolution, config.captions,
-                                        materialize=config.materialize_data)}
+                                        materialize=config.materialize_data, max_decoders=config.max_decoders)}
     result = run_trainer(recon_loop, config, datasets,
                          {"model": config.model, "variant": variant, **dataclasses.asdict(recon)})
     return summarise(result, config)

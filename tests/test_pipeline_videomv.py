@@ -179,3 +179,24 @@ def test_model_cpu_offload_gives_the_on_device_result_and_frees_the_device(dirs)
     for name in ("unet", "camera_embedding", "vae", "text_encoder", "reconstructor"):
         module = getattr(offloaded, name)
         assert next(module.parameters()).device.type == "cpu", f"{name} was left on the GPU"
+
+
+def test_prompts_get_the_recorded_caption_suffix_once(monkeypatch):
+    """Fine-tuning records ", 3d asset" (what it appended to every caption); the pipeline appends it
+    to prompts that lack it, never twice; a model without the record takes prompts as they are."""
+    from models.multiview_model import MultiViewModel
+    from models.tiny import build_tiny
+
+    seen = []
+    original = MultiViewModel.encode_prompts
+    monkeypatch.setattr(MultiViewModel, "encode_prompts", lambda self, prompts: seen.append(list(prompts))
+                        or original(self, prompts))
+    model = build_tiny("t2v")
+    pipe = VideoMVPipeline.from_model(model)
+    pipe.set_progress_bar_config(disable=True)
+    pipe(prompt=["a duck", "a box, 3d asset"], num_inference_steps=1, generator=torch.Generator().manual_seed(0))
+    assert seen[0] == ["a duck", "a box, 3d asset"]
+    seen.clear()
+    model.unet.camera_embedding.register_to_config(prompt_suffix=", 3d asset")
+    pipe(prompt=["a duck", "a box, 3d asset"], num_inference_steps=1, generator=torch.Generator().manual_seed(0))
+    assert seen[0] == ["a duck, 3d asset", "a box, 3d asset"]

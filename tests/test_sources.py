@@ -158,3 +158,31 @@ def test_objaverse_offline_through_the_package_api(tmp_path, sample_assets):
         fetch_asset(AssetRef("f" * 32, "objaverse", "f" * 32), str(tmp_path), objaverse_root=str(root))
     with pytest.raises(SourceError, match="LVIS category 'chair' not found"):
         resolve_input("objaverse:lvis=chair", objaverse_root=str(root))
+
+
+def test_cap3d_captions_are_read_as_published_and_gaps_are_said(tmp_path, sample_assets, caplog):
+    """Cap3D's CSV: uid,caption rows, no header, captions quoted where they hold commas."""
+    refs = resolve_input(str(sample_assets))
+    duck, box = (next(r for r in refs if r.uid.startswith(name)) for name in ("Duck-", "BoxTextured-"))
+    captions = tmp_path / "Cap3D_automated_Objaverse.csv"
+    captions.write_text(f'{duck.uid},"A yellow rubber duck, with an orange beak."\n{box.uid},a textured box\n')
+    with caplog.at_level("WARNING", logger="pipeline.sources"):
+        captioned = {r.uid: r.caption for r in resolve_input(str(sample_assets), captions=str(captions))}
+    assert captioned[duck.uid] == "A yellow rubber duck, with an orange beak."
+    assert captioned[box.uid] == "a textured box"
+    assert f"{len(refs) - 2} of {len(refs)} assets have no row in {captions}" in caplog.text
+
+
+def test_objaverse_names_as_captions_are_said(tmp_path, sample_assets, caplog):
+    root = stage_objaverse_tree(tmp_path / "objaverse", sample_assets)
+    with caplog.at_level("WARNING", logger="pipeline.sources"):
+        resolve_input("objaverse:lvis=duck", objaverse_root=str(root))
+    assert "their 'name' field: the paper trains on Cap3D's captions" in caplog.text
+
+
+def test_a_render_summary_says_when_most_assets_have_no_caption():
+    from pipeline.render_stage import RenderSummary
+
+    summary = RenderSummary(total=10, skipped=0, rendered=10, failed=0, seconds=1.0, shards=[], uncaptioned=7)
+    assert "7 of 10 assets have no caption (most: give --captions" in str(summary)
+    assert "no caption" not in str(RenderSummary(total=10, skipped=0, rendered=10, failed=0, seconds=1.0, shards=[]))

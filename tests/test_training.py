@@ -130,6 +130,7 @@ def test_finetune_trains_checkpoints_resumes_and_logs(workspace):
     # The model records the cameras it was trained on (elevation, distance, fov ranges of the shards).
     rows = shards.read_rows(workspace["shards"])
     elevations = [row["elevation"] for row in rows]
+    assert final.unet.camera_embedding.config["prompt_suffix"] == ", 3d asset"  # applied at inference too
     assert final.unet.camera_embedding.config["training_cameras"] == {
         "elevation": [round(min(elevations), 4), round(max(elevations), 4)], "distance": [2.0, 2.0],
         "fov": [39.6, 39.6]}
@@ -283,3 +284,16 @@ def test_cosine_learning_rate():
     assert cosine_lr(1e-3, 50, 99) == pytest.approx(0.525e-3)  # half way
     values = [cosine_lr(1.0, step, 10) for step in range(1, 11)]
     assert values == sorted(values, reverse=True)
+
+
+def test_the_decoder_pool_scales_with_the_cpus_the_workers_leave(ray_local):
+    from pipeline.train_common import placed
+    from pipeline.train_data import default_decoders
+
+    assert default_decoders(2.0, 1.0) == 1  # 2 cores, 2 workers x 0.5: one read task and one decoder
+    assert default_decoders(96.0, 64.0) == 63  # a p4d node with 8 workers x 8 CPUs
+    assert default_decoders(1.0, 1.0) == 1  # never none
+    config = TrainConfig(data="d", model="m", output="o", name="n", num_workers=2)
+    resolved = placed(config, num_datasets=1)  # the suite's local Ray instance: 2 CPUs
+    assert resolved.cpus_per_worker == pytest.approx(0.625) and resolved.max_decoders == 1
+    assert placed(dataclasses.replace(config, max_decoders=6), 1).max_decoders == 6
