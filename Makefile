@@ -36,3 +36,4 @@ bench: setup
 	$(PY) benchmarks/full_size_costs.py
 	$(PY) benchmarks/serve.py
 	$(PY) benchmarks/evaluate.py
+	if nvidia-smi -L >/dev/null 2>&1; then $(PY) benchmarks/gpu_check.py; fi

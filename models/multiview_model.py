@@ -244,10 +244,14 @@ class MultiViewModel:
         """
         batch, frames = views.shape[:2]
         flat = views.flatten(0, 1).to(device=self.device, dtype=self.vae.dtype)
-        # The posterior's parameters chunk by chunk, then one draw: the same latents as one VAE call.
-        parameters = torch.cat([self.vae.encode(part).latent_dist.parameters for part in self._chunks(flat)])
-        posterior = DiagonalGaussianDistribution(parameters)
-        latents = (posterior.sample(generator) if sample else posterior.mode()) * self.vae.config.scaling_factor
+        posteriors = [self.vae.encode(part).latent_dist for part in self._chunks(flat)]
+        if all(isinstance(posterior, DiagonalGaussianDistribution) for posterior in posteriors):
+            # The posterior's parameters chunk by chunk, then one draw: the same latents as one VAE call.
+            posterior = DiagonalGaussianDistribution(torch.cat([p.parameters for p in posteriors]))
+            latents = posterior.sample(generator) if sample else posterior.mode()
+        else:  # a deterministic encoder (the toy ``PixelShuffleVAE``): nothing drawn
+            latents = torch.cat([p.sample(generator) if sample else p.mode() for p in posteriors])
+        latents = latents * self.vae.config.scaling_factor
         return latents.unflatten(0, (batch, frames)).permute(0, 2, 1, 3, 4)
 
     def _chunks(self, flat: torch.Tensor) -> tuple[torch.Tensor, ...]:

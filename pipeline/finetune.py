@@ -67,8 +67,9 @@ def finetune_loop(config: dict[str, Any]) -> None:
     # 1-frame image batches leave the camera embedding unused, which DDP must be told about.
     unet = (ray.train.torch.prepare_model(model.unet, parallel_strategy_kwargs=ddp_options(
         find_unused_parameters=bool(config.get("image_data")))) if worker.world_size > 1 else model.unet)
-    orbits = cycle_batches(ray.train.get_dataset_shard("orbits"), config["micro_batch"], "orbit")
-    images = (cycle_batches(ray.train.get_dataset_shard("images"), config["micro_batch"], "image")
+    shuffle = {"shuffle_buffer": config["shuffle_buffer"], "seed": config["seed"] + worker.rank}
+    orbits = cycle_batches(ray.train.get_dataset_shard("orbits"), config["micro_batch"], "orbit", **shuffle)
+    images = (cycle_batches(ray.train.get_dataset_shard("images"), config["micro_batch"], "image", **shuffle)
               if config.get("image_data") else None)
     accumulation = max(1, config["global_batch"] // (config["micro_batch"] * worker.world_size))
     # The image-or-orbit draw is the same on every rank: each rank then takes as many batches of each
@@ -129,10 +130,13 @@ def run_finetune(config: TrainConfig) -> TrainSummary:
     if not ray.is_initialized():
         ray.init()
     config = placed(config, num_datasets=2 if config.image_data else 1)
+    shuffle_seed = config.seed if config.shuffle_buffer else None
     datasets = {"orbits": orbit_dataset(config.data, variant, config.resolution, config.captions,
-                                        materialize=config.materialize_data, max_decoders=config.max_decoders)}
+                                        materialize=config.materialize_data, max_decoders=config.max_decoders,
+                                        shuffle_seed=shuffle_seed)}
     if config.image_data:
-        datasets["images"] = image_dataset(config.image_data, config.resolution, config.max_decoders)
+        datasets["images"] = image_dataset(config.image_data, config.resolution, config.max_decoders,
+                                           shuffle_seed=shuffle_seed)
     rows = shards.read_rows(config.data, columns=["status", "elevation", "distance", "fov"])
     cameras = camera_ranges(*([row[name] for row in rows] for name in ("elevation", "distance", "fov")))
     return summarise(run_trainer(finetune_loop, config, datasets, {

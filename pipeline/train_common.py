@@ -87,6 +87,9 @@ class TrainConfig:
     max_decoders: int | None = option(
         None, "decode actors the data pool may scale up to, per dataset (default: the CPUs the workers leave, "
         "in 0.5-CPU shares)")
+    shuffle_buffer: int = option(
+        16, "rows shuffled in each worker's local buffer, every epoch in another order (seeded by --seed); the "
+        "shards' file order is shuffled every epoch too; 0: neither, the shards' order")
     materialize_data: bool = option(
         False, "decode the shards once and keep the arrays in Ray's object store (data that fits in memory): "
         "otherwise every epoch decodes again, which dominates when an epoch is a few steps")
@@ -110,6 +113,8 @@ class TrainConfig:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.cpus_per_worker is not None and self.cpus_per_worker <= 0:
             raise ValueError(f"cpus_per_worker must be positive, got {self.cpus_per_worker}")
+        if self.shuffle_buffer < 0:
+            raise ValueError(f"shuffle_buffer must be 0 or more, got {self.shuffle_buffer}")
         if self.max_decoders is not None and self.max_decoders < 1:
             raise ValueError(f"max_decoders must be at least 1, got {self.max_decoders}")
 
@@ -401,15 +406,21 @@ def report(worker: WorkerState, step: int, metrics: dict[str, float], save_model
                      checkpoint_upload_mode=ray.train.CheckpointUploadMode.ASYNC)
 
 
-def cycle_batches(shard: Any, batch_size: int, name: str) -> Iterator[dict]:
-    """Endless numpy batches from a Ray Data shard, epoch after epoch."""
+def cycle_batches(shard: Any, batch_size: int, name: str, shuffle_buffer: int = 0, seed: int = 0) -> Iterator[dict]:
+    """Endless numpy batches from a Ray Data shard, epoch after epoch; with ``shuffle_buffer`` rows
+    shuffled in a local buffer of that many rows, seeded by ``seed`` and the epoch (every epoch in
+    another order, the same orders for the same seed)."""
+    epoch = 0
     while True:
         produced = False
-        for batch in shard.iter_batches(batch_size=batch_size, batch_format="numpy", drop_last=True):
+        shuffle = ({"local_shuffle_buffer_size": shuffle_buffer, "local_shuffle_seed": seed * 100_003 + epoch}
+                   if shuffle_buffer else {})
+        for batch in shard.iter_batches(batch_size=batch_size, batch_format="numpy", drop_last=True, **shuffle):
             produced = True
             yield batch
         if not produced:
             raise RuntimeError(f"the {name} dataset gave this worker no batch of {batch_size}: too little data")
+        epoch += 1
 
 
 def publish_final(save: Callable[[str], None], config: dict[str, Any], mlflow: Any) -> str:

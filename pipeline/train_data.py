@@ -111,11 +111,13 @@ def _read_ok_rows(item: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def orbit_dataset(data: str, variant: str, resolution: int, captions: str | None = None,
-                  materialize: bool = False, max_decoders: int = 1) -> ray.data.Dataset:
+                  materialize: bool = False, max_decoders: int = 1, shuffle_seed: int | None = None
+                  ) -> ray.data.Dataset:
     """Orbit shards at ``data`` (folder or URI) as training arrays for ``variant`` ("t2v"/"i2v").
 
     ``materialize`` decodes them once into Ray's object store (``TrainConfig.materialize_data``);
-    ``max_decoders`` bounds the autoscaling pool of decode actors (``default_decoders``).
+    ``max_decoders`` bounds the autoscaling pool of decode actors (``default_decoders``);
+    ``shuffle_seed`` shuffles the shard files' order, in another order every epoch (``shuffled``).
 
     Shards are listed with ``pipeline.shards`` (complete files only) and read by light tasks; Ray
     Data's own file listing reserves a whole CPU, which a small cluster busy training may not have.
@@ -126,17 +128,31 @@ def orbit_dataset(data: str, variant: str, resolution: int, captions: str | None
         raise ValueError(f"no orbit shards (*.parquet) found at {data}")
     table = load_captions(captions) if captions else None
     dataset = ray.data.from_items([{"path": path} for path in paths], override_num_blocks=len(paths))
+    if not materialize:  # the file list, before any reading: nothing decoded waits behind the shuffle
+        dataset = shuffled(dataset, shuffle_seed)
     dataset = dataset.flat_map(_read_ok_rows, num_cpus=READ_CPUS)
     dataset = dataset.map_batches(DecodeOrbits, fn_constructor_kwargs={
         "background": BACKGROUNDS[variant], "resolution": resolution, "captions": table,
     }, batch_format="pyarrow", batch_size=8, num_cpus=DECODE_CPUS,
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, max_decoders)))
-    return dataset.materialize() if materialize else dataset
+    return shuffled(dataset.materialize(), shuffle_seed) if materialize else dataset
 
 
-def image_dataset(data: str, resolution: int, max_decoders: int = 1) -> ray.data.Dataset:
+def shuffled(dataset: ray.data.Dataset, seed: int | None) -> ray.data.Dataset:
+    """``dataset`` with its blocks in a random order, another every epoch and the same sequence of
+    orders for the same ``seed``; None: unchanged. The shuffle is all-to-all, so it is applied where
+    blocks are small or already exist: the list of shard files (one block each), or the decoded
+    blocks of materialised data."""
+    if seed is None:
+        return dataset
+    return dataset.randomize_block_order(seed=ray.data.RandomSeedConfig(seed=seed, reseed_after_execution=True))
+
+
+def image_dataset(data: str, resolution: int, max_decoders: int = 1, shuffle_seed: int | None = None
+                  ) -> ray.data.Dataset:
     """A Parquet of images (``image``: encoded bytes, ``caption``) as 1-frame training arrays."""
-    dataset = ray.data.read_parquet(data, columns=["image", "caption"], num_cpus=READ_CPUS)
+    files = None if shuffle_seed is None else ray.data.FileShuffleConfig(seed=shuffle_seed, reseed_after_execution=True)
+    dataset = ray.data.read_parquet(data, columns=["image", "caption"], num_cpus=READ_CPUS, shuffle=files)
     return dataset.map_batches(DecodeImages, fn_constructor_kwargs={"resolution": resolution},
                                batch_format="pyarrow", batch_size=32, num_cpus=DECODE_CPUS,
                                compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, max_decoders)))

@@ -102,7 +102,8 @@ def recon_loop(config: dict[str, Any]) -> None:
     start = restore(load_lgm_into(lgm), optimizer, worker.scaler, worker.rank, worker.world_size)
     network = (ray.train.torch.prepare_model(lgm, parallel_strategy_kwargs=ddp_options())
                if worker.world_size > 1 else lgm)
-    orbits = cycle_batches(ray.train.get_dataset_shard("orbits"), config["micro_batch"], "orbit")
+    orbits = cycle_batches(ray.train.get_dataset_shard("orbits"), config["micro_batch"], "orbit",
+                           shuffle_buffer=config["shuffle_buffer"], seed=config["seed"] + worker.rank)
     accumulation = max(1, config["global_batch"] // (config["micro_batch"] * worker.world_size))
     rng = torch.Generator(device=worker.device).manual_seed(config["seed"] * 7919 + worker.rank + start)
     background = tuple(c / 255.0 for c in BACKGROUNDS[config["variant"]])
@@ -161,7 +162,8 @@ def run_train_recon(config: TrainConfig, recon: ReconConfig) -> TrainSummary:
         ray.init()
     config = placed(config, num_datasets=1)
     datasets = {"orbits": orbit_dataset(config.data, variant, config.resolution, config.captions,
-                                        materialize=config.materialize_data, max_decoders=config.max_decoders)}
+                                        materialize=config.materialize_data, max_decoders=config.max_decoders,
+                                        shuffle_seed=config.seed if config.shuffle_buffer else None)}
     result = run_trainer(recon_loop, config, datasets,
                          {"model": config.model, "variant": variant, **dataclasses.asdict(recon)})
     return summarise(result, config)

@@ -297,3 +297,35 @@ def test_the_decoder_pool_scales_with_the_cpus_the_workers_leave(ray_local):
     resolved = placed(config, num_datasets=1)  # the suite's local Ray instance: 2 CPUs
     assert resolved.cpus_per_worker == pytest.approx(0.625) and resolved.max_decoders == 1
     assert placed(dataclasses.replace(config, max_decoders=6), 1).max_decoders == 6
+
+
+def test_shuffling_gives_every_epoch_another_order_and_the_same_orders_for_the_same_seed(ray_local):
+    import itertools
+
+    import ray
+
+    from pipeline.train_common import cycle_batches
+    from pipeline.train_data import shuffled
+
+    def file_orders(seed: int | None, epochs: int = 2) -> list[list[str]]:
+        files = shuffled(ray.data.from_items([{"path": f"shard-{i}"} for i in range(8)], override_num_blocks=8), seed)
+        return [[row["path"] for row in files.iter_rows()] for _ in range(epochs)]
+
+    first, second = file_orders(7)
+    assert sorted(first) == sorted(second) == [f"shard-{i}" for i in range(8)]
+    assert first != second, "another file order every epoch"
+    assert file_orders(7) == [first, second], "the same orders for the same seed"
+    assert file_orders(8)[0] != first
+    assert file_orders(None)[0] == [f"shard-{i}" for i in range(8)], "no seed: the shards' order"
+
+    def row_orders(seed: int, buffer: int = 8) -> list[list[int]]:
+        rows = ray.data.from_items([{"id": i} for i in range(16)], override_num_blocks=1)
+        batches = cycle_batches(rows.iterator(), 1, "rows", shuffle_buffer=buffer, seed=seed)
+        ids = [int(batch["id"][0]) for batch in itertools.islice(batches, 32)]
+        return [ids[:16], ids[16:]]
+
+    epoch_one, epoch_two = row_orders(3)
+    assert sorted(epoch_one) == sorted(epoch_two) == list(range(16))
+    assert epoch_one != epoch_two and epoch_one != list(range(16))
+    assert row_orders(3) == [epoch_one, epoch_two]
+    assert row_orders(3, buffer=0) == [list(range(16))] * 2
