@@ -10,7 +10,7 @@ settings (micro batch 1, no accumulation, fp32, gradient checkpointing on) in on
   512 px: the rendered objects upsampled and re-encoded as PNG, so the files compress like renders
   (an object on a transparent background), decoded to 256 (G's input) and to 512.
 
-    python benchmarks/train.py [--steps 20] [--threads 2]
+    python benchmarks/train.py [--steps 20] [--threads 2] [--decode-only]
 Target: stack (1 worker) within 15% of plain.
 """
 
@@ -63,6 +63,7 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads of one worker")
     parser.add_argument("--copies", type=int, default=2, help="copies of the bundled assets to render")
+    parser.add_argument("--decode-only", action="store_true", help="only the decode actor's rates")
     args = parser.parse_args()
 
     import mlflow
@@ -94,6 +95,10 @@ def main() -> int:
         model_dir = make_tiny("t2v", os.path.join(scratch, "tiny"))
         torch.set_num_threads(1)
         decoding = decode_rates(shards.read_rows(data)[:4])
+        if args.decode_only:
+            for (stored, target), rate in decoding.items():
+                print(f"one decode actor, orbits stored at {stored} px decoded to {target} px: {rate:.2f} samples/s")
+            return 0
 
         # Loader alone.
         start = time.perf_counter()
