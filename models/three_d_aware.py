@@ -40,6 +40,22 @@ def one_step_x0(model: MultiViewModel, views: torch.Tensor, cameras: torch.Tenso
     Returns:
         predicted views [B, F', 3, H, W] in [0, 1], F' = len(frames) or F.
     """
+    return decode_x0(model, one_step_x0_latents(model, views, cameras, prompts, timesteps, generator, autocast_dtype),
+                     frames)
+
+
+def decode_x0(model: MultiViewModel, x0: torch.Tensor, frames: list[int] | torch.Tensor | None = None) -> torch.Tensor:
+    """Predicted latents [B, C, F, h, w] -> views [B, F', 3, H, W] in [0, 1], decoding only ``frames``."""
+    if frames is not None:
+        x0 = x0[:, :, torch.as_tensor(frames, device=x0.device)]
+    return (model.decode_latents(x0) / 2 + 0.5).clamp(0, 1).float()
+
+
+@torch.no_grad()
+def one_step_x0_latents(model: MultiViewModel, views: torch.Tensor, cameras: torch.Tensor, prompts: list[str],
+                        timesteps: torch.Tensor, generator: torch.Generator,
+                        autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """``one_step_x0`` before decoding: the predicted clean latents [B, C, F, h, w] (float32)."""
     scheduler = model.scheduler
     if parametrisation(scheduler) != "variance-preserving":
         raise ValueError(f"one-step x0 noises the truth to arbitrary timesteps, which {type(scheduler).__name__} "
@@ -57,10 +73,7 @@ def one_step_x0(model: MultiViewModel, views: torch.Tensor, cameras: torch.Tenso
                  else contextlib.nullcontext())
     with precision:
         output = model.unet(noisy.to(model.unet.dtype), timesteps, cameras=cameras, **condition)
-    x0 = predict_x0(scheduler, noisy, output.float(), timesteps)
-    if frames is not None:
-        x0 = x0[:, :, torch.as_tensor(frames, device=x0.device)]
-    return (model.decode_latents(x0) / 2 + 0.5).clamp(0, 1).float()
+    return predict_x0(scheduler, noisy, output.float(), timesteps)
 
 
 @torch.no_grad()

@@ -208,10 +208,13 @@ def run_local(config: LocalRunConfig) -> dict[str, Any]:
 
     resolution = model_resolution(resolve_model_dir(model))
     runs = os.path.join(out, "runs")
-    # A few orbits: decode them once (materialize_data), or every two-step epoch decodes again.
+    # A few orbits: decode them once (materialize_data), or every two-step epoch decodes again. Four
+    # orbits in one shard, two per worker: shuffling has no categories to mix here, and it measured
+    # lower memorisation scores (docs/results.md), so the local run keeps the stream's order.
     base = TrainConfig(data=shards, model=model, output=runs, name="finetune", steps=config.finetune_steps,
                        num_workers=config.workers, cpus_per_worker=0.5, micro_batch=1, global_batch=config.workers,
                        lr=config.finetune_lr, precision="no", gradient_checkpointing=False, materialize_data=True,
+                       shuffle_buffer=0,
                        checkpoint_every=max(10, config.finetune_steps // 4),
                        log_every=max(5, config.finetune_steps // 24), resolution=resolution, mlflow_uri=mlflow_uri,
                        experiment=config.experiment, seed=config.seed, max_failures=1,

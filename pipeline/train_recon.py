@@ -23,7 +23,7 @@ from models.lgm_options import PRESET_TRAINING, PRESETS
 from models.multiview_model import MultiViewModel, detect_variant, resolve_model_dir
 from models.recon_loss import ReconstructionLoss, missing_lpips
 from models.recon_training import reconstruction_step
-from models.three_d_aware import one_step_x0
+from models.three_d_aware import decode_x0, one_step_x0_latents
 from pipeline.cli import option
 from pipeline.tracking import tracking_uri
 from pipeline.train_common import (
@@ -78,13 +78,13 @@ def load_lgm_into(model: LGM) -> Any:
     return load
 
 
-def one_step_predictions(generator_model: MultiViewModel, inputs: dict, rng: torch.Generator, frames: torch.Tensor,
-                         autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
-    """G's predicted clean views [B, len(frames), 3, H, W] in [0, 1] at ``frames``, from noised
-    ground truth at t <= 700 (only those frames are decoded)."""
+def one_step_latents(generator_model: MultiViewModel, inputs: dict, rng: torch.Generator,
+                     autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """G's predicted clean latents [B, C, F, h, w] from noised ground truth at t <= 700 (decode the
+    views needed with ``models.three_d_aware.decode_x0``)."""
     timesteps = torch.randint(0, MAX_TIMESTEP + 1, (len(inputs["views"]),), generator=rng, device=rng.device)
-    return one_step_x0(generator_model, inputs["views"], inputs["cameras"], inputs["prompts"], timesteps, rng,
-                       frames=frames, autocast_dtype=autocast_dtype)
+    return one_step_x0_latents(generator_model, inputs["views"], inputs["cameras"], inputs["prompts"], timesteps, rng,
+                               autocast_dtype=autocast_dtype)
 
 
 def recon_loop(config: dict[str, Any]) -> None:
@@ -116,10 +116,11 @@ def recon_loop(config: dict[str, Any]) -> None:
             losses, samples = [], 0
             for _ in range(accumulation):
                 inputs = to_model_inputs(next(orbits), worker.device)
+                latents = one_step_latents(generator_model, inputs, rng, worker.autocast_dtype)
                 frames = inputs["views"].shape[1]
                 input_views = torch.randperm(frames, generator=rng, device=worker.device)[:4].sort().values
                 supervised = torch.randperm(frames, generator=rng, device=worker.device)[:config["supervised_views"]]
-                predicted = one_step_predictions(generator_model, inputs, rng, input_views, worker.autocast_dtype)
+                predicted = decode_x0(generator_model, latents, input_views)  # only the 4 views LGM is given
                 targets = inputs["views"] / 2 + 0.5
                 # LGM sees the predicted views; the loss compares its renders with the ground truth.
                 mixed = targets.clone()
