@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import pathlib
 
+import camera
 import pytest
 import torch
 
@@ -132,7 +133,7 @@ def _scene(count: int = 64, dtype: torch.dtype = torch.float32) -> Gaussians:
 def test_half_precision_gaussians_under_autocast_render_in_float32():
     """A reconstructor under autocast gives bf16/fp16 Gaussians; gsplat takes float32 only, so the
     renderer casts them and turns autocast off (on the CPU path the same code runs)."""
-    c2w = torch.as_tensor(__import__("camera").orbit_c2w(15.0), dtype=torch.float32)[None, :4]
+    c2w = torch.as_tensor(camera.orbit_c2w(15.0), dtype=torch.float32)[None, :4]
     half = _scene(dtype=torch.bfloat16)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         colors, alphas = render_batch(half, c2w, 39.6, 32, (0.5, 0.5, 0.5))
@@ -172,7 +173,7 @@ def test_a_reconstructor_step_under_autocast_keeps_camera_geometry_in_float32():
     torch.manual_seed(0)
     lgm = LGM("tiny")
     views = torch.rand(1, 24, 3, 32, 32)
-    c2w = torch.as_tensor(__import__("camera").orbit_c2w(15.0), dtype=torch.float32)[None]
+    c2w = torch.as_tensor(camera.orbit_c2w(15.0), dtype=torch.float32)[None]
     with torch.autocast("cpu", dtype=torch.bfloat16):
         inputs, transforms = lgm.prepare_inputs(views[:, :4], c2w[:, :4])
         terms, rgb, _ = reconstruction_step(lgm, ReconstructionLoss(None), views, torch.ones_like(views[:, :, :1]),
@@ -208,7 +209,7 @@ def test_the_fine_tuning_loss_one_step_x0_and_sampling_take_a_cuda_generator(tin
 @pytest.mark.gpu
 @cuda
 def test_gsplat_renders_half_precision_gaussians_under_autocast_and_matches_the_torch_rasteriser():
-    c2w = torch.as_tensor(__import__("camera").orbit_c2w(15.0), dtype=torch.float32)[None].cuda()
+    c2w = torch.as_tensor(camera.orbit_c2w(15.0), dtype=torch.float32)[None].cuda()
     scene = _scene(4096).to("cuda")
     assert warm_up("cuda")["backend"] == "gsplat"
     with torch.autocast("cuda", dtype=torch.float16):
