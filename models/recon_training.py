@@ -38,17 +38,22 @@ def reconstruction_step(
     background: tuple[float, float, float],
     network: torch.nn.Module | None = None,
     fov: float = camera.DEFAULT_FOV_DEG,
+    input_images: torch.Tensor | None = None,
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
     """Forward and loss for one batch (call ``backward`` on ``terms["loss"]`` yourself).
 
     Args:
-        views: [B, V, 3, H, W] RGB in [0, 1], composited on ``background``.
+        views: [B, V, 3, H, W] RGB in [0, 1], composited on ``background``: the targets, and the
+            model's inputs (at ``input_views``) unless ``input_images`` are given.
         alphas: [B, V, 1, H, W] foreground masks in [0, 1].
         c2w: [B, V, 4, 4] OpenGL camera-to-world of every view.
         input_views: the 4 view indices given to the model.
         supervised_views: view indices rendered and supervised (None: all).
         network: the module to run instead of ``model`` (its DDP wrapper in training).
         fov: the views' vertical field of view in degrees.
+        input_images: [B, 4, 3, h, w] in [0, 1] given to the model instead of ``views[:, input_views]``
+            (training: G's one-step predictions at those views, while every supervised view is
+            compared with the ground truth); any resolution, resized to the model's input size.
     Returns:
         (loss terms, rendered RGB [B, S, 3, h, w], target RGB [B, S, 3, h, w]) where h = w =
         min(H, ``model.options.output_size``): the targets' own resolution, or downsampled to
@@ -57,17 +62,20 @@ def reconstruction_step(
     inputs = torch.as_tensor(input_views, device=views.device)
     supervised = torch.arange(views.shape[1], device=views.device) if supervised_views is None else \
         torch.as_tensor(supervised_views, device=views.device)
-    network_inputs, transforms = model.prepare_inputs(views[:, inputs], c2w[:, inputs], fov)
+    images = views[:, inputs] if input_images is None else input_images
+    if images.shape[:2] != (views.shape[0], len(inputs)):
+        raise ValueError(f"input_images must be [B={views.shape[0]}, {len(inputs)}, 3, h, w], got {tuple(images.shape)}")
+    network_inputs, transforms = model.prepare_inputs(images, c2w[:, inputs], fov)
     gaussians = (network or model)(network_inputs)
     cameras = model.normalise_cameras(transforms, c2w[:, supervised].float(), fov)
     size = min(views.shape[-1], model.options.output_size)
     rgb, alpha = render_batch(gaussians, cameras, model.options.fov, size, background)
-    target_rgb = _downsample(views[:, supervised].float(), size)
-    target_alpha = _downsample(alphas[:, supervised].float(), size)
+    target_rgb = downsample(views[:, supervised].float(), size)
+    target_alpha = downsample(alphas[:, supervised].float(), size)
     return loss_fn(rgb, alpha, target_rgb, target_alpha), rgb, target_rgb
 
 
-def _downsample(images: torch.Tensor, size: int) -> torch.Tensor:
+def downsample(images: torch.Tensor, size: int) -> torch.Tensor:
     """[B, V, C, H, W] -> [B, V, C, size, size] (antialiased; unchanged when already that size)."""
     if images.shape[-1] == size:
         return images

@@ -42,7 +42,7 @@ from pipeline.train_common import (
     run_trainer,
     summarise,
 )
-from pipeline.train_data import image_dataset, orbit_dataset, to_model_inputs
+from pipeline.train_data import check_resolution, image_dataset, orbit_dataset, to_model_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -127,6 +127,7 @@ def run_finetune(config: TrainConfig) -> TrainSummary:
     # Workers fetch config.model themselves (each node caches it); the driver only reads its variant.
     model_dir = resolve_model_dir(config.model, tracking_uri(config.mlflow_uri))
     variant = detect_variant(model_dir)
+    check_resolution(config.data, config.resolution)
     if not ray.is_initialized():
         ray.init()
     config = placed(config, num_datasets=2 if config.image_data else 1)

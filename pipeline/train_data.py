@@ -138,6 +138,16 @@ def orbit_dataset(data: str, variant: str, resolution: int, captions: str | None
     return shuffled(dataset.materialize(), shuffle_seed) if materialize else dataset
 
 
+def check_resolution(data: str, resolution: int, purpose: str = "--resolution") -> int:
+    """The smallest render size among the ok orbits at ``data``; ValueError when it is below
+    ``resolution`` (training never upsamples renders: it would train on blur, silently)."""
+    sizes = {int(row["width"]) for row in shards.read_rows(data, columns=["status", "width"]) if row.get("width")}
+    if sizes and min(sizes) < resolution:
+        raise ValueError(f"{purpose} {resolution} is larger than the renders at {data} ({min(sizes)} px): render at "
+                         f"{resolution} px or more (jobs/render.py --resolution), or train at {min(sizes)}")
+    return min(sizes) if sizes else resolution
+
+
 def shuffled(dataset: ray.data.Dataset, seed: int | None) -> ray.data.Dataset:
     """``dataset`` with its blocks in a random order, another every epoch and the same sequence of
     orders for the same ``seed``; None: unchanged. The shuffle is all-to-all, so it is applied where

@@ -1,9 +1,11 @@
 """Training the reconstructor on G's one-step predictions with Ray Train (paper 3.3, supp. 7.3).
 
-G stays frozen. Per batch: encode the ground-truth views, draw t in [0, 700], noise the latents, one
-G forward (under the job's autocast), decode the predicted x0 at 4 random views only, give those to
-LGM and supervise the rendered Gaussians at the ground-truth views (all 24 by default) on the
-variant's background.
+G stays frozen. Per batch (``reconstructor_batch``): encode the ground-truth views at G's resolution,
+draw t in [0, 700], noise the latents, one G forward (under the job's autocast), decode the
+predicted x0 at 4 random views only and give those to LGM; every supervised view (all 24 by
+default) is compared with the ground truth, at the supervision resolution (the LGM's
+``output_size`` by default: 512 px for "big" while G sees 256), on a random background colour per
+micro-step (the authors' LGM training; G's inputs keep the variant's background).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from models.lgm import LGM
 from models.lgm_options import PRESET_TRAINING, PRESETS
 from models.multiview_model import MultiViewModel, detect_variant, resolve_model_dir
 from models.recon_loss import ReconstructionLoss, missing_lpips
-from models.recon_training import reconstruction_step
+from models.recon_training import downsample, reconstruction_step
 from models.three_d_aware import decode_x0, one_step_x0_latents
 from pipeline.cli import option
 from pipeline.tracking import tracking_uri
@@ -39,10 +41,11 @@ from pipeline.train_common import (
     run_trainer,
     summarise,
 )
-from pipeline.train_data import BACKGROUNDS, orbit_dataset, to_model_inputs
+from pipeline.train_data import BACKGROUNDS, check_resolution, orbit_dataset, to_model_inputs
 
 logger = logging.getLogger(__name__)
 MAX_TIMESTEP = 700
+TARGET_BACKGROUNDS = ("random", "variant")
 
 
 # What jobs/train_recon.py changes in TrainConfig's defaults: the learning rate comes from the preset's
@@ -59,10 +62,24 @@ class ReconConfig:
                              "(big 3e-5, small 4e-4, tiny 2e-3)", choices=tuple(sorted(PRESETS)))
     lgm_size: int | None = option(None, "override LGM input/output resolution (small CPU runs)")
     supervised_views: int = option(24, "views rendered and supervised")
+    target_resolution: int | None = option(
+        None, "size of the ground-truth views the reconstructor is supervised with (default: the shards' own, "
+        "e.g. 512 while G is given --resolution 256); the Gaussians are rendered at the smaller of this and the "
+        "LGM's output_size (512 for big)")
+    background: str = option("random", "background of the supervised views: random (a colour per micro-step, "
+                             "the authors' LGM training) or variant (grey for text, white for image)",
+                             choices=TARGET_BACKGROUNDS)
     lpips_vgg: str | None = option(
         None, "torchvision VGG16 weights (.pth) for the LPIPS term (required by the big and small presets)")
     lpips_lin: str | None = option(
         None, "lpips 'lin' weights (vgg.pth) for the LPIPS term (default: the copy torchmetrics bundles)")
+
+
+    def __post_init__(self) -> None:
+        if self.background not in TARGET_BACKGROUNDS:
+            raise ValueError(f"background must be one of {TARGET_BACKGROUNDS}, got {self.background!r}")
+        if self.target_resolution is not None and self.target_resolution < 1:
+            raise ValueError(f"target_resolution must be positive, got {self.target_resolution}")
 
 
 def build_lgm(recon: dict[str, Any], tracking_uri: str | None = None) -> LGM:
@@ -70,6 +87,52 @@ def build_lgm(recon: dict[str, Any], tracking_uri: str | None = None) -> LGM:
     if recon.get("lgm_size"):
         options = dataclasses.replace(options, input_size=recon["lgm_size"], output_size=recon["lgm_size"])
     return LGM.load(recon["lgm"], options, tracking_uri) if recon.get("lgm") else LGM(options)
+
+
+@dataclasses.dataclass
+class ReconBatch:
+    """What one reconstructor micro-step trains on.
+
+    Attributes:
+        inputs: [B, 4, 3, r, r] in [0, 1], G's one-step predictions at ``input_views`` (G's
+            resolution r, the variant's background): what LGM is given.
+        input_views: [4] sorted view indices; supervised: [S] view indices.
+        targets: [B, F, 3, R, R] in [0, 1], the ground-truth views (the supervision resolution R or
+            more) composited on ``background``; alphas [B, F, 1, R, R]; cameras [B, F, 4, 4].
+    """
+
+    inputs: torch.Tensor
+    input_views: torch.Tensor
+    supervised: torch.Tensor
+    targets: torch.Tensor
+    alphas: torch.Tensor
+    cameras: torch.Tensor
+    background: tuple[float, float, float]
+
+
+def reconstructor_batch(generator_model: MultiViewModel, inputs: dict, rng: torch.Generator, resolution: int,
+                        supervised_views: int, background: str = "random",
+                        autocast_dtype: torch.dtype | None = None) -> ReconBatch:
+    """One micro-batch of reconstructor training from decoded orbits (``to_model_inputs``).
+
+    G is given the views at ``resolution`` (downsampled when the orbits are larger); LGM gets G's
+    predictions at 4 random views, and the targets are the ground truth at every view, recomposited
+    on a random colour (``background`` "random") or kept on the variant's. Draws, in order, from
+    ``rng``: timesteps and noise, the input views, the supervised views, the background colour.
+    """
+    variant_background = torch.tensor(BACKGROUNDS[generator_model.variant], device=rng.device) / 255.0
+    views = inputs["views"]
+    generator_views = downsample(views, resolution) if views.shape[-1] > resolution else views
+    latents = one_step_latents(generator_model, {**inputs, "views": generator_views}, rng, autocast_dtype)
+    frames = views.shape[1]
+    input_views = torch.randperm(frames, generator=rng, device=rng.device)[:4].sort().values
+    supervised = torch.randperm(frames, generator=rng, device=rng.device)[:supervised_views]
+    predicted = decode_x0(generator_model, latents, input_views)  # only the 4 views LGM is given
+    colour = (torch.rand(3, generator=rng, device=rng.device) if background == "random" else variant_background)
+    truth = views / 2 + 0.5  # on the variant's background: put the new colour where the object is not
+    targets = truth + (colour - variant_background).view(1, 1, 3, 1, 1) * (1 - inputs["alphas"])
+    return ReconBatch(predicted, input_views, supervised, targets.clamp(0, 1), inputs["alphas"], inputs["cameras"],
+                      tuple(float(c) for c in colour))
 
 
 def load_lgm_into(model: LGM) -> Any:
@@ -106,7 +169,6 @@ def recon_loop(config: dict[str, Any]) -> None:
                            shuffle_buffer=config["shuffle_buffer"], seed=config["seed"] + worker.rank)
     accumulation = max(1, config["global_batch"] // (config["micro_batch"] * worker.world_size))
     rng = torch.Generator(device=worker.device).manual_seed(config["seed"] * 7919 + worker.rank + start)
-    background = tuple(c / 255.0 for c in BACKGROUNDS[config["variant"]])
     with worker.mlflow() as mlflow:
         if worker.is_chief and start:
             logger.info("resumed from step %d", start)
@@ -115,23 +177,17 @@ def recon_loop(config: dict[str, Any]) -> None:
             worker.maybe_fail(step)
             losses, samples = [], 0
             for _ in range(accumulation):
-                inputs = to_model_inputs(next(orbits), worker.device)
-                latents = one_step_latents(generator_model, inputs, rng, worker.autocast_dtype)
-                frames = inputs["views"].shape[1]
-                input_views = torch.randperm(frames, generator=rng, device=worker.device)[:4].sort().values
-                supervised = torch.randperm(frames, generator=rng, device=worker.device)[:config["supervised_views"]]
-                predicted = decode_x0(generator_model, latents, input_views)  # only the 4 views LGM is given
-                targets = inputs["views"] / 2 + 0.5
-                # LGM sees the predicted views; the loss compares its renders with the ground truth.
-                mixed = targets.clone()
-                mixed[:, input_views] = predicted
+                batch = reconstructor_batch(generator_model, to_model_inputs(next(orbits), worker.device), rng,
+                                            config["resolution"], config["supervised_views"], config["background"],
+                                            worker.autocast_dtype)
                 with torch.autocast(worker.device.type, dtype=worker.autocast_dtype,
                                     enabled=worker.autocast_dtype is not None):
-                    terms, _, _ = reconstruction_step(lgm, loss_fn, mixed, inputs["alphas"], inputs["cameras"],
-                                                      input_views, supervised, background, network=network)
+                    terms, _, _ = reconstruction_step(lgm, loss_fn, batch.targets, batch.alphas, batch.cameras,
+                                                      batch.input_views, batch.supervised, batch.background,
+                                                      network=network, input_images=batch.inputs)
                 worker.scaler.scale(terms["loss"] / accumulation).backward()
                 losses.append(terms["loss"].item())
-                samples += len(predicted)
+                samples += len(batch.inputs)
             worker.end_step(step, optimizer, losses, samples, began, lgm.save_pretrained)
         if worker.is_chief:
             publish_final(lgm.save_pretrained, config, mlflow)
@@ -161,8 +217,12 @@ def run_train_recon(config: TrainConfig, recon: ReconConfig) -> TrainSummary:
     variant = detect_variant(model_dir)
     if not ray.is_initialized():
         ray.init()
+    # The orbits are decoded at the larger of G's and the supervision's resolution (never upsampled).
+    rendered = check_resolution(config.data, config.resolution)
+    decoded = max(config.resolution, recon.target_resolution or rendered)
+    check_resolution(config.data, decoded, "--target-resolution")
     config = placed(config, num_datasets=1)
-    datasets = {"orbits": orbit_dataset(config.data, variant, config.resolution, config.captions,
+    datasets = {"orbits": orbit_dataset(config.data, variant, decoded, config.captions,
                                         materialize=config.materialize_data, max_decoders=config.max_decoders,
                                         shuffle_seed=config.seed if config.shuffle_buffer else None)}
     result = run_trainer(recon_loop, config, datasets,

@@ -276,6 +276,60 @@ def test_train_recon_end_to_end(workspace):
     assert loss_of(LGM.from_pretrained(summary.final_model)) < loss_of(LGM.from_pretrained(str(initial)))
 
 
+def test_the_reconstructor_is_supervised_on_the_ground_truth_at_every_view_on_a_random_background(workspace):
+    """Issue 27, item 1: LGM is given G's one-step predictions, but every supervised view (the 4
+    input views included) is compared with the ground truth; and the background of the targets is
+    a colour drawn per micro-step (the authors' LGM training), not the variant's grey."""
+    import pyarrow as pa
+
+    from models.tiny import build_tiny
+    from pipeline.train_data import DecodeOrbits, to_model_inputs
+    from pipeline.train_recon import reconstructor_batch
+
+    rows = pa.Table.from_pylist(shards.read_rows(workspace["shards"])[:2])
+    inputs = to_model_inputs(DecodeOrbits(BACKGROUNDS["t2v"], RESOLUTION)(rows), torch.device("cpu"))
+    generator_model = build_tiny("t2v", resolution=RESOLUTION // 2)  # G at 16 px, the truth at 32
+    batch = reconstructor_batch(generator_model, inputs, torch.Generator().manual_seed(0), RESOLUTION // 2,
+                                supervised_views=24, background="random")
+    grey = 128 / 255
+    colour = torch.tensor(batch.background).view(1, 1, 3, 1, 1)
+    truth = (inputs["views"] / 2 + 0.5 + (colour - grey) * (1 - inputs["alphas"])).clamp(0, 1)
+    assert batch.inputs.shape[-1] == RESOLUTION // 2 and batch.targets.shape[-1] == RESOLUTION
+    assert max(abs(c - grey) for c in batch.background) > 0.05
+    assert torch.allclose(batch.targets, truth, atol=1e-6)
+    assert sorted(batch.supervised.tolist()) == list(range(24))  # the 4 input views among them
+    lgm = LGM(dataclasses.replace(PRESETS["tiny"], input_size=RESOLUTION, output_size=RESOLUTION))
+    terms, rendered, targets = reconstruction_step(
+        lgm, ReconstructionLoss(None), batch.targets, batch.alphas, batch.cameras, batch.input_views, batch.supervised,
+        batch.background, input_images=batch.inputs)
+    assert torch.allclose(targets, truth[:, batch.supervised])
+    assert terms["mse_rgb"].item() == pytest.approx(torch.nn.functional.mse_loss(rendered, targets).item())
+    # What the trainer did before: the 4 input views supervised against G's predictions instead.
+    mixed = truth.clone()
+    mixed[:, batch.input_views] = torch.nn.functional.interpolate(
+        batch.inputs.flatten(0, 1), size=RESOLUTION, mode="bilinear", antialias=True).unflatten(0, (2, 4))
+    with torch.no_grad():
+        before, _, _ = reconstruction_step(lgm, ReconstructionLoss(None), mixed, batch.alphas, batch.cameras,
+                                           batch.input_views, batch.supervised, batch.background,
+                                           input_images=batch.inputs)
+    assert abs(before["mse_rgb"].item() - terms["mse_rgb"].item()) > 1e-5
+
+    fixed = reconstructor_batch(generator_model, inputs, torch.Generator().manual_seed(0), RESOLUTION // 2, 4,
+                                background="variant")
+    assert fixed.background == pytest.approx((grey, grey, grey))
+    assert torch.allclose(fixed.targets, inputs["views"] / 2 + 0.5)
+
+
+def test_training_never_upsamples_the_renders(workspace):
+    from pipeline.train_data import check_resolution
+
+    assert check_resolution(workspace["shards"], RESOLUTION) == RESOLUTION
+    with pytest.raises(ValueError, match=r"--target-resolution 64 is larger than the renders .* \(32 px\)"):
+        check_resolution(workspace["shards"], 64, "--target-resolution")
+    with pytest.raises(ValueError, match="--resolution 64"):
+        run_finetune(train_config(workspace, "too-large", resolution=64))
+
+
 def test_cosine_learning_rate():
     from pipeline.train_common import cosine_lr
 
