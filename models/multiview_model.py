@@ -45,6 +45,9 @@ I2V_FPS = 16  # I2VGen-XL's default frame-rate micro-condition
 VAE_CHUNK_FRAMES = 8
 
 
+EMA_FOLDER = "ema"  # the fine-tuning's moving average: unet/ and camera_embedding/ as save_trainable writes them
+
+
 class ModelDirectoryError(FileNotFoundError):
     """A model directory is missing, incomplete or not a recognised pipeline; the message says what."""
 
@@ -142,8 +145,12 @@ class MultiViewModel:
     # -- loading and saving --------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, location: str, num_frames: int = camera.NUM_VIEWS,
-                        torch_dtype: torch.dtype | None = None, tracking_uri: str | None = None) -> "MultiViewModel":
-        """Load a diffusers-layout directory at ``location`` (``resolve_model_dir``). Errors name what is missing."""
+                        torch_dtype: torch.dtype | None = None, tracking_uri: str | None = None,
+                        use_ema: bool = False) -> "MultiViewModel":
+        """Load a diffusers-layout directory at ``location`` (``resolve_model_dir``). Errors name what is missing.
+
+        ``use_ema``: the fine-tuning's moving average of the UNet and camera embedding (``ema/``,
+        written when fine-tuning kept one) instead of the last weights; an error when there is none."""
         model_dir = resolve_model_dir(location, tracking_uri)
         variant = detect_variant(model_dir)
         missing = missing_components(model_dir, variant)
@@ -177,7 +184,14 @@ class MultiViewModel:
                 model_dir, subfolder="image_encoder", **dtype)
             components["feature_extractor"] = CLIPImageProcessor.from_pretrained(
                 model_dir, subfolder="feature_extractor")
-        return cls(variant=variant, unet=MultiViewUNet(unet, camera_embedding), **components)
+        model = cls(variant=variant, unet=MultiViewUNet(unet, camera_embedding), **components)
+        if use_ema:
+            ema_dir = os.path.join(model_dir, EMA_FOLDER)
+            if not os.path.isdir(ema_dir):
+                raise ModelDirectoryError(f"{model_dir} has no {EMA_FOLDER}/ weights: it was fine-tuned without an "
+                                          "EMA (--ema-decay)")
+            model.load_trainable(ema_dir)
+        return model
 
     def save_pretrained(self, output_dir: str) -> None:
         """The ``VideoMVPipeline`` layout: diffusers' folders, camera_embedding/, model_index.json."""

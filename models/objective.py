@@ -4,9 +4,11 @@
 uniformly, add noise with the scheduler, predict with the camera-conditioned UNet, and regress the
 scheduler's target: the noise for eps-prediction (T2V), the velocity for v-prediction (I2VGen-XL).
 Classifier-free guidance is learnt by dropping the condition with probability ``condition_dropout``
-(0.1): the prompt becomes "" (T2V) or the image embedding becomes zeros (I2VGen-XL, as its pipeline's
-negative branch). 2D images mixed in as 1-frame videos go through the same function with
-``cameras=None``.
+to what the sampler guides against: the prompt becomes the negative prompt (T2V), or the image
+embedding becomes zeros and the (empty) prompt the negative prompt (I2VGen-XL, the authors'
+unconditional branch). ``offset_noise`` adds the authors' per-frame constant offset to the noise
+(``noise + s * n[b, c, f, 1, 1]``). ``RECIPES`` holds the authors' choices per variant. 2D images
+mixed in as 1-frame videos go through the same function with ``cameras=None``.
 
 Memory of a full-size fine-tuning step (ModelScope T2V's UNet, 1.413 B parameters with the camera
 embedding; 24 views at 256x256; fp32 master weights, fp16 autocast, the block-level gradient
@@ -29,6 +31,20 @@ import torch.nn.functional as F
 from models.multiview_model import MultiViewModel
 
 CONDITION_DROPOUT = 0.1
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The authors' fine-tuning choices for one variant (alibaba/VideoMV ``configs/t2v_train.yaml``,
+    ``configs/i2vgen_xl_train.yaml``): ``p_zero``, ``noise_strength``, ``use_ema``/``ema_decay``."""
+
+    condition_dropout: float
+    offset_noise: float
+    ema_decay: float | None  # None: no EMA kept
+
+
+RECIPES = {"t2v": Recipe(condition_dropout=CONDITION_DROPOUT, offset_noise=0.0, ema_decay=None),
+           "i2v": Recipe(condition_dropout=0.0, offset_noise=0.1, ema_decay=0.9999)}
 
 
 @dataclass
@@ -55,6 +71,8 @@ def diffusion_loss(
     condition_dropout: float = CONDITION_DROPOUT,
     autocast_dtype: torch.dtype | None = None,
     unet: torch.nn.Module | None = None,
+    negative_prompt: str = "",
+    offset_noise: float = 0.0,
 ) -> torch.Tensor:
     """Scalar MSE between the UNet's prediction and the scheduler's target (fp32).
 
@@ -66,6 +84,10 @@ def diffusion_loss(
         autocast_dtype: torch.float16 or torch.bfloat16 to run the UNet under autocast
             (fp16 needs a ``torch.amp.GradScaler`` in the trainer), None for full precision.
         unet: the module to call instead of ``model.unet`` (its DDP/FSDP wrapper in training).
+        negative_prompt: the text a dropped sample is given (``models.prompts.AUTHORS_NEGATIVE_PROMPT``
+            in fine-tuning): what the sampler guides against.
+        offset_noise: strength of the per-frame offset added to the noise (the authors' 0.1 for
+            I2VGen-XL; 0: plain Gaussian noise, nothing more drawn).
     """
     device = model.device
     views = batch.views.to(device)
@@ -73,6 +95,8 @@ def diffusion_loss(
     latents = model.encode_views(views, generator).float()
     scheduler = model.scheduler
     noise = torch.randn(latents.shape, generator=generator, device=device)
+    if offset_noise:
+        noise = noise + offset_noise * torch.randn((*latents.shape[:3], 1, 1), generator=generator, device=device)
     timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (batch_size,), generator=generator,
                               device=device)
     noisy = scheduler.add_noise(latents, noise, timesteps)
@@ -90,12 +114,13 @@ def diffusion_loss(
         dropped = [False] * batch_size
     unet_inputs: dict[str, torch.Tensor] = {}
     if model.variant == "t2v":
-        prompts = ["" if drop else prompt for prompt, drop in zip(batch.prompts, dropped)]
+        prompts = [negative_prompt if drop else prompt for prompt, drop in zip(batch.prompts, dropped)]
         unet_inputs["encoder_hidden_states"] = model.encode_prompts(prompts)
     else:
         if batch.condition_images is None:
             raise ValueError("the i2v variant needs batch.condition_images")
-        unet_inputs["encoder_hidden_states"] = model.encode_prompts([""] * batch_size)
+        unet_inputs["encoder_hidden_states"] = model.encode_prompts(
+            [negative_prompt if drop else "" for drop in dropped])
         condition = model.image_condition(batch.condition_images, frames)
         keep = torch.tensor([not d for d in dropped], device=device, dtype=condition["image_embeddings"].dtype)
         condition["image_embeddings"] = condition["image_embeddings"] * keep.view(-1, 1, 1)

@@ -131,7 +131,8 @@ class VideoMVPipeline(DiffusionPipeline):
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str, reconstructor: LGM | str | None = None,
                         torch_dtype: torch.dtype | None = None, num_frames: int = camera.NUM_VIEWS,
-                        tracking_uri: str | None = None, dtype: torch.dtype | None = None) -> "VideoMVPipeline":
+                        tracking_uri: str | None = None, dtype: torch.dtype | None = None,
+                        use_ema: bool = False) -> "VideoMVPipeline":
         """Load a saved VideoMV directory or a published video-model directory, at any location
         ``models.locations.fetch`` reads (a path, ``s3://``/``gs://``/``memory://``, ``models:/name/1``,
         ``runs:/id/path``, a cached Hub repo).
@@ -142,12 +143,13 @@ class VideoMVPipeline(DiffusionPipeline):
             tracking_uri: MLflow tracking store for ``models:/`` and ``runs:/`` locations.
             torch_dtype / dtype: the weights' dtype (diffusers' two names for it; give one), every
                 component, the reconstructor included; None: as saved for the reconstructor, fp32 for G.
+            use_ema: G's moving-average weights (``ema/``, written when fine-tuning kept an EMA).
         """
         if torch_dtype is not None and dtype is not None and torch_dtype != dtype:
             raise ValueError(f"torch_dtype={torch_dtype} and dtype={dtype} disagree: give one")
         torch_dtype = torch_dtype if torch_dtype is not None else dtype
         directory = resolve_model_dir(pretrained_model_name_or_path, tracking_uri)
-        model = MultiViewModel.from_pretrained(directory, num_frames=num_frames, torch_dtype=torch_dtype)
+        model = MultiViewModel.from_pretrained(directory, num_frames=num_frames, torch_dtype=torch_dtype, use_ema=use_ema)
         if isinstance(reconstructor, str):
             reconstructor = LGM.load(reconstructor, tracking_uri=tracking_uri)
         elif reconstructor is None and os.path.isdir(os.path.join(directory, RECONSTRUCTOR_FOLDER)):
@@ -219,7 +221,8 @@ class VideoMVPipeline(DiffusionPipeline):
                  cameras: torch.Tensor | None = None, output_type: str = "np", return_dict: bool = True,
                  callback_on_step_end: Callable[..., dict] | None = None,
                  callback_on_step_end_tensor_inputs: list[str] | None = None,
-                 decode_chunk_size: int | None = None) -> VideoMVPipelineOutput | tuple:
+                 decode_chunk_size: int | None = None, negative_prompt: str | None = None
+                 ) -> VideoMVPipelineOutput | tuple:
         """Generate the orbit.
 
         Args:
@@ -237,6 +240,9 @@ class VideoMVPipeline(DiffusionPipeline):
             decode_chunk_size: frames the VAE decodes (and re-encodes) per call, as in diffusers'
                 video pipelines (default ``models.multiview_model.VAE_CHUNK_FRAMES``): the same frames,
                 bounded memory.
+            negative_prompt: what classifier-free guidance guides against (both variants); None: the
+                one the model was fine-tuned with (recorded in its config), else the authors'
+                (``models.prompts.AUTHORS_NEGATIVE_PROMPT``); "" for the empty prompt.
             callback_on_step_end: ``callback(pipe, step_index, timestep, callback_kwargs)`` after each
                 step, with the tensors named in ``callback_on_step_end_tensor_inputs`` (``latents``);
                 a returned ``latents`` replaces them.
@@ -266,7 +272,8 @@ class VideoMVPipeline(DiffusionPipeline):
         if steps:
             parametrisation(self.scheduler)  # refuses, by name, a scheduler whose x0 cannot be computed
         config = SamplingConfig(steps=num_inference_steps, eta=eta, guidance_scale=guidance_scale,
-                                elevation=elevation, distance=distance, reconstruct_at=steps, mode=three_d_aware_mode)
+                                elevation=elevation, distance=distance, reconstruct_at=steps, mode=three_d_aware_mode,
+                                negative_prompt=negative_prompt)
         model = self.model
         if decode_chunk_size is not None:
             if decode_chunk_size < 1:
@@ -297,7 +304,8 @@ class VideoMVPipeline(DiffusionPipeline):
 
 
 def load_pipeline(location: str, reconstructor: LGM | str | None = None, device: str | torch.device | None = None,
-                  tracking_uri: str | None = None, dtype: str | torch.dtype | None = None) -> VideoMVPipeline:
+                  tracking_uri: str | None = None, dtype: str | torch.dtype | None = None,
+                  use_ema: bool = False) -> VideoMVPipeline:
     """The pipeline ready to sample: encoders frozen, eval mode, on ``device`` (default: CUDA when
     available, else CPU), its weights in ``dtype`` ("auto"/None: fp16 on CUDA, fp32 elsewhere;
     ``models.precision``), TF32 allowed on CUDA. Serving, evaluation and the benchmarks load G this way."""
@@ -305,7 +313,7 @@ def load_pipeline(location: str, reconstructor: LGM | str | None = None, device:
     if device.type == "cuda":
         allow_tf32()
     pipe = VideoMVPipeline.from_pretrained(location, reconstructor=reconstructor, tracking_uri=tracking_uri,
-                                           torch_dtype=inference_dtype(dtype, device))
+                                           torch_dtype=inference_dtype(dtype, device), use_ema=use_ema)
     pipe.to(device)
     pipe.model.freeze_encoders()
     for module in (pipe.unet, pipe.camera_embedding, pipe.reconstructor):

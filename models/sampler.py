@@ -31,6 +31,7 @@ from models.gaussian_renderer import render_batch
 from models.gaussians import Gaussians
 from models.lgm import LGM
 from models.multiview_model import MultiViewModel
+from models.prompts import negative_prompt_of
 from models.schedule import output_from_x0, parametrisation, predict_x0
 
 # The authors sample the image model at distance 1.7, but it must see the cameras it was trained on:
@@ -69,6 +70,7 @@ class SamplingConfig:
     seeds: tuple[int, ...] = (0,)  # one per sample (a single seed is used for every sample)
     reconstruct_at: tuple[int, ...] = field(default_factory=tuple)  # see ``reconstruction_steps``
     mode: str = "two"
+    negative_prompt: str | None = None  # None: the model's recorded one, else the authors' (``models.prompts``)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -81,7 +83,7 @@ class SamplingConfig:
         defaults = DEFAULTS[variant]
         return SamplingConfig(
             steps=self.steps, eta=self.eta, seeds=tuple(self.seeds), reconstruct_at=tuple(self.reconstruct_at),
-            mode=self.mode,
+            mode=self.mode, negative_prompt=self.negative_prompt,
             guidance_scale=defaults["guidance_scale"] if self.guidance_scale is None else self.guidance_scale,
             elevation=inside(training_cameras, "elevation", defaults["elevation"]) if self.elevation is None
             else self.elevation,
@@ -155,19 +157,22 @@ def measured_steps(reconstructor: LGM | None, steps: tuple[int, ...], timesteps:
 
 
 def conditioning(model: MultiViewModel, prompts: list[str] | None, images: torch.Tensor | None,
-                 batch: int) -> tuple[dict, dict]:
-    """(conditional, unconditional) UNet inputs: prompt vs "" (T2V); image embedding vs zeros (I2V)."""
+                 batch: int, negative_prompt: str | None = None) -> tuple[dict, dict]:
+    """(conditional, unconditional) UNet inputs, the authors' pairs: the prompt vs the negative prompt
+    (T2V); the image embedding and "" vs zeros and the negative prompt, with the same image latents
+    (I2V). ``negative_prompt`` None: the model's recorded one, else the authors' (``negative_prompt_of``)."""
+    negative = negative_prompt_of(model.unet.camera_embedding.config, negative_prompt)
     if model.variant == "t2v":
         if prompts is None:
             raise ValueError("the t2v model needs prompts")
         return ({"encoder_hidden_states": model.encode_prompts(prompts)},
-                {"encoder_hidden_states": model.encode_prompts([""] * batch)})
+                {"encoder_hidden_states": model.encode_prompts([negative] * batch)})
     if images is None:
         raise ValueError("the i2v model needs condition images")
     condition = model.image_condition(images, model.unet.num_frames)
-    empty = model.encode_prompts([""] * batch)
     unconditional = {**condition, "image_embeddings": torch.zeros_like(condition["image_embeddings"])}
-    return {**condition, "encoder_hidden_states": empty}, {**unconditional, "encoder_hidden_states": empty}
+    return ({**condition, "encoder_hidden_states": model.encode_prompts([""] * batch)},
+            {**unconditional, "encoder_hidden_states": model.encode_prompts([negative] * batch)})
 
 
 def scheduler_step_kwargs(scheduler: Any, eta: float) -> dict[str, Any]:
@@ -219,7 +224,7 @@ def sample_views(model: MultiViewModel, prompts: list[str] | None = None, images
             logger.warning("%s: the views there are extrapolation", problem)
     background = DEFAULTS[model.variant]["background"]
     cameras = orbit_cameras(model, config, batch) if cameras is None else cameras.to(model.device).float()
-    conditional, unconditional = conditioning(model, prompts, images, batch)
+    conditional, unconditional = conditioning(model, prompts, images, batch, config.negative_prompt)
     scheduler = model.scheduler
     scheduler.set_timesteps(config.steps, device=model.device)
     latents = initial_latents(model, config.seeds, batch) if latents is None else latents.to(model.device)

@@ -68,6 +68,7 @@ class EvaluationConfig:
     run_name: str | None = option(None, "MLflow run name")
     dtype: str = option("auto", "G's and the reconstructor's precision (auto: fp16 on a GPU, fp32 on a CPU); "
                         "the metrics and the Gaussian fit run in fp32", choices=DTYPE_CHOICES)
+    use_ema: bool = option(False, "evaluate G's moving-average weights (ema/, from fine-tuning with --ema-decay)")
 
     def __post_init__(self) -> None:
         unknown = [name for name in self.settings if name not in SETTINGS]
@@ -157,7 +158,7 @@ def evaluate(config: EvaluationConfig, log: Any = print) -> EvaluationResult:
     if "3d-aware" in config.settings and config.reconstructor is None:
         raise ValueError("the 3d-aware setting needs a reconstructor (--reconstructor), or evaluate --settings plain")
     pipe = load_pipeline(config.model, config.reconstructor, tracking_uri=tracking_uri(config.mlflow_uri),
-                         dtype=config.dtype)
+                         dtype=config.dtype, use_ema=config.use_ema)
     pipe.set_progress_bar_config(disable=True)
     model = pipe.model
     device = model.device

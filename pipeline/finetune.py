@@ -1,16 +1,20 @@
 """Fine-tuning G on orbit shards with Ray Train (paper 3.2, supp. 8).
 
 AdamW (lr 3e-5, no weight decay), global batch 32 reached by gradient accumulation, fp16 autocast
-with a grad scaler (or bf16), gradient checkpointing, condition dropout 0.1, optional 2D images as
-1-frame videos. ``run_finetune`` is what ``jobs/finetune.py`` calls. The model records the cameras
-of its training orbits (``CameraEmbedding.config.training_cameras``), joined with what the starting
-model had recorded.
+with a grad scaler (or bf16), gradient checkpointing, optional 2D images as 1-frame videos; per
+variant the authors' condition dropout to the negative prompt (0.1 text, none for image), offset
+noise (0.1 image) and EMA (0.9999 image, saved as ``ema/`` beside the trained weights):
+``models.objective.RECIPES``, each overridable. ``run_finetune`` is what ``jobs/finetune.py`` calls.
+The model records the cameras of its training orbits (``CameraEmbedding.config.training_cameras``),
+joined with what the starting model had recorded, the caption suffix and the negative prompt.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
+import os
 import random
 import time
 from typing import Any
@@ -21,9 +25,10 @@ import ray.train.torch
 import torch
 
 from models.camera_embedding import camera_ranges
-from models.multiview_model import MultiViewModel, detect_variant, resolve_model_dir
-from models.objective import MultiViewBatch, diffusion_loss
-from models.prompts import CAPTION_SUFFIX
+from models.multiview_model import EMA_FOLDER, MultiViewModel, detect_variant, resolve_model_dir
+from models.ema import ShardedEMA, swapped_in
+from models.objective import RECIPES, MultiViewBatch, diffusion_loss
+from models.prompts import AUTHORS_NEGATIVE_PROMPT, CAPTION_SUFFIX
 from models.pipeline_videomv import VideoMVPipeline
 from models.train_views import reorder_orbits
 from pipeline import shards
@@ -56,14 +61,16 @@ def finetune_loop(config: dict[str, Any]) -> None:
     seen = config["training_cameras"]
     embedding.register_to_config(training_cameras=camera_ranges(
         seen["elevation"], seen["distance"], seen["fov"], previous=embedding.config.get("training_cameras")),
-        prompt_suffix=CAPTION_SUFFIX if model.variant == "t2v" else None)
+        prompt_suffix=CAPTION_SUFFIX if model.variant == "t2v" else None, negative_prompt=config["negative_prompt"])
     model.freeze_encoders()
     model.to(worker.device)
     if config["gradient_checkpointing"]:
         model.unet.enable_gradient_checkpointing()
     model.unet.train()
     optimizer = build_optimizer(model.unet.parameters(), config, worker.world_size)
-    start = restore(model.load_trainable, optimizer, worker.scaler, worker.rank, worker.world_size)
+    ema = (ShardedEMA(model.unet, config["ema_decay"], worker.rank, worker.world_size) if config["ema_decay"]
+           else None)
+    start = restore(model.load_trainable, optimizer, worker.scaler, worker.rank, worker.world_size, ema)
     # 1-frame image batches leave the camera embedding unused, which DDP must be told about.
     unet = (ray.train.torch.prepare_model(model.unet, parallel_strategy_kwargs=ddp_options(
         find_unused_parameters=bool(config.get("image_data")))) if worker.world_size > 1 else model.unet)
@@ -95,16 +102,27 @@ def finetune_loop(config: dict[str, Any]) -> None:
                                        condition_images=inputs["views"][:, 0] if model.variant == "i2v" else None)
                 sync = contextlib.nullcontext() if micro == accumulation - 1 or unet is model.unet else unet.no_sync()
                 with sync:
-                    loss = diffusion_loss(model, batch, generator, autocast_dtype=worker.autocast_dtype, unet=unet)
+                    loss = diffusion_loss(model, batch, generator, config["condition_dropout"], worker.autocast_dtype, unet,
+                                          config["negative_prompt"], config["offset_noise"])
                     worker.scaler.scale(loss / accumulation).backward()
                 losses.append(loss.item())
                 samples += len(inputs["views"])
-            worker.end_step(step, optimizer, losses, samples, began, model.save_trainable)
+            worker.end_step(step, optimizer, losses, samples, began, model.save_trainable, ema)
             if worker.is_chief and config["sample_every"] and (
                     step % config["sample_every"] == 0 or step == config["steps"]):
                 _log_samples(model, inputs, config, mlflow, step)
+        averaged = ema.gathered() if ema is not None else None  # a collective: every rank
         if worker.is_chief:
-            publish_final(model.save_pretrained, config, mlflow)
+            publish_final(lambda directory: save_with_ema(model, directory, averaged), config, mlflow)
+
+
+def save_with_ema(model: MultiViewModel, directory: str, averaged: dict[str, torch.Tensor] | None) -> None:
+    """The model as trained, and with an EMA its averaged unet/ and camera_embedding/ under ``ema/``
+    (``MultiViewModel.from_pretrained(..., use_ema=True)`` loads them)."""
+    model.save_pretrained(directory)
+    if averaged is not None:
+        with swapped_in(model.unet, averaged):
+            model.save_trainable(os.path.join(directory, EMA_FOLDER))
 
 
 def _log_samples(model: MultiViewModel, inputs: dict, config: dict, mlflow: Any, step: int) -> None:
@@ -122,11 +140,24 @@ def _log_samples(model: MultiViewModel, inputs: dict, config: dict, mlflow: Any,
         mlflow.log_image(grid_image(views[0]), f"samples/step_{step:07d}.png")
 
 
+def with_variant_recipe(config: TrainConfig, variant: str) -> TrainConfig:
+    """``config`` with every objective option left None set to the authors' choice for ``variant``
+    (``models.objective.RECIPES``; the authors' negative prompt), so that the run records what it used."""
+    recipe = RECIPES[variant]
+    return dataclasses.replace(
+        config,
+        condition_dropout=recipe.condition_dropout if config.condition_dropout is None else config.condition_dropout,
+        offset_noise=recipe.offset_noise if config.offset_noise is None else config.offset_noise,
+        ema_decay=(recipe.ema_decay or 0.0) if config.ema_decay is None else config.ema_decay,
+        negative_prompt=AUTHORS_NEGATIVE_PROMPT if config.negative_prompt is None else config.negative_prompt)
+
+
 def run_finetune(config: TrainConfig) -> TrainSummary:
     """Fine-tune G on ``config.data``; resumable by ``config.name``."""
     # Workers fetch config.model themselves (each node caches it); the driver only reads its variant.
     model_dir = resolve_model_dir(config.model, tracking_uri(config.mlflow_uri))
     variant = detect_variant(model_dir)
+    config = with_variant_recipe(config, variant)
     check_resolution(config.data, config.resolution)
     if not ray.is_initialized():
         ray.init()

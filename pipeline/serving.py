@@ -83,6 +83,7 @@ class ServeConfig:
     max_body_bytes: int = option(MAX_BODY_BYTES, "request bodies larger than this get 413")
     dtype: str = option("auto", "weights' precision on the replica (auto: fp16 on a GPU, fp32 on a CPU)",
                         choices=DTYPE_CHOICES)
+    use_ema: bool = option(False, "serve G's moving-average weights (ema/, from fine-tuning with --ema-decay)")
 
     def resolved(self, cluster_has_gpus: bool) -> "ServeConfig":
         """num_gpus and max_batch_size filled in for the cluster: a GPU replica batches (a batch
@@ -188,12 +189,12 @@ class Generator:
     """Model deployment: G, the reconstructor, and the sampler, with request batching."""
 
     def __init__(self, model_dir: str, lgm: str | None = None, max_batch_size: int = 4,
-                 mlflow_uri: str | None = None, dtype: str = "auto") -> None:
+                 mlflow_uri: str | None = None, dtype: str = "auto", use_ema: bool = False) -> None:
         from models.gaussian_renderer import warm_up
         from models.pipeline_videomv import load_pipeline
         from pipeline.tracking import tracking_uri
 
-        self.pipe = load_pipeline(model_dir, lgm, tracking_uri=tracking_uri(mlflow_uri), dtype=dtype)
+        self.pipe = load_pipeline(model_dir, lgm, tracking_uri=tracking_uri(mlflow_uri), dtype=dtype, use_ema=use_ema)
         self.pipe.set_progress_bar_config(disable=True)
         self.model, self.reconstructor = self.pipe.model, self.pipe.reconstructor
         self.resolution = self.model.resolution
@@ -505,4 +506,4 @@ def build_app(model_dir: str, lgm: str | None = None, **options: Any) -> Any:
     ingress = serve.deployment(build_ingress(config.timeout_s, config.max_body_bytes), name="Ingress",
                                max_ongoing_requests=64)
     return ingress.bind(generator.bind(config.model_dir, config.lgm, config.max_batch_size, config.mlflow_uri,
-                                       config.dtype))
+                                       config.dtype, config.use_ema))

@@ -35,6 +35,7 @@ from pipeline.train_data import DATA_CPUS_PER_DATASET, default_decoders
 logger = logging.getLogger(__name__)
 TRAINING_STATE = "training_state.pt"
 OPTIMIZER_SHARD = "optimizer_shard_{rank}.pt"  # zero1: each rank's part of the optimizer state
+EMA_SHARD = "ema_shard_{rank}.pt"  # each rank's part of the weights' moving average (models.ema)
 FINAL_MODEL = "final_model"
 OPTIMIZERS = ("adamw", "zero1")
 MIN_WORKER_CPUS = 0.1
@@ -84,6 +85,16 @@ class TrainConfig:
         False, "start each training orbit at a random view (views and cameras together), so only the cameras "
         "tell which view a frame is (docs/results.md: camera control)")
     reverse_orbits: bool = option(False, "run half the training orbits backwards (views and cameras together)")
+    # G's objective (jobs/finetune.py); None takes the authors' choice for the model's variant (models.objective.RECIPES).
+    condition_dropout: float | None = option(
+        None, "share of samples trained unconditioned, for classifier-free guidance (default: 0.1 text, 0 image)")
+    negative_prompt: str | None = option(
+        None, "the text dropped samples get and guidance guides against, recorded in the model (default: the "
+        "authors' negative prompt, models.prompts; '' for the empty prompt)")
+    offset_noise: float | None = option(None, "offset-noise strength (default: 0 text, 0.1 image)")
+    ema_decay: float | None = option(
+        None, "keep an EMA of the weights with this decay, saved beside them as ema/ (default: none for text, "
+        "0.9999 for image; 0: none)")
     max_decoders: int | None = option(
         None, "decode actors the data pool may scale up to, per dataset (default: the CPUs the workers leave, "
         "in 0.5-CPU shares)")
@@ -117,6 +128,12 @@ class TrainConfig:
             raise ValueError(f"shuffle_buffer must be 0 or more, got {self.shuffle_buffer}")
         if self.max_decoders is not None and self.max_decoders < 1:
             raise ValueError(f"max_decoders must be at least 1, got {self.max_decoders}")
+        if self.condition_dropout is not None and not 0.0 <= self.condition_dropout < 1.0:
+            raise ValueError(f"condition_dropout must be in [0, 1), got {self.condition_dropout}")
+        if self.offset_noise is not None and self.offset_noise < 0:
+            raise ValueError(f"offset_noise must be 0 or more, got {self.offset_noise}")
+        if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1) (0: no EMA), got {self.ema_decay}")
 
     @property
     def accumulation_steps(self) -> int:
@@ -272,15 +289,18 @@ class WorkerState:
             self._mlflow.log_metrics(metrics, step=step)
 
     def end_step(self, step: int, optimizer: torch.optim.Optimizer, losses: list[float], samples: int,
-                 began: float, save_model: Callable[[str], None]) -> dict[str, float]:
-        """Optimizer step (through the grad scaler), metrics, progress, and the report/checkpoint
-        schedule (every worker calls this with the same steps, as ``report`` is a barrier)."""
+                 began: float, save_model: Callable[[str], None], ema: Any = None) -> dict[str, float]:
+        """Optimizer step (through the grad scaler), the EMA's step, metrics, progress, and the
+        report/checkpoint schedule (every worker calls this with the same steps, as ``report`` is a
+        barrier)."""
         if self.config.get("lr_schedule") == "cosine":
             for group in optimizer.param_groups:
                 group["lr"] = cosine_lr(self.config["lr"], step, self.config["steps"])
         self.scaler.step(optimizer)
         self.scaler.update()
         optimizer.zero_grad(set_to_none=True)
+        if ema is not None:
+            ema.update()
         seconds = time.perf_counter() - began
         metrics = {"loss": sum(losses) / len(losses), "lr": optimizer.param_groups[0]["lr"],
                    "samples_per_second": samples * self.world_size / seconds, "step_time": seconds,
@@ -291,7 +311,7 @@ class WorkerState:
             self.progress(step, metrics)
         checkpoint_now = step % self.config["checkpoint_every"] == 0 or last
         if checkpoint_now or log_now:
-            report(self, step, metrics, save_model if checkpoint_now else None, optimizer)
+            report(self, step, metrics, save_model if checkpoint_now else None, optimizer, ema)
         return metrics
 
     def maybe_fail(self, step: int) -> None:
@@ -353,11 +373,11 @@ def load_training_state(path: str) -> dict[str, Any]:
 
 
 def restore(load_model: Callable[[str], None], optimizer: torch.optim.Optimizer, scaler: Any,
-            rank: int = 0, world_size: int = 1) -> int:
+            rank: int = 0, world_size: int = 1, ema: Any = None) -> int:
     """Load the latest checkpoint if there is one; returns the step it was taken at (0 if none).
 
-    A sharded (zero1) optimizer state resumes only with the same number of workers: each rank
-    loads its own shard."""
+    A sharded (zero1) optimizer state, and the EMA's shards, resume only with the same number of
+    workers: each rank loads its own shard."""
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
         return 0
@@ -377,20 +397,28 @@ def restore(load_model: Callable[[str], None], optimizer: torch.optim.Optimizer,
                 raise ValueError(f"checkpoint {directory} holds an optimizer state sharded over {shards} workers: "
                                  f"resume it with --optimizer zero1 --num-workers {shards}")
             optimizer.load_state_dict(state["optimizer"])
+        if ema is not None:
+            if state.get("ema_shards") is None:
+                logger.warning("checkpoint %s has no EMA: the average starts from its weights", directory)
+            elif state["ema_shards"] != world_size:
+                raise ValueError(f"checkpoint {directory} holds an EMA sharded over {state['ema_shards']} workers; "
+                                 f"resume it with --num-workers {state['ema_shards']} (this run has {world_size})")
+            else:
+                ema.load_state_dict(load_training_state(os.path.join(directory, EMA_SHARD.format(rank=rank))))
     if state.get("scaler"):
         scaler.load_state_dict(state["scaler"])
     return int(state["step"])
 
 
 def report(worker: WorkerState, step: int, metrics: dict[str, float], save_model: Callable[[str], None] | None,
-           optimizer: torch.optim.Optimizer) -> None:
+           optimizer: torch.optim.Optimizer, ema: Any = None) -> None:
     """``ray.train.report`` on every worker (it is a barrier); with ``save_model``, a checkpoint:
-    rank 0 writes the model and the training state, and with a sharded optimizer every rank adds
-    its shard (Ray merges the workers' folders). Uploads run in the background
+    rank 0 writes the model and the training state, and with a sharded optimizer or an EMA every
+    rank adds its shard (Ray merges the workers' folders). Uploads run in the background
     (``CheckpointUploadMode.ASYNC``): the ranks train on while a checkpoint of many GB is copied, and
     Ray registers it only once it is complete."""
     sharded = _sharded(optimizer)
-    if save_model is None or not (worker.is_chief or sharded):
+    if save_model is None or not (worker.is_chief or sharded or ema is not None):
         ray.train.report({**metrics, "step": step})
         return
     directory = tempfile.mkdtemp(prefix="videomv-checkpoint-")  # Ray deletes it after the upload
@@ -398,9 +426,13 @@ def report(worker: WorkerState, step: int, metrics: dict[str, float], save_model
         save_model(directory)
         state = {"step": step, "scaler": worker.scaler.state_dict()}
         state.update({"optimizer_shards": worker.world_size} if sharded else {"optimizer": optimizer.state_dict()})
+        if ema is not None:
+            state["ema_shards"] = worker.world_size
         torch.save(state, os.path.join(directory, TRAINING_STATE))
     if sharded:
         torch.save(optimizer.optim.state_dict(), os.path.join(directory, OPTIMIZER_SHARD.format(rank=worker.rank)))
+    if ema is not None:
+        torch.save(ema.state_dict(), os.path.join(directory, EMA_SHARD.format(rank=worker.rank)))
     ray.train.report({**metrics, "step": step}, checkpoint=ray.train.Checkpoint.from_directory(directory),
                      checkpoint_dir_name=f"checkpoint_{step:07d}",
                      checkpoint_upload_mode=ray.train.CheckpointUploadMode.ASYNC)

@@ -200,3 +200,52 @@ def test_prompts_get_the_recorded_caption_suffix_once(monkeypatch):
     model.unet.camera_embedding.register_to_config(prompt_suffix=", 3d asset")
     pipe(prompt=["a duck", "a box, 3d asset"], num_inference_steps=1, generator=torch.Generator().manual_seed(0))
     assert seen[0] == ["a duck, 3d asset", "a box, 3d asset"]
+
+
+def test_guidance_and_condition_dropout_use_the_negative_prompt(monkeypatch):
+    """Issue 27, item 3: the unconditional branch is the authors' negative prompt (not ""), or the
+    one the model recorded from its fine-tuning, or the caller's; condition dropout trains to it."""
+    from models.multiview_model import MultiViewModel
+    from models.objective import MultiViewBatch, diffusion_loss
+    from models.prompts import AUTHORS_NEGATIVE_PROMPT
+    from models.tiny import build_tiny
+
+    seen = []
+    original = MultiViewModel.encode_prompts
+    monkeypatch.setattr(MultiViewModel, "encode_prompts", lambda self, prompts: seen.append(list(prompts))
+                        or original(self, prompts))
+    model = build_tiny("t2v")
+    pipe = VideoMVPipeline.from_model(model)
+    pipe.set_progress_bar_config(disable=True)
+
+    def unconditional(**options) -> list[str]:
+        seen.clear()
+        pipe(prompt=["a duck", "a box"], num_inference_steps=1, generator=torch.Generator().manual_seed(0), **options)
+        return seen[1]
+
+    assert unconditional() == [AUTHORS_NEGATIVE_PROMPT] * 2
+    assert unconditional(negative_prompt="blurry") == ["blurry"] * 2
+    model.unet.camera_embedding.register_to_config(negative_prompt="")
+    assert unconditional() == ["", ""], "the recorded negative prompt (here the empty one) wins over the default"
+
+    batch = MultiViewBatch(views=torch.zeros(2, 24, 3, 32, 32), cameras=torch.eye(4).expand(2, 24, 4, 4),
+                           prompts=["a duck", "a box"])
+    seen.clear()
+    with torch.no_grad():
+        diffusion_loss(model, batch, torch.Generator().manual_seed(0), condition_dropout=0.999,
+                       negative_prompt=AUTHORS_NEGATIVE_PROMPT)
+    assert seen == [[AUTHORS_NEGATIVE_PROMPT] * 2]
+
+    i2v = build_tiny("i2v")
+    image_batch = MultiViewBatch(views=torch.zeros(2, 24, 3, 32, 32), cameras=torch.eye(4).expand(2, 24, 4, 4),
+                                 prompts=["", ""], condition_images=torch.zeros(2, 3, 32, 32))
+    seen.clear()
+    with torch.no_grad():
+        diffusion_loss(i2v, image_batch, torch.Generator().manual_seed(0), condition_dropout=0.999,
+                       negative_prompt="blurry")
+    assert seen == [["blurry", "blurry"]]
+    i2v_pipe = VideoMVPipeline.from_model(i2v)
+    i2v_pipe.set_progress_bar_config(disable=True)
+    seen.clear()
+    i2v_pipe(image=torch.zeros(1, 3, 32, 32), num_inference_steps=1, generator=torch.Generator().manual_seed(0))
+    assert seen == [[""], [AUTHORS_NEGATIVE_PROMPT]], "the image model: '' vs the negative prompt, as the authors"

@@ -13,6 +13,7 @@ from models.lgm import LGM
 from models.lgm_options import PRESETS
 from models.multiview_model import MultiViewModel
 from models.objective import MultiViewBatch, diffusion_loss
+from models.prompts import AUTHORS_NEGATIVE_PROMPT
 from models.recon_loss import ReconstructionLoss
 from models.recon_training import reconstruction_step
 from models.tiny import make_tiny
@@ -131,6 +132,12 @@ def test_finetune_trains_checkpoints_resumes_and_logs(workspace):
     rows = shards.read_rows(workspace["shards"])
     elevations = [row["elevation"] for row in rows]
     assert final.unet.camera_embedding.config["prompt_suffix"] == ", 3d asset"  # applied at inference too
+    # The text model's recipe: dropout 0.1 to the authors' negative prompt, which the model records so
+    # that guidance guides against it; no offset noise, no EMA.
+    assert final.unet.camera_embedding.config["negative_prompt"] == AUTHORS_NEGATIVE_PROMPT
+    assert (run.data.params["condition_dropout"], run.data.params["offset_noise"], run.data.params["ema_decay"]) == (
+        "0.1", "0.0", "0.0")
+    assert not os.path.exists(os.path.join(first.final_model, "ema"))
     assert final.unet.camera_embedding.config["training_cameras"] == {
         "elevation": [round(min(elevations), 4), round(max(elevations), 4)], "distance": [2.0, 2.0],
         "fov": [39.6, 39.6]}
@@ -157,7 +164,8 @@ def test_finetune_mixing_images_on_two_workers_crosses_epochs_with_a_sharded_opt
     batch per epoch; 6 steps with the image draws of seed 0 take 3 image epochs (two boundaries
     crossed) and 3 orbit batches (one). CPUs are left to the default, which must leave Ray Data its
     share (2 workers x 0.25 + 2 datasets x 0.75 on 2 cores). The optimizer is zero1: each rank
-    checkpoints its shard, and the resumed run loads them."""
+    checkpoints its shard, and the resumed run loads them. An EMA (decay 0.5) is kept too, sharded
+    the same way, and saved beside the final weights."""
     import random
 
     draws = random.Random(0).random
@@ -165,13 +173,19 @@ def test_finetune_mixing_images_on_two_workers_crosses_epochs_with_a_sharded_opt
     assert sum(chosen) >= 3, "the test needs at least two image epoch boundaries"
     images = image_parquet(workspace["root"] / "images.parquet", 2)
     config = train_config(workspace, "ft-images", steps=6, checkpoint_every=3, image_data=images, image_ratio=0.5,
-                          cpus_per_worker=None, optimizer="zero1")
+                          cpus_per_worker=None, optimizer="zero1", ema_decay=0.5)
     first = run_finetune(config)
     assert first.final_metrics["step"] == 6
     shards = sorted(name for name in os.listdir(first.checkpoint) if name.startswith("optimizer_shard_"))
     assert shards == ["optimizer_shard_0.pt", "optimizer_shard_1.pt"]
     state = torch.load(os.path.join(first.checkpoint, TRAINING_STATE), weights_only=True)
     assert state["optimizer_shards"] == 2 and "optimizer" not in state
+    assert state["ema_shards"] == 2
+    ema_shards = [torch.load(os.path.join(first.checkpoint, f"ema_shard_{rank}.pt"), weights_only=True)["shadow"]
+                  for rank in (0, 1)]
+    trained = MultiViewModel.from_pretrained(first.final_model)
+    names = [name for name, parameter in trained.unet.named_parameters()]
+    assert sorted([*ema_shards[0], *ema_shards[1]]) == sorted(names), "every weight averaged by one rank"
     steps_in_shards = [int(next(iter(torch.load(os.path.join(first.checkpoint, name), weights_only=True)
                                     ["state"].values()))["step"]) for name in shards]
     assert steps_in_shards == [6, 6]
@@ -181,6 +195,16 @@ def test_finetune_mixing_images_on_two_workers_crosses_epochs_with_a_sharded_opt
     steps_in_shards = [int(next(iter(torch.load(os.path.join(second.checkpoint, name), weights_only=True)
                                     ["state"].values()))["step"]) for name in shards]
     assert steps_in_shards == [7, 7], "each rank resumed its own optimizer shard"
+    # The final model carries the average of the resumed shards beside the last weights.
+    last = dict(MultiViewModel.from_pretrained(second.final_model).unet.named_parameters())
+    averaged = dict(MultiViewModel.from_pretrained(second.final_model, use_ema=True).unet.named_parameters())
+    start = dict(MultiViewModel.from_pretrained(workspace["model"]).unet.named_parameters())
+    moved = [name for name in last if not torch.equal(last[name], start[name])]
+    assert moved and all(not torch.equal(averaged[name], last[name]) for name in moved)
+    name = moved[0]  # 0.5-decay average after 7 steps: part way from the start to the last weights
+    assert (averaged[name] - last[name]).norm() < (start[name] - last[name]).norm()
+    with pytest.raises(FileNotFoundError, match="fine-tuned without an EMA"):
+        MultiViewModel.from_pretrained(workspace["model"], use_ema=True)
 
 
 def test_a_job_whose_workers_take_every_cpu_fails_at_once_saying_what_to_change(workspace):
@@ -262,16 +286,24 @@ def test_train_recon_end_to_end(workspace):
     assert adam_steps(summary.checkpoint) == 4
     assert metric_steps(workspace, "videomv-recon", "recon") == [1, 2, 3, 4]
 
+    # The objective the job trains on (G's one-step predictions in, the ground truth on a random
+    # background out), on the training orbits with fixed draws: lower after training.
+    import pyarrow as pa
+
+    from pipeline.train_data import DecodeOrbits, to_model_inputs
+    from pipeline.train_recon import reconstructor_batch
+
+    generator_model = MultiViewModel.from_pretrained(workspace["model"])
+    rows = pa.Table.from_pylist(shards.read_rows(workspace["shards"]))
+    inputs = to_model_inputs(DecodeOrbits(BACKGROUNDS["t2v"], RESOLUTION)(rows), torch.device("cpu"))
+    batches = [reconstructor_batch(generator_model, inputs, torch.Generator().manual_seed(seed), RESOLUTION, 24)
+               for seed in range(3)]
+
     def loss_of(model: LGM) -> float:
-        total = []
-        for row in shards.read_rows(workspace["shards"]):
-            data = row_to_tensors(row, (0.5, 0.5, 0.5))
-            with torch.no_grad():
-                terms, _, _ = reconstruction_step(model, ReconstructionLoss(None), data["views"][None],
-                                                  data["alphas"][None], data["c2w"][None], (0, 6, 12, 18), None,
-                                                  (0.5, 0.5, 0.5))
-            total.append(terms["loss"].item())
-        return sum(total) / len(total)
+        with torch.no_grad():
+            return sum(reconstruction_step(model, ReconstructionLoss(None), b.targets, b.alphas, b.cameras,
+                                           b.input_views, b.supervised, b.background, input_images=b.inputs
+                                           )[0]["loss"].item() for b in batches) / len(batches)
 
     assert loss_of(LGM.from_pretrained(summary.final_model)) < loss_of(LGM.from_pretrained(str(initial)))
 
