@@ -8,7 +8,10 @@ settings (micro batch 1, no accumulation, fp32, gradient checkpointing on) in on
 - loader: Ray Data alone (read + decode), samples/s, to show it is not the bottleneck;
 - one decode actor's rate (``DecodeOrbits`` in this process, one CPU) on orbits stored at 256 and
   512 px: the rendered objects upsampled and re-encoded as PNG, so the files compress like renders
-  (an object on a transparent background), decoded to 256 (G's input) and to 512.
+  (an object on a transparent background), decoded to 256 (G's input) and to 512;
+- precomputed latents (``jobs/encode.py``): bytes per sample a worker receives and the plain loop's
+  step time from pixels and from latents, and the stack (1 worker) trained from latents; plus the
+  same bytes at full size (24 views at 256 px, ModelScope's VAE and text encoder).
 
     python benchmarks/train.py [--steps 20] [--threads 2] [--decode-only]
 Target: stack (1 worker) within 15% of plain.
@@ -129,11 +132,40 @@ def main() -> int:
             durations.append(time.perf_counter() - began)
         plain = 1.0 / statistics.median(durations[WARMUP:])
 
+        # The same plain loop from precomputed latents (the encoders do not run in the step).
+        from pipeline.encode_stage import EncodeConfig, run_encode
+        from pipeline.train_data import DecodeLatents, latent_inputs
+
+        latents_dir = os.path.join(scratch, "latents")
+        run_encode(EncodeConfig(data=data, model=model_dir, output=latents_dir, resolution=RESOLUTION))
+        latent_batches = [latent_inputs(DecodeLatents()(pa.Table.from_pylist([row])), torch.device("cpu"))
+                          for row in shards.read_rows(latents_dir)]
+        negative = model.encode_prompts([""])[0]
+        generator = torch.Generator().manual_seed(0)
+        latent_durations = []
+        for step in range(args.steps):
+            inputs = latent_batches[step % len(latent_batches)]
+            began = time.perf_counter()
+            loss = diffusion_loss(model, MultiViewBatch(None, inputs["cameras"], inputs["prompts"],
+                                                        posterior=inputs["posterior"],
+                                                        prompt_states=inputs["prompt_states"],
+                                                        negative_states=negative), generator)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            latent_durations.append(time.perf_counter() - began)
+        plain_latents = 1.0 / statistics.median(latent_durations[WARMUP:])
+        wire = decode(pa.Table.from_pylist(shards.read_rows(data)[:1]))  # what Ray Data hands a worker
+        pixel_bytes = sum(wire[key].nbytes for key in ("views", "alphas", "cameras"))
+        latent_bytes = sum(latent_batches[0][key].numel() * latent_batches[0][key].element_size()
+                           for key in ("posterior", "prompt_states", "cameras"))
+
         stack = {}
-        for workers in (1, 2):
-            name = f"bench-{workers}"
+        for workers, source in ((1, "data"), (2, "data"), (1, "latents")):
+            name = f"bench-{workers}-{source}"
             run_finetune(TrainConfig(
-                data=data, model=model_dir, output=os.path.join(scratch, "runs"), name=name, steps=args.steps,
+                **({"data": data} if source == "data" else {"latents": latents_dir}),
+                model=model_dir, output=os.path.join(scratch, "runs"), name=name, steps=args.steps,
                 num_workers=workers, cpus_per_worker=args.threads / workers, micro_batch=1, global_batch=workers,
                 precision="no", checkpoint_every=args.steps, log_every=1, resolution=RESOLUTION, mlflow_uri=uri,
                 max_failures=0))
@@ -141,19 +173,30 @@ def main() -> int:
             run = mlflow.search_runs(experiment_names=["videomv-finetune"],
                                      filter_string=f"tags.ray_run_name = '{name}'", output_format="list")[0]
             history = mlflow.tracking.MlflowClient().get_metric_history(run.info.run_id, "samples_per_second")
-            stack[workers] = statistics.median(m.value for m in history if m.step > WARMUP)
+            stack[workers, source] = statistics.median(m.value for m in history if m.step > WARMUP)
         ray.shutdown()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
     print(f"tiny T2V model, {RESOLUTION}px, 24 views, {args.steps} steps, {args.threads} torch threads per run")
     print(f"plain PyTorch loop (in-memory batches): {plain:.3f} samples/s")
-    print(f"Ray Data + Ray Train, 1 worker:        {stack[1]:.3f} samples/s = {stack[1] / plain:.2f} x plain "
-          f"({100 * (1 - stack[1] / plain):+.1f}% slower; target within 15%)")
-    print(f"Ray Data + Ray Train, 2 workers:       {stack[2]:.3f} samples/s = {stack[2] / plain:.2f} x plain "
+    one, two = stack[1, "data"], stack[2, "data"]
+    print(f"Ray Data + Ray Train, 1 worker:        {one:.3f} samples/s = {one / plain:.2f} x plain "
+          f"({100 * (1 - one / plain):+.1f}% slower; target within 15%)")
+    print(f"Ray Data + Ray Train, 2 workers:       {two:.3f} samples/s = {two / plain:.2f} x plain "
           f"(same {args.threads} cores shared)")
     print(f"Ray Data loader alone:                 {loader:.2f} samples/s = {loader / max(stack.values()):.0f} x "
           f"the fastest training run (not the bottleneck when > 1)")
+    print(f"from precomputed latents: plain loop {plain_latents:.3f} samples/s = {plain_latents / plain:.2f} x "
+          f"from pixels; Ray stack, 1 worker {stack[1, 'latents']:.3f} samples/s = {stack[1, 'latents'] / one:.2f} x "
+          "from pixels")
+    print(f"bytes per sample to a worker: {pixel_bytes / 1e3:.1f} kB of decoded views, alphas and cameras vs "
+          f"{latent_bytes / 1e3:.1f} kB of latents (posterior, text states, cameras) = {pixel_bytes / latent_bytes:.1f} x "
+          "less")
+    full_pixels = 24 * 256 * 256 * 4 + 24 * 16 * 4  # RGB + alpha uint8, cameras float32
+    full_latents = 24 * 8 * 32 * 32 * 2 + 77 * 1024 * 2 + 24 * 16 * 4  # posterior 2C = 8, CLIP states, cameras
+    print(f"at full size (24 views at 256 px, ModelScope): {full_pixels / 1e6:.2f} MB vs {full_latents / 1e6:.2f} MB "
+          f"per sample = {full_pixels / full_latents:.1f} x less")
     for (stored, target), rate in decoding.items():
         print(f"one decode actor, orbits stored at {stored} px decoded to {target} px: {rate:.2f} samples/s "
               f"(24 views each)")

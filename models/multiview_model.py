@@ -193,6 +193,34 @@ class MultiViewModel:
             model.load_trainable(ema_dir)
         return model
 
+    @classmethod
+    def load_encoders(cls, location: str, device: torch.device | str = "cpu",
+                      tracking_uri: str | None = None) -> "MultiViewModel":
+        """G's VAE, text encoder and tokenizer only (no UNet: ``unet`` is None), on ``device``, frozen:
+        what encoding precomputed latents needs (``encode_posterior``, ``encode_prompts``)."""
+        model_dir = resolve_model_dir(location, tracking_uri)
+        model = cls(variant=detect_variant(model_dir), unet=None,  # type: ignore[arg-type]
+                    vae=AutoencoderKL.from_pretrained(model_dir, subfolder="vae"),
+                    text_encoder=CLIPTextModel.from_pretrained(model_dir, subfolder="text_encoder"),
+                    tokenizer=CLIPTokenizer.from_pretrained(model_dir, subfolder="tokenizer"),
+                    scheduler=None, execution_device=torch.device(device))
+        for module in (model.vae, model.text_encoder):
+            module.to(device)
+        model.freeze_encoders()
+        return model
+
+    def encoders_fingerprint(self) -> str:
+        """SHA-256 of the VAE's and the text encoder's weights (names, shapes and float32 values):
+        latents encoded by other weights are not this model's latents."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        for prefix, module in (("vae", self.vae), ("text_encoder", self.text_encoder)):
+            for name, tensor in sorted(module.state_dict().items()):
+                digest.update(f"{prefix}.{name}{tuple(tensor.shape)}".encode())
+                digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()
+
     def save_pretrained(self, output_dir: str) -> None:
         """The ``VideoMVPipeline`` layout: diffusers' folders, camera_embedding/, model_index.json."""
         from models.pipeline_videomv import VideoMVPipeline
@@ -243,11 +271,13 @@ class MultiViewModel:
         return self
 
     @torch.no_grad()
-    def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
-        """Prompts -> text encoder hidden states [B, L, D] (padded to the tokenizer's max length)."""
+    def encode_prompts(self, prompts: list[str], device: torch.device | None = None) -> torch.Tensor:
+        """Prompts -> text encoder hidden states [B, L, D] (padded to the tokenizer's max length),
+        computed on ``device`` (default: ``self.device``; the text encoder's own when it stays on the
+        CPU while the UNet trains from precomputed latents)."""
         tokens = self.tokenizer(prompts, padding="max_length", max_length=self.tokenizer.model_max_length,
                                 truncation=True, return_tensors="pt")
-        return self.text_encoder(tokens.input_ids.to(self.device))[0]
+        return self.text_encoder(tokens.input_ids.to(device or self.device))[0]
 
     @torch.no_grad()
     def encode_views(self, views: torch.Tensor, generator: torch.Generator | None = None,
@@ -261,11 +291,33 @@ class MultiViewModel:
         posteriors = [self.vae.encode(part).latent_dist for part in self._chunks(flat)]
         if all(isinstance(posterior, DiagonalGaussianDistribution) for posterior in posteriors):
             # The posterior's parameters chunk by chunk, then one draw: the same latents as one VAE call.
-            posterior = DiagonalGaussianDistribution(torch.cat([p.parameters for p in posteriors]))
-            latents = posterior.sample(generator) if sample else posterior.mode()
-        else:  # a deterministic encoder (the toy ``PixelShuffleVAE``): nothing drawn
-            latents = torch.cat([p.sample(generator) if sample else p.mode() for p in posteriors])
+            parameters = torch.cat([p.parameters for p in posteriors])
+            return self.latents_from_posterior(parameters.unflatten(0, (batch, frames)), generator, sample)
+        # A deterministic encoder (the toy ``PixelShuffleVAE``): nothing drawn.
+        latents = torch.cat([p.sample(generator) if sample else p.mode() for p in posteriors])
         latents = latents * self.vae.config.scaling_factor
+        return latents.unflatten(0, (batch, frames)).permute(0, 2, 1, 3, 4)
+
+    @torch.no_grad()
+    def encode_posterior(self, views: torch.Tensor) -> torch.Tensor:
+        """Views [B, F, 3, H, W] in [-1, 1] -> the VAE posterior's parameters [B, F, 2C, h, w] (mean
+        then log-variance, diffusers' ``DiagonalGaussianDistribution.parameters``): what precomputed
+        latents store, so that every training step still draws its own sample."""
+        batch, frames = views.shape[:2]
+        flat = views.flatten(0, 1).to(device=self.device, dtype=self.vae.dtype)
+        posteriors = [self.vae.encode(part).latent_dist for part in self._chunks(flat)]
+        if not all(isinstance(posterior, DiagonalGaussianDistribution) for posterior in posteriors):
+            raise ValueError(f"{type(self.vae).__name__} has no Gaussian posterior to store: precomputed latents need "
+                             "an AutoencoderKL")
+        return torch.cat([p.parameters for p in posteriors]).unflatten(0, (batch, frames))
+
+    def latents_from_posterior(self, parameters: torch.Tensor, generator: torch.Generator | None = None,
+                               sample: bool = True) -> torch.Tensor:
+        """Posterior parameters [B, F, 2C, h, w] (``encode_posterior``) -> scaled latents [B, C, F, h, w]:
+        one draw from ``generator`` (``sample``) or the mean, as ``encode_views`` gives for the views."""
+        batch, frames = parameters.shape[:2]
+        posterior = DiagonalGaussianDistribution(parameters.flatten(0, 1).to(self.device))
+        latents = (posterior.sample(generator) if sample else posterior.mode()) * self.vae.config.scaling_factor
         return latents.unflatten(0, (batch, frames)).permute(0, 2, 1, 3, 4)
 
     def _chunks(self, flat: torch.Tensor) -> tuple[torch.Tensor, ...]:

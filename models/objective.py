@@ -52,16 +52,24 @@ class MultiViewBatch:
     """One training batch.
 
     Attributes:
-        views: [B, F, 3, H, W] in [-1, 1], background already composited; F = 24 or 1.
+        views: [B, F, 3, H, W] in [-1, 1], background already composited; F = 24 or 1. None when the
+            batch comes as precomputed latents (``posterior``).
         cameras: [B, F, 4, 4] c2w (``camera`` module convention), or None for 1-frame image batches.
         prompts: B captions (T2V; ignored by I2VGen-XL, whose prompt is always empty).
         condition_images: [B, 3, H, W] in [-1, 1] (I2VGen-XL only): usually views[:, 0].
+        posterior: [B, F, 2C, h, w] the VAE posterior's parameters of the views
+            (``MultiViewModel.encode_posterior``: precomputed latents, T2V), instead of ``views``.
+        prompt_states: [B, L, D] the text encoder's states of ``prompts`` (precomputed), and
+        negative_states: [L, D] those of the negative prompt, for the samples dropout drops.
     """
 
-    views: torch.Tensor
+    views: torch.Tensor | None
     cameras: torch.Tensor | None
     prompts: list[str]
     condition_images: torch.Tensor | None = None
+    posterior: torch.Tensor | None = None
+    prompt_states: torch.Tensor | None = None
+    negative_states: torch.Tensor | None = None
 
 
 def diffusion_loss(
@@ -90,9 +98,14 @@ def diffusion_loss(
             I2VGen-XL; 0: plain Gaussian noise, nothing more drawn).
     """
     device = model.device
-    views = batch.views.to(device)
-    batch_size, frames = views.shape[:2]
-    latents = model.encode_views(views, generator).float()
+    if batch.posterior is not None:  # precomputed latents: the same draw the views would have given
+        if model.variant != "t2v" or batch.prompt_states is None or batch.negative_states is None:
+            raise ValueError("precomputed latents need the t2v variant, prompt_states and negative_states")
+        batch_size, frames = batch.posterior.shape[:2]
+        latents = model.latents_from_posterior(batch.posterior.float(), generator).float()
+    else:
+        batch_size, frames = batch.views.shape[:2]
+        latents = model.encode_views(batch.views.to(device), generator).float()
     scheduler = model.scheduler
     noise = torch.randn(latents.shape, generator=generator, device=device)
     if offset_noise:
@@ -113,7 +126,11 @@ def diffusion_loss(
     else:
         dropped = [False] * batch_size
     unet_inputs: dict[str, torch.Tensor] = {}
-    if model.variant == "t2v":
+    if batch.prompt_states is not None:
+        keep = torch.tensor([not d for d in dropped], device=device).view(-1, 1, 1)
+        unet_inputs["encoder_hidden_states"] = torch.where(keep, batch.prompt_states.to(device).float(),
+                                                           batch.negative_states.to(device).float())
+    elif model.variant == "t2v":
         prompts = [negative_prompt if drop else prompt for prompt, drop in zip(batch.prompts, dropped)]
         unet_inputs["encoder_hidden_states"] = model.encode_prompts(prompts)
     else:

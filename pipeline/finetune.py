@@ -47,7 +47,15 @@ from pipeline.train_common import (
     run_trainer,
     summarise,
 )
-from pipeline.train_data import check_resolution, image_dataset, orbit_dataset, to_model_inputs
+from pipeline.encode_stage import check_latents
+from pipeline.train_data import (
+    check_resolution,
+    image_dataset,
+    latent_dataset,
+    latent_inputs,
+    orbit_dataset,
+    to_model_inputs,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +71,14 @@ def finetune_loop(config: dict[str, Any]) -> None:
         seen["elevation"], seen["distance"], seen["fov"], previous=embedding.config.get("training_cameras")),
         prompt_suffix=CAPTION_SUFFIX if model.variant == "t2v" else None, negative_prompt=config["negative_prompt"])
     model.freeze_encoders()
-    model.to(worker.device)
+    from_latents = bool(config.get("latents"))
+    negative_states = None
+    if from_latents:  # the VAE and text encoder stay on the CPU: only the negative prompt is encoded, once
+        negative_states = model.encode_prompts([config["negative_prompt"]], device=torch.device("cpu"))[0]
+        model.unet.to(worker.device)
+        negative_states = negative_states.to(worker.device)
+    else:
+        model.to(worker.device)
     if config["gradient_checkpointing"]:
         model.unet.enable_gradient_checkpointing()
     model.unet.train()
@@ -94,19 +109,29 @@ def finetune_loop(config: dict[str, Any]) -> None:
             losses, samples = [], 0
             for micro in range(accumulation):
                 use_images = images is not None and choose.random() < config["image_ratio"]
-                inputs = to_model_inputs(next(images if use_images else orbits), worker.device)
+                if from_latents:
+                    inputs = latent_inputs(next(orbits), worker.device)
+                    frames = "posterior"  # the frame axis to reorder with the cameras
+                else:
+                    inputs = to_model_inputs(next(images if use_images else orbits), worker.device)
+                    frames = "views"
                 if inputs["cameras"] is not None and (config["roll_orbits"] or config["reverse_orbits"]):
-                    inputs["views"], inputs["cameras"] = reorder_orbits(
-                        [inputs["views"], inputs["cameras"]], order, config["roll_orbits"], config["reverse_orbits"])
-                batch = MultiViewBatch(views=inputs["views"], cameras=inputs["cameras"], prompts=inputs["prompts"],
-                                       condition_images=inputs["views"][:, 0] if model.variant == "i2v" else None)
+                    inputs[frames], inputs["cameras"] = reorder_orbits(
+                        [inputs[frames], inputs["cameras"]], order, config["roll_orbits"], config["reverse_orbits"])
+                if from_latents:
+                    batch = MultiViewBatch(views=None, cameras=inputs["cameras"], prompts=inputs["prompts"],
+                                           posterior=inputs["posterior"], prompt_states=inputs["prompt_states"],
+                                           negative_states=negative_states)
+                else:
+                    batch = MultiViewBatch(views=inputs["views"], cameras=inputs["cameras"], prompts=inputs["prompts"],
+                                           condition_images=inputs["views"][:, 0] if model.variant == "i2v" else None)
                 sync = contextlib.nullcontext() if micro == accumulation - 1 or unet is model.unet else unet.no_sync()
                 with sync:
                     loss = diffusion_loss(model, batch, generator, config["condition_dropout"], worker.autocast_dtype, unet,
                                           config["negative_prompt"], config["offset_noise"])
                     worker.scaler.scale(loss / accumulation).backward()
                 losses.append(loss.item())
-                samples += len(inputs["views"])
+                samples += len(inputs["prompts"])
             worker.end_step(step, optimizer, losses, samples, began, model.save_trainable, ema)
             if worker.is_chief and config["sample_every"] and (
                     step % config["sample_every"] == 0 or step == config["steps"]):
@@ -153,23 +178,38 @@ def with_variant_recipe(config: TrainConfig, variant: str) -> TrainConfig:
 
 
 def run_finetune(config: TrainConfig) -> TrainSummary:
-    """Fine-tune G on ``config.data``; resumable by ``config.name``."""
+    """Fine-tune G on ``config.data`` (orbit shards) or ``config.latents`` (latent shards, the text
+    model; checked to come from this model's encoders at ``config.resolution``); resumable by
+    ``config.name``."""
     # Workers fetch config.model themselves (each node caches it); the driver only reads its variant.
     model_dir = resolve_model_dir(config.model, tracking_uri(config.mlflow_uri))
     variant = detect_variant(model_dir)
     config = with_variant_recipe(config, variant)
-    check_resolution(config.data, config.resolution)
+    if config.latents:
+        refused = [flag for flag, given in (("an image model", variant != "t2v"), ("--image-data", config.image_data),
+                                            ("--sample-every", config.sample_every), ("--captions", config.captions),
+                                            ("--materialize-data", config.materialize_data)) if given]
+        if refused:
+            raise ValueError(f"--latents cannot be combined with {', '.join(refused)}: the latents hold the text "
+                             "model's encoded orbits and captions only (train from --data instead)")
+        check_latents(config.latents, model_dir, config.resolution)
+    else:
+        check_resolution(config.data, config.resolution)
     if not ray.is_initialized():
         ray.init()
     config = placed(config, num_datasets=2 if config.image_data else 1)
     shuffle_seed = config.seed if config.shuffle_buffer else None
-    datasets = {"orbits": orbit_dataset(config.data, variant, config.resolution, config.captions,
-                                        materialize=config.materialize_data, max_decoders=config.max_decoders,
-                                        shuffle_seed=shuffle_seed)}
+    if config.latents:
+        datasets = {"orbits": latent_dataset(config.latents, config.max_decoders, shuffle_seed)}
+    else:
+        datasets = {"orbits": orbit_dataset(config.data, variant, config.resolution, config.captions,
+                                            materialize=config.materialize_data, max_decoders=config.max_decoders,
+                                            shuffle_seed=shuffle_seed)}
     if config.image_data:
         datasets["images"] = image_dataset(config.image_data, config.resolution, config.max_decoders,
                                            shuffle_seed=shuffle_seed)
-    rows = shards.read_rows(config.data, columns=["status", "elevation", "distance", "fov"])
+    columns = ["elevation", "distance", "fov"] + ([] if config.latents else ["status"])  # latent rows are all ok
+    rows = shards.read_rows(config.data or config.latents, columns=columns)
     cameras = camera_ranges(*([row[name] for row in rows] for name in ("elevation", "distance", "fov")))
     return summarise(run_trainer(finetune_loop, config, datasets, {
         "model": config.model, "variant": variant, "training_cameras": cameras}), config)

@@ -1,4 +1,5 @@
-"""The orbit shard format: one Parquet row per object, written by the render stage.
+"""The orbit shard format: one Parquet row per object, written by the render stage; and the latent
+shard format (``LATENT_SCHEMA``), one row per orbit, written by the encode stage.
 
 Everything downstream (training, reconstruction, evaluation) reads rows through this module. The
 schema is versioned (``SCHEMA_VERSION``, stored per row and in the file metadata) and documented in
@@ -50,6 +51,26 @@ SCHEMA = pa.schema(
         pa.field("render_node", pa.string()),  # Ray node id of the worker that rendered it; null outside Ray
     ],
     metadata={b"videomv_schema_version": str(SCHEMA_VERSION).encode()},
+)
+
+
+LATENT_SCHEMA_VERSION = 1
+LATENT_SCHEMA = pa.schema(
+    [
+        pa.field("schema_version", pa.int16(), nullable=False),
+        pa.field("uid", pa.string(), nullable=False),
+        pa.field("caption", pa.string()),  # the prompt encoded: the caption with its suffix, once
+        pa.field("variant", pa.string(), nullable=False),  # "t2v"
+        pa.field("resolution", pa.int32(), nullable=False),  # G's input size the views were resized to
+        pa.field("posterior", pa.binary(), nullable=False),  # .npy float16 [F, 2C, h, w]: VAE mean, log-variance
+        pa.field("prompt_states", pa.binary(), nullable=False),  # .npy float16 [L, D]: text encoder states
+        pa.field("c2w", pa.list_(pa.list_(pa.float32()))),  # [F][16] OpenGL c2w, row-major, as in the orbit row
+        pa.field("elevation", pa.float32()),
+        pa.field("distance", pa.float32()),
+        pa.field("fov", pa.float32()),
+        pa.field("encoders", pa.string(), nullable=False),  # fingerprint of the VAE and text encoder weights
+    ],
+    metadata={b"videomv_latent_schema_version": str(LATENT_SCHEMA_VERSION).encode()},
 )
 
 

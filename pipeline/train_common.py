@@ -45,10 +45,13 @@ MIN_WORKER_CPUS = 0.1
 class TrainConfig:
     """Flags shared by ``jobs/finetune.py`` and ``jobs/train_recon.py`` (``pipeline.cli``)."""
 
-    data: str = option(help="orbit shards from jobs/render.py (folder or URI)")
     model: str = option(help="diffusers directory of G (ModelScope T2V / I2VGen-XL layout, or fine-tuned)")
     output: str = option(help="storage path for checkpoints and the final model (folder or URI)")
     name: str = option(help="run name: re-submitting with the same name and output resumes")
+    data: str | None = option(None, "orbit shards from jobs/render.py (folder or URI)")
+    latents: str | None = option(
+        None, "latent shards from jobs/encode.py: fine-tune G from them instead of --data's orbits, with the VAE and "
+        "text encoder off the GPU (text model only)")
     steps: int = option(1000, "optimizer steps")
     num_workers: int = option(1, "Ray Train workers")
     cpus_per_worker: float | None = option(
@@ -114,6 +117,8 @@ class TrainConfig:
     fail_at_step: int | None = option(None, "fault drill: raise once at this step to exercise recovery")
 
     def __post_init__(self) -> None:
+        if (self.data is None) == (self.latents is None):
+            raise ValueError("give the training data: --data (orbit shards) or --latents (latent shards), one of them")
         if self.precision not in ("fp16", "bf16", "no"):
             raise ValueError(f"precision must be fp16, bf16 or no, got {self.precision!r}")
         if self.steps < 1 or self.micro_batch < 1 or self.global_batch < 1:
@@ -153,7 +158,7 @@ def mlflow_run_id(config: TrainConfig, params: dict[str, Any]) -> str:
         return existing[0].info.run_id
     with mlflow.start_run(run_name=config.name, tags={"ray_run_name": config.name}) as run:
         mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})
-        log_shards_input(config.data, context="training")
+        log_shards_input(config.data or config.latents, context="training")
         return run.info.run_id
 
 

@@ -1,4 +1,4 @@
-"""Ray Data input for training: orbit shards (and optional 2D images) decoded into arrays.
+"""Ray Data input for training: orbit shards (and optional 2D images), or latent shards, decoded into arrays.
 
 Decoding (PNG -> composited, resized RGB), caption joining and camera flattening all happen in Ray
 Data tasks, so the training workers receive ready arrays and only convert them to tensors.
@@ -29,6 +29,7 @@ from pipeline.sources import load_captions
 
 BACKGROUNDS = {"t2v": (128, 128, 128), "i2v": (255, 255, 255)}  # paper: grey for text, white for image
 ORBIT_COLUMNS = ["uid", "status", "caption", "c2w", "views"]
+LATENT_COLUMNS = ["caption", "c2w", "posterior", "prompt_states"]
 # Reading and decoding are light next to a training step; small CPU shares let them run beside the
 # training workers even when those hold most CPUs (Ray Data only gets what Train leaves over).
 READ_CPUS = 0.25
@@ -102,12 +103,19 @@ def _stack(views: list, alphas: list, cameras: list, prompts: list, resolution: 
             "prompt": np.array(prompts, dtype=object)}
 
 
-def _read_ok_rows(item: dict[str, Any]) -> list[dict[str, Any]]:
-    """One complete shard file -> its ok rows (only the columns training needs)."""
+def read_ok_rows(item: dict[str, Any], columns: list[str] = ORBIT_COLUMNS) -> list[dict[str, Any]]:
+    """One complete shard file -> its ok rows (only ``columns``: those training needs)."""
     filesystem, path = fsspec.core.url_to_fs(item["path"])
     with filesystem.open(path, "rb") as handle:
-        table = pq.read_table(handle, columns=ORBIT_COLUMNS, filters=[("status", "=", schema.STATUS_OK)])
+        table = pq.read_table(handle, columns=columns, filters=[("status", "=", schema.STATUS_OK)])
     return table.to_pylist()
+
+
+def _read_rows(item: dict[str, Any]) -> list[dict[str, Any]]:
+    """One complete latent shard file -> its rows."""
+    filesystem, path = fsspec.core.url_to_fs(item["path"])
+    with filesystem.open(path, "rb") as handle:
+        return pq.read_table(handle, columns=LATENT_COLUMNS).to_pylist()
 
 
 def orbit_dataset(data: str, variant: str, resolution: int, captions: str | None = None,
@@ -130,7 +138,7 @@ def orbit_dataset(data: str, variant: str, resolution: int, captions: str | None
     dataset = ray.data.from_items([{"path": path} for path in paths], override_num_blocks=len(paths))
     if not materialize:  # the file list, before any reading: nothing decoded waits behind the shuffle
         dataset = shuffled(dataset, shuffle_seed)
-    dataset = dataset.flat_map(_read_ok_rows, num_cpus=READ_CPUS)
+    dataset = dataset.flat_map(read_ok_rows, num_cpus=READ_CPUS)
     dataset = dataset.map_batches(DecodeOrbits, fn_constructor_kwargs={
         "background": BACKGROUNDS[variant], "resolution": resolution, "captions": table,
     }, batch_format="pyarrow", batch_size=8, num_cpus=DECODE_CPUS,
@@ -158,6 +166,33 @@ def shuffled(dataset: ray.data.Dataset, seed: int | None) -> ray.data.Dataset:
     return dataset.randomize_block_order(seed=ray.data.RandomSeedConfig(seed=seed, reseed_after_execution=True))
 
 
+class DecodeLatents:
+    """Ray Data UDF: latent shard rows (``pipeline.encode_stage``) -> the arrays the workers get:
+    ``posterior`` float16 [N, F, 2C, h, w], ``prompt_states`` float16 [N, L, D], ``cameras`` float32
+    [N, F, 16], ``prompt`` (what was encoded, for logs)."""
+
+    def __call__(self, batch: pa.Table) -> dict[str, np.ndarray]:
+        rows = batch.to_pylist()
+        return {"posterior": np.stack([schema.decode_array(row["posterior"]) for row in rows]),
+                "prompt_states": np.stack([schema.decode_array(row["prompt_states"]) for row in rows]),
+                "cameras": np.stack([np.asarray(row["c2w"], np.float32).reshape(-1, 16) for row in rows]),
+                "prompt": np.array([row["caption"] or "" for row in rows], dtype=object)}
+
+
+def latent_dataset(data: str, max_decoders: int = 1, shuffle_seed: int | None = None) -> ray.data.Dataset:
+    """Latent shards at ``data`` (``jobs/encode.py``) as training arrays (``DecodeLatents``), listed,
+    shuffled and read as ``orbit_dataset`` does."""
+    filesystem, _ = fsspec.core.url_to_fs(data)
+    paths = [filesystem.unstrip_protocol(path) for path in shards.list_shards(data)]
+    if not paths:
+        raise ValueError(f"no latent shards (*.parquet) found at {data}")
+    dataset = shuffled(ray.data.from_items([{"path": path} for path in paths], override_num_blocks=len(paths)),
+                       shuffle_seed)
+    dataset = dataset.flat_map(_read_rows, num_cpus=READ_CPUS)
+    return dataset.map_batches(DecodeLatents, batch_format="pyarrow", batch_size=8, num_cpus=DECODE_CPUS,
+                               compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, max_decoders)))
+
+
 def image_dataset(data: str, resolution: int, max_decoders: int = 1, shuffle_seed: int | None = None
                   ) -> ray.data.Dataset:
     """A Parquet of images (``image``: encoded bytes, ``caption``) as 1-frame training arrays."""
@@ -179,3 +214,14 @@ def to_model_inputs(batch: dict[str, Any], device: Any) -> dict[str, Any]:
     frames = views.shape[1]
     cameras = torch.as_tensor(batch["cameras"]).to(device).reshape(len(views), frames, 4, 4) if frames > 1 else None
     return {"views": views, "alphas": alphas, "cameras": cameras, "prompts": [str(p) for p in batch["prompt"]]}
+
+
+def latent_inputs(batch: dict[str, Any], device: Any) -> dict[str, Any]:
+    """A worker-side latent batch (``DecodeLatents``) -> tensors on ``device``: posterior [N, F, 2C, h, w]
+    and prompt_states [N, L, D] (float16, as stored), cameras [N, F, 4, 4], prompts."""
+    import torch
+
+    posterior = torch.tensor(batch["posterior"], device=device)
+    cameras = torch.as_tensor(batch["cameras"]).to(device).reshape(*posterior.shape[:2], 4, 4)
+    return {"posterior": posterior, "prompt_states": torch.tensor(batch["prompt_states"], device=device),
+            "cameras": cameras, "prompts": [str(p) for p in batch["prompt"]]}

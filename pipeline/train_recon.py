@@ -211,6 +211,8 @@ def run_train_recon(config: TrainConfig, recon: ReconConfig) -> TrainSummary:
     ``config.lr`` None takes the preset's (``PRESET_TRAINING``). A preset whose recipe includes
     LPIPS refuses to start without its weights (before any Ray work).
     """
+    if config.data is None:
+        raise ValueError("the reconstructor trains on orbit shards (--data): precomputed latents hold no pixels")
     config = with_preset_recipe(config, recon)
     # Workers fetch config.model themselves (each node caches it); the driver only reads its variant.
     model_dir = resolve_model_dir(config.model, tracking_uri(config.mlflow_uri))

@@ -12,6 +12,7 @@ import pytest
 from conftest import REPO_ROOT
 from models.lgm_options import PRESET_TRAINING
 from pipeline.cli import add_config_arguments, config_from_args, config_from_strings, option
+from pipeline.encode_stage import EncodeConfig
 from pipeline.evaluate import EvaluationConfig
 from pipeline.local_run import LocalRunConfig
 from pipeline.render_stage import RenderJobConfig
@@ -22,8 +23,9 @@ from pipeline.train_recon import RECON_TRAIN_DEFAULTS, ReconConfig, with_preset_
 # job -> (the configs its flags come from, the arguments that make a minimal valid command line)
 JOBS = {
     "render": ((RenderJobConfig,), ["--input", "in", "--output", "out"]),
-    "finetune": ((TrainConfig,), ["--data", "d", "--model", "m", "--output", "o", "--name", "n"]),
-    "train_recon": ((TrainConfig, ReconConfig), ["--data", "d", "--model", "m", "--output", "o", "--name", "n"]),
+    "finetune": ((TrainConfig,), ["--model", "m", "--output", "o", "--name", "n"]),  # and --data or --latents
+    "train_recon": ((TrainConfig, ReconConfig), ["--model", "m", "--output", "o", "--name", "n"]),  # and --data
+    "encode": ((EncodeConfig,), ["--data", "d", "--model", "m", "--output", "o"]),
     "evaluate": ((EvaluationConfig,), ["--model", "m"]),
     "run_all": ((LocalRunConfig,), []),
     "serve": ((ServeConfig,), ["--model-dir", "m"]),
@@ -81,7 +83,7 @@ def test_train_recon_help_shows_the_learning_rate_it_uses(caplog):
     parser = load_job("train_recon").build_parser()
     assert "its training recipe gives the default --lr (big 3e-5, small 4e-4, tiny 2e-3)" in \
         " ".join(parser.format_help().split())
-    args = parser.parse_args(JOBS["train_recon"][1])
+    args = parser.parse_args(JOBS["train_recon"][1] + ["--data", "d"])
     config = config_from_args(TrainConfig, args)
     assert config.lr is None
     for preset, recipe in PRESET_TRAINING.items():
@@ -98,7 +100,11 @@ def test_train_recon_help_shows_the_learning_rate_it_uses(caplog):
         "on RGB and alpha MSE only"]
     finetune = load_job("finetune").build_parser()
     assert "AdamW learning rate (default: 3e-05)" in " ".join(finetune.format_help().split())
-    assert config_from_args(TrainConfig, finetune.parse_args(JOBS["finetune"][1])).lr == 3e-5
+    assert config_from_args(TrainConfig, finetune.parse_args(JOBS["finetune"][1] + ["--data", "d"])).lr == 3e-5
+    with pytest.raises(ValueError, match="--data .* or --latents"):
+        config_from_args(TrainConfig, finetune.parse_args(JOBS["finetune"][1]))
+    with pytest.raises(ValueError, match="one of them"):
+        config_from_args(TrainConfig, finetune.parse_args(JOBS["finetune"][1] + ["--data", "d", "--latents", "l"]))
 
 
 @dataclasses.dataclass

@@ -415,3 +415,49 @@ def test_shuffling_gives_every_epoch_another_order_and_the_same_orders_for_the_s
     assert epoch_one != epoch_two and epoch_one != list(range(16))
     assert row_orders(3) == [epoch_one, epoch_two]
     assert row_orders(3, buffer=0) == [list(range(16))] * 2
+
+
+def test_precomputed_latents_give_the_pixel_paths_loss_and_train_g_without_its_encoders(workspace, tmp_path):
+    """Issue 27, deliver 2: jobs/encode.py writes latent shards (the VAE posterior, not a sample;
+    the caption's text-encoder states; the cameras); the loss from them equals the loss from the
+    orbit's pixels at the same seed (fp16 storage aside); finetune --latents trains from them, and
+    refuses latents another model's encoders wrote."""
+    import pyarrow as pa
+
+    from pipeline.encode_stage import EncodeConfig, run_encode
+    from pipeline.train_data import DecodeLatents, DecodeOrbits, latent_inputs, to_model_inputs
+
+    latents = str(tmp_path / "latents")
+    summary = run_encode(EncodeConfig(data=workspace["shards"], model=workspace["model"], output=latents,
+                                      resolution=RESOLUTION, batch_size=2))
+    assert summary.orbits == 4 and summary.files >= 1
+    rows = shards.read_rows(latents)
+    assert {row["schema_version"] for row in rows} == {1} and {row["variant"] for row in rows} == {"t2v"}
+    by_uid = {row["uid"]: row for row in rows}
+    orbit_rows = shards.read_rows(workspace["shards"])
+    model = MultiViewModel.from_pretrained(workspace["model"])
+    pixels = to_model_inputs(DecodeOrbits(BACKGROUNDS["t2v"], RESOLUTION)(pa.Table.from_pylist(orbit_rows)), "cpu")
+    encoded = latent_inputs(DecodeLatents()(pa.Table.from_pylist([by_uid[row["uid"]] for row in orbit_rows])), "cpu")
+    assert encoded["posterior"].dtype == torch.float16 and encoded["prompts"] == pixels["prompts"]
+    assert torch.equal(encoded["cameras"], pixels["cameras"])
+    negative = model.encode_prompts([AUTHORS_NEGATIVE_PROMPT])[0]
+    for seed, dropout in ((0, 0.0), (1, 0.0), (2, 0.9)):
+        with torch.no_grad():
+            from_pixels = diffusion_loss(model, MultiViewBatch(pixels["views"], pixels["cameras"], pixels["prompts"]),
+                                         torch.Generator().manual_seed(seed), dropout,
+                                         negative_prompt=AUTHORS_NEGATIVE_PROMPT)
+            from_latents = diffusion_loss(model, MultiViewBatch(
+                None, encoded["cameras"], encoded["prompts"], posterior=encoded["posterior"],
+                prompt_states=encoded["prompt_states"], negative_states=negative),
+                torch.Generator().manual_seed(seed), dropout)
+        assert from_latents.item() == pytest.approx(from_pixels.item(), rel=2e-3), seed
+
+    trained = run_finetune(train_config(workspace, "ft-latents", data=None, latents=latents, steps=2,
+                                        checkpoint_every=2))
+    assert trained.final_metrics["step"] == 2 and torch.isfinite(torch.tensor(trained.final_metrics["loss"]))
+    other = make_tiny("t2v", str(tmp_path / "other-tiny"), seed=1)
+    with pytest.raises(ValueError, match="encoded by other encoders"):
+        run_finetune(train_config(workspace, "ft-latents-other", data=None, latents=latents, model=other))
+    with pytest.raises(ValueError, match="already holds latent shards"):
+        run_encode(EncodeConfig(data=workspace["shards"], model=workspace["model"], output=latents,
+                                resolution=RESOLUTION))

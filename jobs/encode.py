@@ -1,0 +1,49 @@
+"""Encode orbit shards once into latent shards (the VAE posterior, the caption's text-encoder states,
+the cameras) for fine-tuning the text model without its VAE and text encoder on the training GPUs.
+
+Locally (tiny model, CPU actors):
+    python jobs/encode.py --data out/shards --model out/tiny-t2v --output out/latents --resolution 32
+    python jobs/finetune.py --latents out/latents --model out/tiny-t2v --output out/train --name demo ...
+On a GPU cluster (one encode actor per GPU):
+    ray job submit --working-dir . -- python jobs/encode.py --data s3://bucket/shards \
+        --model /models/text-to-video-ms-1.7b --output s3://bucket/latents-256 --num-gpus-per-actor 1 --max-actors 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+from pipeline.logs import configure_logging  # noqa: E402
+
+configure_logging()  # first: sets what Ray, tqdm and the model libraries read at import
+
+from models.multiview_model import ModelDirectoryError  # noqa: E402
+from pipeline.cli import add_config_arguments, config_from_args  # noqa: E402
+from pipeline.encode_stage import EncodeConfig, run_encode  # noqa: E402
+
+logger = logging.getLogger("encode")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_arguments(parser, EncodeConfig)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        run_encode(config_from_args(EncodeConfig, args))
+    except (ModelDirectoryError, ValueError) as error:
+        logger.error("%s", error)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
