@@ -1,0 +1,66 @@
+"""Convert the authors' released VideoMV checkpoint (.pth) into a VideoMVPipeline directory.
+
+    python jobs/convert_official.py --checkpoint pretrained_models/t2v_00333000.pth \
+        --base /models/text-to-video-ms-1.7b --output out/models/videomv-t2v
+    # an EMA checkpoint sharded by rank: give every shard
+    python jobs/convert_official.py --checkpoint ema_00333000_rank0000.pth ema_00333000_rank0001.pth ... \
+        --base /models/text-to-video-ms-1.7b --output out/models/videomv-t2v-ema
+
+The output loads with VideoMVPipeline.from_pretrained and as --model / --model-dir of every job.
+Conversion is strict (models/official_checkpoint.py); the checkpoint is read without running code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import sys
+
+sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+from pipeline.logs import configure_logging  # noqa: E402
+
+configure_logging()  # first: sets what Ray, tqdm and the model libraries read at import
+
+from models.multiview_model import ModelDirectoryError  # noqa: E402
+from pipeline.cli import add_config_arguments, config_from_args, option  # noqa: E402
+
+logger = logging.getLogger("convert_official")
+
+
+@dataclasses.dataclass
+class ConvertConfig:
+    checkpoint: tuple[str, ...] = option(help="the authors' .pth (or every rank shard of an EMA checkpoint)")
+    base: str = option(help="the published ModelScope T2V diffusers directory (VAE, text encoder, tokenizer, "
+                            "scheduler, and the UNet's config)")
+    output: str = option(help="directory for the converted VideoMVPipeline (must not exist yet)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_arguments(parser, ConvertConfig)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from models.official_checkpoint import convert_official
+
+    try:
+        config = config_from_args(ConvertConfig, args)
+        if os.path.exists(config.output) and os.listdir(config.output):
+            raise ValueError(f"{config.output} exists and is not empty: nothing is overwritten")
+        pipe = convert_official(list(config.checkpoint), config.base)
+        pipe.save_pretrained(config.output)
+    except (ModelDirectoryError, ValueError, FileNotFoundError) as error:
+        logger.error("%s", error)
+        return 2
+    logger.info("converted %s into %s (reconstructor: %s)", ", ".join(config.checkpoint), config.output,
+                "yes" if pipe.reconstructor is not None else "none in the checkpoint")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,242 @@
+"""The authors' released checkpoints (alibaba/VideoMV ``.pth``) into this project's modules.
+
+The authors train VGen/ModelScope's original ``UNetSD`` plus a camera MLP (``camera_embedding.0/.2``:
+Linear(16, E), SiLU, Linear(E, E)), and their inference checkpoints also carry the LGM "big"
+reconstructor as ``lgm_big.*``. A checkpoint is ``{"state_dict": ..., "step": int}`` (or a raw
+state dict); an EMA checkpoint is sharded by rank (``ema_XXXXXXXX_rankRRRR.pth``, each with the keys
+``keys[rank::world]``) and its shards are merged here. Files are read with ``weights_only=True``.
+
+Conversion is strict, unlike the authors' ``load_state_dict(strict=False)``: every source tensor is
+used exactly once, every target tensor is filled, shapes are equal (the temporal transformers'
+Conv1d(k=1) projections become diffusers' Linear ones, the only reshaping); anything else is an
+error naming the keys.
+
+- UNet (text model): the ModelScope layout, mapped onto diffusers' ``UNet3DConditionModel`` with the
+  renaming of diffusers' ``scripts/convert_ms_text_to_video_to_diffusers.py`` (Apache-2.0),
+  rewritten here as rules. The image model's UNet (I2VGen-XL layout) is not converted yet: refused
+  by name.
+- Camera MLP: the authors' cameras are camera-to-world matrices (OpenGL camera axes) in a **Z-up**
+  world, ours in a Y-up one: ``theirs = WORLD_FROM_OURS @ ours`` for every camera (a constant
+  rotation, measured on the authors' inference cameras against ``camera.orbit_c2w``). Flattened
+  row-major, ``vec(W M) = kron(W, I4) vec(M)``, so the change is folded exactly into the first
+  layer: ``linear_1.weight = W1 @ kron(W, I4)``. The converted model takes this project's cameras.
+- Reconstructor: ``lgm_big.X`` is LGM's own key ``X`` (VideoMV's ``core/unet.py`` is LGM's), loaded
+  strictly into the "big" preset.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Iterable
+
+import torch
+
+# theirs = WORLD_FROM_OURS @ ours: our Y-up world's (x, y, z) is their (y, z, x).
+WORLD_FROM_OURS = torch.tensor([[0.0, 0.0, 1.0, 0.0], [1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0],
+                                [0.0, 0.0, 0.0, 1.0]], dtype=torch.float64)
+LGM_PREFIX = "lgm_big."
+CAMERA_PREFIX = "camera_embedding."
+I2V_MARKERS = ("local_image_embedding.", "context_embedding.", "fps_embedding.")
+
+
+class CheckpointConversionError(ValueError):
+    """A checkpoint that does not map exactly onto the target modules (the message names the keys)."""
+
+
+def read_checkpoint(paths: str | Iterable[str]) -> dict[str, torch.Tensor]:
+    """The state dict of one ``.pth`` (wrapped in ``{"state_dict", "step"}`` or raw), or of the rank
+    shards of one EMA checkpoint merged (their keys must be disjoint). Read with ``weights_only=True``."""
+    paths = [paths] if isinstance(paths, str) else list(paths)
+    merged: dict[str, torch.Tensor] = {}
+    for path in paths:
+        try:
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # pickled code, or not a torch file
+            raise CheckpointConversionError(f"{path} is not a checkpoint readable without running code "
+                                            f"(weights_only=True): {type(error).__name__}") from None
+        state = loaded.get("state_dict", loaded) if isinstance(loaded, dict) else None
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise CheckpointConversionError(f"{path} holds no state dict of tensors")
+        overlap = sorted(set(state) & set(merged))
+        if overlap:
+            raise CheckpointConversionError(f"{path} repeats keys of the other shards: {overlap[:5]}")
+        merged.update(state)
+    return merged
+
+
+def split_checkpoint(state: dict[str, torch.Tensor]) -> tuple[dict, dict, dict]:
+    """(UNet tensors, camera MLP tensors, ``lgm_big`` tensors) with their prefixes removed."""
+    unet, cameras, lgm = {}, {}, {}
+    for key, tensor in state.items():
+        if key.startswith(LGM_PREFIX):
+            lgm[key[len(LGM_PREFIX):]] = tensor
+        elif key.startswith(CAMERA_PREFIX):
+            cameras[key[len(CAMERA_PREFIX):]] = tensor
+        else:
+            unet[key] = tensor
+    return unet, cameras, lgm
+
+
+def checkpoint_variant(unet_state: dict[str, torch.Tensor]) -> str:
+    """"i2v" when the UNet has the image model's branches, else "t2v"."""
+    return "i2v" if any(key.startswith(I2V_MARKERS) for key in unet_state) else "t2v"
+
+
+_RESNET_RENAMES = (("in_layers.0", "norm1"), ("in_layers.2", "conv1"), ("out_layers.0", "norm2"),
+                   ("out_layers.3", "conv2"), ("emb_layers.1", "time_emb_proj"), ("skip_connection", "conv_shortcut"))
+
+
+def _resnet(rest: str) -> str:
+    for old, new in _RESNET_RENAMES:
+        if rest.startswith(old):
+            return new + rest[len(old):]
+    return rest
+
+
+def _block_part(prefix: str, layer: int, sub: int, rest: str, upsample_subs: set[int]) -> str:
+    """The diffusers name of ``{block}.{sub}.{rest}`` of the ModelScope layout within a diffusers block."""
+    if sub in upsample_subs:
+        return f"{prefix}.upsamplers.0.{rest}"
+    if sub == 0:
+        if rest.startswith("temopral_conv."):  # sic: the authors' (and ModelScope's) spelling
+            return f"{prefix}.temp_convs.{layer}.{rest[len('temopral_conv.'):]}"
+        return f"{prefix}.resnets.{layer}.{_resnet(rest)}"
+    return f"{prefix}.{('attentions', 'temp_attentions')[sub - 1]}.{layer}.{rest}"
+
+
+def modelscope_unet_names(keys: Iterable[str], layers_per_block: int) -> dict[str, str]:
+    """ModelScope ``UNetSD`` key -> diffusers ``UNet3DConditionModel`` key (text model), for every key.
+
+    ``input_blocks.0.0`` is conv_in and ``input_blocks.0.1`` the first temporal transformer; then
+    each diffusers down block holds ``layers_per_block`` input blocks (ResBlock ``.0``, spatial
+    transformer ``.1``, temporal transformer ``.2``) and a downsampler (``input_blocks.N.op``); the
+    middle block is ResBlock, spatial, temporal, ResBlock; each up block holds
+    ``layers_per_block + 1`` output blocks, the last with its upsampler's ``conv`` as the final sub-module.
+    """
+    keys = list(keys)
+    per_up = layers_per_block + 1
+    # Which sub-modules of an output block are its upsampler: the one holding only conv.weight/bias.
+    subs: dict[int, dict[int, set[str]]] = {}
+    for key in keys:
+        match = re.match(r"output_blocks\.(\d+)\.(\d+)\.(.+)", key)
+        if match:
+            subs.setdefault(int(match[1]), {}).setdefault(int(match[2]), set()).add(match[3])
+    upsamplers = {block: {sub for sub, names in parts.items() if sub > 0 and names == {"conv.weight", "conv.bias"}}
+                  for block, parts in subs.items()}
+    names = {}
+    for key in keys:
+        fixed = {"time_embed.0.weight": "time_embedding.linear_1.weight", "time_embed.0.bias": "time_embedding.linear_1.bias",
+                 "time_embed.2.weight": "time_embedding.linear_2.weight", "time_embed.2.bias": "time_embedding.linear_2.bias",
+                 "input_blocks.0.0.weight": "conv_in.weight", "input_blocks.0.0.bias": "conv_in.bias",
+                 "out.0.weight": "conv_norm_out.weight", "out.0.bias": "conv_norm_out.bias",
+                 "out.2.weight": "conv_out.weight", "out.2.bias": "conv_out.bias"}
+        if key in fixed:
+            names[key] = fixed[key]
+        elif key.startswith("input_blocks.0.1."):
+            names[key] = "transformer_in." + key[len("input_blocks.0.1."):]
+        elif match := re.match(r"input_blocks\.(\d+)\.op\.(.+)", key):
+            names[key] = f"down_blocks.{(int(match[1]) - 1) // (layers_per_block + 1)}.downsamplers.0.conv.{match[2]}"
+        elif match := re.match(r"input_blocks\.(\d+)\.(\d+)\.(.+)", key):
+            index = int(match[1]) - 1
+            names[key] = _block_part(f"down_blocks.{index // (layers_per_block + 1)}", index % (layers_per_block + 1),
+                                     int(match[2]), match[3], set())
+        elif match := re.match(r"middle_block\.(\d+)\.(.+)", key):
+            sub, rest = int(match[1]), match[2]
+            if sub in (0, 3):
+                names[key] = _block_part("mid_block", sub // 3, 0, rest, set())
+            else:
+                names[key] = _block_part("mid_block", 0, sub, rest, set())
+        elif match := re.match(r"output_blocks\.(\d+)\.(\d+)\.(.+)", key):
+            block = int(match[1])
+            names[key] = _block_part(f"up_blocks.{block // per_up}", block % per_up, int(match[2]), match[3],
+                                     upsamplers.get(block, set()))
+        else:
+            raise CheckpointConversionError(f"no rule for the UNet key {key!r}")
+    return names
+
+
+def _fit(source: torch.Tensor, target_shape: torch.Size, source_key: str, target_key: str) -> torch.Tensor:
+    """``source`` for a target of ``target_shape``: equal shapes, or a Conv1d(k=1) weight [C, C, 1] for
+    a Linear [C, C] (the temporal transformers' projections); anything else is an error."""
+    if source.shape == target_shape:
+        return source
+    if source.ndim == 3 and source.shape[-1] == 1 and source.shape[:2] == target_shape:
+        return source[:, :, 0]
+    raise CheckpointConversionError(f"{source_key} {tuple(source.shape)} does not fit {target_key} {tuple(target_shape)}")
+
+
+def convert_state(source: dict[str, torch.Tensor], names: dict[str, str], target: dict[str, torch.Tensor],
+                  what: str) -> dict[str, torch.Tensor]:
+    """``source`` renamed by ``names`` into ``target``'s keys and shapes (float32), strictly: every
+    source key used once, every target key filled."""
+    converted: dict[str, torch.Tensor] = {}
+    unknown = sorted(set(names.values()) - set(target))
+    if unknown:
+        raise CheckpointConversionError(f"{what}: {len(unknown)} checkpoint tensors have no place in the target, "
+                                        f"e.g. {unknown[:5]}")
+    for key, new in names.items():
+        if new in converted:
+            raise CheckpointConversionError(f"{what}: two checkpoint tensors map onto {new}")
+        converted[new] = _fit(source[key], target[new].shape, key, new).float()
+    missing = sorted(set(target) - set(converted))
+    if missing:
+        raise CheckpointConversionError(f"{what}: {len(missing)} target tensors are not in the checkpoint, "
+                                        f"e.g. {missing[:5]}")
+    return converted
+
+
+def camera_state(camera: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The authors' camera MLP as ``CameraEmbedding`` weights for this project's cameras (Y-up world):
+    the world change folded into the first layer (``linear_1.weight = W1 @ kron(W, I4)``)."""
+    expected = {"0.weight", "0.bias", "2.weight", "2.bias"}
+    if set(camera) != expected:
+        raise CheckpointConversionError(f"camera_embedding.* holds {sorted(camera)}, expected {sorted(expected)}")
+    fold = torch.kron(WORLD_FROM_OURS, torch.eye(4, dtype=torch.float64))
+    return {"linear_1.weight": (camera["0.weight"].double() @ fold).float(), "linear_1.bias": camera["0.bias"].float(),
+            "linear_2.weight": camera["2.weight"].float(), "linear_2.bias": camera["2.bias"].float()}
+
+
+def convert_official(checkpoint: str | Iterable[str], base: str, tracking_uri: str | None = None) -> Any:
+    """The authors' checkpoint (one ``.pth``, or the rank shards of an EMA one) as a
+    ``VideoMVPipeline``: its UNet and camera MLP in diffusers' modules, ``lgm_big.*`` as the
+    reconstructor when present, and from ``base`` (a published ModelScope T2V directory, whose
+    ``unet/config.json`` is the target UNet's) the VAE, text encoder, tokenizer and scheduler.
+
+    A checkpoint without a camera MLP (ModelScope's original UNet) converts too: the camera
+    embedding stays zero, the video model as published. The model records the authors' caption
+    suffix and negative prompt (``models.prompts``), which their inference uses.
+    """
+    import logging
+
+    from models.lgm import LGM
+    from models.multiview_model import MultiViewModel
+    from models.pipeline_videomv import VideoMVPipeline
+    from models.prompts import AUTHORS_NEGATIVE_PROMPT, CAPTION_SUFFIX
+
+    logger = logging.getLogger(__name__)
+    unet_state, camera, lgm_state = split_checkpoint(read_checkpoint(checkpoint))
+    variant = checkpoint_variant(unet_state)
+    if variant != "t2v":
+        raise CheckpointConversionError("this is the image model's checkpoint (I2VGen-XL layout): only the text "
+                                        "model's checkpoints convert so far")
+    model = MultiViewModel.from_pretrained(base, tracking_uri=tracking_uri)
+    if model.variant != variant:
+        raise CheckpointConversionError(f"--base {base} is an {model.variant} model; the checkpoint is the {variant} "
+                                        "one: give ModelScope's text-to-video-ms-1.7b directory")
+    unet = model.unet.unet
+    names = modelscope_unet_names(unet_state, unet.config.layers_per_block)
+    unet.load_state_dict(convert_state(unet_state, names, unet.state_dict(), "UNet"), strict=True)
+    embedding = model.unet.camera_embedding
+    if camera:
+        embedding.load_state_dict(camera_state(camera), strict=True)
+    else:
+        logger.warning("the checkpoint has no camera MLP (ModelScope's original UNet?): the camera embedding stays "
+                       "zero, so the views will not follow the cameras")
+    embedding.register_to_config(prompt_suffix=CAPTION_SUFFIX, negative_prompt=AUTHORS_NEGATIVE_PROMPT)
+    reconstructor = None
+    if lgm_state:
+        reconstructor = LGM("big")
+        target = reconstructor.state_dict()
+        reconstructor.load_state_dict(convert_state(lgm_state, {k: k for k in lgm_state}, target, "lgm_big"),
+                                      strict=True)
+    return VideoMVPipeline.from_model(model, reconstructor)
