@@ -13,23 +13,28 @@ error naming the keys.
 
 - UNet (text model): the ModelScope layout, mapped onto diffusers' ``UNet3DConditionModel`` with the
   renaming of diffusers' ``scripts/convert_ms_text_to_video_to_diffusers.py`` (Apache-2.0),
-  rewritten here as rules. The image model's UNet (I2VGen-XL layout) is not converted yet: refused
-  by name.
+  rewritten here as rules; the image model's UNet onto ``I2VGenXLUNet`` with the extra branches of
+  diffusers' ``convert_i2vgen_to_diffusers.py`` and one exact fix: the authors add the image-latent
+  branch twice, so ``conv_in``'s concat channels are doubled (``fix_image_branch``).
 - Camera MLP: the authors' cameras are camera-to-world matrices (OpenGL camera axes) in a **Z-up**
   world, ours in a Y-up one: ``theirs = WORLD_FROM_OURS @ ours`` for every camera (a constant
   rotation, measured on the authors' inference cameras against ``camera.orbit_c2w``). Flattened
   row-major, ``vec(W M) = kron(W, I4) vec(M)``, so the change is folded exactly into the first
   layer: ``linear_1.weight = W1 @ kron(W, I4)``. The converted model takes this project's cameras.
 - Reconstructor: ``lgm_big.X`` is LGM's own key ``X`` (VideoMV's ``core/unet.py`` is LGM's), loaded
-  strictly into the "big" preset.
+  strictly into the "big" architecture with VideoMV's camera setting (fov 39.6 at the true
+  distance, as the tiny preset: no dolly).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Any, Iterable
 
 import torch
+
+import camera
 
 # theirs = WORLD_FROM_OURS @ ours: our Y-up world's (x, y, z) is their (y, z, x).
 WORLD_FROM_OURS = torch.tensor([[0.0, 0.0, 1.0, 0.0], [1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0],
@@ -104,8 +109,47 @@ def _block_part(prefix: str, layer: int, sub: int, rest: str, upsample_subs: set
     return f"{prefix}.{('attentions', 'temp_attentions')[sub - 1]}.{layer}.{rest}"
 
 
+# I2VGen-XL's image-latent temporal encoder (one attention + feed-forward layer); to_q/to_k/to_v are
+# the thirds of the authors' fused to_qkv (``split_fused_qkv``).
+_TEMPORAL_ENCODER = {
+    "layers.0.0.norm.weight": "image_latents_temporal_encoder.norm1.weight",
+    "layers.0.0.norm.bias": "image_latents_temporal_encoder.norm1.bias",
+    "layers.0.0.fn.to_q.weight": "image_latents_temporal_encoder.attn1.to_q.weight",
+    "layers.0.0.fn.to_k.weight": "image_latents_temporal_encoder.attn1.to_k.weight",
+    "layers.0.0.fn.to_v.weight": "image_latents_temporal_encoder.attn1.to_v.weight",
+    "layers.0.0.fn.to_out.0.weight": "image_latents_temporal_encoder.attn1.to_out.0.weight",
+    "layers.0.0.fn.to_out.0.bias": "image_latents_temporal_encoder.attn1.to_out.0.bias",
+    "layers.0.1.net.0.0.weight": "image_latents_temporal_encoder.ff.net.0.proj.weight",
+    "layers.0.1.net.0.0.bias": "image_latents_temporal_encoder.ff.net.0.proj.bias",
+    "layers.0.1.net.2.weight": "image_latents_temporal_encoder.ff.net.2.weight",
+    "layers.0.1.net.2.bias": "image_latents_temporal_encoder.ff.net.2.bias",
+}
+FUSED_QKV = "local_temporal_encoder.layers.0.0.fn.to_qkv.weight"
+
+
+def split_fused_qkv(unet_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The image model's fused ``to_qkv`` as its three thirds (q, k, v), as diffusers keeps them."""
+    if FUSED_QKV not in unet_state:
+        return unet_state
+    state = {k: v for k, v in unet_state.items() if k != FUSED_QKV}
+    prefix = FUSED_QKV[: -len("to_qkv.weight")]
+    for name, third in zip(("to_q", "to_k", "to_v"), torch.chunk(unet_state[FUSED_QKV], 3, dim=0)):
+        state[f"{prefix}{name}.weight"] = third
+    return state
+
+
+def fix_image_branch(converted: dict[str, torch.Tensor], in_channels: int) -> dict[str, torch.Tensor]:
+    """The authors' I2VGen-XL adds its image-latent branch to the input twice (``unet_i2vgen.py:345-346``,
+    "a bug, but it doesn't matter"), diffusers once: doubling the concat channels of ``conv_in``
+    gives exactly the authors' network."""
+    weight = converted["conv_in.weight"].clone()
+    weight[:, in_channels:] *= 2
+    return {**converted, "conv_in.weight": weight}
+
+
 def modelscope_unet_names(keys: Iterable[str], layers_per_block: int) -> dict[str, str]:
-    """ModelScope ``UNetSD`` key -> diffusers ``UNet3DConditionModel`` key (text model), for every key.
+    """ModelScope ``UNetSD`` key -> diffusers key, for every key: ``UNet3DConditionModel`` (text
+    model) or, with the image branches (after ``split_fused_qkv``), ``I2VGenXLUNet``.
 
     ``input_blocks.0.0`` is conv_in and ``input_blocks.0.1`` the first temporal transformer; then
     each diffusers down block holds ``layers_per_block`` input blocks (ResBlock ``.0``, spatial
@@ -132,6 +176,14 @@ def modelscope_unet_names(keys: Iterable[str], layers_per_block: int) -> dict[st
                  "out.2.weight": "conv_out.weight", "out.2.bias": "conv_out.bias"}
         if key in fixed:
             names[key] = fixed[key]
+        elif key.startswith(("context_embedding.", "fps_embedding.")):  # I2VGen-XL: the same names
+            names[key] = key
+        elif key.startswith("local_image_concat."):
+            names[key] = "image_latents_proj_in." + key[len("local_image_concat."):]
+        elif key.startswith("local_image_embedding."):
+            names[key] = "image_latents_context_embedding." + key[len("local_image_embedding."):]
+        elif key.startswith("local_temporal_encoder."):
+            names[key] = _TEMPORAL_ENCODER[key[len("local_temporal_encoder."):]]
         elif key.startswith("input_blocks.0.1."):
             names[key] = "transformer_in." + key[len("input_blocks.0.1."):]
         elif match := re.match(r"input_blocks\.(\d+)\.op\.(.+)", key):
@@ -199,8 +251,9 @@ def camera_state(camera: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def convert_official(checkpoint: str | Iterable[str], base: str, tracking_uri: str | None = None) -> Any:
     """The authors' checkpoint (one ``.pth``, or the rank shards of an EMA one) as a
     ``VideoMVPipeline``: its UNet and camera MLP in diffusers' modules, ``lgm_big.*`` as the
-    reconstructor when present, and from ``base`` (a published ModelScope T2V directory, whose
-    ``unet/config.json`` is the target UNet's) the VAE, text encoder, tokenizer and scheduler.
+    reconstructor when present, and from ``base`` (the published ModelScope T2V or I2VGen-XL
+    directory, whose ``unet/config.json`` is the target UNet's) the VAE, encoders, tokenizer and
+    scheduler.
 
     A checkpoint without a camera MLP (ModelScope's original UNet) converts too: the camera
     embedding stays zero, the video model as published. The model records the authors' caption
@@ -209,6 +262,7 @@ def convert_official(checkpoint: str | Iterable[str], base: str, tracking_uri: s
     import logging
 
     from models.lgm import LGM
+    from models.lgm_options import PRESETS
     from models.multiview_model import MultiViewModel
     from models.pipeline_videomv import VideoMVPipeline
     from models.prompts import AUTHORS_NEGATIVE_PROMPT, CAPTION_SUFFIX
@@ -216,26 +270,31 @@ def convert_official(checkpoint: str | Iterable[str], base: str, tracking_uri: s
     logger = logging.getLogger(__name__)
     unet_state, camera, lgm_state = split_checkpoint(read_checkpoint(checkpoint))
     variant = checkpoint_variant(unet_state)
-    if variant != "t2v":
-        raise CheckpointConversionError("this is the image model's checkpoint (I2VGen-XL layout): only the text "
-                                        "model's checkpoints convert so far")
     model = MultiViewModel.from_pretrained(base, tracking_uri=tracking_uri)
     if model.variant != variant:
+        published = {"t2v": "ModelScope's text-to-video-ms-1.7b", "i2v": "I2VGen-XL's i2vgen-xl"}[variant]
         raise CheckpointConversionError(f"--base {base} is an {model.variant} model; the checkpoint is the {variant} "
-                                        "one: give ModelScope's text-to-video-ms-1.7b directory")
+                                        f"one: give {published} directory")
     unet = model.unet.unet
+    unet_state = split_fused_qkv(unet_state)
     names = modelscope_unet_names(unet_state, unet.config.layers_per_block)
-    unet.load_state_dict(convert_state(unet_state, names, unet.state_dict(), "UNet"), strict=True)
+    converted = convert_state(unet_state, names, unet.state_dict(), "UNet")
+    if variant == "i2v":
+        converted = fix_image_branch(converted, unet.config.in_channels)
+    unet.load_state_dict(converted, strict=True)
     embedding = model.unet.camera_embedding
     if camera:
         embedding.load_state_dict(camera_state(camera), strict=True)
     else:
         logger.warning("the checkpoint has no camera MLP (ModelScope's original UNet?): the camera embedding stays "
                        "zero, so the views will not follow the cameras")
-    embedding.register_to_config(prompt_suffix=CAPTION_SUFFIX, negative_prompt=AUTHORS_NEGATIVE_PROMPT)
+    embedding.register_to_config(prompt_suffix=CAPTION_SUFFIX if variant == "t2v" else None,
+                                 negative_prompt=AUTHORS_NEGATIVE_PROMPT)
     reconstructor = None
     if lgm_state:
-        reconstructor = LGM("big")
+        # VideoMV fine-tuned LGM big in its own camera setting: fov 39.6 at the true camera distance
+        # (alibaba/VideoMV core/options.py:26 and tools/datasets/video_dataset.py:103-121), not LGM's 49.1 at 1.5.
+        reconstructor = LGM(dataclasses.replace(PRESETS["big"], fov=camera.DEFAULT_FOV_DEG, cam_radius=None))
         target = reconstructor.state_dict()
         reconstructor.load_state_dict(convert_state(lgm_state, {k: k for k in lgm_state}, target, "lgm_big"),
                                       strict=True)

@@ -132,6 +132,56 @@ def test_the_full_size_checkpoint_maps_completely_onto_the_published_configs():
     assert camera["0.weight"].shape == (unet.time_embedding.linear_2.out_features, 16)
 
 
+@pytest.fixture(scope="module")
+def tiny_i2v_base(tmp_path_factory):
+    from diffusers import I2VGenXLUNet
+
+    from models.tiny import make_tiny
+
+    base = tmp_path_factory.mktemp("base") / "tiny-i2v"
+    make_tiny("i2v", str(base))
+    config = json.loads((FIXTURES / "videomv_i2v_tiny_config.json").read_text())["diffusers_equivalent_verified"]
+    I2VGenXLUNet(**config["kwargs"]).save_pretrained(str(base / "unet"))
+    return str(base)
+
+
+def test_the_converted_image_model_reproduces_the_authors_network(tiny_i2v_base, tmp_path):
+    """The I2VGen-XL layout onto diffusers' I2VGenXLUNet; the authors add the image-latent branch
+    twice, which the converter reproduces exactly (conv_in's concat channels doubled)."""
+    io = load_file(FIXTURES / "videomv_i2v_tiny_io.safetensors")
+    state = {key: value.float() for key, value in load_file(FIXTURES / "videomv_i2v_tiny.safetensors").items()}
+    path = tmp_path / "i2v.pth"
+    torch.save({"state_dict": state, "step": 882000}, path)
+    pipe = convert_official(str(path), tiny_i2v_base)
+    ours = (torch.linalg.inv(WORLD_FROM_OURS) @ io["camera_data"].double().reshape(2, 24, 4, 4)).float()
+    # diffusers' image_latents carry the frame-position mask the authors' UNet builds inside.
+    inputs = dict(encoder_hidden_states=io["y"].clone(), image_latents=io["derived_image_latents_with_frame_mask"].clone(),
+                  image_embeddings=io["image"].clone(), fps=io["fps"].clone())
+    with torch.no_grad():
+        out = pipe.model.unet(io["x"].clone(), io["t"].clone(), cameras=ours, **inputs)
+        plain = pipe.model.unet.unet(io["x"].clone(), io["t"].clone(), **inputs).sample
+    torch.testing.assert_close(out, io["out"], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(plain, io["out_without_camera"], atol=1e-4, rtol=1e-4)
+    with pytest.raises(CheckpointConversionError, match="is an i2v model; the checkpoint is the t2v one"):
+        torch.save(tiny_checkpoint(), tmp_path / "t2v.pth")
+        convert_official(str(tmp_path / "t2v.pth"), tiny_i2v_base)
+
+
+def test_the_full_size_image_checkpoint_maps_onto_i2vgen_xl():
+    from diffusers import I2VGenXLUNet
+
+    from models.official_checkpoint import split_fused_qkv
+
+    state = {key: torch.empty(shape, device="meta") for key, shape in read_tsv("videomv_i2v_unet_state_dict.tsv").items()}
+    unet_state, camera, _ = split_checkpoint(state)
+    unet_state = split_fused_qkv(unet_state)
+    with torch.device("meta"):
+        unet = I2VGenXLUNet(sample_size=32)  # the published i2vgen-xl UNet config
+    converted = convert_state(unet_state, modelscope_unet_names(unet_state, unet.config.layers_per_block),
+                              unet.state_dict(), "UNet")
+    assert len(converted) == len(unet.state_dict()) == 1511 and len(camera) == 4
+
+
 def test_the_convert_command_writes_a_pipeline_every_job_loads(tiny_base, tmp_path):
     from models.pipeline_videomv import VideoMVPipeline
 
