@@ -156,27 +156,37 @@ class LGM(ModelMixin):
         path = fetch(location, tracking_uri)
         return cls.from_pretrained(path) if os.path.isdir(path) else cls.load_official(path, options)
 
-    def save_pretrained(self, directory: str, **_: object) -> None:
-        """Options, weights and the renders-vs-x0 measurement into ``directory`` (diffusers' saving
-        keywords, passed when it saves a pipeline, are not needed)."""
+    def save_pretrained(self, directory: str, variant: str | None = None, **_: object) -> None:
+        """Options, weights and the renders-vs-x0 measurement into ``directory``. ``variant`` (diffusers'
+        keyword, e.g. "fp16") writes ``model.<variant>.safetensors`` beside the other weights, never
+        over them; diffusers' other saving keywords are not needed."""
         os.makedirs(directory, exist_ok=True)
         with open(os.path.join(directory, OPTIONS_FILE), "w") as handle:
             handle.write(self.options.to_json())
-        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, os.path.join(directory, WEIGHTS_FILE))
+        save_file({k: v.contiguous() for k, v in self.state_dict().items()},
+                  os.path.join(directory, weights_file(variant)))
         if self.renders_vs_x0 is not None:
             self.renders_vs_x0.save(directory)
 
     @classmethod
-    def from_pretrained(cls, directory: str, torch_dtype: torch.dtype | None = None, **_: object) -> "LGM":
-        """Load what ``save_pretrained`` wrote (diffusers' other loading keywords are ignored)."""
-        for name in (OPTIONS_FILE, WEIGHTS_FILE):
+    def from_pretrained(cls, directory: str, torch_dtype: torch.dtype | None = None, variant: str | None = None,
+                        **_: object) -> "LGM":
+        """Load what ``save_pretrained`` wrote (``variant``: its ``model.<variant>.safetensors``;
+        diffusers' other loading keywords are ignored)."""
+        for name in (OPTIONS_FILE, weights_file(variant)):
             if not os.path.isfile(os.path.join(directory, name)):
                 raise FileNotFoundError(f"{directory} is not an LGM directory: {name} is missing")
         with open(os.path.join(directory, OPTIONS_FILE)) as handle:
             model = cls(LGMOptions.from_json(handle.read()))
-        model.load_state_dict(load_file(os.path.join(directory, WEIGHTS_FILE)), strict=True)
+        state = load_file(os.path.join(directory, weights_file(variant)))
+        model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
         model.renders_vs_x0 = RendersVsX0.load(directory)
         return model if torch_dtype is None else cast(model, torch_dtype)
+
+
+def weights_file(variant: str | None = None) -> str:
+    """``model.safetensors``, or ``model.<variant>.safetensors`` (diffusers' naming of weight variants)."""
+    return WEIGHTS_FILE if not variant else WEIGHTS_FILE.replace(".safetensors", f".{variant}.safetensors")
 
 
 def normalise_cameras(transforms: torch.Tensor, c2w: torch.Tensor, dolly: float = 1.0) -> torch.Tensor:

@@ -144,33 +144,39 @@ class MultiViewModel:
 
     # -- loading and saving --------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, location: str, num_frames: int = camera.NUM_VIEWS,
+    def from_pretrained(cls, location: str, num_frames: int | None = None,
                         torch_dtype: torch.dtype | None = None, tracking_uri: str | None = None,
-                        use_ema: bool = False) -> "MultiViewModel":
+                        use_ema: bool = False, variant: str | None = None) -> "MultiViewModel":
         """Load a diffusers-layout directory at ``location`` (``resolve_model_dir``). Errors name what is missing.
 
-        ``use_ema``: the fine-tuning's moving average of the UNet and camera embedding (``ema/``,
-        written when fine-tuning kept one) instead of the last weights; an error when there is none."""
+        ``num_frames``: None takes the saved camera embedding's (24 for a published video model);
+        another number must match it. ``variant``: diffusers' weight-file variant ("fp16" reads
+        ``*.fp16.safetensors``). ``use_ema``: the fine-tuning's moving average of the UNet and camera
+        embedding (``ema/``, written when fine-tuning kept one) instead of the last weights; an
+        error when there is none."""
         model_dir = resolve_model_dir(location, tracking_uri)
-        variant = detect_variant(model_dir)
+        weights_variant, variant = variant, detect_variant(model_dir)  # diffusers' file variant; t2v or i2v
         missing = missing_components(model_dir, variant)
         if missing:
             raise ModelDirectoryError(f"{model_dir} ({variant}) is incomplete; missing: {', '.join(missing)}")
         dtype = {"torch_dtype": torch_dtype} if torch_dtype is not None else {}
+        if weights_variant is not None:
+            dtype["variant"] = weights_variant
         unet_class = I2VGenXLUNet if variant == "i2v" else UNet3DConditionModel
         unet = unet_class.from_pretrained(model_dir, subfolder="unet", **dtype)
         camera_dir = os.path.join(model_dir, CAMERA_FOLDER)
         if os.path.isdir(camera_dir):
-            camera_embedding = CameraEmbedding.from_pretrained(camera_dir)
+            camera_embedding = CameraEmbedding.from_pretrained(
+                camera_dir, **({"variant": weights_variant} if weights_variant else {}))
             if torch_dtype is not None:
                 camera_embedding = cast(camera_embedding, torch_dtype)
-            if camera_embedding.config.num_frames != num_frames:
+            if num_frames is not None and camera_embedding.config.num_frames != num_frames:
                 raise ModelDirectoryError(
                     f"{camera_dir} was trained for {camera_embedding.config.num_frames} frames, not {num_frames}"
                 )
         else:  # a published video model: start from a zero camera embedding
             width = unet.time_embedding.linear_2.out_features
-            camera_embedding = CameraEmbedding(embedding_dim=width, num_frames=num_frames)
+            camera_embedding = CameraEmbedding(embedding_dim=width, num_frames=num_frames or camera.NUM_VIEWS)
             if unet.dtype != camera_embedding.dtype:
                 camera_embedding = cast(camera_embedding, unet.dtype)
         components: dict[str, Any] = {

@@ -38,7 +38,6 @@ from diffusers import DiffusionPipeline, I2VGenXLUNet
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-import camera
 from models.camera_embedding import CameraEmbedding
 from models.gaussians import Gaussians
 from models.lgm import LGM
@@ -59,7 +58,7 @@ from models.pipeline_videomv import VideoMVPipeline  # noqa: F401
 
 @dataclass
 class VideoMVPipelineOutput(BaseOutput):
-    """frames: "np" [B, F, H, W, 3] float in [0, 1]; "pt" [B, F, 3, H, W] in [0, 1]; "pil" B lists of
+    """frames: "np" [B, F, H, W, 3] float in [0, 1]; "pt" [B, F, 3, H, W] in [0, 1]; "latent" [B, C, F, h, w]; "pil" B lists of
     F images. cameras: [B, F, 4, 4] OpenGL c2w of the views (``camera`` module convention).
     gaussians: [B, N, ...] world-frame Gaussians from the final views (None without a reconstructor).
     reconstructions: reconstructor calls made while denoising (3D-aware steps)."""
@@ -130,9 +129,10 @@ class VideoMVPipeline(DiffusionPipeline):
     # -- loading and saving ------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str, reconstructor: LGM | str | None = None,
-                        torch_dtype: torch.dtype | None = None, num_frames: int = camera.NUM_VIEWS,
+                        torch_dtype: torch.dtype | None = None, num_frames: int | None = None,
                         tracking_uri: str | None = None, dtype: torch.dtype | None = None,
-                        use_ema: bool = False) -> "VideoMVPipeline":
+                        use_ema: bool = False, variant: str | None = None,
+                        device_map: str | None = None) -> "VideoMVPipeline":
         """Load a saved VideoMV directory or a published video-model directory, at any location
         ``models.locations.fetch`` reads (a path, ``s3://``/``gs://``/``memory://``, ``models:/name/1``,
         ``runs:/id/path``, a cached Hub repo).
@@ -144,19 +144,33 @@ class VideoMVPipeline(DiffusionPipeline):
             torch_dtype / dtype: the weights' dtype (diffusers' two names for it; give one), every
                 component, the reconstructor included; None: as saved for the reconstructor, fp32 for G.
             use_ema: G's moving-average weights (``ema/``, written when fine-tuning kept an EMA).
+            num_frames: None takes the saved model's (24 for a published video model).
+            variant: diffusers' weight-file variant ("fp16": the ``*.fp16.safetensors`` a
+                ``save_pretrained(..., variant="fp16")`` wrote), every component.
+            device_map: as diffusers' pipelines take it: None, or one device for every component
+                ("cpu", "cuda", "cuda:1"); a strategy that splits components ("balanced") is refused.
         """
         if torch_dtype is not None and dtype is not None and torch_dtype != dtype:
             raise ValueError(f"torch_dtype={torch_dtype} and dtype={dtype} disagree: give one")
         torch_dtype = torch_dtype if torch_dtype is not None else dtype
+        device = None
+        if device_map is not None:
+            try:
+                device = torch.device(device_map)
+            except (RuntimeError, TypeError):
+                raise ValueError(f"device_map={device_map!r} is not supported: give one device for every component "
+                                 "(e.g. 'cuda'), or use enable_model_cpu_offload()") from None
         directory = resolve_model_dir(pretrained_model_name_or_path, tracking_uri)
-        model = MultiViewModel.from_pretrained(directory, num_frames=num_frames, torch_dtype=torch_dtype, use_ema=use_ema)
+        model = MultiViewModel.from_pretrained(directory, num_frames=num_frames, torch_dtype=torch_dtype, use_ema=use_ema,
+                                               variant=variant)
         if isinstance(reconstructor, str):
             reconstructor = LGM.load(reconstructor, tracking_uri=tracking_uri)
         elif reconstructor is None and os.path.isdir(os.path.join(directory, RECONSTRUCTOR_FOLDER)):
-            reconstructor = LGM.from_pretrained(os.path.join(directory, RECONSTRUCTOR_FOLDER))
+            reconstructor = LGM.from_pretrained(os.path.join(directory, RECONSTRUCTOR_FOLDER), variant=variant)
         if reconstructor is not None and torch_dtype is not None:
             reconstructor = cast(reconstructor, torch_dtype)
-        return cls.from_model(model, reconstructor)
+        pipe = cls.from_model(model, reconstructor)
+        return pipe.to(device) if device is not None else pipe
 
     def save_pretrained(self, save_directory: str, **kwargs: Any) -> None:
         """diffusers' layout (safetensors), every component listed in ``model_index.json``, plus
@@ -174,6 +188,16 @@ class VideoMVPipeline(DiffusionPipeline):
             handle.write(_MODULE_SOURCE)
 
     # -- sampling ----------------------------------------------------------------------------------
+    @property
+    def guidance_scale(self) -> float | None:
+        """The guidance scale of the current (or last) call."""
+        return getattr(self, "_guidance_scale", None)
+
+    @property
+    def num_timesteps(self) -> int | None:
+        """The denoising steps of the current (or last) call."""
+        return getattr(self, "_num_timesteps", None)
+
     def _condition_images(self, image: Any) -> torch.Tensor:
         """PIL image(s), uint8/float arrays [H, W, 3] or tensors [B, 3, H, W] in [0, 1] -> [B, 3, S, S] in [-1, 1]."""
         size = self.model.resolution
@@ -221,7 +245,8 @@ class VideoMVPipeline(DiffusionPipeline):
                  cameras: torch.Tensor | None = None, output_type: str = "np", return_dict: bool = True,
                  callback_on_step_end: Callable[..., dict] | None = None,
                  callback_on_step_end_tensor_inputs: list[str] | None = None,
-                 decode_chunk_size: int | None = None, negative_prompt: str | None = None
+                 decode_chunk_size: int | None = None, negative_prompt: str | None = None,
+                 prompt_embeds: torch.Tensor | None = None, negative_prompt_embeds: torch.Tensor | None = None
                  ) -> VideoMVPipelineOutput | tuple:
         """Generate the orbit.
 
@@ -236,7 +261,10 @@ class VideoMVPipeline(DiffusionPipeline):
                 worse than x0 are left out. three_d_aware_mode: "two" (the authors' code) or "one".
             eta: DDIM eta, passed only to schedulers whose ``step`` takes it.
             cameras: [B, F, 4, 4] c2w for the camera embedding instead of the orbit (experiments).
-            output_type: "np", "pt" or "pil".
+            output_type: "np", "pt", "pil", or "latent" (the final latents [B, C, F, h, w] as frames,
+                undecoded; no Gaussians).
+            prompt_embeds, negative_prompt_embeds: [B, L, D] text-encoder states instead of
+                ``prompt`` / ``negative_prompt`` (the text model; the suffix is then the caller's).
             decode_chunk_size: frames the VAE decodes (and re-encodes) per call, as in diffusers'
                 video pipelines (default ``models.multiview_model.VAE_CHUNK_FRAMES``): the same frames,
                 bounded memory.
@@ -247,14 +275,19 @@ class VideoMVPipeline(DiffusionPipeline):
                 step, with the tensors named in ``callback_on_step_end_tensor_inputs`` (``latents``);
                 a returned ``latents`` replaces them.
         """
-        if (prompt is None) == (image is None):
+        text = prompt is not None or prompt_embeds is not None
+        if prompt is not None and prompt_embeds is not None:
+            raise ValueError("give prompt or prompt_embeds, not both")
+        if negative_prompt is not None and negative_prompt_embeds is not None:
+            raise ValueError("give negative_prompt or negative_prompt_embeds, not both")
+        if text == (image is not None):
             raise ValueError("give a prompt (text model) or an image (image model), not both")
-        if prompt is not None and self.variant != "t2v":
+        if text and self.variant != "t2v":
             raise ValueError("this is an image-to-multi-view model: give image=, not prompt=")
         if image is not None and self.variant != "i2v":
             raise ValueError("this is a text-to-multi-view model: give prompt=, not image=")
-        if output_type not in ("np", "pt", "pil"):
-            raise ValueError(f"output_type must be np, pt or pil, got {output_type!r}")
+        if output_type not in ("np", "pt", "pil", "latent"):
+            raise ValueError(f"output_type must be np, pt, pil or latent, got {output_type!r}")
         tensor_inputs = callback_on_step_end_tensor_inputs or ["latents"]
         unknown = set(tensor_inputs) - set(self._callback_tensor_inputs)
         if unknown:
@@ -266,7 +299,11 @@ class VideoMVPipeline(DiffusionPipeline):
                                                ([prompt] if isinstance(prompt, str) else prompt)
                                                for _ in range(num_videos_per_prompt)]
         images = None if image is None else self._condition_images(image).repeat_interleave(num_videos_per_prompt, 0)
-        batch = len(prompts) if prompts is not None else images.shape[0]
+        embeds = [None if e is None else e.repeat_interleave(num_videos_per_prompt, 0)
+                  for e in (prompt_embeds, negative_prompt_embeds)]
+        batch = len(prompts) if prompts is not None else len(embeds[0]) if embeds[0] is not None else images.shape[0]
+        if embeds[1] is not None and len(embeds[1]) != batch:
+            raise ValueError(f"negative_prompt_embeds has {len(embeds[1])} rows for a batch of {batch}")
         steps = (reconstruction_steps(num_inference_steps, "authors") if three_d_aware is True
                  else () if three_d_aware is False else tuple(three_d_aware))
         if steps:
@@ -274,6 +311,9 @@ class VideoMVPipeline(DiffusionPipeline):
         config = SamplingConfig(steps=num_inference_steps, eta=eta, guidance_scale=guidance_scale,
                                 elevation=elevation, distance=distance, reconstruct_at=steps, mode=three_d_aware_mode,
                                 negative_prompt=negative_prompt)
+        # What diffusers' pipelines expose to step callbacks (``pipe.guidance_scale``, ``pipe.num_timesteps``).
+        self._guidance_scale = config.resolved(self.variant).guidance_scale
+        self._num_timesteps = num_inference_steps
         model = self.model
         if decode_chunk_size is not None:
             if decode_chunk_size < 1:
@@ -290,9 +330,10 @@ class VideoMVPipeline(DiffusionPipeline):
 
             result = sample_views(model, prompts=prompts, images=None if images is None else images.to(model.device),
                                   config=config, reconstructor=self.reconstructor, cameras=cameras, latents=noise,
-                                  on_step_end=step_end)
+                                  on_step_end=step_end, prompt_embeds=embeds[0], negative_prompt_embeds=embeds[1],
+                                  output_latents=output_type == "latent")
         self.maybe_free_model_hooks()
-        frames: Any = result.views.cpu()
+        frames: Any = result.latents if output_type == "latent" else result.views.cpu()
         if output_type == "np":
             frames = frames.permute(0, 1, 3, 4, 2).numpy()
         elif output_type == "pil":

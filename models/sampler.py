@@ -99,10 +99,11 @@ def training_cameras(model: MultiViewModel) -> dict[str, list[float]] | None:
 
 @dataclass
 class SamplingResult:
-    views: torch.Tensor  # [B, F, 3, H, W] in [0, 1]
+    views: torch.Tensor | None  # [B, F, 3, H, W] in [0, 1]; None when only the latents were asked for
     cameras: torch.Tensor  # [B, F, 4, 4] OpenGL c2w, world frame
     gaussians: Gaussians | None  # [B, N, ...] world frame, reconstructed from the final views
     reconstructions: int  # reconstructor calls made during denoising (not counting the final one)
+    latents: torch.Tensor | None = None  # [B, C, F, h, w] the final latents
 
 
 def orbit_cameras(model: MultiViewModel, config: SamplingConfig, batch: int) -> torch.Tensor:
@@ -157,16 +158,20 @@ def measured_steps(reconstructor: LGM | None, steps: tuple[int, ...], timesteps:
 
 
 def conditioning(model: MultiViewModel, prompts: list[str] | None, images: torch.Tensor | None,
-                 batch: int, negative_prompt: str | None = None) -> tuple[dict, dict]:
+                 batch: int, negative_prompt: str | None = None, prompt_embeds: torch.Tensor | None = None,
+                 negative_prompt_embeds: torch.Tensor | None = None) -> tuple[dict, dict]:
     """(conditional, unconditional) UNet inputs, the authors' pairs: the prompt vs the negative prompt
     (T2V); the image embedding and "" vs zeros and the negative prompt, with the same image latents
-    (I2V). ``negative_prompt`` None: the model's recorded one, else the authors' (``negative_prompt_of``)."""
+    (I2V). ``negative_prompt`` None: the model's recorded one, else the authors' (``negative_prompt_of``).
+    ``prompt_embeds`` / ``negative_prompt_embeds`` [B, L, D]: text-encoder states given instead (T2V)."""
     negative = negative_prompt_of(model.unet.camera_embedding.config, negative_prompt)
     if model.variant == "t2v":
-        if prompts is None:
+        if prompts is None and prompt_embeds is None:
             raise ValueError("the t2v model needs prompts")
-        return ({"encoder_hidden_states": model.encode_prompts(prompts)},
-                {"encoder_hidden_states": model.encode_prompts([negative] * batch)})
+        positive = prompt_embeds.to(model.device) if prompt_embeds is not None else model.encode_prompts(prompts)
+        unconditional = (negative_prompt_embeds.to(model.device) if negative_prompt_embeds is not None
+                         else model.encode_prompts([negative] * batch))
+        return {"encoder_hidden_states": positive}, {"encoder_hidden_states": unconditional}
     if images is None:
         raise ValueError("the i2v model needs condition images")
     condition = model.image_condition(images, model.unet.num_frames)
@@ -195,8 +200,9 @@ def initial_latents(model: MultiViewModel, seeds: tuple[int, ...], batch: int) -
 def sample_views(model: MultiViewModel, prompts: list[str] | None = None, images: torch.Tensor | None = None,
                  config: SamplingConfig | None = None, reconstructor: LGM | None = None,
                  cameras: torch.Tensor | None = None, latents: torch.Tensor | None = None,
-                 on_step_end: Callable[[int, torch.Tensor, dict[str, torch.Tensor]], dict | None] | None = None
-                 ) -> SamplingResult:
+                 on_step_end: Callable[[int, torch.Tensor, dict[str, torch.Tensor]], dict | None] | None = None,
+                 prompt_embeds: torch.Tensor | None = None, negative_prompt_embeds: torch.Tensor | None = None,
+                 output_latents: bool = False) -> SamplingResult:
     """Sample views (and Gaussians when a reconstructor is given).
 
     Args:
@@ -210,8 +216,12 @@ def sample_views(model: MultiViewModel, prompts: list[str] | None = None, images
         on_step_end: called as ``on_step_end(step_index, timestep, {"latents": latents})`` after
             every denoising step (progress, stopping by raising); a returned dict's ``latents``
             replace the current ones.
+        prompt_embeds, negative_prompt_embeds: [B, L, D] text-encoder states instead of ``prompts``
+            and the negative prompt (T2V).
+        output_latents: return the final latents only (no decoding, no final Gaussians).
     """
-    batch = len(prompts) if prompts is not None else images.shape[0]
+    batch = (len(prompts) if prompts is not None else len(prompt_embeds) if prompt_embeds is not None
+             else images.shape[0])
     recorded = training_cameras(model)
     config = (config or SamplingConfig()).resolved(model.variant, recorded)
     if config.reconstruct_at and reconstructor is None:
@@ -224,7 +234,8 @@ def sample_views(model: MultiViewModel, prompts: list[str] | None = None, images
             logger.warning("%s: the views there are extrapolation", problem)
     background = DEFAULTS[model.variant]["background"]
     cameras = orbit_cameras(model, config, batch) if cameras is None else cameras.to(model.device).float()
-    conditional, unconditional = conditioning(model, prompts, images, batch, config.negative_prompt)
+    conditional, unconditional = conditioning(model, prompts, images, batch, config.negative_prompt, prompt_embeds,
+                                              negative_prompt_embeds)
     scheduler = model.scheduler
     scheduler.set_timesteps(config.steps, device=model.device)
     latents = initial_latents(model, config.seeds, batch) if latents is None else latents.to(model.device)
@@ -270,9 +281,11 @@ def sample_views(model: MultiViewModel, prompts: list[str] | None = None, images
             changed = on_step_end(index, timestep, {"latents": latents})
             if changed and changed.get("latents") is not None:
                 latents = changed["latents"]
+    if output_latents:
+        return SamplingResult(None, cameras, None, reconstructions, latents)
     views = (model.decode_latents(latents) / 2 + 0.5).clamp(0, 1).float()
     gaussians = None
     if reconstructor is not None:
         _, normalised, transforms = reconstruct_views(reconstructor, views, cameras, background)
         gaussians = to_world(normalised, transforms)
-    return SamplingResult(views, cameras, gaussians, reconstructions)
+    return SamplingResult(views, cameras, gaussians, reconstructions, latents)

@@ -212,7 +212,7 @@ def to_model_inputs(batch: dict[str, Any], device: Any) -> dict[str, Any]:
     views = torch.tensor(batch["views"], device=device).permute(0, 1, 4, 2, 3).float() / 127.5 - 1.0
     alphas = torch.tensor(batch["alphas"], device=device)[:, :, None].float() / 255.0
     frames = views.shape[1]
-    cameras = torch.as_tensor(batch["cameras"]).to(device).reshape(len(views), frames, 4, 4) if frames > 1 else None
+    cameras = torch.tensor(batch["cameras"], device=device).reshape(len(views), frames, 4, 4) if frames > 1 else None
     return {"views": views, "alphas": alphas, "cameras": cameras, "prompts": [str(p) for p in batch["prompt"]]}
 
 
@@ -222,6 +222,6 @@ def latent_inputs(batch: dict[str, Any], device: Any) -> dict[str, Any]:
     import torch
 
     posterior = torch.tensor(batch["posterior"], device=device)
-    cameras = torch.as_tensor(batch["cameras"]).to(device).reshape(*posterior.shape[:2], 4, 4)
+    cameras = torch.tensor(batch["cameras"], device=device).reshape(*posterior.shape[:2], 4, 4)
     return {"posterior": posterior, "prompt_states": torch.tensor(batch["prompt_states"], device=device),
             "cameras": cameras, "prompts": [str(p) for p in batch["prompt"]]}

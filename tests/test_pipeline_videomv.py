@@ -137,8 +137,8 @@ def test_image_model_and_bad_calls(dirs):
         pipe(prompt="a chair", num_inference_steps=1)
     with pytest.raises(ValueError, match="not both"):
         pipe(prompt="a chair", image=photo, num_inference_steps=1)
-    with pytest.raises(ValueError, match="output_type"):
-        pipe(image=photo, num_inference_steps=1, output_type="latent")
+    with pytest.raises(ValueError, match="output_type"):  # ("latent" is one now: issue 28)
+        pipe(image=photo, num_inference_steps=1, output_type="mp4")
     with pytest.raises(TypeError, match="image must be"):
         pipe(image="photo.png", num_inference_steps=1)
 
@@ -249,3 +249,46 @@ def test_guidance_and_condition_dropout_use_the_negative_prompt(monkeypatch):
     seen.clear()
     i2v_pipe(image=torch.zeros(1, 3, 32, 32), num_inference_steps=1, generator=torch.Generator().manual_seed(0))
     assert seen == [[""], [AUTHORS_NEGATIVE_PROMPT]], "the image model: '' vs the negative prompt, as the authors"
+
+
+def test_the_pipeline_speaks_diffusers(dirs, tmp_path):
+    """Issue 28, deliver 3: what diffusers' pipeline tests (PipelineTesterMixin) ask of a pipeline and
+    this one lacked: prompt_embeds / negative_prompt_embeds, output_type="latent", guidance_scale and
+    num_timesteps seen by step callbacks, weight variants that never overwrite the fp32 weights, the
+    saved frame count, device_map."""
+    pipe = quiet(VideoMVPipeline.from_pretrained(dirs["finetuned"]))
+    call = dict(num_inference_steps=2, guidance_scale=3.0, output_type="pt")
+    by_text = pipe(prompt=["a duck"], negative_prompt="blurry", generator=torch.Generator().manual_seed(0), **call)
+    model = pipe.model
+    by_embeds = pipe(prompt_embeds=model.encode_prompts(["a duck"]), negative_prompt_embeds=model.encode_prompts(
+        ["blurry"]), generator=torch.Generator().manual_seed(0), **call)
+    torch.testing.assert_close(by_embeds.frames, by_text.frames)
+    with pytest.raises(ValueError, match="prompt or prompt_embeds, not both"):
+        pipe(prompt="a", prompt_embeds=model.encode_prompts(["a"]), num_inference_steps=1)
+
+    seen = []
+    latent = pipe(prompt=["a duck"], negative_prompt="blurry", generator=torch.Generator().manual_seed(0),
+                  callback_on_step_end=lambda p, i, t, kw: seen.append((p.guidance_scale, p.num_timesteps)) or {},
+                  **{**call, "output_type": "latent"})
+    assert latent.frames.shape == (1, 4, 24, 16, 16) and latent.gaussians is None
+    torch.testing.assert_close((model.decode_latents(latent.frames) / 2 + 0.5).clamp(0, 1), by_text.frames)
+    assert seen == [(3.0, 2), (3.0, 2)]
+
+    # fp16 weights beside the fp32 ones: the reconstructor's fp32 file is not overwritten.
+    saved = tmp_path / "saved"
+    pipe.save_pretrained(str(saved))
+    fp32 = (saved / "reconstructor" / "model.safetensors").read_bytes()
+    pipe.to(torch_dtype=torch.float16).save_pretrained(str(saved), variant="fp16")
+    pipe.to(torch_dtype=torch.float32)
+    assert (saved / "reconstructor" / "model.safetensors").read_bytes() == fp32
+    assert (saved / "reconstructor" / "model.fp16.safetensors").is_file()
+    half = VideoMVPipeline.from_pretrained(str(saved), variant="fp16", torch_dtype=torch.float16)
+    assert half.unet.dtype == torch.float16 and next(half.reconstructor.parameters()).dtype == torch.float16
+
+    # A saved 4-frame model loads as one without num_frames=.
+    four = MultiViewModel.from_pretrained(dirs["t2v"], num_frames=4)
+    VideoMVPipeline.from_model(four).save_pretrained(str(tmp_path / "four"))
+    assert VideoMVPipeline.from_pretrained(str(tmp_path / "four")).model.unet.num_frames == 4
+    assert VideoMVPipeline.from_pretrained(dirs["finetuned"], device_map="cpu").device.type == "cpu"
+    with pytest.raises(ValueError, match="device_map='balanced' is not supported"):
+        VideoMVPipeline.from_pretrained(dirs["finetuned"], device_map="balanced")
