@@ -34,16 +34,23 @@ def tiny_checkpoint() -> dict[str, torch.Tensor]:
     return {key: value.float() for key, value in load_file(FIXTURES / "videomv_t2v_tiny.safetensors").items()}
 
 
-@pytest.fixture(scope="module")
-def tiny_base(tmp_path_factory):
-    """A tiny ModelScope-layout base directory whose unet/config.json is the fixture's UNet."""
+def tiny_base_dir(root, variant: str) -> str:
+    """A tiny published-layout base directory of ``variant`` whose unet/config.json is the fixture's UNet."""
+    from diffusers import I2VGenXLUNet
+
     from models.tiny import make_tiny
 
-    base = tmp_path_factory.mktemp("base") / "tiny-t2v"
-    make_tiny("t2v", str(base))
-    config = json.loads((FIXTURES / "videomv_t2v_tiny_config.json").read_text())["diffusers_equivalent_verified"]
-    UNet3DConditionModel(**config["kwargs"]).save_pretrained(str(base / "unet"))
+    base = root / f"tiny-{variant}"
+    make_tiny(variant, str(base))
+    config = json.loads((FIXTURES / f"videomv_{variant}_tiny_config.json").read_text())["diffusers_equivalent_verified"]
+    unet_class = I2VGenXLUNet if variant == "i2v" else UNet3DConditionModel
+    unet_class(**config["kwargs"]).save_pretrained(str(base / "unet"))
     return str(base)
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory):
+    return tiny_base_dir(tmp_path_factory.mktemp("base"), "t2v")
 
 
 def run_authors_inputs(pipe, with_camera: bool) -> torch.Tensor:
@@ -134,15 +141,7 @@ def test_the_full_size_checkpoint_maps_completely_onto_the_published_configs():
 
 @pytest.fixture(scope="module")
 def tiny_i2v_base(tmp_path_factory):
-    from diffusers import I2VGenXLUNet
-
-    from models.tiny import make_tiny
-
-    base = tmp_path_factory.mktemp("base") / "tiny-i2v"
-    make_tiny("i2v", str(base))
-    config = json.loads((FIXTURES / "videomv_i2v_tiny_config.json").read_text())["diffusers_equivalent_verified"]
-    I2VGenXLUNet(**config["kwargs"]).save_pretrained(str(base / "unet"))
-    return str(base)
+    return tiny_base_dir(tmp_path_factory.mktemp("base"), "i2v")
 
 
 def test_the_converted_image_model_reproduces_the_authors_network(tiny_i2v_base, tmp_path):
