@@ -241,3 +241,31 @@ def test_the_evaluation_fits_its_gaussians_on_the_gpu(tiny_dir, tmp_path, monkey
              log=lambda *_: None)
     assert devices == ["cuda"]
     assert torch.backends.cuda.matmul.allow_tf32, "load_pipeline allows TF32 on CUDA"
+
+
+@pytest.mark.gpu
+@cuda
+def test_latents_offset_noise_and_the_ema_run_on_the_gpu():
+    """Issue 27's new device paths: the posterior drawn with a CUDA generator (precomputed latents,
+    the encoders left on the CPU), offset noise, and the EMA's fused lerp on CUDA weights."""
+    from models.ema import ShardedEMA
+
+    model = build_tiny("t2v")
+    views = torch.rand(2, 24, 3, 32, 32) * 2 - 1
+    posterior = model.encode_posterior(views).half()  # the encode stage's work, on the CPU here
+    states = model.encode_prompts(["a", "b"]).half()
+    model.unet.to("cuda")  # the VAE and text encoder stay on the CPU, as finetune --latents keeps them
+    negative = model.encode_prompts([""], device=torch.device("cpu"))[0]
+    cameras = orbit_cameras(model, SamplingConfig().resolved("t2v"), 2)
+    batch = MultiViewBatch(views=None, cameras=cameras, prompts=["a", "b"], posterior=posterior.cuda(),
+                           prompt_states=states.cuda(), negative_states=negative.cuda())
+    generator = torch.Generator(device="cuda").manual_seed(0)
+    loss = diffusion_loss(model, batch, generator, 0.5, torch.float16, offset_noise=0.1)
+    assert torch.isfinite(loss)
+    ema = ShardedEMA(model.unet, 0.9)
+    loss.backward()
+    with torch.no_grad():
+        for parameter in model.unet.parameters():
+            parameter.add_(0.01)
+    ema.update()
+    assert all(tensor.is_cuda for tensor in ema.shadow.values())
