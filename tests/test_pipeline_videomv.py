@@ -181,16 +181,22 @@ def test_model_cpu_offload_gives_the_on_device_result_and_frees_the_device(dirs)
         assert next(module.parameters()).device.type == "cpu", f"{name} was left on the GPU"
 
 
-def test_prompts_get_the_recorded_caption_suffix_once(monkeypatch):
+@pytest.fixture
+def seen(monkeypatch) -> list[list[str]]:
+    """Every list of prompts the text encoder is given, in order (``MultiViewModel.encode_prompts`` recorded)."""
+
+    calls: list[list[str]] = []
+    original = MultiViewModel.encode_prompts
+    monkeypatch.setattr(MultiViewModel, "encode_prompts",
+                        lambda self, prompts, **options: calls.append(list(prompts)) or original(self, prompts, **options))
+    return calls
+
+
+def test_prompts_get_the_recorded_caption_suffix_once(seen):
     """Fine-tuning records ", 3d asset" (what it appended to every caption); the pipeline appends it
     to prompts that lack it, never twice; a model without the record takes prompts as they are."""
-    from models.multiview_model import MultiViewModel
     from models.tiny import build_tiny
 
-    seen = []
-    original = MultiViewModel.encode_prompts
-    monkeypatch.setattr(MultiViewModel, "encode_prompts", lambda self, prompts: seen.append(list(prompts))
-                        or original(self, prompts))
     model = build_tiny("t2v")
     pipe = VideoMVPipeline.from_model(model)
     pipe.set_progress_bar_config(disable=True)
@@ -202,18 +208,13 @@ def test_prompts_get_the_recorded_caption_suffix_once(monkeypatch):
     assert seen[0] == ["a duck, 3d asset", "a box, 3d asset"]
 
 
-def test_guidance_and_condition_dropout_use_the_negative_prompt(monkeypatch):
+def test_guidance_and_condition_dropout_use_the_negative_prompt(seen):
     """Issue 27, item 3: the unconditional branch is the authors' negative prompt (not ""), or the
     one the model recorded from its fine-tuning, or the caller's; condition dropout trains to it."""
-    from models.multiview_model import MultiViewModel
     from models.objective import MultiViewBatch, diffusion_loss
     from models.prompts import AUTHORS_NEGATIVE_PROMPT
     from models.tiny import build_tiny
 
-    seen = []
-    original = MultiViewModel.encode_prompts
-    monkeypatch.setattr(MultiViewModel, "encode_prompts", lambda self, prompts: seen.append(list(prompts))
-                        or original(self, prompts))
     model = build_tiny("t2v")
     pipe = VideoMVPipeline.from_model(model)
     pipe.set_progress_bar_config(disable=True)
