@@ -25,6 +25,7 @@ from pipeline.logs import configure_logging  # noqa: E402
 configure_logging()  # first: sets what Ray, tqdm and the model libraries read at import
 
 from models.multiview_model import ModelDirectoryError  # noqa: E402
+from models.official_checkpoint import convert_official  # noqa: E402
 from pipeline.cli import add_config_arguments, config_from_args, option  # noqa: E402
 
 logger = logging.getLogger("convert_official")
@@ -46,8 +47,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from models.official_checkpoint import convert_official
-
     try:
         config = config_from_args(ConvertConfig, args)
         if os.path.exists(config.output) and os.listdir(config.output):

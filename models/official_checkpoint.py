@@ -29,12 +29,20 @@ error naming the keys.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
-from typing import Any, Iterable
+from typing import Iterable
 
 import torch
 
 import camera
+from models.lgm import LGM
+from models.lgm_options import PRESETS
+from models.multiview_model import MultiViewModel
+from models.pipeline_videomv import VideoMVPipeline
+from models.prompts import AUTHORS_NEGATIVE_PROMPT, CAPTION_SUFFIX
+
+logger = logging.getLogger(__name__)
 
 # theirs = WORLD_FROM_OURS @ ours: our Y-up world's (x, y, z) is their (y, z, x).
 WORLD_FROM_OURS = torch.tensor([[0.0, 0.0, 1.0, 0.0], [1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0],
@@ -248,7 +256,7 @@ def camera_state(camera: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             "linear_2.weight": camera["2.weight"].float(), "linear_2.bias": camera["2.bias"].float()}
 
 
-def convert_official(checkpoint: str | Iterable[str], base: str, tracking_uri: str | None = None) -> Any:
+def convert_official(checkpoint: str | Iterable[str], base: str, tracking_uri: str | None = None) -> VideoMVPipeline:
     """The authors' checkpoint (one ``.pth``, or the rank shards of an EMA one) as a
     ``VideoMVPipeline``: its UNet and camera MLP in diffusers' modules, ``lgm_big.*`` as the
     reconstructor when present, and from ``base`` (the published ModelScope T2V or I2VGen-XL
@@ -259,15 +267,6 @@ def convert_official(checkpoint: str | Iterable[str], base: str, tracking_uri: s
     embedding stays zero, the video model as published. The model records the authors' caption
     suffix and negative prompt (``models.prompts``), which their inference uses.
     """
-    import logging
-
-    from models.lgm import LGM
-    from models.lgm_options import PRESETS
-    from models.multiview_model import MultiViewModel
-    from models.pipeline_videomv import VideoMVPipeline
-    from models.prompts import AUTHORS_NEGATIVE_PROMPT, CAPTION_SUFFIX
-
-    logger = logging.getLogger(__name__)
     unet_state, camera, lgm_state = split_checkpoint(read_checkpoint(checkpoint))
     variant = checkpoint_variant(unet_state)
     model = MultiViewModel.from_pretrained(base, tracking_uri=tracking_uri)
