@@ -1,5 +1,5 @@
 """The PyTorch rasteriser's compositing as it was before issue 17, kept as ``benchmarks/gaussians.py``'s
-baseline: the same projection and tile binning (``models.gaussian_renderer``), then every tile's
+baseline: the same projection and tile binning (``models.gaussians.rendering``), then every tile's
 whole list composited at once, tiles chunked in the order they come (each chunk padded to its
 longest list), no early termination."""
 
@@ -10,8 +10,8 @@ import math
 import torch
 
 import camera
-from models.gaussian_renderer import _CHUNK_ELEMENTS, ALPHA_MAX, ALPHA_MIN, TILE, _project, bin_tiles, tile_buffers
-from models.gaussians import Gaussians
+from models.gaussians.rendering import _CHUNK_ELEMENTS, ALPHA_MAX, ALPHA_MIN, TILE, _project, bin_tiles, tile_buffers
+from models.gaussians.gaussians import Gaussians
 
 
 def render_baseline(gaussians: Gaussians, c2w: torch.Tensor, K: torch.Tensor, width: int, height: int,

@@ -7,7 +7,7 @@ orbits of two bundled objects at six elevations (16 px, pixel-shuffle latents; o
 random starts and reversed at random, so only the cameras tell the view), twice (with cameras,
 and with zeroed poses as the "no camera embedding" control; side by side, one core each), then scores views generated
 at a held-out elevation and at half-step-shifted azimuths against Blender's renders there, next
-to the controls (pipeline/camera_control.py). Prints a Markdown table; docs/results.md has it.
+to the controls (pipeline/experiments/camera_control.py). Prints a Markdown table; docs/results.md has it.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pipeline.logs import configure_logging  # noqa: E402
 
 configure_logging()
 
-from pipeline.camera_control import CameraControlConfig, format_table, run_camera_control  # noqa: E402
+from pipeline.experiments.camera_control import CameraControlConfig, format_table, run_camera_control  # noqa: E402
 from pipeline.cli import add_config_arguments, config_from_args  # noqa: E402
 
 

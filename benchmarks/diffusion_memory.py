@@ -3,14 +3,14 @@
 Builds ModelScope T2V at full size from its published configs (``benchmarks.full_size``: the UNet
 with the camera embedding in fp32 master weights, the fp32 VAE and text encoder) inside
 ``FakeTensorMode`` (shapes and dtypes only: no memory, no compute) and runs the training step the
-workers run: ``models.objective.diffusion_loss`` (VAE encode of 24 x micro-batch views at 256 px in
+workers run: ``models.generator.objective.diffusion_loss`` (VAE encode of 24 x micro-batch views at 256 px in
 chunks, text encoder, the UNet under fp16 autocast with block-level gradient checkpointing),
-backward, the fused AdamW step the workers take (``pipeline.train_common.build_optimizer``), twice
+backward, the fused AdamW step the workers take (``pipeline.train.common.build_optimizer``), twice
 (the second is the steady state). ``LiveBytes`` follows every tensor
 the step creates and frees, so the peak is the allocator's peak less fragmentation; what lives
 outside it is then added as the workers hold it:
 
-- DDP: with ``gradient_as_bucket_view=True`` (``pipeline.train_common.ddp_options``) the gradients
+- DDP: with ``gradient_as_bucket_view=True`` (``pipeline.train.common.ddp_options``) the gradients
   are the all-reduce buckets; with False the buckets are a second copy of them (+4 bytes/parameter).
 - ``--optimizer zero1`` on N workers keeps 1/N of AdamW's 8 bytes/parameter.
 - Encoders off the GPU (precomputed latents, issue 27): the VAE and text encoder and their work go.
@@ -40,7 +40,7 @@ from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 from torch.utils._pytree import tree_flatten  # noqa: E402
 
 from benchmarks.full_size import build_full_size_model, parameter_count  # noqa: E402
-from models.objective import MultiViewBatch, diffusion_loss  # noqa: E402
+from models.generator.objective import MultiViewBatch, diffusion_loss  # noqa: E402
 
 GB = 1e9
 CUDA_CONTEXT_GB = 0.6  # CUDA context + cuBLAS/cuDNN workspaces on an A100/H100 (outside the allocator)

@@ -21,13 +21,13 @@ sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 import torch  # noqa: E402
 
 import camera  # noqa: E402
-from models.evaluation import MetricNetworks, consistency_scores, image_scores  # noqa: E402
-from models.gaussian_fit import FitConfig, fit_gaussians  # noqa: E402
-from models.gaussian_renderer import render_batch  # noqa: E402
-from models.lgm import LGM  # noqa: E402
-from models.pipeline_videomv import load_pipeline  # noqa: E402
-from models.sampler import DEFAULTS, reconstruction_steps  # noqa: E402
-from models.tiny import make_tiny, make_tiny_evaluation_weights  # noqa: E402
+from models.metrics.scores import MetricNetworks, consistency_scores, image_scores  # noqa: E402
+from models.gaussians.fit import FitConfig, fit_gaussians  # noqa: E402
+from models.gaussians.rendering import render_batch  # noqa: E402
+from models.reconstructor.model import LGM  # noqa: E402
+from models.pipeline_videomv.pipeline_videomv import load_pipeline  # noqa: E402
+from models.pipeline_videomv.sampling import DEFAULTS, reconstruction_steps  # noqa: E402
+from models.toy.tiny import make_tiny, make_tiny_evaluation_weights  # noqa: E402
 
 
 def timed(function):

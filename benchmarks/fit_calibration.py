@@ -4,7 +4,7 @@
 
 Renders a bundled object's orbit with every view's azimuth jittered by 0, 2, 5 and 10 degrees,
 fits Gaussians to the 12 even views at the nominal cameras and scores the 12 odd ones
-(pipeline/fit_calibration.py). Prints PSNR/SSIM per jitter and the fit's seconds.
+(pipeline/experiments/fit_calibration.py). Prints PSNR/SSIM per jitter and the fit's seconds.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from pipeline.logs import configure_logging  # noqa: E402
 
 configure_logging()
 
-from models.gaussian_fit import FitConfig  # noqa: E402
+from models.gaussians.fit import FitConfig  # noqa: E402
 from pipeline.cli import add_config_arguments, config_from_args  # noqa: E402
-from pipeline.fit_calibration import fit_calibration  # noqa: E402
-from pipeline.sources import BUNDLED_ASSETS  # noqa: E402
+from pipeline.experiments.fit_calibration import fit_calibration  # noqa: E402
+from pipeline.data.sources import BUNDLED_ASSETS  # noqa: E402
 
 
 def main() -> int:

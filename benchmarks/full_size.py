@@ -2,7 +2,7 @@
 
 One home for the configs the benchmarks build: ModelScope T2V's UNet, VAE and text encoder
 (``text-to-video-ms-1.7b``'s ``unet/``, ``vae/`` and ``text_encoder/config.json``), and LGM "big"
-(``models.lgm_options.PRESETS``). ``build_full_size_model`` assembles them into the project's
+(``models.reconstructor.options.PRESETS``). ``build_full_size_model`` assembles them into the project's
 ``MultiViewModel``, so training steps and sampling run the production code at full size.
 """
 
@@ -12,9 +12,9 @@ import torch
 from diffusers import AutoencoderKL, UNet3DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from models.camera_embedding import CameraEmbedding
-from models.multiview_model import MultiViewModel
-from models.multiview_unet import MultiViewUNet
+from models.generator.camera_embedding import CameraEmbedding
+from models.pipeline_videomv.loading import MultiViewModel
+from models.generator.unet import MultiViewUNet
 
 # unet/config.json of text-to-video-ms-1.7b (ModelScope T2V).
 MODELSCOPE_T2V_UNET = dict(
@@ -55,7 +55,7 @@ def build_full_size_model(device: torch.device | str, dtype: torch.dtype = torch
     """ModelScope T2V as ``MultiViewModel.from_pretrained`` would load it, with random weights, on
     ``device``. The tokenizer is the tiny character-level one padded to 77 tokens: every id it gives
     is a valid row of the full text encoder's embedding, so the encoder's cost is the real one."""
-    from models.tiny import _tiny_tokenizer, t2v_scheduler
+    from models.toy.tiny import _tiny_tokenizer, t2v_scheduler
 
     tokenizer = _tiny_tokenizer()
     tokenizer.model_max_length = PROMPT_TOKENS

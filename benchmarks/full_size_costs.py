@@ -32,8 +32,8 @@ from torch._subclasses.fake_tensor import FakeTensorMode  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from benchmarks.full_size import MODELSCOPE_T2V_VAE, build_unet  # noqa: E402
-from models.lgm import LGM  # noqa: E402
-from models.sampler import AUTHORS_STEPS  # noqa: E402
+from models.reconstructor.model import LGM  # noqa: E402
+from models.pipeline_videomv.sampling import AUTHORS_STEPS  # noqa: E402
 
 STEPS = 50
 VIEWS = 24

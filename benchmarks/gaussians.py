@@ -25,8 +25,8 @@ import torch  # noqa: E402
 
 import camera  # noqa: E402
 from benchmarks.baseline_rasteriser import render_baseline  # noqa: E402
-from models.gaussian_renderer import render_gaussians  # noqa: E402
-from models.gaussians import Gaussians  # noqa: E402
+from models.gaussians.rendering import render_gaussians  # noqa: E402
+from models.gaussians.gaussians import Gaussians  # noqa: E402
 
 
 def scene(count: int, device: str) -> Gaussians:

@@ -40,7 +40,7 @@ sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 import torch  # noqa: E402
 
 import camera  # noqa: E402
-from models.gaussians import Gaussians  # noqa: E402
+from models.gaussians.gaussians import Gaussians  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHECKS = ("rasteriser", "generators", "training", "sampling", "reconstructor", "fit", "finetune_job", "gpu_tests")
@@ -114,7 +114,7 @@ class Suite:
     def generator_model(self, dtype: torch.dtype = torch.float32) -> Any:
         if self.smoke:
             from models.precision import cast
-            from models.tiny import build_tiny
+            from models.toy.tiny import build_tiny
 
             model = build_tiny("t2v").to(self.device)
             for module in (model.unet, model.vae, model.text_encoder):
@@ -125,7 +125,7 @@ class Suite:
         return build_full_size_model(self.device, dtype)
 
     def reconstructor(self) -> Any:
-        from models.lgm import LGM
+        from models.reconstructor.model import LGM
 
         torch.manual_seed(0)
         return LGM("tiny" if self.smoke else "big").to(self.device)
@@ -137,7 +137,7 @@ class Suite:
 
     # -- 1. rasteriser -----------------------------------------------------------------------------
     def rasteriser(self) -> None:
-        from models.gaussian_renderer import render_batch, warm_up
+        from models.gaussians.rendering import render_batch, warm_up
 
         size, count = self.sizes.render_size, self.sizes.gaussians
         generator = torch.Generator(device=self.device).manual_seed(0)
@@ -188,8 +188,8 @@ class Suite:
 
     # -- 2. CUDA generators ------------------------------------------------------------------------
     def generators(self) -> None:
-        from models.objective import MultiViewBatch, diffusion_loss
-        from models.three_d_aware import one_step_x0
+        from models.generator.objective import MultiViewBatch, diffusion_loss
+        from models.pipeline_videomv.one_step import one_step_x0
 
         model = self.generator_model()
         model.freeze_encoders()
@@ -217,8 +217,8 @@ class Suite:
     def training(self) -> None:
         import torch.distributed as dist
 
-        from models.objective import MultiViewBatch, diffusion_loss
-        from pipeline.train_common import build_optimizer, ddp_options
+        from models.generator.objective import MultiViewBatch, diffusion_loss
+        from pipeline.train.common import build_optimizer, ddp_options
 
         _init_process_group("nccl" if self.cuda else "gloo")
         model = self.generator_model(torch.float32)
@@ -251,9 +251,9 @@ class Suite:
 
     # -- 4. sampling -------------------------------------------------------------------------------
     def sampling(self) -> None:
-        from models.pipeline_videomv import VideoMVPipeline
+        from models.pipeline_videomv.pipeline_videomv import VideoMVPipeline
         from models.precision import DTYPES, cast
-        from models.sampler import reconstruction_steps
+        from models.pipeline_videomv.sampling import reconstruction_steps
 
         steps = self.sizes.sample_steps
         for name in self.sizes.sample_dtypes:
@@ -283,10 +283,10 @@ class Suite:
 
     # -- 5. reconstructor step ---------------------------------------------------------------------
     def reconstructor_step(self) -> None:
-        from models.lpips import LPIPS
-        from models.recon_loss import ReconstructionLoss
-        from models.recon_training import reconstruction_step
-        from models.tiny import make_tiny_evaluation_weights
+        from models.metrics.lpips import LPIPS
+        from models.reconstructor.loss import ReconstructionLoss
+        from models.reconstructor.training import reconstruction_step
+        from models.toy.tiny import make_tiny_evaluation_weights
 
         lgm = self.reconstructor().train()
         with tempfile.TemporaryDirectory() as scratch:
@@ -313,7 +313,7 @@ class Suite:
 
     # -- 6. evaluation fit -------------------------------------------------------------------------
     def fit(self) -> None:
-        from models.gaussian_fit import FitConfig, fit_gaussians
+        from models.gaussians.fit import FitConfig, fit_gaussians
 
         resolution = 32 if self.smoke else 256
         views, c2w = self.orbit(1, resolution)

@@ -41,7 +41,7 @@ sys.path[0] = ROOT
 def bare_loop(input_spec: str, settings_json: str, output_dir: str) -> None:
     """Render every asset in this process; prints a JSON line with the timing."""
     from pipeline.render_stage import orbit_cameras
-    from pipeline.sources import resolve_input
+    from pipeline.data.sources import resolve_input
     from render import blender
     from render.settings import RenderSettings
 
@@ -67,9 +67,9 @@ def bare_loop(input_spec: str, settings_json: str, output_dir: str) -> None:
 def isolated_loop(input_spec: str, settings_json: str, output_dir: str) -> None:
     """The job's own render path without Ray: the isolated Blender process, the schema rows and
     one Parquet shard, in one process; prints a JSON line with the timing."""
-    from pipeline import schema, shards
+    from pipeline.data import schema, shards
     from pipeline.render_stage import render_asset
-    from pipeline.sources import resolve_input
+    from pipeline.data.sources import resolve_input
     from render.process import BlenderProcess
     from render.settings import RenderSettings
 

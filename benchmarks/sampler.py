@@ -18,10 +18,10 @@ sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
 
-from models.lgm import LGM  # noqa: E402
-from models.pipeline_videomv import load_pipeline  # noqa: E402
-from models.sampler import reconstruction_steps  # noqa: E402
-from models.tiny import make_tiny  # noqa: E402
+from models.reconstructor.model import LGM  # noqa: E402
+from models.pipeline_videomv.pipeline_videomv import load_pipeline  # noqa: E402
+from models.pipeline_videomv.sampling import reconstruction_steps  # noqa: E402
+from models.toy.tiny import make_tiny  # noqa: E402
 
 
 def main() -> int:

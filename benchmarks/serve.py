@@ -35,9 +35,9 @@ def main() -> int:
     import torch
     from ray import serve
 
-    from models.lgm import LGM
-    from models.tiny import make_tiny
-    from pipeline.serving import build_app
+    from models.reconstructor.model import LGM
+    from models.toy.tiny import make_tiny
+    from pipeline.serve.serving import build_app
 
     with tempfile.TemporaryDirectory() as scratch:
         model_dir = args.model or make_tiny("t2v", os.path.join(scratch, "t2v"))

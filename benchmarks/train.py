@@ -41,8 +41,8 @@ def decode_rates(rows: list[dict], repeats: int = 2) -> dict[tuple[int, int], fl
     import pyarrow as pa
     from PIL import Image
 
-    from pipeline import schema
-    from pipeline.train_data import BACKGROUNDS, DecodeOrbits
+    from pipeline.data import schema
+    from pipeline.data.datasets import BACKGROUNDS, DecodeOrbits
 
     rates = {}
     for stored, target in DECODE_CASES:
@@ -74,14 +74,14 @@ def main() -> int:
     import ray
     import torch
 
-    from models.multiview_model import MultiViewModel
-    from models.objective import MultiViewBatch, diffusion_loss
-    from models.tiny import make_tiny
-    from pipeline import shards
-    from pipeline.finetune import run_finetune
+    from models.pipeline_videomv.loading import MultiViewModel
+    from models.generator.objective import MultiViewBatch, diffusion_loss
+    from models.toy.tiny import make_tiny
+    from pipeline.data import shards
+    from pipeline.train.finetune import run_finetune
     from pipeline.render_stage import RenderJobConfig, run_render_job
-    from pipeline.train_common import TrainConfig
-    from pipeline.train_data import BACKGROUNDS, DecodeOrbits, orbit_dataset, to_model_inputs
+    from pipeline.train.common import TrainConfig
+    from pipeline.data.datasets import BACKGROUNDS, DecodeOrbits, orbit_dataset, to_model_inputs
     from render.settings import RenderSettings
 
     scratch = tempfile.mkdtemp(prefix="videomv-bench-train-")
@@ -134,7 +134,7 @@ def main() -> int:
 
         # The same plain loop from precomputed latents (the encoders do not run in the step).
         from pipeline.encode_stage import EncodeConfig, run_encode
-        from pipeline.train_data import DecodeLatents, latent_inputs
+        from pipeline.data.datasets import DecodeLatents, latent_inputs
 
         latents_dir = os.path.join(scratch, "latents")
         run_encode(EncodeConfig(data=data, model=model_dir, output=latents_dir, resolution=RESOLUTION))

@@ -22,7 +22,7 @@ from pipeline.logs import configure_logging  # noqa: E402
 
 configure_logging()  # first: sets what Ray, tqdm and the model libraries read at import
 
-from models.multiview_model import ModelDirectoryError  # noqa: E402
+from models.pipeline_videomv.loading import ModelDirectoryError  # noqa: E402
 from pipeline.cli import add_config_arguments, config_from_args  # noqa: E402
 from pipeline.encode_stage import EncodeConfig, run_encode  # noqa: E402
 

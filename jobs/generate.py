@@ -15,7 +15,7 @@ import requests
 
 sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-from pipeline.client import EndpointError, generate, write_result  # noqa: E402
+from pipeline.serve.client import EndpointError, generate, write_result  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

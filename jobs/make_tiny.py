@@ -21,8 +21,8 @@ sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
 
-from models.lgm import LGM  # noqa: E402
-from models.tiny import make_tiny, make_tiny_evaluation_weights  # noqa: E402
+from models.reconstructor.model import LGM  # noqa: E402
+from models.toy.tiny import make_tiny, make_tiny_evaluation_weights  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,11 +18,11 @@ sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
 
-from models.lgm import LGM  # noqa: E402
-from models.lgm_options import PRESETS  # noqa: E402
-from models.recon_training import overfit_one_object  # noqa: E402
-from pipeline import shards  # noqa: E402
-from pipeline.recon_data import row_to_tensors  # noqa: E402
+from models.reconstructor.model import LGM  # noqa: E402
+from models.reconstructor.options import PRESETS  # noqa: E402
+from models.reconstructor.training import overfit_one_object  # noqa: E402
+from pipeline.data import shards  # noqa: E402
+from pipeline.data.rows import row_to_tensors  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

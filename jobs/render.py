@@ -23,7 +23,7 @@ configure_logging()  # first: sets what Ray, tqdm and the model libraries read a
 
 from pipeline.cli import add_config_arguments, config_from_args  # noqa: E402
 from pipeline.render_stage import RenderJobConfig, run_render_job  # noqa: E402
-from pipeline.sources import SourceError  # noqa: E402
+from pipeline.data.sources import SourceError  # noqa: E402
 from pipeline.tracking import TrackingError  # noqa: E402
 
 logger = logging.getLogger("jobs.render")

@@ -5,7 +5,7 @@
     python jobs/serve.py --model-dir DIR [--lgm PATH] [--port 8000]   # local, blocks
 
 Application arguments (``key=value`` after the import path, or ``args`` in serve_config.yaml) are
-the fields of ``pipeline.serving.ServeConfig``; ``python jobs/serve.py --help`` lists them with
+the fields of ``pipeline.serve.serving.ServeConfig``; ``python jobs/serve.py --help`` lists them with
 their defaults. The HTTP server binds 127.0.0.1 unless ``--host`` (or ``http_options.host`` in
 serve_config.yaml) says otherwise: the API has no authentication, so open it only behind a proxy
 or inside a private network (docs/scale.md).
@@ -26,7 +26,7 @@ from pipeline.logs import configure_logging  # noqa: E402
 configure_logging()  # first: sets what Ray, tqdm and the model libraries read at import
 
 from pipeline.cli import add_config_arguments, config_from_args, config_from_strings  # noqa: E402
-from pipeline.serving import ServeConfig, build_app  # noqa: E402
+from pipeline.serve.serving import ServeConfig, build_app  # noqa: E402
 
 logger = logging.getLogger("jobs.serve")
 DEFAULT_HOST = "127.0.0.1"

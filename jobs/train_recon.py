@@ -24,10 +24,10 @@ from pipeline.logs import configure_logging  # noqa: E402
 configure_logging()  # first: sets what Ray, tqdm and the model libraries read at import
 
 from models.locations import is_remote  # noqa: E402
-from models.multiview_model import ModelDirectoryError  # noqa: E402
+from models.pipeline_videomv.loading import ModelDirectoryError  # noqa: E402
 from pipeline.cli import add_config_arguments, config_from_args  # noqa: E402
-from pipeline.train_common import TrainConfig  # noqa: E402
-from pipeline.train_recon import RECON_TRAIN_DEFAULTS, ReconConfig, run_train_recon  # noqa: E402
+from pipeline.train.common import TrainConfig  # noqa: E402
+from pipeline.train.reconstructor import RECON_TRAIN_DEFAULTS, ReconConfig, run_train_recon  # noqa: E402
 
 logger = logging.getLogger("train_recon")
 

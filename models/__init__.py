@@ -1,5 +1,5 @@
 """G, the reconstructor and the sampler (no Ray, no Blender). ``from models import VideoMVPipeline``
-is the public entry point; the import is lazy so that light modules (``models.rays``) stay light."""
+is the public entry point; the import is lazy so that light modules (``models.reconstructor.rays``) stay light."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ __all__ = ["VideoMVPipeline", "VideoMVPipelineOutput"]
 
 def __getattr__(name: str) -> Any:
     if name in __all__:
-        from models import pipeline_videomv
+        import models.pipeline_videomv as pipeline_videomv
 
         return getattr(pipeline_videomv, name)
     raise AttributeError(f"module 'models' has no attribute {name!r}")

@@ -36,10 +36,10 @@ from typing import Iterable
 import torch
 
 import camera
-from models.lgm import LGM
-from models.lgm_options import PRESETS
-from models.multiview_model import MultiViewModel
-from models.pipeline_videomv import VideoMVPipeline
+from models.reconstructor.model import LGM
+from models.reconstructor.options import PRESETS
+from models.pipeline_videomv.loading import MultiViewModel
+from models.pipeline_videomv.pipeline_videomv import VideoMVPipeline
 from models.prompts import AUTHORS_NEGATIVE_PROMPT, CAPTION_SUFFIX
 
 logger = logging.getLogger(__name__)

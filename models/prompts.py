@@ -1,6 +1,6 @@
 """The prompt suffix of VideoMV's captions (", 3d asset"), applied once, and the negative prompt.
 
-Fine-tuning appends the suffix to every caption (``pipeline.train_data``) and records it in the model
+Fine-tuning appends the suffix to every caption (``pipeline.data.datasets``) and records it in the model
 (``CameraEmbedding.config.prompt_suffix``); the pipeline appends the recorded suffix to every
 prompt, so inference sees the prompts training saw, as the authors do. Fine-tuning also records the
 negative prompt its condition dropout trained to (``CameraEmbedding.config.negative_prompt``), which

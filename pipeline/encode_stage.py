@@ -4,7 +4,7 @@ Fine-tuning from pixels runs G's VAE and text encoder on every micro-step on the
 (about 6.5 TFLOP of VAE encode per sample against ~28 TFLOP of UNet forward and backward at full
 size, ``docs/costs.md``) and ships 6.3 MB of decoded uint8 views per sample. Ray's Stable Diffusion
 pre-training template encodes once instead; so does this stage. Each orbit row becomes one latent
-row (``pipeline.schema.LATENT_SCHEMA``, ``docs/data.md``):
+row (``pipeline.data.schema.LATENT_SCHEMA``, ``docs/data.md``):
 
 - the VAE posterior's parameters (mean and log-variance, fp16), not one sample: every training step
   still draws its own latents from them, with its own generator, as the pixel path does;
@@ -27,11 +27,11 @@ import pyarrow as pa
 import ray
 import torch
 
-from models.multiview_model import MultiViewModel, detect_variant, resolve_model_dir
-from pipeline import schema, shards
+from models.pipeline_videomv.loading import MultiViewModel, detect_variant, resolve_model_dir
+from pipeline.data import schema, shards
 from pipeline.cli import option
-from pipeline.sources import load_captions
-from pipeline.train_data import BACKGROUNDS, READ_CPUS, DecodeOrbits, check_resolution, read_ok_rows
+from pipeline.data.sources import load_captions
+from pipeline.data.datasets import BACKGROUNDS, READ_CPUS, DecodeOrbits, check_resolution, read_ok_rows
 
 logger = logging.getLogger(__name__)
 ENCODE_COLUMNS = ["uid", "status", "caption", "c2w", "views", "elevation", "distance", "fov"]

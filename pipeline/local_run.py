@@ -29,21 +29,21 @@ import torch
 from PIL import Image
 
 import camera
-from models.ply import load_ply
-from models.sampler import DEFAULTS
+from models.gaussians.ply import load_ply
+from models.pipeline_videomv.sampling import DEFAULTS
 
-from models.multiview_model import model_resolution, resolve_model_dir
+from models.pipeline_videomv.loading import model_resolution, resolve_model_dir
 from pipeline.cli import option
-from pipeline.client import generate, write_result
-from pipeline.finetune import run_finetune
+from pipeline.serve.client import generate, write_result
+from pipeline.train.finetune import run_finetune
 from pipeline.render_stage import RenderJobConfig, run_render_job
-from pipeline.result_scores import score_generation
-from pipeline.sources import BUNDLED_ASSETS, captioned_assets, load_captions
-from pipeline.train_common import TrainConfig
-from pipeline.three_d_aware import measure_schedule
+from pipeline.evaluation.result_scores import score_generation
+from pipeline.data.sources import BUNDLED_ASSETS, captioned_assets, load_captions
+from pipeline.train.common import TrainConfig
+from pipeline.experiments.three_d_aware_gain import measure_schedule
 from pipeline.tracking import mlflow_run
 from models.prompts import CAPTION_SUFFIX
-from pipeline.train_recon import ReconConfig, run_train_recon
+from pipeline.train.reconstructor import ReconConfig, run_train_recon
 from render.settings import RenderSettings
 
 logger = logging.getLogger(__name__)
@@ -118,7 +118,7 @@ def prompted_asset(config: LocalRunConfig) -> str | None:
 
 
 def score_result(config: LocalRunConfig, result_dir: str, record: dict[str, Any]) -> dict[str, float]:
-    """Scores of the generated views and Gaussians against the prompted object (``pipeline.result_scores``);
+    """Scores of the generated views and Gaussians against the prompted object (``pipeline.evaluation.result_scores``);
     empty, with a warning, when the prompt is no bundled object's caption."""
     target = record["scored_against"]
     if target is None:
@@ -145,9 +145,9 @@ def build_tiny_model(config: LocalRunConfig, shards: str, path: str, mlflow_uri:
     """
     import shutil
 
-    from models.autoencoder_training import train_autoencoder
-    from models.tiny import build_tiny, save_tiny
-    from pipeline.recon_data import shard_views
+    from models.toy.autoencoder import train_autoencoder
+    from models.toy.tiny import build_tiny, save_tiny
+    from pipeline.data.rows import shard_views
 
     model = build_tiny("t2v", seed=config.seed, resolution=config.render_resolution, latent_downsample=8,
                        latent_channels=8, prediction="v")
@@ -240,7 +240,7 @@ def run_local(config: LocalRunConfig) -> dict[str, Any]:
     start = _stage(5, "start the Serve endpoint")
     from ray import serve
 
-    from pipeline.serving import build_app
+    from pipeline.serve.serving import build_app
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -21,10 +21,10 @@ import pyarrow as pa
 import ray
 
 import camera
-from pipeline import schema, shards
+from pipeline.data import schema, shards
 from pipeline.cli import option
 from pipeline.logs import configure_logging
-from pipeline.sources import AssetRef, SourceError, fetch_asset, prefetch_objaverse, scan_input
+from pipeline.data.sources import AssetRef, SourceError, fetch_asset, prefetch_objaverse, scan_input
 from pipeline.tracking import mlflow_run_in_background
 from render.process import BlenderProcess, RenderFailure
 from render.settings import RenderSettings

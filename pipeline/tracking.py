@@ -139,7 +139,7 @@ def log_shards_input(data: str, context: str) -> None:
     import mlflow
     import pandas as pd
 
-    from pipeline import shards
+    from pipeline.data import shards
 
     paths = shards.list_shards(data)
     filesystem, _ = fsspec.core.url_to_fs(data)

@@ -45,10 +45,10 @@ def start_tiny_serve_app(root: Path, name: str, training_cameras: dict[str, list
     import torch
     from ray import serve
 
-    from models.lgm import LGM
-    from models.multiview_model import MultiViewModel
-    from models.tiny import make_tiny
-    from pipeline.serving import build_app
+    from models.reconstructor.model import LGM
+    from models.pipeline_videomv.loading import MultiViewModel
+    from models.toy.tiny import make_tiny
+    from pipeline.serve.serving import build_app
 
     model_dir = make_tiny("t2v", str(root / "tiny-t2v"))
     model = MultiViewModel.from_pretrained(model_dir)
@@ -133,7 +133,7 @@ def pytest_configure(config) -> None:
 def duck_row(sample_assets) -> dict:
     """The Duck rendered by the render stage at 64 px (8 samples): one ok shard row."""
     from pipeline.render_stage import render_asset
-    from pipeline.sources import AssetRef
+    from pipeline.data.sources import AssetRef
     from render.process import BlenderProcess
     from render.settings import RenderSettings
 
@@ -154,10 +154,10 @@ def overfit_duck(duck_row):
 
     import torch
 
-    from models.lgm import LGM
-    from models.lgm_options import PRESETS
-    from models.recon_training import overfit_one_object
-    from pipeline.recon_data import row_to_tensors
+    from models.reconstructor.model import LGM
+    from models.reconstructor.options import PRESETS
+    from models.reconstructor.training import overfit_one_object
+    from pipeline.data.rows import row_to_tensors
 
     data = row_to_tensors(duck_row, background=(1.0, 1.0, 1.0))
     torch.manual_seed(0)

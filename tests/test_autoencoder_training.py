@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.autoencoder_training import reconstruction_psnr, train_autoencoder
-from models.multiview_model import MultiViewModel, model_resolution
-from models.tiny import build_tiny, save_tiny
+from models.toy.autoencoder import reconstruction_psnr, train_autoencoder
+from models.pipeline_videomv.loading import MultiViewModel, model_resolution
+from models.toy.tiny import build_tiny, save_tiny
 
 
 def _blobs(count: int, size: int) -> torch.Tensor:

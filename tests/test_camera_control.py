@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.camera_control import CameraControlConfig, format_table, run_camera_control
+from pipeline.experiments.camera_control import CameraControlConfig, format_table, run_camera_control
 
 SMALL = CameraControlConfig(
     objects=(("Duck.glb", "a yellow rubber duck"), ("monkey.glb", "a grey monkey head")),

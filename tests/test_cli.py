@@ -10,15 +10,15 @@ import typing
 import pytest
 
 from conftest import REPO_ROOT
-from models.lgm_options import PRESET_TRAINING
+from models.reconstructor.options import PRESET_TRAINING
 from pipeline.cli import add_config_arguments, config_from_args, config_from_strings, option
 from pipeline.encode_stage import EncodeConfig
-from pipeline.evaluate import EvaluationConfig
+from pipeline.evaluation.protocol import EvaluationConfig
 from pipeline.local_run import LocalRunConfig
 from pipeline.render_stage import RenderJobConfig
-from pipeline.serving import GenerateRequest, ServeConfig
-from pipeline.train_common import TrainConfig
-from pipeline.train_recon import RECON_TRAIN_DEFAULTS, ReconConfig, with_preset_recipe
+from pipeline.serve.serving import GenerateRequest, ServeConfig
+from pipeline.train.common import TrainConfig
+from pipeline.train.reconstructor import RECON_TRAIN_DEFAULTS, ReconConfig, with_preset_recipe
 
 # job -> (the configs its flags come from, the arguments that make a minimal valid command line)
 JOBS = {
@@ -93,7 +93,7 @@ def test_train_recon_help_shows_the_learning_rate_it_uses(caplog):
     with pytest.raises(ValueError, match=r"includes LPIPS, but --lpips-vgg \("):  # lin: torchmetrics' copy
         with_preset_recipe(config, ReconConfig(lgm_preset="big"))
     caplog.clear()
-    with caplog.at_level("WARNING", logger="pipeline.train_recon"):  # tiny goes without LPIPS and says so
+    with caplog.at_level("WARNING", logger="pipeline.train.reconstructor"):  # tiny goes without LPIPS and says so
         with_preset_recipe(config, ReconConfig(lgm_preset="tiny"))
     assert [r.getMessage() for r in caplog.records] == [
         "LPIPS weights not given (--lpips-vgg): the tiny preset trains without the LPIPS term, "
@@ -169,11 +169,11 @@ def test_the_client_defaults_are_the_servers():
 
 def test_a_cpu_replica_chosen_because_the_cluster_has_no_gpus_now_is_a_warning(caplog):
     """An autoscaling cluster whose GPU group is at zero nodes looks CPU-only: the choice is said."""
-    with caplog.at_level("WARNING", logger="pipeline.serving"):
+    with caplog.at_level("WARNING", logger="pipeline.serve.serving"):
         assert ServeConfig(model_dir="/m").resolved(cluster_has_gpus=False).num_gpus == 0.0
     assert "set num_gpus=1" in caplog.text
     caplog.clear()
-    with caplog.at_level("WARNING", logger="pipeline.serving"):
+    with caplog.at_level("WARNING", logger="pipeline.serve.serving"):
         ServeConfig(model_dir="/m", num_gpus=0).resolved(cluster_has_gpus=False)  # asked for: no warning
     assert caplog.text == ""
 

@@ -1,11 +1,11 @@
-"""The weights' moving average (models.ema) and the objective's recipe options (issue 27, item 5)."""
+"""The weights' moving average (models.generator.ema) and the objective's recipe options (issue 27, item 5)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from models.ema import ShardedEMA, swapped_in
+from models.generator.ema import ShardedEMA, swapped_in
 
 
 def test_the_average_follows_the_authors_update_and_shards_the_weights():
@@ -40,8 +40,8 @@ def test_the_average_follows_the_authors_update_and_shards_the_weights():
 
 
 def test_offset_noise_adds_a_constant_per_frame_and_channel():
-    from models.objective import RECIPES, MultiViewBatch, diffusion_loss
-    from models.tiny import build_tiny
+    from models.generator.objective import RECIPES, MultiViewBatch, diffusion_loss
+    from models.toy.tiny import build_tiny
 
     assert (RECIPES["i2v"].offset_noise, RECIPES["i2v"].ema_decay, RECIPES["i2v"].condition_dropout) == (0.1, 0.9999, 0.0)
     assert (RECIPES["t2v"].offset_noise, RECIPES["t2v"].ema_decay, RECIPES["t2v"].condition_dropout) == (0.0, None, 0.1)

@@ -14,18 +14,18 @@ import torch
 import torch.nn.functional as F
 
 import camera
-from models.clip_score import CLIPScorer
-from models.evaluation import image_scores
-from models.gaussian_fit import FitConfig, fit_gaussians, random_gaussians
-from models.gaussian_renderer import render_batch
-from models.gaussians import Gaussians
-from models.lpips import LPIPS
-from models.metrics import flow_warping_rmse, psnr
-from models.raft import RAFT
-from models.tiny import make_tiny, make_tiny_evaluation_weights
-from models.warping import backward_warp, bilinear_sample, softmax_splat
-from pipeline import schema, shards
-from pipeline.evaluate import EvaluationConfig, evaluate
+from models.metrics.clip_score import CLIPScorer
+from models.metrics.scores import image_scores
+from models.gaussians.fit import FitConfig, fit_gaussians, random_gaussians
+from models.gaussians.rendering import render_batch
+from models.gaussians.gaussians import Gaussians
+from models.metrics.lpips import LPIPS
+from models.metrics.image import flow_warping_rmse, psnr
+from models.metrics.raft import RAFT
+from models.toy.tiny import make_tiny, make_tiny_evaluation_weights
+from models.metrics.warping import backward_warp, bilinear_sample, softmax_splat
+from pipeline.data import schema, shards
+from pipeline.evaluation.protocol import EvaluationConfig, evaluate
 
 SIZE = 48
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -198,7 +198,7 @@ def test_gaussian_fit_predicts_held_out_views():
 # -- the evaluation job ---------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory) -> dict[str, str]:
-    from models.lgm import LGM
+    from models.reconstructor.model import LGM
 
     root = tmp_path_factory.mktemp("eval-models")
     torch.manual_seed(0)
@@ -278,7 +278,7 @@ def test_evaluate_errors_name_the_problem(tiny_models, weights, mlflow_uri, tmp_
 def test_gaussian_fit_scores_fall_as_the_views_grow_inconsistent(sample_assets):
     """The 12/12 fit on Blender's Duck: highest on the exact orbit, lower at every step of per-view
     azimuth jitter (2, 5, 10 degrees), so the protocol's score can tell consistency (small scale)."""
-    from pipeline.fit_calibration import fit_calibration
+    from pipeline.experiments.fit_calibration import fit_calibration
 
     rows = fit_calibration(str(sample_assets / "Duck.glb"), resolution=32, jitters=(0.0, 2.0, 5.0, 10.0),
                            fit=FitConfig(steps=150, num_gaussians=2048), samples=4)

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import camera
-from models.gaussian_renderer import render_gaussians
-from models.gaussians import Gaussians, matrix_to_quaternion, quaternion_to_matrix
-from models.ply import load_ply, save_ply
+from models.gaussians.rendering import render_gaussians
+from models.gaussians.gaussians import Gaussians, matrix_to_quaternion, quaternion_to_matrix
+from models.gaussians.ply import load_ply, save_ply
 
 
 def one_gaussian(position=(0.0, 0.0, 0.0), sigma=0.05, opacity=0.5, colour=(1.0, 0.2, 0.1)) -> Gaussians:
@@ -104,7 +104,7 @@ def brute_force_render(scene: Gaussians, c2w: torch.Tensor, K: torch.Tensor, siz
     """The rasteriser's definition, evaluated the slow way: every pixel against every Gaussian
     (those whose 3-sigma box touches the pixel's 16 px tile, as gsplat bins them), all composited
     front to back by camera depth. Returns colors [C, H, W, 3] and alphas [C, H, W, 1]."""
-    from models.gaussian_renderer import ALPHA_MAX, ALPHA_MIN, TILE, _project
+    from models.gaussians.rendering import ALPHA_MAX, ALPHA_MIN, TILE, _project
 
     flip = torch.as_tensor(camera.OPENGL_TO_OPENCV, dtype=c2w.dtype)
     colors, alphas = [], []
@@ -163,7 +163,7 @@ def test_the_opacity_cull_keeps_every_pair_that_changes_a_pixel():
     nearly opaque Gaussians (whose 1/255 ellipse reaches past 3 sigma, so the cull is tightest
     there) the image is the brute-force one (no early stop: nothing saturates), and the cells
     hold fewer pairs than 16 px lists would."""
-    from models.gaussian_renderer import CELL, _project, bin_tiles
+    from models.gaussians.rendering import CELL, _project, bin_tiles
 
     scene = random_scene(60, seed=5)
     scene.opacities = torch.full_like(scene.opacities, 0.999)
@@ -182,7 +182,7 @@ def test_the_opacity_cull_keeps_every_pair_that_changes_a_pixel():
 
 def test_scene_transform_leaves_images_unchanged():
     """A similarity applied to the scene and to the cameras renders the same images."""
-    from models.rays import apply_normalisation, normalisation_transform
+    from models.reconstructor.rays import apply_normalisation, normalisation_transform
 
     scene = random_scene(300)
     c2w, K = cameras(azimuths=(30.0, 150.0), elevation=25.0, size=32)
@@ -195,8 +195,8 @@ def test_scene_transform_leaves_images_unchanged():
 def test_dollied_cameras_see_the_look_at_plane_alike():
     """LGM's camera setting: views at fov 39.6 read as views at 49.1 from farther away (and the
     scene scaled) render a flat scene through the look-at point alike, up to a pixel."""
-    from models.lgm import LGM
-    from models.lgm_options import PRESETS
+    from models.reconstructor.model import LGM
+    from models.reconstructor.options import PRESETS
 
     lgm = LGM.__new__(LGM)
     lgm.options = PRESETS["big"]
@@ -241,7 +241,7 @@ def test_gsplat_and_torch_backends_agree():
 
 def test_auto_falls_back_to_torch_with_one_warning_when_gsplat_fails(monkeypatch, caplog):
     """On a GPU machine whose gsplat cannot import or build its kernels, "auto" still renders."""
-    import models.gaussian_renderer as renderer
+    import models.gaussians.rendering as renderer
 
     calls = []
 
@@ -255,14 +255,14 @@ def test_auto_falls_back_to_torch_with_one_warning_when_gsplat_fails(monkeypatch
     monkeypatch.setattr(renderer, "_prefers_gsplat", lambda device: renderer._gsplat_failed is None)
     scene = random_scene(300)
     c2w, K = cameras(azimuths=(0.0, 120.0), elevation=10.0, size=32)
-    with caplog.at_level("WARNING", logger="models.gaussian_renderer"):
+    with caplog.at_level("WARNING", logger="models.gaussians.rendering"):
         first = render_gaussians(scene, c2w, K, 32, 32, backend="auto")
         second = render_gaussians(scene, c2w, K, 32, 32, backend="auto")
     reference = render_gaussians(scene, c2w, K, 32, 32, backend="torch")
     torch.testing.assert_close(first.colors, reference.colors)
     torch.testing.assert_close(second.colors, reference.colors)
     assert len(calls) == 1, "after one failure gsplat is not tried again"
-    warnings = [r.getMessage() for r in caplog.records if r.name == "models.gaussian_renderer"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "models.gaussians.rendering"]
     assert len(warnings) == 1 and "nvcc not found" in warnings[0] and "PyTorch rasteriser" in warnings[0]
     with pytest.raises(RuntimeError, match="nvcc"):  # asked for by name, gsplat's error is the answer
         render_gaussians(scene, c2w, K, 32, 32, backend="gsplat")

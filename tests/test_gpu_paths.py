@@ -10,16 +10,16 @@ import camera
 import pytest
 import torch
 
-from models.gaussian_renderer import backend_in_use, render_batch, warm_up
-from models.gaussians import Gaussians
-from models.objective import MultiViewBatch, diffusion_loss
-from models.pipeline_videomv import VideoMVPipeline, load_pipeline
-from models.recon_loss import ReconstructionLoss
-from models.recon_training import reconstruction_step
-from models.lgm import LGM
-from models.sampler import orbit_cameras, SamplingConfig
-from models.three_d_aware import one_step_x0
-from models.tiny import build_tiny
+from models.gaussians.rendering import backend_in_use, render_batch, warm_up
+from models.gaussians.gaussians import Gaussians
+from models.generator.objective import MultiViewBatch, diffusion_loss
+from models.pipeline_videomv.pipeline_videomv import VideoMVPipeline, load_pipeline
+from models.reconstructor.loss import ReconstructionLoss
+from models.reconstructor.training import reconstruction_step
+from models.reconstructor.model import LGM
+from models.pipeline_videomv.sampling import orbit_cameras, SamplingConfig
+from models.pipeline_videomv.one_step import one_step_x0
+from models.toy.tiny import build_tiny
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 RANDOM_DRAWS = {"randn", "rand", "randint", "randperm", "randn_like", "rand_like", "normal", "bernoulli", "multinomial"}
@@ -143,7 +143,7 @@ def test_half_precision_gaussians_under_autocast_render_in_float32():
 
 
 def test_the_rasteriser_in_use_is_reported_with_the_reason_for_a_fallback(monkeypatch):
-    import models.gaussian_renderer as renderer
+    import models.gaussians.rendering as renderer
 
     assert warm_up("cpu") == {"backend": "torch", "fallback": None}
     assert backend_in_use(torch.device("cuda")) == {"backend": "gsplat", "fallback": None}
@@ -223,9 +223,9 @@ def test_gsplat_renders_half_precision_gaussians_under_autocast_and_matches_the_
 @pytest.mark.gpu
 @cuda
 def test_the_evaluation_fits_its_gaussians_on_the_gpu(tiny_dir, tmp_path, monkeypatch):
-    import models.evaluation
-    from models.gaussian_fit import FitConfig, fit_gaussians
-    from pipeline.evaluate import EvaluationConfig, evaluate
+    import models.metrics.scores
+    from models.gaussians.fit import FitConfig, fit_gaussians
+    from pipeline.evaluation.protocol import EvaluationConfig, evaluate
 
     devices = []
 
@@ -233,7 +233,7 @@ def test_the_evaluation_fits_its_gaussians_on_the_gpu(tiny_dir, tmp_path, monkey
         devices.append(views.device.type)
         return fit_gaussians(views, *args, **kwargs)
 
-    monkeypatch.setattr(models.evaluation, "fit_gaussians", recording_fit)
+    monkeypatch.setattr(models.metrics.scores, "fit_gaussians", recording_fit)
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a duck\n")
     evaluate(EvaluationConfig(model=f"{tiny_dir}/t2v", prompts=str(prompts), settings=("plain",), steps=2,
@@ -248,7 +248,7 @@ def test_the_evaluation_fits_its_gaussians_on_the_gpu(tiny_dir, tmp_path, monkey
 def test_latents_offset_noise_and_the_ema_run_on_the_gpu():
     """Issue 27's new device paths: the posterior drawn with a CUDA generator (precomputed latents,
     the encoders left on the CPU), offset noise, and the EMA's fused lerp on CUDA weights."""
-    from models.ema import ShardedEMA
+    from models.generator.ema import ShardedEMA
 
     model = build_tiny("t2v")
     views = torch.rand(2, 24, 3, 32, 32) * 2 - 1

@@ -12,11 +12,11 @@ import torch
 from safetensors.torch import save_file
 
 import camera
-from models.lgm import LGM
-from models.lgm_options import PRESETS
-from models.lpips import LPIPS, bundled_lin_weights
-from models.rays import apply_normalisation, normalisation_transform, plucker_rays
-from models.recon_loss import ReconstructionLoss
+from models.reconstructor.model import LGM
+from models.reconstructor.options import PRESETS
+from models.metrics.lpips import LPIPS, bundled_lin_weights
+from models.reconstructor.rays import apply_normalisation, normalisation_transform, plucker_rays
+from models.reconstructor.loss import ReconstructionLoss
 
 FIXTURES = Path(__file__).resolve().parent / "data"  # key/shape lists of the official checkpoints
 
@@ -163,7 +163,7 @@ def test_tiny_reconstructor_learns_a_rendered_object(overfit_duck):
 
 def test_supervision_at_the_targets_own_resolution():
     """Gaussians render at the targets' resolution when it is below output_size: never upsampled targets."""
-    from models.recon_training import reconstruction_step
+    from models.reconstructor.training import reconstruction_step
 
     torch.manual_seed(0)
     model = LGM(dataclasses.replace(PRESETS["tiny"], input_size=32, output_size=64))
@@ -190,10 +190,10 @@ def test_our_renders_through_lgms_camera_setting(sample_assets):
     overfit on the Duck rendered by Blender at that setting, and on the Duck rendered at ours
     (fov 39.6, distance 2.0) read through the dolly (``LGM.normalisation``). Both learn; the gap is
     what reading our renders through LGM's setting costs (docs/cameras.md has the figures)."""
-    from models.recon_training import overfit_one_object
-    from pipeline.recon_data import row_to_tensors
+    from models.reconstructor.training import overfit_one_object
+    from pipeline.data.rows import row_to_tensors
     from pipeline.render_stage import render_asset
-    from pipeline.sources import AssetRef
+    from pipeline.data.sources import AssetRef
     from render.process import BlenderProcess
     from render.settings import RenderSettings
 

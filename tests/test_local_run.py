@@ -17,8 +17,8 @@ import pytest
 from PIL import Image
 
 from conftest import REPO_ROOT
-from models.ply import load_ply
-from models.renders_vs_x0 import RendersVsX0
+from models.gaussians.ply import load_ply
+from models.reconstructor.renders_vs_x0 import RendersVsX0
 
 CURSOR_OR_COLOUR = re.compile(r"\x1b\[|\r")
 

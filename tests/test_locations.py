@@ -11,11 +11,11 @@ import torch
 from safetensors.torch import save_file
 
 from models import VideoMVPipeline
-from models.lgm import LGM
+from models.reconstructor.model import LGM
 from models.locations import ModelLocationError, fetch
-from models.multiview_model import ModelDirectoryError, MultiViewModel
-from models.tiny import make_tiny
-from pipeline.train_common import FINAL_MODEL, publish_final
+from models.pipeline_videomv.loading import ModelDirectoryError, MultiViewModel
+from models.toy.tiny import make_tiny
+from pipeline.train.common import FINAL_MODEL, publish_final
 
 
 @pytest.fixture()

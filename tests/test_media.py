@@ -6,7 +6,7 @@ import imageio.v3 as iio
 import numpy as np
 import torch
 
-from pipeline.media import orbit_mp4
+from pipeline.serve.media import orbit_mp4
 
 
 def orbit(height: int, width: int) -> torch.Tensor:

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models.metrics import psnr, ssim
+from models.metrics.image import psnr, ssim
 
 # The CPU build of torch has no torchvision on PyPI; make test-reference runs these in a venv with one.
 NO_TORCHVISION = "torchvision is not installed for this torch build (make test-reference has it)"
@@ -73,7 +73,7 @@ def test_lpips_equals_the_reference_implementation_on_the_same_weights(tmp_path)
     pytest.importorskip("torchvision", reason=NO_TORCHVISION)
     from torchmetrics.functional.image.lpips import _NoTrainLpips
 
-    from models.lpips import LPIPS, bundled_lin_weights
+    from models.metrics.lpips import LPIPS, bundled_lin_weights
 
     reference = _NoTrainLpips(net="vgg", pretrained=True, pnet_rand=True).eval()  # random VGG, bundled lin
     torch.save({f"features.{k}": v for k, v in _vgg_features(reference).items()}, tmp_path / "vgg16.pth")
@@ -103,7 +103,7 @@ def test_raft_equals_torchvisions_raft_large_on_its_checkpoint(tmp_path):
     pytest.importorskip("torchvision", reason=NO_TORCHVISION)
     from torchvision.models.optical_flow import raft_large
 
-    from models.raft import RAFT
+    from models.metrics.raft import RAFT
 
     torch.manual_seed(0)
     reference = raft_large(weights=None, progress=False).eval()
@@ -125,7 +125,7 @@ def test_raft_equals_torchvisions_raft_large_on_its_checkpoint(tmp_path):
 
 
 def test_view_accuracy_finds_each_views_camera():
-    from pipeline.result_scores import view_accuracy
+    from pipeline.evaluation.result_scores import view_accuracy
 
     generator = torch.Generator().manual_seed(0)
     truth = torch.rand(24, 3, 8, 8, generator=generator)

@@ -9,11 +9,11 @@ import os
 import mlflow
 import pytest
 
-from models.tiny import make_tiny
-from pipeline import shards
-from pipeline.finetune import run_finetune
+from models.toy.tiny import make_tiny
+from pipeline.data import shards
+from pipeline.train.finetune import run_finetune
 from pipeline.render_stage import RenderJobConfig, run_render_job
-from pipeline.train_common import FINAL_MODEL, TrainConfig
+from pipeline.train.common import FINAL_MODEL, TrainConfig
 from render.settings import RenderSettings
 
 

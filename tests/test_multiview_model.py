@@ -12,10 +12,10 @@ import torch
 
 import camera
 from conftest import REPO_ROOT
-from models.camera_embedding import CameraEmbedding
-from models.multiview_model import ModelDirectoryError, MultiViewModel
-from models.objective import MultiViewBatch, diffusion_loss
-from models.tiny import TINY_RESOLUTION, make_tiny
+from models.generator.camera_embedding import CameraEmbedding
+from models.pipeline_videomv.loading import ModelDirectoryError, MultiViewModel
+from models.generator.objective import MultiViewBatch, diffusion_loss
+from models.toy.tiny import TINY_RESOLUTION, make_tiny
 
 
 @pytest.fixture(scope="module")
@@ -255,6 +255,6 @@ def test_make_tiny_command(tmp_path):
     lgm = subprocess.run([sys.executable, str(REPO_ROOT / "jobs" / "make_tiny.py"), "--variant", "lgm",
                           "--output", str(tmp_path / "lgm")], capture_output=True, text=True)
     assert lgm.returncode == 0, lgm.stderr
-    from models.lgm import LGM
+    from models.reconstructor.model import LGM
 
     assert LGM.from_pretrained(str(tmp_path / "lgm")).options.input_size == 64

@@ -38,7 +38,7 @@ def tiny_base_dir(root, variant: str) -> str:
     """A tiny published-layout base directory of ``variant`` whose unet/config.json is the fixture's UNet."""
     from diffusers import I2VGenXLUNet
 
-    from models.tiny import make_tiny
+    from models.toy.tiny import make_tiny
 
     base = root / f"tiny-{variant}"
     make_tiny(variant, str(base))
@@ -122,7 +122,7 @@ def read_tsv(name: str) -> dict[str, tuple[int, ...]]:
 
 
 def test_the_full_size_checkpoint_maps_completely_onto_the_published_configs():
-    from models.lgm import LGM
+    from models.reconstructor.model import LGM
 
     shapes = read_tsv("videomv_t2v_unet_state_dict.tsv") | read_tsv("videomv_lgm_big_state_dict.tsv")  # lgm_big.*
     assert len(shapes) == 1484 + 376
@@ -182,7 +182,7 @@ def test_the_full_size_image_checkpoint_maps_onto_i2vgen_xl():
 
 
 def test_the_convert_command_writes_a_pipeline_every_job_loads(tiny_base, tmp_path):
-    from models.pipeline_videomv import VideoMVPipeline
+    from models.pipeline_videomv.pipeline_videomv import VideoMVPipeline
 
     path = tmp_path / "t2v.pth"
     torch.save({"state_dict": tiny_checkpoint(), "step": 1}, path)

@@ -12,11 +12,11 @@ import torch
 from diffusers import DiffusionPipeline, DPMSolverMultistepScheduler
 
 from models import VideoMVPipeline
-from models.lgm import LGM
-from models.multiview_model import MultiViewModel
-from models.renders_vs_x0 import RendersVsX0
-from models.sampler import SamplingConfig, sample_views
-from models.tiny import make_tiny
+from models.reconstructor.model import LGM
+from models.pipeline_videomv.loading import MultiViewModel
+from models.reconstructor.renders_vs_x0 import RendersVsX0
+from models.pipeline_videomv.sampling import SamplingConfig, sample_views
+from models.toy.tiny import make_tiny
 
 STEPS = 3
 
@@ -49,8 +49,8 @@ def test_saved_directory_lists_every_component_and_names_the_pipeline(dirs):
     with open(os.path.join(dirs["finetuned"], "model_index.json")) as handle:
         index = json.load(handle)
     assert index["_class_name"] == ["pipeline_videomv", "VideoMVPipeline"]
-    assert index["camera_embedding"] == ["models.camera_embedding", "CameraEmbedding"]
-    assert index["reconstructor"] == ["models.lgm", "LGM"]
+    assert index["camera_embedding"] == ["models.generator.camera_embedding", "CameraEmbedding"]
+    assert index["reconstructor"] == ["models.reconstructor.model", "LGM"]
     assert index["image_encoder"] == [None, None]
     for folder in ("unet", "camera_embedding", "vae", "text_encoder", "tokenizer", "scheduler", "reconstructor"):
         assert os.path.isdir(os.path.join(dirs["finetuned"], folder)), folder
@@ -195,7 +195,7 @@ def seen(monkeypatch) -> list[list[str]]:
 def test_prompts_get_the_recorded_caption_suffix_once(seen):
     """Fine-tuning records ", 3d asset" (what it appended to every caption); the pipeline appends it
     to prompts that lack it, never twice; a model without the record takes prompts as they are."""
-    from models.tiny import build_tiny
+    from models.toy.tiny import build_tiny
 
     model = build_tiny("t2v")
     pipe = VideoMVPipeline.from_model(model)
@@ -211,9 +211,9 @@ def test_prompts_get_the_recorded_caption_suffix_once(seen):
 def test_guidance_and_condition_dropout_use_the_negative_prompt(seen):
     """Issue 27, item 3: the unconditional branch is the authors' negative prompt (not ""), or the
     one the model recorded from its fine-tuning, or the caller's; condition dropout trains to it."""
-    from models.objective import MultiViewBatch, diffusion_loss
+    from models.generator.objective import MultiViewBatch, diffusion_loss
     from models.prompts import AUTHORS_NEGATIVE_PROMPT
-    from models.tiny import build_tiny
+    from models.toy.tiny import build_tiny
 
     model = build_tiny("t2v")
     pipe = VideoMVPipeline.from_model(model)

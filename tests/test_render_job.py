@@ -12,7 +12,7 @@ import pytest
 
 from conftest import REPO_ROOT
 from make_assets import write_bad_assets
-from pipeline import schema, shards
+from pipeline.data import schema, shards
 from pipeline.render_stage import RenderJobConfig, run_render_job
 from pipeline.tracking import TrackingError
 from render.settings import RenderSettings
@@ -61,7 +61,7 @@ def test_render_job_renders_good_assets_fails_bad_ones_and_resumes(ray_local, tm
     assert sorted(u.rsplit("-", 1)[0] for u in summary.failed_uids) == ["empty_nodes", "hang", "random", "truncated"]
     assert "1 .dae (Collada (.dae) import was removed in Blender 5" in str(summary)
     assert all(uid in str(summary) for uid in summary.failed_uids)
-    assert sum("unsupported" in r.getMessage() for r in caplog.records if r.name == "pipeline.sources") == 1
+    assert sum("unsupported" in r.getMessage() for r in caplog.records if r.name == "pipeline.data.sources") == 1
     assert len(shards.list_shards(str(output))) == len(summary.shards) >= 3
     rows = by_uid_prefix(shards.read_rows(str(output), only_ok=False))
     for name in ("Duck", "BoxTextured", "fuze", "bunny", "teapot", "monkey"):

@@ -13,9 +13,9 @@ import pytest
 
 import camera
 from make_assets import export_with_blender, normalised_cube_centres, write_bad_assets, write_colour_cubes
-from pipeline import schema
+from pipeline.data import schema
 from pipeline.render_stage import render_asset
-from pipeline.sources import AssetRef
+from pipeline.data.sources import AssetRef
 from render.process import BlenderProcess, RenderFailure
 from render.settings import RenderSettings
 

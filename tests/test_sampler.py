@@ -9,11 +9,11 @@ import torch
 import torch.nn.functional as F
 
 import camera
-from models.lgm import LGM
-from models.multiview_model import MultiViewModel
-from models.recon_training import psnr
-from models.renders_vs_x0 import RendersVsX0
-from models.sampler import (
+from models.reconstructor.model import LGM
+from models.pipeline_videomv.loading import MultiViewModel
+from models.reconstructor.training import psnr
+from models.reconstructor.renders_vs_x0 import RendersVsX0
+from models.pipeline_videomv.sampling import (
     SamplingConfig,
     input_view_indices,
     measured_steps,
@@ -21,8 +21,8 @@ from models.sampler import (
     reconstruction_steps,
     sample_views,
 )
-from models.three_d_aware import AUTHORS_TIMESTEPS, measure_renders_vs_x0
-from models.tiny import make_tiny
+from models.pipeline_videomv.one_step import AUTHORS_TIMESTEPS, measure_renders_vs_x0
+from models.toy.tiny import make_tiny
 
 STEPS = 6
 
@@ -74,7 +74,7 @@ def test_training_cameras_bound_the_defaults_and_warn_outside(models, caplog):
     embedding = model.unet.camera_embedding
     embedding.register_to_config(training_cameras=recorded)
     try:
-        with caplog.at_level("WARNING", logger="models.sampler"):
+        with caplog.at_level("WARNING", logger="models.pipeline_videomv.sampling"):
             sample_views(model, prompts=["a chair"], config=SamplingConfig(steps=1))
             assert not caplog.records
             sample_views(model, prompts=["a chair"], config=SamplingConfig(steps=1, elevation=45.0, distance=1.7))
@@ -152,7 +152,7 @@ def test_measured_schedule_leaves_out_the_steps_where_renders_lose(models, tmp_p
         lgm.save_pretrained(str(tmp_path / "lgm"))
         loaded = LGM.from_pretrained(str(tmp_path / "lgm"))
         assert loaded.renders_vs_x0 == lgm.renders_vs_x0
-        with caplog.at_level("INFO", logger="models.sampler"):
+        with caplog.at_level("INFO", logger="models.pipeline_videomv.sampling"):
             assert measured_steps(loaded, authors, scheduler.timesteps) == authors[:2]  # t=181: 1 dB worse
         assert "left out at t = [181]" in caplog.text
         # 6 steps: the authors' indices 2, 4, 5 are t = 499, 167, 1, nearest the measured 581, 181, 181.
@@ -191,8 +191,8 @@ def test_x0_matches_the_schedulers_own_along_a_sampling_trajectory(name, predict
     variance-preserving, the sigma-scaled schedulers' x0 was off by up to hundreds.)"""
     import diffusers
 
-    from models.schedule import output_from_x0, predict_x0
-    from models.tiny import t2v_scheduler
+    from models.generator.schedule import output_from_x0, predict_x0
+    from models.toy.tiny import t2v_scheduler
 
     scheduler = getattr(diffusers, name).from_config({**t2v_scheduler().config, "prediction_type": prediction})
     scheduler.set_timesteps(6)
@@ -212,8 +212,8 @@ def test_x0_of_a_variance_preserving_multistep_solver():
     """DPM-Solver does not return its x0: noise a known x0 with its own ``add_noise`` instead."""
     import diffusers
 
-    from models.schedule import predict_x0
-    from models.tiny import t2v_scheduler
+    from models.generator.schedule import predict_x0
+    from models.toy.tiny import t2v_scheduler
 
     scheduler = diffusers.DPMSolverMultistepScheduler.from_config(t2v_scheduler().config)
     scheduler.set_timesteps(10)
@@ -227,9 +227,9 @@ def test_x0_of_a_variance_preserving_multistep_solver():
 def test_three_d_aware_sampling_with_a_sigma_scaled_scheduler_and_a_refused_one(tmp_path):
     import diffusers
 
-    from models.lgm import LGM
-    from models.pipeline_videomv import VideoMVPipeline
-    from models.tiny import build_tiny
+    from models.reconstructor.model import LGM
+    from models.pipeline_videomv.pipeline_videomv import VideoMVPipeline
+    from models.toy.tiny import build_tiny
 
     torch.manual_seed(0)
     pipe = VideoMVPipeline.from_model(build_tiny("t2v"), LGM("tiny"))

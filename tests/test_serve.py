@@ -17,8 +17,8 @@ import requests
 from PIL import Image
 
 from conftest import REPO_ROOT, start_tiny_serve_app
-from models.ply import load_ply
-from pipeline.serving import build_app
+from models.gaussians.ply import load_ply
+from pipeline.serve.serving import build_app
 
 STEPS = 5
 TRAINING_CAMERAS = {"elevation": [0.0, 30.0], "distance": [2.0, 2.0], "fov": [39.6, 39.6]}

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import schema, shards
+from pipeline.data import schema, shards
 
 
 def make_row(uid: str, status: str = "ok", size: int = 8) -> dict:

@@ -11,7 +11,7 @@ from pathlib import Path
 import fsspec
 import pytest
 
-from pipeline.sources import AssetRef, SourceError, fetch_asset, resolve_input, scan_input
+from pipeline.data.sources import AssetRef, SourceError, fetch_asset, resolve_input, scan_input
 
 OBJAVERSE_UIDS = {"duck": "8476c4170df24cf5bbe6967222d1a42d", "box": "0a1b2c3d4e5f60718293a4b5c6d7e8f9"}
 NOT_DOWNLOADED_UID = "ffffeeeeddddccccbbbbaaaa99998888"  # in the index, file not in the cache
@@ -113,11 +113,11 @@ def test_unsupported_files_in_a_folder_are_reported_once_with_counts(tmp_path, s
         (tmp_path / name).write_bytes(b"x")
     for companion in ("README.md", "texture.png", "teapot.mtl", "captions.csv"):  # travel with assets: no warning
         (tmp_path / companion).write_bytes(b"x")
-    with caplog.at_level(logging.WARNING, logger="pipeline.sources"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.data.sources"):
         resolved = scan_input(str(tmp_path))
     assert [Path(r.uri).name for r in resolved.refs] == ["teapot.stl"]
     assert resolved.unsupported == {".dae": 2, ".3ds": 1, "(no extension)": 1}
-    warnings = [r.getMessage() for r in caplog.records if r.name == "pipeline.sources"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "pipeline.data.sources"]
     assert len(warnings) == 1
     assert "4 file(s) of unsupported types" in warnings[0] and "2 .dae (Collada (.dae) import was removed" in warnings[0]
     assert "1 .3ds" in warnings[0]
@@ -126,11 +126,11 @@ def test_unsupported_files_in_a_folder_are_reported_once_with_counts(tmp_path, s
 def test_unsupported_manifest_lines_are_reported_with_their_line(tmp_path, sample_assets, caplog):
     manifest = tmp_path / "list.txt"
     manifest.write_text(f"{sample_assets / 'teapot.stl'}\nold/scene.dae\n{sample_assets / 'monkey.glb'}\n")
-    with caplog.at_level(logging.WARNING, logger="pipeline.sources"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.data.sources"):
         resolved = scan_input(str(manifest))
     assert [Path(r.uri).name for r in resolved.refs] == ["teapot.stl", "monkey.glb"]
     assert resolved.unsupported == {".dae": 1}
-    warnings = [r.getMessage() for r in caplog.records if r.name == "pipeline.sources"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "pipeline.data.sources"]
     assert len(warnings) == 1 and "1 .dae" in warnings[0] and "list.txt:2: 'old/scene.dae'" in warnings[0]
 
 
@@ -166,7 +166,7 @@ def test_cap3d_captions_are_read_as_published_and_gaps_are_said(tmp_path, sample
     duck, box = (next(r for r in refs if r.uid.startswith(name)) for name in ("Duck-", "BoxTextured-"))
     captions = tmp_path / "Cap3D_automated_Objaverse.csv"
     captions.write_text(f'{duck.uid},"A yellow rubber duck, with an orange beak."\n{box.uid},a textured box\n')
-    with caplog.at_level("WARNING", logger="pipeline.sources"):
+    with caplog.at_level("WARNING", logger="pipeline.data.sources"):
         captioned = {r.uid: r.caption for r in resolve_input(str(sample_assets), captions=str(captions))}
     assert captioned[duck.uid] == "A yellow rubber duck, with an orange beak."
     assert captioned[box.uid] == "a textured box"
@@ -175,7 +175,7 @@ def test_cap3d_captions_are_read_as_published_and_gaps_are_said(tmp_path, sample
 
 def test_objaverse_names_as_captions_are_said(tmp_path, sample_assets, caplog):
     root = stage_objaverse_tree(tmp_path / "objaverse", sample_assets)
-    with caplog.at_level("WARNING", logger="pipeline.sources"):
+    with caplog.at_level("WARNING", logger="pipeline.data.sources"):
         resolve_input("objaverse:lvis=duck", objaverse_root=str(root))
     assert "their 'name' field: the paper trains on Cap3D's captions" in caplog.text
 

@@ -9,21 +9,21 @@ import mlflow
 import pytest
 import torch
 
-from models.lgm import LGM
-from models.lgm_options import PRESETS
-from models.multiview_model import MultiViewModel
-from models.objective import MultiViewBatch, diffusion_loss
+from models.reconstructor.model import LGM
+from models.reconstructor.options import PRESETS
+from models.pipeline_videomv.loading import MultiViewModel
+from models.generator.objective import MultiViewBatch, diffusion_loss
 from models.prompts import AUTHORS_NEGATIVE_PROMPT
-from models.recon_loss import ReconstructionLoss
-from models.recon_training import reconstruction_step
-from models.tiny import make_tiny
-from pipeline import shards
-from pipeline.finetune import run_finetune
-from pipeline.recon_data import row_to_tensors
+from models.reconstructor.loss import ReconstructionLoss
+from models.reconstructor.training import reconstruction_step
+from models.toy.tiny import make_tiny
+from pipeline.data import shards
+from pipeline.train.finetune import run_finetune
+from pipeline.data.rows import row_to_tensors
 from pipeline.render_stage import RenderJobConfig, run_render_job
-from pipeline.train_common import TRAINING_STATE, TrainConfig
-from pipeline.train_data import BACKGROUNDS
-from pipeline.train_recon import ReconConfig, run_train_recon
+from pipeline.train.common import TRAINING_STATE, TrainConfig
+from pipeline.data.datasets import BACKGROUNDS
+from pipeline.train.reconstructor import ReconConfig, run_train_recon
 from render.settings import RenderSettings
 
 RESOLUTION = 32
@@ -214,7 +214,7 @@ def test_a_job_whose_workers_take_every_cpu_fails_at_once_saying_what_to_change(
 
 
 def test_worker_cpus_leave_ray_data_its_share():
-    from pipeline.train_common import worker_cpus
+    from pipeline.train.common import worker_cpus
 
     config = TrainConfig(data="shards", model="model", output="runs", name="cpus", num_workers=2)
     assert worker_cpus(config, {"CPU": 2.0}, 1) == pytest.approx(0.625)  # (2 - 0.75) / 2
@@ -227,7 +227,7 @@ def test_worker_cpus_leave_ray_data_its_share():
 
 
 def test_a_training_state_that_would_run_code_is_refused(tmp_path):
-    from pipeline.train_common import load_training_state
+    from pipeline.train.common import load_training_state
 
     class Payload:
         def __reduce__(self):
@@ -246,7 +246,7 @@ def test_a_final_model_for_remote_storage_is_uploaded_once(tmp_path):
     version's source) instead of a second upload to its artifact store."""
     import fsspec
 
-    from pipeline.train_common import FINAL_MODEL, publish_final
+    from pipeline.train.common import FINAL_MODEL, publish_final
 
     def save(directory: str) -> None:
         with open(os.path.join(directory, "weights.bin"), "wb") as handle:
@@ -293,8 +293,8 @@ def test_train_recon_end_to_end(workspace):
     # background out), on the training orbits with fixed draws: lower after training.
     import pyarrow as pa
 
-    from pipeline.train_data import DecodeOrbits, to_model_inputs
-    from pipeline.train_recon import reconstructor_batch
+    from pipeline.data.datasets import DecodeOrbits, to_model_inputs
+    from pipeline.train.reconstructor import reconstructor_batch
 
     generator_model = MultiViewModel.from_pretrained(workspace["model"])
     rows = pa.Table.from_pylist(shards.read_rows(workspace["shards"]))
@@ -317,9 +317,9 @@ def test_the_reconstructor_is_supervised_on_the_ground_truth_at_every_view_on_a_
     a colour drawn per micro-step (the authors' LGM training), not the variant's grey."""
     import pyarrow as pa
 
-    from models.tiny import build_tiny
-    from pipeline.train_data import DecodeOrbits, to_model_inputs
-    from pipeline.train_recon import reconstructor_batch
+    from models.toy.tiny import build_tiny
+    from pipeline.data.datasets import DecodeOrbits, to_model_inputs
+    from pipeline.train.reconstructor import reconstructor_batch
 
     rows = pa.Table.from_pylist(shards.read_rows(workspace["shards"])[:2])
     inputs = to_model_inputs(DecodeOrbits(BACKGROUNDS["t2v"], RESOLUTION)(rows), torch.device("cpu"))
@@ -356,7 +356,7 @@ def test_the_reconstructor_is_supervised_on_the_ground_truth_at_every_view_on_a_
 
 
 def test_training_never_upsamples_the_renders(workspace):
-    from pipeline.train_data import check_resolution
+    from pipeline.data.datasets import check_resolution
 
     assert check_resolution(workspace["shards"], RESOLUTION) == RESOLUTION
     with pytest.raises(ValueError, match=r"--target-resolution 64 is larger than the renders .* \(32 px\)"):
@@ -366,7 +366,7 @@ def test_training_never_upsamples_the_renders(workspace):
 
 
 def test_cosine_learning_rate():
-    from pipeline.train_common import cosine_lr
+    from pipeline.train.common import cosine_lr
 
     assert cosine_lr(1e-3, 1, 100) == pytest.approx(1e-3)
     assert cosine_lr(1e-3, 100, 100) == pytest.approx(5e-5)
@@ -376,8 +376,8 @@ def test_cosine_learning_rate():
 
 
 def test_the_decoder_pool_scales_with_the_cpus_the_workers_leave(ray_local):
-    from pipeline.train_common import placed
-    from pipeline.train_data import default_decoders
+    from pipeline.train.common import placed
+    from pipeline.data.datasets import default_decoders
 
     assert default_decoders(2.0, 1.0) == 1  # 2 cores, 2 workers x 0.5: one read task and one decoder
     assert default_decoders(96.0, 64.0) == 63  # a p4d node with 8 workers x 8 CPUs
@@ -393,8 +393,8 @@ def test_shuffling_gives_every_epoch_another_order_and_the_same_orders_for_the_s
 
     import ray
 
-    from pipeline.train_common import cycle_batches
-    from pipeline.train_data import shuffled
+    from pipeline.train.common import cycle_batches
+    from pipeline.data.datasets import shuffled
 
     def file_orders(seed: int | None, epochs: int = 2) -> list[list[str]]:
         files = shuffled(ray.data.from_items([{"path": f"shard-{i}"} for i in range(8)], override_num_blocks=8), seed)
@@ -428,7 +428,7 @@ def test_precomputed_latents_give_the_pixel_paths_loss_and_train_g_without_its_e
     import pyarrow as pa
 
     from pipeline.encode_stage import EncodeConfig, run_encode
-    from pipeline.train_data import DecodeLatents, DecodeOrbits, latent_inputs, to_model_inputs
+    from pipeline.data.datasets import DecodeLatents, DecodeOrbits, latent_inputs, to_model_inputs
 
     latents = str(tmp_path / "latents")
     summary = run_encode(EncodeConfig(data=workspace["shards"], model=workspace["model"], output=latents,

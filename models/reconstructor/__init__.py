@@ -1,0 +1,1 @@
+"""The reconstructor (LGM): views + cameras -> Gaussians; its options, UNet, rays, loss and training step."""

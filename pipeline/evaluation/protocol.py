@@ -1,0 +1,223 @@
+"""The evaluation job: the paper's protocol on a model directory, 3D-aware sampling on and off.
+
+Text-to-multi-view models are scored on a prompt file (one prompt per line, T3Bench style),
+image-to-multi-view models on held-out orbit shards (condition on view 0, compare with the
+ground-truth renders at the same cameras); see ``models.metrics.scores`` for the metrics. Each
+sample is drawn with the same seed in every setting, so the settings differ only in sampling.
+Results go to MLflow (per-setting means as metrics, per-sample CSV, the table, view grids) and
+come back as an ``EvaluationResult`` whose ``table()`` prints settings side by side.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import camera
+from models.metrics.scores import MetricNetworks, score_image_to_multiview, score_text_to_multiview
+from models.gaussians.fit import FitConfig
+from models.precision import DTYPE_CHOICES
+from models.pipeline_videomv.pipeline_videomv import VideoMVPipeline, VideoMVPipelineOutput, load_pipeline
+from models.pipeline_videomv.sampling import DEFAULTS, reconstruction_steps
+from pipeline.data import shards
+from pipeline.cli import option
+from pipeline.serve.media import grid_image, to_uint8
+from pipeline.data.rows import row_to_tensors
+from pipeline.tracking import mlflow_run, tracking_uri
+
+SETTINGS = ("3d-aware", "plain")
+# Lower is better for these; the rest are higher-is-better.
+LOWER_IS_BETTER = ("lpips", "flow_rmse_1", "flow_rmse_6")
+METRIC_ORDER = ("psnr", "ssim", "lpips", "clip_score", "flow_rmse_1", "flow_rmse_6", "seconds")
+
+
+@dataclass
+class EvaluationConfig:
+    """Everything ``jobs/evaluate.py`` exposes as flags (``pipeline.cli``)."""
+
+    model: str = option(help="diffusers-layout directory of the multi-view model (text- or image-to-multi-view)")
+    reconstructor: str | None = option(None, "LGM directory or official .safetensors (needed for 3d-aware)")
+    prompts: str | None = option(None, "text-to-MV: prompt file, one prompt per line ('#' comments skipped)")
+    shards: str | None = option(None, "image-to-MV: held-out orbit shards (local path or fsspec URI)")
+    max_samples: int | None = option(None, "evaluate only the first N prompts/objects")
+    settings: tuple[str, ...] = option(SETTINGS, "sampling settings to compare", choices=SETTINGS)
+    steps: int = option(50, "DDIM steps")
+    schedule: str = option("authors", "3D-aware reconstruction steps (authors: 20/30/40 of 50; every: every 10)",
+                           choices=("authors", "every"))
+    mode: str = option("two", "3D-aware form", choices=("two", "one"))
+    seed: int = option(0, "seed of sample 0 (sample i uses seed + i)")
+    fit: FitConfig = field(default_factory=FitConfig, metadata={"prefix": "fit_"})
+    lpips_vgg: str | None = option(None, "torchvision VGG16 weights (.pth) for LPIPS")
+    lpips_lin: str | None = option(None, "lpips 'lin' weights (vgg.pth) for LPIPS "
+                                         "(default: torchmetrics' bundled copy)")
+    clip: str | None = option(None, "local Hugging Face CLIP directory (CLIP score)")
+    raft: str | None = option(None, "RAFT checkpoint, e.g. raft-things.pth (flow-warping RMSE)")
+    raft_iterations: int = option(12, "RAFT update iterations")
+    output: str | None = option(None, "also write results.csv, table.md and grids here")
+    experiment: str = option("videomv-eval", "MLflow experiment")
+    mlflow_uri: str | None = option(None, "MLflow tracking URI (default $MLFLOW_TRACKING_URI)")
+    run_name: str | None = option(None, "MLflow run name")
+    dtype: str = option("auto", "G's and the reconstructor's precision (auto: fp16 on a GPU, fp32 on a CPU); "
+                        "the metrics and the Gaussian fit run in fp32", choices=DTYPE_CHOICES)
+    use_ema: bool = option(False, "evaluate G's moving-average weights (ema/, from fine-tuning with --ema-decay)")
+
+    def __post_init__(self) -> None:
+        unknown = [name for name in self.settings if name not in SETTINGS]
+        if unknown or not self.settings:
+            raise ValueError(f"settings must be drawn from {SETTINGS}, got {self.settings}")
+
+
+@dataclass
+class EvaluationResult:
+    task: str  # "text-to-multiview" or "image-to-multiview"
+    rows: list[dict[str, Any]]  # one per (sample, setting)
+    summary: dict[str, dict[str, float]]  # setting -> metric -> mean over samples
+
+    def table(self) -> str:
+        """Markdown table: one row per metric, one column per setting."""
+        settings = list(self.summary)
+        metrics = [m for m in METRIC_ORDER if any(m in self.summary[s] for s in settings)]
+        lines = [f"| {self.task} | " + " | ".join(settings) + " |", "|---|" + "---|" * len(settings)]
+        for metric in metrics:
+            arrow = "↓" if metric in LOWER_IS_BETTER or metric == "seconds" else "↑"
+            values = [self.summary[s].get(metric, math.nan) for s in settings]
+            lines.append(f"| {metric} {arrow} | " + " | ".join(f"{v:.4f}" for v in values) + " |")
+        return "\n".join(lines)
+
+
+def load_prompts(path: str) -> list[str]:
+    """Prompts from a text file: one per line; blank lines and lines starting with '#' skipped."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"prompt file not found: {path}")
+    with open(path, encoding="utf-8") as handle:
+        prompts = [line.strip() for line in handle if line.strip() and not line.lstrip().startswith("#")]
+    if not prompts:
+        raise ValueError(f"prompt file {path} has no prompts")
+    return prompts
+
+
+def load_held_out(path: str, resolution: int, frames: int, limit: int | None = None) -> list[dict[str, Any]]:
+    """Held-out objects from orbit shards: {"uid", "views" [F, 3, R, R] in [0, 1] on white,
+    "elevation", "distance"}. Rows must have ``frames`` views at the orbit azimuths."""
+    rows = shards.read_rows(path)
+    if not rows:
+        raise ValueError(f"no rendered (status ok) objects in {path}")
+    expected = camera.orbit_azimuths(frames)
+    objects = []
+    for row in rows[:limit]:
+        azimuths = np.asarray(row["azimuth"], dtype=np.float64)
+        if len(azimuths) != frames or not np.allclose(azimuths, expected, atol=1e-3):
+            raise ValueError(f"object {row['uid']} in {path} was rendered at {len(azimuths)} views "
+                             f"(azimuths {azimuths[:3].tolist()}...); the model needs the {frames}-view orbit")
+        views = row_to_tensors(row, background=DEFAULTS["i2v"]["background"])["views"]
+        views = F.interpolate(views, size=(resolution, resolution), mode="bilinear", antialias=True,
+                              align_corners=False).clamp(0, 1)
+        objects.append({"uid": row["uid"], "views": views, "elevation": float(row["elevation"]),
+                        "distance": float(row["distance"])})
+    return objects
+
+
+def _sample(pipe: VideoMVPipeline, config: EvaluationConfig, setting: str, seed: int,
+            **inputs: Any) -> VideoMVPipelineOutput:
+    """One sample of ``setting`` ("plain" or "3d-aware") through the pipeline, as tensors."""
+    schedule = config.schedule if setting == "3d-aware" else "none"
+    return pipe(**inputs, num_inference_steps=config.steps, generator=torch.Generator().manual_seed(seed),
+                three_d_aware=reconstruction_steps(config.steps, schedule), three_d_aware_mode=config.mode,
+                output_type="pt")
+
+
+def _summarise(rows: list[dict[str, Any]], settings: tuple[str, ...]) -> dict[str, dict[str, float]]:
+    summary = {}
+    for setting in settings:
+        chosen = [row for row in rows if row["setting"] == setting]
+        metrics = [m for m in METRIC_ORDER if m in chosen[0]]
+        summary[setting] = {m: float(np.mean([row[m] for row in chosen])) for m in metrics}
+    return summary
+
+
+def _csv(rows: list[dict[str, Any]]) -> str:
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def evaluate(config: EvaluationConfig, log: Any = print) -> EvaluationResult:
+    """Run the protocol; returns the rows and per-setting means (also logged to MLflow)."""
+    if "3d-aware" in config.settings and config.reconstructor is None:
+        raise ValueError("the 3d-aware setting needs a reconstructor (--reconstructor), or evaluate --settings plain")
+    pipe = load_pipeline(config.model, config.reconstructor, tracking_uri=tracking_uri(config.mlflow_uri),
+                         dtype=config.dtype, use_ema=config.use_ema)
+    pipe.set_progress_bar_config(disable=True)
+    model = pipe.model
+    device = model.device
+    networks = MetricNetworks.from_paths(config.lpips_vgg, config.lpips_lin, config.clip, config.raft,
+                                         config.raft_iterations).to(device)
+    frames, resolution = model.unet.num_frames, model.resolution
+    if model.variant == "t2v":
+        if not config.prompts:
+            raise ValueError(f"{config.model} is a text-to-multi-view model: give a prompt file (--prompts)")
+        task, samples = "text-to-multiview", load_prompts(config.prompts)[: config.max_samples]
+    else:
+        if not config.shards:
+            raise ValueError(f"{config.model} is an image-to-multi-view model: give held-out shards (--shards)")
+        task, samples = "image-to-multiview", load_held_out(config.shards, resolution, frames, config.max_samples)
+    absent = [name for name in ("lpips", "clip", "raft") if getattr(networks, name) is None]
+    if absent:
+        log(f"evaluate: no weights given for {', '.join(absent)}: those scores are left out")
+
+    params = {**{k: v for k, v in asdict(config).items() if k != "fit"},
+              **{f"fit_{k}": v for k, v in asdict(config.fit).items()}, "task": task, "samples": len(samples),
+              "networks": ",".join(networks.names()) or "none"}
+    rows: list[dict[str, Any]] = []
+    with mlflow_run(config.experiment, config.run_name, config.mlflow_uri, params) as mlflow:
+        for index, sample in enumerate(samples):
+            seed = config.seed + index
+            grids = []
+            for setting in config.settings:
+                start = time.perf_counter()
+                if task == "text-to-multiview":
+                    result = _sample(pipe, config, setting, seed, prompt=sample)
+                    # The fit and the metrics on the model's device (gsplat on a GPU node), in fp32.
+                    views, c2w = result.frames[0].to(device).float(), torch.from_numpy(result.cameras[0]).to(device)
+                    scores = score_text_to_multiview(sample, views, c2w, camera.DEFAULT_FOV_DEG,
+                                                     DEFAULTS["t2v"]["background"], networks, config.fit)
+                    name = sample
+                else:
+                    result = _sample(pipe, config, setting, seed, image=sample["views"][0:1],
+                                     elevation=sample["elevation"], distance=sample["distance"])
+                    views = result.frames[0].to(device).float()
+                    scores = score_image_to_multiview(views, sample["views"].to(device), networks)
+                    name = sample["uid"]
+                row = {"setting": setting, "sample": index, "name": name, "seed": seed, **scores,
+                       "seconds": time.perf_counter() - start}
+                rows.append(row)
+                grids.append(to_uint8(views.cpu()))
+                log(f"evaluate: [{index + 1}/{len(samples)}] {setting:8s} {name[:40]!r} "
+                    + " ".join(f"{k}={v:.4f}" for k, v in scores.items()))
+            mlflow.log_image(np.asarray(grid_image(np.concatenate(grids))), f"grids/sample-{index:03d}.png")
+        summary = _summarise(rows, config.settings)
+        result = EvaluationResult(task, rows, summary)
+        for setting, metrics in summary.items():
+            mlflow.log_metrics({f"{setting}/{metric}": value for metric, value in metrics.items()
+                                if math.isfinite(value)})
+        files = {"results.csv": _csv(rows), "table.md": result.table() + "\n"}
+        for name, text in files.items():
+            mlflow.log_text(text, name)
+    if config.output:
+        os.makedirs(config.output, exist_ok=True)
+        for name, text in files.items():
+            with open(os.path.join(config.output, name), "w", encoding="utf-8") as handle:
+                handle.write(text)
+    return result

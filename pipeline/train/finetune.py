@@ -1,0 +1,215 @@
+"""Fine-tuning G on orbit shards with Ray Train (paper 3.2, supp. 8).
+
+AdamW (lr 3e-5, no weight decay), global batch 32 reached by gradient accumulation, fp16 autocast
+with a grad scaler (or bf16), gradient checkpointing, optional 2D images as 1-frame videos; per
+variant the authors' condition dropout to the negative prompt (0.1 text, none for image), offset
+noise (0.1 image) and EMA (0.9999 image, saved as ``ema/`` beside the trained weights):
+``models.generator.objective.RECIPES``, each overridable. ``run_finetune`` is what ``jobs/finetune.py`` calls.
+The model records the cameras of its training orbits (``CameraEmbedding.config.training_cameras``),
+joined with what the starting model had recorded, the caption suffix and the negative prompt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import random
+import time
+from typing import Any
+
+import ray
+import ray.train
+import ray.train.torch
+import torch
+
+from models.generator.camera_embedding import camera_ranges
+from models.pipeline_videomv.loading import EMA_FOLDER, MultiViewModel, detect_variant, resolve_model_dir
+from models.generator.ema import ShardedEMA, swapped_in
+from models.generator.objective import RECIPES, MultiViewBatch, diffusion_loss
+from models.prompts import AUTHORS_NEGATIVE_PROMPT, CAPTION_SUFFIX
+from models.pipeline_videomv.pipeline_videomv import VideoMVPipeline
+from models.toy.train_views import reorder_orbits
+from pipeline.data import shards
+from pipeline.serve.media import grid_image
+from pipeline.tracking import tracking_uri
+from pipeline.train.common import (
+    TrainConfig,
+    TrainSummary,
+    WorkerState,
+    build_optimizer,
+    cycle_batches,
+    ddp_options,
+    placed,
+    publish_final,
+    restore,
+    run_trainer,
+    summarise,
+)
+from pipeline.encode_stage import check_latents
+from pipeline.data.datasets import (
+    check_resolution,
+    image_dataset,
+    latent_dataset,
+    latent_inputs,
+    orbit_dataset,
+    to_model_inputs,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def finetune_loop(config: dict[str, Any]) -> None:
+    """Ray Train worker loop (every worker runs it; rank 0 also logs and checkpoints)."""
+    worker = WorkerState(config)
+    torch.manual_seed(config["seed"] + worker.rank)
+    model = MultiViewModel.from_pretrained(config["model"], tracking_uri=config["mlflow_tracking_uri"])
+    embedding = model.unet.camera_embedding
+    seen = config["training_cameras"]
+    embedding.register_to_config(training_cameras=camera_ranges(
+        seen["elevation"], seen["distance"], seen["fov"], previous=embedding.config.get("training_cameras")),
+        prompt_suffix=CAPTION_SUFFIX if model.variant == "t2v" else None, negative_prompt=config["negative_prompt"])
+    model.freeze_encoders()
+    from_latents = bool(config.get("latents"))
+    negative_states = None
+    if from_latents:  # the VAE and text encoder stay on the CPU: only the negative prompt is encoded, once
+        negative_states = model.encode_prompts([config["negative_prompt"]], device=torch.device("cpu"))[0]
+        model.unet.to(worker.device)
+        negative_states = negative_states.to(worker.device)
+    else:
+        model.to(worker.device)
+    if config["gradient_checkpointing"]:
+        model.unet.enable_gradient_checkpointing()
+    model.unet.train()
+    optimizer = build_optimizer(model.unet.parameters(), config, worker.world_size)
+    ema = (ShardedEMA(model.unet, config["ema_decay"], worker.rank, worker.world_size) if config["ema_decay"]
+           else None)
+    start = restore(model.load_trainable, optimizer, worker.scaler, worker.rank, worker.world_size, ema)
+    # 1-frame image batches leave the camera embedding unused, which DDP must be told about.
+    unet = (ray.train.torch.prepare_model(model.unet, parallel_strategy_kwargs=ddp_options(
+        find_unused_parameters=bool(config.get("image_data")))) if worker.world_size > 1 else model.unet)
+    shuffle = {"shuffle_buffer": config["shuffle_buffer"], "seed": config["seed"] + worker.rank}
+    orbits = cycle_batches(ray.train.get_dataset_shard("orbits"), config["micro_batch"], "orbit", **shuffle)
+    images = (cycle_batches(ray.train.get_dataset_shard("images"), config["micro_batch"], "image", **shuffle)
+              if config.get("image_data") else None)
+    accumulation = max(1, config["global_batch"] // (config["micro_batch"] * worker.world_size))
+    # The image-or-orbit draw is the same on every rank: each rank then takes as many batches of each
+    # dataset, so all ranks reach an epoch's end at the same micro-step. (Per-rank draws deadlock:
+    # streaming_split holds a new epoch until every split asks for it while the others wait in DDP.)
+    choose = random.Random(config["seed"] * 1000 + start)
+    generator = torch.Generator(device=worker.device).manual_seed(config["seed"] * 7919 + worker.rank + start)
+    order = torch.Generator().manual_seed(config["seed"] * 104729 + worker.rank + start)  # roll/reverse draws
+    with worker.mlflow() as mlflow:
+        if worker.is_chief and start:
+            logger.info("resumed from step %d", start)
+        for step in range(start + 1, config["steps"] + 1):
+            began = time.perf_counter()
+            worker.maybe_fail(step)
+            losses, samples = [], 0
+            for micro in range(accumulation):
+                use_images = images is not None and choose.random() < config["image_ratio"]
+                if from_latents:
+                    inputs = latent_inputs(next(orbits), worker.device)
+                    frames = "posterior"  # the frame axis to reorder with the cameras
+                else:
+                    inputs = to_model_inputs(next(images if use_images else orbits), worker.device)
+                    frames = "views"
+                if inputs["cameras"] is not None and (config["roll_orbits"] or config["reverse_orbits"]):
+                    inputs[frames], inputs["cameras"] = reorder_orbits(
+                        [inputs[frames], inputs["cameras"]], order, config["roll_orbits"], config["reverse_orbits"])
+                if from_latents:
+                    batch = MultiViewBatch(views=None, cameras=inputs["cameras"], prompts=inputs["prompts"],
+                                           posterior=inputs["posterior"], prompt_states=inputs["prompt_states"],
+                                           negative_states=negative_states)
+                else:
+                    batch = MultiViewBatch(views=inputs["views"], cameras=inputs["cameras"], prompts=inputs["prompts"],
+                                           condition_images=inputs["views"][:, 0] if model.variant == "i2v" else None)
+                sync = contextlib.nullcontext() if micro == accumulation - 1 or unet is model.unet else unet.no_sync()
+                with sync:
+                    loss = diffusion_loss(model, batch, generator, config["condition_dropout"], worker.autocast_dtype, unet,
+                                          config["negative_prompt"], config["offset_noise"])
+                    worker.scaler.scale(loss / accumulation).backward()
+                losses.append(loss.item())
+                samples += len(inputs["prompts"])
+            worker.end_step(step, optimizer, losses, samples, began, model.save_trainable, ema)
+            if worker.is_chief and config["sample_every"] and (
+                    step % config["sample_every"] == 0 or step == config["steps"]):
+                _log_samples(model, inputs, config, mlflow, step)
+        averaged = ema.gathered() if ema is not None else None  # a collective: every rank
+        if worker.is_chief:
+            publish_final(lambda directory: save_with_ema(model, directory, averaged), config, mlflow)
+
+
+def save_with_ema(model: MultiViewModel, directory: str, averaged: dict[str, torch.Tensor] | None) -> None:
+    """The model as trained, and with an EMA its averaged unet/ and camera_embedding/ under ``ema/``
+    (``MultiViewModel.from_pretrained(..., use_ema=True)`` loads them)."""
+    model.save_pretrained(directory)
+    if averaged is not None:
+        with swapped_in(model.unet, averaged):
+            model.save_trainable(os.path.join(directory, EMA_FOLDER))
+
+
+def _log_samples(model: MultiViewModel, inputs: dict, config: dict, mlflow: Any, step: int) -> None:
+    """A grid of views sampled for the current batch's first prompt (or image), as an artifact."""
+    was_training = model.unet.training
+    model.unet.eval()
+    pipe = VideoMVPipeline.from_model(model)
+    pipe.set_progress_bar_config(disable=True)
+    condition = ({"prompt": inputs["prompts"][:1]} if model.variant == "t2v"
+                 else {"image": inputs["views"][:1, 0] / 2 + 0.5})
+    views = pipe(**condition, num_inference_steps=config["sample_steps"], output_type="pt",
+                 generator=torch.Generator().manual_seed(step)).frames
+    model.unet.train(was_training)
+    if mlflow is not None:
+        mlflow.log_image(grid_image(views[0]), f"samples/step_{step:07d}.png")
+
+
+def with_variant_recipe(config: TrainConfig, variant: str) -> TrainConfig:
+    """``config`` with every objective option left None set to the authors' choice for ``variant``
+    (``models.generator.objective.RECIPES``; the authors' negative prompt), so that the run records what it used."""
+    recipe = RECIPES[variant]
+    return dataclasses.replace(
+        config,
+        condition_dropout=recipe.condition_dropout if config.condition_dropout is None else config.condition_dropout,
+        offset_noise=recipe.offset_noise if config.offset_noise is None else config.offset_noise,
+        ema_decay=(recipe.ema_decay or 0.0) if config.ema_decay is None else config.ema_decay,
+        negative_prompt=AUTHORS_NEGATIVE_PROMPT if config.negative_prompt is None else config.negative_prompt)
+
+
+def run_finetune(config: TrainConfig) -> TrainSummary:
+    """Fine-tune G on ``config.data`` (orbit shards) or ``config.latents`` (latent shards, the text
+    model; checked to come from this model's encoders at ``config.resolution``); resumable by
+    ``config.name``."""
+    # Workers fetch config.model themselves (each node caches it); the driver only reads its variant.
+    model_dir = resolve_model_dir(config.model, tracking_uri(config.mlflow_uri))
+    variant = detect_variant(model_dir)
+    config = with_variant_recipe(config, variant)
+    if config.latents:
+        refused = [flag for flag, given in (("an image model", variant != "t2v"), ("--image-data", config.image_data),
+                                            ("--sample-every", config.sample_every), ("--captions", config.captions),
+                                            ("--materialize-data", config.materialize_data)) if given]
+        if refused:
+            raise ValueError(f"--latents cannot be combined with {', '.join(refused)}: the latents hold the text "
+                             "model's encoded orbits and captions only (train from --data instead)")
+        check_latents(config.latents, model_dir, config.resolution)
+    else:
+        check_resolution(config.data, config.resolution)
+    if not ray.is_initialized():
+        ray.init()
+    config = placed(config, num_datasets=2 if config.image_data else 1)
+    shuffle_seed = config.seed if config.shuffle_buffer else None
+    if config.latents:
+        datasets = {"orbits": latent_dataset(config.latents, config.max_decoders, shuffle_seed)}
+    else:
+        datasets = {"orbits": orbit_dataset(config.data, variant, config.resolution, config.captions,
+                                            materialize=config.materialize_data, max_decoders=config.max_decoders,
+                                            shuffle_seed=shuffle_seed)}
+    if config.image_data:
+        datasets["images"] = image_dataset(config.image_data, config.resolution, config.max_decoders,
+                                           shuffle_seed=shuffle_seed)
+    columns = ["elevation", "distance", "fov"] + ([] if config.latents else ["status"])  # latent rows are all ok
+    rows = shards.read_rows(config.data or config.latents, columns=columns)
+    cameras = camera_ranges(*([row[name] for row in rows] for name in ("elevation", "distance", "fov")))
+    return summarise(run_trainer(finetune_loop, config, datasets, {
+        "model": config.model, "variant": variant, "training_cameras": cameras}), config)

@@ -1,0 +1,232 @@
+"""Training the reconstructor on G's one-step predictions with Ray Train (paper 3.3, supp. 7.3).
+
+G stays frozen. Per batch (``reconstructor_batch``): encode the ground-truth views at G's resolution,
+draw t in [0, 700], noise the latents, one G forward (under the job's autocast), decode the
+predicted x0 at 4 random views only and give those to LGM; every supervised view (all 24 by
+default) is compared with the ground truth, at the supervision resolution (the LGM's
+``output_size`` by default: 512 px for "big" while G sees 256), on a random background colour per
+micro-step (the authors' LGM training; G's inputs keep the variant's background).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from typing import Any
+
+import ray
+import ray.train
+import ray.train.torch
+import torch
+
+from models.reconstructor.model import LGM
+from models.reconstructor.options import PRESET_TRAINING, PRESETS
+from models.pipeline_videomv.loading import MultiViewModel, detect_variant, resolve_model_dir
+from models.reconstructor.loss import ReconstructionLoss, missing_lpips
+from models.reconstructor.training import downsample, reconstruction_step
+from models.pipeline_videomv.one_step import decode_x0, one_step_x0_latents
+from pipeline.cli import option
+from pipeline.tracking import tracking_uri
+from pipeline.train.common import (
+    TrainConfig,
+    TrainSummary,
+    WorkerState,
+    build_optimizer,
+    cycle_batches,
+    ddp_options,
+    placed,
+    publish_final,
+    restore,
+    run_trainer,
+    summarise,
+)
+from pipeline.data.datasets import BACKGROUNDS, check_resolution, orbit_dataset, to_model_inputs
+
+logger = logging.getLogger(__name__)
+MAX_TIMESTEP = 700
+TARGET_BACKGROUNDS = ("random", "variant")
+
+
+# What jobs/train_recon.py changes in TrainConfig's defaults: the learning rate comes from the preset's
+# recipe (``models.reconstructor.options.PRESET_TRAINING``) unless given; its own experiment.
+RECON_TRAIN_DEFAULTS = {"lr": None, "experiment": "videomv-recon"}
+
+
+@dataclasses.dataclass
+class ReconConfig:
+    """Reconstructor settings on top of ``TrainConfig``."""
+
+    lgm: str | None = option(None, "LGM weights to start from: the official .safetensors or an LGM directory")
+    lgm_preset: str = option("big", "architecture and camera setting; its training recipe gives the default --lr "
+                             "(big 3e-5, small 4e-4, tiny 2e-3)", choices=tuple(sorted(PRESETS)))
+    lgm_size: int | None = option(None, "override LGM input/output resolution (small CPU runs)")
+    supervised_views: int = option(24, "views rendered and supervised")
+    target_resolution: int | None = option(
+        None, "size of the ground-truth views the reconstructor is supervised with (default: the shards' own, "
+        "e.g. 512 while G is given --resolution 256); the Gaussians are rendered at the smaller of this and the "
+        "LGM's output_size (512 for big)")
+    background: str = option("random", "background of the supervised views: random (a colour per micro-step, "
+                             "the authors' LGM training) or variant (grey for text, white for image)",
+                             choices=TARGET_BACKGROUNDS)
+    lpips_vgg: str | None = option(
+        None, "torchvision VGG16 weights (.pth) for the LPIPS term (required by the big and small presets)")
+    lpips_lin: str | None = option(
+        None, "lpips 'lin' weights (vgg.pth) for the LPIPS term (default: the copy torchmetrics bundles)")
+
+
+    def __post_init__(self) -> None:
+        if self.background not in TARGET_BACKGROUNDS:
+            raise ValueError(f"background must be one of {TARGET_BACKGROUNDS}, got {self.background!r}")
+        if self.target_resolution is not None and self.target_resolution < 1:
+            raise ValueError(f"target_resolution must be positive, got {self.target_resolution}")
+
+
+def build_lgm(recon: dict[str, Any], tracking_uri: str | None = None) -> LGM:
+    options = PRESETS[recon["lgm_preset"]]
+    if recon.get("lgm_size"):
+        options = dataclasses.replace(options, input_size=recon["lgm_size"], output_size=recon["lgm_size"])
+    return LGM.load(recon["lgm"], options, tracking_uri) if recon.get("lgm") else LGM(options)
+
+
+@dataclasses.dataclass
+class ReconBatch:
+    """What one reconstructor micro-step trains on.
+
+    Attributes:
+        inputs: [B, 4, 3, r, r] in [0, 1], G's one-step predictions at ``input_views`` (G's
+            resolution r, the variant's background): what LGM is given.
+        input_views: [4] sorted view indices; supervised: [S] view indices.
+        targets: [B, F, 3, R, R] in [0, 1], the ground-truth views (the supervision resolution R or
+            more) composited on ``background``; alphas [B, F, 1, R, R]; cameras [B, F, 4, 4].
+    """
+
+    inputs: torch.Tensor
+    input_views: torch.Tensor
+    supervised: torch.Tensor
+    targets: torch.Tensor
+    alphas: torch.Tensor
+    cameras: torch.Tensor
+    background: tuple[float, float, float]
+
+
+def reconstructor_batch(generator_model: MultiViewModel, inputs: dict, rng: torch.Generator, resolution: int,
+                        supervised_views: int, background: str = "random",
+                        autocast_dtype: torch.dtype | None = None) -> ReconBatch:
+    """One micro-batch of reconstructor training from decoded orbits (``to_model_inputs``).
+
+    G is given the views at ``resolution`` (downsampled when the orbits are larger); LGM gets G's
+    predictions at 4 random views, and the targets are the ground truth at every view, recomposited
+    on a random colour (``background`` "random") or kept on the variant's. Draws, in order, from
+    ``rng``: timesteps and noise, the input views, the supervised views, the background colour.
+    """
+    variant_background = torch.tensor(BACKGROUNDS[generator_model.variant], device=rng.device) / 255.0
+    views = inputs["views"]
+    generator_views = downsample(views, resolution) if views.shape[-1] > resolution else views
+    latents = one_step_latents(generator_model, {**inputs, "views": generator_views}, rng, autocast_dtype)
+    frames = views.shape[1]
+    input_views = torch.randperm(frames, generator=rng, device=rng.device)[:4].sort().values
+    supervised = torch.randperm(frames, generator=rng, device=rng.device)[:supervised_views]
+    predicted = decode_x0(generator_model, latents, input_views)  # only the 4 views LGM is given
+    colour = (torch.rand(3, generator=rng, device=rng.device) if background == "random" else variant_background)
+    truth = views / 2 + 0.5  # on the variant's background: put the new colour where the object is not
+    targets = truth + (colour - variant_background).view(1, 1, 3, 1, 1) * (1 - inputs["alphas"])
+    return ReconBatch(predicted, input_views, supervised, targets.clamp(0, 1), inputs["alphas"], inputs["cameras"],
+                      tuple(float(c) for c in colour))
+
+
+def load_lgm_into(model: LGM) -> Any:
+    def load(directory: str) -> None:
+        model.load_state_dict(LGM.from_pretrained(directory).state_dict(), strict=True)
+    return load
+
+
+def one_step_latents(generator_model: MultiViewModel, inputs: dict, rng: torch.Generator,
+                     autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """G's predicted clean latents [B, C, F, h, w] from noised ground truth at t <= 700 (decode the
+    views needed with ``models.pipeline_videomv.one_step.decode_x0``)."""
+    timesteps = torch.randint(0, MAX_TIMESTEP + 1, (len(inputs["views"]),), generator=rng, device=rng.device)
+    return one_step_x0_latents(generator_model, inputs["views"], inputs["cameras"], inputs["prompts"], timesteps, rng,
+                               autocast_dtype=autocast_dtype)
+
+
+def recon_loop(config: dict[str, Any]) -> None:
+    worker = WorkerState(config)
+    torch.manual_seed(config["seed"] + worker.rank)
+    generator_model = MultiViewModel.from_pretrained(config["model"], tracking_uri=config["mlflow_tracking_uri"])
+    generator_model.freeze_encoders()
+    generator_model.unet.requires_grad_(False).eval()
+    generator_model.to(worker.device)
+    lgm = build_lgm(config, config["mlflow_tracking_uri"]).to(worker.device).train()
+    loss_fn = ReconstructionLoss.from_paths(config.get("lpips_vgg"), config.get("lpips_lin"),
+                                            required=PRESET_TRAINING[config["lgm_preset"]].lpips_required)
+    loss_fn.to(worker.device)
+    optimizer = build_optimizer(lgm.parameters(), config, worker.world_size)
+    start = restore(load_lgm_into(lgm), optimizer, worker.scaler, worker.rank, worker.world_size)
+    network = (ray.train.torch.prepare_model(lgm, parallel_strategy_kwargs=ddp_options())
+               if worker.world_size > 1 else lgm)
+    orbits = cycle_batches(ray.train.get_dataset_shard("orbits"), config["micro_batch"], "orbit",
+                           shuffle_buffer=config["shuffle_buffer"], seed=config["seed"] + worker.rank)
+    accumulation = max(1, config["global_batch"] // (config["micro_batch"] * worker.world_size))
+    rng = torch.Generator(device=worker.device).manual_seed(config["seed"] * 7919 + worker.rank + start)
+    with worker.mlflow() as mlflow:
+        if worker.is_chief and start:
+            logger.info("resumed from step %d", start)
+        for step in range(start + 1, config["steps"] + 1):
+            began = time.perf_counter()
+            worker.maybe_fail(step)
+            losses, samples = [], 0
+            for _ in range(accumulation):
+                batch = reconstructor_batch(generator_model, to_model_inputs(next(orbits), worker.device), rng,
+                                            config["resolution"], config["supervised_views"], config["background"],
+                                            worker.autocast_dtype)
+                with torch.autocast(worker.device.type, dtype=worker.autocast_dtype,
+                                    enabled=worker.autocast_dtype is not None):
+                    terms, _, _ = reconstruction_step(lgm, loss_fn, batch.targets, batch.alphas, batch.cameras,
+                                                      batch.input_views, batch.supervised, batch.background,
+                                                      network=network, input_images=batch.inputs)
+                worker.scaler.scale(terms["loss"] / accumulation).backward()
+                losses.append(terms["loss"].item())
+                samples += len(batch.inputs)
+            worker.end_step(step, optimizer, losses, samples, began, lgm.save_pretrained)
+        if worker.is_chief:
+            publish_final(lgm.save_pretrained, config, mlflow)
+
+
+def with_preset_recipe(config: TrainConfig, recon: ReconConfig) -> TrainConfig:
+    """``config`` with the preset's learning rate where none is given; ValueError when the preset's
+    recipe needs LPIPS and its weight files are not given."""
+    recipe = PRESET_TRAINING[recon.lgm_preset]
+    if missing_lpips(recon.lpips_vgg, recon.lpips_lin):
+        if recipe.lpips_required:
+            ReconstructionLoss.from_paths(recon.lpips_vgg, recon.lpips_lin, required=True)
+        logger.warning("LPIPS weights not given (%s): the %s preset trains without the LPIPS term, on RGB and "
+                       "alpha MSE only", missing_lpips(recon.lpips_vgg, recon.lpips_lin), recon.lgm_preset)
+    return config if config.lr is not None else dataclasses.replace(config, lr=recipe.lr)
+
+
+def run_train_recon(config: TrainConfig, recon: ReconConfig) -> TrainSummary:
+    """Train the reconstructor on G's one-step predictions; resumable by ``config.name``.
+
+    ``config.lr`` None takes the preset's (``PRESET_TRAINING``). A preset whose recipe includes
+    LPIPS refuses to start without its weights (before any Ray work).
+    """
+    if config.data is None:
+        raise ValueError("the reconstructor trains on orbit shards (--data): precomputed latents hold no pixels")
+    config = with_preset_recipe(config, recon)
+    # Workers fetch config.model themselves (each node caches it); the driver only reads its variant.
+    model_dir = resolve_model_dir(config.model, tracking_uri(config.mlflow_uri))
+    variant = detect_variant(model_dir)
+    if not ray.is_initialized():
+        ray.init()
+    # The orbits are decoded at the larger of G's and the supervision's resolution (never upsampled).
+    rendered = check_resolution(config.data, config.resolution)
+    decoded = max(config.resolution, recon.target_resolution or rendered)
+    check_resolution(config.data, decoded, "--target-resolution")
+    config = placed(config, num_datasets=1)
+    datasets = {"orbits": orbit_dataset(config.data, variant, decoded, config.captions,
+                                        materialize=config.materialize_data, max_decoders=config.max_decoders,
+                                        shuffle_seed=config.seed if config.shuffle_buffer else None)}
+    result = run_trainer(recon_loop, config, datasets,
+                         {"model": config.model, "variant": variant, **dataclasses.asdict(recon)})
+    return summarise(result, config)
