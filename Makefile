@@ -24,7 +24,7 @@ DEMO_MODEL ?= out/runs/finetune/final_model
 DEMO_LGM ?= out/runs/reconstructor/final_model
 demo: setup
 	@test -d $(DEMO_MODEL) || $(MAKE) run
-	$(PY) jobs/serve.py --model-dir $(DEMO_MODEL) --lgm $(DEMO_LGM) --port 8000
+	$(PY) jobs/serve.py --model-dir $(DEMO_MODEL) --reconstructor $(DEMO_LGM) --port 8000
 
 bench: setup
 	$(PY) benchmarks/render.py

@@ -5,12 +5,12 @@ with the camera embedding in fp32 master weights, the fp32 VAE and text encoder)
 ``FakeTensorMode`` (shapes and dtypes only: no memory, no compute) and runs the training step the
 workers run: ``models.generator.objective.diffusion_loss`` (VAE encode of 24 x micro-batch views at 256 px in
 chunks, text encoder, the UNet under fp16 autocast with block-level gradient checkpointing),
-backward, the fused AdamW step the workers take (``pipeline.train.common.build_optimizer``), twice
+backward, the fused AdamW step the workers take (``pipeline.train.worker.build_optimizer``), twice
 (the second is the steady state). ``LiveBytes`` follows every tensor
 the step creates and frees, so the peak is the allocator's peak less fragmentation; what lives
 outside it is then added as the workers hold it:
 
-- DDP: with ``gradient_as_bucket_view=True`` (``pipeline.train.common.ddp_options``) the gradients
+- DDP: with ``gradient_as_bucket_view=True`` (``pipeline.train.worker.ddp_options``) the gradients
   are the all-reduce buckets; with False the buckets are a second copy of them (+4 bytes/parameter).
 - ``--optimizer zero1`` on N workers keeps 1/N of AdamW's 8 bytes/parameter.
 - Encoders off the GPU (precomputed latents, issue 27): the VAE and text encoder and their work go.
@@ -100,9 +100,9 @@ def computed_peaks(micro_batches: list[int], frames: int, resolution: int) -> di
     with FakeTensorMode(allow_non_fake_inputs=True):
         model = build_full_size_model("cpu", torch.float32)
         model.freeze_encoders()
-        model.unet.enable_gradient_checkpointing()
-        model.unet.train()
-        result["unet"] = parameter_count(model.unet)
+        model.denoiser.enable_gradient_checkpointing()
+        model.denoiser.train()
+        result["unet"] = parameter_count(model.denoiser)
         result["encoders"] = parameter_count(model.vae) + parameter_count(model.text_encoder)
         for micro_batch in micro_batches:
             tracker = LiveBytes()
@@ -110,7 +110,7 @@ def computed_peaks(micro_batches: list[int], frames: int, resolution: int) -> di
                 views = torch.rand(micro_batch, frames, 3, resolution, resolution) * 2 - 1
                 model.encode_views(views), model.encode_prompts([""] * micro_batch)
             result.setdefault("encode_peaks", {})[micro_batch] = tracker.peak
-            optimizer = torch.optim.AdamW(model.unet.parameters(), lr=3e-5, weight_decay=0.0, fused=True)
+            optimizer = torch.optim.AdamW(model.denoiser.parameters(), lr=3e-5, weight_decay=0.0, fused=True)
             tracker = LiveBytes()
             with tracker:
                 training_step(model, optimizer, micro_batch, frames, resolution, "cpu", None, torch.float16)
@@ -138,9 +138,9 @@ def measured_peak(micro_batch: int, frames: int, resolution: int) -> float:
     """The same step for real on CUDA (1 process, no DDP): torch.cuda.max_memory_allocated, GB."""
     model = build_full_size_model("cuda", torch.float32)
     model.freeze_encoders()
-    model.unet.enable_gradient_checkpointing()
-    model.unet.train()
-    optimizer = torch.optim.AdamW(model.unet.parameters(), lr=3e-5, weight_decay=0.0, fused=True)
+    model.denoiser.enable_gradient_checkpointing()
+    model.denoiser.train()
+    optimizer = torch.optim.AdamW(model.denoiser.parameters(), lr=3e-5, weight_decay=0.0, fused=True)
     generator = torch.Generator(device="cuda").manual_seed(0)
     training_step(model, optimizer, micro_batch, frames, resolution, "cuda", generator, torch.float16)
     torch.cuda.reset_peak_memory_stats()

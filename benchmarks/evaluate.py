@@ -1,7 +1,7 @@
 """What one text-to-multi-view evaluation sample costs, part by part, in one run.
 
     python benchmarks/evaluate.py [--steps 50] [--fit-steps 300] [--fit-gaussians 8192]
-        [--model DIR --lgm PATH --clip DIR --raft FILE --lpips-vgg FILE --lpips-lin FILE]
+        [--model DIR --reconstructor PATH --clip DIR --raft FILE --lpips-vgg FILE --lpips-lin FILE]
 
 Without paths it uses tiny G and reconstructor and random metric weights in the published layouts
 (RAFT and LPIPS are full-size networks either way; the tiny CLIP is not). Prints seconds per part
@@ -26,7 +26,8 @@ from models.gaussians.fit import FitConfig, fit_gaussians  # noqa: E402
 from models.gaussians.rendering import render_batch  # noqa: E402
 from models.reconstructor.model import LGM  # noqa: E402
 from models.pipeline_videomv.pipeline_videomv import load_pipeline  # noqa: E402
-from models.pipeline_videomv.sampling import DEFAULTS, reconstruction_steps  # noqa: E402
+from models.pipeline_videomv.three_d_aware import reconstruction_steps  # noqa: E402
+from models.variants import VARIANTS  # noqa: E402
 from models.toy.tiny import make_tiny, make_tiny_evaluation_weights  # noqa: E402
 
 
@@ -42,17 +43,17 @@ def main() -> int:
     parser.add_argument("--fit-steps", type=int, default=FitConfig.steps)
     parser.add_argument("--fit-gaussians", type=int, default=FitConfig.num_gaussians)
     parser.add_argument("--raft-iterations", type=int, default=12)
-    for name in ("model", "lgm", "clip", "raft", "lpips-vgg", "lpips-lin"):
+    for name in ("model", "reconstructor", "clip", "raft", "lpips-vgg", "lpips-lin"):
         parser.add_argument(f"--{name}", default=None)
     args = parser.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     with tempfile.TemporaryDirectory() as scratch:
         weights = make_tiny_evaluation_weights(os.path.join(scratch, "metrics"))
         model_dir = args.model or make_tiny("t2v", os.path.join(scratch, "t2v"))
-        if args.lgm is None:
+        if args.reconstructor is None:
             torch.manual_seed(0)
             LGM("tiny").save_pretrained(os.path.join(scratch, "lgm"))
-        pipe = load_pipeline(model_dir, args.lgm or os.path.join(scratch, "lgm"), device)
+        pipe = load_pipeline(model_dir, args.reconstructor or os.path.join(scratch, "lgm"), device)
         pipe.set_progress_bar_config(disable=True)
         networks = MetricNetworks.from_paths(args.lpips_vgg or weights["lpips_vgg"], args.lpips_lin or weights["lpips_lin"],
                                              args.clip or weights["clip"], args.raft or weights["raft"],
@@ -66,7 +67,7 @@ def main() -> int:
             prompt=prompt, num_inference_steps=args.steps, generator=torch.Generator().manual_seed(0),
             three_d_aware=reconstruction_steps(args.steps, "authors"), output_type="pt"))
         views, c2w = plain.frames[0], torch.from_numpy(plain.cameras[0]).to(plain.frames.device)
-        background = DEFAULTS["t2v"]["background"]
+        background = VARIANTS["t2v"].background
         fitted, parts["Gaussian fit on 12 views"] = timed(lambda: fit_gaussians(
             views[0::2], c2w[0::2], camera.DEFAULT_FOV_DEG, background,
             FitConfig(steps=args.fit_steps, num_gaussians=args.fit_gaussians)))

@@ -3,7 +3,7 @@
 One home for the configs the benchmarks build: ModelScope T2V's UNet, VAE and text encoder
 (``text-to-video-ms-1.7b``'s ``unet/``, ``vae/`` and ``text_encoder/config.json``), and LGM "big"
 (``models.reconstructor.options.PRESETS``). ``build_full_size_model`` assembles them into the project's
-``MultiViewModel``, so training steps and sampling run the production code at full size.
+``VideoMVPipeline``, so training steps and sampling run the production code at full size.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from diffusers import AutoencoderKL, UNet3DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from models.generator.camera_embedding import CameraEmbedding
-from models.pipeline_videomv.loading import MultiViewModel
+from models.pipeline_videomv.pipeline_videomv import VideoMVPipeline
 from models.generator.unet import MultiViewUNet
 
 # unet/config.json of text-to-video-ms-1.7b (ModelScope T2V).
@@ -51,8 +51,8 @@ def build_unet(dtype: torch.dtype = torch.float32) -> MultiViewUNet:
     return MultiViewUNet(unet, camera_embedding)
 
 
-def build_full_size_model(device: torch.device | str, dtype: torch.dtype = torch.float32) -> MultiViewModel:
-    """ModelScope T2V as ``MultiViewModel.from_pretrained`` would load it, with random weights, on
+def build_full_size_model(device: torch.device | str, dtype: torch.dtype = torch.float32) -> VideoMVPipeline:
+    """ModelScope T2V as ``VideoMVPipeline.from_pretrained`` would load it, with random weights, on
     ``device``. The tokenizer is the tiny character-level one padded to 77 tokens: every id it gives
     is a valid row of the full text encoder's embedding, so the encoder's cost is the real one."""
     from models.toy.tiny import _tiny_tokenizer, t2v_scheduler
@@ -68,8 +68,8 @@ def build_full_size_model(device: torch.device | str, dtype: torch.dtype = torch
             text_encoder = CLIPTextModel(CLIPTextConfig(**MODELSCOPE_T2V_TEXT_ENCODER))
         finally:
             torch.set_default_dtype(previous)
-    return MultiViewModel(variant="t2v", unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
-                          scheduler=t2v_scheduler())
+    return VideoMVPipeline(unet=unet.unet, camera_embedding=unet.camera_embedding, vae=vae,
+                           text_encoder=text_encoder, tokenizer=tokenizer, scheduler=t2v_scheduler())
 
 
 def parameter_count(module: torch.nn.Module) -> int:

@@ -117,7 +117,7 @@ class Suite:
             from models.toy.tiny import build_tiny
 
             model = build_tiny("t2v").to(self.device)
-            for module in (model.unet, model.vae, model.text_encoder):
+            for module in (model.denoiser, model.vae, model.text_encoder):
                 cast(module, dtype)
             return model
         from benchmarks.full_size import build_full_size_model
@@ -218,15 +218,15 @@ class Suite:
         import torch.distributed as dist
 
         from models.generator.objective import MultiViewBatch, diffusion_loss
-        from pipeline.train.common import build_optimizer, ddp_options
+        from pipeline.train.worker import build_optimizer, ddp_options
 
         _init_process_group("nccl" if self.cuda else "gloo")
         model = self.generator_model(torch.float32)
         model.freeze_encoders()
-        model.unet.enable_gradient_checkpointing()
-        model.unet.train()
-        ddp = torch.nn.parallel.DistributedDataParallel(model.unet, **ddp_options())
-        optimizer = build_optimizer(model.unet.parameters(), {"lr": 3e-5}, world_size=1)
+        model.denoiser.enable_gradient_checkpointing()
+        model.denoiser.train()
+        ddp = torch.nn.parallel.DistributedDataParallel(model.denoiser, **ddp_options())
+        optimizer = build_optimizer(model.denoiser.parameters(), 3e-5)
         scaler = torch.amp.GradScaler(self.device.type, enabled=self.cuda)
         autocast = torch.float16 if self.cuda else torch.bfloat16
         generator = torch.Generator(device=self.device).manual_seed(0)
@@ -260,7 +260,7 @@ class Suite:
             dtype = DTYPES[name]
             model = self.generator_model(dtype)
             reconstructor = cast(self.reconstructor(), dtype)
-            pipe = VideoMVPipeline.from_model(model, reconstructor)
+            pipe = model.with_reconstructor(reconstructor)
             pipe.set_progress_bar_config(disable=True)
             for three_d_aware in (False, True):
                 for batch in self.sizes.sample_batches:

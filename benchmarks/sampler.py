@@ -1,6 +1,6 @@
 """Wall time of plain DDIM against 3D-aware sampling (both forms), in one run, as ratios.
 
-    python benchmarks/sampler.py [--steps 50] [--model DIR --lgm PATH]
+    python benchmarks/sampler.py [--steps 50] [--model DIR --reconstructor PATH]
 
 Without --model it uses freshly built tiny models (CPU-sized); with a real model directory and LGM
 weights it measures the real thing (use a GPU).
@@ -28,20 +28,20 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--model", default=None, help="diffusers directory of G (default: a tiny t2v model)")
-    parser.add_argument("--lgm", default=None, help="LGM directory or official safetensors (default: tiny)")
+    parser.add_argument("--reconstructor", default=None, help="LGM directory or official safetensors (default: tiny)")
     parser.add_argument("--repeat", type=int, default=3, help="best of N rounds (each round runs every case)")
     args = parser.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     with tempfile.TemporaryDirectory() as scratch:
         model_dir = args.model or make_tiny("t2v", os.path.join(scratch, "t2v"))
-        if args.lgm:
-            lgm = LGM.load(args.lgm)
+        if args.reconstructor:
+            lgm = LGM.load(args.reconstructor)
         else:
             torch.manual_seed(0)
             lgm = LGM("tiny")
         pipe = load_pipeline(model_dir, lgm, device)
         pipe.set_progress_bar_config(disable=True)
-        model = pipe.model
+        model = pipe
         condition = ({"prompt": "a red ceramic coffee mug, 3d asset"} if model.variant == "t2v"
                      else {"image": torch.zeros(1, 3, 256, 256, device=device)})
         at = reconstruction_steps(args.steps)

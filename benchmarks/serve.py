@@ -1,6 +1,6 @@
 """Serve throughput and latency: 1, 4 and 16 concurrent clients, with and without batching.
 
-Starts the Serve application locally with tiny models (or --model/--lgm), sends plain-DDIM
+Starts the Serve application locally with tiny models (or --model/--reconstructor), sends plain-DDIM
 requests of a few steps from N client threads for a fixed number of requests, and prints requests
 per second with p50/p99 latency.
 
@@ -27,7 +27,7 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--requests", type=int, default=32, help="requests per measurement")
     parser.add_argument("--model", default=None)
-    parser.add_argument("--lgm", default=None)
+    parser.add_argument("--reconstructor", default=None, help="LGM directory or safetensors (default: a tiny one)")
     args = parser.parse_args()
 
     import ray
@@ -37,11 +37,11 @@ def main() -> int:
 
     from models.reconstructor.model import LGM
     from models.toy.tiny import make_tiny
-    from pipeline.serve.serving import build_app
+    from pipeline.serve.app import build_app
 
     with tempfile.TemporaryDirectory() as scratch:
         model_dir = args.model or make_tiny("t2v", os.path.join(scratch, "t2v"))
-        lgm = args.lgm
+        lgm = args.reconstructor
         if lgm is None:
             torch.manual_seed(0)
             lgm = os.path.join(scratch, "lgm")
@@ -55,7 +55,7 @@ def main() -> int:
         gpus = 1.0 if torch.cuda.is_available() else 0.0
         rows = []
         for batching in (False, True):
-            serve.run(build_app(model_dir, lgm=lgm, num_gpus=gpus, max_batch_size=4 if batching else 1),
+            serve.run(build_app(model_dir, reconstructor=lgm, num_gpus=gpus, max_batch_size=4 if batching else 1),
                       name="videomv", route_prefix="/")
             body = {"prompt": "a chair", "steps": args.steps, "three_d_aware": False, "outputs": ["views"]}
             requests.post(url, json=body, timeout=600).raise_for_status()  # warm-up

@@ -42,7 +42,8 @@ def decode_rates(rows: list[dict], repeats: int = 2) -> dict[tuple[int, int], fl
     from PIL import Image
 
     from pipeline.data import schema
-    from pipeline.data.datasets import BACKGROUNDS, DecodeOrbits
+    from models.variants import VARIANTS
+    from pipeline.data.datasets import DecodeOrbits
 
     rates = {}
     for stored, target in DECODE_CASES:
@@ -53,7 +54,7 @@ def decode_rates(rows: list[dict], repeats: int = 2) -> dict[tuple[int, int], fl
                        for view in views]
             upsampled.append({**row, "views": encoded})
         table = pa.Table.from_pylist(upsampled)
-        decode = DecodeOrbits(BACKGROUNDS["t2v"], target)
+        decode = DecodeOrbits(VARIANTS["t2v"].background_uint8, target)
         began = time.perf_counter()
         for _ in range(repeats):
             decode(table)
@@ -74,14 +75,15 @@ def main() -> int:
     import ray
     import torch
 
-    from models.pipeline_videomv.loading import MultiViewModel
+    from models.pipeline_videomv.pipeline_videomv import VideoMVPipeline
     from models.generator.objective import MultiViewBatch, diffusion_loss
     from models.toy.tiny import make_tiny
     from pipeline.data import shards
     from pipeline.train.finetune import run_finetune
     from pipeline.render_stage import RenderJobConfig, run_render_job
-    from pipeline.train.common import TrainConfig
-    from pipeline.data.datasets import BACKGROUNDS, DecodeOrbits, orbit_dataset, to_model_inputs
+    from pipeline.train.config import TrainConfig
+    from models.variants import VARIANTS
+    from pipeline.data.datasets import DecodeOrbits, orbit_dataset, to_model_inputs
     from render.settings import RenderSettings
 
     scratch = tempfile.mkdtemp(prefix="videomv-bench-train-")
@@ -109,17 +111,17 @@ def main() -> int:
         loader = rows / (time.perf_counter() - start)
 
         # Plain PyTorch loop over the same decoded batches, in memory.
-        decode = DecodeOrbits(BACKGROUNDS["t2v"], RESOLUTION)
+        decode = DecodeOrbits(VARIANTS["t2v"].background_uint8, RESOLUTION)
         batches = []
         for row in shards.read_rows(data):
             arrays = decode(pa.Table.from_pylist([row]))
             batches.append(to_model_inputs(arrays, torch.device("cpu")))
         torch.set_num_threads(args.threads)
         torch.manual_seed(0)
-        model = MultiViewModel.from_pretrained(model_dir)
+        model = VideoMVPipeline.from_pretrained(model_dir)
         model.freeze_encoders()
-        model.unet.enable_gradient_checkpointing()
-        optimizer = torch.optim.AdamW(model.unet.parameters(), lr=3e-5, weight_decay=0.0)
+        model.denoiser.enable_gradient_checkpointing()
+        optimizer = torch.optim.AdamW(model.denoiser.parameters(), lr=3e-5, weight_decay=0.0)
         generator = torch.Generator().manual_seed(0)
         durations = []
         for step in range(args.steps):

@@ -1,11 +1,11 @@
 """The VideoMV Serve application (an application builder for ``serve run`` / ``serve deploy``).
 
-    serve run jobs.serve:app model_dir=out/runs/finetune/final_model lgm=out/runs/reconstructor/final_model
+    serve run jobs.serve:app model_dir=out/runs/finetune/final_model reconstructor=out/runs/reconstructor/final_model
     serve deploy serve_config.yaml           # the same, from the config file
-    python jobs/serve.py --model-dir DIR [--lgm PATH] [--port 8000]   # local, blocks
+    python jobs/serve.py --model-dir DIR [--reconstructor PATH] [--port 8000]   # local, blocks
 
 Application arguments (``key=value`` after the import path, or ``args`` in serve_config.yaml) are
-the fields of ``pipeline.serve.serving.ServeConfig``; ``python jobs/serve.py --help`` lists them with
+the fields of ``pipeline.serve.app.ServeConfig``; ``python jobs/serve.py --help`` lists them with
 their defaults. The HTTP server binds 127.0.0.1 unless ``--host`` (or ``http_options.host`` in
 serve_config.yaml) says otherwise: the API has no authentication, so open it only behind a proxy
 or inside a private network (docs/scale.md).
@@ -26,7 +26,7 @@ from pipeline.logs import configure_logging  # noqa: E402
 configure_logging()  # first: sets what Ray, tqdm and the model libraries read at import
 
 from pipeline.cli import add_config_arguments, config_from_args, config_from_strings  # noqa: E402
-from pipeline.serve.serving import ServeConfig, build_app  # noqa: E402
+from pipeline.serve.app import ServeConfig, build_app  # noqa: E402
 
 logger = logging.getLogger("jobs.serve")
 DEFAULT_HOST = "127.0.0.1"

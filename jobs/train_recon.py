@@ -6,7 +6,7 @@ Locally (tiny models, CPU):
         --lgm-preset tiny --lgm-size 32 --supervised-views 4
 On a cluster, starting from LGM's released weights:
     ray job submit --working-dir . -- python jobs/train_recon.py --data s3://bucket/shards \
-        --model s3://... --output s3://bucket/train --name recon-v1 --lgm /models/model_fp16_fixrot.safetensors \
+        --model s3://... --output s3://bucket/train --name recon-v1 --reconstructor /models/model_fp16_fixrot.safetensors \
         --num-workers 8 --use-gpu --accelerator-type A100
 """
 
@@ -26,7 +26,7 @@ configure_logging()  # first: sets what Ray, tqdm and the model libraries read a
 from models.locations import is_remote  # noqa: E402
 from models.pipeline_videomv.loading import ModelDirectoryError  # noqa: E402
 from pipeline.cli import add_config_arguments, config_from_args  # noqa: E402
-from pipeline.train.common import TrainConfig  # noqa: E402
+from pipeline.train.config import TrainConfig  # noqa: E402
 from pipeline.train.reconstructor import RECON_TRAIN_DEFAULTS, ReconConfig, run_train_recon  # noqa: E402
 
 logger = logging.getLogger("train_recon")
@@ -44,8 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     recon = config_from_args(ReconConfig, args)
-    if args.lgm and not is_remote(args.lgm) and not os.path.exists(args.lgm):  # remote ones are fetched by the workers
-        logger.error("LGM weights not found: %s", args.lgm)
+    if args.reconstructor and not is_remote(args.reconstructor) and not os.path.exists(args.reconstructor):  # remote ones are fetched by the workers
+        logger.error("LGM weights not found: %s", args.reconstructor)
         return 2
     try:
         summary = run_train_recon(config_from_args(TrainConfig, args), recon)

@@ -1,4 +1,4 @@
-"""G, the reconstructor and the sampler (no Ray, no Blender). ``from models import VideoMVPipeline``
+"""G, the reconstructor, Gaussians, metrics and the diffusers pipeline (no Ray, no Blender). ``from models import VideoMVPipeline``
 is the public entry point; the import is lazy so that light modules (``models.reconstructor.rays``) stay light."""
 
 from __future__ import annotations

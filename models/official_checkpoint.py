@@ -35,10 +35,8 @@ from typing import Iterable
 
 import torch
 
-import camera
 from models.reconstructor.model import LGM
 from models.reconstructor.options import PRESETS
-from models.pipeline_videomv.loading import MultiViewModel
 from models.pipeline_videomv.pipeline_videomv import VideoMVPipeline
 from models.prompts import AUTHORS_NEGATIVE_PROMPT, CAPTION_SUFFIX
 
@@ -269,19 +267,19 @@ def convert_official(checkpoint: str | Iterable[str], base: str, tracking_uri: s
     """
     unet_state, camera, lgm_state = split_checkpoint(read_checkpoint(checkpoint))
     variant = checkpoint_variant(unet_state)
-    model = MultiViewModel.from_pretrained(base, tracking_uri=tracking_uri)
+    model = VideoMVPipeline.from_pretrained(base, tracking_uri=tracking_uri)
     if model.variant != variant:
         published = {"t2v": "ModelScope's text-to-video-ms-1.7b", "i2v": "I2VGen-XL's i2vgen-xl"}[variant]
         raise CheckpointConversionError(f"--base {base} is an {model.variant} model; the checkpoint is the {variant} "
                                         f"one: give {published} directory")
-    unet = model.unet.unet
+    unet = model.unet
     unet_state = split_fused_qkv(unet_state)
     names = modelscope_unet_names(unet_state, unet.config.layers_per_block)
     converted = convert_state(unet_state, names, unet.state_dict(), "UNet")
     if variant == "i2v":
         converted = fix_image_branch(converted, unet.config.in_channels)
     unet.load_state_dict(converted, strict=True)
-    embedding = model.unet.camera_embedding
+    embedding = model.camera_embedding
     if camera:
         embedding.load_state_dict(camera_state(camera), strict=True)
     else:
@@ -297,4 +295,4 @@ def convert_official(checkpoint: str | Iterable[str], base: str, tracking_uri: s
         target = reconstructor.state_dict()
         reconstructor.load_state_dict(convert_state(lgm_state, {k: k for k in lgm_state}, target, "lgm_big"),
                                       strict=True)
-    return VideoMVPipeline.from_model(model, reconstructor)
+    return model.with_reconstructor(reconstructor)

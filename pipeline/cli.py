@@ -20,6 +20,7 @@ import argparse
 import dataclasses
 import types
 import typing
+import warnings
 from typing import Any
 
 from pipeline.resources import parse_resources
@@ -56,6 +57,24 @@ def _default_of(item: dataclasses.Field) -> Any:
 
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
+
+
+def _deprecation(old: str, new: str) -> str:
+    return f"{old} is deprecated and will be removed in the next release: use {new}"
+
+
+class _StoreWithDeprecatedAlias(argparse._StoreAction):
+    """A store action that warns when given by its deprecated alias (``option(..., deprecated_alias=)``)."""
+
+    def __init__(self, *args: Any, alias: str = "", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.alias = alias
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        if option_string == self.alias:
+            warnings.warn(_deprecation(self.alias, self.option_strings[0]), FutureWarning, stacklevel=2)
+        super().__call__(parser, namespace, values, option_string)
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, config_cls: type, *,
@@ -109,7 +128,12 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_cls: type, *,
             options["default"] = default
             if not (default is None or default is False or (isinstance(default, (list, str)) and not default)):
                 options["help"] = help_text + " (default: %(default)s)"
-        parser.add_argument(_flag(name), **options)
+        flags = [_flag(name)]
+        alias = item.metadata.get("deprecated_alias")
+        if alias:  # a renamed flag keeps working for one release, with a warning
+            flags.append(_flag(prefix + alias))
+            options.update(action=_StoreWithDeprecatedAlias, alias=flags[1])
+        parser.add_argument(*flags, **options)
 
 
 def config_from_args(config_cls: type, args: argparse.Namespace, prefix: str = "", **overrides: Any) -> Any:
@@ -142,6 +166,14 @@ def config_from_strings(config_cls: type, values: dict[str, str]) -> Any:
     each converted by its field's type; "" means None. ValueError names unknown or missing fields."""
     hints = typing.get_type_hints(config_cls)
     fields = {item.name: item for item in dataclasses.fields(config_cls)}
+    values = dict(values)
+    for name, item in fields.items():
+        alias = item.metadata.get("deprecated_alias")
+        if alias and alias in values:
+            if name in values:
+                raise ValueError(f"give {name}=... or its deprecated alias {alias}=..., not both")
+            warnings.warn(_deprecation(f"{alias}=", f"{name}="), FutureWarning, stacklevel=2)
+            values[name] = values.pop(alias)
     unknown = sorted(set(values) - set(fields))
     missing = sorted(name for name, item in fields.items() if _default_of(item) is dataclasses.MISSING
                      and name not in values)

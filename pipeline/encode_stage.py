@@ -27,11 +27,13 @@ import pyarrow as pa
 import ray
 import torch
 
-from models.pipeline_videomv.loading import MultiViewModel, detect_variant, resolve_model_dir
+from models.pipeline_videomv.loading import detect_variant, resolve_model_dir
+from models.pipeline_videomv.pipeline_videomv import VideoMVPipeline
+from models.variants import VARIANTS
 from pipeline.data import schema, shards
 from pipeline.cli import option
 from pipeline.data.sources import load_captions
-from pipeline.data.datasets import BACKGROUNDS, READ_CPUS, DecodeOrbits, check_resolution, read_ok_rows
+from pipeline.data.datasets import READ_CPUS, DecodeOrbits, check_resolution, read_ok_rows
 
 logger = logging.getLogger(__name__)
 ENCODE_COLUMNS = ["uid", "status", "caption", "c2w", "views", "elevation", "distance", "fov"]
@@ -64,10 +66,10 @@ class EncodeLatents:
 
     def __init__(self, model_dir: str, resolution: int, captions: dict[str, str] | None = None) -> None:
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.encoders = MultiViewModel.load_encoders(model_dir, device)
+        self.encoders = VideoMVPipeline.load_encoders(model_dir, device)
         self.fingerprint = self.encoders.encoders_fingerprint()
         self.resolution = resolution
-        self.decode = DecodeOrbits(BACKGROUNDS["t2v"], resolution, captions)
+        self.decode = DecodeOrbits(VARIANTS["t2v"].background_uint8, resolution, captions)
 
     @torch.no_grad()
     def __call__(self, table: pa.Table) -> pa.Table:
@@ -142,7 +144,7 @@ def check_latents(latents: str, model_dir: str, resolution: int) -> None:
     if resolutions != {resolution}:
         raise ValueError(f"the latents at {latents} were encoded at {sorted(resolutions)} px, not --resolution "
                          f"{resolution}")
-    expected = MultiViewModel.load_encoders(model_dir, torch.device("cpu")).encoders_fingerprint()
+    expected = VideoMVPipeline.load_encoders(model_dir, torch.device("cpu")).encoders_fingerprint()
     if fingerprints != {expected}:
         raise ValueError(f"the latents at {latents} were encoded by other encoders than {model_dir}'s VAE and text "
                          "encoder: encode again with jobs/encode.py --model set to this model")

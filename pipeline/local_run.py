@@ -30,7 +30,7 @@ from PIL import Image
 
 import camera
 from models.gaussians.ply import load_ply
-from models.pipeline_videomv.sampling import DEFAULTS
+from models.variants import VARIANTS
 
 from models.pipeline_videomv.loading import model_resolution, resolve_model_dir
 from pipeline.cli import option
@@ -39,8 +39,8 @@ from pipeline.train.finetune import run_finetune
 from pipeline.render_stage import RenderJobConfig, run_render_job
 from pipeline.evaluation.result_scores import score_generation
 from pipeline.data.sources import BUNDLED_ASSETS, captioned_assets, load_captions
-from pipeline.train.common import TrainConfig
-from pipeline.experiments.three_d_aware_gain import measure_schedule
+from pipeline.train.config import TrainConfig
+from pipeline.evaluation.renders_vs_x0 import measure_schedule
 from pipeline.tracking import mlflow_run
 from models.prompts import CAPTION_SUFFIX
 from pipeline.train.reconstructor import ReconConfig, run_train_recon
@@ -72,7 +72,7 @@ class LocalRunConfig:
     render_resolution: int = option(64, "render size in pixels")
     render_samples: int = option(8, "Cycles samples per pixel")
     elevation: float = option(
-        DEFAULTS["t2v"]["elevation"],
+        VARIANTS["t2v"].elevation,
         "elevation (degrees) of every object's training orbit and of the generated result: a model trained on "
         "one orbit per object learns no other elevation")
     autoencoder_steps: int = option(500, "training steps of the tiny model's VAE (an autoencoder on the renders)")
@@ -92,12 +92,11 @@ def _done(start: float, text: str) -> None:
 
 def result_record(config: LocalRunConfig, resolution: int) -> dict[str, Any]:
     """What was generated, and at which cameras: the fields of result.json (scores added later)."""
-    defaults = DEFAULTS["t2v"]
     return {"prompt": config.prompt, "seed": config.seed, "steps": config.sampling_steps,
             "guidance_scale": guidance_scale(config),
             "elevation": config.elevation, "azimuths": camera.orbit_azimuths().tolist(),
             "distance": camera.DEFAULT_DISTANCE, "fov": camera.DEFAULT_FOV_DEG, "resolution": resolution,
-            "background": list(defaults["background"]), "score_resolution": config.render_resolution,
+            "background": list(VARIANTS["t2v"].background), "score_resolution": config.render_resolution,
             "scored_against": prompted_asset(config)}
 
 
@@ -105,7 +104,7 @@ def guidance_scale(config: LocalRunConfig) -> float:
     """The guidance the result is generated with (``LocalRunConfig.guidance_scale``'s default rule)."""
     if config.guidance_scale is not None:
         return config.guidance_scale
-    return 1.0 if config.model is None else DEFAULTS["t2v"]["guidance_scale"]
+    return 1.0 if config.model is None else VARIANTS["t2v"].guidance_scale
 
 
 def prompted_asset(config: LocalRunConfig) -> str | None:
@@ -151,7 +150,7 @@ def build_tiny_model(config: LocalRunConfig, shards: str, path: str, mlflow_uri:
 
     model = build_tiny("t2v", seed=config.seed, resolution=config.render_resolution, latent_downsample=8,
                        latent_channels=8, prediction="v")
-    views = shard_views(shards, config.render_resolution, DEFAULTS["t2v"]["background"])
+    views = shard_views(shards, config.render_resolution, VARIANTS["t2v"].background)
     report = train_autoencoder(model.vae, views, config.autoencoder_steps, seed=config.seed)
     logger.info("autoencoder: reconstruction PSNR %.2f dB on %d rendered views (untrained %.2f dB), %d steps "
                 "in %.0f s, latent scale %.3f", report.psnr, len(views), report.untrained_psnr,
@@ -240,13 +239,13 @@ def run_local(config: LocalRunConfig) -> dict[str, Any]:
     start = _stage(5, "start the Serve endpoint")
     from ray import serve
 
-    from pipeline.serve.serving import build_app
+    from pipeline.serve.app import build_app
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app(finetuned.final_model, lgm=recon.final_model, num_gpus=0), name="videomv", route_prefix="/")
+    serve.run(build_app(finetuned.final_model, reconstructor=recon.final_model, num_gpus=0), name="videomv", route_prefix="/")
     url = f"http://127.0.0.1:{port}"
     _done(start, f"listening on {url}")
 

@@ -1,7 +1,7 @@
 """Screenshot the demo page after one generation (docs/images/demo_page.png).
 
     .venv/bin/python jobs/serve.py --model-dir out/runs/finetune/final_model \
-        --lgm out/runs/reconstructor/final_model --port 8000 &
+        --reconstructor out/runs/reconstructor/final_model --port 8000 &
     .venv/bin/python scripts/screenshot_demo.py --url http://127.0.0.1:8000 --out docs/images/demo_page.png
 
 Drives the system's Chromium through Playwright, as tests/test_web.py does.

@@ -46,20 +46,20 @@ def start_tiny_serve_app(root: Path, name: str, training_cameras: dict[str, list
     from ray import serve
 
     from models.reconstructor.model import LGM
-    from models.pipeline_videomv.loading import MultiViewModel
+    from models.pipeline_videomv.pipeline_videomv import VideoMVPipeline
     from models.toy.tiny import make_tiny
-    from pipeline.serve.serving import build_app
+    from pipeline.serve.app import build_app
 
     model_dir = make_tiny("t2v", str(root / "tiny-t2v"))
-    model = MultiViewModel.from_pretrained(model_dir)
-    model.unet.camera_embedding.register_to_config(training_cameras=training_cameras)
+    model = VideoMVPipeline.from_pretrained(model_dir)
+    model.camera_embedding.register_to_config(training_cameras=training_cameras)
     model.save_pretrained(model_dir)
     torch.manual_seed(0)
     LGM("tiny").save_pretrained(str(root / "lgm"))
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     # Batching is asked for: a CPU replica does not batch by default, and the tests check batching.
-    serve.run(build_app(model_dir, lgm=str(root / "lgm"), num_gpus=0, max_batch_size=4, timeout_s=120), name=name,
+    serve.run(build_app(model_dir, reconstructor=str(root / "lgm"), num_gpus=0, max_batch_size=4, timeout_s=120), name=name,
               route_prefix="/")
     url = f"http://127.0.0.1:{port}"
     for _ in range(120):

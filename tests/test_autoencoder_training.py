@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from models.toy.autoencoder import reconstruction_psnr, train_autoencoder
-from models.pipeline_videomv.loading import MultiViewModel, model_resolution
+from models.pipeline_videomv.loading import model_resolution
+from models.pipeline_videomv.pipeline_videomv import VideoMVPipeline
 from models.toy.tiny import build_tiny, save_tiny
 
 
@@ -36,7 +37,7 @@ def test_the_autoencoder_learns_and_sets_its_latent_scale(tmp_path):
     assert latents.std().item() == pytest.approx(1.0, rel=0.05)  # unit scale for the UNet
 
     save_tiny(model, str(tmp_path / "tiny"))
-    loaded = MultiViewModel.from_pretrained(str(tmp_path / "tiny"))
+    loaded = VideoMVPipeline.from_pretrained(str(tmp_path / "tiny"))
     assert model_resolution(str(tmp_path / "tiny")) == 32
     assert loaded.vae.config.scaling_factor == pytest.approx(report.scaling_factor)
     assert loaded.scheduler.config.prediction_type == "v_prediction"

@@ -16,8 +16,9 @@ from pipeline.encode_stage import EncodeConfig
 from pipeline.evaluation.protocol import EvaluationConfig
 from pipeline.local_run import LocalRunConfig
 from pipeline.render_stage import RenderJobConfig
-from pipeline.serve.serving import GenerateRequest, ServeConfig
-from pipeline.train.common import TrainConfig
+from pipeline.serve.api import GenerateRequest
+from pipeline.serve.app import ServeConfig
+from pipeline.train.config import TrainConfig
 from pipeline.train.reconstructor import RECON_TRAIN_DEFAULTS, ReconConfig, with_preset_recipe
 
 # job -> (the configs its flags come from, the arguments that make a minimal valid command line)
@@ -141,7 +142,7 @@ def test_generated_flags_parse_every_type():
 
 def test_serve_application_arguments_are_the_serve_config():
     config = config_from_strings(ServeConfig, {"model_dir": "/m", "num_gpus": "0", "max_replicas": "3", "lgm": ""})
-    assert config == ServeConfig(model_dir="/m", lgm=None, num_gpus=0.0, max_replicas=3)
+    assert config == ServeConfig(model_dir="/m", reconstructor=None, num_gpus=0.0, max_replicas=3)
     with pytest.raises(ValueError, match=r"unknown: \['colour'\], missing: \['model_dir'\]"):
         config_from_strings(ServeConfig, {"colour": "red"})
 
@@ -169,11 +170,11 @@ def test_the_client_defaults_are_the_servers():
 
 def test_a_cpu_replica_chosen_because_the_cluster_has_no_gpus_now_is_a_warning(caplog):
     """An autoscaling cluster whose GPU group is at zero nodes looks CPU-only: the choice is said."""
-    with caplog.at_level("WARNING", logger="pipeline.serve.serving"):
+    with caplog.at_level("WARNING", logger="pipeline.serve.app"):
         assert ServeConfig(model_dir="/m").resolved(cluster_has_gpus=False).num_gpus == 0.0
     assert "set num_gpus=1" in caplog.text
     caplog.clear()
-    with caplog.at_level("WARNING", logger="pipeline.serve.serving"):
+    with caplog.at_level("WARNING", logger="pipeline.serve.app"):
         ServeConfig(model_dir="/m", num_gpus=0).resolved(cluster_has_gpus=False)  # asked for: no warning
     assert caplog.text == ""
 
@@ -184,7 +185,7 @@ def test_train_recon_takes_remote_reconstructor_locations(monkeypatch, tmp_path,
     seen = {}
 
     def run(config, recon):
-        seen["lgm"] = recon.lgm
+        seen["lgm"] = recon.reconstructor
         raise ValueError("stopped before Ray")  # the job reports it as an error: the check passed
 
     monkeypatch.setattr(job, "run_train_recon", run)
@@ -192,3 +193,17 @@ def test_train_recon_takes_remote_reconstructor_locations(monkeypatch, tmp_path,
     assert job.main(args) == 2 and seen == {"lgm": location}
     seen.clear()
     assert job.main([*args[:-1], str(tmp_path / "missing.safetensors")]) == 2 and seen == {}
+
+
+def test_renamed_flags_keep_their_old_name_for_one_release_with_a_warning():
+    """``--lgm`` became ``--reconstructor`` (serve and train_recon, as evaluate already named it):
+    the old flag and application argument still work, and say what to use instead."""
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser, ServeConfig)
+    assert parser.parse_args(["--model-dir", "m", "--reconstructor", "r"]).reconstructor == "r"
+    with pytest.warns(FutureWarning, match="--lgm is deprecated.*use --reconstructor"):
+        assert config_from_args(ServeConfig, parser.parse_args(["--model-dir", "m", "--lgm", "r"])).reconstructor == "r"
+    with pytest.warns(FutureWarning, match="lgm= is deprecated.*use reconstructor="):
+        assert config_from_strings(ServeConfig, {"model_dir": "m", "lgm": "r"}).reconstructor == "r"
+    with pytest.raises(ValueError, match="not both"):
+        config_from_strings(ServeConfig, {"model_dir": "m", "lgm": "r", "reconstructor": "s"})

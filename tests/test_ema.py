@@ -40,7 +40,8 @@ def test_the_average_follows_the_authors_update_and_shards_the_weights():
 
 
 def test_offset_noise_adds_a_constant_per_frame_and_channel():
-    from models.generator.objective import RECIPES, MultiViewBatch, diffusion_loss
+    from models.generator.objective import MultiViewBatch, diffusion_loss
+    from models.variants import VARIANTS as RECIPES
     from models.toy.tiny import build_tiny
 
     assert (RECIPES["i2v"].offset_noise, RECIPES["i2v"].ema_decay, RECIPES["i2v"].condition_dropout) == (0.1, 0.9999, 0.0)

@@ -17,13 +17,18 @@ from models.pipeline_videomv.pipeline_videomv import VideoMVPipeline, load_pipel
 from models.reconstructor.loss import ReconstructionLoss
 from models.reconstructor.training import reconstruction_step
 from models.reconstructor.model import LGM
-from models.pipeline_videomv.sampling import orbit_cameras, SamplingConfig
+from models.pipeline_videomv.sampling import SamplingConfig
 from models.pipeline_videomv.one_step import one_step_x0
 from models.toy.tiny import build_tiny
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 RANDOM_DRAWS = {"randn", "rand", "randint", "randperm", "randn_like", "rand_like", "normal", "bernoulli", "multinomial"}
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+def _orbit(variant: str) -> tuple[float, float]:
+    config = SamplingConfig().resolved(variant)
+    return config.elevation, config.distance
 
 
 def test_every_seeded_random_draw_names_its_device():
@@ -77,7 +82,7 @@ def test_bf16_sampling_on_the_cpu(tiny_dir):
 
 
 def test_load_pipeline_defaults_to_fp32_on_the_cpu_and_takes_diffusers_dtype_names(tiny_dir):
-    assert load_pipeline(f"{tiny_dir}/t2v", device="cpu").unet.dtype == torch.float32
+    assert load_pipeline(f"{tiny_dir}/t2v", device="cpu").denoiser.dtype == torch.float32
     pipe = VideoMVPipeline.from_pretrained(f"{tiny_dir}/t2v", dtype=torch.bfloat16)
     assert pipe.unet.dtype == pipe.camera_embedding.dtype == torch.bfloat16
     with pytest.raises(ValueError, match="disagree"):
@@ -110,13 +115,13 @@ def test_guidance_runs_the_unet_once_per_step_on_the_doubled_batch(tiny_dir):
         handle.remove()
     assert calls == [4, 4, 4], "one call per step on [conditional; unconditional]"
     # The doubled batch gives what two calls give.
-    model = pipe.model
+    model = pipe
     config = SamplingConfig().resolved("t2v")
-    cameras = orbit_cameras(model, config, 1)
+    cameras = model.orbit_cameras(config.elevation, config.distance, 1)
     sample = torch.randn(1, 4, 24, 16, 16, generator=torch.Generator().manual_seed(1))
     texts = [model.encode_prompts(["a duck"]), model.encode_prompts([""])]
-    apart = [model.unet(sample, 500, cameras=cameras, encoder_hidden_states=t) for t in texts]
-    together = model.unet(torch.cat([sample, sample]), 500, cameras=torch.cat([cameras, cameras]),
+    apart = [model.denoiser(sample, 500, cameras=cameras, encoder_hidden_states=t) for t in texts]
+    together = model.denoiser(torch.cat([sample, sample]), 500, cameras=torch.cat([cameras, cameras]),
                           encoder_hidden_states=torch.cat(texts)).chunk(2)
     for one, other in zip(apart, together):
         assert torch.allclose(one, other, atol=1e-5)
@@ -154,7 +159,7 @@ def test_the_rasteriser_in_use_is_reported_with_the_reason_for_a_fallback(monkey
 def test_reconstructor_training_decodes_only_its_input_views():
     model = build_tiny("t2v")
     views = torch.rand(1, 24, 3, 32, 32) * 2 - 1
-    cameras = orbit_cameras(model, SamplingConfig().resolved("t2v"), 1)
+    cameras = model.orbit_cameras(*_orbit("t2v"), 1)
     frames = torch.tensor([0, 6, 12, 18])
     decoded = []
     original = model.vae.decode
@@ -192,7 +197,7 @@ def test_the_fine_tuning_loss_one_step_x0_and_sampling_take_a_cuda_generator(tin
     model = build_tiny("t2v").to("cuda")
     generator = torch.Generator(device="cuda").manual_seed(0)
     views = torch.rand(2, 24, 3, 32, 32, device="cuda") * 2 - 1
-    cameras = orbit_cameras(model, SamplingConfig().resolved("t2v"), 2)
+    cameras = model.orbit_cameras(*_orbit("t2v"), 2)
     loss = diffusion_loss(model, MultiViewBatch(views=views, cameras=cameras, prompts=["a", "b"]), generator,
                           autocast_dtype=torch.float16)
     assert torch.isfinite(loss)
@@ -254,18 +259,18 @@ def test_latents_offset_noise_and_the_ema_run_on_the_gpu():
     views = torch.rand(2, 24, 3, 32, 32) * 2 - 1
     posterior = model.encode_posterior(views).half()  # the encode stage's work, on the CPU here
     states = model.encode_prompts(["a", "b"]).half()
-    model.unet.to("cuda")  # the VAE and text encoder stay on the CPU, as finetune --latents keeps them
+    model.denoiser.to("cuda")  # the VAE and text encoder stay on the CPU, as finetune --latents keeps them
     negative = model.encode_prompts([""], device=torch.device("cpu"))[0]
-    cameras = orbit_cameras(model, SamplingConfig().resolved("t2v"), 2)
+    cameras = model.orbit_cameras(*_orbit("t2v"), 2)
     batch = MultiViewBatch(views=None, cameras=cameras, prompts=["a", "b"], posterior=posterior.cuda(),
                            prompt_states=states.cuda(), negative_states=negative.cuda())
     generator = torch.Generator(device="cuda").manual_seed(0)
     loss = diffusion_loss(model, batch, generator, 0.5, torch.float16, offset_noise=0.1)
     assert torch.isfinite(loss)
-    ema = ShardedEMA(model.unet, 0.9)
+    ema = ShardedEMA(model.denoiser, 0.9)
     loss.backward()
     with torch.no_grad():
-        for parameter in model.unet.parameters():
+        for parameter in model.denoiser.parameters():
             parameter.add_(0.01)
     ema.update()
     assert all(tensor.is_cuda for tensor in ema.shadow.values())

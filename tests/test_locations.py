@@ -13,9 +13,10 @@ from safetensors.torch import save_file
 from models import VideoMVPipeline
 from models.reconstructor.model import LGM
 from models.locations import ModelLocationError, fetch
-from models.pipeline_videomv.loading import ModelDirectoryError, MultiViewModel
+from models.pipeline_videomv.loading import ModelDirectoryError
 from models.toy.tiny import make_tiny
-from pipeline.train.common import FINAL_MODEL, publish_final
+from pipeline.train.config import FINAL_MODEL, TrainConfig
+from pipeline.train.worker import publish_final
 
 
 @pytest.fixture()
@@ -43,7 +44,7 @@ def test_memory_uri_round_trip_is_fetched_once(tiny_t2v, cache, tmp_path):
     assert local.startswith(cache) and os.path.isfile(os.path.join(local, "model_index.json"))
     fsspec.filesystem("memory").rm("/bucket/runs/g", recursive=True)
     assert fetch("memory://bucket/runs/g/final_model") == local  # from the cache, not fetched again
-    assert MultiViewModel.from_pretrained("memory://bucket/runs/g/final_model").variant == "t2v"
+    assert VideoMVPipeline.from_pretrained("memory://bucket/runs/g/final_model").variant == "t2v"
 
 
 def test_a_single_file_uri_and_missing_locations(cache, tmp_path):
@@ -58,7 +59,7 @@ def test_a_single_file_uri_and_missing_locations(cache, tmp_path):
     with pytest.raises(ModelLocationError, match="memory://nowhere/model does not exist"):
         fetch("memory://nowhere/model")
     with pytest.raises(ModelDirectoryError, match="is a file, not a diffusers model directory"):
-        MultiViewModel.from_pretrained("memory://weights/model_fp16_fixrot.safetensors")
+        VideoMVPipeline.from_pretrained("memory://weights/model_fp16_fixrot.safetensors")
     assert not [name for name in os.listdir(os.path.join(cache, "models")) if name.startswith(".fetch-")]
 
 
@@ -68,8 +69,8 @@ def test_mlflow_registry_and_run_uris(tiny_t2v, cache, tmp_path):
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     mlflow.set_tracking_uri(store)
     mlflow.set_experiment("locations")
-    model = MultiViewModel.from_pretrained(tiny_t2v)
-    config = {"output": str(tmp_path / "out"), "name": "g", "register_as": "videomv-tiny"}
+    model = VideoMVPipeline.from_pretrained(tiny_t2v)
+    config = TrainConfig(model="m", data="d", output=str(tmp_path / "out"), name="g", register_as="videomv-tiny")
     with mlflow.start_run() as run:
         target = publish_final(model.save_pretrained, config, mlflow)
         registered = mlflow.get_run(run.info.run_id).data.tags["registered_model"]

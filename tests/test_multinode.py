@@ -13,7 +13,7 @@ from models.toy.tiny import make_tiny
 from pipeline.data import shards
 from pipeline.train.finetune import run_finetune
 from pipeline.render_stage import RenderJobConfig, run_render_job
-from pipeline.train.common import FINAL_MODEL, TrainConfig
+from pipeline.train.config import FINAL_MODEL, TrainConfig
 from render.settings import RenderSettings
 
 

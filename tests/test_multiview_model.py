@@ -13,7 +13,8 @@ import torch
 import camera
 from conftest import REPO_ROOT
 from models.generator.camera_embedding import CameraEmbedding
-from models.pipeline_videomv.loading import ModelDirectoryError, MultiViewModel
+from models.pipeline_videomv.loading import ModelDirectoryError
+from models.pipeline_videomv.pipeline_videomv import VideoMVPipeline
 from models.generator.objective import MultiViewBatch, diffusion_loss
 from models.toy.tiny import TINY_RESOLUTION, make_tiny
 
@@ -24,8 +25,8 @@ def tiny_dirs(tmp_path_factory) -> dict[str, str]:
     return {variant: make_tiny(variant, str(root / variant)) for variant in ("t2v", "i2v")}
 
 
-def load(tiny_dirs, variant: str) -> MultiViewModel:
-    model = MultiViewModel.from_pretrained(tiny_dirs[variant])
+def load(tiny_dirs, variant: str) -> VideoMVPipeline:
+    model = VideoMVPipeline.from_pretrained(tiny_dirs[variant])
     model.freeze_encoders()
     return model
 
@@ -34,7 +35,7 @@ def orbit_cameras(batch: int = 1, elevation: float = 20.0) -> torch.Tensor:
     return torch.tensor(camera.orbit_c2w(elevation), dtype=torch.float32)[None].repeat(batch, 1, 1, 1)
 
 
-def unet_inputs(model: MultiViewModel, batch: int = 1, frames: int = 24, seed: int = 0) -> dict:
+def unet_inputs(model: VideoMVPipeline, batch: int = 1, frames: int = 24, seed: int = 0) -> dict:
     generator = torch.Generator().manual_seed(seed)
     size = TINY_RESOLUTION // 2
     inputs = {
@@ -49,22 +50,22 @@ def unet_inputs(model: MultiViewModel, batch: int = 1, frames: int = 24, seed: i
     return inputs
 
 
-def randomise_camera_embedding(model: MultiViewModel, seed: int = 1) -> None:
+def randomise_camera_embedding(model: VideoMVPipeline, seed: int = 1) -> None:
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for parameter in model.unet.camera_embedding.parameters():
+        for parameter in model.camera_embedding.parameters():
             parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.5)
 
 
 @pytest.mark.parametrize("variant", ["t2v", "i2v"])
 def test_zero_initialised_camera_embedding_equals_the_video_model(tiny_dirs, variant):
     model = load(tiny_dirs, variant)
-    assert torch.count_nonzero(model.unet.camera_embedding.linear_2.weight) == 0
+    assert torch.count_nonzero(model.camera_embedding.linear_2.weight) == 0
     inputs = unet_inputs(model)
     sample, timestep = inputs.pop("sample"), inputs.pop("timestep")
     with torch.no_grad():
-        plain = model.unet.unet(sample, timestep, return_dict=False, **inputs)[0]
-        with_cameras = model.unet(sample, timestep, cameras=orbit_cameras(), **inputs)
+        plain = model.unet(sample, timestep, return_dict=False, **inputs)[0]
+        with_cameras = model.denoiser(sample, timestep, cameras=orbit_cameras(), **inputs)
     assert torch.equal(plain, with_cameras)
 
 
@@ -79,7 +80,7 @@ def test_camera_embedding_is_added_to_each_frames_time_embedding(tiny_dirs, vari
     def capture(module, args, kwargs):
         seen.append((kwargs["temb"] if "temb" in kwargs else args[1]).detach().clone())
 
-    unet = model.unet.unet
+    unet = model.unet
     blocks = [*unet.down_blocks, unet.mid_block, *unet.up_blocks]
     # Registered after the camera hook, so it sees what the block receives.
     handles = [block.register_forward_pre_hook(capture, with_kwargs=True) for block in blocks]
@@ -90,16 +91,16 @@ def test_camera_embedding_is_added_to_each_frames_time_embedding(tiny_dirs, vari
         plain = unet(sample, timestep, return_dict=False, **inputs)[0]
         temb_plain = seen[0]
         seen.clear()
-        first = model.unet(sample, timestep, cameras=cameras, **inputs)
+        first = model.denoiser(sample, timestep, cameras=cameras, **inputs)
         temb_first = seen[0]
         assert all(torch.equal(t, temb_first) for t in seen), "every block gets the same temb"
         seen.clear()
-        second = model.unet(sample, timestep, cameras=moved, **inputs)
+        second = model.denoiser(sample, timestep, cameras=moved, **inputs)
         temb_second = seen[0]
     for handle in handles:
         handle.remove()
     with torch.no_grad():
-        expected = model.unet.camera_embedding(cameras)  # [B * F, E], batch-major
+        expected = model.camera_embedding(cameras)  # [B * F, E], batch-major
     assert temb_plain.shape == (48, unet.time_embedding.linear_2.out_features)
     torch.testing.assert_close(temb_first - temb_plain, expected, rtol=1e-5, atol=1e-5)
     changed = (temb_second != temb_first).any(dim=1).nonzero().flatten().tolist()
@@ -116,17 +117,17 @@ def test_save_and_reload_keeps_the_camera_embedding(tiny_dirs, variant, tmp_path
     inputs = unet_inputs(model)
     sample, timestep = inputs.pop("sample"), inputs.pop("timestep")
     with torch.no_grad():
-        before = model.unet(sample, timestep, cameras=orbit_cameras(), **inputs)
+        before = model.denoiser(sample, timestep, cameras=orbit_cameras(), **inputs)
     model.save_pretrained(str(tmp_path / "finetuned"))
     assert os.path.exists(tmp_path / "finetuned" / "camera_embedding" / "diffusion_pytorch_model.safetensors")
-    reloaded = MultiViewModel.from_pretrained(str(tmp_path / "finetuned"))
+    reloaded = VideoMVPipeline.from_pretrained(str(tmp_path / "finetuned"))
     assert reloaded.variant == variant
     for key in ("embedding_dim", "num_frames"):
-        assert reloaded.unet.camera_embedding.config[key] == model.unet.camera_embedding.config[key]
-    for name, tensor in model.unet.state_dict().items():
-        assert torch.equal(tensor, reloaded.unet.state_dict()[name]), name
+        assert reloaded.camera_embedding.config[key] == model.camera_embedding.config[key]
+    for name, tensor in model.denoiser.state_dict().items():
+        assert torch.equal(tensor, reloaded.denoiser.state_dict()[name]), name
     with torch.no_grad():
-        after = reloaded.unet(sample, timestep, cameras=orbit_cameras(), **inputs)
+        after = reloaded.denoiser(sample, timestep, cameras=orbit_cameras(), **inputs)
     assert torch.equal(before, after)
 
 
@@ -147,10 +148,10 @@ def test_published_layout_and_hf_cache(tiny_dirs, tmp_path, monkeypatch):
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
-    model = MultiViewModel.from_pretrained("videomv/tiny-t2v")
+    model = VideoMVPipeline.from_pretrained("videomv/tiny-t2v")
     assert model.variant == "t2v"
     with pytest.raises(ModelDirectoryError, match="neither a local directory nor a repo in the Hugging Face cache"):
-        MultiViewModel.from_pretrained("videomv/not-there")
+        VideoMVPipeline.from_pretrained("videomv/not-there")
 
 
 def test_incomplete_directories_name_what_is_missing(tiny_dirs, tmp_path):
@@ -160,11 +161,11 @@ def test_incomplete_directories_name_what_is_missing(tiny_dirs, tmp_path):
     for weights in (broken / "image_encoder").glob("*.safetensors"):
         weights.unlink()
     with pytest.raises(ModelDirectoryError, match=r"missing: vae/, image_encoder/ weights"):
-        MultiViewModel.from_pretrained(str(broken))
+        VideoMVPipeline.from_pretrained(str(broken))
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(ModelDirectoryError, match="no model_index.json"):
-        MultiViewModel.from_pretrained(str(empty))
+        VideoMVPipeline.from_pretrained(str(empty))
 
 
 def test_wrong_frame_count_and_camera_shape_are_rejected(tiny_dirs):
@@ -172,13 +173,13 @@ def test_wrong_frame_count_and_camera_shape_are_rejected(tiny_dirs):
     inputs = unet_inputs(model, frames=7)
     sample, timestep = inputs.pop("sample"), inputs.pop("timestep")
     with pytest.raises(ValueError, match="expected 24 frames"):
-        model.unet(sample, timestep, cameras=orbit_cameras()[:, :7], **inputs)
+        model.denoiser(sample, timestep, cameras=orbit_cameras()[:, :7], **inputs)
     inputs = unet_inputs(model)
     sample, timestep = inputs.pop("sample"), inputs.pop("timestep")
     with pytest.raises(ValueError, match=r"cameras must be \[1, 24, 4, 4\]"):
-        model.unet(sample, timestep, cameras=orbit_cameras()[:, :, :3], **inputs)
+        model.denoiser(sample, timestep, cameras=orbit_cameras()[:, :, :3], **inputs)
     with pytest.raises(ValueError, match="cameras .* are required"):
-        model.unet(sample, timestep, **inputs)
+        model.denoiser(sample, timestep, **inputs)
     with pytest.raises(ValueError, match="cameras must be"):
         CameraEmbedding(embedding_dim=8)(torch.zeros(2, 24, 12))
 
@@ -196,7 +197,7 @@ def test_the_objective_can_learn_a_fixed_batch(tiny_dirs, variant, steps):
     torch.manual_seed(0)
     model = load(tiny_dirs, variant)
     batch = fixed_batch(variant)
-    optimizer = torch.optim.AdamW(model.unet.parameters(), lr=2e-3, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(model.denoiser.parameters(), lr=2e-3, weight_decay=0.0)
     losses = []
     for _ in range(steps):
         generator = torch.Generator().manual_seed(7)  # same noise and t every step: a fixed target
@@ -206,7 +207,7 @@ def test_the_objective_can_learn_a_fixed_batch(tiny_dirs, variant, steps):
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0], losses
-    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.unet.camera_embedding.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.camera_embedding.parameters())
 
 
 def test_gradient_checkpointing_gives_the_same_gradients(tiny_dirs):
@@ -215,12 +216,12 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny_dirs):
     batch = fixed_batch("t2v")
     gradients = []
     for checkpointing in (False, True):
-        (model.unet.enable_gradient_checkpointing if checkpointing else model.unet.disable_gradient_checkpointing)()
-        assert model.unet.gradient_checkpointing == checkpointing
-        model.unet.zero_grad()
+        (model.denoiser.enable_gradient_checkpointing if checkpointing else model.denoiser.disable_gradient_checkpointing)()
+        assert model.denoiser.gradient_checkpointing == checkpointing
+        model.denoiser.zero_grad()
         loss = diffusion_loss(model, batch, torch.Generator().manual_seed(3), condition_dropout=0.0)
         loss.backward()
-        gradients.append({n: p.grad.clone() for n, p in model.unet.named_parameters() if p.grad is not None})
+        gradients.append({n: p.grad.clone() for n, p in model.denoiser.named_parameters() if p.grad is not None})
     assert gradients[0].keys() == gradients[1].keys()
     for name in gradients[0]:
         torch.testing.assert_close(gradients[0][name], gradients[1][name], rtol=1e-4, atol=1e-6, msg=name)
@@ -248,7 +249,7 @@ def test_make_tiny_command(tmp_path):
     result = subprocess.run([sys.executable, str(REPO_ROOT / "jobs" / "make_tiny.py"), "--variant", "t2v",
                              "--output", str(output)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert MultiViewModel.from_pretrained(str(output)).variant == "t2v"
+    assert VideoMVPipeline.from_pretrained(str(output)).variant == "t2v"
     again = subprocess.run([sys.executable, str(REPO_ROOT / "jobs" / "make_tiny.py"), "--variant", "t2v",
                             "--output", str(output)], capture_output=True, text=True)
     assert again.returncode == 2 and "not empty" in again.stderr

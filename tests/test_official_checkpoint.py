@@ -58,11 +58,11 @@ def run_authors_inputs(pipe, with_camera: bool) -> torch.Tensor:
     # The authors' cameras (Z-up world) in this project's convention (Y-up): ours = W^-1 theirs.
     theirs = io["camera_data"].double().reshape(2, 24, 4, 4)
     ours = (torch.linalg.inv(WORLD_FROM_OURS) @ theirs).float()
-    model = pipe.model
+    model = pipe
     with torch.no_grad():
         if with_camera:
-            return model.unet(io["x"].clone(), io["t"].clone(), cameras=ours, encoder_hidden_states=io["y"].clone())
-        return model.unet.unet(io["x"].clone(), io["t"].clone(), encoder_hidden_states=io["y"].clone()).sample
+            return model.denoiser(io["x"].clone(), io["t"].clone(), cameras=ours, encoder_hidden_states=io["y"].clone())
+        return model.unet(io["x"].clone(), io["t"].clone(), encoder_hidden_states=io["y"].clone()).sample
 
 
 def test_the_converted_text_model_reproduces_the_authors_network(tiny_base, tmp_path):
@@ -157,8 +157,8 @@ def test_the_converted_image_model_reproduces_the_authors_network(tiny_i2v_base,
     inputs = dict(encoder_hidden_states=io["y"].clone(), image_latents=io["derived_image_latents_with_frame_mask"].clone(),
                   image_embeddings=io["image"].clone(), fps=io["fps"].clone())
     with torch.no_grad():
-        out = pipe.model.unet(io["x"].clone(), io["t"].clone(), cameras=ours, **inputs)
-        plain = pipe.model.unet.unet(io["x"].clone(), io["t"].clone(), **inputs).sample
+        out = pipe.unet(io["x"].clone(), io["t"].clone(), cameras=ours, **inputs)
+        plain = pipe.unet(io["x"].clone(), io["t"].clone(), **inputs).sample
     torch.testing.assert_close(out, io["out"], atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(plain, io["out_without_camera"], atol=1e-4, rtol=1e-4)
     with pytest.raises(CheckpointConversionError, match="is an i2v model; the checkpoint is the t2v one"):

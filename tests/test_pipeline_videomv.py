@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import numpy as np
 import PIL.Image
@@ -13,7 +14,6 @@ from diffusers import DiffusionPipeline, DPMSolverMultistepScheduler
 
 from models import VideoMVPipeline
 from models.reconstructor.model import LGM
-from models.pipeline_videomv.loading import MultiViewModel
 from models.reconstructor.renders_vs_x0 import RendersVsX0
 from models.pipeline_videomv.sampling import SamplingConfig, sample_views
 from models.toy.tiny import make_tiny
@@ -27,16 +27,16 @@ def dirs(tmp_path_factory) -> dict[str, str]:
     a reconstructor with a renders-vs-x0 record) saved by the pipeline."""
     root = tmp_path_factory.mktemp("pipeline")
     published = {variant: make_tiny(variant, str(root / variant)) for variant in ("t2v", "i2v")}
-    model = MultiViewModel.from_pretrained(published["t2v"])
+    model = VideoMVPipeline.from_pretrained(published["t2v"])
     generator = torch.Generator().manual_seed(3)
     with torch.no_grad():
-        for parameter in model.unet.camera_embedding.parameters():
+        for parameter in model.camera_embedding.parameters():
             parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.3)
     torch.manual_seed(0)
     reconstructor = LGM("tiny").eval()
     reconstructor.renders_vs_x0 = RendersVsX0(t=[581, 381, 181], render_psnr=[20.0, 21.0, 22.0],
                                               x0_psnr=[25.0, 21.2, 21.0])
-    VideoMVPipeline.from_model(model, reconstructor).save_pretrained(str(root / "finetuned"))
+    model.with_reconstructor(reconstructor).save_pretrained(str(root / "finetuned"))
     return {**published, "finetuned": str(root / "finetuned")}
 
 
@@ -72,6 +72,23 @@ def test_diffusers_loads_the_pipeline_or_says_why_never_a_camera_less_video_mode
     np.testing.assert_allclose(a.frames, b.frames, atol=1e-6)
 
 
+def test_a_directory_saved_before_the_concern_folders_still_loads(dirs, tmp_path):
+    """Directories written by the flat layout name ``models.camera_embedding`` and ``models.lgm`` in
+    model_index.json: both loaders still read them, to the same weights."""
+    old = tmp_path / "old-layout"
+    shutil.copytree(dirs["finetuned"], old)
+    index_path = old / "model_index.json"
+    index = json.loads(index_path.read_text())
+    index.update(camera_embedding=["models.camera_embedding", "CameraEmbedding"], reconstructor=["models.lgm", "LGM"])
+    index_path.write_text(json.dumps(index))
+    ours = VideoMVPipeline.from_pretrained(dirs["finetuned"])
+    for loaded in (VideoMVPipeline.from_pretrained(str(old)),
+                   DiffusionPipeline.from_pretrained(str(old), trust_remote_code=True)):
+        assert type(loaded) is VideoMVPipeline and isinstance(loaded.reconstructor, LGM)
+        for name, tensor in ours.camera_embedding.state_dict().items():
+            assert torch.equal(tensor, loaded.camera_embedding.state_dict()[name]), name
+
+
 def test_published_video_model_gets_a_zero_camera_embedding(dirs):
     pipe = VideoMVPipeline.from_pretrained(dirs["t2v"])
     assert pipe.reconstructor is None
@@ -94,7 +111,7 @@ def test_call_matches_the_sampler_and_follows_diffusers_conventions(dirs):
     assert out.frames.shape == (2, 24, 3, 32, 32) and out.cameras.shape == (2, 24, 4, 4)
     assert out.gaussians is not None and out.gaussians.means.shape[0] == 2
     # One code path: the sampler with the same seeds gives the same views.
-    direct = sample_views(pipe.model, prompts=["a chair", "a lamp"], config=SamplingConfig(steps=STEPS, seeds=(4, 5)))
+    direct = sample_views(pipe, prompts=["a chair", "a lamp"], config=SamplingConfig(steps=STEPS, seeds=(4, 5)))
     torch.testing.assert_close(out.frames, direct.views, atol=1e-6, rtol=0)
     as_np = pipe(prompt="a chair", num_inference_steps=STEPS, generator=torch.Generator().manual_seed(4))
     assert as_np.frames.shape == (1, 24, 32, 32, 3) and as_np.frames.dtype == np.float32
@@ -154,7 +171,7 @@ def test_model_cpu_offload_hooks_every_component_and_keeps_the_result(dirs):
     offloaded.enable_model_cpu_offload(device="cpu")
     hooked = {name for name, module in offloaded.components.items() if hasattr(module, "_hf_hook")}
     assert hooked == {"unet", "camera_embedding", "vae", "text_encoder", "reconstructor"}
-    assert offloaded.model.device == offloaded._execution_device
+    assert offloaded.device == offloaded._execution_device
     result = offloaded(**arguments, generator=torch.Generator().manual_seed(0))
     assert result.reconstructions == expected.reconstructions > 0
     np.testing.assert_allclose(result.frames, expected.frames, atol=1e-6)
@@ -183,11 +200,11 @@ def test_model_cpu_offload_gives_the_on_device_result_and_frees_the_device(dirs)
 
 @pytest.fixture
 def seen(monkeypatch) -> list[list[str]]:
-    """Every list of prompts the text encoder is given, in order (``MultiViewModel.encode_prompts`` recorded)."""
+    """Every list of prompts the text encoder is given, in order (``VideoMVPipeline.encode_prompts`` recorded)."""
 
     calls: list[list[str]] = []
-    original = MultiViewModel.encode_prompts
-    monkeypatch.setattr(MultiViewModel, "encode_prompts",
+    original = VideoMVPipeline.encode_prompts
+    monkeypatch.setattr(VideoMVPipeline, "encode_prompts",
                         lambda self, prompts, **options: calls.append(list(prompts)) or original(self, prompts, **options))
     return calls
 
@@ -198,12 +215,12 @@ def test_prompts_get_the_recorded_caption_suffix_once(seen):
     from models.toy.tiny import build_tiny
 
     model = build_tiny("t2v")
-    pipe = VideoMVPipeline.from_model(model)
+    pipe = model
     pipe.set_progress_bar_config(disable=True)
     pipe(prompt=["a duck", "a box, 3d asset"], num_inference_steps=1, generator=torch.Generator().manual_seed(0))
     assert seen[0] == ["a duck", "a box, 3d asset"]
     seen.clear()
-    model.unet.camera_embedding.register_to_config(prompt_suffix=", 3d asset")
+    model.camera_embedding.register_to_config(prompt_suffix=", 3d asset")
     pipe(prompt=["a duck", "a box, 3d asset"], num_inference_steps=1, generator=torch.Generator().manual_seed(0))
     assert seen[0] == ["a duck, 3d asset", "a box, 3d asset"]
 
@@ -216,7 +233,7 @@ def test_guidance_and_condition_dropout_use_the_negative_prompt(seen):
     from models.toy.tiny import build_tiny
 
     model = build_tiny("t2v")
-    pipe = VideoMVPipeline.from_model(model)
+    pipe = model
     pipe.set_progress_bar_config(disable=True)
 
     def unconditional(**options) -> list[str]:
@@ -226,7 +243,7 @@ def test_guidance_and_condition_dropout_use_the_negative_prompt(seen):
 
     assert unconditional() == [AUTHORS_NEGATIVE_PROMPT] * 2
     assert unconditional(negative_prompt="blurry") == ["blurry"] * 2
-    model.unet.camera_embedding.register_to_config(negative_prompt="")
+    model.camera_embedding.register_to_config(negative_prompt="")
     assert unconditional() == ["", ""], "the recorded negative prompt (here the empty one) wins over the default"
 
     batch = MultiViewBatch(views=torch.zeros(2, 24, 3, 32, 32), cameras=torch.eye(4).expand(2, 24, 4, 4),
@@ -245,7 +262,7 @@ def test_guidance_and_condition_dropout_use_the_negative_prompt(seen):
         diffusion_loss(i2v, image_batch, torch.Generator().manual_seed(0), condition_dropout=0.999,
                        negative_prompt="blurry")
     assert seen == [["blurry", "blurry"]]
-    i2v_pipe = VideoMVPipeline.from_model(i2v)
+    i2v_pipe = i2v
     i2v_pipe.set_progress_bar_config(disable=True)
     seen.clear()
     i2v_pipe(image=torch.zeros(1, 3, 32, 32), num_inference_steps=1, generator=torch.Generator().manual_seed(0))
@@ -260,7 +277,7 @@ def test_the_pipeline_speaks_diffusers(dirs, tmp_path):
     pipe = quiet(VideoMVPipeline.from_pretrained(dirs["finetuned"]))
     call = dict(num_inference_steps=2, guidance_scale=3.0, output_type="pt")
     by_text = pipe(prompt=["a duck"], negative_prompt="blurry", generator=torch.Generator().manual_seed(0), **call)
-    model = pipe.model
+    model = pipe
     by_embeds = pipe(prompt_embeds=model.encode_prompts(["a duck"]), negative_prompt_embeds=model.encode_prompts(
         ["blurry"]), generator=torch.Generator().manual_seed(0), **call)
     torch.testing.assert_close(by_embeds.frames, by_text.frames)
@@ -284,12 +301,12 @@ def test_the_pipeline_speaks_diffusers(dirs, tmp_path):
     assert (saved / "reconstructor" / "model.safetensors").read_bytes() == fp32
     assert (saved / "reconstructor" / "model.fp16.safetensors").is_file()
     half = VideoMVPipeline.from_pretrained(str(saved), variant="fp16", torch_dtype=torch.float16)
-    assert half.unet.dtype == torch.float16 and next(half.reconstructor.parameters()).dtype == torch.float16
+    assert half.denoiser.dtype == torch.float16 and next(half.reconstructor.parameters()).dtype == torch.float16
 
     # A saved 4-frame model loads as one without num_frames=.
-    four = MultiViewModel.from_pretrained(dirs["t2v"], num_frames=4)
-    VideoMVPipeline.from_model(four).save_pretrained(str(tmp_path / "four"))
-    assert VideoMVPipeline.from_pretrained(str(tmp_path / "four")).model.unet.num_frames == 4
+    four = VideoMVPipeline.from_pretrained(dirs["t2v"], num_frames=4)
+    four.save_pretrained(str(tmp_path / "four"))
+    assert VideoMVPipeline.from_pretrained(str(tmp_path / "four")).num_frames == 4
     assert VideoMVPipeline.from_pretrained(dirs["finetuned"], device_map="cpu").device.type == "cpu"
     with pytest.raises(ValueError, match="device_map='balanced' is not supported"):
         VideoMVPipeline.from_pretrained(dirs["finetuned"], device_map="balanced")

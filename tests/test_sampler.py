@@ -10,16 +10,15 @@ import torch.nn.functional as F
 
 import camera
 from models.reconstructor.model import LGM
-from models.pipeline_videomv.loading import MultiViewModel
 from models.reconstructor.training import psnr
 from models.reconstructor.renders_vs_x0 import RendersVsX0
-from models.pipeline_videomv.sampling import (
-    SamplingConfig,
+from models.pipeline_videomv.pipeline_videomv import VideoMVPipeline
+from models.pipeline_videomv.sampling import SamplingConfig, sample_views
+from models.pipeline_videomv.three_d_aware import (
     input_view_indices,
     measured_steps,
     reconstruct_views,
     reconstruction_steps,
-    sample_views,
 )
 from models.pipeline_videomv.one_step import AUTHORS_TIMESTEPS, measure_renders_vs_x0
 from models.toy.tiny import make_tiny
@@ -31,8 +30,8 @@ STEPS = 6
 def models(tmp_path_factory):
     root = tmp_path_factory.mktemp("sampler")
     torch.manual_seed(0)
-    return {"t2v": MultiViewModel.from_pretrained(make_tiny("t2v", str(root / "t2v"))),
-            "i2v": MultiViewModel.from_pretrained(make_tiny("i2v", str(root / "i2v"))),
+    return {"t2v": VideoMVPipeline.from_pretrained(make_tiny("t2v", str(root / "t2v"))),
+            "i2v": VideoMVPipeline.from_pretrained(make_tiny("i2v", str(root / "i2v"))),
             "lgm": LGM("tiny").eval()}
 
 
@@ -71,10 +70,10 @@ def test_training_cameras_bound_the_defaults_and_warn_outside(models, caplog):
     assert (resolved.elevation, resolved.distance) == (20.0, 2.0)  # 15 moved inside
     assert SamplingConfig(elevation=25.0).resolved("i2v", recorded).elevation == 25.0
     model = models["t2v"]
-    embedding = model.unet.camera_embedding
+    embedding = model.camera_embedding
     embedding.register_to_config(training_cameras=recorded)
     try:
-        with caplog.at_level("WARNING", logger="models.pipeline_videomv.sampling"):
+        with caplog.at_level("WARNING", logger="models.pipeline_videomv.pipeline_videomv"):
             sample_views(model, prompts=["a chair"], config=SamplingConfig(steps=1))
             assert not caplog.records
             sample_views(model, prompts=["a chair"], config=SamplingConfig(steps=1, elevation=45.0, distance=1.7))
@@ -152,7 +151,7 @@ def test_measured_schedule_leaves_out_the_steps_where_renders_lose(models, tmp_p
         lgm.save_pretrained(str(tmp_path / "lgm"))
         loaded = LGM.from_pretrained(str(tmp_path / "lgm"))
         assert loaded.renders_vs_x0 == lgm.renders_vs_x0
-        with caplog.at_level("INFO", logger="models.pipeline_videomv.sampling"):
+        with caplog.at_level("INFO", logger="models.pipeline_videomv.three_d_aware"):
             assert measured_steps(loaded, authors, scheduler.timesteps) == authors[:2]  # t=181: 1 dB worse
         assert "left out at t = [181]" in caplog.text
         # 6 steps: the authors' indices 2, 4, 5 are t = 499, 167, 1, nearest the measured 581, 181, 181.
@@ -228,11 +227,10 @@ def test_three_d_aware_sampling_with_a_sigma_scaled_scheduler_and_a_refused_one(
     import diffusers
 
     from models.reconstructor.model import LGM
-    from models.pipeline_videomv.pipeline_videomv import VideoMVPipeline
     from models.toy.tiny import build_tiny
 
     torch.manual_seed(0)
-    pipe = VideoMVPipeline.from_model(build_tiny("t2v"), LGM("tiny"))
+    pipe = build_tiny("t2v").with_reconstructor(LGM("tiny"))
     pipe.set_progress_bar_config(disable=True)
     pipe.scheduler = diffusers.EulerDiscreteScheduler.from_config(pipe.scheduler.config)
     out = pipe(prompt="a duck", num_inference_steps=3, three_d_aware=(1,), output_type="pt",

@@ -18,7 +18,7 @@ from PIL import Image
 
 from conftest import REPO_ROOT, start_tiny_serve_app
 from models.gaussians.ply import load_ply
-from pipeline.serve.serving import build_app
+from pipeline.serve.app import build_app
 
 STEPS = 5
 TRAINING_CAMERAS = {"elevation": [0.0, 30.0], "distance": [2.0, 2.0], "fov": [39.6, 39.6]}
@@ -194,7 +194,7 @@ def test_a_request_past_the_timeout_gets_504_and_stops(server):
     from ray import serve
 
     # The same application with a 3 s timeout (2 CPUs leave no room for a second one beside it).
-    serve.run(build_app(server["model_dir"], lgm=None, num_gpus=0, timeout_s=3), name="videomv", route_prefix="/")
+    serve.run(build_app(server["model_dir"], reconstructor=None, num_gpus=0, timeout_s=3), name="videomv", route_prefix="/")
     url = server["url"]
     try:
         before = wait_for_stats(url, lambda s: True)
@@ -204,7 +204,7 @@ def test_a_request_past_the_timeout_gets_504_and_stops(server):
         assert (stats["running"], stats["cancelled"], stats["completed"]) == (0, before["cancelled"] + 1,
                                                                               before["completed"]), stats
     finally:
-        serve.run(build_app(server["model_dir"], lgm=str(server["root"] / "lgm"), num_gpus=0, timeout_s=120),
+        serve.run(build_app(server["model_dir"], reconstructor=str(server["root"] / "lgm"), num_gpus=0, timeout_s=120),
                   name="videomv", route_prefix="/")
 
 

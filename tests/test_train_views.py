@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from models.toy.train_views import reorder_orbits
+from models.generator.objective import reorder_orbits
 
 
 def test_reordering_keeps_views_and_cameras_together():

@@ -11,7 +11,7 @@ import torch
 
 from models.reconstructor.model import LGM
 from models.reconstructor.options import PRESETS
-from models.pipeline_videomv.loading import MultiViewModel
+from models.pipeline_videomv.pipeline_videomv import VideoMVPipeline
 from models.generator.objective import MultiViewBatch, diffusion_loss
 from models.prompts import AUTHORS_NEGATIVE_PROMPT
 from models.reconstructor.loss import ReconstructionLoss
@@ -21,8 +21,8 @@ from pipeline.data import shards
 from pipeline.train.finetune import run_finetune
 from pipeline.data.rows import row_to_tensors
 from pipeline.render_stage import RenderJobConfig, run_render_job
-from pipeline.train.common import TRAINING_STATE, TrainConfig
-from pipeline.data.datasets import BACKGROUNDS
+from pipeline.train.config import TRAINING_STATE, TrainConfig
+from models.variants import VARIANTS
 from pipeline.train.reconstructor import ReconConfig, run_train_recon
 from render.settings import RenderSettings
 
@@ -86,12 +86,12 @@ def image_parquet(path, count: int) -> str:
     return str(path)
 
 
-def fixed_loss(model: MultiViewModel, workspace) -> float:
+def fixed_loss(model: VideoMVPipeline, workspace) -> float:
     """The diffusion loss on the rendered objects with fixed noise and timesteps."""
     rows = shards.read_rows(workspace["shards"])
     losses = []
     for index, row in enumerate(rows):
-        data = row_to_tensors(row, tuple(c / 255 for c in BACKGROUNDS["t2v"]))
+        data = row_to_tensors(row, VARIANTS["t2v"].background)
         views = torch.nn.functional.interpolate(data["views"], size=(RESOLUTION, RESOLUTION)) * 2 - 1
         batch = MultiViewBatch(views=views[None], cameras=data["c2w"][None], prompts=["3d asset"])
         with torch.no_grad():
@@ -108,12 +108,12 @@ def test_finetune_trains_checkpoints_resumes_and_logs(workspace):
     assert len(checkpoints) == 2  # steps 2 and 3
     assert adam_steps(first.checkpoint) == 3
     # Checkpoints and the final model load through the model's own code.
-    base = MultiViewModel.from_pretrained(workspace["model"])
-    resumed_model = MultiViewModel.from_pretrained(workspace["model"])
+    base = VideoMVPipeline.from_pretrained(workspace["model"])
+    resumed_model = VideoMVPipeline.from_pretrained(workspace["model"])
     resumed_model.load_trainable(first.checkpoint)
-    final = MultiViewModel.from_pretrained(first.final_model)
-    for name, tensor in final.unet.state_dict().items():
-        assert torch.equal(tensor, resumed_model.unet.state_dict()[name]), name
+    final = VideoMVPipeline.from_pretrained(first.final_model)
+    for name, tensor in final.denoiser.state_dict().items():
+        assert torch.equal(tensor, resumed_model.denoiser.state_dict()[name]), name
     assert metric_steps(workspace, "videomv-finetune", "ft") == [1, 2, 3]
 
     # Re-submitting with the same name continues at step 4 with the optimizer state of step 3.
@@ -131,19 +131,19 @@ def test_finetune_trains_checkpoints_resumes_and_logs(workspace):
     # The model records the cameras it was trained on (elevation, distance, fov ranges of the shards).
     rows = shards.read_rows(workspace["shards"])
     elevations = [row["elevation"] for row in rows]
-    assert final.unet.camera_embedding.config["prompt_suffix"] == ", 3d asset"  # applied at inference too
+    assert final.camera_embedding.config["prompt_suffix"] == ", 3d asset"  # applied at inference too
     # The text model's recipe: dropout 0.1 to the authors' negative prompt, which the model records so
     # that guidance guides against it; no offset noise, no EMA.
-    assert final.unet.camera_embedding.config["negative_prompt"] == AUTHORS_NEGATIVE_PROMPT
+    assert final.camera_embedding.config["negative_prompt"] == AUTHORS_NEGATIVE_PROMPT
     assert (run.data.params["condition_dropout"], run.data.params["offset_noise"], run.data.params["ema_decay"]) == (
         "0.1", "0.0", "0.0")
     assert not os.path.exists(os.path.join(first.final_model, "ema"))
-    assert final.unet.camera_embedding.config["training_cameras"] == {
+    assert final.camera_embedding.config["training_cameras"] == {
         "elevation": [round(min(elevations), 4), round(max(elevations), 4)], "distance": [2.0, 2.0],
         "fov": [39.6, 39.6]}
 
     # The fine-tuned model fits the training objects better than the base model.
-    trained = MultiViewModel.from_pretrained(second.final_model)
+    trained = VideoMVPipeline.from_pretrained(second.final_model)
     assert fixed_loss(trained, workspace) < fixed_loss(base, workspace)
 
 
@@ -183,8 +183,8 @@ def test_finetune_mixing_images_on_two_workers_crosses_epochs_with_a_sharded_opt
     assert state["ema_shards"] == 2
     ema_shards = [torch.load(os.path.join(first.checkpoint, f"ema_shard_{rank}.pt"), weights_only=True)["shadow"]
                   for rank in (0, 1)]
-    trained = MultiViewModel.from_pretrained(first.final_model)
-    names = [name for name, parameter in trained.unet.named_parameters()]
+    trained = VideoMVPipeline.from_pretrained(first.final_model)
+    names = [name for name, parameter in trained.denoiser.named_parameters()]
     assert sorted([*ema_shards[0], *ema_shards[1]]) == sorted(names), "every weight averaged by one rank"
     steps_in_shards = [int(next(iter(torch.load(os.path.join(first.checkpoint, name), weights_only=True)
                                     ["state"].values()))["step"]) for name in shards]
@@ -196,15 +196,15 @@ def test_finetune_mixing_images_on_two_workers_crosses_epochs_with_a_sharded_opt
                                     ["state"].values()))["step"]) for name in shards]
     assert steps_in_shards == [7, 7], "each rank resumed its own optimizer shard"
     # The final model carries the average of the resumed shards beside the last weights.
-    last = dict(MultiViewModel.from_pretrained(second.final_model).unet.named_parameters())
-    averaged = dict(MultiViewModel.from_pretrained(second.final_model, use_ema=True).unet.named_parameters())
-    start = dict(MultiViewModel.from_pretrained(workspace["model"]).unet.named_parameters())
+    last = dict(VideoMVPipeline.from_pretrained(second.final_model).denoiser.named_parameters())
+    averaged = dict(VideoMVPipeline.from_pretrained(second.final_model, use_ema=True).denoiser.named_parameters())
+    start = dict(VideoMVPipeline.from_pretrained(workspace["model"]).denoiser.named_parameters())
     moved = [name for name in last if not torch.equal(last[name], start[name])]
     assert moved and all(not torch.equal(averaged[name], last[name]) for name in moved)
     name = moved[0]  # 0.5-decay average after 7 steps: part way from the start to the last weights
     assert (averaged[name] - last[name]).norm() < (start[name] - last[name]).norm()
     with pytest.raises(FileNotFoundError, match="fine-tuned without an EMA"):
-        MultiViewModel.from_pretrained(workspace["model"], use_ema=True)
+        VideoMVPipeline.from_pretrained(workspace["model"], use_ema=True)
 
 
 def test_a_job_whose_workers_take_every_cpu_fails_at_once_saying_what_to_change(workspace):
@@ -214,7 +214,7 @@ def test_a_job_whose_workers_take_every_cpu_fails_at_once_saying_what_to_change(
 
 
 def test_worker_cpus_leave_ray_data_its_share():
-    from pipeline.train.common import worker_cpus
+    from pipeline.train.driver import worker_cpus
 
     config = TrainConfig(data="shards", model="model", output="runs", name="cpus", num_workers=2)
     assert worker_cpus(config, {"CPU": 2.0}, 1) == pytest.approx(0.625)  # (2 - 0.75) / 2
@@ -227,7 +227,7 @@ def test_worker_cpus_leave_ray_data_its_share():
 
 
 def test_a_training_state_that_would_run_code_is_refused(tmp_path):
-    from pipeline.train.common import load_training_state
+    from pipeline.train.worker import load_training_state
 
     class Payload:
         def __reduce__(self):
@@ -246,7 +246,8 @@ def test_a_final_model_for_remote_storage_is_uploaded_once(tmp_path):
     version's source) instead of a second upload to its artifact store."""
     import fsspec
 
-    from pipeline.train.common import FINAL_MODEL, publish_final
+    from pipeline.train.config import FINAL_MODEL
+    from pipeline.train.worker import publish_final
 
     def save(directory: str) -> None:
         with open(os.path.join(directory, "weights.bin"), "wb") as handle:
@@ -255,7 +256,7 @@ def test_a_final_model_for_remote_storage_is_uploaded_once(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     mlflow.set_tracking_uri(uri)
     mlflow.set_experiment("final-once")
-    config = {"output": "memory://bucket/train", "name": "once", "register_as": "once-model"}
+    config = TrainConfig(model="m", data="d", output="memory://bucket/train", name="once", register_as="once-model")
     with mlflow.start_run() as run:
         target = publish_final(save, config, mlflow)
     assert target == "memory://bucket/train/once/final_model"
@@ -283,7 +284,7 @@ def test_train_recon_end_to_end(workspace):
     # steps were too few to lower the loss reliably (a fresh clone's run measured it higher).
     config = train_config(workspace, "recon", steps=16, experiment="videomv-recon", lr=2e-3, lr_schedule="cosine",
                           checkpoint_every=8)
-    summary = run_train_recon(config, ReconConfig(lgm=str(initial), lgm_preset="tiny", supervised_views=4))
+    summary = run_train_recon(config, ReconConfig(reconstructor=str(initial), lgm_preset="tiny", supervised_views=4))
     assert summary.final_metrics["step"] == 16
     assert summary.final_metrics["lr"] == pytest.approx(0.05 * 2e-3)  # the cosine's end
     assert adam_steps(summary.checkpoint) == 16
@@ -296,9 +297,9 @@ def test_train_recon_end_to_end(workspace):
     from pipeline.data.datasets import DecodeOrbits, to_model_inputs
     from pipeline.train.reconstructor import reconstructor_batch
 
-    generator_model = MultiViewModel.from_pretrained(workspace["model"])
+    generator_model = VideoMVPipeline.from_pretrained(workspace["model"])
     rows = pa.Table.from_pylist(shards.read_rows(workspace["shards"]))
-    inputs = to_model_inputs(DecodeOrbits(BACKGROUNDS["t2v"], RESOLUTION)(rows), torch.device("cpu"))
+    inputs = to_model_inputs(DecodeOrbits(VARIANTS["t2v"].background_uint8, RESOLUTION)(rows), torch.device("cpu"))
     batches = [reconstructor_batch(generator_model, inputs, torch.Generator().manual_seed(seed), RESOLUTION, 24)
                for seed in range(3)]
 
@@ -322,7 +323,7 @@ def test_the_reconstructor_is_supervised_on_the_ground_truth_at_every_view_on_a_
     from pipeline.train.reconstructor import reconstructor_batch
 
     rows = pa.Table.from_pylist(shards.read_rows(workspace["shards"])[:2])
-    inputs = to_model_inputs(DecodeOrbits(BACKGROUNDS["t2v"], RESOLUTION)(rows), torch.device("cpu"))
+    inputs = to_model_inputs(DecodeOrbits(VARIANTS["t2v"].background_uint8, RESOLUTION)(rows), torch.device("cpu"))
     generator_model = build_tiny("t2v", resolution=RESOLUTION // 2)  # G at 16 px, the truth at 32
     batch = reconstructor_batch(generator_model, inputs, torch.Generator().manual_seed(0), RESOLUTION // 2,
                                 supervised_views=24, background="random")
@@ -366,7 +367,7 @@ def test_training_never_upsamples_the_renders(workspace):
 
 
 def test_cosine_learning_rate():
-    from pipeline.train.common import cosine_lr
+    from pipeline.train.worker import cosine_lr
 
     assert cosine_lr(1e-3, 1, 100) == pytest.approx(1e-3)
     assert cosine_lr(1e-3, 100, 100) == pytest.approx(5e-5)
@@ -376,7 +377,7 @@ def test_cosine_learning_rate():
 
 
 def test_the_decoder_pool_scales_with_the_cpus_the_workers_leave(ray_local):
-    from pipeline.train.common import placed
+    from pipeline.train.driver import placed
     from pipeline.data.datasets import default_decoders
 
     assert default_decoders(2.0, 1.0) == 1  # 2 cores, 2 workers x 0.5: one read task and one decoder
@@ -393,7 +394,7 @@ def test_shuffling_gives_every_epoch_another_order_and_the_same_orders_for_the_s
 
     import ray
 
-    from pipeline.train.common import cycle_batches
+    from pipeline.train.worker import cycle_batches
     from pipeline.data.datasets import shuffled
 
     def file_orders(seed: int | None, epochs: int = 2) -> list[list[str]]:
@@ -438,8 +439,8 @@ def test_precomputed_latents_give_the_pixel_paths_loss_and_train_g_without_its_e
     assert {row["schema_version"] for row in rows} == {1} and {row["variant"] for row in rows} == {"t2v"}
     by_uid = {row["uid"]: row for row in rows}
     orbit_rows = shards.read_rows(workspace["shards"])
-    model = MultiViewModel.from_pretrained(workspace["model"])
-    pixels = to_model_inputs(DecodeOrbits(BACKGROUNDS["t2v"], RESOLUTION)(pa.Table.from_pylist(orbit_rows)), "cpu")
+    model = VideoMVPipeline.from_pretrained(workspace["model"])
+    pixels = to_model_inputs(DecodeOrbits(VARIANTS["t2v"].background_uint8, RESOLUTION)(pa.Table.from_pylist(orbit_rows)), "cpu")
     encoded = latent_inputs(DecodeLatents()(pa.Table.from_pylist([by_uid[row["uid"]] for row in orbit_rows])), "cpu")
     assert encoded["posterior"].dtype == torch.float16 and encoded["prompts"] == pixels["prompts"]
     assert torch.equal(encoded["cameras"], pixels["cameras"])

@@ -7,12 +7,11 @@ the video model. E is the UNet's time-embedding width (1280 for ModelScope T2V a
 
 The config also records the cameras the embedding was trained on (``training_cameras``: elevation,
 distance and fov ranges of the fine-tuning orbits), so that samplers can stay inside them
-(``camera_problems``); a published video model's zero embedding has none.
+(``camera.training_cameras``); a published video model's zero embedding has none.
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterable
 
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
@@ -21,7 +20,6 @@ from torch import nn
 
 POSE_DIM = 16
 # How far outside a recorded range a camera may be before it counts as unseen.
-CAMERA_TOLERANCE = {"elevation": 0.5, "distance": 0.01, "fov": 0.1}  # degrees, world units, degrees
 
 
 class CameraEmbedding(ModelMixin, ConfigMixin):
@@ -56,37 +54,3 @@ class CameraEmbedding(ModelMixin, ConfigMixin):
             raise ValueError(f"cameras must be [B, F, 4, 4] or [B, F, 16], got {tuple(cameras.shape)}")
         poses = cameras.reshape(-1, POSE_DIM).to(self.linear_1.weight.dtype)
         return self.linear_2(self.act(self.linear_1(poses)))
-
-
-def camera_ranges(elevations: Iterable[float], distances: Iterable[float], fovs: Iterable[float],
-                  previous: dict[str, list[float]] | None = None) -> dict[str, list[float]]:
-    """The ``training_cameras`` record of some orbits, joined with a ``previous`` record."""
-    values: dict[str, list[float]] = {"elevation": [float(v) for v in elevations],
-                                      "distance": [float(v) for v in distances], "fov": [float(v) for v in fovs]}
-    if not all(values.values()):
-        raise ValueError("no cameras to record: the training data has no orbits")
-    for name, (low, high) in (previous or {}).items():
-        values[name] += [low, high]
-    return {name: [round(min(v), 4), round(max(v), 4)] for name, v in values.items()}
-
-
-def camera_problems(training_cameras: dict[str, Any] | None, **requested: float) -> list[str]:
-    """Why cameras ``requested`` (elevation=, distance=, fov=) lie outside ``training_cameras``:
-    one sentence per value; empty when inside, or when nothing is recorded."""
-    problems = []
-    for name, value in requested.items():
-        if not training_cameras or name not in training_cameras:
-            continue
-        low, high = training_cameras[name]
-        if not low - CAMERA_TOLERANCE[name] <= value <= high + CAMERA_TOLERANCE[name]:
-            span = f"{low:g}" if low == high else f"{low:g} to {high:g}"
-            problems.append(f"{name} {value:g} is outside the model's training cameras ({name} {span})")
-    return problems
-
-
-def inside(training_cameras: dict[str, Any] | None, name: str, value: float) -> float:
-    """``value`` moved to the nearest point of the recorded range of ``name`` (unchanged when none)."""
-    if not training_cameras or name not in training_cameras:
-        return value
-    low, high = training_cameras[name]
-    return min(max(value, low), high)

@@ -7,7 +7,7 @@ Classifier-free guidance is learnt by dropping the condition with probability ``
 to what the sampler guides against: the prompt becomes the negative prompt (T2V), or the image
 embedding becomes zeros and the (empty) prompt the negative prompt (I2VGen-XL, the authors'
 unconditional branch). ``offset_noise`` adds the authors' per-frame constant offset to the noise
-(``noise + s * n[b, c, f, 1, 1]``). ``RECIPES`` holds the authors' choices per variant. 2D images
+(``noise + s * n[b, c, f, 1, 1]``). The authors' choices per variant are in ``models.variants``. 2D images
 mixed in as 1-frame videos go through the same function with ``cameras=None``.
 
 Memory of a full-size fine-tuning step (ModelScope T2V's UNet, 1.413 B parameters with the camera
@@ -24,27 +24,18 @@ from __future__ import annotations
 import contextlib
 import random
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
-from models.pipeline_videomv.loading import MultiViewModel
+from models.variants import VARIANTS
 
-CONDITION_DROPOUT = 0.1
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """The authors' fine-tuning choices for one variant (alibaba/VideoMV ``configs/t2v_train.yaml``,
-    ``configs/i2vgen_xl_train.yaml``): ``p_zero``, ``noise_strength``, ``use_ema``/``ema_decay``."""
-
-    condition_dropout: float
-    offset_noise: float
-    ema_decay: float | None  # None: no EMA kept
+if TYPE_CHECKING:  # G is the pipeline object; only its type is needed here
+    from models.pipeline_videomv.pipeline_videomv import VideoMVPipeline
 
 
-RECIPES = {"t2v": Recipe(condition_dropout=CONDITION_DROPOUT, offset_noise=0.0, ema_decay=None),
-           "i2v": Recipe(condition_dropout=0.0, offset_noise=0.1, ema_decay=0.9999)}
+CONDITION_DROPOUT = VARIANTS["t2v"].condition_dropout
 
 
 @dataclass
@@ -58,7 +49,7 @@ class MultiViewBatch:
         prompts: B captions (T2V; ignored by I2VGen-XL, whose prompt is always empty).
         condition_images: [B, 3, H, W] in [-1, 1] (I2VGen-XL only): usually views[:, 0].
         posterior: [B, F, 2C, h, w] the VAE posterior's parameters of the views
-            (``MultiViewModel.encode_posterior``: precomputed latents, T2V), instead of ``views``.
+            (``VideoMVPipeline.encode_posterior``: precomputed latents, T2V), instead of ``views``.
         prompt_states: [B, L, D] the text encoder's states of ``prompts`` (precomputed), and
         negative_states: [L, D] those of the negative prompt, for the samples dropout drops.
     """
@@ -73,7 +64,7 @@ class MultiViewBatch:
 
 
 def diffusion_loss(
-    model: MultiViewModel,
+    model: "VideoMVPipeline",
     batch: MultiViewBatch,
     generator: torch.Generator | None = None,
     condition_dropout: float = CONDITION_DROPOUT,
@@ -85,13 +76,13 @@ def diffusion_loss(
     """Scalar MSE between the UNet's prediction and the scheduler's target (fp32).
 
     Args:
-        model: G; only ``model.unet`` receives gradients.
+        model: G; only ``model.denoiser`` receives gradients.
         batch: see ``MultiViewBatch``.
         generator: makes noise, timesteps and dropout reproducible.
         condition_dropout: probability of training a sample unconditioned (for CFG).
         autocast_dtype: torch.float16 or torch.bfloat16 to run the UNet under autocast
             (fp16 needs a ``torch.amp.GradScaler`` in the trainer), None for full precision.
-        unet: the module to call instead of ``model.unet`` (its DDP/FSDP wrapper in training).
+        unet: the module to call instead of ``model.denoiser`` (its DDP/FSDP wrapper in training).
         negative_prompt: the text a dropped sample is given (``models.prompts.AUTHORS_NEGATIVE_PROMPT``
             in fine-tuning): what the sampler guides against.
         offset_noise: strength of the per-frame offset added to the noise (the authors' 0.1 for
@@ -125,27 +116,31 @@ def diffusion_loss(
         dropped = [rng.random() < condition_dropout for _ in range(batch_size)]
     else:
         dropped = [False] * batch_size
-    unet_inputs: dict[str, torch.Tensor] = {}
-    if batch.prompt_states is not None:
-        keep = torch.tensor([not d for d in dropped], device=device).view(-1, 1, 1)
-        unet_inputs["encoder_hidden_states"] = torch.where(keep, batch.prompt_states.to(device).float(),
-                                                           batch.negative_states.to(device).float())
-    elif model.variant == "t2v":
-        prompts = [negative_prompt if drop else prompt for prompt, drop in zip(batch.prompts, dropped)]
-        unet_inputs["encoder_hidden_states"] = model.encode_prompts(prompts)
-    else:
-        if batch.condition_images is None:
-            raise ValueError("the i2v variant needs batch.condition_images")
-        unet_inputs["encoder_hidden_states"] = model.encode_prompts(
-            [negative_prompt if drop else "" for drop in dropped])
-        condition = model.image_condition(batch.condition_images, frames)
-        keep = torch.tensor([not d for d in dropped], device=device, dtype=condition["image_embeddings"].dtype)
-        condition["image_embeddings"] = condition["image_embeddings"] * keep.view(-1, 1, 1)
-        unet_inputs.update(condition)
+    if batch.prompt_states is None and model.variant == "i2v" and batch.condition_images is None:
+        raise ValueError("the i2v variant needs batch.condition_images")
+    unet_inputs = model.encode_condition(dropped, batch.prompts, batch.condition_images, negative_prompt,
+                                         batch.prompt_states, batch.negative_states, num_frames=frames)
 
     cameras = batch.cameras.to(device) if batch.cameras is not None else None
     precision = (torch.autocast(device_type=device.type, dtype=autocast_dtype) if autocast_dtype is not None
                  else contextlib.nullcontext())
     with precision:
-        prediction = (unet or model.unet)(noisy.to(model.unet.dtype), timesteps, cameras=cameras, **unet_inputs)
+        prediction = (unet or model.denoiser)(noisy.to(model.denoiser.dtype), timesteps, cameras=cameras, **unet_inputs)
     return F.mse_loss(prediction.float(), target.float())
+
+
+def reorder_orbits(tensors: list[torch.Tensor], generator: torch.Generator, roll: bool,
+                   reverse: bool) -> list[torch.Tensor]:
+    """The same random reordering of the frame axis (dim 1) of every tensor ([B, F, ...]: views,
+    cameras, alphas): each orbit rolled to start at a random view (``roll``) and, with probability
+    1/2, run backwards (``reverse``). An orbit stays an orbit; only frame order stops telling which
+    view a frame is, so the model has to read it from the cameras."""
+    batch, frames = tensors[0].shape[:2]
+    if roll:
+        shifts = torch.randint(0, frames, (batch,), generator=generator, device=generator.device).tolist()
+        tensors = [torch.stack([t.roll(-k, dims=0) for t, k in zip(tensor, shifts)]) for tensor in tensors]
+    if reverse:
+        backwards = torch.rand(batch, generator=generator, device=generator.device) < 0.5
+        tensors = [torch.where(backwards.view(-1, *[1] * (t.ndim - 1)).to(t.device), t.flip(1), t)
+                   for t in tensors]
+    return tensors

@@ -14,6 +14,8 @@ Other schedulers (flow matching, EDM preconditioning, ...) are refused by name. 
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 
 VARIANCE_PRESERVING = ("DDIMScheduler", "DDPMScheduler", "PNDMScheduler", "DPMSolverMultistepScheduler",
@@ -68,3 +70,9 @@ def output_from_x0(scheduler, sample: torch.Tensor, x0: torch.Tensor, timesteps:
     if kind == "v_prediction":
         return signal * eps - noise * x0
     raise ValueError(f"unsupported prediction type {kind!r}")
+
+
+def scheduler_step_kwargs(scheduler, eta: float) -> dict:
+    """``eta`` for schedulers whose ``step`` takes it (DDIM), nothing for the others (DPM-Solver,
+    Euler, ...): the filtering diffusers' own pipelines do."""
+    return {"eta": eta} if "eta" in inspect.signature(scheduler.step).parameters else {}

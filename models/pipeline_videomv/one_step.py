@@ -16,16 +16,16 @@ import torch
 from models.metrics.scores import image_scores
 from models.reconstructor.model import LGM
 from models.metrics.lpips import LPIPS
-from models.pipeline_videomv.loading import MultiViewModel
+from models.pipeline_videomv.pipeline_videomv import VideoMVPipeline
 from models.reconstructor.renders_vs_x0 import RendersVsX0
-from models.pipeline_videomv.sampling import DEFAULTS, input_view_indices, reconstruct_views
+from models.pipeline_videomv.three_d_aware import input_view_indices, reconstruct_views
 from models.generator.schedule import parametrisation, predict_x0
 
 AUTHORS_TIMESTEPS = (581, 381, 181)  # steps 20, 30, 40 of the authors' 50-step DDIM
 
 
 @torch.no_grad()
-def one_step_x0(model: MultiViewModel, views: torch.Tensor, cameras: torch.Tensor, prompts: list[str],
+def one_step_x0(model: VideoMVPipeline, views: torch.Tensor, cameras: torch.Tensor, prompts: list[str],
                 timesteps: torch.Tensor, generator: torch.Generator, frames: list[int] | torch.Tensor | None = None,
                 autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
     """G's one-step prediction of clean views from the truth noised to ``timesteps``.
@@ -44,7 +44,7 @@ def one_step_x0(model: MultiViewModel, views: torch.Tensor, cameras: torch.Tenso
                      frames)
 
 
-def decode_x0(model: MultiViewModel, x0: torch.Tensor, frames: list[int] | torch.Tensor | None = None) -> torch.Tensor:
+def decode_x0(model: VideoMVPipeline, x0: torch.Tensor, frames: list[int] | torch.Tensor | None = None) -> torch.Tensor:
     """Predicted latents [B, C, F, h, w] -> views [B, F', 3, H, W] in [0, 1], decoding only ``frames``."""
     if frames is not None:
         x0 = x0[:, :, torch.as_tensor(frames, device=x0.device)]
@@ -52,7 +52,7 @@ def decode_x0(model: MultiViewModel, x0: torch.Tensor, frames: list[int] | torch
 
 
 @torch.no_grad()
-def one_step_x0_latents(model: MultiViewModel, views: torch.Tensor, cameras: torch.Tensor, prompts: list[str],
+def one_step_x0_latents(model: VideoMVPipeline, views: torch.Tensor, cameras: torch.Tensor, prompts: list[str],
                         timesteps: torch.Tensor, generator: torch.Generator,
                         autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
     """``one_step_x0`` before decoding: the predicted clean latents [B, C, F, h, w] (float32)."""
@@ -64,20 +64,17 @@ def one_step_x0_latents(model: MultiViewModel, views: torch.Tensor, cameras: tor
     timesteps = timesteps.to(latents.device)
     noise = torch.randn(latents.shape, generator=generator, device=latents.device)
     noisy = scheduler.add_noise(latents, noise, timesteps)
-    if model.variant == "t2v":
-        condition = {"encoder_hidden_states": model.encode_prompts(prompts)}
-    else:
-        condition = {**model.image_condition(views[:, 0], latents.shape[2]),
-                     "encoder_hidden_states": model.encode_prompts([""] * latents.shape[0])}
+    condition = model.encode_condition([False] * len(latents), prompts, views[:, 0] if model.variant == "i2v" else None,
+                                       num_frames=latents.shape[2])
     precision = (torch.autocast(latents.device.type, dtype=autocast_dtype) if autocast_dtype is not None
                  else contextlib.nullcontext())
     with precision:
-        output = model.unet(noisy.to(model.unet.dtype), timesteps, cameras=cameras, **condition)
+        output = model.denoiser(noisy.to(model.denoiser.dtype), timesteps, cameras=cameras, **condition)
     return predict_x0(scheduler, noisy, output.float(), timesteps)
 
 
 @torch.no_grad()
-def measure_renders_vs_x0(model: MultiViewModel, reconstructor: LGM, views: torch.Tensor, cameras: torch.Tensor,
+def measure_renders_vs_x0(model: VideoMVPipeline, reconstructor: LGM, views: torch.Tensor, cameras: torch.Tensor,
                           prompts: list[str], timesteps: tuple[int, ...] = AUTHORS_TIMESTEPS, seed: int = 0,
                           lpips: LPIPS | None = None) -> RendersVsX0:
     """Scores of x0 and of render(LGM(x0)) against the truth, per timestep.
@@ -91,7 +88,7 @@ def measure_renders_vs_x0(model: MultiViewModel, reconstructor: LGM, views: torc
         mean PSNR/SSIM (and LPIPS when given) over the F - 4 views that are not the reconstructor's
         inputs, and the PSNR of the renders when the reconstructor is given the truth itself.
     """
-    background = DEFAULTS[model.variant]["background"]
+    background = model.background
     inputs = input_view_indices(views.shape[1], reconstructor.options.num_input_views)
     others = [i for i in range(views.shape[1]) if i not in inputs]
     views, cameras = views.to(model.device).float(), cameras.to(model.device).float()

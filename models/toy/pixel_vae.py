@@ -1,6 +1,6 @@
 """A lossless stand-in for the VAE: pixel (un)shuffle, so small experiments train G in pixel space.
 
-``PixelShuffleVAE`` has the slice of ``AutoencoderKL``'s interface that ``MultiViewModel`` uses
+``PixelShuffleVAE`` has the slice of ``AutoencoderKL``'s interface that ``VideoMVPipeline`` uses
 (``encode(x).latent_dist.sample() / .mode()``, ``decode(z).sample``, ``config.latent_channels``,
 ``config.scaling_factor``, ``config.block_out_channels`` for the resolution): a [3, H, W] image in
 [-1, 1] becomes [3 f^2, H / f, W / f] latents and back, exactly. It has no weights, so an

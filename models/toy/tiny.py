@@ -1,7 +1,7 @@
 """Tiny random-weight versions of every component, saved in the real diffusers layout.
 
 Tests and the local demo build these offline (no hub access) and load them through
-``MultiViewModel.from_pretrained``, exactly the code path of a published checkpoint. The
+``VideoMVPipeline.from_pretrained``, exactly the code path of a published checkpoint. The
 architectures are the real classes with small widths; the schedulers are the published ones'.
 """
 
@@ -23,8 +23,8 @@ from transformers import (
 
 import camera
 from models.generator.camera_embedding import CameraEmbedding
-from models.pipeline_videomv.loading import VARIANTS, MultiViewModel
-from models.generator.unet import MultiViewUNet
+from models.variants import VARIANTS
+from models.pipeline_videomv.pipeline_videomv import VideoMVPipeline
 from models.toy.pixel_vae import PixelShuffleVAE
 
 TINY_RESOLUTION = 32  # pixels; the tiny VAE downsamples 2x to 16x16 latents
@@ -58,7 +58,7 @@ def _tiny_tokenizer() -> CLIPTokenizer:
 
 def build_tiny(variant: str, num_frames: int = camera.NUM_VIEWS, seed: int = 0, pixel_latents: bool = False,
                resolution: int = TINY_RESOLUTION, latent_downsample: int = 2, latent_channels: int = 4,
-               prediction: str | None = None) -> MultiViewModel:
+               prediction: str | None = None) -> VideoMVPipeline:
     """Random tiny components of the given variant ("t2v" or "i2v").
 
     Args:
@@ -73,7 +73,7 @@ def build_tiny(variant: str, num_frames: int = camera.NUM_VIEWS, seed: int = 0, 
             error of a briefly trained eps estimate by up to 15 near t = T (docs/results.md).
     """
     if variant not in VARIANTS:
-        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+        raise ValueError(f"variant must be one of {tuple(VARIANTS)}, got {variant!r}")
     if latent_downsample not in _VAE_WIDTHS:
         raise ValueError(f"latent_downsample must be one of {sorted(_VAE_WIDTHS)}, got {latent_downsample}")
     if prediction not in (None, "v", "eps"):
@@ -120,8 +120,8 @@ def build_tiny(variant: str, num_frames: int = camera.NUM_VIEWS, seed: int = 0, 
     if prediction is not None:
         scheduler = i2v_scheduler() if prediction == "v" else t2v_scheduler()
     camera_embedding = CameraEmbedding(embedding_dim=unet.time_embedding.linear_2.out_features, num_frames=num_frames)
-    return MultiViewModel(variant=variant, unet=MultiViewUNet(unet, camera_embedding), vae=vae,
-                          text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler, **extra)
+    return VideoMVPipeline(unet=unet, camera_embedding=camera_embedding, vae=vae, text_encoder=text_encoder,
+                           tokenizer=tokenizer, scheduler=scheduler, **extra)
 
 
 def make_tiny(variant: str, output_dir: str, seed: int = 0, **options: Any) -> str:
@@ -133,11 +133,11 @@ def make_tiny(variant: str, output_dir: str, seed: int = 0, **options: Any) -> s
     return output_dir
 
 
-def save_tiny(model: MultiViewModel, output_dir: str) -> str:
+def save_tiny(model: VideoMVPipeline, output_dir: str) -> str:
     """Save ``model`` as a published video model directory (diffusers' own pipeline class, no
     camera_embedding/), as text-to-video-ms-1.7b and i2vgen-xl are published."""
     components = {"vae": model.vae, "text_encoder": model.text_encoder, "tokenizer": model.tokenizer,
-                  "unet": model.unet.unet, "scheduler": model.scheduler}
+                  "unet": model.unet, "scheduler": model.scheduler}
     if model.variant == "i2v":
         pipeline = I2VGenXLPipeline(**components, image_encoder=model.image_encoder,
                                     feature_extractor=model.feature_extractor)

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
-from models.pipeline_videomv.loading import MultiViewModel
-from models.generator.objective import MultiViewBatch, diffusion_loss
+from models.pipeline_videomv.pipeline_videomv import VideoMVPipeline
+from models.generator.objective import MultiViewBatch, diffusion_loss, reorder_orbits
 
 logger = logging.getLogger(__name__)
 
@@ -37,24 +37,7 @@ class Orbits:
         return len(self.prompts)
 
 
-def reorder_orbits(tensors: list[torch.Tensor], generator: torch.Generator, roll: bool,
-                   reverse: bool) -> list[torch.Tensor]:
-    """The same random reordering of the frame axis (dim 1) of every tensor ([B, F, ...]: views,
-    cameras, alphas): each orbit rolled to start at a random view (``roll``) and, with probability
-    1/2, run backwards (``reverse``). An orbit stays an orbit; only frame order stops telling which
-    view a frame is, so the model has to read it from the cameras."""
-    batch, frames = tensors[0].shape[:2]
-    if roll:
-        shifts = torch.randint(0, frames, (batch,), generator=generator, device=generator.device).tolist()
-        tensors = [torch.stack([t.roll(-k, dims=0) for t, k in zip(tensor, shifts)]) for tensor in tensors]
-    if reverse:
-        backwards = torch.rand(batch, generator=generator, device=generator.device) < 0.5
-        tensors = [torch.where(backwards.view(-1, *[1] * (t.ndim - 1)).to(t.device), t.flip(1), t)
-                   for t in tensors]
-    return tensors
-
-
-def train_on_orbits(model: MultiViewModel, orbits: Orbits, steps: int, batch_size: int = 2, lr: float = 1e-3,
+def train_on_orbits(model: VideoMVPipeline, orbits: Orbits, steps: int, batch_size: int = 2, lr: float = 1e-3,
                     seed: int = 0, zero_cameras: bool = False, log_every: int = 50,
                     camera_lr_scale: float = 1.0, roll_orbits: bool = False, reverse_orbits: bool = False,
                     cosine_decay: bool = False) -> list[float]:
@@ -73,8 +56,8 @@ def train_on_orbits(model: MultiViewModel, orbits: Orbits, steps: int, batch_siz
         cosine_decay: anneal the learning rate to 5% of ``lr`` along a cosine over ``steps``.
     """
     model.freeze_encoders()
-    model.unet.train()
-    camera_parameters = list(model.unet.camera_embedding.parameters())
+    model.denoiser.train()
+    camera_parameters = list(model.camera_embedding.parameters())
     camera_ids = {id(p) for p in camera_parameters}
     others = [p for module in model.trainable_modules() for p in module.parameters()
               if p.requires_grad and id(p) not in camera_ids]
@@ -102,5 +85,5 @@ def train_on_orbits(model: MultiViewModel, orbits: Orbits, steps: int, batch_siz
         if log_every and step % log_every == 0:
             logger.info("step %d/%d loss %.4f (mean of the last %d: %.4f), %.2f s/step", step, steps, losses[-1],
                         log_every, sum(losses[-log_every:]) / log_every, (time.perf_counter() - began) / step)
-    model.unet.eval()
+    model.denoiser.eval()
     return losses

@@ -24,10 +24,10 @@ import ray
 from PIL import Image
 
 from models.prompts import with_suffix
+from models.variants import VARIANTS
 from pipeline.data import schema, shards
 from pipeline.data.sources import load_captions
 
-BACKGROUNDS = {"t2v": (128, 128, 128), "i2v": (255, 255, 255)}  # paper: grey for text, white for image
 ORBIT_COLUMNS = ["uid", "status", "caption", "c2w", "views"]
 LATENT_COLUMNS = ["caption", "c2w", "posterior", "prompt_states"]
 # Reading and decoding are light next to a training step; small CPU shares let them run beside the
@@ -140,7 +140,7 @@ def orbit_dataset(data: str, variant: str, resolution: int, captions: str | None
         dataset = shuffled(dataset, shuffle_seed)
     dataset = dataset.flat_map(read_ok_rows, num_cpus=READ_CPUS)
     dataset = dataset.map_batches(DecodeOrbits, fn_constructor_kwargs={
-        "background": BACKGROUNDS[variant], "resolution": resolution, "captions": table,
+        "background": VARIANTS[variant].background_uint8, "resolution": resolution, "captions": table,
     }, batch_format="pyarrow", batch_size=8, num_cpus=DECODE_CPUS,
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, max_decoders)))
     return shuffled(dataset.materialize(), shuffle_seed) if materialize else dataset

@@ -21,7 +21,7 @@ import fsspec
 
 from render.formats import ASSET_EXTENSIONS, COMPANION_EXTENSIONS, UNSUPPORTED_REASONS
 
-BUNDLED_ASSETS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets")
+BUNDLED_ASSETS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "assets")
 """The repository's sample assets and their captions (``assets/``): the local run's default input."""
 
 logger = logging.getLogger(__name__)

@@ -27,7 +27,8 @@ from models.metrics.scores import MetricNetworks, score_image_to_multiview, scor
 from models.gaussians.fit import FitConfig
 from models.precision import DTYPE_CHOICES
 from models.pipeline_videomv.pipeline_videomv import VideoMVPipeline, VideoMVPipelineOutput, load_pipeline
-from models.pipeline_videomv.sampling import DEFAULTS, reconstruction_steps
+from models.pipeline_videomv.three_d_aware import reconstruction_steps
+from models.variants import VARIANTS
 from pipeline.data import shards
 from pipeline.cli import option
 from pipeline.serve.media import grid_image, to_uint8
@@ -118,7 +119,7 @@ def load_held_out(path: str, resolution: int, frames: int, limit: int | None = N
         if len(azimuths) != frames or not np.allclose(azimuths, expected, atol=1e-3):
             raise ValueError(f"object {row['uid']} in {path} was rendered at {len(azimuths)} views "
                              f"(azimuths {azimuths[:3].tolist()}...); the model needs the {frames}-view orbit")
-        views = row_to_tensors(row, background=DEFAULTS["i2v"]["background"])["views"]
+        views = row_to_tensors(row, background=VARIANTS["i2v"].background)["views"]
         views = F.interpolate(views, size=(resolution, resolution), mode="bilinear", antialias=True,
                               align_corners=False).clamp(0, 1)
         objects.append({"uid": row["uid"], "views": views, "elevation": float(row["elevation"]),
@@ -160,11 +161,11 @@ def evaluate(config: EvaluationConfig, log: Any = print) -> EvaluationResult:
     pipe = load_pipeline(config.model, config.reconstructor, tracking_uri=tracking_uri(config.mlflow_uri),
                          dtype=config.dtype, use_ema=config.use_ema)
     pipe.set_progress_bar_config(disable=True)
-    model = pipe.model
+    model = pipe
     device = model.device
     networks = MetricNetworks.from_paths(config.lpips_vgg, config.lpips_lin, config.clip, config.raft,
                                          config.raft_iterations).to(device)
-    frames, resolution = model.unet.num_frames, model.resolution
+    frames, resolution = model.num_frames, model.resolution
     if model.variant == "t2v":
         if not config.prompts:
             raise ValueError(f"{config.model} is a text-to-multi-view model: give a prompt file (--prompts)")
@@ -192,7 +193,7 @@ def evaluate(config: EvaluationConfig, log: Any = print) -> EvaluationResult:
                     # The fit and the metrics on the model's device (gsplat on a GPU node), in fp32.
                     views, c2w = result.frames[0].to(device).float(), torch.from_numpy(result.cameras[0]).to(device)
                     scores = score_text_to_multiview(sample, views, c2w, camera.DEFAULT_FOV_DEG,
-                                                     DEFAULTS["t2v"]["background"], networks, config.fit)
+                                                     VARIANTS["t2v"].background, networks, config.fit)
                     name = sample
                 else:
                     result = _sample(pipe, config, setting, seed, image=sample["views"][0:1],

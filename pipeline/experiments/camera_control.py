@@ -32,8 +32,7 @@ import ray
 import torch
 
 import camera
-from models.pipeline_videomv.pipeline_videomv import VideoMVPipeline
-from models.pipeline_videomv.sampling import DEFAULTS
+from models.variants import VARIANTS
 from models.toy.tiny import build_tiny, i2v_scheduler
 from models.toy.train_views import Orbits, train_on_orbits
 from pipeline.cli import option
@@ -105,7 +104,7 @@ def _train_one(config: CameraControlConfig, orbits: Orbits, zero_cameras: bool,
                              zero_cameras=zero_cameras, camera_lr_scale=config.camera_lr_scale,
                              roll_orbits=config.roll_orbits, reverse_orbits=config.reverse_orbits,
                              cosine_decay=config.cosine_decay)
-    return model.unet.state_dict(), losses, time.perf_counter() - began
+    return model.denoiser.state_dict(), losses, time.perf_counter() - began
 
 
 def run_camera_control(config: CameraControlConfig) -> dict:
@@ -161,8 +160,8 @@ def run_camera_control(config: CameraControlConfig) -> dict:
     models = {}
     for name, (state, losses, train_seconds) in zip(names, trained):
         model = build_miniature(config)
-        model.unet.load_state_dict(state)
-        model.unet.eval()
+        model.denoiser.load_state_dict(state)
+        model.denoiser.eval()
         models[name] = model
         seconds[f"train_{name}"] = train_seconds
         logger.info("%s: %d steps in %.0f s, final loss (mean of 50) %.4f", name, config.steps, train_seconds,
@@ -177,7 +176,7 @@ def run_camera_control(config: CameraControlConfig) -> dict:
         prompts = [caption for _, _, caption in items]
 
         def generate(model, cameras_in: torch.Tensor) -> torch.Tensor:
-            pipe = VideoMVPipeline.from_model(model)
+            pipe = model
             pipe.set_progress_bar_config(disable=True)
             return pipe(prompt=prompts, num_inference_steps=config.sampling_steps,
                         guidance_scale=config.guidance_scale, cameras=cameras_in, output_type="pt",
@@ -207,7 +206,7 @@ def run_camera_control(config: CameraControlConfig) -> dict:
                          **scores(snapped, truth)})
         rows.append({"setting": "oracle: the orbit's mean view", "case": case,
                      **scores(truth.mean(1, keepdim=True).expand_as(truth), truth)})
-        flat = torch.full_like(truth, DEFAULTS["t2v"]["background"][0])
+        flat = torch.full_like(truth, VARIANTS["t2v"].background[0])
         rows.append({"setting": "flat background image", "case": case, **scores(flat, truth)})
     seconds["generate"] = time.perf_counter() - began
     seconds["total"] = time.perf_counter() - start

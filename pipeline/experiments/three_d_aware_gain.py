@@ -33,19 +33,16 @@ import torch
 import camera
 from models.metrics.scores import MetricNetworks, score_text_to_multiview
 from models.gaussians.fit import FitConfig
-from models.reconstructor.model import LGM
-from models.metrics.lpips import LPIPS
-from models.pipeline_videomv.loading import MultiViewModel
 from models.pipeline_videomv.pipeline_videomv import load_pipeline
 from models.prompts import with_suffix
-from models.pipeline_videomv.sampling import DEFAULTS, SamplingConfig, reconstruction_steps, training_cameras
+from models.pipeline_videomv.sampling import SamplingConfig
+from models.pipeline_videomv.three_d_aware import reconstruction_steps
+from models.variants import VARIANTS
 from models.reconstructor.renders_vs_x0 import RendersVsX0
-from models.pipeline_videomv.one_step import AUTHORS_TIMESTEPS, measure_renders_vs_x0
 from pipeline.cli import option
-from pipeline.evaluation.ground_truth import render_views, scores
+from pipeline.evaluation.ground_truth import scores
 from pipeline.data.sources import BUNDLED_ASSETS, captioned_assets
-from render.process import BlenderProcess
-from render.settings import RenderSettings
+from pipeline.evaluation.renders_vs_x0 import held_out_renders_vs_x0, truth_orbits
 
 logger = logging.getLogger(__name__)
 FORMS = {"plain": ("none", "one"), "three_d_aware_two": ("authors", "two"), "three_d_aware_one": ("authors", "one")}
@@ -74,45 +71,6 @@ class ThreeDAwareConfig:
                                          "(three_d_aware.json): the sampler then skips the steps where renders lose")
 
 
-def truth_orbits(assets: dict[str, str], elevation: float, azimuths: np.ndarray, resolution: int, samples: int,
-                 background: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Blender orbits of ``assets`` (name -> file): views [B, F, 3, H, W] in [0, 1] and c2w [F, 4, 4]."""
-    settings = RenderSettings(resolution=resolution, samples=samples, threads=2)
-    with BlenderProcess() as process:
-        rendered = [render_views(process, path, elevation, azimuths, settings, background) for path in assets.values()]
-    return torch.stack([views for views, _ in rendered]) / 2 + 0.5, rendered[0][1]
-
-
-def held_out_renders_vs_x0(model: MultiViewModel, reconstructor: LGM, assets: dict[str, str], prompts: list[str],
-                           elevation: float, samples: int, lpips: LPIPS | None = None) -> RendersVsX0:
-    """``measure_renders_vs_x0`` at the authors' timesteps on held-out Blender orbits of ``assets``:
-    ``elevation`` with every azimuth shifted by half a step (cameras neither model trained on)."""
-    azimuths = camera.orbit_azimuths(model.unet.num_frames)
-    began = time.perf_counter()
-    views, c2w = truth_orbits(assets, elevation, azimuths + 180.0 / len(azimuths), model.resolution, samples,
-                              DEFAULTS[model.variant]["background"][0])
-    logger.info("held-out orbits of %d objects rendered in %.0f s", len(assets), time.perf_counter() - began)
-    measured = measure_renders_vs_x0(model, reconstructor, views, c2w.expand(len(assets), -1, -1, -1), prompts,
-                                     AUTHORS_TIMESTEPS, lpips=lpips)
-    for t, render, x0 in zip(measured.t, measured.render_psnr, measured.x0_psnr):
-        logger.info("t = %d: render(LGM(x0)) %.2f dB, x0 %.2f dB: renders %s", t, render, x0,
-                    "used" if measured.helps(t) else "left out")
-    logger.info("render(LGM(truth)), the reconstructor's ceiling: %.2f dB", measured.truth_render_psnr)
-    return measured
-
-
-def measure_schedule(model_dir: str, reconstructor_dir: str, assets: dict[str, tuple[str, str]], elevation: float,
-                     samples: int) -> RendersVsX0:
-    """Measure renders vs x0 on held-out orbits of ``assets`` (name -> (path, caption)) and save it
-    beside the reconstructor (a local directory), where the sampler reads its 3D-aware schedule."""
-    pipe = load_pipeline(model_dir, reconstructor_dir)
-    paths = {name: path for name, (path, _) in assets.items()}
-    measured = held_out_renders_vs_x0(pipe.model, pipe.reconstructor, paths,
-                                      [with_suffix(caption) for _, caption in assets.values()], elevation, samples)
-    measured.save(reconstructor_dir)
-    return measured
-
-
 def _mean(rows: list[dict[str, float]], key: str) -> float | None:
     values = [row[key] for row in rows if key in row]
     return float(np.mean(values)) if values else None
@@ -123,16 +81,16 @@ def run_three_d_aware(config: ThreeDAwareConfig) -> dict[str, Any]:
     carries one, is set aside so that every form reconstructs at the same steps."""
     pipe = load_pipeline(config.model, config.reconstructor)
     pipe.set_progress_bar_config(disable=True)
-    model, reconstructor = pipe.model, pipe.reconstructor
+    model, reconstructor = pipe, pipe.reconstructor
     reconstructor.renders_vs_x0 = None
     networks = MetricNetworks.from_paths(config.lpips_vgg, config.lpips_lin, raft=config.raft)
     captioned = captioned_assets(config.assets, os.path.join(config.assets, "captions.csv"))
     assets = {name: path for name, (path, _) in captioned.items()}
     prompts = [with_suffix(caption) for _, caption in captioned.values()]
     sampling = SamplingConfig(steps=config.steps, guidance_scale=config.guidance_scale).resolved(
-        model.variant, training_cameras(model))
-    background = DEFAULTS[model.variant]["background"]
-    azimuths = camera.orbit_azimuths(model.unet.num_frames)
+        model.variant, model.training_cameras)
+    background = VARIANTS[model.variant].background
+    azimuths = camera.orbit_azimuths(model.num_frames)
     measured = held_out_renders_vs_x0(model, reconstructor, assets, prompts, sampling.elevation, config.samples,
                                       networks.lpips)
     truth, truth_c2w = truth_orbits(assets, sampling.elevation, azimuths, model.resolution, config.samples,

@@ -4,7 +4,7 @@ AdamW (lr 3e-5, no weight decay), global batch 32 reached by gradient accumulati
 with a grad scaler (or bf16), gradient checkpointing, optional 2D images as 1-frame videos; per
 variant the authors' condition dropout to the negative prompt (0.1 text, none for image), offset
 noise (0.1 image) and EMA (0.9999 image, saved as ``ema/`` beside the trained weights):
-``models.generator.objective.RECIPES``, each overridable. ``run_finetune`` is what ``jobs/finetune.py`` calls.
+``models.variants.VARIANTS``, each overridable. ``run_finetune`` is what ``jobs/finetune.py`` calls.
 The model records the cameras of its training orbits (``CameraEmbedding.config.training_cameras``),
 joined with what the starting model had recorded, the caption suffix and the negative prompt.
 """
@@ -24,29 +24,19 @@ import ray.train
 import ray.train.torch
 import torch
 
-from models.generator.camera_embedding import camera_ranges
-from models.pipeline_videomv.loading import EMA_FOLDER, MultiViewModel, detect_variant, resolve_model_dir
+from camera.training_cameras import camera_ranges
+from models.pipeline_videomv.loading import EMA_FOLDER, detect_variant, resolve_model_dir
 from models.generator.ema import ShardedEMA, swapped_in
-from models.generator.objective import RECIPES, MultiViewBatch, diffusion_loss
+from models.generator.objective import MultiViewBatch, diffusion_loss, reorder_orbits
+from models.variants import VARIANTS
 from models.prompts import AUTHORS_NEGATIVE_PROMPT, CAPTION_SUFFIX
 from models.pipeline_videomv.pipeline_videomv import VideoMVPipeline
-from models.toy.train_views import reorder_orbits
 from pipeline.data import shards
 from pipeline.serve.media import grid_image
 from pipeline.tracking import tracking_uri
-from pipeline.train.common import (
-    TrainConfig,
-    TrainSummary,
-    WorkerState,
-    build_optimizer,
-    cycle_batches,
-    ddp_options,
-    placed,
-    publish_final,
-    restore,
-    run_trainer,
-    summarise,
-)
+from pipeline.train.config import TrainConfig, WorkerConfig
+from pipeline.train.driver import TrainSummary, placed, run_trainer, summarise
+from pipeline.train.worker import WorkerState, build_optimizer, cycle_batches, ddp_options, publish_final, restore
 from pipeline.encode_stage import check_latents
 from pipeline.data.datasets import (
     check_resolution,
@@ -60,64 +50,73 @@ from pipeline.data.datasets import (
 logger = logging.getLogger(__name__)
 
 
-def finetune_loop(config: dict[str, Any]) -> None:
+@dataclasses.dataclass(frozen=True)
+class FinetuneSettings:
+    """Fine-tuning's own worker settings (``WorkerConfig.job``): the cameras of the training orbits,
+    read from the shards by the driver (elevation, distance, fov: [low, high] each)."""
+
+    training_cameras: dict[str, list[float]]
+
+
+def finetune_loop(loop_config: dict[str, WorkerConfig]) -> None:
     """Ray Train worker loop (every worker runs it; rank 0 also logs and checkpoints)."""
-    worker = WorkerState(config)
-    torch.manual_seed(config["seed"] + worker.rank)
-    model = MultiViewModel.from_pretrained(config["model"], tracking_uri=config["mlflow_tracking_uri"])
-    embedding = model.unet.camera_embedding
-    seen = config["training_cameras"]
+    worker = WorkerState(loop_config.worker)
+    config, settings = worker.train, worker.config.job
+    torch.manual_seed(config.seed + worker.rank)
+    model = VideoMVPipeline.from_pretrained(config.model, tracking_uri=worker.config.mlflow_tracking_uri)
+    embedding = model.camera_embedding
+    seen = settings.training_cameras
     embedding.register_to_config(training_cameras=camera_ranges(
         seen["elevation"], seen["distance"], seen["fov"], previous=embedding.config.get("training_cameras")),
-        prompt_suffix=CAPTION_SUFFIX if model.variant == "t2v" else None, negative_prompt=config["negative_prompt"])
+        prompt_suffix=CAPTION_SUFFIX if model.variant == "t2v" else None, negative_prompt=config.negative_prompt)
     model.freeze_encoders()
-    from_latents = bool(config.get("latents"))
+    from_latents = bool(config.latents)
     negative_states = None
     if from_latents:  # the VAE and text encoder stay on the CPU: only the negative prompt is encoded, once
-        negative_states = model.encode_prompts([config["negative_prompt"]], device=torch.device("cpu"))[0]
-        model.unet.to(worker.device)
+        negative_states = model.encode_prompts([config.negative_prompt], device=torch.device("cpu"))[0]
+        model.denoiser.to(worker.device)
         negative_states = negative_states.to(worker.device)
     else:
         model.to(worker.device)
-    if config["gradient_checkpointing"]:
-        model.unet.enable_gradient_checkpointing()
-    model.unet.train()
-    optimizer = build_optimizer(model.unet.parameters(), config, worker.world_size)
-    ema = (ShardedEMA(model.unet, config["ema_decay"], worker.rank, worker.world_size) if config["ema_decay"]
+    if config.gradient_checkpointing:
+        model.denoiser.enable_gradient_checkpointing()
+    model.denoiser.train()
+    optimizer = build_optimizer(model.denoiser.parameters(), config.lr, config.optimizer, worker.world_size)
+    ema = (ShardedEMA(model.denoiser, config.ema_decay, worker.rank, worker.world_size) if config.ema_decay
            else None)
     start = restore(model.load_trainable, optimizer, worker.scaler, worker.rank, worker.world_size, ema)
     # 1-frame image batches leave the camera embedding unused, which DDP must be told about.
-    unet = (ray.train.torch.prepare_model(model.unet, parallel_strategy_kwargs=ddp_options(
-        find_unused_parameters=bool(config.get("image_data")))) if worker.world_size > 1 else model.unet)
-    shuffle = {"shuffle_buffer": config["shuffle_buffer"], "seed": config["seed"] + worker.rank}
-    orbits = cycle_batches(ray.train.get_dataset_shard("orbits"), config["micro_batch"], "orbit", **shuffle)
-    images = (cycle_batches(ray.train.get_dataset_shard("images"), config["micro_batch"], "image", **shuffle)
-              if config.get("image_data") else None)
-    accumulation = max(1, config["global_batch"] // (config["micro_batch"] * worker.world_size))
+    unet = (ray.train.torch.prepare_model(model.denoiser, parallel_strategy_kwargs=ddp_options(
+        find_unused_parameters=bool(config.image_data))) if worker.world_size > 1 else model.denoiser)
+    shuffle = {"shuffle_buffer": config.shuffle_buffer, "seed": config.seed + worker.rank}
+    orbits = cycle_batches(ray.train.get_dataset_shard("orbits"), config.micro_batch, "orbit", **shuffle)
+    images = (cycle_batches(ray.train.get_dataset_shard("images"), config.micro_batch, "image", **shuffle)
+              if config.image_data else None)
+    accumulation = config.accumulation_steps(worker.world_size)
     # The image-or-orbit draw is the same on every rank: each rank then takes as many batches of each
     # dataset, so all ranks reach an epoch's end at the same micro-step. (Per-rank draws deadlock:
     # streaming_split holds a new epoch until every split asks for it while the others wait in DDP.)
-    choose = random.Random(config["seed"] * 1000 + start)
-    generator = torch.Generator(device=worker.device).manual_seed(config["seed"] * 7919 + worker.rank + start)
-    order = torch.Generator().manual_seed(config["seed"] * 104729 + worker.rank + start)  # roll/reverse draws
+    choose = random.Random(config.seed * 1000 + start)
+    generator = torch.Generator(device=worker.device).manual_seed(config.seed * 7919 + worker.rank + start)
+    order = torch.Generator().manual_seed(config.seed * 104729 + worker.rank + start)  # roll/reverse draws
     with worker.mlflow() as mlflow:
         if worker.is_chief and start:
             logger.info("resumed from step %d", start)
-        for step in range(start + 1, config["steps"] + 1):
+        for step in range(start + 1, config.steps + 1):
             began = time.perf_counter()
             worker.maybe_fail(step)
             losses, samples = [], 0
             for micro in range(accumulation):
-                use_images = images is not None and choose.random() < config["image_ratio"]
+                use_images = images is not None and choose.random() < config.image_ratio
                 if from_latents:
                     inputs = latent_inputs(next(orbits), worker.device)
                     frames = "posterior"  # the frame axis to reorder with the cameras
                 else:
                     inputs = to_model_inputs(next(images if use_images else orbits), worker.device)
                     frames = "views"
-                if inputs["cameras"] is not None and (config["roll_orbits"] or config["reverse_orbits"]):
+                if inputs["cameras"] is not None and (config.roll_orbits or config.reverse_orbits):
                     inputs[frames], inputs["cameras"] = reorder_orbits(
-                        [inputs[frames], inputs["cameras"]], order, config["roll_orbits"], config["reverse_orbits"])
+                        [inputs[frames], inputs["cameras"]], order, config.roll_orbits, config.reverse_orbits)
                 if from_latents:
                     batch = MultiViewBatch(views=None, cameras=inputs["cameras"], prompts=inputs["prompts"],
                                            posterior=inputs["posterior"], prompt_states=inputs["prompt_states"],
@@ -125,50 +124,49 @@ def finetune_loop(config: dict[str, Any]) -> None:
                 else:
                     batch = MultiViewBatch(views=inputs["views"], cameras=inputs["cameras"], prompts=inputs["prompts"],
                                            condition_images=inputs["views"][:, 0] if model.variant == "i2v" else None)
-                sync = contextlib.nullcontext() if micro == accumulation - 1 or unet is model.unet else unet.no_sync()
+                sync = contextlib.nullcontext() if micro == accumulation - 1 or unet is model.denoiser else unet.no_sync()
                 with sync:
-                    loss = diffusion_loss(model, batch, generator, config["condition_dropout"], worker.autocast_dtype, unet,
-                                          config["negative_prompt"], config["offset_noise"])
+                    loss = diffusion_loss(model, batch, generator, config.condition_dropout, worker.autocast_dtype, unet,
+                                          config.negative_prompt, config.offset_noise)
                     worker.scaler.scale(loss / accumulation).backward()
                 losses.append(loss.item())
                 samples += len(inputs["prompts"])
             worker.end_step(step, optimizer, losses, samples, began, model.save_trainable, ema)
-            if worker.is_chief and config["sample_every"] and (
-                    step % config["sample_every"] == 0 or step == config["steps"]):
+            if worker.is_chief and config.sample_every and (
+                    step % config.sample_every == 0 or step == config.steps):
                 _log_samples(model, inputs, config, mlflow, step)
         averaged = ema.gathered() if ema is not None else None  # a collective: every rank
         if worker.is_chief:
             publish_final(lambda directory: save_with_ema(model, directory, averaged), config, mlflow)
 
 
-def save_with_ema(model: MultiViewModel, directory: str, averaged: dict[str, torch.Tensor] | None) -> None:
+def save_with_ema(model: VideoMVPipeline, directory: str, averaged: dict[str, torch.Tensor] | None) -> None:
     """The model as trained, and with an EMA its averaged unet/ and camera_embedding/ under ``ema/``
-    (``MultiViewModel.from_pretrained(..., use_ema=True)`` loads them)."""
+    (``VideoMVPipeline.from_pretrained(..., use_ema=True)`` loads them)."""
     model.save_pretrained(directory)
     if averaged is not None:
-        with swapped_in(model.unet, averaged):
+        with swapped_in(model.denoiser, averaged):
             model.save_trainable(os.path.join(directory, EMA_FOLDER))
 
 
-def _log_samples(model: MultiViewModel, inputs: dict, config: dict, mlflow: Any, step: int) -> None:
+def _log_samples(model: VideoMVPipeline, inputs: dict, config: TrainConfig, mlflow: Any, step: int) -> None:
     """A grid of views sampled for the current batch's first prompt (or image), as an artifact."""
-    was_training = model.unet.training
-    model.unet.eval()
-    pipe = VideoMVPipeline.from_model(model)
-    pipe.set_progress_bar_config(disable=True)
+    was_training = model.denoiser.training
+    model.denoiser.eval()
+    model.set_progress_bar_config(disable=True)
     condition = ({"prompt": inputs["prompts"][:1]} if model.variant == "t2v"
                  else {"image": inputs["views"][:1, 0] / 2 + 0.5})
-    views = pipe(**condition, num_inference_steps=config["sample_steps"], output_type="pt",
+    views = model(**condition, num_inference_steps=config.sample_steps, output_type="pt",
                  generator=torch.Generator().manual_seed(step)).frames
-    model.unet.train(was_training)
+    model.denoiser.train(was_training)
     if mlflow is not None:
         mlflow.log_image(grid_image(views[0]), f"samples/step_{step:07d}.png")
 
 
 def with_variant_recipe(config: TrainConfig, variant: str) -> TrainConfig:
     """``config`` with every objective option left None set to the authors' choice for ``variant``
-    (``models.generator.objective.RECIPES``; the authors' negative prompt), so that the run records what it used."""
-    recipe = RECIPES[variant]
+    (``models.variants.VARIANTS``; the authors' negative prompt), so that the run records what it used."""
+    recipe = VARIANTS[variant]
     return dataclasses.replace(
         config,
         condition_dropout=recipe.condition_dropout if config.condition_dropout is None else config.condition_dropout,
@@ -211,5 +209,4 @@ def run_finetune(config: TrainConfig) -> TrainSummary:
     columns = ["elevation", "distance", "fov"] + ([] if config.latents else ["status"])  # latent rows are all ok
     rows = shards.read_rows(config.data or config.latents, columns=columns)
     cameras = camera_ranges(*([row[name] for row in rows] for name in ("elevation", "distance", "fov")))
-    return summarise(run_trainer(finetune_loop, config, datasets, {
-        "model": config.model, "variant": variant, "training_cameras": cameras}), config)
+    return summarise(run_trainer(finetune_loop, config, datasets, variant, FinetuneSettings(cameras)), config)

@@ -22,26 +22,18 @@ import torch
 
 from models.reconstructor.model import LGM
 from models.reconstructor.options import PRESET_TRAINING, PRESETS
-from models.pipeline_videomv.loading import MultiViewModel, detect_variant, resolve_model_dir
+from models.variants import VARIANTS
+from models.pipeline_videomv.loading import detect_variant, resolve_model_dir
+from models.pipeline_videomv.pipeline_videomv import VideoMVPipeline
 from models.reconstructor.loss import ReconstructionLoss, missing_lpips
 from models.reconstructor.training import downsample, reconstruction_step
 from models.pipeline_videomv.one_step import decode_x0, one_step_x0_latents
 from pipeline.cli import option
 from pipeline.tracking import tracking_uri
-from pipeline.train.common import (
-    TrainConfig,
-    TrainSummary,
-    WorkerState,
-    build_optimizer,
-    cycle_batches,
-    ddp_options,
-    placed,
-    publish_final,
-    restore,
-    run_trainer,
-    summarise,
-)
-from pipeline.data.datasets import BACKGROUNDS, check_resolution, orbit_dataset, to_model_inputs
+from pipeline.train.config import TrainConfig, WorkerConfig
+from pipeline.train.driver import TrainSummary, placed, run_trainer, summarise
+from pipeline.train.worker import WorkerState, build_optimizer, cycle_batches, ddp_options, publish_final, restore
+from pipeline.data.datasets import check_resolution, orbit_dataset, to_model_inputs
 
 logger = logging.getLogger(__name__)
 MAX_TIMESTEP = 700
@@ -57,7 +49,9 @@ RECON_TRAIN_DEFAULTS = {"lr": None, "experiment": "videomv-recon"}
 class ReconConfig:
     """Reconstructor settings on top of ``TrainConfig``."""
 
-    lgm: str | None = option(None, "LGM weights to start from: the official .safetensors or an LGM directory")
+    reconstructor: str | None = option(
+        None, "the reconstructor's weights to start from: the official LGM .safetensors or an LGM directory",
+        deprecated_alias="lgm")
     lgm_preset: str = option("big", "architecture and camera setting; its training recipe gives the default --lr "
                              "(big 3e-5, small 4e-4, tiny 2e-3)", choices=tuple(sorted(PRESETS)))
     lgm_size: int | None = option(None, "override LGM input/output resolution (small CPU runs)")
@@ -82,11 +76,12 @@ class ReconConfig:
             raise ValueError(f"target_resolution must be positive, got {self.target_resolution}")
 
 
-def build_lgm(recon: dict[str, Any], tracking_uri: str | None = None) -> LGM:
-    options = PRESETS[recon["lgm_preset"]]
-    if recon.get("lgm_size"):
-        options = dataclasses.replace(options, input_size=recon["lgm_size"], output_size=recon["lgm_size"])
-    return LGM.load(recon["lgm"], options, tracking_uri) if recon.get("lgm") else LGM(options)
+def build_lgm(recon: ReconConfig, tracking_uri: str | None = None) -> LGM:
+    """The reconstructor to train: ``recon.reconstructor``'s weights, or a fresh one of the preset (and size)."""
+    options = PRESETS[recon.lgm_preset]
+    if recon.lgm_size:
+        options = dataclasses.replace(options, input_size=recon.lgm_size, output_size=recon.lgm_size)
+    return LGM.load(recon.reconstructor, options, tracking_uri) if recon.reconstructor else LGM(options)
 
 
 @dataclasses.dataclass
@@ -110,7 +105,7 @@ class ReconBatch:
     background: tuple[float, float, float]
 
 
-def reconstructor_batch(generator_model: MultiViewModel, inputs: dict, rng: torch.Generator, resolution: int,
+def reconstructor_batch(generator_model: VideoMVPipeline, inputs: dict, rng: torch.Generator, resolution: int,
                         supervised_views: int, background: str = "random",
                         autocast_dtype: torch.dtype | None = None) -> ReconBatch:
     """One micro-batch of reconstructor training from decoded orbits (``to_model_inputs``).
@@ -120,7 +115,7 @@ def reconstructor_batch(generator_model: MultiViewModel, inputs: dict, rng: torc
     on a random colour (``background`` "random") or kept on the variant's. Draws, in order, from
     ``rng``: timesteps and noise, the input views, the supervised views, the background colour.
     """
-    variant_background = torch.tensor(BACKGROUNDS[generator_model.variant], device=rng.device) / 255.0
+    variant_background = torch.tensor(VARIANTS[generator_model.variant].background, device=rng.device)
     views = inputs["views"]
     generator_views = downsample(views, resolution) if views.shape[-1] > resolution else views
     latents = one_step_latents(generator_model, {**inputs, "views": generator_views}, rng, autocast_dtype)
@@ -141,7 +136,7 @@ def load_lgm_into(model: LGM) -> Any:
     return load
 
 
-def one_step_latents(generator_model: MultiViewModel, inputs: dict, rng: torch.Generator,
+def one_step_latents(generator_model: VideoMVPipeline, inputs: dict, rng: torch.Generator,
                      autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
     """G's predicted clean latents [B, C, F, h, w] from noised ground truth at t <= 700 (decode the
     views needed with ``models.pipeline_videomv.one_step.decode_x0``)."""
@@ -150,35 +145,37 @@ def one_step_latents(generator_model: MultiViewModel, inputs: dict, rng: torch.G
                                autocast_dtype=autocast_dtype)
 
 
-def recon_loop(config: dict[str, Any]) -> None:
-    worker = WorkerState(config)
-    torch.manual_seed(config["seed"] + worker.rank)
-    generator_model = MultiViewModel.from_pretrained(config["model"], tracking_uri=config["mlflow_tracking_uri"])
+def recon_loop(loop_config: dict[str, WorkerConfig]) -> None:
+    """Ray Train worker loop (every worker runs it; rank 0 also logs and checkpoints)."""
+    worker = WorkerState(loop_config.worker)
+    config, recon = worker.train, worker.config.job
+    torch.manual_seed(config.seed + worker.rank)
+    generator_model = VideoMVPipeline.from_pretrained(config.model, tracking_uri=worker.config.mlflow_tracking_uri)
     generator_model.freeze_encoders()
-    generator_model.unet.requires_grad_(False).eval()
+    generator_model.denoiser.requires_grad_(False).eval()
     generator_model.to(worker.device)
-    lgm = build_lgm(config, config["mlflow_tracking_uri"]).to(worker.device).train()
-    loss_fn = ReconstructionLoss.from_paths(config.get("lpips_vgg"), config.get("lpips_lin"),
-                                            required=PRESET_TRAINING[config["lgm_preset"]].lpips_required)
+    lgm = build_lgm(recon, worker.config.mlflow_tracking_uri).to(worker.device).train()
+    loss_fn = ReconstructionLoss.from_paths(recon.lpips_vgg, recon.lpips_lin,
+                                            required=PRESET_TRAINING[recon.lgm_preset].lpips_required)
     loss_fn.to(worker.device)
-    optimizer = build_optimizer(lgm.parameters(), config, worker.world_size)
+    optimizer = build_optimizer(lgm.parameters(), config.lr, config.optimizer, worker.world_size)
     start = restore(load_lgm_into(lgm), optimizer, worker.scaler, worker.rank, worker.world_size)
     network = (ray.train.torch.prepare_model(lgm, parallel_strategy_kwargs=ddp_options())
                if worker.world_size > 1 else lgm)
-    orbits = cycle_batches(ray.train.get_dataset_shard("orbits"), config["micro_batch"], "orbit",
-                           shuffle_buffer=config["shuffle_buffer"], seed=config["seed"] + worker.rank)
-    accumulation = max(1, config["global_batch"] // (config["micro_batch"] * worker.world_size))
-    rng = torch.Generator(device=worker.device).manual_seed(config["seed"] * 7919 + worker.rank + start)
+    orbits = cycle_batches(ray.train.get_dataset_shard("orbits"), config.micro_batch, "orbit",
+                           shuffle_buffer=config.shuffle_buffer, seed=config.seed + worker.rank)
+    accumulation = config.accumulation_steps(worker.world_size)
+    rng = torch.Generator(device=worker.device).manual_seed(config.seed * 7919 + worker.rank + start)
     with worker.mlflow() as mlflow:
         if worker.is_chief and start:
             logger.info("resumed from step %d", start)
-        for step in range(start + 1, config["steps"] + 1):
+        for step in range(start + 1, config.steps + 1):
             began = time.perf_counter()
             worker.maybe_fail(step)
             losses, samples = [], 0
             for _ in range(accumulation):
                 batch = reconstructor_batch(generator_model, to_model_inputs(next(orbits), worker.device), rng,
-                                            config["resolution"], config["supervised_views"], config["background"],
+                                            config.resolution, recon.supervised_views, recon.background,
                                             worker.autocast_dtype)
                 with torch.autocast(worker.device.type, dtype=worker.autocast_dtype,
                                     enabled=worker.autocast_dtype is not None):
@@ -227,6 +224,5 @@ def run_train_recon(config: TrainConfig, recon: ReconConfig) -> TrainSummary:
     datasets = {"orbits": orbit_dataset(config.data, variant, decoded, config.captions,
                                         materialize=config.materialize_data, max_decoders=config.max_decoders,
                                         shuffle_seed=config.seed if config.shuffle_buffer else None)}
-    result = run_trainer(recon_loop, config, datasets,
-                         {"model": config.model, "variant": variant, **dataclasses.asdict(recon)})
+    result = run_trainer(recon_loop, config, datasets, variant, recon)
     return summarise(result, config)

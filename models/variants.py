@@ -1,0 +1,53 @@
+"""The two variants of G and every fact that differs between them: one home.
+
+- ``t2v``: text to 24 views, fine-tuned from ModelScope T2V (``text-to-video-ms-1.7b``).
+- ``i2v``: one image to 24 views, fine-tuned from I2VGen-XL (``i2vgen-xl``); its prompt is empty.
+
+Sampling defaults (guidance, elevation) and the background are the paper's and the authors' code's
+(``tools/modules/config.py``, ``configs/*_train.yaml``); the fine-tuning recipe is the authors'
+``p_zero``, ``noise_strength`` and ``use_ema``/``ema_decay``. The authors sample the image model at
+distance 1.7, but it must see the cameras it was trained on: the render job's
+(``camera.DEFAULT_DISTANCE``) or the model's recorded training cameras, so distance is not here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One variant's facts. ``background``: RGB in [0, 1], what every view is composited on
+    (renders for training, the reconstructor's renders while sampling, the image model's input)."""
+
+    name: str
+    components: tuple[str, ...]  # the diffusers directory's component folders
+    guidance_scale: float
+    elevation: float  # degrees, the orbit sampled by default
+    background: tuple[float, float, float]
+    condition_dropout: float  # share of samples trained unconditioned (classifier-free guidance)
+    offset_noise: float
+    ema_decay: float | None  # None: no EMA kept
+
+    @property
+    def background_uint8(self) -> tuple[int, int, int]:
+        """``background`` as 8-bit RGB (0.5 -> 128, as the authors' grey)."""
+        return tuple(int(round(c * 255 + 1e-6)) for c in self.background)  # type: ignore[return-value]
+
+
+_VIDEO_COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+VARIANTS: dict[str, Variant] = {
+    "t2v": Variant("t2v", _VIDEO_COMPONENTS, guidance_scale=9.0, elevation=15.0, background=(0.5, 0.5, 0.5),
+                   condition_dropout=0.1, offset_noise=0.0, ema_decay=None),
+    "i2v": Variant("i2v", (*_VIDEO_COMPONENTS, "image_encoder", "feature_extractor"), guidance_scale=6.0,
+                   elevation=5.0, background=(1.0, 1.0, 1.0), condition_dropout=0.0, offset_noise=0.1,
+                   ema_decay=0.9999),
+}
+
+
+def variant_of(name: str) -> Variant:
+    """The ``Variant`` called ``name``; an error naming the known ones otherwise."""
+    try:
+        return VARIANTS[name]
+    except KeyError:
+        raise ValueError(f"variant must be one of {tuple(VARIANTS)}, got {name!r}") from None

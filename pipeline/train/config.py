@@ -1,0 +1,133 @@
+"""The training jobs' configuration: ``TrainConfig`` (the flags both jobs share, ``pipeline.cli``)
+and ``WorkerConfig``, what the driver hands every Ray Train worker (typed, not a merged dict)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.cli import option
+
+TRAINING_STATE = "training_state.pt"
+OPTIMIZER_SHARD = "optimizer_shard_{rank}.pt"  # zero1: each rank's part of the optimizer state
+EMA_SHARD = "ema_shard_{rank}.pt"  # each rank's part of the weights' moving average (models.generator.ema)
+FINAL_MODEL = "final_model"
+OPTIMIZERS = ("adamw", "zero1")
+
+
+@dataclass
+class TrainConfig:
+    """Flags shared by ``jobs/finetune.py`` and ``jobs/train_recon.py`` (``pipeline.cli``)."""
+
+    model: str = option(help="diffusers directory of G (ModelScope T2V / I2VGen-XL layout, or fine-tuned)")
+    output: str = option(help="storage path for checkpoints and the final model (folder or URI)")
+    name: str = option(help="run name: re-submitting with the same name and output resumes")
+    data: str | None = option(None, "orbit shards from jobs/render.py (folder or URI)")
+    latents: str | None = option(
+        None, "latent shards from jobs/encode.py: fine-tune G from them instead of --data's orbits, with the VAE and "
+        "text encoder off the GPU (text model only)")
+    steps: int = option(1000, "optimizer steps")
+    num_workers: int = option(1, "Ray Train workers")
+    cpus_per_worker: float | None = option(
+        None, "CPUs reserved per worker (default: 1, or less where the cluster's CPUs would leave Ray Data's read "
+        "and decode tasks none)")
+    wait_for_nodes: bool = option(
+        False, "an autoscaling cluster: wait for the nodes the workers need instead of failing at once when the "
+        "cluster cannot place them now")
+    use_gpu: bool = option(False, "one GPU per worker")
+    accelerator_type: str | None = option(None, "e.g. A100 (Ray's accelerator_type)")
+    resources_per_worker: dict[str, float] = option(
+        {}, "custom Ray resources per worker, e.g. trainer=1 (places workers on the nodes that advertise them)")
+    micro_batch: int = option(1, "samples per worker per forward")
+    optimizer: str = option("adamw", "adamw; or zero1: AdamW with its state sharded over the workers "
+                            "(ZeroRedundancyOptimizer: 1/N of the 8 bytes per parameter; docs/costs.md)",
+                            choices=OPTIMIZERS)
+    global_batch: int = option(32, "samples per optimizer step over all workers, by gradient accumulation")
+    lr: float = option(3e-5, "AdamW learning rate")
+    lr_schedule: str = option("constant", "constant, or cosine: anneal to 5%% of --lr over --steps",
+                              choices=("constant", "cosine"))
+    precision: str = option("fp16", "autocast precision; fp16 uses a grad scaler on CUDA, CPUs use bf16 for it",
+                             choices=("fp16", "bf16", "no"))
+    gradient_checkpointing: bool = option(True, "recompute block activations in the backward pass (less memory)")
+    checkpoint_every: int = option(500, "steps between checkpoints")
+    log_every: int = option(10, "steps between progress lines/metrics")
+    sample_every: int = option(0, "steps between sampled-view grids in MLflow (0: off)")
+    sample_steps: int = option(25, "DDIM steps of those samples")
+    resolution: int = option(256, "training image size")
+    captions: str | None = option(None, "CSV uid or file name,caption overriding the shards' captions")
+    image_data: str | None = option(
+        None, "optional Parquet of 2D images (columns image, caption) mixed in as 1-frame videos")
+    image_ratio: float = option(0.0, "share of micro-batches taken from --image-data")
+    roll_orbits: bool = option(
+        False, "start each training orbit at a random view (views and cameras together), so only the cameras "
+        "tell which view a frame is (docs/results.md: camera control)")
+    reverse_orbits: bool = option(False, "run half the training orbits backwards (views and cameras together)")
+    # G's objective (jobs/finetune.py); None takes the authors' choice for the model's variant (models.variants.VARIANTS).
+    condition_dropout: float | None = option(
+        None, "share of samples trained unconditioned, for classifier-free guidance (default: 0.1 text, 0 image)")
+    negative_prompt: str | None = option(
+        None, "the text dropped samples get and guidance guides against, recorded in the model (default: the "
+        "authors' negative prompt, models.prompts; '' for the empty prompt)")
+    offset_noise: float | None = option(None, "offset-noise strength (default: 0 text, 0.1 image)")
+    ema_decay: float | None = option(
+        None, "keep an EMA of the weights with this decay, saved beside them as ema/ (default: none for text, "
+        "0.9999 for image; 0: none)")
+    max_decoders: int | None = option(
+        None, "decode actors the data pool may scale up to, per dataset (default: the CPUs the workers leave, "
+        "in 0.5-CPU shares)")
+    shuffle_buffer: int = option(
+        16, "rows shuffled in each worker's local buffer, every epoch in another order (seeded by --seed); the "
+        "shards' file order is shuffled every epoch too; 0: neither, the shards' order")
+    materialize_data: bool = option(
+        False, "decode the shards once and keep the arrays in Ray's object store (data that fits in memory): "
+        "otherwise every epoch decodes again, which dominates when an epoch is a few steps")
+    max_failures: int = option(2, "worker failures survived")
+    keep_checkpoints: int = option(2, "checkpoints kept")
+    mlflow_uri: str | None = option(None, "MLflow tracking URI (default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    experiment: str = option("videomv-finetune", "MLflow experiment")
+    register_as: str | None = option(None, "register the final model in the MLflow model registry under this name "
+                                           "(then load it as models:/NAME/latest)")
+    seed: int = option(0, "seed of weights' noise, data order and condition dropout")
+    fail_at_step: int | None = option(None, "fault drill: raise once at this step to exercise recovery")
+
+    def __post_init__(self) -> None:
+        if (self.data is None) == (self.latents is None):
+            raise ValueError("give the training data: --data (orbit shards) or --latents (latent shards), one of them")
+        if self.precision not in ("fp16", "bf16", "no"):
+            raise ValueError(f"precision must be fp16, bf16 or no, got {self.precision!r}")
+        if self.steps < 1 or self.micro_batch < 1 or self.global_batch < 1:
+            raise ValueError("steps, micro_batch and global_batch must be positive")
+        if not 0.0 <= self.image_ratio < 1.0:
+            raise ValueError("image_ratio must be in [0, 1)")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.cpus_per_worker is not None and self.cpus_per_worker <= 0:
+            raise ValueError(f"cpus_per_worker must be positive, got {self.cpus_per_worker}")
+        if self.shuffle_buffer < 0:
+            raise ValueError(f"shuffle_buffer must be 0 or more, got {self.shuffle_buffer}")
+        if self.max_decoders is not None and self.max_decoders < 1:
+            raise ValueError(f"max_decoders must be at least 1, got {self.max_decoders}")
+        if self.condition_dropout is not None and not 0.0 <= self.condition_dropout < 1.0:
+            raise ValueError(f"condition_dropout must be in [0, 1), got {self.condition_dropout}")
+        if self.offset_noise is not None and self.offset_noise < 0:
+            raise ValueError(f"offset_noise must be 0 or more, got {self.offset_noise}")
+        if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1) (0: no EMA), got {self.ema_decay}")
+
+    def accumulation_steps(self, world_size: int) -> int:
+        """Micro-batches per optimizer step on ``world_size`` workers, so that micro_batch x workers x
+        steps = global_batch (the workers ask with their world size: a restarted group may differ)."""
+        return max(1, self.global_batch // (self.micro_batch * world_size))
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """What every training worker is given (``run_trainer``): the job's ``TrainConfig``, G's variant,
+    the MLflow run the driver opened, and the trainer's own settings (``job``: the reconstructor's
+    ``ReconConfig``, fine-tuning's ``FinetuneSettings``)."""
+
+    train: TrainConfig
+    variant: str
+    mlflow_run_id: str
+    mlflow_tracking_uri: str
+    job: Any = None

@@ -1,0 +1,130 @@
+"""The driver side of both training jobs: placing the workers on the Ray cluster, opening the MLflow
+run, building and fitting the ``TorchTrainer``, and summarising its result.
+
+Ray Train 2.60 (Train V2): a re-submitted job with the same ``name`` and ``output`` (storage path)
+resumes from its latest checkpoint via ``ray.train.get_checkpoint()``; ``FailureConfig`` restarts
+the workers after a failure, again from the latest checkpoint (``pipeline.train.worker``).
+MLflow: the driver opens (or, on resume, reopens) the run; world rank 0 logs into it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import ray
+import ray.train
+from ray.train.torch import TorchTrainer
+
+from pipeline.data.datasets import DATA_CPUS_PER_DATASET, default_decoders
+from pipeline.tracking import log_shards_input, tracking_uri
+from pipeline.train.config import FINAL_MODEL, TrainConfig, WorkerConfig
+
+logger = logging.getLogger(__name__)
+MIN_WORKER_CPUS = 0.1
+
+
+def mlflow_run_id(config: TrainConfig, params: dict[str, Any]) -> str:
+    """The run for ``config.name``: reopened when the job is resumed, otherwise created."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri(config.mlflow_uri))
+    experiment = mlflow.set_experiment(config.experiment)
+    existing = mlflow.search_runs([experiment.experiment_id], filter_string=f"tags.ray_run_name = '{config.name}'",
+                                  output_format="list")
+    if existing:
+        return existing[0].info.run_id
+    with mlflow.start_run(run_name=config.name, tags={"ray_run_name": config.name}) as run:
+        mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})
+        log_shards_input(config.data or config.latents, context="training")
+        return run.info.run_id
+
+
+def worker_cpus(config: TrainConfig, cluster: dict[str, float], num_datasets: int) -> float:
+    """CPUs to reserve per worker, checked against the cluster's resources now.
+
+    Ray Data needs at least one read task and one decode actor per dataset beside the workers
+    (``DATA_CPUS_PER_DATASET``): workers that take every CPU leave it none, and the job would wait
+    forever. ``cpus_per_worker`` None gives each worker 1 CPU, or what is left after Ray Data's
+    share. A cluster that cannot place the job now is an error naming what to change, unless
+    ``wait_for_nodes`` (an autoscaling cluster) turns it into a warning.
+    """
+    data_cpus = DATA_CPUS_PER_DATASET * num_datasets
+    total_cpus, total_gpus = cluster.get("CPU", 0.0), cluster.get("GPU", 0.0)
+    per_worker = config.cpus_per_worker
+    if per_worker is None:
+        left = (total_cpus - data_cpus) / config.num_workers
+        per_worker = 1.0 if config.wait_for_nodes or left >= 1.0 else round(max(left, MIN_WORKER_CPUS), 3)
+    problems = []
+    if per_worker * config.num_workers + data_cpus > total_cpus + 1e-9:
+        problems.append(
+            f"{config.num_workers} workers x {per_worker:g} CPUs leave {total_cpus - per_worker * config.num_workers:g} "
+            f"of the cluster's {total_cpus:g} CPUs to Ray Data, which needs {data_cpus:g} to read and decode "
+            f"{num_datasets} dataset(s): lower --cpus-per-worker or --num-workers, or add CPUs")
+    if config.use_gpu and total_gpus < config.num_workers:
+        problems.append(f"{config.num_workers} GPU workers on a cluster with {total_gpus:g} GPUs: lower --num-workers")
+    if problems:
+        message = "; ".join(problems)
+        if not config.wait_for_nodes:
+            raise ValueError(f"the training job cannot be placed: {message} (on an autoscaling cluster, "
+                             "--wait-for-nodes waits for the nodes instead)")
+        logger.warning("the cluster cannot place the training job now (%s): waiting for the autoscaler", message)
+    return per_worker
+
+
+def placed(config: TrainConfig, num_datasets: int) -> TrainConfig:
+    """``config`` with ``cpus_per_worker`` and ``max_decoders`` resolved against the Ray cluster
+    (``worker_cpus``, ``default_decoders``); raises when the cluster cannot place the job."""
+    cluster = ray.cluster_resources()
+    cpus = worker_cpus(config, cluster, num_datasets)
+    decoders = config.max_decoders or default_decoders(cluster.get("CPU", 0.0), cpus * config.num_workers)
+    logger.info("%d worker(s) with %g CPUs each; up to %d decode actor(s) per dataset", config.num_workers, cpus,
+                decoders)
+    return dataclasses.replace(config, cpus_per_worker=cpus, max_decoders=decoders)
+
+
+def run_trainer(train_loop: Callable[[dict], None], config: TrainConfig, datasets: dict[str, Any], variant: str,
+                job: Any = None) -> ray.train.Result:
+    """Build and fit the ``TorchTrainer`` for ``config`` (resolved by ``placed``); every worker runs
+    ``train_loop`` with ``{"worker": WorkerConfig(...)}`` (``job``: the trainer's own settings, also
+    logged as the run's parameters). Returns Ray Train's result."""
+    params = {**dataclasses.asdict(config), "variant": variant,
+              **(dataclasses.asdict(job) if dataclasses.is_dataclass(job) else {})}
+    worker = WorkerConfig(train=config, variant=variant, mlflow_run_id=mlflow_run_id(config, params),
+                          mlflow_tracking_uri=tracking_uri(config.mlflow_uri), job=job)
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config={"worker": worker},
+        scaling_config=ray.train.ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu,
+                                               accelerator_type=config.accelerator_type,
+                                               resources_per_worker={"CPU": config.cpus_per_worker,
+                                                                     **config.resources_per_worker}),
+        run_config=ray.train.RunConfig(
+            name=config.name,
+            storage_path=config.output,
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=config.keep_checkpoints),
+            failure_config=ray.train.FailureConfig(max_failures=config.max_failures),
+        ),
+        datasets=datasets,
+    )
+    return trainer.fit()
+
+
+@dataclass
+class TrainSummary:
+    name: str
+    steps: int
+    final_metrics: dict[str, Any]
+    checkpoint: str | None
+    final_model: str
+
+
+def summarise(result: ray.train.Result, config: TrainConfig) -> TrainSummary:
+    if result.error:
+        raise result.error
+    return TrainSummary(config.name, config.steps, dict(result.metrics or {}),
+                        result.checkpoint.path if result.checkpoint else None,
+                        os.path.join(config.output, config.name, FINAL_MODEL))
