@@ -10,7 +10,7 @@ import math
 import torch
 
 import camera
-from models.gaussians.rendering import _CHUNK_ELEMENTS, ALPHA_MAX, ALPHA_MIN, TILE, _project, bin_tiles, tile_buffers
+from models.gaussians._torch_rasterizer import _CHUNK_ELEMENTS, ALPHA_MAX, ALPHA_MIN, TILE, _project, bin_tiles, tile_buffers
 from models.gaussians.gaussians import Gaussians
 
 

@@ -40,7 +40,7 @@ sys.path[0] = ROOT
 
 def bare_loop(input_spec: str, settings_json: str, output_dir: str) -> None:
     """Render every asset in this process; prints a JSON line with the timing."""
-    from pipeline.render_stage import orbit_cameras
+    from pipeline.render_stage import asset_orbit
     from pipeline.data.sources import resolve_input
     from render import blender
     from render.settings import RenderSettings
@@ -50,7 +50,7 @@ def bare_loop(input_spec: str, settings_json: str, output_dir: str) -> None:
     start = time.perf_counter()
     rendered = 0
     for ref in refs:
-        _, _, c2w = orbit_cameras(ref.uid, settings)
+        _, _, c2w = asset_orbit(ref.uid, settings)
         folder = tempfile.mkdtemp(dir=output_dir)
         try:
             blender.reset_scene()

@@ -32,7 +32,7 @@ from render.settings import RenderSettings
 logger = logging.getLogger(__name__)
 
 
-def orbit_cameras(uid: str, settings: RenderSettings) -> tuple[float, np.ndarray, np.ndarray]:
+def asset_orbit(uid: str, settings: RenderSettings) -> tuple[float, np.ndarray, np.ndarray]:
     """(elevation, azimuths [V], c2w [V, 4, 4]) of an object's orbit, reproducible from (uid, seed)."""
     elevation = camera.sample_elevation(uid, settings.seed, settings.elevation_range)
     azimuths = camera.orbit_azimuths(settings.num_views)
@@ -48,7 +48,7 @@ def render_asset(
     ref: AssetRef, process: BlenderProcess, settings: RenderSettings, objaverse_root: str | None = None
 ) -> dict[str, Any]:
     """Render one asset into a complete schema row; failures become a "failed" row with the error."""
-    elevation, azimuths, c2w = orbit_cameras(ref.uid, settings)
+    elevation, azimuths, c2w = asset_orbit(ref.uid, settings)
     intrinsics = camera.intrinsics_from_fov(settings.fov, settings.resolution, settings.resolution)
     row = schema.empty_row(
         uid=ref.uid,

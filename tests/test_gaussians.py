@@ -104,7 +104,7 @@ def brute_force_render(scene: Gaussians, c2w: torch.Tensor, K: torch.Tensor, siz
     """The rasteriser's definition, evaluated the slow way: every pixel against every Gaussian
     (those whose 3-sigma box touches the pixel's 16 px tile, as gsplat bins them), all composited
     front to back by camera depth. Returns colors [C, H, W, 3] and alphas [C, H, W, 1]."""
-    from models.gaussians.rendering import ALPHA_MAX, ALPHA_MIN, TILE, _project
+    from models.gaussians._torch_rasterizer import ALPHA_MAX, ALPHA_MIN, TILE, _project
 
     flip = torch.as_tensor(camera.OPENGL_TO_OPENCV, dtype=c2w.dtype)
     colors, alphas = [], []
@@ -163,7 +163,7 @@ def test_the_opacity_cull_keeps_every_pair_that_changes_a_pixel():
     nearly opaque Gaussians (whose 1/255 ellipse reaches past 3 sigma, so the cull is tightest
     there) the image is the brute-force one (no early stop: nothing saturates), and the cells
     hold fewer pairs than 16 px lists would."""
-    from models.gaussians.rendering import CELL, _project, bin_tiles
+    from models.gaussians._torch_rasterizer import CELL, _project, bin_tiles
 
     scene = random_scene(60, seed=5)
     scene.opacities = torch.full_like(scene.opacities, 0.999)

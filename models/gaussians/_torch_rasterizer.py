@@ -1,0 +1,225 @@
+"""The PyTorch reference rasteriser of 3D Gaussians (private: ``models.gaussians.rendering`` is the
+public module; it takes gsplat on CUDA and this elsewhere, with the same conventions).
+
+The PyTorch rasteriser bins Gaussians into 4 x 4 px cells of gsplat's 16 px tiles (``bin_tiles``):
+a Gaussian goes only into the cells of its tiles where its alpha can reach 1/255 (an exact cull:
+the pixels are those of the 16 px lists), each cell's list sorted by depth. Cells are composited in
+vectorised chunks of similar list length (bounded memory), 64 Gaussians at a time (more when few
+cells remain), dropping a cell once all its pixels' transmittance is under ``T_STOP`` (1e-4,
+gsplat's per-pixel threshold). Forward cost for 24 views on 2 CPU cores
+(``benchmarks/gaussians.py``, ``docs/costs.md``): 5.3 s for 65K Gaussians at 256 px, 1.3 s for 16K
+at 128 px, 0.19 s for 2K at 32 px: fine for tests, sampling and small batches; training at full
+size wants gsplat on a GPU.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from models.gaussians.gaussians import Gaussians, quaternion_to_matrix
+
+NEAR_PLANE = 0.01
+EPS_2D = 0.3
+ALPHA_MIN = 1.0 / 255.0
+ALPHA_MAX = 0.999
+TILE = 16
+CELL = 4  # the PyTorch path composites 4 x 4 px cells of the 16 px tiles (see ``bin_tiles``; 8 and 2 were slower)
+_CHUNK_ELEMENTS = 1 << 23  # pixels x Gaussians evaluated at once by the PyTorch path
+_BLOCK = 64  # Gaussians per tile composited at once, between checks for early termination ...
+_STEP_ELEMENTS = 1 << 18  # ... or more, so that one step evaluates at least this many pixel-Gaussian pairs
+T_STOP = 1e-4  # a tile stops once all its pixels' transmittance is below this (gsplat stops per pixel)
+
+
+def _project(gaussians: Gaussians, viewmat: torch.Tensor, K: torch.Tensor, width: int, height: int):
+    """Means in pixels [N, 2], depths [N], conics [N, 3] (a, b, c of the inverse 2D covariance), radii [N]."""
+    points = gaussians.means @ viewmat[:3, :3].T + viewmat[:3, 3]
+    x, y, z = points.unbind(-1)
+    z_safe = z.clamp(min=NEAR_PLANE)
+    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+    # The Jacobian is evaluated with x/z, y/z clamped to 1.3x the field of view, as in gsplat.
+    limit_x = 1.3 * 0.5 * width / fx
+    limit_y = 1.3 * 0.5 * height / fy
+    tx = (x / z_safe).clamp(-limit_x, limit_x) * z_safe
+    ty = (y / z_safe).clamp(-limit_y, limit_y) * z_safe
+    zeros = torch.zeros_like(z_safe)
+    jacobian = torch.stack([
+        torch.stack([fx / z_safe, zeros, -fx * tx / z_safe**2], dim=-1),
+        torch.stack([zeros, fy / z_safe, -fy * ty / z_safe**2], dim=-1),
+    ], dim=-2)  # [N, 2, 3]
+    rotation = quaternion_to_matrix(gaussians.quats)
+    scaled = rotation * gaussians.scales[:, None, :]
+    covariance = scaled @ scaled.transpose(-1, -2)  # R S S^T R^T
+    world_to_camera = viewmat[:3, :3]
+    covariance_camera = world_to_camera @ covariance @ world_to_camera.T
+    cov2d = jacobian @ covariance_camera @ jacobian.transpose(-1, -2)
+    a = cov2d[:, 0, 0] + EPS_2D
+    b = cov2d[:, 0, 1]
+    c = cov2d[:, 1, 1] + EPS_2D
+    determinant = (a * c - b * b).clamp(min=1e-12)
+    conics = torch.stack([c / determinant, -b / determinant, a / determinant], dim=-1)
+    middle = 0.5 * (a + c)
+    largest_eigenvalue = middle + torch.sqrt((middle * middle - determinant).clamp(min=0.1))
+    radii = torch.ceil(3.0 * torch.sqrt(largest_eigenvalue)).detach()
+    means2d = torch.stack([fx * x / z_safe + cx, fy * y / z_safe + cy], dim=-1)
+    visible = (z > NEAR_PLANE) & (a * c - b * b > 0)
+    radii = torch.where(visible, radii, torch.zeros_like(radii))
+    return means2d, z, conics, radii
+
+
+def bin_tiles(means2d: torch.Tensor, depths: torch.Tensor, radii: torch.Tensor, width: int, height: int,
+              opacities: torch.Tensor | None = None, conics: torch.Tensor | None = None, cell: int = TILE
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each Gaussian into the ``cell``-px cells it can reach, each cell's list sorted front to back.
+
+    A Gaussian reaches the 16 px tiles its 3-sigma box touches (gsplat's lists). With ``opacities``
+    [N] and ``conics`` [N, 3] it is listed only in the cells (``cell`` divides 16) holding a pixel
+    centre of those tiles where ``opacity * exp(-q/2)`` can reach ``ALPHA_MIN`` (the bounding box of
+    that ellipse, with a margin for rounding): every pair left out has its alpha dropped anyway, so
+    the rendered pixels are exactly those of the 16 px lists, for fewer pairs.
+    Returns (pair_gaussian [M]: Gaussian ids, cell after cell; per_cell [cells]: list lengths;
+    starts [cells]: where each cell's list begins in pair_gaussian), cells numbered row-major.
+    """
+    device = means2d.device
+    if TILE % cell:
+        raise ValueError(f"cell {cell} must divide the tile size {TILE}")
+    tiles_x, tiles_y = math.ceil(width / TILE), math.ceil(height / TILE)
+    cells_x, cells_y = math.ceil(width / cell), math.ceil(height / cell)
+    cull = opacities is not None and conics is not None
+    with torch.no_grad():
+        on_screen = (radii > 0) & (means2d[:, 0] + radii > 0) & (means2d[:, 0] - radii < width) & \
+            (means2d[:, 1] + radii > 0) & (means2d[:, 1] - radii < height)
+        if cull:
+            on_screen &= opacities >= ALPHA_MIN
+        ids = torch.nonzero(on_screen).flatten()
+        centre, radius = means2d[ids], radii[ids, None]
+        # First and last pixel (x, y) of the 16 px tiles the 3-sigma box touches.
+        low = ((centre - radius) // TILE).clamp(min=0) * TILE
+        high = ((centre + radius) // TILE + 1) * TILE - 1
+        high = torch.minimum(high, torch.tensor([tiles_x * TILE - 1.0, tiles_y * TILE - 1.0], device=device))
+        if cull:
+            # The ellipse q <= 2 log(255 o) has half-widths sqrt(2 log(255 o) * cov_xx), ... ; a pixel
+            # centre i + 0.5 inside it has i in [centre - extent - 0.5, centre + extent - 0.5].
+            conic = conics[ids]
+            determinant = (conic[:, 0] * conic[:, 2] - conic[:, 1] ** 2).clamp(min=1e-30)
+            variance = torch.stack([conic[:, 2], conic[:, 0]], dim=-1) / determinant[:, None]
+            level = 2 * torch.log(opacities[ids].clamp(max=1.0) / ALPHA_MIN).clamp(min=0)
+            extent = torch.sqrt(level[:, None] * variance) * (1 + 1e-3) + 1e-2
+            low = torch.maximum(low, torch.floor(centre - extent - 0.5))
+            high = torch.minimum(high, torch.floor(centre + extent - 0.5))
+        reached = (low <= high).all(dim=-1)
+        ids, low, high = ids[reached], low[reached], high[reached]
+        x0, y0 = (low // cell).long().unbind(-1)
+        x1, y1 = (high // cell).long().unbind(-1)
+        x1, y1 = x1.clamp(max=cells_x - 1), y1.clamp(max=cells_y - 1)
+        span_x, span_y = x1 - x0 + 1, y1 - y0 + 1
+        counts = (span_x * span_y).clamp(min=0)
+        pair_gaussian = torch.repeat_interleave(ids, counts)
+        first = torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+        local = torch.arange(len(pair_gaussian), device=device) - first
+        owner = torch.repeat_interleave(torch.arange(len(ids), device=device), counts)
+        pair_cell = (y0[owner] + local // span_x[owner]) * cells_x + x0[owner] + local % span_x[owner]
+        # Sort by cell, then by depth (front to back).
+        depth_rank = torch.empty_like(depths, dtype=torch.long)
+        depth_rank[torch.argsort(depths)] = torch.arange(len(depths), device=device)
+        order = torch.argsort(pair_cell * len(depths) + depth_rank[pair_gaussian])
+        pair_gaussian, pair_cell = pair_gaussian[order], pair_cell[order]
+        per_cell = torch.bincount(pair_cell, minlength=cells_x * cells_y)
+        starts = torch.cumsum(per_cell, 0) - per_cell
+    return pair_gaussian, per_cell, starts
+
+
+def _block_length(tiles: int, pixels: int) -> int:
+    """Gaussians per tile in one compositing step for ``tiles`` tiles of ``pixels`` pixels:
+    ``_BLOCK``, longer when few tiles are left so that a step still amortises its per-operation
+    overhead."""
+    return max(_BLOCK, _STEP_ELEMENTS // (tiles * pixels))
+
+
+def tile_buffers(num_tiles: int, background: torch.Tensor, tile: int = TILE
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Tiled outputs before compositing: colors [T, P, 3] (the background), alphas [T, P] (zeros),
+    and the pixel centres of a tile relative to its corner [P, 2], P = tile x tile row-major."""
+    device, dtype = background.device, background.dtype
+    offsets = torch.arange(tile, device=device, dtype=dtype) + 0.5
+    pixel_y, pixel_x = torch.meshgrid(offsets, offsets, indexing="ij")
+    return (background.expand(num_tiles, tile * tile, 3).clone(),
+            torch.zeros(num_tiles, tile * tile, device=device, dtype=dtype),
+            torch.stack([pixel_x.flatten(), pixel_y.flatten()], dim=-1))
+
+
+def _render_torch(gaussians: Gaussians, viewmat: torch.Tensor, K: torch.Tensor, width: int, height: int,
+                  background: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    device, dtype = gaussians.means.device, gaussians.means.dtype
+    means2d, depths, conics, radii = _project(gaussians, viewmat, K, width, height)
+    # The compositing units ("tiles" from here on) are the CELL-px cells of ``bin_tiles``.
+    tiles_x, tiles_y = math.ceil(width / CELL), math.ceil(height / CELL)
+    pair_gaussian, per_tile, starts = bin_tiles(means2d, depths, radii, width, height, gaussians.opacities.detach(),
+                                                conics.detach(), CELL)
+    colors, alphas, pixel_offsets = tile_buffers(tiles_x * tiles_y, background, CELL)
+    pixel_count = CELL * CELL
+
+    def flush(tile_ids: list[int], depth: int) -> None:
+        """Composite tiles ``tile_ids`` (at most ``depth`` Gaussians each), front to back in blocks
+        (``_block_length``); a tile leaves the work once all its pixels' transmittance is under
+        ``T_STOP`` (what lies behind would change no pixel by more than that)."""
+        tiles = torch.tensor(tile_ids, device=device)
+        origin = torch.stack([(tiles % tiles_x) * CELL, (tiles // tiles_x) * CELL], dim=-1).to(dtype)
+        pixels = origin[:, None, :] + pixel_offsets[None]  # [T, P, 2]
+        colour = torch.zeros(len(tile_ids), pixel_count, 3, device=device, dtype=dtype)
+        transmittance = torch.ones(len(tile_ids), pixel_count, device=device, dtype=dtype)
+        active = torch.arange(len(tile_ids), device=device)  # rows of ``tiles`` still compositing
+        begin, block = 0, _block_length(len(tile_ids), pixel_count)
+        while begin < depth:
+            slots = torch.arange(begin, min(depth, begin + block), device=device)
+            index = starts[tiles[active], None] + slots[None, :]
+            valid = slots[None, :] < per_tile[tiles[active], None]
+            gaussian = pair_gaussian[index.clamp(max=len(pair_gaussian) - 1)]  # [A, K]
+            centre = means2d[gaussian]  # [A, K, 2]
+            dx = pixels[active][:, :, None, 0] - centre[:, None, :, 0]  # [A, P, K]
+            dy = pixels[active][:, :, None, 1] - centre[:, None, :, 1]
+            conic = conics[gaussian][:, None]  # [A, 1, K, 3]
+            power = -0.5 * (conic[..., 0] * dx * dx + conic[..., 2] * dy * dy) - conic[..., 1] * dx * dy
+            alpha = (gaussians.opacities[gaussian][:, None] * torch.exp(power)).clamp(max=ALPHA_MAX)
+            keep = valid[:, None, :] & (power <= 0) & (alpha >= ALPHA_MIN)
+            alpha = torch.where(keep, alpha, torch.zeros_like(alpha))
+            through = torch.cumprod(1.0 - alpha, dim=-1)  # transmittance after each Gaussian of the block
+            before = torch.cat([torch.ones_like(through[..., :1]), through[..., :-1]], dim=-1)
+            entering = transmittance[active]
+            weights = alpha * before * entering[..., None]  # [A, P, K]
+            colour = colour.index_add(0, active, torch.einsum("apk,akc->apc", weights, gaussians.colors[gaussian]))
+            leaving = entering * through[..., -1]
+            transmittance = transmittance.index_copy(0, active, leaving)
+            begin += len(slots)
+            active = active[(leaving >= T_STOP).any(dim=1) & (per_tile[tiles[active]] > begin)]
+            if len(active) == 0:
+                break
+            block = _block_length(len(active), pixel_count)
+        colors[tiles] = colour + transmittance[..., None] * background
+        alphas[tiles] = 1.0 - transmittance
+
+    # Tiles in order of length, so that a chunk's tiles are padded to about their own length.
+    busy = sorted(torch.nonzero(per_tile).flatten().tolist(), key=lambda tile: -int(per_tile[tile]))
+    chunk: list[int] = []
+    for tile in busy:
+        if chunk and (len(chunk) + 1) * pixel_count * min(int(per_tile[chunk[0]]), _BLOCK) > _CHUNK_ELEMENTS:
+            flush(chunk, int(per_tile[chunk[0]]))
+            chunk = []
+        chunk.append(tile)
+    if chunk:
+        flush(chunk, int(per_tile[chunk[0]]))
+
+    if not busy and torch.is_grad_enabled():
+        # Nothing on screen: keep the outputs attached to the parameters (zero gradients) so a loss
+        # over such a view still backpropagates instead of failing.
+        anchor = sum(getattr(gaussians, name).sum() for name in ("means", "quats", "scales", "opacities", "colors"))
+        colors = colors + 0.0 * anchor
+        alphas = alphas + 0.0 * anchor
+
+    def to_image(tiled: torch.Tensor) -> torch.Tensor:
+        channels = tiled.shape[-1]
+        image = tiled.reshape(tiles_y, tiles_x, CELL, CELL, channels).permute(0, 2, 1, 3, 4)
+        return image.reshape(tiles_y * CELL, tiles_x * CELL, channels)[:height, :width]
+
+    return to_image(colors), to_image(alphas[..., None])
