@@ -118,8 +118,9 @@ def diffusion_loss(
         dropped = [False] * batch_size
     if batch.prompt_states is None and model.variant == "i2v" and batch.condition_images is None:
         raise ValueError("the i2v variant needs batch.condition_images")
-    unet_inputs = model.encode_condition(dropped, batch.prompts, batch.condition_images, negative_prompt,
-                                         batch.prompt_states, batch.negative_states, num_frames=frames)
+    states = [None if s is None else s.float() for s in (batch.prompt_states, batch.negative_states)]  # fp16 stored
+    unet_inputs = model.encode_condition(dropped, batch.prompts, batch.condition_images, negative_prompt, *states,
+                                         num_frames=frames)
 
     cameras = batch.cameras.to(device) if batch.cameras is not None else None
     precision = (torch.autocast(device_type=device.type, dtype=autocast_dtype) if autocast_dtype is not None

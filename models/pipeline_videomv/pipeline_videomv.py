@@ -349,19 +349,17 @@ class VideoMVPipeline(DiffusionPipeline):
                     raise ValueError("the t2v model needs prompts")
                 texts = [negative_prompt if u else prompt for prompt, u in zip(prompts, unconditional)]
                 return {"encoder_hidden_states": self.encode_prompts(texts)}
-            dtype = self.text_encoder.dtype if self.text_encoder is not None else torch.float32
-
             def positive() -> torch.Tensor:
                 if prompt_embeds is not None:
-                    return prompt_embeds.to(device, dtype)
+                    return prompt_embeds.to(device)
                 if prompts is None:
                     raise ValueError("the t2v model needs prompts")
-                return self.encode_prompts(prompts).to(dtype)
+                return self.encode_prompts(prompts)
 
             def negative() -> torch.Tensor:
                 if negative_prompt_embeds is None:
-                    return self.encode_prompts([negative_prompt] * count).to(dtype)
-                states = negative_prompt_embeds.to(device, dtype)
+                    return self.encode_prompts([negative_prompt] * count)
+                states = negative_prompt_embeds.to(device)
                 return states.expand(count, -1, -1) if states.ndim == 2 else states
 
             states = (positive() if all(kept) else negative() if not any(kept)
@@ -546,88 +544,89 @@ class VideoMVPipeline(DiffusionPipeline):
         # What diffusers' pipelines expose to step callbacks (``pipe.guidance_scale``, ``pipe.num_timesteps``).
         self._guidance_scale, self._num_timesteps = guidance_scale, num_inference_steps
         device = self._execution_device
+
         chunk_size, self.vae_chunk_size = self.vae_chunk_size, decode_chunk_size or self.vae_chunk_size
+        try:  # the chunk size is this call's only, whatever happens in it
+            # 1. The batch: the prompts with the caption suffix the model was fine-tuned with (once), or the images.
+            suffix = self.camera_embedding.config.get("prompt_suffix")
+            prompts = None if prompt is None else [with_suffix(p, suffix) for p in
+                                                   ([prompt] if isinstance(prompt, str) else prompt)
+                                                   for _ in range(num_videos_per_prompt)]
+            images = (None if image is None else
+                      condition_images(image, self.resolution).repeat_interleave(num_videos_per_prompt, 0).to(device))
+            prompt_embeds, negative_prompt_embeds = [None if e is None else e.repeat_interleave(num_videos_per_prompt, 0)
+                                                     for e in (prompt_embeds, negative_prompt_embeds)]
+            batch = len(prompts) if prompts is not None else len(prompt_embeds) if prompt_embeds is not None \
+                else images.shape[0]
+            if negative_prompt_embeds is not None and len(negative_prompt_embeds) != batch:
+                raise ValueError(f"negative_prompt_embeds has {len(negative_prompt_embeds)} rows for a batch of {batch}")
 
-        # 1. The batch: the prompts with the caption suffix the model was fine-tuned with (once), or the images.
-        suffix = self.camera_embedding.config.get("prompt_suffix")
-        prompts = None if prompt is None else [with_suffix(p, suffix) for p in
-                                               ([prompt] if isinstance(prompt, str) else prompt)
-                                               for _ in range(num_videos_per_prompt)]
-        images = (None if image is None else
-                  condition_images(image, self.resolution).repeat_interleave(num_videos_per_prompt, 0).to(device))
-        prompt_embeds, negative_prompt_embeds = [None if e is None else e.repeat_interleave(num_videos_per_prompt, 0)
-                                                 for e in (prompt_embeds, negative_prompt_embeds)]
-        batch = len(prompts) if prompts is not None else len(prompt_embeds) if prompt_embeds is not None \
-            else images.shape[0]
-        if negative_prompt_embeds is not None and len(negative_prompt_embeds) != batch:
-            raise ValueError(f"negative_prompt_embeds has {len(negative_prompt_embeds)} rows for a batch of {batch}")
+            # 2. The initial noise (before the image condition's draw, which takes the global RNG).
+            latents = self.prepare_latents(batch, generator, latents)
 
-        # 2. The condition; with guidance the batch is doubled, [conditional; unconditional], one UNet call per step.
-        guided = guidance_scale != 1.0
-        negative = negative_prompt_of(self.camera_embedding.config, negative_prompt)
-        image_inputs = None if images is None else self.image_condition(images, self.num_frames)
-        condition = self.encode_condition([False] * batch, prompts, images, negative, prompt_embeds,
-                                          negative_prompt_embeds, image_inputs=image_inputs)
-        if guided:
-            unconditional = self.encode_condition([True] * batch, prompts, images, negative, prompt_embeds,
-                                                  negative_prompt_embeds, image_inputs=image_inputs)
-            condition = {name: torch.cat([condition[name], unconditional[name]]) for name in condition}
+            # 3. The condition; with guidance the batch is doubled, [conditional; unconditional], one UNet call per step.
+            guided = guidance_scale != 1.0
+            negative = negative_prompt_of(self.camera_embedding.config, negative_prompt)
+            image_inputs = None if images is None else self.image_condition(images, self.num_frames)
+            condition = self.encode_condition([False] * batch, prompts, images, negative, prompt_embeds,
+                                              negative_prompt_embeds, image_inputs=image_inputs)
+            if guided:
+                unconditional = self.encode_condition([True] * batch, prompts, images, negative, prompt_embeds,
+                                                      negative_prompt_embeds, image_inputs=image_inputs)
+                condition = {name: torch.cat([condition[name], unconditional[name]]) for name in condition}
 
-        # 3. The cameras: the orbit (a warning where it leaves the training cameras), or those given.
-        if cameras is None:
-            for problem in camera_problems(self.training_cameras, elevation=elevation, distance=distance,
-                                           fov=camera.DEFAULT_FOV_DEG):
-                logger.warning("%s: the views there are extrapolation", problem)
-            cameras = self.orbit_cameras(elevation, distance, batch)
-        else:
-            cameras = cameras.to(device).float()
-        unet_cameras = torch.cat([cameras, cameras]) if guided else cameras
+            # 4. The cameras: the orbit (a warning where it leaves the training cameras), or those given.
+            if cameras is None:
+                for problem in camera_problems(self.training_cameras, elevation=elevation, distance=distance,
+                                               fov=camera.DEFAULT_FOV_DEG):
+                    logger.warning("%s: the views there are extrapolation", problem)
+                cameras = self.orbit_cameras(elevation, distance, batch)
+            else:
+                cameras = cameras.to(device).float()
+            unet_cameras = torch.cat([cameras, cameras]) if guided else cameras
 
-        # 4. The timesteps, and the 3D-aware steps the reconstructor's measurement allows.
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
-        timesteps = self.scheduler.timesteps
-        reconstruct_at = measured_steps(self.reconstructor, reconstruct_at, timesteps)
-        step_kwargs = scheduler_step_kwargs(self.scheduler, eta)
+            # 5. The timesteps, and the 3D-aware steps the reconstructor's measurement allows.
+            self.scheduler.set_timesteps(num_inference_steps, device=device)
+            timesteps = self.scheduler.timesteps
+            reconstruct_at = measured_steps(self.reconstructor, reconstruct_at, timesteps)
+            step_kwargs = scheduler_step_kwargs(self.scheduler, eta)
 
-        # 5. The initial noise.
-        latents = self.prepare_latents(batch, generator, latents)
+            # 6. The denoising loop; at a 3D-aware step x0 is replaced by the reconstructor's render of it.
+            denoiser, reconstructions = self.denoiser, 0
+            with self.progress_bar(total=num_inference_steps) as progress:
+                for index, timestep in enumerate(timesteps):
+                    model_input = self.scheduler.scale_model_input(latents, timestep).to(self.unet.dtype)
+                    model_input = torch.cat([model_input, model_input]) if guided else model_input
+                    output = denoiser(model_input, timestep, cameras=unet_cameras, **condition).float()
+                    output, baseline = output.chunk(2) if guided else (output, None)
+                    if index in reconstruct_at:
+                        if three_d_aware_mode == "two" and guided:  # the authors': both x0, then guidance
+                            output = replace_x0(self, latents, output, timestep, cameras)
+                            baseline = replace_x0(self, latents, baseline, timestep, cameras)
+                            reconstructions += 2
+                        else:  # "one": the guided x0, once
+                            if guided:
+                                output, baseline = baseline + guidance_scale * (output - baseline), None
+                            output = replace_x0(self, latents, output, timestep, cameras)
+                            reconstructions += 1
+                    if baseline is not None:
+                        output = baseline + guidance_scale * (output - baseline)
+                    latents = self.scheduler.step(output, timestep, latents, **step_kwargs).prev_sample
+                    if callback_on_step_end is not None:
+                        changed = callback_on_step_end(self, index, timestep, {"latents": latents})
+                        if changed and changed.get("latents") is not None:
+                            latents = changed["latents"]
+                    progress.update()
 
-        # 6. The denoising loop; at a 3D-aware step x0 is replaced by the reconstructor's render of it.
-        denoiser, reconstructions = self.denoiser, 0
-        with self.progress_bar(total=num_inference_steps) as progress:
-            for index, timestep in enumerate(timesteps):
-                model_input = self.scheduler.scale_model_input(latents, timestep).to(self.unet.dtype)
-                model_input = torch.cat([model_input, model_input]) if guided else model_input
-                output = denoiser(model_input, timestep, cameras=unet_cameras, **condition).float()
-                output, baseline = output.chunk(2) if guided else (output, None)
-                if index in reconstruct_at:
-                    if three_d_aware_mode == "two" and guided:  # the authors': both x0, then guidance
-                        output = replace_x0(self, latents, output, timestep, cameras)
-                        baseline = replace_x0(self, latents, baseline, timestep, cameras)
-                        reconstructions += 2
-                    else:  # "one": the guided x0, once
-                        if guided:
-                            output, baseline = baseline + guidance_scale * (output - baseline), None
-                        output = replace_x0(self, latents, output, timestep, cameras)
-                        reconstructions += 1
-                if baseline is not None:
-                    output = baseline + guidance_scale * (output - baseline)
-                latents = self.scheduler.step(output, timestep, latents, **step_kwargs).prev_sample
-                if callback_on_step_end is not None:
-                    changed = callback_on_step_end(self, index, timestep, {"latents": latents})
-                    if changed and changed.get("latents") is not None:
-                        latents = changed["latents"]
-                progress.update()
-
-        # 7. Decode the views; the Gaussians reconstructed from them, in world coordinates.
-        gaussians, frames = None, latents
-        if output_type != "latent":
-            frames = (self.decode_latents(latents) / 2 + 0.5).clamp(0, 1).float()
-            if self.reconstructor is not None:
-                _, normalised, transforms = reconstruct_views(self.reconstructor, frames, cameras,
-                                                                            self.background)
-                gaussians = to_world(normalised, transforms)
-        self.vae_chunk_size = chunk_size
+            # 7. Decode the views; the Gaussians reconstructed from them, in world coordinates.
+            gaussians, frames = None, latents
+            if output_type != "latent":
+                frames = (self.decode_latents(latents) / 2 + 0.5).clamp(0, 1).float()
+                if self.reconstructor is not None:
+                    _, normalised, transforms = reconstruct_views(self.reconstructor, frames, cameras, self.background)
+                    gaussians = to_world(normalised, transforms)
+        finally:
+            self.vae_chunk_size = chunk_size
         self.maybe_free_model_hooks()
 
         # 8. The output in the type asked for.

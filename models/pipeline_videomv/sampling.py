@@ -77,7 +77,8 @@ def sample_views(pipe: VideoMVPipeline, prompts: list[str] | None = None, images
                  on_step_end: Callable[[int, torch.Tensor, dict[str, torch.Tensor]], dict | None] | None = None,
                  prompt_embeds: torch.Tensor | None = None,
                  negative_prompt_embeds: torch.Tensor | None = None) -> SamplingResult:
-    """Sample views (and Gaussians when there is a reconstructor) as ``config`` says.
+    """Sample views (and Gaussians when there is a reconstructor) as ``config`` says: the pipeline's
+    call, so prompts get the caption suffix the model recorded, as everywhere else.
 
     Args:
         prompts: B prompts (T2V). images: [B, 3, H, W] in [-1, 1] (I2VGen-XL).

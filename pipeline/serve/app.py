@@ -30,6 +30,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
+import ray
 import torch
 from ray import serve
 
@@ -87,18 +88,6 @@ class ServeConfig:
 def cluster_has_gpus() -> bool:
     """Whether the Ray cluster this process is connected to has GPUs (this machine's CUDA when
     Ray is not started yet)."""
-    import ray
-
-    if ray.is_initialized():
-        return ray.cluster_resources().get("GPU", 0) > 0
-    return torch.cuda.is_available()
-
-
-def cluster_has_gpus() -> bool:
-    """Whether the Ray cluster this process is connected to has GPUs (this machine's CUDA when
-    Ray is not started yet)."""
-    import ray
-
     if ray.is_initialized():
         return ray.cluster_resources().get("GPU", 0) > 0
     return torch.cuda.is_available()

@@ -60,10 +60,11 @@ class FinetuneSettings:
 
 def finetune_loop(loop_config: dict[str, WorkerConfig]) -> None:
     """Ray Train worker loop (every worker runs it; rank 0 also logs and checkpoints)."""
-    worker = WorkerState(loop_config.worker)
+    worker = WorkerState(loop_config["worker"])
     config, settings = worker.train, worker.config.job
     torch.manual_seed(config.seed + worker.rank)
-    model = VideoMVPipeline.from_pretrained(config.model, tracking_uri=worker.config.mlflow_tracking_uri)
+    model = VideoMVPipeline.from_pretrained(config.model, tracking_uri=worker.config.mlflow_tracking_uri,
+                                           load_reconstructor=False)  # G alone: the reconstructor trains apart
     embedding = model.camera_embedding
     seen = settings.training_cameras
     embedding.register_to_config(training_cameras=camera_ranges(

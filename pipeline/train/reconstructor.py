@@ -115,7 +115,8 @@ def reconstructor_batch(generator_model: VideoMVPipeline, inputs: dict, rng: tor
     on a random colour (``background`` "random") or kept on the variant's. Draws, in order, from
     ``rng``: timesteps and noise, the input views, the supervised views, the background colour.
     """
-    variant_background = torch.tensor(VARIANTS[generator_model.variant].background, device=rng.device)
+    # the shards' own composite (8-bit: 128 for grey)
+    variant_background = torch.tensor(VARIANTS[generator_model.variant].background_uint8, device=rng.device) / 255.0
     views = inputs["views"]
     generator_views = downsample(views, resolution) if views.shape[-1] > resolution else views
     latents = one_step_latents(generator_model, {**inputs, "views": generator_views}, rng, autocast_dtype)
@@ -147,10 +148,11 @@ def one_step_latents(generator_model: VideoMVPipeline, inputs: dict, rng: torch.
 
 def recon_loop(loop_config: dict[str, WorkerConfig]) -> None:
     """Ray Train worker loop (every worker runs it; rank 0 also logs and checkpoints)."""
-    worker = WorkerState(loop_config.worker)
+    worker = WorkerState(loop_config["worker"])
     config, recon = worker.train, worker.config.job
     torch.manual_seed(config.seed + worker.rank)
-    generator_model = VideoMVPipeline.from_pretrained(config.model, tracking_uri=worker.config.mlflow_tracking_uri)
+    generator_model = VideoMVPipeline.from_pretrained(config.model, tracking_uri=worker.config.mlflow_tracking_uri,
+                                                      load_reconstructor=False)
     generator_model.freeze_encoders()
     generator_model.denoiser.requires_grad_(False).eval()
     generator_model.to(worker.device)
