@@ -33,7 +33,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from benchmarks.full_size import MODELSCOPE_T2V_VAE, build_unet  # noqa: E402
 from models.reconstructor.model import LGM  # noqa: E402
-from models.pipeline_videomv.sampling import AUTHORS_STEPS  # noqa: E402
+from models.pipeline_videomv.three_d_aware import AUTHORS_STEPS  # noqa: E402
 
 STEPS = 50
 VIEWS = 24

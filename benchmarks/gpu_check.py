@@ -253,7 +253,7 @@ class Suite:
     def sampling(self) -> None:
         from models.pipeline_videomv.pipeline_videomv import VideoMVPipeline
         from models.precision import DTYPES, cast
-        from models.pipeline_videomv.sampling import reconstruction_steps
+        from models.pipeline_videomv.three_d_aware import reconstruction_steps
 
         steps = self.sizes.sample_steps
         for name in self.sizes.sample_dtypes:
