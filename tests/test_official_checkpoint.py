@@ -157,7 +157,7 @@ def test_the_converted_image_model_reproduces_the_authors_network(tiny_i2v_base,
     inputs = dict(encoder_hidden_states=io["y"].clone(), image_latents=io["derived_image_latents_with_frame_mask"].clone(),
                   image_embeddings=io["image"].clone(), fps=io["fps"].clone())
     with torch.no_grad():
-        out = pipe.unet(io["x"].clone(), io["t"].clone(), cameras=ours, **inputs)
+        out = pipe.denoiser(io["x"].clone(), io["t"].clone(), cameras=ours, **inputs)
         plain = pipe.unet(io["x"].clone(), io["t"].clone(), **inputs).sample
     torch.testing.assert_close(out, io["out"], atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(plain, io["out_without_camera"], atol=1e-4, rtol=1e-4)
