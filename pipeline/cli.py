@@ -183,10 +183,15 @@ def config_from_strings(config_cls: type, values: dict[str, str]) -> Any:
     converted = {}
     for name, value in values.items():
         kind = _unwrap_optional(hints[name])
-        if value == "" or value is None:
+        if typing.get_origin(kind) is tuple and value == "":
+            converted[name] = ()
+        elif value == "" or value is None:
             converted[name] = None
         elif kind is bool:
             converted[name] = str(value).lower() in ("1", "true", "yes")
+        elif typing.get_origin(kind) is tuple:  # "a,b" (or a YAML list) -> ("a", "b")
+            items = value if isinstance(value, (list, tuple)) else [v for v in str(value).split(",") if v]
+            converted[name] = tuple(typing.get_args(kind)[0](item) for item in items)
         else:
             converted[name] = kind(value)
     return config_cls(**converted)

@@ -6,6 +6,7 @@ import base64
 import concurrent.futures
 import importlib.util
 import io
+import json
 import subprocess
 import sys
 import time
@@ -18,6 +19,7 @@ from PIL import Image
 
 from conftest import REPO_ROOT, start_tiny_serve_app
 from models.gaussians.ply import load_ply
+from pipeline.serve.api import GenerateRequest
 from pipeline.serve.app import build_app
 
 STEPS = 5
@@ -218,3 +220,105 @@ def test_the_server_binds_loopback_unless_told_otherwise():
     spec.loader.exec_module(module)
     assert module.build_parser().parse_args(["--model-dir", "m"]).host == "127.0.0.1"
     assert module.build_parser().parse_args(["--model-dir", "m", "--host", "0.0.0.0"]).host == "0.0.0.0"
+
+
+# -- hostile and careless input (issue 30) ------------------------------------------------------
+MAX_ERROR_BYTES = 4096
+
+
+def post(server, body: bytes | str, content_type: str = "application/json", **headers) -> requests.Response:
+    return requests.post(f"{server['url']}/v1/generate", data=body,
+                         headers={"content-type": content_type, **headers}, timeout=120)
+
+
+def short_refusal(response: requests.Response, status: int) -> None:
+    assert response.status_code == status, (response.status_code, response.text[:300])
+    assert len(response.content) <= MAX_ERROR_BYTES, len(response.content)
+    assert "Traceback" not in response.text and " at 0x" not in response.text and "/tmp/" not in response.text
+
+
+def multipart(params: str) -> tuple[bytes, str]:
+    boundary = "videomvboundary"
+    body = (f"--{boundary}\r\ncontent-disposition: form-data; name=\"params\"\r\n\r\n{params}\r\n--{boundary}--\r\n")
+    return body.encode(), f"multipart/form-data; boundary={boundary}"
+
+
+@pytest.mark.parametrize("body, content_type, status", [
+    ('{"prompt": "caf\xe9"}'.encode("latin-1"), "application/json", 400),  # Latin-1, not UTF-8
+    (b'{"prompt": "\xff\xfe"}', "application/json", 400),
+    (b"[" * 100_000 + b"]" * 100_000, "application/json", 400),  # deeply nested
+    (b'{"prompt": "a cat", "seed": ' + b"9" * 5000 + b"}", "application/json", 400),  # a 5000-digit integer
+    (*multipart('"ab"'), 400),
+    (*multipart('["abc"]'), 400),
+    (*multipart("[[1, 2]]"), 400),
+    (b'{"prompt": "a cat", "steps": true}', "application/json", 422),  # a bool is not an int
+    (b'{"prompt": "a cat", "steps": "7"}', "application/json", 422),  # nor is a string
+    (b'{"prompt": "a cat", "outputs": []}', "application/json", 422),  # a generation returning nothing
+    (b'{"prompt": "a cat", "outputs": ["views", "views"]}', "application/json", 422),
+    (b'{"prompt": "a cat"}', "text/plain", 415),  # what a cross-site <form> can send
+    (b'{"prompt": "a cat"}', "", 415),
+])
+def test_malformed_requests_get_a_short_4xx_never_a_500(server, body, content_type, status):
+    short_refusal(post(server, body, content_type), status)
+
+
+def test_error_answers_stay_small_whatever_the_body(server):
+    """A 2.5 MB body of unknown fields used to get a 44 MB answer listing every one."""
+    fields = {f"field_{i}": i for i in range(200_000)}
+    body = json.dumps({"prompt": "a cat", **fields}).encode()
+    assert len(body) > 2_000_000
+    response = post(server, body)
+    short_refusal(response, 422)
+    assert "and 199995 more" in response.json()["detail"]
+
+
+def test_browser_pages_of_other_sites_and_other_host_names_are_refused(server):
+    url = server["url"]
+    request = json.dumps({"prompt": "a cat", "steps": 1, "three_d_aware": False, "outputs": ["views"]})
+    short_refusal(post(server, request, origin="http://evil.example"), 403)
+    short_refusal(post(server, request, **{"sec-fetch-site": "cross-site"}), 403)
+    short_refusal(requests.get(f"{url}/v1/health", headers={"host": "evil.example"}, timeout=30), 421)
+    # The app's own page (same origin) and clients that are not browsers (no Origin) are served.
+    assert post(server, request, origin=url, **{"sec-fetch-site": "same-origin"}).status_code == 200
+    assert post(server, request).status_code == 200
+
+
+def test_the_progress_id_is_checked_and_the_docs_load_nothing_from_outside(server):
+    short_refusal(requests.get(f"{server['url']}/v1/progress/{'x' * 65}", timeout=30), 422)
+    short_refusal(requests.get(f"{server['url']}/v1/progress/a.b", timeout=30), 422)
+    docs = requests.get(f"{server['url']}/docs", timeout=30)
+    assert docs.status_code == 200 and "/v1/generate" in docs.text
+    assert "<script" not in docs.text and "http" not in docs.text.replace("openapi.json", "")
+
+
+def test_fuzzed_requests_from_the_schema_never_get_a_5xx(server):
+    """Property-based requests: the schema's fields (and unknown ones) with values of every JSON
+    type, in range and out; the server answers each with a 2xx or a short 4xx, and stays healthy."""
+    hypothesis = pytest.importorskip("hypothesis")
+    from hypothesis import strategies as st
+
+    json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
+                               | st.text(max_size=20), lambda inner: st.lists(inner, max_size=3)
+                               | st.dictionaries(st.text(max_size=5), inner, max_size=3), max_leaves=6)
+    names = [*GenerateRequest.model_fields, "colour", ""]
+    # Valid step counts stay tiny, so that the requests the server accepts finish quickly.
+    steps = st.sampled_from([1, 2]) | json_values
+    request = st.dictionaries(st.sampled_from(names), json_values, max_size=6).flatmap(
+        lambda fields: st.builds(lambda s, three_d: {**fields, "steps": s, "three_d_aware": three_d,
+                                                     "prompt": fields.get("prompt", "a cat")},
+                                 steps, st.booleans() | json_values))
+    seen: dict[int, int] = {}
+
+    @hypothesis.settings(max_examples=60, deadline=None, derandomize=True, database=None,
+                         suppress_health_check=list(hypothesis.HealthCheck))
+    @hypothesis.given(request)
+    def check(fields: dict) -> None:
+        response = post(server, json.dumps(fields, allow_nan=False))
+        seen[response.status_code] = seen.get(response.status_code, 0) + 1
+        assert response.status_code < 500, (fields, response.text[:300])
+        if response.status_code != 200:
+            assert len(response.content) <= MAX_ERROR_BYTES
+
+    check()
+    assert set(seen) & {400, 422} and 200 in seen, seen  # both kinds were explored
+    assert requests.get(f"{server['url']}/v1/health", timeout=30).status_code == 200

@@ -9,13 +9,29 @@ from typing import Any
 
 import numpy as np
 import PIL.Image
+import PIL.ImageOps
 import torch
 
 
+def to_8bit(image: PIL.Image.Image) -> PIL.Image.Image:
+    """``image`` with 8 bits per channel, values scaled (not clipped): 16-bit grey (PNG's "I;16",
+    read by Pillow as "I;16" or "I") is divided by 257, float ("F") taken as [0, 1]. Pillow's own
+    ``convert`` would clip both to 255 (a mid-grey 16-bit PNG would become white)."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        array = np.asarray(image, dtype=np.float64) / 257.0
+        return PIL.Image.fromarray(np.clip(np.round(array), 0, 255).astype(np.uint8), "L")
+    if image.mode == "F":
+        array = np.asarray(image, dtype=np.float64) * 255.0
+        return PIL.Image.fromarray(np.clip(np.round(array), 0, 255).astype(np.uint8), "L")
+    return image
+
+
 def condition_image(image: PIL.Image.Image, size: int) -> torch.Tensor:
-    """A PIL image -> the image model's condition [3, size, size] in [-1, 1]: transparency composited
-    on white (the image model's background), centre-cropped to a square, resized (bicubic)."""
-    if image.mode in ("RGBA", "LA") or "transparency" in image.info:
+    """A PIL image -> the image model's condition [3, size, size] in [-1, 1]: EXIF orientation
+    applied, 16-bit and float images scaled to 8 bits (``to_8bit``), transparency composited on
+    white (the image model's background), centre-cropped to a square, resized (bicubic)."""
+    image = to_8bit(PIL.ImageOps.exif_transpose(image) or image)
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
         rgba = image.convert("RGBA")
         image = PIL.Image.alpha_composite(PIL.Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
     image = image.convert("RGB")

@@ -58,21 +58,37 @@ def resolve_model_dir(location: str, tracking_uri: str | None = None) -> str:
     return path
 
 
+KNOWN_CLASSES = {"VideoMVPipeline": None, "I2VGenXLPipeline": "i2v", "I2VGenXLUNet": "i2v",
+                 "TextToVideoSDPipeline": "t2v", "UNet3DConditionModel": "t2v", "VideoToVideoSDPipeline": "t2v"}
+
+
+def read_config(path: str) -> dict[str, Any]:
+    """A JSON config of a model directory; ``ModelDirectoryError`` naming the file when it is not one."""
+    try:
+        with open(path) as handle:
+            config = json.load(handle)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ModelDirectoryError(f"{path} is not valid JSON: {error}") from None
+    if not isinstance(config, dict):
+        raise ModelDirectoryError(f"{path} must hold a JSON object")
+    return config
+
+
 def detect_variant(model_dir: str) -> str:
-    """"t2v" or "i2v" from model_index.json (or the unet's config)."""
+    """"t2v" or "i2v" from model_index.json (or the unet's config); a class name that is not one of
+    the pipelines this project loads is refused, naming the file."""
     for candidate in ("model_index.json", os.path.join("unet", "config.json")):
         path = os.path.join(model_dir, candidate)
         if os.path.exists(path):
-            with open(path) as handle:
-                name = json.load(handle).get("_class_name", "")
+            name = read_config(path).get("_class_name", "")
             if isinstance(name, list):  # [module, class]: a pipeline class saved beside the weights
                 name = name[-1]
-            if name == "VideoMVPipeline":
-                continue  # the unet's class tells the variant
-            if name in ("I2VGenXLPipeline", "I2VGenXLUNet"):
-                return "i2v"
-            if name in ("TextToVideoSDPipeline", "UNet3DConditionModel", "VideoToVideoSDPipeline"):
-                return "t2v"
+            if name not in KNOWN_CLASSES:
+                raise ModelDirectoryError(f"{path} names {str(name)[:80]!r}, not a ModelScope T2V, I2VGen-XL or "
+                                          f"VideoMV model (one of {', '.join(KNOWN_CLASSES)})")
+            if KNOWN_CLASSES[name] is not None:
+                return KNOWN_CLASSES[name]
+            # VideoMVPipeline: the unet's class tells the variant
     raise ModelDirectoryError(
         f"{model_dir}: no model_index.json or unet/config.json naming a ModelScope T2V or I2VGen-XL model")
 
@@ -96,14 +112,15 @@ def missing_components(model_dir: str, variant: str) -> list[str]:
 
 def scheduler_class(model_dir: str) -> type:
     """The diffusers scheduler class saved in ``scheduler/`` (DDIM, the published models' own, when
-    the config names none)."""
+    the config names none); a name diffusers has no scheduler of is refused, naming the file."""
     path = os.path.join(model_dir, "scheduler", "scheduler_config.json")
-    name = ""
-    if os.path.isfile(path):
-        with open(path) as handle:
-            name = json.load(handle).get("_class_name", "")
-    found = getattr(diffusers, name, None) if name else None
-    return found if isinstance(found, type) and issubclass(found, SchedulerMixin) else DDIMScheduler
+    name = read_config(path).get("_class_name", "") if os.path.isfile(path) else ""
+    if not name:
+        return DDIMScheduler
+    found = getattr(diffusers, str(name), None)
+    if not (isinstance(found, type) and issubclass(found, SchedulerMixin)):
+        raise ModelDirectoryError(f"{path} names {str(name)[:80]!r}, which is not a diffusers scheduler")
+    return found
 
 
 def _resolution(unet_config: dict, vae_config: dict) -> int:
@@ -113,11 +130,20 @@ def _resolution(unet_config: dict, vae_config: dict) -> int:
 
 def model_resolution(model_dir: str) -> int:
     """``_resolution`` read from a model directory's configs, without loading weights."""
-    with open(os.path.join(model_dir, "unet", "config.json")) as handle:
-        unet_config = json.load(handle)
-    with open(os.path.join(model_dir, "vae", "config.json")) as handle:
-        vae_config = json.load(handle)
-    return _resolution(unet_config, vae_config)
+    return _resolution(read_config(os.path.join(model_dir, "unet", "config.json")),
+                       read_config(os.path.join(model_dir, "vae", "config.json")))
+
+
+def _loaded(component: str, model_dir: str, load: Any) -> Any:
+    """``load()``, its failure a ``ModelDirectoryError`` naming the component's folder and the problem
+    (a truncated weights file, a broken config)."""
+    try:
+        return load()
+    except ModelDirectoryError:
+        raise
+    except Exception as error:  # diffusers, transformers and safetensors each raise their own types
+        message = str(error).splitlines()[0][:300] if str(error) else type(error).__name__
+        raise ModelDirectoryError(f"{os.path.join(model_dir, component)}/ could not be loaded: {message}") from None
 
 
 def load_components(location: str, num_frames: int | None = None, torch_dtype: torch.dtype | None = None,
@@ -138,11 +164,11 @@ def load_components(location: str, num_frames: int | None = None, torch_dtype: t
     if weights_variant is not None:
         dtype["variant"] = weights_variant
     unet_class = I2VGenXLUNet if variant == "i2v" else UNet3DConditionModel
-    unet = unet_class.from_pretrained(model_dir, subfolder="unet", **dtype)
+    unet = _loaded("unet", model_dir, lambda: unet_class.from_pretrained(model_dir, subfolder="unet", **dtype))
     camera_dir = os.path.join(model_dir, CAMERA_FOLDER)
     if os.path.isdir(camera_dir):
-        camera_embedding = CameraEmbedding.from_pretrained(
-            camera_dir, **({"variant": weights_variant} if weights_variant else {}))
+        camera_embedding = _loaded(CAMERA_FOLDER, model_dir, lambda: CameraEmbedding.from_pretrained(
+            camera_dir, **({"variant": weights_variant} if weights_variant else {})))
         if torch_dtype is not None:
             camera_embedding = cast(camera_embedding, torch_dtype)
         if num_frames is not None and camera_embedding.config.num_frames != num_frames:
@@ -157,15 +183,19 @@ def load_components(location: str, num_frames: int | None = None, torch_dtype: t
     components: dict[str, Any] = {
         "unet": unet,
         "camera_embedding": camera_embedding,
-        "vae": AutoencoderKL.from_pretrained(model_dir, subfolder="vae", **dtype),
-        "text_encoder": CLIPTextModel.from_pretrained(model_dir, subfolder="text_encoder", **dtype),
-        "tokenizer": CLIPTokenizer.from_pretrained(model_dir, subfolder="tokenizer"),
-        "scheduler": scheduler_class(model_dir).from_pretrained(model_dir, subfolder="scheduler"),
+        "vae": _loaded("vae", model_dir, lambda: AutoencoderKL.from_pretrained(model_dir, subfolder="vae", **dtype)),
+        "text_encoder": _loaded("text_encoder", model_dir, lambda: CLIPTextModel.from_pretrained(
+            model_dir, subfolder="text_encoder", **dtype)),
+        "tokenizer": _loaded("tokenizer", model_dir, lambda: CLIPTokenizer.from_pretrained(model_dir,
+                                                                                           subfolder="tokenizer")),
+        "scheduler": _loaded("scheduler", model_dir, lambda: scheduler_class(model_dir).from_pretrained(
+            model_dir, subfolder="scheduler")),
     }
     if variant == "i2v":
-        components["image_encoder"] = CLIPVisionModelWithProjection.from_pretrained(
-            model_dir, subfolder="image_encoder", **dtype)
-        components["feature_extractor"] = CLIPImageProcessor.from_pretrained(model_dir, subfolder="feature_extractor")
+        components["image_encoder"] = _loaded("image_encoder", model_dir, lambda: CLIPVisionModelWithProjection
+                                              .from_pretrained(model_dir, subfolder="image_encoder", **dtype))
+        components["feature_extractor"] = _loaded("feature_extractor", model_dir, lambda: CLIPImageProcessor
+                                                  .from_pretrained(model_dir, subfolder="feature_extractor"))
     return model_dir, components
 
 

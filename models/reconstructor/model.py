@@ -176,9 +176,16 @@ class LGM(ModelMixin):
         for name in (OPTIONS_FILE, weights_file(variant)):
             if not os.path.isfile(os.path.join(directory, name)):
                 raise FileNotFoundError(f"{directory} is not an LGM directory: {name} is missing")
-        with open(os.path.join(directory, OPTIONS_FILE)) as handle:
-            model = cls(LGMOptions.from_json(handle.read()))
-        state = load_file(os.path.join(directory, weights_file(variant)))
+        options_path, weights_path = os.path.join(directory, OPTIONS_FILE), os.path.join(directory, weights_file(variant))
+        try:
+            with open(options_path) as handle:
+                model = cls(LGMOptions.from_json(handle.read()))
+        except (ValueError, TypeError, KeyError) as error:  # json's errors are ValueErrors
+            raise ValueError(f"{options_path} is not an LGM options file: {error}") from None
+        try:
+            state = load_file(weights_path)
+        except Exception as error:  # safetensors' own error type for a truncated or foreign file
+            raise ValueError(f"{weights_path} is not a readable safetensors file (truncated?): {error}") from None
         model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
         model.renders_vs_x0 = RendersVsX0.load(directory)
         return model if torch_dtype is None else cast(model, torch_dtype)

@@ -15,7 +15,7 @@ import torch
 from fastapi import HTTPException
 from fastapi.responses import JSONResponse, Response
 from PIL import Image, UnidentifiedImageError
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from models.pipeline_videomv.image_input import condition_image
 from pipeline.serve.client import RESULT_FILES
@@ -24,7 +24,12 @@ MAX_PROMPT_CHARS = 500
 MAX_UPLOAD_BYTES = 7 * 1024 * 1024  # a decoded image; its base64 form still fits the default body limit
 MAX_BODY_BYTES = 10 * 1024 * 1024
 MAX_IMAGE_SIDE = 4096
+MAX_IMAGE_PIXELS = MAX_IMAGE_SIDE * MAX_IMAGE_SIDE  # more is a decompression bomb: 413 before decoding
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP")  # what the decoder opens; nothing else reaches Pillow's other plugins
 OUTPUTS = ("views", "ply", "grid", "gif", "mp4", "gaussians_mp4")
+MAX_ERRORS_LISTED = 5  # validation errors in one answer: an answer stays a few KB whatever the body
+MAX_DETAIL_CHARS = 2000
+REQUEST_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 
 
 class GenerationCancelled(Exception):
@@ -34,7 +39,9 @@ class GenerationCancelled(Exception):
 class GenerateRequest(BaseModel):
     """One generation. Exactly one of ``prompt`` (text model) or ``image`` (image model)."""
 
-    model_config = ConfigDict(extra="forbid")
+    # Strict: JSON types as the schema says (no true for 1, no "7" for 7); form fields, which are
+    # text by nature, are converted by ``parse_fields``.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     prompt: str | None = Field(None, max_length=MAX_PROMPT_CHARS, description="text prompt (text-to-multi-view)")
     image: str | None = Field(None, description="base64 image (image-to-multi-view); or a multipart file")
@@ -49,11 +56,11 @@ class GenerateRequest(BaseModel):
         "measured worse than x0 (its three_d_aware.json)"))
     mode: Literal["two", "one"] = Field("two", description="two: authors' form; one: reconstruct the guided x0")
     outputs: list[Literal["views", "ply", "grid", "gif", "mp4", "gaussians_mp4"]] = Field(
-        default_factory=lambda: ["views", "ply"], description=(
+        default_factory=lambda: ["views", "ply"], min_length=1, max_length=len(OUTPUTS), description=(
             "views (24 PNGs), ply (the Gaussians), grid (PNG), gif and mp4 (the orbit), gaussians_mp4 (the "
             "Gaussians rendered at the 24 cameras); ply and gaussians_mp4 need a reconstructor"))
     format: Literal["json", "zip"] = "json"
-    request_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,64}$", description=(
+    request_id: str | None = Field(None, pattern=REQUEST_ID_PATTERN, description=(
         "a name the client chose for this request: GET /v1/progress/{request_id} reports its steps done"))
 
     @field_validator("prompt")
@@ -62,6 +69,36 @@ class GenerateRequest(BaseModel):
         if value is not None and not value.strip():
             raise ValueError("prompt is empty")
         return value.strip() if value is not None else None
+
+    @field_validator("outputs")
+    @classmethod
+    def _outputs_once_each(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("outputs lists an output twice")
+        return value
+
+
+def validation_problems(error: ValidationError) -> str:
+    """A validation error as a short message: the first ``MAX_ERRORS_LISTED`` problems (field and
+    reason; never the input itself), at most ``MAX_DETAIL_CHARS`` characters."""
+    problems = []
+    for item in error.errors(include_input=False, include_url=False)[:MAX_ERRORS_LISTED]:
+        where = ".".join(str(part)[:40] for part in item["loc"]) or "body"
+        problems.append(f"{where}: {item['msg'][:200]}")
+    more = error.error_count() - len(problems)
+    text = "; ".join(problems) + (f"; and {more} more" if more > 0 else "")
+    return text[:MAX_DETAIL_CHARS]
+
+
+def parse_fields(json_fields: dict[str, Any], form_fields: dict[str, str] | None = None) -> GenerateRequest:
+    """The request from its JSON fields (strict types) and, for multipart forms, its text fields
+    (converted from text as the schema's types say); HTTP 422 naming the problems."""
+    try:
+        GenerateRequest.model_validate(json_fields)  # the JSON part alone, strictly
+        return GenerateRequest.model_validate({**json_fields, **(form_fields or {})},
+                                              strict=not form_fields)
+    except ValidationError as error:
+        raise HTTPException(422, validation_problems(error)) from None
 
 
 @dataclass
@@ -85,17 +122,26 @@ class Job:
 
 
 def decode_image(data: bytes, size: int) -> torch.Tensor:
-    """Image bytes -> [3, size, size] in [-1, 1] (centre crop); HTTP 400/413 on bad input."""
+    """Image bytes (PNG, JPEG or WebP) -> [3, size, size] in [-1, 1] (``condition_image``: EXIF
+    orientation applied, 16-bit converted, transparency on white, centre crop); HTTP 413 over the
+    limits (bytes, side, pixels: a decompression bomb is refused before it is decoded), 400 for
+    bytes that are not one of those formats (other formats never reach Pillow's other plugins)."""
     if len(data) > MAX_UPLOAD_BYTES:
         raise HTTPException(413, f"image is {len(data)} bytes; the limit is {MAX_UPLOAD_BYTES}")
     try:
-        image = Image.open(io.BytesIO(data))
-        if max(image.size) > MAX_IMAGE_SIDE:
-            raise HTTPException(413, f"image is {image.size[0]}x{image.size[1]}; the limit is {MAX_IMAGE_SIDE} per side")
+        image = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
+    except Image.DecompressionBombError:
+        raise HTTPException(413, f"image has over {MAX_IMAGE_PIXELS} pixels (a decompression bomb?)") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        raise HTTPException(400, "image is not a readable PNG, JPEG or WebP file") from None
+    width, height = image.size
+    if max(width, height) > MAX_IMAGE_SIDE or width * height > MAX_IMAGE_PIXELS:
+        raise HTTPException(413, f"image is {width}x{height}; the limit is {MAX_IMAGE_SIDE} per side")
+    try:
         image.load()
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as error:
-        raise HTTPException(400, f"image is not a readable image file: {error}") from None
-    return condition_image(image, size)
+        return condition_image(image, size)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        raise HTTPException(400, "image is truncated or damaged: it could not be decoded") from None
 
 
 def respond(answer: dict[str, Any], form: str) -> Response:

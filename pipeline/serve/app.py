@@ -37,7 +37,7 @@ from ray import serve
 from models.precision import DTYPE_CHOICES
 from pipeline.cli import option
 from pipeline.serve.api import MAX_BODY_BYTES
-from pipeline.serve.ingress import build_ingress
+from pipeline.serve.ingress import BODY_TIMEOUT_S, LOOPBACK_HOSTS, build_ingress
 
 logger = logging.getLogger(__name__)
 GPU_BATCH_SIZE = 4  # requests batched on a GPU replica by default
@@ -64,6 +64,13 @@ class ServeConfig:
                                               f"default: {GPU_BATCH_SIZE} on GPU replicas, 1 on CPU ones, where "
                                               "batching gains nothing: docs/costs.md)")
     max_body_bytes: int = option(MAX_BODY_BYTES, "request bodies larger than this get 413")
+    body_timeout_s: float = option(BODY_TIMEOUT_S, "seconds a request body may take to arrive before 408")
+    allowed_hosts: tuple[str, ...] = option(
+        LOOPBACK_HOSTS, "Host names answered (others get 421: a page on another name resolving here, DNS "
+        "rebinding, cannot read the answers); behind a proxy give its public name, or * for any")
+    allowed_origins: tuple[str, ...] = option(
+        (), "origins of other sites' pages allowed to POST (e.g. https://app.example.com); the app's own "
+        "page always may, other browser pages get 403")
     dtype: str = option("auto", "weights' precision on the replica (auto: fp16 on a GPU, fp32 on a CPU)",
                         choices=DTYPE_CHOICES)
     use_ema: bool = option(False, "serve G's moving-average weights (ema/, from fine-tuning with --ema-decay)")
@@ -115,7 +122,8 @@ def build_app(model_dir: str, reconstructor: str | None = None, **options: Any) 
                             "target_ongoing_requests": config.max_batch_size},
         max_ongoing_requests=config.max_batch_size * 2,
     )
-    ingress = serve.deployment(build_ingress(config.timeout_s, config.max_body_bytes), name="Ingress",
+    ingress = serve.deployment(build_ingress(config.timeout_s, config.max_body_bytes, config.allowed_hosts,
+                                             config.allowed_origins, config.body_timeout_s), name="Ingress",
                                max_ongoing_requests=64)
     return ingress.bind(model.bind(config.model_dir, config.reconstructor, config.max_batch_size, config.mlflow_uri,
                                    config.dtype, config.use_ema))

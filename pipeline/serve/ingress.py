@@ -8,30 +8,124 @@ code (the image decoder is PIL only): it never needs a GPU or the model librarie
 import asyncio
 import base64
 import binascii
+import html
 import json
 import os
+import re
+import time
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import FileResponse, Response
-from pydantic import ValidationError
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from ray import serve
 
 from camera.training_cameras import camera_problems
-from pipeline.serve.api import MAX_BODY_BYTES, MAX_UPLOAD_BYTES, GenerateRequest, Job, decode_image, respond
+from pipeline.serve.api import (
+    MAX_BODY_BYTES,
+    MAX_DETAIL_CHARS,
+    MAX_UPLOAD_BYTES,
+    REQUEST_ID_PATTERN,
+    GenerateRequest,
+    Job,
+    decode_image,
+    parse_fields,
+    respond,
+)
 
 WEB_FOLDER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "web")
 WEB_FILES = {"app.js": "text/javascript", "viewer.js": "text/javascript", "zip.js": "text/javascript",
              "style.css": "text/css"}
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+BODY_TYPES = ("application/json", "multipart/form-data")
+BODY_TIMEOUT_S = 30.0
+JSON_MAX_DEPTH = 32  # deeper nesting is refused before json parses it (its recursion would be the limit)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, read in chunks; HTTP 413 as soon as it passes ``limit`` bytes."""
+def host_name(value: str) -> str:
+    """The host of a Host header or an origin's netloc, without port and brackets, lower case."""
+    try:
+        return (urlsplit(f"//{value}").hostname or "").lower()
+    except ValueError:
+        return ""
+
+
+def host_allowed(host: str, allowed: tuple[str, ...]) -> bool:
+    return "*" in allowed or host_name(host) in {h.lower().strip("[]") for h in allowed}
+
+
+def cross_site_problem(headers: Any, allowed_origins: tuple[str, ...]) -> str | None:
+    """Why a POST comes from another site's page (None: it does not). Browsers send ``Origin`` and
+    ``Sec-Fetch-Site`` with every POST; clients that are not browsers send neither."""
+    site = headers.get("sec-fetch-site")
+    origin = headers.get("origin")
+    if origin is not None:
+        if origin in allowed_origins or "*" in allowed_origins:
+            return None
+        parts = urlsplit(origin)
+        if parts.netloc.lower() != headers.get("host", "").lower():
+            return f"requests from the page at {origin[:100]} are not allowed"
+    if site is not None and site not in ("same-origin", "none") and not (origin and origin in allowed_origins):
+        return f"cross-site requests are not allowed (Sec-Fetch-Site: {site[:20]})"
+    return None
+
+
+def json_too_deep(body: bytes, limit: int = JSON_MAX_DEPTH) -> bool:
+    """Whether the JSON text nests arrays or objects deeper than ``limit`` (brackets in strings
+    are skipped)."""
+    depth, in_string, escaped = 0, False, False
+    for byte in body:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):
+            depth += 1
+            if depth > limit:
+                return True
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return False
+
+
+def docs_page(schema: dict[str, Any]) -> str:
+    """The API's reference as one self-contained HTML page, from its OpenAPI schema (no scripts:
+    FastAPI's default /docs loads Swagger UI from a CDN)."""
+    rows = []
+    for path, methods in schema.get("paths", {}).items():
+        for method, operation in methods.items():
+            rows.append(f"<h2><code>{html.escape(method.upper())} {html.escape(path)}</code></h2>"
+                        f"<p>{html.escape(operation.get('description') or operation.get('summary') or '')}</p>")
+    fields = []
+    for name, field in GenerateRequest.model_json_schema().get("properties", {}).items():
+        fields.append(f"<tr><td><code>{html.escape(name)}</code></td>"
+                      f"<td>{html.escape(field.get('description', ''))}</td></tr>")
+    return ("<!doctype html><html><head><meta charset='utf-8'><title>VideoMV API</title></head><body>"
+            "<h1>VideoMV API</h1><p>The schema: <a href='openapi.json'>openapi.json</a>.</p>" + "".join(rows)
+            + "<h2>POST /v1/generate fields</h2><table>" + "".join(fields) + "</table></body></html>")
+
+
+async def read_body(request: Request, limit: int, timeout_s: float = BODY_TIMEOUT_S) -> bytes:
+    """The request body, read in chunks; HTTP 413 as soon as it passes ``limit`` bytes, 408 when
+    it has not all arrived within ``timeout_s`` (a slow client cannot hold a connection forever)."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
-        raise HTTPException(413, f"request body is {declared} bytes; the limit is {limit}")
+        raise HTTPException(413, f"request body is {declared[:20]} bytes; the limit is {limit}")
     chunks, size = [], 0
-    async for chunk in request.stream():
+    deadline = time.monotonic() + timeout_s
+    stream = request.stream().__aiter__()
+    while True:
+        try:
+            chunk = await asyncio.wait_for(stream.__anext__(), timeout=max(0.0, deadline - time.monotonic()))
+        except StopAsyncIteration:
+            break
+        except asyncio.TimeoutError:
+            raise HTTPException(408, f"the request body did not arrive within {timeout_s:g} s") from None
         size += len(chunk)
         if size > limit:
             raise HTTPException(413, f"request body is over the limit of {limit} bytes")
@@ -39,8 +133,30 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def build_ingress(timeout_s: float, max_body_bytes: int = MAX_BODY_BYTES) -> type:
-    app = FastAPI(title="VideoMV", version="1", description="24-view generation with 3D-aware sampling")
+def build_ingress(timeout_s: float, max_body_bytes: int = MAX_BODY_BYTES,
+                  allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS, allowed_origins: tuple[str, ...] = (),
+                  body_timeout_s: float = BODY_TIMEOUT_S) -> type:
+    """The ingress deployment class. ``allowed_hosts``: the Host names it answers (DNS rebinding:
+    a page on another name that resolves here gets 421); "*" for any. ``allowed_origins``: pages
+    on other origins that may POST (the app's own page always may)."""
+    # FastAPI's /docs and /redoc load their scripts from a CDN: replaced by a page of our own.
+    app = FastAPI(title="VideoMV", version="1", description="24-view generation with 3D-aware sampling",
+                  docs_url=None, redoc_url=None)
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next: Any) -> Response:
+        host = request.headers.get("host", "")
+        if not host_allowed(host, tuple(allowed_hosts)):
+            return JSONResponse({"detail": f"host {host[:100]!r} is not served here (allowed_hosts)"}, status_code=421)
+        if request.method == "POST":
+            problem = cross_site_problem(request.headers, tuple(allowed_origins))
+            if problem:
+                return JSONResponse({"detail": problem + " (allowed_origins)"}, status_code=403)
+        try:
+            return await call_next(request)
+        except Exception as error:  # never a 500 with a trace for what the request did: say what failed
+            return JSONResponse({"detail": f"the request could not be handled: {type(error).__name__}"},
+                                status_code=500)
 
     @serve.ingress(app)
     class Ingress:
@@ -70,10 +186,17 @@ def build_ingress(timeout_s: float, max_body_bytes: int = MAX_BODY_BYTES) -> typ
                 raise HTTPException(404, f"no file {name!r}")
             return FileResponse(os.path.join(WEB_FOLDER, name), media_type=WEB_FILES[name])
 
+        @app.get("/docs", include_in_schema=False)
+        async def docs(self) -> HTMLResponse:
+            """The API reference, served from this app alone."""
+            return HTMLResponse(docs_page(app.openapi()))
+
         @app.get("/v1/progress/{request_id}")
         async def progress(self, request_id: str) -> dict[str, Any]:
             """Steps done of the request sent with this ``request_id`` (exact with one model replica;
             with several, a replica that is not running it answers state "unknown")."""
+            if not re.fullmatch(REQUEST_ID_PATTERN, request_id):
+                raise HTTPException(422, "request_id: 1 to 64 letters, digits, '_' or '-'")
             return await self.model.get_progress.remote(request_id)
 
         @app.get("/v1/stats")
@@ -104,8 +227,10 @@ def build_ingress(timeout_s: float, max_body_bytes: int = MAX_BODY_BYTES) -> typ
                 problems = camera_problems(info.get("training_cameras"), elevation=request_model.elevation)
                 if problems:
                     raise HTTPException(422, "; ".join(problems) + ": the model has not learned views there")
-            job = Job(prompt=request_model.prompt,
-                      image=decode_image(image_bytes, info["resolution"]) if image_bytes is not None else None,
+            # Decoding takes up to a second for a large image: off the event loop, which serves everyone.
+            image = (await asyncio.to_thread(decode_image, image_bytes, info["resolution"])
+                     if image_bytes is not None else None)
+            job = Job(prompt=request_model.prompt, image=image,
                       seed=request_model.seed, steps=request_model.steps, guidance_scale=request_model.guidance_scale,
                       elevation=request_model.elevation, three_d_aware=request_model.three_d_aware,
                       mode=request_model.mode, outputs=tuple(request_model.outputs),
@@ -120,43 +245,38 @@ def build_ingress(timeout_s: float, max_body_bytes: int = MAX_BODY_BYTES) -> typ
                 response.cancel()  # the client went away
                 raise
             except Exception as error:
-                raise HTTPException(500, f"generation failed: {error}") from None
+                raise HTTPException(500, f"generation failed: {str(error)[:MAX_DETAIL_CHARS]}") from None
             if isinstance(answer, Exception):
-                raise HTTPException(500, str(answer))
+                raise HTTPException(500, str(answer)[:MAX_DETAIL_CHARS])
             return respond(answer, request_model.format)
 
         async def _parse(self, request: Request) -> tuple[GenerateRequest, bytes | None]:
-            body = await read_body(request, max_body_bytes)
-            content_type = request.headers.get("content-type", "")
+            content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+            if content_type not in BODY_TYPES:
+                raise HTTPException(415, "send application/json, or multipart/form-data with an image file")
+            body = await read_body(request, max_body_bytes, body_timeout_s)
             image_bytes = None
-            if content_type.startswith("multipart/form-data"):
+            form_fields: dict[str, str] = {}
+            if content_type == "multipart/form-data":
                 async def replay() -> dict[str, Any]:
                     return {"type": "http.request", "body": body, "more_body": False}
 
-                form = await Request(request.scope, replay).form()
-                fields = {k: v for k, v in form.items() if k not in ("image", "params")}
-                if "params" in form:
-                    try:
-                        fields.update(json.loads(form["params"]))
-                    except (json.JSONDecodeError, TypeError):
-                        raise HTTPException(400, "form field 'params' is not JSON") from None
+                try:
+                    form = await Request(request.scope, replay).form()
+                except Exception:  # python-multipart's errors: a form that is not one
+                    raise HTTPException(400, "body is not a readable multipart form") from None
+                form_fields = {k: v for k, v in form.items() if k not in ("image", "params") and isinstance(v, str)}
+                if any(not isinstance(v, str) for k, v in form.items() if k not in ("image",)):
+                    raise HTTPException(400, "only 'image' may be a file in the form")
+                fields = self._json_object(form["params"].encode(), "form field 'params'") if "params" in form else {}
                 upload = form.get("image")
                 if upload is not None and hasattr(upload, "read"):
                     image_bytes = await upload.read(MAX_UPLOAD_BYTES + 1)
-                if isinstance(fields.get("outputs"), str):
-                    fields["outputs"] = [v for v in fields["outputs"].split(",") if v]
+                if "outputs" in form_fields:
+                    form_fields["outputs"] = [v for v in form_fields["outputs"].split(",") if v]  # type: ignore[assignment]
             else:
-                try:
-                    fields = json.loads(body)
-                except json.JSONDecodeError as error:
-                    raise HTTPException(400, f"body is not JSON: {error}") from None
-                if not isinstance(fields, dict):
-                    raise HTTPException(400, "body must be a JSON object")
-            try:
-                parsed = GenerateRequest(**fields)
-            except ValidationError as error:
-                problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in error.errors())
-                raise HTTPException(422, problems) from None
+                fields = self._json_object(body, "body")
+            parsed = parse_fields(fields, form_fields)
             if parsed.image is not None:
                 if len(parsed.image) > MAX_UPLOAD_BYTES * 4 // 3 + 4:
                     raise HTTPException(413, f"image is larger than {MAX_UPLOAD_BYTES} bytes")
@@ -165,5 +285,23 @@ def build_ingress(timeout_s: float, max_body_bytes: int = MAX_BODY_BYTES) -> typ
                 except (binascii.Error, ValueError):
                     raise HTTPException(400, "image is not valid base64") from None
             return parsed, image_bytes
+
+        @staticmethod
+        def _json_object(text: bytes, what: str) -> dict[str, Any]:
+            """``text`` as a JSON object; HTTP 400 naming what is wrong (not UTF-8, not JSON, nested
+            too deep, a number too long, not an object)."""
+            if json_too_deep(text):
+                raise HTTPException(400, f"{what} nests deeper than {JSON_MAX_DEPTH} levels")
+            try:
+                fields = json.loads(text.decode("utf-8"))
+            except UnicodeDecodeError:
+                raise HTTPException(400, f"{what} is not UTF-8 text") from None
+            except json.JSONDecodeError as error:
+                raise HTTPException(400, f"{what} is not JSON: {error.msg} at position {error.pos}") from None
+            except (ValueError, RecursionError):  # e.g. an integer of more digits than Python converts
+                raise HTTPException(400, f"{what} holds a value out of range (an over-long number?)") from None
+            if not isinstance(fields, dict):
+                raise HTTPException(400, f"{what} must be a JSON object")
+            return fields
 
     return Ingress

@@ -1,0 +1,146 @@
+"""Input a careless client or an attacker sends, read without a server: image files (formats,
+EXIF, 16-bit, bombs), a body that never finishes arriving, and broken model directories whose
+errors must name the file and the problem (issue 30)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import shutil
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from fastapi import HTTPException
+from PIL import Image
+from starlette.requests import Request
+
+from models.pipeline_videomv.loading import ModelDirectoryError
+from models.pipeline_videomv.pipeline_videomv import VideoMVPipeline
+from models.reconstructor.model import LGM
+from models.toy.tiny import make_tiny
+from pipeline.serve.api import decode_image
+from pipeline.serve.ingress import read_body
+
+
+def encoded(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width`` x ``height`` (a decompression bomb's first bytes)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def refused(data: bytes) -> HTTPException:
+    with pytest.raises(HTTPException) as caught:
+        decode_image(data, 8)
+    assert " at 0x" not in caught.value.detail  # no memory address (Pillow's repr of the file object)
+    return caught.value
+
+
+def test_a_mid_grey_16_bit_png_reaches_the_model_as_mid_grey():
+    grey16 = Image.fromarray(np.full((16, 16), 32768, np.uint16))
+    pixels = decode_image(encoded(grey16, "PNG"), 8)
+    assert abs(float(pixels.mean())) < 0.01  # [-1, 1]: mid-grey is 0 (Pillow's convert would give white, 1)
+
+
+def test_exif_orientation_is_applied():
+    """A JPEG stored sideways with orientation 6 (rotate 90 deg clockwise to display): red on the left half
+    as stored is the top half as displayed."""
+    stored = np.zeros((16, 32, 3), np.uint8)
+    stored[:, :16] = (255, 0, 0)
+    image = Image.fromarray(stored)
+    exif = image.getexif()
+    exif[0x0112] = 6
+    pixels = decode_image(encoded(image, "JPEG", exif=exif, quality=95), 16)  # displayed 16 wide, 32 high: crop
+    top, bottom = pixels[0, :4].mean(), pixels[0, -4:].mean()
+    assert top > 0.5 and bottom < -0.5
+
+
+@pytest.mark.parametrize("fmt", ["TIFF", "GIF", "BMP", "EPS"])
+def test_formats_other_than_png_jpeg_webp_are_refused(fmt):
+    image = Image.new("RGB", (8, 8), (10, 20, 30))
+    try:
+        data = encoded(image, fmt)
+    except (OSError, KeyError):  # EPS needs Ghostscript to write: its header is enough
+        data = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\n"
+    error = refused(data)
+    assert error.status_code == 400 and "PNG, JPEG or WebP" in error.detail
+
+
+def test_a_decompression_bomb_is_413_before_it_is_decoded():
+    error = refused(png_header_only(20000, 20000))
+    assert error.status_code == 413 and "decompression bomb" in error.detail
+    error = refused(png_header_only(5000, 100))
+    assert error.status_code == 413 and "limit is 4096 per side" in error.detail
+
+
+def test_webp_and_truncated_files():
+    image = Image.new("RGB", (8, 8), (200, 100, 50))
+    assert decode_image(encoded(image, "WEBP"), 8).shape == (3, 8, 8)
+    error = refused(encoded(image, "PNG")[:60])
+    assert error.status_code == 400
+
+
+def test_a_body_that_never_finishes_arriving_gets_408():
+    async def trickle() -> dict:
+        await asyncio.sleep(10)
+        return {"type": "http.request", "body": b"x", "more_body": True}
+
+    async def first_then_trickle(state={"sent": False}) -> dict:  # noqa: B006 (one request's state)
+        if not state["sent"]:
+            state["sent"] = True
+            return {"type": "http.request", "body": b"0123456789", "more_body": True}
+        return await trickle()
+
+    request = Request({"type": "http", "method": "POST", "headers": [(b"content-length", b"1000")]}, first_then_trickle)
+    with pytest.raises(HTTPException) as caught:
+        asyncio.run(read_body(request, 10_000, timeout_s=0.5))
+    assert caught.value.status_code == 408
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory) -> str:
+    return make_tiny("t2v", str(tmp_path_factory.mktemp("dirs") / "t2v"))
+
+
+def broken_copy(tiny_dir: str, tmp_path, name: str) -> str:
+    target = str(tmp_path / name)
+    shutil.copytree(tiny_dir, target)
+    return target
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda d: open(f"{d}/model_index.json", "w").write("{not json"), "model_index.json is not valid JSON"),
+    (lambda d: open(f"{d}/scheduler/scheduler_config.json", "w").write("[1, 2"), "scheduler_config.json is not valid JSON"),
+    (lambda d: json.dump({"_class_name": "NoSuchPipeline"}, open(f"{d}/model_index.json", "w")), "names 'NoSuchPipeline'"),
+    (lambda d: json.dump({**json.load(open(f"{d}/scheduler/scheduler_config.json")), "_class_name": "MadeUpScheduler"},
+                         open(f"{d}/scheduler/scheduler_config.json", "w")), "'MadeUpScheduler', which is not a diffusers"),
+    (lambda d: open(f"{d}/unet/diffusion_pytorch_model.safetensors", "r+b").truncate(100), "unet/ could not be loaded"),
+    (lambda d: open(f"{d}/text_encoder/model.safetensors", "r+b").truncate(100), "text_encoder/ could not be loaded"),
+])
+def test_broken_model_directories_name_the_file_and_the_problem(tiny_dir, tmp_path, damage, message):
+    directory = broken_copy(tiny_dir, tmp_path, "broken")
+    damage(directory)
+    with pytest.raises(ModelDirectoryError, match=message) as caught:
+        VideoMVPipeline.from_pretrained(directory)
+    assert directory in str(caught.value)
+
+
+def test_broken_reconstructor_directories_name_the_file(tmp_path):
+    LGM("tiny").save_pretrained(str(tmp_path / "lgm"))
+    (tmp_path / "lgm" / "model.safetensors").open("r+b").truncate(64)
+    with pytest.raises(ValueError, match=r"lgm/model.safetensors is not a readable safetensors file"):
+        LGM.from_pretrained(str(tmp_path / "lgm"))
+    LGM("tiny").save_pretrained(str(tmp_path / "lgm2"))
+    (tmp_path / "lgm2" / "lgm_options.json").write_text("{broken")
+    with pytest.raises(ValueError, match=r"lgm2/lgm_options.json is not an LGM options file"):
+        LGM.from_pretrained(str(tmp_path / "lgm2"))
