@@ -251,7 +251,6 @@ class Suite:
 
     # -- 4. sampling -------------------------------------------------------------------------------
     def sampling(self) -> None:
-        from models.pipeline_videomv.pipeline_videomv import VideoMVPipeline
         from models.precision import DTYPES, cast
         from models.pipeline_videomv.three_d_aware import reconstruction_steps
 
