@@ -93,6 +93,14 @@ def json_too_deep(body: bytes, limit: int = JSON_MAX_DEPTH) -> bool:
     return False
 
 
+class _NonStandardJSON(ValueError):
+    """NaN, Infinity or -Infinity: Python's json reads them, JSON (RFC 8259) has no such values."""
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _NonStandardJSON(name)
+
+
 def docs_page(schema: dict[str, Any]) -> str:
     """The API's reference as one self-contained HTML page, from its OpenAPI schema (no scripts:
     FastAPI's default /docs loads Swagger UI from a CDN)."""
@@ -293,7 +301,9 @@ def build_ingress(timeout_s: float, max_body_bytes: int = MAX_BODY_BYTES,
             if json_too_deep(text):
                 raise HTTPException(400, f"{what} nests deeper than {JSON_MAX_DEPTH} levels")
             try:
-                fields = json.loads(text.decode("utf-8"))
+                fields = json.loads(text.decode("utf-8"), parse_constant=_refuse_constant)
+            except _NonStandardJSON as error:
+                raise HTTPException(400, f"{what} is not JSON: {error} is not a JSON value") from None
             except UnicodeDecodeError:
                 raise HTTPException(400, f"{what} is not UTF-8 text") from None
             except json.JSONDecodeError as error:
