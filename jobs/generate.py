@@ -1,4 +1,5 @@
-"""Call the VideoMV endpoint and write the result: 24 view PNGs, a grid, an orbit GIF, the PLY.
+"""Call the VideoMV endpoint and write the result: 24 view PNGs, a grid, an orbit GIF and MP4, the
+Gaussians (PLY) and a textured mesh of them (mesh.glb).
 
     python jobs/generate.py --url http://127.0.0.1:8000 --prompt "a red chair" --out out/chair
     python jobs/generate.py --url http://127.0.0.1:8000 --image photo.png --out out/photo
@@ -34,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     request = {"seed": args.seed, "steps": args.steps, "three_d_aware": not args.no_3d_aware,
-               "outputs": ["views", "grid", "gif", "mp4"] + ([] if args.no_3d_aware else ["ply", "gaussians_mp4"])}
+               "outputs": ["views", "grid", "gif", "mp4"] + ([] if args.no_3d_aware else ["ply", "glb", "gaussians_mp4"])}
     if args.prompt is not None:
         request["prompt"] = args.prompt
     else:
@@ -52,7 +53,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2 if 400 <= error.status < 500 else 1
     write_result(body, args.out)
-    print(f"wrote {len(body['views'])} views{', the Gaussians' if 'ply' in body else ''} to {args.out} "
+    for name, reason in body.get("unavailable", {}).items():
+        print(f"warning: no {name}: {reason}", file=sys.stderr)
+    print(f"wrote {len(body['views'])} views{', the Gaussians and the mesh' if 'ply' in body else ''} to {args.out} "
           f"({body['seconds']:.1f} s, {body['reconstructions']} reconstructions)")
     return 0
 

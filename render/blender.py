@@ -282,6 +282,32 @@ def _set_multilayer_exr(image_settings, enabled: bool) -> None:
         image_settings.color_mode = "RGBA"
 
 
+def export_world_mesh(path: str) -> dict[str, int]:
+    """Write the normalised scene's triangles, as rendered (modifiers applied), in the project's
+    Y-up world frame to ``path`` (.npz: vertices [N, 3] float64, faces [F, 3] int64): the reference
+    geometry the renders show, for the geometry metrics."""
+    depsgraph = bpy.context.evaluated_depsgraph_get()
+    world_from_blender = camera.world_from_blender(np.eye(4))[:3, :3]
+    vertices, faces, offset = [], [], 0
+    for obj in _mesh_objects():
+        evaluated = obj.evaluated_get(depsgraph)
+        mesh = evaluated.to_mesh()
+        try:
+            mesh.calc_loop_triangles()
+            local = np.array([vertex.co[:] for vertex in mesh.vertices], dtype=np.float64).reshape(-1, 3)
+            matrix = np.array(obj.matrix_world, dtype=np.float64)
+            blender = local @ matrix[:3, :3].T + matrix[:3, 3]
+            vertices.append(blender @ world_from_blender.T)
+            faces.append(np.array([tri.vertices[:] for tri in mesh.loop_triangles], dtype=np.int64).reshape(-1, 3) + offset)
+            offset += len(local)
+        finally:
+            evaluated.to_mesh_clear()
+    if not faces or sum(len(f) for f in faces) == 0:
+        raise AssetError("asset contains no triangles")
+    np.savez(path, vertices=np.concatenate(vertices), faces=np.concatenate(faces))
+    return {"vertices": offset, "faces": int(sum(len(f) for f in faces))}
+
+
 def render_orbit(c2w_world: np.ndarray, settings: RenderSettings, output_dir: str) -> dict[str, list[str]]:
     """Render one view per camera into ``output_dir``.
 

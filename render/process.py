@@ -150,10 +150,6 @@ class BlenderProcess:
             c2w: [V, 4, 4] OpenGL camera-to-world, project world frame.
             settings: render settings; ``settings.timeout`` bounds this call (import + all views).
         """
-        if self._process is None or self._assets_rendered >= self.max_assets_per_process:
-            self.kill()
-            self._start()
-        assert self._process is not None and self._process.stdin is not None
         output_dir = tempfile.mkdtemp(prefix="object-", dir=self.work_dir)
         request = {
             "asset": os.path.abspath(asset_path),
@@ -161,22 +157,11 @@ class BlenderProcess:
             "settings": settings.to_json(),
             "output_dir": output_dir,
         }
-        self._assets_rendered += 1
         try:
-            self._process.stdin.write((json.dumps(request) + "\n").encode())
-            self._process.stdin.flush()
-            answer = self._read_message(settings.timeout, f"rendering {os.path.basename(asset_path)}")
-        except BrokenPipeError:
-            tail = self._log_tail()
-            self.kill()
-            shutil.rmtree(output_dir, ignore_errors=True)
-            raise RenderFailure(f"Blender process died before the request was sent. Log tail:\n{tail}") from None
+            answer = self._ask(request, settings.timeout, f"rendering {os.path.basename(asset_path)}")
         except RenderFailure:
             shutil.rmtree(output_dir, ignore_errors=True)
             raise
-        if not answer["ok"]:
-            shutil.rmtree(output_dir, ignore_errors=True)
-            raise RenderFailure(answer["error"])
         outputs = answer["outputs"]
         return RenderOutput(
             directory=output_dir,
@@ -185,3 +170,35 @@ class BlenderProcess:
             device=answer.get("device", "CPU"),
             seconds=float(answer.get("seconds", 0.0)),
         )
+
+    def world_mesh(self, asset_path: str, timeout: float = 300.0) -> tuple[np.ndarray, np.ndarray]:
+        """The object's triangles as the renders show it: normalised into the unit cube, in the
+        project's Y-up world frame. Returns (vertices [N, 3] float64, faces [F, 3] int64)."""
+        path = os.path.join(self.work_dir, f"mesh-{os.getpid()}-{time.monotonic_ns()}.npz")
+        self._ask({"asset": os.path.abspath(asset_path), "mesh": path}, timeout,
+                  f"exporting the mesh of {os.path.basename(asset_path)}")
+        try:
+            with np.load(path) as data:
+                return data["vertices"], data["faces"]
+        finally:
+            os.remove(path)
+
+    def _ask(self, request: dict, timeout: float, what: str) -> dict:
+        """Send one request to the worker (started or recycled first) and return its answer;
+        ``RenderFailure`` on a crash, a timeout or an answer that is not ok."""
+        if self._process is None or self._assets_rendered >= self.max_assets_per_process:
+            self.kill()
+            self._start()
+        assert self._process is not None and self._process.stdin is not None
+        self._assets_rendered += 1
+        try:
+            self._process.stdin.write((json.dumps(request) + "\n").encode())
+            self._process.stdin.flush()
+            answer = self._read_message(timeout, what)
+        except BrokenPipeError:
+            tail = self._log_tail()
+            self.kill()
+            raise RenderFailure(f"Blender process died before the request was sent. Log tail:\n{tail}") from None
+        if not answer["ok"]:
+            raise RenderFailure(answer["error"])
+        return answer

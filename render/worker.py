@@ -6,7 +6,8 @@ a log, so it can never corrupt the protocol.
 
 - At start the worker sends ``{"ready": true, "blender_version": "..."}``.
 - Request: ``{"asset": path, "c2w": [[16 floats] x V], "settings": RenderSettings JSON,
-  "output_dir": folder}``.
+  "output_dir": folder}``; or ``{"asset": path, "mesh": file.npz}``: the normalised object's
+  triangles in the project world frame (``blender.export_world_mesh``), answered with their counts.
 - Answer: ``{"ok": true, "outputs": {"views": [...], ...}, "device": "CPU"|"GPU", "seconds": s}`` or
   ``{"ok": false, "error": "..."}`` for an asset that cannot be rendered. A crash or hang is the
   parent's to detect (see ``render.process``).
@@ -43,10 +44,15 @@ def main() -> None:
         start = time.perf_counter()
         try:
             request = json.loads(line)
-            settings = RenderSettings.from_json(request["settings"])
             blender.reset_scene()
             blender.import_asset(request["asset"])
             blender.normalise_scene()
+            if "mesh" in request:
+                answer = {"ok": True, "outputs": blender.export_world_mesh(request["mesh"])}
+                answer["seconds"] = time.perf_counter() - start
+                protocol.write(json.dumps(answer) + "\n")
+                continue
+            settings = RenderSettings.from_json(request["settings"])
             device = blender.configure_cycles(settings)
             c2w = np.asarray(request["c2w"], dtype=np.float64).reshape(-1, 4, 4)
             outputs = blender.render_orbit(c2w, settings, request["output_dir"])

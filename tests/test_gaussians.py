@@ -317,3 +317,87 @@ def test_nothing_on_screen_still_backpropagates():
     assert out.alphas.abs().max() == 0
     out.colors.mean().backward()
     assert scene.means.grad is not None and scene.means.grad.abs().max() == 0
+
+
+def sphere_of_gaussians(radius: float = 0.5, count: int = 6000, sigma: float = 0.02, seed: int = 0) -> Gaussians:
+    """Small opaque Gaussians spread evenly over a sphere centred at the origin (a Fibonacci lattice)."""
+    index = torch.arange(count, dtype=torch.float64) + 0.5
+    polar = torch.arccos(1 - 2 * index / count)
+    azimuth = math.pi * (1 + 5**0.5) * index
+    points = radius * torch.stack([torch.sin(polar) * torch.cos(azimuth), torch.cos(polar),
+                                   torch.sin(polar) * torch.sin(azimuth)], dim=-1)
+    return Gaussians(means=points.float(), quats=torch.tensor([[1.0, 0, 0, 0]]).expand(count, 4).clone(),
+                     scales=torch.full((count, 3), sigma), opacities=torch.full((count,), 0.95),
+                     colors=torch.full((count, 3), 0.5))
+
+
+def ray_sphere_depth(c2w: np.ndarray, K: np.ndarray, size: int, radius: float) -> np.ndarray:
+    """The camera z of the first hit of each pixel's ray with the sphere (NaN where it misses)."""
+    ys, xs = np.meshgrid(np.arange(size) + 0.5, np.arange(size) + 0.5, indexing="ij")
+    # OpenCV pixel rays -> OpenGL camera axes (x right, y up, looking along -z).
+    directions = np.stack([(xs - K[0, 2]) / K[0, 0], -(ys - K[1, 2]) / K[1, 1], -np.ones_like(xs)], axis=-1)
+    world = directions @ c2w[:3, :3].T
+    origin = c2w[:3, 3]
+    a = (world * world).sum(-1)
+    b = 2 * world @ origin
+    c = origin @ origin - radius**2
+    disc = b * b - 4 * a * c
+    t = (-b - np.sqrt(np.where(disc > 0, disc, np.nan))) / (2 * a)
+    return t  # the ray direction has camera z = -1, so t is the depth along the viewing axis
+
+
+def test_expected_depth_of_a_sphere_matches_ray_casting():
+    """Depth rendered beside colour: the camera z of the surface, as a ray-sphere intersection gives it."""
+    radius, size = 0.5, 64
+    c2w, K = cameras(azimuths=(0.0, 130.0), elevation=25.0, size=size)
+    out = render_gaussians(sphere_of_gaussians(radius), c2w, K, size, size, depth=True, backend="torch")
+    assert out.depths.shape == (2, size, size, 1)
+    for view in range(2):
+        truth = ray_sphere_depth(c2w[view].double().numpy(), K.double().numpy(), size, radius)
+        covered = (out.alphas[view, ..., 0].numpy() > 0.9) & np.isfinite(truth)
+        error = out.depths[view, ..., 0].numpy() - truth
+        # Splatting biases depth towards the camera by about a footprint (~0.02 here) times the
+        # surface's slope: small where the surface faces the camera, larger towards the rim.
+        facing = covered & (np.nan_to_num(truth, nan=9) < camera.DEFAULT_DISTANCE - radius + 0.1)
+        assert facing.sum() > 500
+        assert np.abs(error[facing]).mean() < 0.02 and np.abs(error[facing]).max() < 0.04, error[facing]
+        assert np.abs(error[covered]).mean() < 0.05
+        assert abs(error[32, 32]) < 0.005  # the surface point nearest the camera
+    missed = ~np.isfinite(ray_sphere_depth(c2w[0].double().numpy(), K.double().numpy(), size, radius * 1.2))
+    assert float(out.alphas[0, ..., 0].numpy()[missed].max()) < 0.01  # no depth where there is nothing
+
+
+def test_expected_depth_is_the_front_surface_and_leaves_colour_unchanged():
+    """Two opaque sheets, one behind the other: the depth is the front one's; colours and alphas are
+    those of a render without depth."""
+    c2w, K = cameras(azimuths=(0.0,), elevation=0.0, size=32)
+    grid = torch.stack(torch.meshgrid(torch.linspace(-0.4, 0.4, 40), torch.linspace(-0.4, 0.4, 40),
+                                      indexing="ij"), dim=-1).reshape(-1, 2)
+    eye = c2w[0, :3, 3]
+    forward = -c2w[0, :3, 2]  # OpenGL cameras look along -z
+    right, up = c2w[0, :3, 0], c2w[0, :3, 1]
+    front = grid[:, :1] * right + grid[:, 1:] * up + eye + 1.5 * forward
+    back = grid[:, :1] * right + grid[:, 1:] * up + eye + 2.5 * forward
+    n = len(grid)
+    scene = Gaussians(means=torch.cat([back, front]), quats=torch.tensor([[1.0, 0, 0, 0]]).expand(2 * n, 4).clone(),
+                      scales=torch.full((2 * n, 3), 0.015), opacities=torch.full((2 * n,), 0.99),
+                      colors=torch.cat([torch.zeros(n, 3), torch.ones(n, 3)]))
+    with_depth = render_gaussians(scene, c2w, K, 32, 32, depth=True, backend="torch")
+    plain = render_gaussians(scene, c2w, K, 32, 32, backend="torch")
+    torch.testing.assert_close(with_depth.colors, plain.colors)
+    torch.testing.assert_close(with_depth.alphas, plain.alphas)
+    assert plain.depths is None
+    centre = with_depth.depths[0, 8:24, 8:24, 0]
+    torch.testing.assert_close(centre, torch.full_like(centre, 1.5), atol=0.01, rtol=0)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="gsplat needs CUDA")
+def test_gsplat_and_torch_backends_agree_on_depth():
+    scene = sphere_of_gaussians().to("cuda")
+    c2w, K = cameras(azimuths=(0.0, 90.0, 225.0), elevation=20.0, size=64)
+    fast = render_gaussians(scene, c2w.cuda(), K.cuda(), 64, 64, backend="gsplat", depth=True)
+    reference = render_gaussians(scene, c2w.cuda(), K.cuda(), 64, 64, backend="torch", depth=True)
+    covered = reference.alphas > 0.5
+    torch.testing.assert_close(fast.depths[covered], reference.depths[covered], atol=2e-3, rtol=0)
+    torch.testing.assert_close(fast.colors, reference.colors, atol=2e-3, rtol=0)

@@ -72,10 +72,14 @@ def test_generate_returns_views_and_a_ply(server, tmp_path):
 
 
 def test_zip_format(server):
-    response = generate(server, prompt="a lamp", outputs=["views", "ply", "grid", "mp4"], format="zip")
+    response = generate(server, prompt="a lamp", outputs=["views", "ply", "glb", "grid", "mp4"], format="zip")
     assert response.status_code == 200 and response.headers["content-type"] == "application/zip"
-    names = zipfile.ZipFile(io.BytesIO(response.content)).namelist()
-    assert {"gaussians.ply", "grid.png", "orbit.mp4", "views/view_023.png"} <= set(names)
+    archive = zipfile.ZipFile(io.BytesIO(response.content))
+    assert {"gaussians.ply", "mesh.glb", "grid.png", "orbit.mp4", "views/view_023.png"} <= set(archive.namelist())
+    import trimesh
+
+    mesh = trimesh.load(io.BytesIO(archive.read("mesh.glb")), file_type="glb", force="mesh")
+    assert len(mesh.faces) > 0 and mesh.visual.material.baseColorTexture is not None
 
 
 @pytest.mark.parametrize("fields, status, message", [
@@ -141,7 +145,7 @@ def test_generate_client_writes_files(server, tmp_path):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert len(list((out / "views").glob("*.png"))) == 24
-    for name in ("grid.png", "orbit.gif", "orbit.mp4", "gaussians.ply", "gaussians_orbit.mp4"):
+    for name in ("grid.png", "orbit.gif", "orbit.mp4", "gaussians.ply", "mesh.glb", "gaussians_orbit.mp4"):
         assert (out / name).stat().st_size > 0
     for name in ("orbit.mp4", "gaussians_orbit.mp4"):
         assert (out / name).read_bytes()[4:8] == b"ftyp", name

@@ -139,26 +139,33 @@ def _block_length(tiles: int, pixels: int) -> int:
 
 def tile_buffers(num_tiles: int, background: torch.Tensor, tile: int = TILE
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Tiled outputs before compositing: colors [T, P, 3] (the background), alphas [T, P] (zeros),
-    and the pixel centres of a tile relative to its corner [P, 2], P = tile x tile row-major."""
+    """Tiled outputs before compositing: colors [T, P, D] (the background [D]), alphas [T, P]
+    (zeros), and the pixel centres of a tile relative to its corner [P, 2], P = tile x tile row-major."""
     device, dtype = background.device, background.dtype
     offsets = torch.arange(tile, device=device, dtype=dtype) + 0.5
     pixel_y, pixel_x = torch.meshgrid(offsets, offsets, indexing="ij")
-    return (background.expand(num_tiles, tile * tile, 3).clone(),
+    return (background.expand(num_tiles, tile * tile, background.shape[-1]).clone(),
             torch.zeros(num_tiles, tile * tile, device=device, dtype=dtype),
             torch.stack([pixel_x.flatten(), pixel_y.flatten()], dim=-1))
 
 
 def _render_torch(gaussians: Gaussians, viewmat: torch.Tensor, K: torch.Tensor, width: int, height: int,
-                  background: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                  background: torch.Tensor, with_depth: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Colours [H, W, 3] (or, ``with_depth``, [H, W, 4]: the last channel the accumulated camera
+    depth sum_i w_i z_i, over a background depth of 0, as gsplat's "RGB+D") and alphas [H, W, 1]."""
     device, dtype = gaussians.means.device, gaussians.means.dtype
     means2d, depths, conics, radii = _project(gaussians, viewmat, K, width, height)
+    features = gaussians.colors
+    if with_depth:
+        features = torch.cat([features, depths[:, None]], dim=-1)
+        background = torch.cat([background, background.new_zeros(1)])
     # The compositing units ("tiles" from here on) are the CELL-px cells of ``bin_tiles``.
     tiles_x, tiles_y = math.ceil(width / CELL), math.ceil(height / CELL)
     pair_gaussian, per_tile, starts = bin_tiles(means2d, depths, radii, width, height, gaussians.opacities.detach(),
                                                 conics.detach(), CELL)
     colors, alphas, pixel_offsets = tile_buffers(tiles_x * tiles_y, background, CELL)
     pixel_count = CELL * CELL
+    channels = features.shape[-1]
 
     def flush(tile_ids: list[int], depth: int) -> None:
         """Composite tiles ``tile_ids`` (at most ``depth`` Gaussians each), front to back in blocks
@@ -167,7 +174,7 @@ def _render_torch(gaussians: Gaussians, viewmat: torch.Tensor, K: torch.Tensor, 
         tiles = torch.tensor(tile_ids, device=device)
         origin = torch.stack([(tiles % tiles_x) * CELL, (tiles // tiles_x) * CELL], dim=-1).to(dtype)
         pixels = origin[:, None, :] + pixel_offsets[None]  # [T, P, 2]
-        colour = torch.zeros(len(tile_ids), pixel_count, 3, device=device, dtype=dtype)
+        colour = torch.zeros(len(tile_ids), pixel_count, channels, device=device, dtype=dtype)
         transmittance = torch.ones(len(tile_ids), pixel_count, device=device, dtype=dtype)
         active = torch.arange(len(tile_ids), device=device)  # rows of ``tiles`` still compositing
         begin, block = 0, _block_length(len(tile_ids), pixel_count)
@@ -188,7 +195,7 @@ def _render_torch(gaussians: Gaussians, viewmat: torch.Tensor, K: torch.Tensor, 
             before = torch.cat([torch.ones_like(through[..., :1]), through[..., :-1]], dim=-1)
             entering = transmittance[active]
             weights = alpha * before * entering[..., None]  # [A, P, K]
-            colour = colour.index_add(0, active, torch.einsum("apk,akc->apc", weights, gaussians.colors[gaussian]))
+            colour = colour.index_add(0, active, torch.einsum("apk,akc->apc", weights, features[gaussian]))
             leaving = entering * through[..., -1]
             transmittance = transmittance.index_copy(0, active, leaving)
             begin += len(slots)

@@ -51,12 +51,15 @@ def random_gaussians(count: int, radius: float, seed: int = 0) -> Gaussians:
 
 
 def fit_gaussians(views: torch.Tensor, c2w: torch.Tensor, fov: float, background: tuple[float, float, float],
-                  config: FitConfig | None = None) -> Gaussians:
+                  config: FitConfig | None = None, masks: torch.Tensor | None = None) -> Gaussians:
     """Fit one scene's Gaussians to ``views``.
 
     Args:
         views: [V, 3, H, W] in [0, 1] (square), composited on ``background``.
         c2w: [V, 4, 4] OpenGL camera-to-world (``camera`` module); fov: vertical, degrees.
+        masks: optional [V, 1, H, W] object alphas in [0, 1]; with them the loss adds LGM's MSE on
+            alpha, so that no background-coloured Gaussian hides in front of the background (what
+            a mesh of the Gaussians would keep as geometry).
     Returns:
         unbatched fitted Gaussians (detached), in the frame of ``c2w``.
     """
@@ -84,9 +87,11 @@ def fit_gaussians(views: torch.Tensor, c2w: torch.Tensor, fov: float, background
     for _ in range(config.steps):
         chosen = torch.randperm(len(views), generator=generator, device=generator.device)[: config.views_per_step]
         gaussians = activated()
-        rendered, _ = render_batch(gaussians.as_batch(), c2w[chosen][None], fov, size, background)
+        rendered, alphas = render_batch(gaussians.as_batch(), c2w[chosen][None], fov, size, background)
         rendered, target = rendered[0], views[chosen]
         loss = (1 - SSIM_WEIGHT) * (rendered - target).abs().mean() + SSIM_WEIGHT * (1 - ssim(rendered, target).mean())
+        if masks is not None:
+            loss = loss + F.mse_loss(alphas[0], masks[chosen])
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

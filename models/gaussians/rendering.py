@@ -28,6 +28,9 @@ logger = logging.getLogger(__name__)
 class RenderOutput:
     colors: torch.Tensor  # [C, H, W, 3], composited over the background
     alphas: torch.Tensor  # [C, H, W, 1], accumulated opacity
+    # [C, H, W, 1] expected camera depth sum_i w_i z_i / alpha (gsplat's "ED"; z along the camera's
+    # viewing axis, in world units), only when asked for; meaningless where alpha is near 0.
+    depths: torch.Tensor | None = None
 
 
 def render_gaussians(
@@ -38,6 +41,7 @@ def render_gaussians(
     height: int,
     background: torch.Tensor | tuple[float, float, float] = (1.0, 1.0, 1.0),
     backend: str = "auto",
+    depth: bool = False,
 ) -> RenderOutput:
     """Render one scene from C cameras.
 
@@ -49,9 +53,11 @@ def render_gaussians(
         background: RGB in [0, 1], [3] or [C, 3].
         backend: "gsplat" (CUDA tensors), "torch", or "auto" (gsplat on CUDA, torch otherwise; if
             gsplat cannot be imported or its kernels cannot be built, one warning and torch from then on).
+        depth: also return the expected depth (gsplat's ``render_mode="RGB+ED"``; the PyTorch path
+            composites the camera z as a fourth channel, the same sum).
     Returns:
-        ``RenderOutput`` with colors [C, H, W, 3] and alphas [C, H, W, 1] in float32, differentiable
-        with respect to every Gaussian parameter.
+        ``RenderOutput`` with colors [C, H, W, 3], alphas [C, H, W, 1] and, with ``depth``, depths
+        [C, H, W, 1], in float32, differentiable with respect to every Gaussian parameter.
 
     Rasterisation always runs in float32 with autocast off: gsplat's kernels take float32 only
     (half-precision Gaussians from a reconstructor under autocast would fail there), and the
@@ -61,11 +67,15 @@ def render_gaussians(
         raise ValueError("render_gaussians takes one scene: index a batch with gaussians[b]")
     device = gaussians.means.device
     with torch.autocast(device.type, enabled=False):
-        return _render(gaussians.to(torch.float32), c2w, intrinsics, width, height, background, backend)
+        output = _render(gaussians.to(torch.float32), c2w, intrinsics, width, height, background, backend, depth)
+    if depth:  # accumulated depth -> expected depth, as gsplat normalises it
+        output.depths = output.depths / output.alphas.clamp(min=1e-10)
+    return output
 
 
 def _render(gaussians: Gaussians, c2w: torch.Tensor, intrinsics: torch.Tensor, width: int, height: int,
-            background: torch.Tensor | tuple[float, float, float], backend: str) -> RenderOutput:
+            background: torch.Tensor | tuple[float, float, float], backend: str, depth: bool) -> RenderOutput:
+    """Colours, alphas and (``depth``) the accumulated depth, not yet divided by alpha."""
     device, dtype = gaussians.means.device, gaussians.means.dtype
     c2w = c2w.to(device=device, dtype=dtype)
     flip = torch.as_tensor(camera.OPENGL_TO_OPENCV, device=device, dtype=dtype)
@@ -74,15 +84,23 @@ def _render(gaussians: Gaussians, c2w: torch.Tensor, intrinsics: torch.Tensor, w
     backgrounds = torch.as_tensor(background, device=device, dtype=dtype).expand(len(c2w), 3)
     if backend == "auto" and _prefers_gsplat(device):
         try:
-            return _rasterize_gsplat(gaussians, viewmats, Ks, width, height, backgrounds)
+            return _rasterize_gsplat(gaussians, viewmats, Ks, width, height, backgrounds, depth)
         except (ImportError, RuntimeError, OSError) as error:  # no gsplat, or its CUDA kernels failed to build
             _fall_back_to_torch(error)
     elif backend == "gsplat":
-        return _rasterize_gsplat(gaussians, viewmats, Ks, width, height, backgrounds)
+        return _rasterize_gsplat(gaussians, viewmats, Ks, width, height, backgrounds, depth)
     elif backend not in ("torch", "auto"):
         raise ValueError(f"unknown backend {backend!r}; use 'auto', 'gsplat' or 'torch'")
-    outputs = [_render_torch(gaussians, viewmats[i], Ks[i], width, height, backgrounds[i]) for i in range(len(c2w))]
-    return RenderOutput(torch.stack([o[0] for o in outputs]), torch.stack([o[1] for o in outputs]))
+    outputs = [_render_torch(gaussians, viewmats[i], Ks[i], width, height, backgrounds[i], depth)
+               for i in range(len(c2w))]
+    return _split(torch.stack([o[0] for o in outputs]), torch.stack([o[1] for o in outputs]), depth)
+
+
+def _split(colors: torch.Tensor, alphas: torch.Tensor, depth: bool) -> RenderOutput:
+    """A rasteriser's [C, H, W, 3 (+1 accumulated depth)] and alphas as a ``RenderOutput``."""
+    if not depth:
+        return RenderOutput(colors, alphas)
+    return RenderOutput(colors[..., :3], alphas, colors[..., 3:])
 
 
 _gsplat_failed: BaseException | None = None  # set once gsplat failed in this process: use torch
@@ -127,14 +145,16 @@ def _fall_back_to_torch(error: BaseException) -> None:
 
 
 def _rasterize_gsplat(gaussians: Gaussians, viewmats: torch.Tensor, Ks: torch.Tensor, width: int, height: int,
-                      backgrounds: torch.Tensor) -> RenderOutput:
+                      backgrounds: torch.Tensor, depth: bool) -> RenderOutput:
     import gsplat  # its CUDA kernels are compiled (or loaded) on the first call
 
+    # "RGB+D" (accumulated depth) rather than "RGB+ED": both backends divide by alpha in one place.
     colors, alphas, _ = gsplat.rasterization(
         gaussians.means, gaussians.quats, gaussians.scales, gaussians.opacities, gaussians.colors,
         viewmats, Ks, width, height, near_plane=NEAR_PLANE, eps2d=EPS_2D, backgrounds=backgrounds,
+        render_mode="RGB+D" if depth else "RGB",
     )
-    return RenderOutput(colors, alphas)
+    return _split(colors, alphas, depth)
 
 
 def render_batch(

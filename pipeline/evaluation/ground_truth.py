@@ -21,13 +21,18 @@ def render_views(process: BlenderProcess, path: str, elevation: float, azimuths:
                  settings: RenderSettings, background: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
     """Blender views [F, 3, H, W] in [-1, 1] on a flat ``background`` grey, and their c2w [F, 4, 4]."""
     c2w = camera.orbit_c2w(elevation, azimuths, settings.distance)
+    views = composite(render_rgba(process, path, c2w, settings), (background,) * 3) * 2.0 - 1.0
+    return views, torch.tensor(c2w, dtype=torch.float32)
+
+
+def render_rgba(process: BlenderProcess, path: str, c2w: np.ndarray, settings: RenderSettings) -> torch.Tensor:
+    """Blender views of ``path`` at ``c2w`` [F, 4, 4]: [F, 4, H, W] RGBA in [0, 1] (straight alpha)."""
     output = process.render(path, c2w, settings)
     try:
         rgba = np.stack([np.asarray(Image.open(p).convert("RGBA"), dtype=np.float32) / 255.0 for p in output.views])
     finally:
         output.cleanup()
-    views = composite(torch.from_numpy(rgba).permute(0, 3, 1, 2), (background,) * 3) * 2.0 - 1.0
-    return views, torch.tensor(c2w, dtype=torch.float32)
+    return torch.from_numpy(rgba).permute(0, 3, 1, 2)
 
 
 def scores(generated: torch.Tensor, truth: torch.Tensor) -> dict[str, float]:

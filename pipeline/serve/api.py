@@ -7,6 +7,7 @@ does the model deployment, without either importing the other.
 
 import base64
 import io
+import json
 import zipfile
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -26,7 +27,8 @@ MAX_BODY_BYTES = 10 * 1024 * 1024
 MAX_IMAGE_SIDE = 4096
 MAX_IMAGE_PIXELS = MAX_IMAGE_SIDE * MAX_IMAGE_SIDE  # more is a decompression bomb: 413 before decoding
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP")  # what the decoder opens; nothing else reaches Pillow's other plugins
-OUTPUTS = ("views", "ply", "grid", "gif", "mp4", "gaussians_mp4")
+OUTPUTS = ("views", "ply", "glb", "grid", "gif", "mp4", "gaussians_mp4")
+GAUSSIAN_OUTPUTS = ("ply", "glb", "gaussians_mp4")  # what needs a reconstructor
 MAX_ERRORS_LISTED = 5  # validation errors in one answer: an answer stays a few KB whatever the body
 MAX_DETAIL_CHARS = 2000
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
@@ -55,10 +57,11 @@ class GenerateRequest(BaseModel):
         "reconstruct x0 at steps 20, 30, 40 of 50 (scaled), except where the reconstructor's renders were "
         "measured worse than x0 (its three_d_aware.json)"))
     mode: Literal["two", "one"] = Field("two", description="two: authors' form; one: reconstruct the guided x0")
-    outputs: list[Literal["views", "ply", "grid", "gif", "mp4", "gaussians_mp4"]] = Field(
+    outputs: list[Literal["views", "ply", "glb", "grid", "gif", "mp4", "gaussians_mp4"]] = Field(
         default_factory=lambda: ["views", "ply"], min_length=1, max_length=len(OUTPUTS), description=(
-            "views (24 PNGs), ply (the Gaussians), grid (PNG), gif and mp4 (the orbit), gaussians_mp4 (the "
-            "Gaussians rendered at the 24 cameras); ply and gaussians_mp4 need a reconstructor"))
+            "views (24 PNGs), ply (the Gaussians), glb (a textured mesh of the Gaussians), grid (PNG), gif and "
+            "mp4 (the orbit), gaussians_mp4 (the Gaussians rendered at the 24 cameras); ply, glb and "
+            "gaussians_mp4 need a reconstructor"))
     format: Literal["json", "zip"] = "json"
     request_id: str | None = Field(None, pattern=REQUEST_ID_PATTERN, description=(
         "a name the client chose for this request: GET /v1/progress/{request_id} reports its steps done"))
@@ -153,9 +156,13 @@ def respond(answer: dict[str, Any], form: str) -> Response:
             for key, name in RESULT_FILES.items():
                 if key in answer:
                     archive.writestr(name, answer[key])
+            if answer.get("unavailable"):
+                archive.writestr("unavailable.json", json.dumps(answer["unavailable"], indent=2))
         return Response(buffer.getvalue(), media_type="application/zip",
                         headers={"content-disposition": 'attachment; filename="videomv.zip"'})
     body: dict[str, Any] = {k: answer[k] for k in ("seed", "seconds", "reconstructions", "batch_size")}
+    if answer.get("unavailable"):  # outputs asked for that this generation cannot give, with the reason
+        body["unavailable"] = answer["unavailable"]
     if "views" in answer:
         body["views"] = [base64.b64encode(view).decode() for view in answer["views"]]
     for key in RESULT_FILES:

@@ -19,6 +19,8 @@ from ray import serve
 
 import camera
 from models.gaussians.ply import save_ply
+from models.mesh.from_gaussians import glb_bytes, mesh_from_gaussians
+from models.mesh.fusion import MeshingError
 from models.gaussians.rendering import backend_in_use, render_batch, warm_up
 from models.pipeline_videomv.pipeline_videomv import load_pipeline
 from models.precision import dtype_name
@@ -152,5 +154,12 @@ class VideoMVDeployment:
                 buffer = io.BytesIO()
                 save_ply(result.gaussians[index], buffer)
                 answer["ply"] = buffer.getvalue()
+            if "glb" in job.outputs and result.gaussians is not None:
+                try:
+                    mesh = mesh_from_gaussians(result.gaussians[index].to("cpu"), result.frames[index],
+                                               result.cameras[index])
+                    answer["glb"] = glb_bytes(mesh.textured)
+                except MeshingError as error:  # the rest of the answer stands; the reason goes with it
+                    answer.setdefault("unavailable", {})["glb"] = str(error)
             answers.append(answer)
         return answers

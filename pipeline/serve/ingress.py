@@ -25,6 +25,7 @@ from pipeline.serve.api import (
     MAX_BODY_BYTES,
     MAX_DETAIL_CHARS,
     MAX_UPLOAD_BYTES,
+    GAUSSIAN_OUTPUTS,
     REQUEST_ID_PATTERN,
     GenerateRequest,
     Job,
@@ -227,10 +228,10 @@ def build_ingress(timeout_s: float, max_body_bytes: int = MAX_BODY_BYTES,
                 raise HTTPException(400, "this is an image-to-multi-view model: give an image")
             if request_model.prompt is not None and image_bytes is not None:
                 raise HTTPException(400, "give either a prompt or an image, not both")
-            needs_gaussians = {"ply", "gaussians_mp4"} & set(request_model.outputs)
+            needs_gaussians = set(GAUSSIAN_OUTPUTS) & set(request_model.outputs)
             if (request_model.three_d_aware or needs_gaussians) and not info["reconstructor"]:
                 raise HTTPException(400, "no reconstructor is loaded: set three_d_aware false and leave out "
-                                         "'ply' and 'gaussians_mp4'")
+                                         + ", ".join(repr(name) for name in GAUSSIAN_OUTPUTS))
             if request_model.elevation is not None:
                 problems = camera_problems(info.get("training_cameras"), elevation=request_model.elevation)
                 if problems:

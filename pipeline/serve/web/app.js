@@ -112,6 +112,9 @@
     } else {
       $("viewer-panel").hidden = true;
     }
+    if (answer.glb) {
+      addDownload("mesh.glb", new Blob([bytesOf(answer.glb)], { type: "model/gltf-binary" }), "Textured mesh (GLB)");
+    }
     if (answer.gif) addDownload("orbit.gif", new Blob([bytesOf(answer.gif)], { type: "image/gif" }), "Orbit (GIF)");
     if (answer.mp4) addDownload("orbit.mp4", new Blob([bytesOf(answer.mp4)], { type: "video/mp4" }), "Orbit (MP4)");
     if (answer.gaussians_mp4) {
@@ -126,7 +129,7 @@
     clearError();
     if (!info) { showError("The model's information is not loaded yet."); return; }
     const id = `r${Date.now().toString(36)}${Math.random().toString(36).slice(2, 10)}`;
-    const outputs = ["views", "gif", "mp4"].concat(info.reconstructor ? ["ply", "gaussians_mp4"] : []);
+    const outputs = ["views", "gif", "mp4"].concat(info.reconstructor ? ["ply", "glb", "gaussians_mp4"] : []);
     const fields = { seed: Number($("seed").value), steps: Number($("steps").value),
                      three_d_aware: $("three-d-aware").checked, outputs, request_id: id };
     if ($("elevation").value !== "") fields.elevation = Number($("elevation").value);

@@ -1,0 +1,1 @@
+"""Meshes from 3D Gaussians: depth fusion (TSDF, marching cubes), texture baking, glTF export."""
