@@ -3,8 +3,9 @@
 render -> tiny text-to-multi-view model, its VAE trained as an autoencoder on the renders ->
 fine-tune G (Ray Train, 2 workers) -> train the tiny reconstructor on its one-step predictions ->
 start the Serve endpoint -> send a prompt (a bundled object's caption) -> write the 24 views (grid
-PNG, orbit GIF) and the Gaussians (PLY) -> score them against Blender renders of the prompted
-object at the generated cameras. Every stage logs into one MLflow experiment.
+PNG, orbit GIF), the Gaussians (PLY) and their textured mesh (GLB) -> score them against Blender
+renders of the prompted object at the generated cameras, and the mesh against the object's own
+mesh. Every stage logs into one MLflow experiment.
 
 At this toy scale G memorises the bundled objects from their captions (docs/results.md): the run
 proves the recipe and the machinery, not generalisation, which needs the published weights, real
@@ -37,7 +38,7 @@ from pipeline.cli import option
 from pipeline.serve.client import generate, write_result
 from pipeline.train.finetune import run_finetune
 from pipeline.render_stage import RenderJobConfig, run_render_job
-from pipeline.evaluation.result_scores import score_generation
+from pipeline.evaluation.result_scores import score_generation, score_mesh
 from pipeline.data.sources import BUNDLED_ASSETS, captioned_assets, load_captions
 from pipeline.train.config import TrainConfig
 from pipeline.evaluation.renders_vs_x0 import measure_schedule
@@ -117,7 +118,7 @@ def prompted_asset(config: LocalRunConfig) -> str | None:
 
 
 def score_result(config: LocalRunConfig, result_dir: str, record: dict[str, Any]) -> dict[str, float]:
-    """Scores of the generated views and Gaussians against the prompted object (``pipeline.evaluation.result_scores``);
+    """Scores of the generated views, Gaussians and mesh against the prompted object (``pipeline.evaluation.result_scores``);
     empty, with a warning, when the prompt is no bundled object's caption."""
     target = record["scored_against"]
     if target is None:
@@ -127,10 +128,16 @@ def score_result(config: LocalRunConfig, result_dir: str, record: dict[str, Any]
                          for path in sorted(glob.glob(os.path.join(result_dir, "views", "view_*.png")))])
     ply = os.path.join(result_dir, "gaussians.ply")
     assets = {name: path for name, (path, _) in captioned_assets(config.assets, config.captions).items()}
-    return score_generation(views.permute(0, 3, 1, 2), assets, target, record["elevation"],
-                            np.asarray(record["azimuths"]), record["distance"], record["fov"],
-                            config.render_resolution, record["background"][0],
-                            gaussians=load_ply(ply) if os.path.isfile(ply) else None, samples=config.render_samples)
+    scores = score_generation(views.permute(0, 3, 1, 2), assets, target, record["elevation"],
+                              np.asarray(record["azimuths"]), record["distance"], record["fov"],
+                              config.render_resolution, record["background"][0],
+                              gaussians=load_ply(ply) if os.path.isfile(ply) else None, samples=config.render_samples)
+    glb = os.path.join(result_dir, "mesh.glb")
+    if os.path.isfile(glb):
+        import trimesh
+
+        scores.update(score_mesh(trimesh.load(glb, force="mesh"), assets, target))
+    return scores
 
 
 def build_tiny_model(config: LocalRunConfig, shards: str, path: str, mlflow_uri: str) -> dict[str, float]:
@@ -252,7 +259,9 @@ def run_local(config: LocalRunConfig) -> dict[str, Any]:
     start = _stage(6, f"generate: {config.prompt!r} (3D-aware sampling, {config.sampling_steps} steps)")
     body = generate(url, {"prompt": config.prompt, "seed": config.seed, "steps": config.sampling_steps,
                           "elevation": config.elevation, "guidance_scale": guidance_scale(config),
-                          "outputs": ["views", "grid", "gif", "mp4", "ply", "gaussians_mp4"]})
+                          "outputs": ["views", "grid", "gif", "mp4", "ply", "glb", "gaussians_mp4"]})
+    for name, reason in body.get("unavailable", {}).items():
+        logger.warning("the endpoint gave no %s: %s", name, reason)
     result_dir = os.path.join(out, "result")
     written = write_result(body, result_dir)
     serve.shutdown()

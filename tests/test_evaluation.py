@@ -3,6 +3,7 @@ evaluation job end to end on tiny models (text-to-MV on prompts, image-to-MV on 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -245,7 +246,13 @@ def test_evaluate_image_to_multiview_on_a_rendered_object(tiny_models, weights, 
                          settings=("plain",), clip=None)
     result = evaluate(config, log=lambda _: None)
     assert result.task == "image-to-multiview" and result.rows[0]["name"] == "duck"
-    assert set(result.summary["plain"]) == {"psnr", "ssim", "lpips", "flow_rmse_1", "flow_rmse_6", "seconds"}
+    assert set(result.summary["plain"]) == {"psnr", "ssim", "lpips", "flow_rmse_1", "flow_rmse_6", "chamfer", "fscore",
+                                            "volume_iou", "seconds"}
+    # The tiny untrained models draw no duck: its mesh is scored, and far from the Duck's.
+    assert 0.02 < result.rows[0]["chamfer"] < 1 and 0 <= result.rows[0]["volume_iou"] < 0.9
+    logged = []
+    without = evaluate(dataclasses.replace(config, geometry=False, run_name="no-geometry"), log=logged.append)
+    assert "chamfer" not in without.summary["plain"]
 
 
 def test_evaluate_errors_name_the_problem(tiny_models, weights, mlflow_uri, tmp_path):

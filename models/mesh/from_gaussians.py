@@ -6,7 +6,7 @@ scikit-image's marching cubes (BSD), trimesh (MIT), fast-simplification (MIT), x
     write_glb(mesh.textured, "mesh.glb")
 
 Steps: (1) depth from the Gaussians at the orbit and extra cameras, fused into a TSDF and meshed
-(``models.mesh.fusion``: watertight, the largest component, decimated); (2) a UV atlas and a
+(``models.mesh.fusion``: watertight, the largest component), decimated for display; (2) a UV atlas and a
 texture baked from the generated views with visibility (``models.mesh.texture``), vertex colours
 where xatlas is missing; (3) glTF binary. glTF is Y-up with +Z towards the viewer, the project's
 world frame (``camera``), so vertices are written as they are.
@@ -25,7 +25,7 @@ import torch
 
 import camera
 from models.gaussians.gaussians import Gaussians
-from models.mesh.fusion import MeshOptions, fusion_surface
+from models.mesh.fusion import MeshOptions, decimate, fusion_surface
 from models.mesh.texture import dilate, colours_at, texel_samples, unwrap
 
 logger = logging.getLogger(__name__)
@@ -33,9 +33,10 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class GaussianMesh:
-    """What ``mesh_from_gaussians`` makes: ``textured`` (a ``trimesh.Trimesh`` with a texture or
-    vertex colours; seams split vertices), ``watertight`` (the same surface with shared vertices:
-    closed, for volumes), and how long it took."""
+    """What ``mesh_from_gaussians`` makes: ``textured`` (a ``trimesh.Trimesh``, decimated to
+    ``MeshOptions.max_faces``, with a texture or vertex colours; seams split vertices),
+    ``watertight`` (the undecimated surface with shared vertices: closed, for volumes), and how
+    long it took."""
 
     textured: Any
     watertight: Any
@@ -48,7 +49,9 @@ def mesh_from_gaussians(gaussians: Gaussians, views: torch.Tensor | np.ndarray, 
     """Mesh one scene.
 
     Args:
-        gaussians: one scene, unbatched, world frame (``models.gaussians``).
+        gaussians: one scene, unbatched, world frame (``models.gaussians``), on any device and in
+            any float dtype: the depth maps are rendered where they are (gsplat on CUDA), in fp32;
+            the fusion and the texture run on the CPU in NumPy.
         views: the generated views [V, 3, H, W] (or [V, H, W, 3]) in [0, 1], taken at ``orbit_c2w``.
         orbit_c2w: [V, 4, 4] OpenGL camera-to-world of the views.
         options: ``MeshOptions`` (grid, cameras, decimation, texture size).
@@ -60,7 +63,7 @@ def mesh_from_gaussians(gaussians: Gaussians, views: torch.Tensor | np.ndarray, 
 
     options = options or MeshOptions()
     start = time.perf_counter()
-    orbit_c2w = np.asarray(orbit_c2w, dtype=np.float64)
+    orbit_c2w = torch.as_tensor(orbit_c2w).detach().cpu().double().numpy()  # a CUDA tensor too
     images = torch.as_tensor(views).detach().float().cpu()
     if images.ndim != 4 or 3 not in (images.shape[1], images.shape[-1]) or len(images) != len(orbit_c2w):
         raise ValueError(f"views must be [V, 3, H, W] or [V, H, W, 3] at the {len(orbit_c2w)} cameras, "
@@ -69,7 +72,8 @@ def mesh_from_gaussians(gaussians: Gaussians, views: torch.Tensor | np.ndarray, 
         images = images.permute(0, 2, 3, 1)
     images = images.clamp(0, 1).numpy().astype(np.float64)
 
-    surface, fused = fusion_surface(gaussians, orbit_c2w, options, fov)
+    watertight, fused = fusion_surface(gaussians, orbit_c2w, options, fov)
+    surface = decimate(watertight, options.max_faces)
     orbit = fused.first(len(orbit_c2w))  # the orbit cameras come first
     kept = gaussians.select(gaussians.opacities >= options.min_opacity)
     fallback = (kept.means.detach().cpu().double().numpy(), kept.colors.detach().cpu().double().clamp(0, 1).numpy())
@@ -88,7 +92,7 @@ def mesh_from_gaussians(gaussians: Gaussians, views: torch.Tensor | np.ndarray, 
     seconds = time.perf_counter() - start
     logger.info("mesh: %d vertices, %d faces (%s) from %d Gaussians in %.1f s", len(textured.vertices),
                 len(textured.faces), "textured" if atlas is not None else "vertex colours", kept.count, seconds)
-    return GaussianMesh(textured=textured, watertight=surface, seconds=seconds, has_texture=atlas is not None)
+    return GaussianMesh(textured=textured, watertight=watertight, seconds=seconds, has_texture=atlas is not None)
 
 
 def _textured(surface, atlas, images, orbit, tolerance, fallback, size: int):

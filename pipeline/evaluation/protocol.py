@@ -2,7 +2,9 @@
 
 Text-to-multi-view models are scored on a prompt file (one prompt per line, T3Bench style),
 image-to-multi-view models on held-out orbit shards (condition on view 0, compare with the
-ground-truth renders at the same cameras); see ``models.metrics.scores`` for the metrics. Each
+ground-truth renders at the same cameras, and the mesh of the Gaussians against the held-out
+asset's own mesh: Chamfer distance, F-score, volume IoU, ``models.metrics.geometry``); see
+``models.metrics.scores`` for the image metrics. Each
 sample is drawn with the same seed in every setting, so the settings differ only in sampling.
 Results go to MLflow (per-setting means as metrics, per-sample CSV, the table, view grids) and
 come back as an ``EvaluationResult`` whose ``table()`` prints settings side by side.
@@ -23,6 +25,9 @@ import torch
 import torch.nn.functional as F
 
 import camera
+from models.mesh.from_gaussians import mesh_from_gaussians
+from models.mesh.fusion import MeshingError
+from models.metrics.geometry import geometry_scores
 from models.metrics.scores import MetricNetworks, score_image_to_multiview, score_text_to_multiview
 from models.gaussians.fit import FitConfig
 from models.precision import DTYPE_CHOICES
@@ -37,8 +42,9 @@ from pipeline.tracking import mlflow_run, tracking_uri
 
 SETTINGS = ("3d-aware", "plain")
 # Lower is better for these; the rest are higher-is-better.
-LOWER_IS_BETTER = ("lpips", "flow_rmse_1", "flow_rmse_6")
-METRIC_ORDER = ("psnr", "ssim", "lpips", "clip_score", "flow_rmse_1", "flow_rmse_6", "seconds")
+LOWER_IS_BETTER = ("lpips", "flow_rmse_1", "flow_rmse_6", "chamfer")
+METRIC_ORDER = ("psnr", "ssim", "lpips", "clip_score", "flow_rmse_1", "flow_rmse_6", "chamfer", "fscore", "volume_iou",
+                "seconds")
 
 
 @dataclass
@@ -70,6 +76,9 @@ class EvaluationConfig:
     dtype: str = option("auto", "G's and the reconstructor's precision (auto: fp16 on a GPU, fp32 on a CPU); "
                         "the metrics and the Gaussian fit run in fp32", choices=DTYPE_CHOICES)
     use_ema: bool = option(False, "evaluate G's moving-average weights (ema/, from fine-tuning with --ema-decay)")
+    geometry: bool = option(True, "image-to-MV: mesh each sample's Gaussians and score it against the held-out "
+                                  "asset's mesh (Chamfer, F-score, volume IoU); needs the reconstructor and the "
+                                  "assets' files where the shards' uri column says")
 
     def __post_init__(self) -> None:
         unknown = [name for name in self.settings if name not in SETTINGS]
@@ -122,9 +131,38 @@ def load_held_out(path: str, resolution: int, frames: int, limit: int | None = N
         views = row_to_tensors(row, background=VARIANTS["i2v"].background)["views"]
         views = F.interpolate(views, size=(resolution, resolution), mode="bilinear", antialias=True,
                               align_corners=False).clamp(0, 1)
-        objects.append({"uid": row["uid"], "views": views, "elevation": float(row["elevation"]),
+        objects.append({"uid": row["uid"], "uri": row["uri"], "views": views, "elevation": float(row["elevation"]),
                         "distance": float(row["distance"])})
     return objects
+
+
+def _reference_meshes(config: EvaluationConfig, samples: list[dict[str, Any]], pipe: VideoMVPipeline,
+                      log: Any) -> dict[str, Any] | None:
+    """uid -> the held-out asset's mesh (``reference_meshes``), or None (with the reason logged)
+    when the geometry scores are off, there is no reconstructor, or an asset file is not local."""
+    if not config.geometry:
+        return None
+    if pipe.reconstructor is None:
+        log("evaluate: no reconstructor, so no Gaussians to mesh: the geometry scores are left out")
+        return None
+    missing = [sample["uri"] for sample in samples if not os.path.isfile(sample["uri"])]
+    if missing:
+        log(f"evaluate: {len(missing)} held-out asset file(s) are not on this machine (e.g. {missing[0]}): "
+            "the geometry scores are left out (copy the assets where the shards' uri says, or --no-geometry)")
+        return None
+    from pipeline.evaluation.result_scores import reference_meshes
+
+    return reference_meshes({sample["uid"]: sample["uri"] for sample in samples})
+
+
+def _geometry(result: VideoMVPipelineOutput, views: torch.Tensor, reference: Any, log: Any) -> dict[str, float]:
+    """Geometry scores of the mesh of the sample's Gaussians; NaN, logged, when they give none."""
+    try:
+        mesh = mesh_from_gaussians(result.gaussians[0], views, result.cameras[0])  # depth rendered on their device
+    except MeshingError as error:
+        log(f"evaluate: no mesh from this sample's Gaussians ({error}): its geometry scores are NaN")
+        return {"chamfer": math.nan, "fscore": math.nan, "volume_iou": math.nan}
+    return geometry_scores(mesh.watertight, reference)
 
 
 def _sample(pipe: VideoMVPipeline, config: EvaluationConfig, setting: str, seed: int,
@@ -174,6 +212,7 @@ def evaluate(config: EvaluationConfig, log: Any = print) -> EvaluationResult:
         if not config.shards:
             raise ValueError(f"{config.model} is an image-to-multi-view model: give held-out shards (--shards)")
         task, samples = "image-to-multiview", load_held_out(config.shards, resolution, frames, config.max_samples)
+    references = _reference_meshes(config, samples, pipe, log) if task == "image-to-multiview" else None
     absent = [name for name in ("lpips", "clip", "raft") if getattr(networks, name) is None]
     if absent:
         log(f"evaluate: no weights given for {', '.join(absent)}: those scores are left out")
@@ -200,6 +239,8 @@ def evaluate(config: EvaluationConfig, log: Any = print) -> EvaluationResult:
                                      elevation=sample["elevation"], distance=sample["distance"])
                     views = result.frames[0].to(device).float()
                     scores = score_image_to_multiview(views, sample["views"].to(device), networks)
+                    if references is not None:
+                        scores.update(_geometry(result, views, references[sample["uid"]], log))
                     name = sample["uid"]
                 row = {"setting": setting, "sample": index, "name": name, "seed": seed, **scores,
                        "seconds": time.perf_counter() - start}

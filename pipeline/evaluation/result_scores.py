@@ -6,12 +6,17 @@ generated views upsampled bilinearly when the model is smaller), and against eve
 rendered the same way (a model that draws "some object" scores as well against those). View
 accuracy: the share of generated views whose best-matching render of the prompted object (by
 PSNR) is within one azimuth step of their own camera. The Gaussians the sampler returns are
-rendered at the same cameras and scored the same way.
+rendered at the same cameras and scored the same way. The mesh made from them is scored against
+the prompted object's own mesh (``models.metrics.geometry``: Chamfer distance, F-score, volume
+IoU), next to the same scores against every other object and against a sphere stretched to the
+prompted object's bounding box (a blob of the right size: what a model that knows only the
+silhouette's extent would give).
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,6 +25,7 @@ import torch.nn.functional as F
 import camera
 from models.gaussians.rendering import render_gaussians
 from models.gaussians.gaussians import Gaussians
+from models.metrics.geometry import geometry_scores
 from models.metrics.image import psnr
 from pipeline.evaluation.ground_truth import render_views, scores
 from render.process import BlenderProcess
@@ -68,4 +74,36 @@ def score_generation(views: torch.Tensor, assets: dict[str, str], target: str, e
                                         background=(background,) * 3, backend="torch").colors
         gaussian_scores = scores(rendered.permute(0, 3, 1, 2).clamp(0, 1), truth)
         result.update({"gaussians_psnr": gaussian_scores["psnr"], "gaussians_ssim": gaussian_scores["ssim"]})
+    return result
+
+
+def reference_meshes(assets: dict[str, str]) -> dict[str, Any]:
+    """name -> the asset's mesh as the renders show it (Blender's import, normalised into the unit
+    cube, project world frame), as ``trimesh.Trimesh``."""
+    import trimesh
+
+    with BlenderProcess() as process:
+        return {name: trimesh.Trimesh(*process.world_mesh(path), process=False) for name, path in assets.items()}
+
+
+def score_mesh(mesh: Any, assets: dict[str, str], target: str) -> dict[str, float]:
+    """Geometry scores of a generated mesh (``trimesh.Trimesh``, world frame) of ``target`` (a key
+    of ``assets``: name -> file).
+
+    Returns mesh_chamfer, mesh_fscore, mesh_volume_iou against the target; mesh_chamfer_vs_<other>
+    for every other object and mesh_chamfer_vs_sphere (the sphere stretched to the target's
+    bounding box); mesh_chamfer_ratio: the closest of those controls over the target's Chamfer
+    distance (above 1: nearer the prompted object than any control).
+    """
+    import trimesh
+
+    truths = reference_meshes(assets)
+    result = {f"mesh_{name}": value for name, value in geometry_scores(mesh, truths[target]).items()}
+    controls = {name: truth for name, truth in truths.items() if name != target}
+    sphere = trimesh.creation.icosphere(subdivisions=4, radius=0.5)
+    sphere.apply_scale(truths[target].extents)
+    controls["sphere"] = sphere
+    for name, control in controls.items():
+        result[f"mesh_chamfer_vs_{name}"] = geometry_scores(mesh, control)["chamfer"]
+    result["mesh_chamfer_ratio"] = min(result[f"mesh_chamfer_vs_{name}"] for name in controls) / result["mesh_chamfer"]
     return result

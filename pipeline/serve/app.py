@@ -74,6 +74,8 @@ class ServeConfig:
     dtype: str = option("auto", "weights' precision on the replica (auto: fp16 on a GPU, fp32 on a CPU)",
                         choices=DTYPE_CHOICES)
     use_ema: bool = option(False, "serve G's moving-average weights (ema/, from fine-tuning with --ema-decay)")
+    mesh_max_faces: int | None = option(None, "triangles of the 'glb' mesh at most (decimated; 0: all; default "
+                                              "models.mesh.fusion.MeshOptions', 20,000, what web viewers handle)")
 
     def resolved(self, cluster_has_gpus: bool) -> "ServeConfig":
         """num_gpus and max_batch_size filled in for the cluster: a GPU replica batches (a batch
@@ -126,4 +128,4 @@ def build_app(model_dir: str, reconstructor: str | None = None, **options: Any) 
                                              config.allowed_origins, config.body_timeout_s), name="Ingress",
                                max_ongoing_requests=64)
     return ingress.bind(model.bind(config.model_dir, config.reconstructor, config.max_batch_size, config.mlflow_uri,
-                                   config.dtype, config.use_ema))
+                                   config.dtype, config.use_ema, config.mesh_max_faces))

@@ -20,7 +20,7 @@ from ray import serve
 import camera
 from models.gaussians.ply import save_ply
 from models.mesh.from_gaussians import glb_bytes, mesh_from_gaussians
-from models.mesh.fusion import MeshingError
+from models.mesh.fusion import MeshingError, MeshOptions
 from models.gaussians.rendering import backend_in_use, render_batch, warm_up
 from models.pipeline_videomv.pipeline_videomv import load_pipeline
 from models.precision import dtype_name
@@ -36,10 +36,12 @@ class VideoMVDeployment:
     """A model replica: ``VideoMVPipeline`` (G and the reconstructor) with request batching."""
 
     def __init__(self, model_dir: str, reconstructor: str | None = None, max_batch_size: int = 4,
-                 mlflow_uri: str | None = None, dtype: str = "auto", use_ema: bool = False) -> None:
+                 mlflow_uri: str | None = None, dtype: str = "auto", use_ema: bool = False,
+                 mesh_max_faces: int | None = None) -> None:
         self.pipe = load_pipeline(model_dir, reconstructor, tracking_uri=tracking_uri(mlflow_uri), dtype=dtype,
                                   use_ema=use_ema)
         self.pipe.set_progress_bar_config(disable=True)
+        self.mesh_options = MeshOptions() if mesh_max_faces is None else MeshOptions(max_faces=mesh_max_faces)
         # gsplat builds its CUDA kernels on first use (minutes): here, so the replica is ready only
         # once it can answer, and a fallback to the PyTorch rasteriser shows in /v1/health.
         if self.pipe.reconstructor is not None:
@@ -156,8 +158,9 @@ class VideoMVDeployment:
                 answer["ply"] = buffer.getvalue()
             if "glb" in job.outputs and result.gaussians is not None:
                 try:
-                    mesh = mesh_from_gaussians(result.gaussians[index].to("cpu"), result.frames[index],
-                                               result.cameras[index])
+                    # On the replica's device: gsplat renders the depth maps on a GPU replica.
+                    mesh = mesh_from_gaussians(result.gaussians[index], result.frames[index],
+                                               result.cameras[index], self.mesh_options)
                     answer["glb"] = glb_bytes(mesh.textured)
                 except MeshingError as error:  # the rest of the answer stands; the reason goes with it
                     answer.setdefault("unavailable", {})["glb"] = str(error)
