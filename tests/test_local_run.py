@@ -43,6 +43,10 @@ def test_the_whole_pipeline_runs_locally_and_logs_readably(tmp_path):
     for name in ("orbit.mp4", "gaussians_orbit.mp4"):
         assert (result_dir / name).read_bytes()[4:8] == b"ftyp", name
     assert load_ply(str(result_dir / "gaussians.ply")).count > 0
+    import trimesh
+
+    mesh = trimesh.load(str(result_dir / "mesh.glb"), force="mesh")
+    assert len(mesh.faces) > 0 and mesh.visual.material.baseColorTexture is not None
     mlflow.set_tracking_uri(f"sqlite:///{out / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["videomv-local"], output_format="list")
     assert sorted(run.info.run_name for run in runs) == ["autoencoder", "finetune", "generate", "reconstructor",
@@ -55,8 +59,12 @@ def test_the_whole_pipeline_runs_locally_and_logs_readably(tmp_path):
     assert len(record["azimuths"]) == 24 and record["elevation"] == 15.0 and record["background"] == [0.5] * 3
     scores = record["scores"]
     for name in ("psnr", "ssim", "margin_db", "view_accuracy", "gaussians_psnr", "psnr_vs_monkey.glb",
-                 "psnr_vs_BoxTextured.glb", "psnr_vs_teapot.stl"):
+                 "psnr_vs_BoxTextured.glb", "psnr_vs_teapot.stl", "mesh_chamfer", "mesh_fscore", "mesh_volume_iou",
+                 "mesh_chamfer_vs_monkey.glb", "mesh_chamfer_vs_sphere"):
         assert np.isfinite(scores[name]), name
+    assert scores["mesh_chamfer_ratio"] == pytest.approx(min(
+        scores[f"mesh_chamfer_vs_{n}"] for n in ("monkey.glb", "BoxTextured.glb", "teapot.stl", "sphere"))
+        / scores["mesh_chamfer"])
     assert scores["margin_db"] == pytest.approx(scores["psnr"] - max(scores[f"psnr_vs_{n}"] for n in
                                                                       ("monkey.glb", "BoxTextured.glb", "teapot.stl")))
     assert set(record["mlflow_run_ids"]) == {"autoencoder", "finetune", "generate", "reconstructor", "render"}

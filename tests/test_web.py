@@ -74,7 +74,7 @@ def test_the_page_generates_an_orbit_and_a_gaussian_viewer(web_server):
         page.keyboard.press(key)
         assert int(page.locator("#view-number").inner_text()) == expected
         names = page.locator("#downloads a").evaluate_all("links => links.map(a => a.download)")
-        assert names == ["gaussians.ply", "orbit.gif", "orbit.mp4", "gaussians_orbit.mp4", "views.zip"]
+        assert names == ["gaussians.ply", "mesh.glb", "orbit.gif", "orbit.mp4", "gaussians_orbit.mp4", "views.zip"]
 
         # The page's progress came from the server: the request it named reports every step done.
         request_id = json.loads(generate_bodies[0])["request_id"]
