@@ -97,6 +97,8 @@
     links = [];
     $("downloads").replaceChildren();
     frames = answer.views.map((view) => `data:image/png;base64,${view}`);
+    $("input-panel").hidden = !answer.input;
+    if (answer.input) $("input-image").src = `data:image/png;base64,${answer.input}`;
     $("view-slider").max = frames.length - 1;
     $("result").hidden = false;
     showView(0);
@@ -112,6 +114,7 @@
     } else {
       $("viewer-panel").hidden = true;
     }
+    if (answer.splat) addDownload("gaussians.splat", new Blob([bytesOf(answer.splat)]), "Gaussians (.splat, for web viewers)");
     if (answer.glb) {
       addDownload("mesh.glb", new Blob([bytesOf(answer.glb)], { type: "model/gltf-binary" }), "Textured mesh (GLB)");
     }
@@ -129,7 +132,7 @@
     clearError();
     if (!info) { showError("The model's information is not loaded yet."); return; }
     const id = `r${Date.now().toString(36)}${Math.random().toString(36).slice(2, 10)}`;
-    const outputs = ["views", "gif", "mp4"].concat(info.reconstructor ? ["ply", "glb", "gaussians_mp4"] : []);
+    const outputs = ["views", "gif", "mp4"].concat(info.reconstructor ? ["ply", "splat", "glb", "gaussians_mp4"] : []);
     const fields = { seed: Number($("seed").value), steps: Number($("steps").value),
                      three_d_aware: $("three-d-aware").checked, outputs, request_id: id };
     if ($("elevation").value !== "") fields.elevation = Number($("elevation").value);
