@@ -37,7 +37,9 @@ from pipeline.serve.api import (
 )
 
 WEB_FOLDER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "web")
+# Everything the page may load (an allowlist: /static/ serves nothing else), all from this app.
 WEB_FILES = {"app.js": "text/javascript", "viewer.js": "text/javascript", "zip.js": "text/javascript",
+             "splat_viewer.js": "text/javascript", "vendor/gsplat/gsplat.es.js": "text/javascript",
              "style.css": "text/css"}
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 BODY_TYPES = ("application/json", "multipart/form-data")
@@ -194,7 +196,7 @@ def build_ingress(timeout_s: float, max_body_bytes: int = MAX_BODY_BYTES,
             """The demo page (pipeline/serve/web/): everything it loads comes from this app."""
             return FileResponse(os.path.join(WEB_FOLDER, "index.html"), media_type="text/html")
 
-        @app.get("/static/{name}", include_in_schema=False)
+        @app.get("/static/{name:path}", include_in_schema=False)
         async def static(self, name: str) -> FileResponse:
             if name not in WEB_FILES:
                 raise HTTPException(404, f"no file {name!r}")
