@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     request = {"seed": args.seed, "steps": args.steps, "three_d_aware": not args.no_3d_aware,
-               "outputs": ["views", "grid", "gif", "mp4"] + ([] if args.no_3d_aware else ["ply", "glb", "gaussians_mp4"])}
+               "outputs": ["views", "grid", "gif", "mp4"] + ([] if args.no_3d_aware else ["ply", "splat", "glb", "gaussians_mp4"])}
     if args.prompt is not None:
         request["prompt"] = args.prompt
     else:

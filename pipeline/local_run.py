@@ -1,8 +1,9 @@
 """The whole pipeline on one machine, on the embedded default (the bundled sample assets).
 
-render -> tiny text-to-multi-view model, its VAE trained as an autoencoder on the renders ->
-fine-tune G (Ray Train, 2 workers) -> train the tiny reconstructor on its one-step predictions ->
-start the Serve endpoint -> send a prompt (a bundled object's caption) -> write the 24 views (grid
+render -> tiny text-to-multi-view model (``--variant i2v``: image-to-multi-view), its VAE trained
+as an autoencoder on the renders -> fine-tune G (Ray Train, 2 workers) -> train the tiny
+reconstructor on its one-step predictions -> start the Serve endpoint -> send a prompt (a bundled
+object's caption; i2v: a view of that object at an elevation no training orbit has) -> write the 24 views (grid
 PNG, orbit GIF), the Gaussians (PLY) and their textured mesh (GLB) -> score them against Blender
 renders of the prompted object at the generated cameras, and the mesh against the object's own
 mesh. Every stage logs into one MLflow experiment.
@@ -14,6 +15,7 @@ data and a GPU (README).
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import glob
 import json
@@ -33,7 +35,7 @@ import camera
 from models.gaussians.ply import load_ply
 from models.variants import VARIANTS
 
-from models.pipeline_videomv.loading import model_resolution, resolve_model_dir
+from models.pipeline_videomv.loading import detect_variant, model_resolution, resolve_model_dir
 from pipeline.cli import option
 from pipeline.serve.client import generate, write_result
 from pipeline.train.finetune import run_finetune
@@ -60,7 +62,14 @@ class LocalRunConfig:
     captions: str | None = option(os.path.join(BUNDLED_ASSETS, "captions.csv"),
                                   "CSV 'file name or uid,caption' of the assets (the prompts G learns)")
     out: str = option("out", "output folder")
-    prompt: str = option("a yellow rubber duck, 3d asset", "prompt of the generated result")
+    variant: str = option("t2v", "t2v: the text model, generating from the prompt; i2v: the image model, "
+                                 "generating from one view of the prompted object that it was not trained on "
+                                 "(rendered at --input-elevation)", choices=("t2v", "i2v"))
+    prompt: str = option("a yellow rubber duck, 3d asset", "prompt of the generated result (i2v: names the object "
+                                                           "whose view is the input)")
+    input_elevation: float = option(35.0, "i2v: elevation (degrees) of the input view, away from the training orbits")
+    input_resolution: int = option(256, "i2v: size of the input view in pixels (a user's image, preprocessed by "
+                                        "the endpoint)")
     model: str | None = option(None, "diffusers directory to fine-tune (default: a tiny random model)")
     finetune_steps: int = option(1200, "fine-tuning steps of G")
     finetune_lr: float = option(1e-3, "fine-tuning learning rate (G is trained from scratch at toy scale)")
@@ -93,11 +102,11 @@ def _done(start: float, text: str) -> None:
 
 def result_record(config: LocalRunConfig, resolution: int) -> dict[str, Any]:
     """What was generated, and at which cameras: the fields of result.json (scores added later)."""
-    return {"prompt": config.prompt, "seed": config.seed, "steps": config.sampling_steps,
+    return {"variant": config.variant, "prompt": config.prompt, "seed": config.seed, "steps": config.sampling_steps,
             "guidance_scale": guidance_scale(config),
             "elevation": config.elevation, "azimuths": camera.orbit_azimuths().tolist(),
             "distance": camera.DEFAULT_DISTANCE, "fov": camera.DEFAULT_FOV_DEG, "resolution": resolution,
-            "background": list(VARIANTS["t2v"].background), "score_resolution": config.render_resolution,
+            "background": list(VARIANTS[config.variant].background), "score_resolution": config.render_resolution,
             "scored_against": prompted_asset(config)}
 
 
@@ -105,7 +114,7 @@ def guidance_scale(config: LocalRunConfig) -> float:
     """The guidance the result is generated with (``LocalRunConfig.guidance_scale``'s default rule)."""
     if config.guidance_scale is not None:
         return config.guidance_scale
-    return 1.0 if config.model is None else VARIANTS["t2v"].guidance_scale
+    return 1.0 if config.model is None else VARIANTS[config.variant].guidance_scale
 
 
 def prompted_asset(config: LocalRunConfig) -> str | None:
@@ -115,6 +124,33 @@ def prompted_asset(config: LocalRunConfig) -> str | None:
     wanted = config.prompt.removesuffix(CAPTION_SUFFIX).strip().lower()
     names = [name for name, caption in load_captions(config.captions).items() if caption.strip().lower() == wanted]
     return next((name for name in names if os.path.isfile(os.path.join(config.assets, name))), None)
+
+
+def record_target(config: LocalRunConfig) -> str:
+    """The bundled asset the prompt names; ``ValueError`` for i2v without one (it needs its view)."""
+    target = prompted_asset(config)
+    if target is None:
+        raise ValueError(f"--variant i2v generates from a view of the object the prompt names: {config.prompt!r} "
+                         f"is no caption in {config.captions}")
+    return target
+
+
+def input_view(config: LocalRunConfig) -> bytes:
+    """The i2v input: the prompted object rendered by Blender (RGBA PNG, as a user's cut-out photo)
+    at azimuth 0 and ``input_elevation``, which no training orbit has."""
+    from render.process import BlenderProcess
+
+    target = record_target(config)
+    settings = RenderSettings(resolution=config.input_resolution, samples=config.render_samples, seed=config.seed,
+                              threads=2)
+    c2w = camera.orbit_c2w(config.input_elevation, np.zeros(1))
+    with BlenderProcess() as process:
+        output = process.render(os.path.join(config.assets, target), c2w, settings)
+        try:
+            with open(output.views[0], "rb") as handle:
+                return handle.read()
+        finally:
+            output.cleanup()
 
 
 def score_result(config: LocalRunConfig, result_dir: str, record: dict[str, Any]) -> dict[str, float]:
@@ -155,9 +191,9 @@ def build_tiny_model(config: LocalRunConfig, shards: str, path: str, mlflow_uri:
     from models.toy.tiny import build_tiny, save_tiny
     from pipeline.data.rows import shard_views
 
-    model = build_tiny("t2v", seed=config.seed, resolution=config.render_resolution, latent_downsample=8,
+    model = build_tiny(config.variant, seed=config.seed, resolution=config.render_resolution, latent_downsample=8,
                        latent_channels=8, prediction="v")
-    views = shard_views(shards, config.render_resolution, VARIANTS["t2v"].background)
+    views = shard_views(shards, config.render_resolution, VARIANTS[config.variant].background)
     report = train_autoencoder(model.vae, views, config.autoencoder_steps, seed=config.seed)
     logger.info("autoencoder: reconstruction PSNR %.2f dB on %d rendered views (untrained %.2f dB), %d steps "
                 "in %.0f s, latent scale %.3f", report.psnr, len(views), report.untrained_psnr,
@@ -201,10 +237,11 @@ def run_local(config: LocalRunConfig) -> dict[str, Any]:
                                 elevation_range=(config.elevation, config.elevation))))
     _done(start, f"{summary.rendered} rendered, {summary.skipped} already there, {summary.failed} failed")
 
-    start = _stage(2, "the text-to-multi-view model to start from")
-    model = config.model or os.path.join(out, "models", "tiny-t2v")
+    start = _stage(2, f"the {'text' if config.variant == 't2v' else 'image'}-to-multi-view model to start from")
+    model = config.model or os.path.join(out, "models", f"tiny-{config.variant}")
     if config.model is None and not os.path.isdir(model):
-        logger.info("building a tiny ModelScope-T2V-layout model; training its VAE on the renders")
+        logger.info("building a tiny %s-layout model; training its VAE on the renders",
+                    "ModelScope-T2V" if config.variant == "t2v" else "I2VGen-XL")
         build_tiny_model(config, shards, model, mlflow_uri)
     autoencoder = None
     if os.path.isfile(os.path.join(model, AUTOENCODER_REPORT)):
@@ -213,6 +250,9 @@ def run_local(config: LocalRunConfig) -> dict[str, Any]:
     _done(start, model)
 
     resolution = model_resolution(resolve_model_dir(model))
+    if detect_variant(resolve_model_dir(model)) != config.variant:
+        raise ValueError(f"{model} is a {detect_variant(resolve_model_dir(model))} model; the run asks for "
+                         f"--variant {config.variant}")
     runs = os.path.join(out, "runs")
     # A few orbits: decode them once (materialize_data), or every two-step epoch decodes again. Four
     # orbits in one shard, two per worker: shuffling has no categories to mix here, and it measured
@@ -256,14 +296,22 @@ def run_local(config: LocalRunConfig) -> dict[str, Any]:
     url = f"http://127.0.0.1:{port}"
     _done(start, f"listening on {url}")
 
-    start = _stage(6, f"generate: {config.prompt!r} (3D-aware sampling, {config.sampling_steps} steps)")
-    body = generate(url, {"prompt": config.prompt, "seed": config.seed, "steps": config.sampling_steps,
+    what = (repr(config.prompt) if config.variant == "t2v"
+            else f"from a view of {record_target(config)} at elevation {config.input_elevation:g}")
+    start = _stage(6, f"generate {what} (3D-aware sampling, {config.sampling_steps} steps)")
+    view = input_view(config) if config.variant == "i2v" else None
+    condition = {"prompt": config.prompt} if view is None else {"image": base64.b64encode(view).decode()}
+    body = generate(url, {**condition, "seed": config.seed, "steps": config.sampling_steps,
                           "elevation": config.elevation, "guidance_scale": guidance_scale(config),
                           "outputs": ["views", "grid", "gif", "mp4", "ply", "glb", "gaussians_mp4"]})
     for name, reason in body.get("unavailable", {}).items():
         logger.warning("the endpoint gave no %s: %s", name, reason)
     result_dir = os.path.join(out, "result")
     written = write_result(body, result_dir)
+    if view is not None:
+        with open(os.path.join(result_dir, "input_view.png"), "wb") as handle:
+            handle.write(view)  # the view as sent (input.png: as the model saw it)
+        written.append(os.path.join(result_dir, "input_view.png"))
     serve.shutdown()
     record = result_record(config, model_resolution(finetuned.final_model))
     record["autoencoder"] = autoencoder

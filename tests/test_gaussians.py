@@ -274,8 +274,12 @@ def test_ply_round_trip_and_pruning(tmp_path):
     path = tmp_path / "scene.ply"
     written = save_ply(scene, str(path))
     assert written == 490
-    header = path.read_bytes()[:600].decode("ascii", errors="replace")
+    header = path.read_bytes().split(b"end_header\n", 1)[0].decode("ascii")
     assert "element vertex 490" in header and "property float f_dc_0" in header and "property float rot_3" in header
+    # The reference 3DGS loader's layout at its default SH degree 3: 45 f_rest_* between f_dc and opacity.
+    names = [line.split()[-1] for line in header.splitlines() if line.startswith("property")]
+    assert names[6:9] == ["f_dc_0", "f_dc_1", "f_dc_2"] and names[9:54] == [f"f_rest_{i}" for i in range(45)]
+    assert names[54:] == ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
     loaded = load_ply(str(path))
     kept = scene.select(scene.opacities >= 0.005)
     torch.testing.assert_close(loaded.means, kept.means)
@@ -284,9 +288,41 @@ def test_ply_round_trip_and_pruning(tmp_path):
     torch.testing.assert_close(loaded.scales, kept.scales, rtol=1e-5, atol=0)
     torch.testing.assert_close(loaded.quats, kept.quats, atol=1e-6, rtol=0)
     # The stored values follow the 3DGS conventions.
-    raw = np.frombuffer(path.read_bytes().split(b"end_header\n", 1)[1], dtype="<f4").reshape(490, 17)
+    raw = np.frombuffer(path.read_bytes().split(b"end_header\n", 1)[1], dtype="<f4").reshape(490, 62)
     np.testing.assert_allclose(raw[:, 6:9], (kept.colors.numpy() - 0.5) / 0.28209479177387814, atol=1e-5)
-    np.testing.assert_allclose(raw[:, 10:13], np.log(kept.scales.numpy()), atol=1e-5)
+    assert (raw[:, 9:54] == 0).all()  # view-independent colour: no higher SH degrees
+    np.testing.assert_allclose(raw[:, 55:58], np.log(kept.scales.numpy()), atol=1e-5)
+
+
+def test_ply_colours_are_clamped_at_zero_as_gsplat_does(tmp_path):
+    scene = random_scene(4)
+    path = tmp_path / "scene.ply"
+    save_ply(scene, str(path))
+    data = bytearray(path.read_bytes())
+    start = data.index(b"end_header\n") + len(b"end_header\n")
+    raw = np.frombuffer(bytes(data[start:]), dtype="<f4").reshape(4, 62).copy()
+    raw[0, 6] = -5.0  # an SH DC below the representable black
+    path.write_bytes(bytes(data[:start]) + raw.tobytes())
+    assert float(load_ply(str(path)).colors[0, 0]) == 0.0
+
+
+def test_splat_files_hold_32_bytes_per_gaussian_in_the_viewers_layout(tmp_path):
+    from models.gaussians.ply import save_splat
+
+    scene = random_scene(300)
+    scene.opacities[:5] = 0.001  # pruned, as in the PLY
+    path = tmp_path / "scene.splat"
+    assert save_splat(scene, str(path)) == 295 and path.stat().st_size == 295 * 32
+    record = np.frombuffer(path.read_bytes(), dtype=[("position", "<f4", 3), ("scale", "<f4", 3),
+                                                     ("rgba", "u1", 4), ("rotation", "u1", 4)])
+    kept = scene.select(scene.opacities >= 0.005)
+    importance = (kept.scales.prod(-1) * kept.opacities).numpy()
+    order = np.argsort(-importance)
+    np.testing.assert_allclose(record["position"], kept.means.numpy()[order], atol=1e-6)
+    np.testing.assert_allclose(record["scale"], kept.scales.numpy()[order], rtol=1e-6)
+    np.testing.assert_allclose(record["rgba"][:, 3] / 255, kept.opacities.numpy()[order], atol=0.5 / 255 + 1e-6)
+    quats = (record["rotation"].astype(np.float64) - 128) / 128
+    np.testing.assert_allclose(quats, kept.quats.numpy()[order], atol=1 / 128)
 
 
 def test_bad_ply_files_are_rejected(tmp_path):

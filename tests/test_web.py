@@ -58,13 +58,18 @@ def test_the_page_generates_an_orbit_and_a_gaussian_viewer(web_server):
         orbit = page.locator("#orbit")
         assert orbit.evaluate("img => img.naturalWidth") == 32
         assert variance(orbit.screenshot()) > 20.0
-        viewer = page.locator("#viewer")
+        # Chromium here has WebGL2 (SwiftShader): the vendored gsplat.js draws the splats.
+        assert page.locator("#viewer").is_hidden() and "drawn as splats (WebGL)" in page.inner_text("#viewer-info")
+        viewer = page.locator("#splat-viewer")
+        page.wait_for_timeout(500)
         before = viewer.screenshot()
-        assert variance(before) > 5.0  # the Gaussians, not the flat grey background
-        viewer.focus()
-        for _ in range(6):
-            page.keyboard.press("ArrowLeft")
-        page.wait_for_timeout(200)
+        assert variance(before) > 5.0  # the Gaussians, not an empty canvas
+        box = viewer.bounding_box()
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        page.mouse.down()
+        page.mouse.move(box["x"] + box["width"] / 2 + 80, box["y"] + box["height"] / 2, steps=8)
+        page.mouse.up()
+        page.wait_for_timeout(500)
         assert viewer.screenshot() != before  # orbiting redraws the splats from another side
         page.click("#play")  # pause the animation, then step through the views with the slider's keys
         assert page.locator("#play").get_attribute("aria-pressed") == "false"
@@ -74,7 +79,8 @@ def test_the_page_generates_an_orbit_and_a_gaussian_viewer(web_server):
         page.keyboard.press(key)
         assert int(page.locator("#view-number").inner_text()) == expected
         names = page.locator("#downloads a").evaluate_all("links => links.map(a => a.download)")
-        assert names == ["gaussians.ply", "mesh.glb", "orbit.gif", "orbit.mp4", "gaussians_orbit.mp4", "views.zip"]
+        assert names == ["gaussians.ply", "gaussians.splat", "mesh.glb", "orbit.gif", "orbit.mp4", "gaussians_orbit.mp4",
+                         "views.zip"]
 
         # The page's progress came from the server: the request it named reports every step done.
         request_id = json.loads(generate_bodies[0])["request_id"]
@@ -89,4 +95,27 @@ def test_the_page_generates_an_orbit_and_a_gaussian_viewer(web_server):
         page.wait_for_selector("#error:not([hidden])", timeout=60_000)
         assert "outside the model's training cameras" in page.locator("#error").inner_text()
         assert page.evaluate("document.documentElement.scrollWidth") <= 390  # nothing wider than the phone
+        browser.close()
+
+
+def test_without_webgl_the_page_draws_the_gaussians_on_its_2d_canvas(web_server):
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-webgl"])
+        page = browser.new_page(viewport={"width": 390, "height": 844})
+        page.goto(f"{web_server}/")
+        page.wait_for_selector("#model-info:has-text('Text-to-multi-view model')")
+        assert page.evaluate("window.VideoMVSplatViewer && window.VideoMVSplatViewer.supported") is False
+        page.fill("#prompt", "a blue vase")
+        page.fill("#steps", str(STEPS))
+        page.click("#generate")
+        page.wait_for_selector("#result:not([hidden])", timeout=180_000)
+        assert page.locator("#splat-viewer").is_hidden() and "no WebGL2" in page.inner_text("#viewer-info")
+        viewer = page.locator("#viewer")
+        before = viewer.screenshot()
+        assert variance(before) > 5.0
+        viewer.focus()
+        for _ in range(6):
+            page.keyboard.press("ArrowLeft")
+        page.wait_for_timeout(200)
+        assert viewer.screenshot() != before
         browser.close()

@@ -552,8 +552,8 @@ class VideoMVPipeline(DiffusionPipeline):
             prompts = None if prompt is None else [with_suffix(p, suffix) for p in
                                                    ([prompt] if isinstance(prompt, str) else prompt)
                                                    for _ in range(num_videos_per_prompt)]
-            images = (None if image is None else
-                      condition_images(image, self.resolution).repeat_interleave(num_videos_per_prompt, 0).to(device))
+            images = (None if image is None else condition_images(image, self.resolution, self.background)
+                      .repeat_interleave(num_videos_per_prompt, 0).to(device))
             prompt_embeds, negative_prompt_embeds = [None if e is None else e.repeat_interleave(num_videos_per_prompt, 0)
                                                      for e in (prompt_embeds, negative_prompt_embeds)]
             batch = len(prompts) if prompts is not None else len(prompt_embeds) if prompt_embeds is not None \

@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse, Response
 from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from models.pipeline_videomv.image_input import condition_image
+from models.pipeline_videomv.image_input import ImageInputError, condition_image
 from pipeline.serve.client import RESULT_FILES
 
 MAX_PROMPT_CHARS = 500
@@ -27,8 +27,8 @@ MAX_BODY_BYTES = 10 * 1024 * 1024
 MAX_IMAGE_SIDE = 4096
 MAX_IMAGE_PIXELS = MAX_IMAGE_SIDE * MAX_IMAGE_SIDE  # more is a decompression bomb: 413 before decoding
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP")  # what the decoder opens; nothing else reaches Pillow's other plugins
-OUTPUTS = ("views", "ply", "glb", "grid", "gif", "mp4", "gaussians_mp4")
-GAUSSIAN_OUTPUTS = ("ply", "glb", "gaussians_mp4")  # what needs a reconstructor
+OUTPUTS = ("views", "ply", "splat", "glb", "grid", "gif", "mp4", "gaussians_mp4")
+GAUSSIAN_OUTPUTS = ("ply", "splat", "glb", "gaussians_mp4")  # what needs a reconstructor
 MAX_ERRORS_LISTED = 5  # validation errors in one answer: an answer stays a few KB whatever the body
 MAX_DETAIL_CHARS = 2000
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
@@ -57,11 +57,11 @@ class GenerateRequest(BaseModel):
         "reconstruct x0 at steps 20, 30, 40 of 50 (scaled), except where the reconstructor's renders were "
         "measured worse than x0 (its three_d_aware.json)"))
     mode: Literal["two", "one"] = Field("two", description="two: authors' form; one: reconstruct the guided x0")
-    outputs: list[Literal["views", "ply", "glb", "grid", "gif", "mp4", "gaussians_mp4"]] = Field(
+    outputs: list[Literal["views", "ply", "splat", "glb", "grid", "gif", "mp4", "gaussians_mp4"]] = Field(
         default_factory=lambda: ["views", "ply"], min_length=1, max_length=len(OUTPUTS), description=(
-            "views (24 PNGs), ply (the Gaussians), glb (a textured mesh of the Gaussians), grid (PNG), gif and "
-            "mp4 (the orbit), gaussians_mp4 (the Gaussians rendered at the 24 cameras); ply, glb and "
-            "gaussians_mp4 need a reconstructor"))
+            "views (24 PNGs), ply (the Gaussians, 3DGS PLY), splat (the same, 32 bytes each for web viewers), glb "
+            "(a textured mesh of the Gaussians), grid (PNG), gif and mp4 (the orbit), gaussians_mp4 (the Gaussians "
+            "rendered at the 24 cameras); ply, splat, glb and gaussians_mp4 need a reconstructor"))
     format: Literal["json", "zip"] = "json"
     request_id: str | None = Field(None, pattern=REQUEST_ID_PATTERN, description=(
         "a name the client chose for this request: GET /v1/progress/{request_id} reports its steps done"))
@@ -124,11 +124,14 @@ class Job:
                 self.prompt is None, None if self.image is None else tuple(self.image.shape))
 
 
-def decode_image(data: bytes, size: int) -> torch.Tensor:
+def decode_image(data: bytes, size: int, background: tuple[float, float, float] = (1.0, 1.0, 1.0),
+                 remove_background: Any | None = None) -> torch.Tensor:
     """Image bytes (PNG, JPEG or WebP) -> [3, size, size] in [-1, 1] (``condition_image``: EXIF
-    orientation applied, 16-bit converted, transparency on white, centre crop); HTTP 413 over the
-    limits (bytes, side, pixels: a decompression bomb is refused before it is decoded), 400 for
-    bytes that are not one of those formats (other formats never reach Pillow's other plugins)."""
+    orientation applied, 16-bit converted, the object masked, centred and scaled as in the renders,
+    on ``background``); HTTP 413 over the limits (bytes, side, pixels: a decompression bomb is
+    refused before it is decoded), 400 for bytes that are not one of those formats (other formats
+    never reach Pillow's other plugins), 422 for an image with no alpha and a cluttered background
+    (the message says how to fix it) or with no object in it."""
     if len(data) > MAX_UPLOAD_BYTES:
         raise HTTPException(413, f"image is {len(data)} bytes; the limit is {MAX_UPLOAD_BYTES}")
     try:
@@ -142,7 +145,9 @@ def decode_image(data: bytes, size: int) -> torch.Tensor:
         raise HTTPException(413, f"image is {width}x{height}; the limit is {MAX_IMAGE_SIDE} per side")
     try:
         image.load()
-        return condition_image(image, size)
+        return condition_image(image, size, background, remove_background)
+    except ImageInputError as error:
+        raise HTTPException(422, str(error)) from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         raise HTTPException(400, "image is truncated or damaged: it could not be decoded") from None
 

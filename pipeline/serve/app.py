@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -74,6 +75,9 @@ class ServeConfig:
     dtype: str = option("auto", "weights' precision on the replica (auto: fp16 on a GPU, fp32 on a CPU)",
                         choices=DTYPE_CHOICES)
     use_ema: bool = option(False, "serve G's moving-average weights (ema/, from fine-tuning with --ema-decay)")
+    rembg_model: str | None = option(None, "a local rembg ONNX model (u2net, isnet, birefnet) that removes the "
+                                           "backgrounds of uploaded images without an alpha channel; without it "
+                                           "such an image needs a plain background (else 422)")
     mesh_max_faces: int | None = option(None, "triangles of the 'glb' mesh at most (decimated; 0: all; default "
                                               "models.mesh.fusion.MeshOptions', 20,000, what web viewers handle)")
 
@@ -81,6 +85,8 @@ class ServeConfig:
         """num_gpus and max_batch_size filled in for the cluster: a GPU replica batches (a batch
         fills the device), a CPU replica does not (a batch of 4 takes 4 times as long there, so
         batching only adds latency; measured in docs/costs.md)."""
+        if self.rembg_model is not None and not os.path.isfile(self.rembg_model):
+            raise ValueError(f"rembg_model: no such file {self.rembg_model!r} (a local rembg ONNX model)")
         if self.dtype not in DTYPE_CHOICES:
             raise ValueError(f"dtype must be one of {DTYPE_CHOICES}, got {self.dtype!r}")
         if self.num_gpus is None and not cluster_has_gpus:
@@ -125,7 +131,8 @@ def build_app(model_dir: str, reconstructor: str | None = None, **options: Any) 
         max_ongoing_requests=config.max_batch_size * 2,
     )
     ingress = serve.deployment(build_ingress(config.timeout_s, config.max_body_bytes, config.allowed_hosts,
-                                             config.allowed_origins, config.body_timeout_s), name="Ingress",
+                                             config.allowed_origins, config.body_timeout_s, config.rembg_model),
+                               name="Ingress",
                                max_ongoing_requests=64)
     return ingress.bind(model.bind(config.model_dir, config.reconstructor, config.max_batch_size, config.mlflow_uri,
                                    config.dtype, config.use_ema, config.mesh_max_faces))

@@ -9,7 +9,7 @@ from typing import Any
 import requests
 
 # Output name in the Serve API -> its file name in a result folder or zip (besides views/view_XXX.png).
-RESULT_FILES = {"ply": "gaussians.ply", "glb": "mesh.glb", "grid": "grid.png", "gif": "orbit.gif", "mp4": "orbit.mp4",
+RESULT_FILES = {"input": "input.png", "ply": "gaussians.ply", "splat": "gaussians.splat", "glb": "mesh.glb", "grid": "grid.png", "gif": "orbit.gif", "mp4": "orbit.mp4",
                 "gaussians_mp4": "gaussians_orbit.mp4"}
 
 
@@ -33,8 +33,9 @@ def generate(url: str, request: dict[str, Any], timeout: float = 900.0) -> dict[
 
 
 def write_result(body: dict[str, Any], out: str) -> list[str]:
-    """Write views/view_XXX.png and the files of ``pipeline.serve.media.RESULT_FILES`` (grid.png, orbit.gif,
-    orbit.mp4, gaussians.ply, mesh.glb, gaussians_orbit.mp4) that the answer has; returns their paths."""
+    """Write views/view_XXX.png and the files of ``RESULT_FILES`` (input.png: the image as the
+    model saw it, grid.png, orbit.gif, orbit.mp4, gaussians.ply, gaussians.splat, mesh.glb, gaussians_orbit.mp4)
+    that the answer has; returns their paths."""
     written = []
     if "views" in body:
         os.makedirs(os.path.join(out, "views"), exist_ok=True)

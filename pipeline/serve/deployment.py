@@ -18,7 +18,7 @@ import torch
 from ray import serve
 
 import camera
-from models.gaussians.ply import save_ply
+from models.gaussians.ply import save_ply, save_splat
 from models.mesh.from_gaussians import glb_bytes, mesh_from_gaussians
 from models.mesh.fusion import MeshingError, MeshOptions
 from models.gaussians.rendering import backend_in_use, render_batch, warm_up
@@ -139,6 +139,8 @@ class VideoMVDeployment:
             frames = to_uint8(result.frames[index])
             answer: dict[str, Any] = {"seed": job.seed, "seconds": seconds, "reconstructions": result.reconstructions,
                                       "batch_size": len(jobs)}
+            if job.image is not None:  # the condition as the model saw it (preprocessed): always returned
+                answer["input"] = png_bytes(to_uint8(job.image[None] / 2 + 0.5)[0])
             if "views" in job.outputs:
                 answer["views"] = [png_bytes(frame) for frame in frames]
             if "grid" in job.outputs:
@@ -156,6 +158,10 @@ class VideoMVDeployment:
                 buffer = io.BytesIO()
                 save_ply(result.gaussians[index], buffer)
                 answer["ply"] = buffer.getvalue()
+            if "splat" in job.outputs and result.gaussians is not None:
+                buffer = io.BytesIO()
+                save_splat(result.gaussians[index], buffer)
+                answer["splat"] = buffer.getvalue()
             if "glb" in job.outputs and result.gaussians is not None:
                 try:
                     # On the replica's device: gsplat renders the depth maps on a GPU replica.

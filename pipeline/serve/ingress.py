@@ -21,6 +21,8 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from ray import serve
 
 from camera.training_cameras import camera_problems
+from models.pipeline_videomv.image_input import background_remover
+from models.variants import VARIANTS
 from pipeline.serve.api import (
     MAX_BODY_BYTES,
     MAX_DETAIL_CHARS,
@@ -35,7 +37,9 @@ from pipeline.serve.api import (
 )
 
 WEB_FOLDER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "web")
+# Everything the page may load (an allowlist: /static/ serves nothing else), all from this app.
 WEB_FILES = {"app.js": "text/javascript", "viewer.js": "text/javascript", "zip.js": "text/javascript",
+             "splat_viewer.js": "text/javascript", "vendor/gsplat/gsplat.es.js": "text/javascript",
              "style.css": "text/css"}
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 BODY_TYPES = ("application/json", "multipart/form-data")
@@ -144,10 +148,12 @@ async def read_body(request: Request, limit: int, timeout_s: float = BODY_TIMEOU
 
 def build_ingress(timeout_s: float, max_body_bytes: int = MAX_BODY_BYTES,
                   allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS, allowed_origins: tuple[str, ...] = (),
-                  body_timeout_s: float = BODY_TIMEOUT_S) -> type:
+                  body_timeout_s: float = BODY_TIMEOUT_S, rembg_model: str | None = None) -> type:
     """The ingress deployment class. ``allowed_hosts``: the Host names it answers (DNS rebinding:
     a page on another name that resolves here gets 421); "*" for any. ``allowed_origins``: pages
-    on other origins that may POST (the app's own page always may)."""
+    on other origins that may POST (the app's own page always may). ``rembg_model``: a local rembg
+    ONNX file that removes the backgrounds of uploads without an alpha channel (without it, such
+    an image must have a plain background)."""
     # FastAPI's /docs and /redoc load their scripts from a CDN: replaced by a page of our own.
     app = FastAPI(title="VideoMV", version="1", description="24-view generation with 3D-aware sampling",
                   docs_url=None, redoc_url=None)
@@ -172,6 +178,7 @@ def build_ingress(timeout_s: float, max_body_bytes: int = MAX_BODY_BYTES,
         def __init__(self, model: Any) -> None:
             self.model = model  # the model deployment's handle
             self._info: dict[str, Any] | None = None
+            self.remove_background = background_remover(rembg_model) if rembg_model else None
 
         async def info(self) -> dict[str, Any]:
             if self._info is None:
@@ -189,7 +196,7 @@ def build_ingress(timeout_s: float, max_body_bytes: int = MAX_BODY_BYTES,
             """The demo page (pipeline/serve/web/): everything it loads comes from this app."""
             return FileResponse(os.path.join(WEB_FOLDER, "index.html"), media_type="text/html")
 
-        @app.get("/static/{name}", include_in_schema=False)
+        @app.get("/static/{name:path}", include_in_schema=False)
         async def static(self, name: str) -> FileResponse:
             if name not in WEB_FILES:
                 raise HTTPException(404, f"no file {name!r}")
@@ -237,7 +244,8 @@ def build_ingress(timeout_s: float, max_body_bytes: int = MAX_BODY_BYTES,
                 if problems:
                     raise HTTPException(422, "; ".join(problems) + ": the model has not learned views there")
             # Decoding takes up to a second for a large image: off the event loop, which serves everyone.
-            image = (await asyncio.to_thread(decode_image, image_bytes, info["resolution"])
+            image = (await asyncio.to_thread(decode_image, image_bytes, info["resolution"],
+                                             VARIANTS[info["variant"]].background, self.remove_background)
                      if image_bytes is not None else None)
             job = Job(prompt=request_model.prompt, image=image,
                       seed=request_model.seed, steps=request_model.steps, guidance_scale=request_model.guidance_scale,

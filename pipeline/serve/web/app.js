@@ -4,7 +4,7 @@
   "use strict";
   const $ = (id) => document.getElementById(id);
   const viewer = VideoMVViewer.create($("viewer"));
-  let info = null, frames = [], frame = 0, timer = null, links = [];
+  let info = null, frames = [], frame = 0, timer = null, links = [], splatViewer = null;
 
   function showError(message) {
     $("error").textContent = message;
@@ -97,21 +97,35 @@
     links = [];
     $("downloads").replaceChildren();
     frames = answer.views.map((view) => `data:image/png;base64,${view}`);
+    $("input-panel").hidden = !answer.input;
+    if (answer.input) $("input-image").src = `data:image/png;base64,${answer.input}`;
     $("view-slider").max = frames.length - 1;
     $("result").hidden = false;
     showView(0);
     play(true);
     const views = answer.views.map((view, index) => ({ name: `views/view_${String(index).padStart(3, "0")}.png`,
                                                        bytes: bytesOf(view) }));
-    if (answer.ply) {
-      const ply = bytesOf(answer.ply);
-      const count = viewer.load(ply.buffer, { elevation: Number($("elevation").value) || 15 });
-      $("viewer-info").textContent = `${count} Gaussians (each drawn as a disc; the PLY has the full splats).`;
+    const elevation = Number($("elevation").value) || 15;
+    const webgl = window.VideoMVSplatViewer;  // splat_viewer.js, where the browser has WebGL2
+    if (answer.splat && webgl && webgl.supported) {
+      splatViewer = splatViewer || webgl.create($("splat-viewer"), { elevation });
+      const count = splatViewer.load(bytesOf(answer.splat).buffer);
+      $("viewer-info").textContent = `${count} Gaussians, drawn as splats (WebGL).`;
+      $("splat-viewer").hidden = false;
+      $("viewer").hidden = true;
       $("viewer-panel").hidden = false;
-      addDownload("gaussians.ply", new Blob([ply]), "Gaussians (PLY)");
+    } else if (answer.ply) {
+      const count = viewer.load(bytesOf(answer.ply).buffer, { elevation });
+      $("viewer-info").textContent = `${count} Gaussians, each drawn as a disc (this browser has no WebGL2; ` +
+                                     "the PLY has the full splats).";
+      $("splat-viewer").hidden = true;
+      $("viewer").hidden = false;
+      $("viewer-panel").hidden = false;
     } else {
       $("viewer-panel").hidden = true;
     }
+    if (answer.ply) addDownload("gaussians.ply", new Blob([bytesOf(answer.ply)]), "Gaussians (PLY)");
+    if (answer.splat) addDownload("gaussians.splat", new Blob([bytesOf(answer.splat)]), "Gaussians (.splat, for web viewers)");
     if (answer.glb) {
       addDownload("mesh.glb", new Blob([bytesOf(answer.glb)], { type: "model/gltf-binary" }), "Textured mesh (GLB)");
     }
@@ -129,7 +143,7 @@
     clearError();
     if (!info) { showError("The model's information is not loaded yet."); return; }
     const id = `r${Date.now().toString(36)}${Math.random().toString(36).slice(2, 10)}`;
-    const outputs = ["views", "gif", "mp4"].concat(info.reconstructor ? ["ply", "glb", "gaussians_mp4"] : []);
+    const outputs = ["views", "gif", "mp4"].concat(info.reconstructor ? ["ply", "splat", "glb", "gaussians_mp4"] : []);
     const fields = { seed: Number($("seed").value), steps: Number($("steps").value),
                      three_d_aware: $("three-d-aware").checked, outputs, request_id: id };
     if ($("elevation").value !== "") fields.elevation = Number($("elevation").value);

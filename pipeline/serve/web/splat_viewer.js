@@ -1,0 +1,44 @@
+/* The WebGL viewer of the Gaussians: the vendored gsplat.js (vendor/gsplat, MIT) drawing the answer's
+   .splat bytes with full anisotropic splats, orbit controls by mouse, touch and keyboard. Where the
+   browser has no WebGL2 it is not offered, and the page keeps its 2D canvas (viewer.js).
+   The .splat file is in the project's world frame (Y up, +Z towards the front camera); gsplat.js
+   draws in OpenCV's (Y down, the camera looking along +Z), so the scene is turned half round X. */
+import * as SPLAT from "./vendor/gsplat/gsplat.es.js";
+
+function webgl2() {
+  try {
+    return !!document.createElement("canvas").getContext("webgl2");
+  } catch (error) {
+    return false;
+  }
+}
+
+function create(canvas, { elevation = 15, distance = 2.2 } = {}) {
+  const renderer = new SPLAT.WebGLRenderer(canvas);
+  const camera = new SPLAT.Camera();
+  // From the front (azimuth 0) at the generation's elevation, a little further than the orbit.
+  const controls = new SPLAT.OrbitControls(camera, canvas, 0, (elevation * Math.PI) / 180, distance);
+  let scene = null, running = false;
+  function frame() {
+    if (!running) return;
+    controls.update();
+    renderer.render(scene, camera);
+    requestAnimationFrame(frame);
+  }
+  return {
+    load(buffer) {
+      scene = new SPLAT.Scene();
+      const splat = SPLAT.Loader.LoadFromArrayBuffer(buffer, scene);
+      splat.rotation = SPLAT.Quaternion.FromEuler(new SPLAT.Vector3(Math.PI, 0, 0));
+      splat.applyRotation();
+      if (!running) {
+        running = true;
+        requestAnimationFrame(frame);
+      }
+      return splat.data.vertexCount;
+    },
+  };
+}
+
+window.VideoMVSplatViewer = { supported: webgl2(), create };
+window.dispatchEvent(new Event("videomv-splat-viewer"));
