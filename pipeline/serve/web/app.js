@@ -108,12 +108,13 @@
     const elevation = Number($("elevation").value) || 15;
     const webgl = window.VideoMVSplatViewer;  // splat_viewer.js, where the browser has WebGL2
     if (answer.splat && webgl && webgl.supported) {
+      // Shown first: the renderer sizes its drawing buffer from the canvas's laid-out size.
+      $("viewer-panel").hidden = false;
+      $("splat-viewer").hidden = false;
+      $("viewer").hidden = true;
       splatViewer = splatViewer || webgl.create($("splat-viewer"), { elevation });
       const count = splatViewer.load(bytesOf(answer.splat).buffer);
       $("viewer-info").textContent = `${count} Gaussians, drawn as splats (WebGL).`;
-      $("splat-viewer").hidden = false;
-      $("viewer").hidden = true;
-      $("viewer-panel").hidden = false;
     } else if (answer.ply) {
       const count = viewer.load(bytesOf(answer.ply).buffer, { elevation });
       $("viewer-info").textContent = `${count} Gaussians, each drawn as a disc (this browser has no WebGL2; ` +

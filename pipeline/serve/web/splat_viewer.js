@@ -5,6 +5,8 @@
    draws in OpenCV's (Y down, the camera looking along +Z), so the scene is turned half round X. */
 import * as SPLAT from "./vendor/gsplat/gsplat.es.js";
 
+const FOV_DEG = 39.6;
+
 function webgl2() {
   try {
     return !!document.createElement("canvas").getContext("webgl2");
@@ -21,6 +23,10 @@ function create(canvas, { elevation = 15, distance = 2.2 } = {}) {
   let scene = null, running = false;
   function frame() {
     if (!running) return;
+    // The generated views' field of view (camera.DEFAULT_FOV_DEG), whatever size the canvas has.
+    const focal = canvas.height / 2 / Math.tan((FOV_DEG * Math.PI) / 360);
+    camera.data.fx = focal;
+    camera.data.fy = focal;
     controls.update();
     renderer.render(scene, camera);
     requestAnimationFrame(frame);
