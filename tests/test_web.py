@@ -78,6 +78,9 @@ def test_the_page_generates_an_orbit_and_a_gaussian_viewer(web_server):
         key, expected = ("ArrowLeft", shown - 1) if shown == 24 else ("ArrowRight", shown + 1)
         page.keyboard.press(key)
         assert int(page.locator("#view-number").inner_text()) == expected
+        # The mesh, drawn by the vendored three.js from the answer's GLB.
+        page.wait_for_selector("#mesh-info:has-text('triangles')", timeout=30_000)
+        assert variance(page.locator("#mesh-viewer").screenshot()) > 5.0
         names = page.locator("#downloads a").evaluate_all("links => links.map(a => a.download)")
         assert names == ["gaussians.ply", "gaussians.splat", "mesh.glb", "orbit.gif", "orbit.mp4", "gaussians_orbit.mp4",
                          "views.zip"]

@@ -40,6 +40,10 @@ WEB_FOLDER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "web")
 # Everything the page may load (an allowlist: /static/ serves nothing else), all from this app.
 WEB_FILES = {"app.js": "text/javascript", "viewer.js": "text/javascript", "zip.js": "text/javascript",
              "splat_viewer.js": "text/javascript", "vendor/gsplat/gsplat.es.js": "text/javascript",
+             "mesh_viewer.js": "text/javascript", "vendor/three/three.module.min.js": "text/javascript",
+             "vendor/three/examples/jsm/loaders/GLTFLoader.js": "text/javascript",
+             "vendor/three/examples/jsm/controls/OrbitControls.js": "text/javascript",
+             "vendor/three/examples/jsm/utils/BufferGeometryUtils.js": "text/javascript",
              "style.css": "text/css"}
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 BODY_TYPES = ("application/json", "multipart/form-data")

@@ -4,7 +4,7 @@
   "use strict";
   const $ = (id) => document.getElementById(id);
   const viewer = VideoMVViewer.create($("viewer"));
-  let info = null, frames = [], frame = 0, timer = null, links = [], splatViewer = null;
+  let info = null, frames = [], frame = 0, timer = null, links = [], splatViewer = null, meshViewer = null;
 
   function showError(message) {
     $("error").textContent = message;
@@ -127,8 +127,20 @@
     }
     if (answer.ply) addDownload("gaussians.ply", new Blob([bytesOf(answer.ply)]), "Gaussians (PLY)");
     if (answer.splat) addDownload("gaussians.splat", new Blob([bytesOf(answer.splat)]), "Gaussians (.splat, for web viewers)");
+    const meshes = window.VideoMVMeshViewer;  // mesh_viewer.js, where the browser has WebGL2
+    $("mesh-panel").hidden = !(answer.glb && meshes && meshes.supported);
     if (answer.glb) {
-      addDownload("mesh.glb", new Blob([bytesOf(answer.glb)], { type: "model/gltf-binary" }), "Textured mesh (GLB)");
+      const glb = bytesOf(answer.glb);
+      if (meshes && meshes.supported) {
+        meshViewer = meshViewer || meshes.create($("mesh-viewer"), { elevation });
+        meshViewer.load(glb.buffer.slice(0))
+          .then((faces) => { $("mesh-info").textContent = `${faces} triangles, textured from the 24 views.`; })
+          .catch((error) => { $("mesh-info").textContent = `The mesh could not be shown: ${error}`; });
+      }
+      addDownload("mesh.glb", new Blob([glb], { type: "model/gltf-binary" }), "Textured mesh (GLB)");
+    }
+    if (answer.unavailable) {
+      showError(Object.entries(answer.unavailable).map(([name, why]) => `No ${name}: ${why}`).join(" "));
     }
     if (answer.gif) addDownload("orbit.gif", new Blob([bytesOf(answer.gif)], { type: "image/gif" }), "Orbit (GIF)");
     if (answer.mp4) addDownload("orbit.mp4", new Blob([bytesOf(answer.mp4)], { type: "video/mp4" }), "Orbit (MP4)");
