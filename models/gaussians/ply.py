@@ -48,13 +48,16 @@ def save_ply(gaussians: Gaussians, path: str | BinaryIO, min_opacity: float = DE
     data = torch.cat(columns, dim=1).numpy().astype("<f4")
     header = "ply\nformat binary_little_endian 1.0\n" f"element vertex {len(data)}\n" + \
         "".join(f"property float {name}\n" for name in PROPERTIES) + "end_header\n"
-    payload = header.encode("ascii") + data.tobytes()
+    _write(header.encode("ascii") + data.tobytes(), path)
+    return len(data)
+
+
+def _write(payload: bytes, path: str | BinaryIO) -> None:
     if isinstance(path, str):
         with open(path, "wb") as handle:
             handle.write(payload)
     else:
         path.write(payload)
-    return len(data)
 
 
 def load_ply(path: str) -> Gaussians:
@@ -124,11 +127,6 @@ def save_splat(gaussians: Gaussians, path: str | BinaryIO, min_opacity: float = 
     record["rgba"] = (rgba * 255).round().numpy()
     quats = torch.nn.functional.normalize(g.quats, dim=-1)
     record["rotation"] = (quats * 128 + 128).round().clamp(0, 255).numpy()
-    payload = record.tobytes()
-    assert len(payload) == SPLAT_BYTES * len(record)
-    if isinstance(path, str):
-        with open(path, "wb") as handle:
-            handle.write(payload)
-    else:
-        path.write(payload)
+    assert record.itemsize == SPLAT_BYTES
+    _write(record.tobytes(), path)
     return len(record)

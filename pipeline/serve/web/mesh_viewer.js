@@ -3,19 +3,12 @@
    texture already holds the views' shading, so it is drawn unlit. glTF is Y-up like the project's
    world: the camera starts at the front (azimuth 0) at the generation's elevation. Offered only
    where the browser has WebGL2; otherwise the mesh stays a download. */
+import { webgl2 } from "./webgl.js";
 import * as THREE from "three";
 import { GLTFLoader } from "./vendor/three/examples/jsm/loaders/GLTFLoader.js";
 import { OrbitControls } from "./vendor/three/examples/jsm/controls/OrbitControls.js";
 
 const FOV_DEG = 39.6;  // the generated views' (camera.DEFAULT_FOV_DEG)
-
-function webgl2() {
-  try {
-    return !!document.createElement("canvas").getContext("webgl2");
-  } catch (error) {
-    return false;
-  }
-}
 
 function create(canvas, { elevation = 15, distance = 2.2 } = {}) {
   const renderer = new THREE.WebGLRenderer({ canvas, antialias: true });

@@ -3,17 +3,10 @@
    browser has no WebGL2 it is not offered, and the page keeps its 2D canvas (viewer.js).
    The .splat file is in the project's world frame (Y up, +Z towards the front camera); gsplat.js
    draws in OpenCV's (Y down, the camera looking along +Z), so the scene is turned half round X. */
+import { webgl2 } from "./webgl.js";
 import * as SPLAT from "./vendor/gsplat/gsplat.es.js";
 
 const FOV_DEG = 39.6;
-
-function webgl2() {
-  try {
-    return !!document.createElement("canvas").getContext("webgl2");
-  } catch (error) {
-    return false;
-  }
-}
 
 function create(canvas, { elevation = 15, distance = 2.2 } = {}) {
   const renderer = new SPLAT.WebGLRenderer(canvas);
