@@ -182,8 +182,9 @@ def build_tiny_model(config: LocalRunConfig, shards: str, path: str, mlflow_uri:
     directory at ``path`` (written beside it, then renamed: an interrupted run leaves no half model).
     Returns the autoencoder's figures (reconstruction PSNR trained and untrained, latent scale).
 
-    Its VAE downsamples 8x to 8 channels (the published ones: 8x to 4) and its schedule is
-    v-prediction: a model trained from scratch in minutes samples noise with eps (docs/results.md).
+    Its VAE downsamples 8x to 8 channels (the published ones: 8x to 4; the image model's 4, which
+    diffusers' I2VGenXLUNet requires) and its schedule is v-prediction: a model trained from
+    scratch in minutes samples noise with eps (docs/results.md).
     """
     import shutil
 
@@ -191,8 +192,9 @@ def build_tiny_model(config: LocalRunConfig, shards: str, path: str, mlflow_uri:
     from models.toy.tiny import build_tiny, save_tiny
     from pipeline.data.rows import shard_views
 
+    latent_channels = 8 if config.variant == "t2v" else 4
     model = build_tiny(config.variant, seed=config.seed, resolution=config.render_resolution, latent_downsample=8,
-                       latent_channels=8, prediction="v")
+                       latent_channels=latent_channels, prediction="v")
     views = shard_views(shards, config.render_resolution, VARIANTS[config.variant].background)
     report = train_autoencoder(model.vae, views, config.autoencoder_steps, seed=config.seed)
     logger.info("autoencoder: reconstruction PSNR %.2f dB on %d rendered views (untrained %.2f dB), %d steps "
@@ -202,7 +204,7 @@ def build_tiny_model(config: LocalRunConfig, shards: str, path: str, mlflow_uri:
                "scaling_factor": report.scaling_factor}
     with mlflow_run(config.experiment, "autoencoder", mlflow_uri,
                     {"steps": config.autoencoder_steps, "views": len(views), "resolution": config.render_resolution,
-                     "latent_downsample": 8, "latent_channels": 8}) as mlflow:
+                     "latent_downsample": 8, "latent_channels": latent_channels}) as mlflow:
         mlflow.log_metrics({**figures, "final_loss": report.losses[-1], "seconds": report.seconds})
     partial = path + ".partial"
     shutil.rmtree(partial, ignore_errors=True)

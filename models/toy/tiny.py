@@ -59,7 +59,9 @@ def _tiny_tokenizer() -> CLIPTokenizer:
 def build_tiny(variant: str, num_frames: int = camera.NUM_VIEWS, seed: int = 0, pixel_latents: bool = False,
                resolution: int = TINY_RESOLUTION, latent_downsample: int = 2, latent_channels: int = 4,
                prediction: str | None = None) -> VideoMVPipeline:
-    """Random tiny components of the given variant ("t2v" or "i2v").
+    """Random tiny components of the given variant ("t2v" or "i2v"). The image model needs
+    ``latent_channels=4``: diffusers' ``I2VGenXLUNet`` encodes the condition's latents with
+    convolutions fixed at 4 input channels (the published VAE's).
 
     Args:
         pixel_latents: replace the VAE with the lossless ``PixelShuffleVAE`` (12-channel latents at
@@ -101,6 +103,9 @@ def build_tiny(variant: str, num_frames: int = camera.NUM_VIEWS, seed: int = 0, 
         layers_per_block=1, down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"),
         up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"), cross_attention_dim=_WIDTH, norm_num_groups=8,
     )
+    if variant == "i2v" and channels != 4:
+        raise ValueError(f"the i2v variant needs 4 latent channels (I2VGenXLUNet's image-latent branch is built "
+                         f"for 4), got latent_channels={channels}")
     if variant == "t2v":
         unet = UNet3DConditionModel(attention_head_dim=8, **unet_config)
         extra = {}
