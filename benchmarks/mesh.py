@@ -86,10 +86,10 @@ def calibrate(steps: int, jitter: float) -> dict:
             store[name] = loaded_glb(mesh)
         print(f"  {name}: fitted and meshed ({len(meshes[name].faces)} faces, {seconds[name]:.1f} s meshing)",
               flush=True)
+    import trimesh
+
     rows = {}
     for name, truth in truths.items():
-        import trimesh
-
         sphere = trimesh.creation.icosphere(subdivisions=4, radius=0.5)
         sphere.apply_scale(truth.extents)
         row = {"own": geometry_scores(meshes[name], truth), "jittered": geometry_scores(jitter_meshes[name], truth),

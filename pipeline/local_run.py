@@ -154,8 +154,8 @@ def input_view(config: LocalRunConfig) -> bytes:
 
 
 def score_result(config: LocalRunConfig, result_dir: str, record: dict[str, Any]) -> dict[str, float]:
-    """Scores of the generated views, Gaussians and mesh against the prompted object (``pipeline.evaluation.result_scores``);
-    empty, with a warning, when the prompt is no bundled object's caption."""
+    """Scores of the generated views, Gaussians and mesh against the prompted object
+    (``pipeline.evaluation.result_scores``); empty, with a warning, when the prompt is no bundled object's caption."""
     target = record["scored_against"]
     if target is None:
         logger.warning("the prompt %r is no caption in %s: the result is not scored", config.prompt, config.captions)

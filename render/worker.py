@@ -49,14 +49,12 @@ def main() -> None:
             blender.normalise_scene()
             if "mesh" in request:
                 answer = {"ok": True, "outputs": blender.export_world_mesh(request["mesh"])}
-                answer["seconds"] = time.perf_counter() - start
-                protocol.write(json.dumps(answer) + "\n")
-                continue
-            settings = RenderSettings.from_json(request["settings"])
-            device = blender.configure_cycles(settings)
-            c2w = np.asarray(request["c2w"], dtype=np.float64).reshape(-1, 4, 4)
-            outputs = blender.render_orbit(c2w, settings, request["output_dir"])
-            answer = {"ok": True, "outputs": outputs, "device": device}
+            else:
+                settings = RenderSettings.from_json(request["settings"])
+                device = blender.configure_cycles(settings)
+                c2w = np.asarray(request["c2w"], dtype=np.float64).reshape(-1, 4, 4)
+                outputs = blender.render_orbit(c2w, settings, request["output_dir"])
+                answer = {"ok": True, "outputs": outputs, "device": device}
         except blender.AssetError as error:
             answer = {"ok": False, "error": str(error)}
         except Exception as error:  # anything else is still this asset's failure, with its trace

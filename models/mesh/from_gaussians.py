@@ -14,7 +14,6 @@ world frame (``camera``), so vertices are written as they are.
 
 from __future__ import annotations
 
-import io
 import logging
 import time
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ import torch
 
 import camera
 from models.gaussians.gaussians import Gaussians
-from models.mesh.fusion import MeshOptions, decimate, fusion_surface
+from models.mesh.fusion import MeshOptions, decimate, fusion_surface, opaque_gaussians
 from models.mesh.texture import dilate, colours_at, texel_samples, unwrap
 
 logger = logging.getLogger(__name__)
@@ -72,10 +71,10 @@ def mesh_from_gaussians(gaussians: Gaussians, views: torch.Tensor | np.ndarray, 
         images = images.permute(0, 2, 3, 1)
     images = images.clamp(0, 1).numpy().astype(np.float64)
 
-    watertight, fused = fusion_surface(gaussians, orbit_c2w, options, fov)
+    kept = opaque_gaussians(gaussians, options.min_opacity)
+    watertight, fused = fusion_surface(kept, orbit_c2w, options, fov)
     surface = decimate(watertight, options.max_faces)
     orbit = fused.first(len(orbit_c2w))  # the orbit cameras come first
-    kept = gaussians.select(gaussians.opacities >= options.min_opacity)
     fallback = (kept.means.detach().cpu().double().numpy(), kept.colors.detach().cpu().double().clamp(0, 1).numpy())
     extent = float(np.ptp(surface.vertices, axis=0).max())
     tolerance = 0.02 * extent + 2 * extent / options.resolution
@@ -117,19 +116,17 @@ def _textured(surface, atlas, images, orbit, tolerance, fallback, size: int):
     return trimesh.Trimesh(vertices=vertices, faces=faces, visual=visual, process=False)
 
 
+def glb_bytes(mesh) -> bytes:
+    """``mesh`` (a ``trimesh.Trimesh``) as glTF binary."""
+    return mesh.export(file_type="glb")
+
+
 def write_glb(mesh, path: str | BinaryIO) -> int:
-    """Write ``mesh`` (a ``trimesh.Trimesh``) as glTF binary to a path or a binary file; returns the bytes written."""
-    data = mesh.export(file_type="glb")
+    """Write ``mesh`` as glTF binary to a path or a binary file; returns the bytes written."""
+    data = glb_bytes(mesh)
     if isinstance(path, (str, bytes)) or hasattr(path, "__fspath__"):
         with open(path, "wb") as handle:
             handle.write(data)
     else:
         path.write(data)
     return len(data)
-
-
-def glb_bytes(mesh) -> bytes:
-    """``mesh`` as glTF binary."""
-    buffer = io.BytesIO()
-    write_glb(mesh, buffer)
-    return buffer.getvalue()

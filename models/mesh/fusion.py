@@ -15,8 +15,8 @@ The field: each voxel averages ``clip((depth - z) / truncation, -1, 1)`` over th
 it no deeper than ``truncation`` behind the surface, plus +1 for each carving view that sees
 background through it. A voxel nothing observes keeps -1 ("inside"): the interior is never seen,
 and the carving views bound it from outside. (A blur of the field, ``smoothing_voxels``, closes
-the small tunnels noisy Gaussians leave, and thins thin parts.) The grid's border is set to free space, so marching cubes closes every
-surface: the result is watertight.
+the small tunnels noisy Gaussians leave, and thins thin parts.) The grid's border is set to free
+space, so marching cubes closes every surface: the result is watertight.
 """
 
 from __future__ import annotations
@@ -139,6 +139,18 @@ def grid_around(points: np.ndarray, resolution: int, margin: float = 0.1) -> Gri
     return Grid(origin=origin, voxel=voxel, shape=shape)  # type: ignore[arg-type]
 
 
+def project_into(points: np.ndarray, c2w: np.ndarray, K: np.ndarray, size: int
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ``points`` [N, 3] one camera (c2w [4, 4], OpenGL) sees in its ``size`` x ``size`` image:
+    their indices [M], pixel coordinates [M, 2] (x right, y down, ``camera.project_points``) and
+    camera depths [M]."""
+    with np.errstate(divide="ignore", invalid="ignore"):  # points at depth 0 project to inf: left out
+        pixels, depth = camera.project_points(points, c2w[None], K)
+    pixels, depth = pixels[0], depth[0]
+    index = np.flatnonzero((depth > 1e-6) & (pixels >= 0).all(-1) & (pixels < size).all(-1))
+    return index, pixels[index], depth[index]
+
+
 def fuse_tsdf(grid: Grid, surface_views: Views, carving: np.ndarray, options: MeshOptions) -> np.ndarray:
     """The TSDF [X, Y, Z] (positive outside) of the module docstring. ``carving`` [V] says which
     views may carve."""
@@ -148,19 +160,12 @@ def fuse_tsdf(grid: Grid, surface_views: Views, carving: np.ndarray, options: Me
     weight = np.zeros(len(points))
     size = surface_views.depths.shape[-1]
     for view in range(len(surface_views.c2w)):
-        w2c = camera.invert_pose(surface_views.c2w[view])
-        local = points @ w2c[:3, :3].T + w2c[:3, 3]
-        z = -local[:, 2]  # OpenGL cameras look along -z
-        in_front = z > 1e-6
-        u = surface_views.K[0, 0] * local[:, 0] / np.where(in_front, z, 1) + surface_views.K[0, 2]
-        v = -surface_views.K[1, 1] * local[:, 1] / np.where(in_front, z, 1) + surface_views.K[1, 2]
-        column, row = np.floor(u).astype(np.int64), np.floor(v).astype(np.int64)
-        seen = in_front & (column >= 0) & (column < size) & (row >= 0) & (row < size)
-        index = np.flatnonzero(seen)
-        alpha = surface_views.alphas[view][row[index], column[index]]
-        depth = surface_views.depths[view][row[index], column[index]]
+        index, pixels, z = project_into(points, surface_views.c2w[view], surface_views.K, size)
+        column, row = np.floor(pixels).astype(np.int64).T
+        alpha = surface_views.alphas[view][row, column]
+        depth = surface_views.depths[view][row, column]
         surface = alpha >= options.alpha_threshold
-        distance = depth - z[index]
+        distance = depth - z
         near = surface & (distance > -truncation)
         total[index[near]] += np.clip(distance[near] / truncation, -1.0, 1.0)
         weight[index[near]] += 1
@@ -184,7 +189,8 @@ def surface_from_tsdf(tsdf: np.ndarray, grid: Grid):
     from skimage.measure import marching_cubes
 
     if tsdf.min() >= 0:
-        raise MeshingError("the fusion is empty: every voxel is free space (are the Gaussians inside the cameras' view?)")
+        raise MeshingError("the fusion is empty: every voxel is free space "
+                           "(are the Gaussians inside the cameras' view?)")
     vertices, faces, _, _ = marching_cubes(tsdf, level=0.0, spacing=(grid.voxel,) * 3)
     vertices = vertices + grid.origin + grid.voxel / 2
     # skimage winds faces so that normals point towards increasing values: here, outwards.

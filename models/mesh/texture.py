@@ -14,8 +14,7 @@ import logging
 
 import numpy as np
 
-import camera
-from models.mesh.fusion import Views
+from models.mesh.fusion import Views, project_into
 
 logger = logging.getLogger(__name__)
 
@@ -45,26 +44,18 @@ def colours_at(points: np.ndarray, normals: np.ndarray, images: np.ndarray, dept
     depth_size = depth_views.depths.shape[-1]
     for view in range(len(images)):
         c2w = depth_views.c2w[view]
-        w2c = camera.invert_pose(c2w)
-        local = points @ w2c[:3, :3].T + w2c[:3, 3]
-        z = -local[:, 2]
-        in_front = z > 1e-6
-        safe = np.where(in_front, z, 1.0)
-        # pixel coordinates at the depth maps' size, then scaled to the image's
-        u = depth_views.K[0, 0] * local[:, 0] / safe + depth_views.K[0, 2]
-        v = -depth_views.K[1, 1] * local[:, 1] / safe + depth_views.K[1, 2]
-        column, row = np.floor(u).astype(np.int64), np.floor(v).astype(np.int64)
-        inside = in_front & (column >= 0) & (column < depth_size) & (row >= 0) & (row < depth_size)
-        index = np.flatnonzero(inside)
-        depth = depth_views.depths[view][row[index], column[index]]
-        alpha = depth_views.alphas[view][row[index], column[index]]
-        visible = (alpha > 0.5) & (z[index] <= depth + tolerance)
-        index = index[visible]
+        # pixel coordinates at the depth maps' size, scaled to the image's for the colour
+        index, pixels, z = project_into(points, c2w, depth_views.K, depth_size)
+        column, row = np.floor(pixels).astype(np.int64).T
+        depth = depth_views.depths[view][row, column]
+        alpha = depth_views.alphas[view][row, column]
+        visible = (alpha > 0.5) & (z <= depth + tolerance)
+        index, pixels = index[visible], pixels[visible]
         towards = c2w[:3, 3] - points[index]
         towards /= np.linalg.norm(towards, axis=1, keepdims=True)
         facing = np.clip((normals[index] * towards).sum(1), 0, 1) ** 2
         scale = image_size / depth_size
-        colour = _bilinear(images[view], u[index] * scale, v[index] * scale)
+        colour = _bilinear(images[view], pixels[:, 0] * scale, pixels[:, 1] * scale)
         total[index] += facing[:, None] * colour
         weight[index] += facing
     seen = weight > 1e-3

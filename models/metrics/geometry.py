@@ -120,5 +120,6 @@ def geometry_scores(generated, reference, samples: int = SAMPLES, seed: int = 0)
     """{"chamfer", "fscore", "volume_iou"} of ``generated`` against ``reference`` (two
     ``trimesh.Trimesh``, any frames and scales: each is normalised to the unit box first)."""
     generated, reference = normalise_to_unit_box(generated), normalise_to_unit_box(reference)
-    chamfer, fscore = chamfer_and_fscore(surface_points(generated, samples, seed), surface_points(reference, samples, seed + 1))
+    chamfer, fscore = chamfer_and_fscore(surface_points(generated, samples, seed),
+                                         surface_points(reference, samples, seed + 1))
     return {"chamfer": chamfer, "fscore": fscore, "volume_iou": volume_iou(generated, reference)}

@@ -1,11 +1,13 @@
 """The image model's input: what a user's image becomes before G sees it.
 
-Light (PIL and torch only): the Serve ingress decodes uploads with it without loading model code.
+Light (PIL, NumPy, torch and the ``camera`` constants): the Serve ingress decodes and preprocesses
+uploads with it without loading model code.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 import numpy as np
@@ -73,8 +75,6 @@ def object_mask(image: PIL.Image.Image, remove_background: Any | None = None) ->
 def background_remover(model_path: str) -> Any:
     """``remove_background`` for ``object_mask`` from a local rembg ONNX model file (never a
     download): u2net, isnet or birefnet files as rembg ships them."""
-    import os
-
     if not os.path.isfile(model_path):
         raise FileNotFoundError(f"background-removal model not found: {model_path}")
     try:

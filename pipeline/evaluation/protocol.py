@@ -38,6 +38,7 @@ from pipeline.data import shards
 from pipeline.cli import option
 from pipeline.serve.media import grid_image, to_uint8
 from pipeline.data.rows import row_to_tensors
+from pipeline.evaluation.result_scores import reference_meshes
 from pipeline.tracking import mlflow_run, tracking_uri
 
 SETTINGS = ("3d-aware", "plain")
@@ -150,8 +151,6 @@ def _reference_meshes(config: EvaluationConfig, samples: list[dict[str, Any]], p
         log(f"evaluate: {len(missing)} held-out asset file(s) are not on this machine (e.g. {missing[0]}): "
             "the geometry scores are left out (copy the assets where the shards' uri says, or --no-geometry)")
         return None
-    from pipeline.evaluation.result_scores import reference_meshes
-
     return reference_meshes({sample["uid"]: sample["uri"] for sample in samples})
 
 

@@ -57,7 +57,7 @@ class GenerateRequest(BaseModel):
         "reconstruct x0 at steps 20, 30, 40 of 50 (scaled), except where the reconstructor's renders were "
         "measured worse than x0 (its three_d_aware.json)"))
     mode: Literal["two", "one"] = Field("two", description="two: authors' form; one: reconstruct the guided x0")
-    outputs: list[Literal["views", "ply", "splat", "glb", "grid", "gif", "mp4", "gaussians_mp4"]] = Field(
+    outputs: list[Literal[OUTPUTS]] = Field(  # type: ignore[valid-type]  # Literal[("a", "b")] is Literal["a", "b"]
         default_factory=lambda: ["views", "ply"], min_length=1, max_length=len(OUTPUTS), description=(
             "views (24 PNGs), ply (the Gaussians, 3DGS PLY), splat (the same, 32 bytes each for web viewers), glb "
             "(a textured mesh of the Gaussians), grid (PNG), gif and mp4 (the orbit), gaussians_mp4 (the Gaussians "

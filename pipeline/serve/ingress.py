@@ -40,7 +40,8 @@ WEB_FOLDER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "web")
 # Everything the page may load (an allowlist: /static/ serves nothing else), all from this app.
 WEB_FILES = {"app.js": "text/javascript", "viewer.js": "text/javascript", "zip.js": "text/javascript",
              "splat_viewer.js": "text/javascript", "vendor/gsplat/gsplat.es.js": "text/javascript",
-             "mesh_viewer.js": "text/javascript", "webgl.js": "text/javascript", "vendor/three/three.module.min.js": "text/javascript",
+             "mesh_viewer.js": "text/javascript", "webgl.js": "text/javascript",
+             "vendor/three/three.module.min.js": "text/javascript",
              "vendor/three/examples/jsm/loaders/GLTFLoader.js": "text/javascript",
              "vendor/three/examples/jsm/controls/OrbitControls.js": "text/javascript",
              "vendor/three/examples/jsm/utils/BufferGeometryUtils.js": "text/javascript",
