@@ -36,7 +36,8 @@ class RenderFailure(RuntimeError):
 
 @dataclass
 class RenderOutput:
-    """What one rendered object produced. Files live in ``directory`` until ``cleanup``."""
+    """What one rendered object produced. Files live in ``directory`` until ``cleanup`` (or until
+    the ``BlenderProcess`` that made them closes)."""
 
     directory: str
     views: list[str]
@@ -51,11 +52,14 @@ class RenderOutput:
 class BlenderProcess:
     """A recycled, killable Blender worker process.
 
-    Use as a context manager, or call ``close``. ``render`` is not thread-safe.
+    Use as a context manager, or call ``close``. ``render`` is not thread-safe. Everything the
+    process writes (its log, the renders, Blender's own temporary folder) lives in ``work_dir``;
+    ``close`` removes that folder unless the caller gave it.
     """
 
     def __init__(self, max_assets_per_process: int = 20, work_dir: str | None = None) -> None:
         self.max_assets_per_process = max_assets_per_process
+        self._owns_work_dir = work_dir is None
         self.work_dir = work_dir or tempfile.mkdtemp(prefix="videomv-render-")
         self.blender_version: str | None = None
         self._process: subprocess.Popen | None = None
@@ -67,6 +71,10 @@ class BlenderProcess:
     def _start(self) -> None:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [_PROJECT_ROOT, env.get("PYTHONPATH")]))
+        # Blender makes its own blender_XXXXXX folder under TMPDIR and removes it only on a clean
+        # exit; a killed or recycled process would leave one in /tmp per start.
+        env["TMPDIR"] = self.work_dir
+        os.makedirs(self.work_dir, exist_ok=True)  # again after a close
         self._log = open(self._log_path, "ab")
         self._process = subprocess.Popen(
             [sys.executable, "-m", "render.worker"],
@@ -99,6 +107,8 @@ class BlenderProcess:
 
     def close(self) -> None:
         self.kill()
+        if self._owns_work_dir:
+            shutil.rmtree(self.work_dir, ignore_errors=True)
 
     def __enter__(self) -> "BlenderProcess":
         return self

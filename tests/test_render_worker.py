@@ -126,6 +126,18 @@ def test_process_is_recycled_after_n_assets(sample_assets):
         assert pids[0] == pids[1] != pids[2]
 
 
+def test_a_closed_process_leaves_nothing_behind(sample_assets):
+    """Killed and recycled Blender processes never clean up after themselves; their folders (and
+    Blender's own blender_XXXXXX) live in the work folder, which close removes."""
+    settings = RenderSettings(resolution=16, samples=1, threads=2)
+    with BlenderProcess(max_assets_per_process=1) as process:
+        for _ in range(2):  # the second render kills the first process and starts another
+            process.render(str(sample_assets / "teapot.stl"), camera.orbit_c2w(10.0, [0.0]), settings).cleanup()
+        work_dir = process.work_dir
+        assert any(name.startswith("blender_") for name in os.listdir(work_dir)), os.listdir(work_dir)
+    assert not os.path.exists(work_dir)
+
+
 def _rss_mb(pid: int) -> float:
     with open(f"/proc/{pid}/status") as status:
         line = next(line for line in status if line.startswith("VmRSS:"))
