@@ -35,5 +35,5 @@ bench: setup
 	$(PY) benchmarks/sampler.py
 	$(PY) benchmarks/full_size_costs.py
 	$(PY) benchmarks/serve.py
-	$(PY) benchmarks/evaluate.py
+	$(PY) benchmarks/evaluation_cost.py
 	if nvidia-smi -L >/dev/null 2>&1; then $(PY) benchmarks/gpu_check.py; fi

@@ -132,7 +132,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_cls: type, *,
         alias = item.metadata.get("deprecated_alias")
         if alias:  # a renamed flag keeps working for one release, with a warning
             flags.append(_flag(prefix + alias))
-            options.update(action=_StoreWithDeprecatedAlias, alias=flags[1])
+            options.update(action=_StoreWithDeprecatedAlias, alias=flags[1],
+                           help=options.get("help", "") + f"; {flags[1]} is its deprecated old name")
         parser.add_argument(*flags, **options)
 
 

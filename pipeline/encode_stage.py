@@ -69,7 +69,7 @@ class EncodeLatents:
         self.encoders = VideoMVPipeline.load_encoders(model_dir, device)
         self.fingerprint = self.encoders.encoders_fingerprint()
         self.resolution = resolution
-        self.decode = DecodeOrbits(VARIANTS["t2v"].background_uint8, resolution, captions)
+        self.decode = DecodeOrbits(VARIANTS[self.encoders.variant].background_uint8, resolution, captions)
 
     @torch.no_grad()
     def __call__(self, table: pa.Table) -> pa.Table:

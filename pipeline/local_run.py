@@ -43,7 +43,7 @@ from pipeline.render_stage import RenderJobConfig, run_render_job
 from pipeline.evaluation.result_scores import score_generation, score_mesh
 from pipeline.data.sources import BUNDLED_ASSETS, captioned_assets, load_captions
 from pipeline.train.config import TrainConfig
-from pipeline.evaluation.renders_vs_x0 import measure_schedule
+from pipeline.evaluation.reconstruction_schedule import measure_schedule
 from pipeline.tracking import mlflow_run
 from models.prompts import CAPTION_SUFFIX
 from pipeline.train.reconstructor import ReconConfig, run_train_recon
@@ -78,7 +78,8 @@ class LocalRunConfig:
     guidance_scale: float | None = option(
         None, "classifier-free guidance of the generated result; default 1.0 for the tiny model (it memorises "
         "four captions, and guidance pushes away from their average into over-saturated views; docs/results.md), "
-        "the variant's own (9.0) with --model")
+        "the variant's own (" + ", ".join(f"{v.name} {v.guidance_scale:g}" for v in VARIANTS.values()) +
+        ") with --model")
     render_resolution: int = option(64, "render size in pixels")
     render_samples: int = option(8, "Cycles samples per pixel")
     elevation: float = option(
@@ -166,7 +167,7 @@ def score_result(config: LocalRunConfig, result_dir: str, record: dict[str, Any]
     assets = {name: path for name, (path, _) in captioned_assets(config.assets, config.captions).items()}
     scores = score_generation(views.permute(0, 3, 1, 2), assets, target, record["elevation"],
                               np.asarray(record["azimuths"]), record["distance"], record["fov"],
-                              config.render_resolution, record["background"][0],
+                              config.render_resolution, tuple(record["background"]),
                               gaussians=load_ply(ply) if os.path.isfile(ply) else None, samples=config.render_samples)
     glb = os.path.join(result_dir, "mesh.glb")
     if os.path.isfile(glb):

@@ -201,6 +201,7 @@ def test_renamed_flags_keep_their_old_name_for_one_release_with_a_warning():
     parser = argparse.ArgumentParser()
     add_config_arguments(parser, ServeConfig)
     assert parser.parse_args(["--model-dir", "m", "--reconstructor", "r"]).reconstructor == "r"
+    assert "--lgm is its deprecated old name" in " ".join(parser.format_help().split())
     with pytest.warns(FutureWarning, match="--lgm is deprecated.*use --reconstructor"):
         assert config_from_args(ServeConfig, parser.parse_args(["--model-dir", "m", "--lgm", "r"])).reconstructor == "r"
     with pytest.warns(FutureWarning, match="lgm= is deprecated.*use reconstructor="):

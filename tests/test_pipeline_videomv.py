@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import PIL.Image
@@ -87,6 +90,18 @@ def test_a_directory_saved_before_the_concern_folders_still_loads(dirs, tmp_path
         assert type(loaded) is VideoMVPipeline and isinstance(loaded.reconstructor, LGM)
         for name, tensor in ours.camera_embedding.state_dict().items():
             assert torch.equal(tensor, loaded.camera_embedding.state_dict()[name]), name
+    # A fresh interpreter, as a user's: nothing of the project imported before diffusers' loader.
+    code = ("import sys, torch; from diffusers import DiffusionPipeline; "
+            f"pipe = DiffusionPipeline.from_pretrained({str(old)!r}, trust_remote_code=True); "
+            "print(type(pipe).__name__, type(pipe.reconstructor).__name__, "
+            "float(pipe.camera_embedding.linear_2.weight.abs().sum()))")
+    root = pathlib.Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "PYTHONPATH": str(root)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    name, reconstructor, weight = result.stdout.split()[-3:]
+    assert (name, reconstructor) == ("VideoMVPipeline", "LGM")
+    assert float(weight) == pytest.approx(float(ours.camera_embedding.linear_2.weight.abs().sum()), rel=1e-6)
 
 
 def test_published_video_model_gets_a_zero_camera_embedding(dirs):

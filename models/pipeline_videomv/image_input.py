@@ -16,6 +16,7 @@ import PIL.ImageOps
 import torch
 
 import camera
+from models.variants import VARIANTS
 
 
 def to_8bit(image: PIL.Image.Image) -> PIL.Image.Image:
@@ -37,6 +38,7 @@ def to_8bit(image: PIL.Image.Image) -> PIL.Image.Image:
 # stage's output (the bundled assets, 24 views each at 128 px, the object's 2D box): 0.706 on
 # average, from 0.54 (the teapot, seen end on) to 0.95 (the box's diagonal); the Duck 0.73
 # (tests/test_image_input.py checks it). The authors scale theirs to 200 of 256 px (0.78).
+IMAGE_MODEL_BACKGROUND = VARIANTS["i2v"].background  # what the image model saw its renders on
 OBJECT_FRACTION = 1.0 / (2 * camera.DEFAULT_DISTANCE * math.tan(math.radians(camera.DEFAULT_FOV_DEG) / 2))
 BORDER_TOLERANCE = 0.1  # a background pixel is within this of the border's colour (RGB in [0, 1], max channel)
 UNIFORM_BORDER = 0.97  # the share of border pixels that must be: less is a cluttered background
@@ -85,7 +87,7 @@ def background_remover(model_path: str) -> Any:
     return lambda image: rembg.remove(image, session=session, only_mask=True)
 
 
-def preprocess_image(image: PIL.Image.Image, background: tuple[float, float, float] = (1.0, 1.0, 1.0),
+def preprocess_image(image: PIL.Image.Image, background: tuple[float, float, float] = IMAGE_MODEL_BACKGROUND,
                      fraction: float = OBJECT_FRACTION, remove_background: Any | None = None) -> PIL.Image.Image:
     """A user's image -> what the image model saw in training: EXIF orientation applied, 8 bits,
     the object masked (``object_mask``), its box centred and scaled to ``fraction`` of a square
@@ -110,7 +112,7 @@ def preprocess_image(image: PIL.Image.Image, background: tuple[float, float, flo
     return PIL.Image.fromarray(np.clip(np.round(composed * 255), 0, 255).astype(np.uint8), "RGB")
 
 
-def condition_image(image: PIL.Image.Image, size: int, background: tuple[float, float, float] = (1.0, 1.0, 1.0),
+def condition_image(image: PIL.Image.Image, size: int, background: tuple[float, float, float] = IMAGE_MODEL_BACKGROUND,
                     remove_background: Any | None = None) -> torch.Tensor:
     """A PIL image -> the image model's condition [3, size, size] in [-1, 1]: ``preprocess_image``
     (EXIF orientation, 8 bits, the object masked, centred and scaled as in the renders, on
@@ -121,7 +123,7 @@ def condition_image(image: PIL.Image.Image, size: int, background: tuple[float, 
     return array.permute(2, 0, 1).float() / 127.5 - 1.0
 
 
-def condition_images(image: Any, size: int, background: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> torch.Tensor:
+def condition_images(image: Any, size: int, background: tuple[float, float, float] = IMAGE_MODEL_BACKGROUND) -> torch.Tensor:
     """PIL image(s), uint8/float arrays [H, W, 3 or 4] or tensors [B, 3, H, W] in [0, 1] -> [B, 3, S, S]
     in [-1, 1]. Images and arrays are preprocessed (``preprocess_image``); tensors are taken as
     they are (already what the model saw: e.g. a rendered view)."""

@@ -18,10 +18,12 @@ from render.settings import RenderSettings
 
 
 def render_views(process: BlenderProcess, path: str, elevation: float, azimuths: np.ndarray,
-                 settings: RenderSettings, background: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
-    """Blender views [F, 3, H, W] in [-1, 1] on a flat ``background`` grey, and their c2w [F, 4, 4]."""
+                 settings: RenderSettings, background: tuple[float, float, float]
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Blender views [F, 3, H, W] in [-1, 1] on a flat ``background`` (RGB in [0, 1]: the
+    variant's, ``models.variants``), and their c2w [F, 4, 4]."""
     c2w = camera.orbit_c2w(elevation, azimuths, settings.distance)
-    views = composite(render_rgba(process, path, c2w, settings), (background,) * 3) * 2.0 - 1.0
+    views = composite(render_rgba(process, path, c2w, settings), background) * 2.0 - 1.0
     return views, torch.tensor(c2w, dtype=torch.float32)
 
 

@@ -116,9 +116,10 @@ def load_prompts(path: str) -> list[str]:
     return prompts
 
 
-def load_held_out(path: str, resolution: int, frames: int, limit: int | None = None) -> list[dict[str, Any]]:
-    """Held-out objects from orbit shards: {"uid", "views" [F, 3, R, R] in [0, 1] on white,
-    "elevation", "distance"}. Rows must have ``frames`` views at the orbit azimuths."""
+def load_held_out(path: str, resolution: int, frames: int, background: tuple[float, float, float],
+                  limit: int | None = None) -> list[dict[str, Any]]:
+    """Held-out objects from orbit shards: {"uid", "views" [F, 3, R, R] in [0, 1] on ``background``
+    (RGB in [0, 1]), "elevation", "distance"}. Rows must have ``frames`` views at the orbit azimuths."""
     rows = shards.read_rows(path)
     if not rows:
         raise ValueError(f"no rendered (status ok) objects in {path}")
@@ -129,7 +130,7 @@ def load_held_out(path: str, resolution: int, frames: int, limit: int | None = N
         if len(azimuths) != frames or not np.allclose(azimuths, expected, atol=1e-3):
             raise ValueError(f"object {row['uid']} in {path} was rendered at {len(azimuths)} views "
                              f"(azimuths {azimuths[:3].tolist()}...); the model needs the {frames}-view orbit")
-        views = row_to_tensors(row, background=VARIANTS["i2v"].background)["views"]
+        views = row_to_tensors(row, background=background)["views"]
         views = F.interpolate(views, size=(resolution, resolution), mode="bilinear", antialias=True,
                               align_corners=False).clamp(0, 1)
         objects.append({"uid": row["uid"], "uri": row["uri"], "views": views, "elevation": float(row["elevation"]),
@@ -198,19 +199,20 @@ def evaluate(config: EvaluationConfig, log: Any = print) -> EvaluationResult:
     pipe = load_pipeline(config.model, config.reconstructor, tracking_uri=tracking_uri(config.mlflow_uri),
                          dtype=config.dtype, use_ema=config.use_ema)
     pipe.set_progress_bar_config(disable=True)
-    model = pipe
-    device = model.device
+    device = pipe.device
+    background = VARIANTS[pipe.variant].background
     networks = MetricNetworks.from_paths(config.lpips_vgg, config.lpips_lin, config.clip, config.raft,
                                          config.raft_iterations).to(device)
-    frames, resolution = model.num_frames, model.resolution
-    if model.variant == "t2v":
+    frames, resolution = pipe.num_frames, pipe.resolution
+    if pipe.variant == "t2v":
         if not config.prompts:
             raise ValueError(f"{config.model} is a text-to-multi-view model: give a prompt file (--prompts)")
         task, samples = "text-to-multiview", load_prompts(config.prompts)[: config.max_samples]
     else:
         if not config.shards:
             raise ValueError(f"{config.model} is an image-to-multi-view model: give held-out shards (--shards)")
-        task, samples = "image-to-multiview", load_held_out(config.shards, resolution, frames, config.max_samples)
+        task, samples = "image-to-multiview", load_held_out(config.shards, resolution, frames, background,
+                                                                   config.max_samples)
     references = _reference_meshes(config, samples, pipe, log) if task == "image-to-multiview" else None
     absent = [name for name in ("lpips", "clip", "raft") if getattr(networks, name) is None]
     if absent:
@@ -231,7 +233,7 @@ def evaluate(config: EvaluationConfig, log: Any = print) -> EvaluationResult:
                     # The fit and the metrics on the model's device (gsplat on a GPU node), in fp32.
                     views, c2w = result.frames[0].to(device).float(), torch.from_numpy(result.cameras[0]).to(device)
                     scores = score_text_to_multiview(sample, views, c2w, camera.DEFAULT_FOV_DEG,
-                                                     VARIANTS["t2v"].background, networks, config.fit)
+                                                     background, networks, config.fit)
                     name = sample
                 else:
                     result = _sample(pipe, config, setting, seed, image=sample["views"][0:1],

@@ -46,7 +46,8 @@ def view_accuracy(generated: torch.Tensor, truth: torch.Tensor, tolerance: int =
 
 
 def score_generation(views: torch.Tensor, assets: dict[str, str], target: str, elevation: float,
-                     azimuths: np.ndarray, distance: float, fov: float, resolution: int, background: float,
+                     azimuths: np.ndarray, distance: float, fov: float, resolution: int,
+                     background: tuple[float, float, float],
                      gaussians: Gaussians | None = None, samples: int = 8) -> dict[str, float]:
     """Score generated views [F, 3, h, w] in [0, 1] of ``target`` (a key of ``assets``: name -> file).
 
@@ -71,7 +72,7 @@ def score_generation(views: torch.Tensor, assets: dict[str, str], target: str, e
         intrinsics = torch.tensor(camera.intrinsics_from_fov(fov, resolution, resolution), dtype=torch.float32)
         with torch.no_grad():
             rendered = render_gaussians(gaussians, c2w, intrinsics, resolution, resolution,
-                                        background=(background,) * 3, backend="torch").colors
+                                        background=background, backend="torch").colors
         gaussian_scores = scores(rendered.permute(0, 3, 1, 2).clamp(0, 1), truth)
         result.update({"gaussians_psnr": gaussian_scores["psnr"], "gaussians_ssim": gaussian_scores["ssim"]})
     return result

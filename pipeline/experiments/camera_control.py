@@ -44,6 +44,7 @@ from render.settings import RenderSettings
 logger = logging.getLogger(__name__)
 # The Duck and the monkey differ front to back and side to side; the teapot is nearly symmetric
 # (its orbit-mean view scores 30 dB against its views at 16 px) and the box's faces repeat every 90 degrees.
+BACKGROUND = VARIANTS["t2v"].background  # the experiment's models are the text model's
 DEFAULT_OBJECTS = (("Duck.glb", "a yellow rubber duck"), ("monkey.glb", "a grey monkey head"))
 
 
@@ -131,14 +132,14 @@ def run_camera_control(config: CameraControlConfig) -> dict:
         for file, caption in config.objects:
             path = os.path.join(config.assets, file)
             for elevation in config.train_elevations:
-                views, c2w = render_views(process, path, elevation, grid, settings)
+                views, c2w = render_views(process, path, elevation, grid, settings, BACKGROUND)
                 train.append((views, c2w, caption))
                 for case in config.cases:
                     if elevation == nearest_elevation[case]:
                         nearest[case].append(views)
             for case in config.cases:
                 elevation, azimuths = evaluation[case]
-                cases[case].append((*render_views(process, path, elevation, azimuths, settings), caption))
+                cases[case].append((*render_views(process, path, elevation, azimuths, settings, BACKGROUND), caption))
     orbits = Orbits(torch.stack([v for v, _, _ in train]), torch.stack([c for _, c, _ in train]),
                     [p for _, _, p in train])
     seconds["render"] = time.perf_counter() - start
@@ -206,7 +207,7 @@ def run_camera_control(config: CameraControlConfig) -> dict:
                          **scores(snapped, truth)})
         rows.append({"setting": "oracle: the orbit's mean view", "case": case,
                      **scores(truth.mean(1, keepdim=True).expand_as(truth), truth)})
-        flat = torch.full_like(truth, VARIANTS["t2v"].background[0])
+        flat = torch.tensor(BACKGROUND).view(3, 1, 1).expand_as(truth)
         rows.append({"setting": "flat background image", "case": case, **scores(flat, truth)})
     seconds["generate"] = time.perf_counter() - began
     seconds["total"] = time.perf_counter() - start

@@ -20,6 +20,7 @@ import torch
 import camera
 from models.metrics.scores import MetricNetworks, score_text_to_multiview
 from models.gaussians.fit import FitConfig
+from models.variants import VARIANTS
 from pipeline.evaluation.ground_truth import render_views
 from render.process import BlenderProcess
 from render.settings import RenderSettings
@@ -37,7 +38,8 @@ class CalibrationRow:
 
 def fit_calibration(asset: str, resolution: int, jitters: tuple[float, ...] = (0.0, 2.0, 5.0, 10.0),
                     fit: FitConfig | None = None, elevation: float = 15.0, samples: int = 8,
-                    background: float = 0.5, seed: int = 0) -> list[CalibrationRow]:
+                    background: tuple[float, float, float] = VARIANTS["t2v"].background,
+                    seed: int = 0) -> list[CalibrationRow]:
     """12/12 held-out PSNR/SSIM of the Gaussian fit on ``asset``'s orbit, per azimuth jitter (degrees).
 
     Every view v is rendered at azimuth ``15 v + s_v * jitter`` (s_v = +-1, drawn once from ``seed``)
@@ -52,7 +54,7 @@ def fit_calibration(asset: str, resolution: int, jitters: tuple[float, ...] = (0
         for jitter in jitters:
             views, _ = render_views(process, asset, elevation, azimuths + signs * jitter, settings, background)
             start = time.perf_counter()
-            scores = score_text_to_multiview("", views / 2 + 0.5, nominal, camera.DEFAULT_FOV_DEG, (background,) * 3,
+            scores = score_text_to_multiview("", views / 2 + 0.5, nominal, camera.DEFAULT_FOV_DEG, background,
                                              MetricNetworks(), fit)
             rows.append(CalibrationRow(jitter, scores["psnr"], scores["ssim"], time.perf_counter() - start))
             logger.info("jitter %.1f deg: 12/12 PSNR %.2f dB, SSIM %.3f (fit %.0f s)", jitter, scores["psnr"],

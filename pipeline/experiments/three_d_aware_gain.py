@@ -42,7 +42,7 @@ from models.reconstructor.renders_vs_x0 import RendersVsX0
 from pipeline.cli import option
 from pipeline.evaluation.ground_truth import scores
 from pipeline.data.sources import BUNDLED_ASSETS, captioned_assets
-from pipeline.evaluation.renders_vs_x0 import held_out_renders_vs_x0, truth_orbits
+from pipeline.evaluation.reconstruction_schedule import held_out_renders_vs_x0, truth_orbits
 
 logger = logging.getLogger(__name__)
 FORMS = {"plain": ("none", "one"), "three_d_aware_two": ("authors", "two"), "three_d_aware_one": ("authors", "one")}
@@ -94,7 +94,7 @@ def run_three_d_aware(config: ThreeDAwareConfig) -> dict[str, Any]:
     measured = held_out_renders_vs_x0(model, reconstructor, assets, prompts, sampling.elevation, config.samples,
                                       networks.lpips)
     truth, truth_c2w = truth_orbits(assets, sampling.elevation, azimuths, model.resolution, config.samples,
-                                    background[0])
+                                    background)
     result: dict[str, Any] = {"renders_vs_x0": {key: value for key, value in vars(measured).items()
                                                 if value is not None}}
     if config.write_schedule:

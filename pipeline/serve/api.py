@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse, Response
 from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from models.pipeline_videomv.image_input import ImageInputError, condition_image
+from models.pipeline_videomv.image_input import IMAGE_MODEL_BACKGROUND, ImageInputError, condition_image
 from pipeline.serve.client import RESULT_FILES
 
 MAX_PROMPT_CHARS = 500
@@ -124,7 +124,7 @@ class Job:
                 self.prompt is None, None if self.image is None else tuple(self.image.shape))
 
 
-def decode_image(data: bytes, size: int, background: tuple[float, float, float] = (1.0, 1.0, 1.0),
+def decode_image(data: bytes, size: int, background: tuple[float, float, float] = IMAGE_MODEL_BACKGROUND,
                  remove_background: Any | None = None) -> torch.Tensor:
     """Image bytes (PNG, JPEG or WebP) -> [3, size, size] in [-1, 1] (``condition_image``: EXIF
     orientation applied, 16-bit converted, the object masked, centred and scaled as in the renders,

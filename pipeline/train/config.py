@@ -4,9 +4,13 @@ and ``WorkerConfig``, what the driver hands every Ray Train worker (typed, not a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from pipeline.cli import option
+
+if TYPE_CHECKING:  # the trainers import this module
+    from pipeline.train.finetune import FinetuneSettings
+    from pipeline.train.reconstructor import ReconConfig
 
 TRAINING_STATE = "training_state.pt"
 OPTIMIZER_SHARD = "optimizer_shard_{rank}.pt"  # zero1: each rank's part of the optimizer state
@@ -130,4 +134,4 @@ class WorkerConfig:
     variant: str
     mlflow_run_id: str
     mlflow_tracking_uri: str
-    job: Any = None
+    job: FinetuneSettings | ReconConfig | None = None

@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 
 
 def truth_orbits(assets: dict[str, str], elevation: float, azimuths: np.ndarray, resolution: int, samples: int,
-                 background: float) -> tuple[torch.Tensor, torch.Tensor]:
+                 background: tuple[float, float, float]) -> tuple[torch.Tensor, torch.Tensor]:
     """Blender orbits of ``assets`` (name -> file): views [B, F, 3, H, W] in [0, 1] and c2w [F, 4, 4]."""
     settings = RenderSettings(resolution=resolution, samples=samples, threads=2)
     with BlenderProcess() as process:
@@ -45,7 +45,7 @@ def held_out_renders_vs_x0(model: VideoMVPipeline, reconstructor: LGM, assets: d
     azimuths = camera.orbit_azimuths(model.num_frames)
     began = time.perf_counter()
     views, c2w = truth_orbits(assets, elevation, azimuths + 180.0 / len(azimuths), model.resolution, samples,
-                              VARIANTS[model.variant].background[0])
+                              VARIANTS[model.variant].background)
     logger.info("held-out orbits of %d objects rendered in %.0f s", len(assets), time.perf_counter() - began)
     measured = measure_renders_vs_x0(model, reconstructor, views, c2w.expand(len(assets), -1, -1, -1), prompts,
                                      AUTHORS_TIMESTEPS, lpips=lpips)

@@ -1,6 +1,6 @@
 """What one text-to-multi-view evaluation sample costs, part by part, in one run.
 
-    python benchmarks/evaluate.py [--steps 50] [--fit-steps 300] [--fit-gaussians 8192]
+    python benchmarks/evaluation_cost.py [--steps 50] [--fit-steps 300] [--fit-gaussians 8192]
         [--model DIR --reconstructor PATH --clip DIR --raft FILE --lpips-vgg FILE --lpips-lin FILE]
 
 Without paths it uses tiny G and reconstructor and random metric weights in the published layouts
