@@ -15,7 +15,9 @@ production code runs on it:
 5. one reconstructor step: LGM big, 4 input views, 24 supervised views at 512 px, LPIPS;
 6. the evaluation's Gaussian fit (12 views, 8,192 Gaussians, 300 steps) on the GPU;
 7. a tiny ``jobs/finetune.py --use-gpu`` run of 2 steps, then resumed to 3;
-8. the test suite's CUDA-only tests (``pytest -m gpu``; skipped on a CPU).
+8. the mesh of 65,536 half-precision Gaussians (a sphere's shell) from 24 views at 256 px: depth
+   rendered on the GPU, fused and textured on the CPU (``models.mesh``; time and peak);
+9. the test suite's CUDA-only tests (``pytest -m gpu``; skipped on a CPU).
 
 ``--smoke`` runs the same code on the CPU with tiny models and sizes in about 2 minutes (part of
 ``make test`` through ``tests/test_gpu_check.py``); gsplat rows then say "skipped: needs CUDA".
@@ -43,7 +45,8 @@ import camera  # noqa: E402
 from models.gaussians.gaussians import Gaussians  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CHECKS = ("rasteriser", "generators", "training", "sampling", "reconstructor", "fit", "finetune_job", "gpu_tests")
+CHECKS = ("rasteriser", "generators", "training", "sampling", "reconstructor", "fit", "finetune_job", "mesh",
+          "gpu_tests")
 
 
 @dataclass
@@ -353,7 +356,34 @@ class Suite:
 
             self.measure("finetune_job", f"jobs/finetune.py {'--use-gpu ' if self.cuda else ''}2 steps + resume", run)
 
-    # -- 8. the tests marked gpu --------------------------------------------------------------------
+    # -- 8. the mesh -------------------------------------------------------------------------------
+    def mesh(self) -> None:
+        from models.gaussians.rendering import render_batch
+        from models.mesh.fusion import MeshOptions
+        from models.mesh.from_gaussians import mesh_from_gaussians
+
+        count, size = self.sizes.gaussians, self.sizes.render_size
+        generator = torch.Generator(device=self.device).manual_seed(0)
+        directions = torch.nn.functional.normalize(torch.randn(count, 3, generator=generator, device=self.device), dim=-1)
+        colours = torch.rand(count, 3, generator=generator, device=self.device)
+        identity = torch.tensor([1.0, 0.0, 0.0, 0.0], device=self.device)
+        sphere = Gaussians(means=directions * 0.35, quats=identity.expand(count, 4),
+                           scales=torch.full((count, 3), 0.02 if self.smoke else 0.006, device=self.device),
+                           opacities=torch.full((count,), 0.95, device=self.device), colors=colours).to(torch.float16)
+        _, c2w = self.orbit(1, size)
+        with torch.no_grad():
+            views, _ = render_batch(sphere.to(torch.float32).as_batch(), c2w, camera.DEFAULT_FOV_DEG, size, (1.0, 1.0, 1.0))
+        options = MeshOptions(resolution=32, depth_size=32, texture_size=64) if self.smoke else MeshOptions()
+
+        def run() -> str:
+            mesh = mesh_from_gaussians(sphere, views[0], c2w[0], options)
+            return (f"{len(mesh.textured.faces)} faces, watertight {mesh.watertight.is_watertight}, "
+                    f"{'texture' if mesh.has_texture else 'vertex colours'}")
+
+        self.measure("mesh", f"{count // 1024}K fp16 Gaussians, 24 views at {size} px, {options.resolution}^3 grid, "
+                     f"depth {options.depth_size} px", run)
+
+    # -- 9. the tests marked gpu --------------------------------------------------------------------
     def gpu_tests(self) -> None:
         files = sorted(name for name in os.listdir(os.path.join(REPO, "tests"))
                        if name.startswith("test_") and "mark.gpu" in open(os.path.join(REPO, "tests", name)).read())

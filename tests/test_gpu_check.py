@@ -18,7 +18,7 @@ def test_the_gpu_check_suite_runs_on_the_cpu_with_tiny_models(tmp_path):
     rows = [line.split(" | ") for line in table.read_text().splitlines()[2:]]
     checks = {row[0].lstrip("| ") for row in rows}
     assert checks == {"rasteriser", "generators", "training", "sampling", "reconstructor", "fit", "finetune_job",
-                      "gpu_tests"}
+                      "mesh", "gpu_tests"}
     results = [row[-1].rstrip(" |") for row in rows]
     assert not [r for r in results if r.startswith("FAILED")]
     assert "skipped: needs CUDA" in results  # gsplat, on this CPU
