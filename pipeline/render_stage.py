@@ -11,6 +11,7 @@ import collections
 import dataclasses
 import logging
 import shutil
+import socket
 import tempfile
 import time
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from render.process import BlenderProcess, RenderFailure
 from render.settings import RenderSettings
 
 logger = logging.getLogger(__name__)
+DOWNLOAD_STALL_TIMEOUT_S = 120.0  # seconds a download may receive nothing before it fails
 
 
 def asset_orbit(uid: str, settings: RenderSettings) -> tuple[float, np.ndarray, np.ndarray]:
@@ -98,6 +100,9 @@ class OrbitRenderer:
 
     def __init__(self, settings_json: str, objaverse_root: str | None = None, download_processes: int = 1) -> None:
         configure_logging()  # a Ray Data actor process
+        # objaverse downloads with urllib and no timeout: a connection that stalls would hold this
+        # actor forever (the render timeout starts after the download), so a stall fails instead.
+        socket.setdefaulttimeout(DOWNLOAD_STALL_TIMEOUT_S)
         self.settings = RenderSettings.from_json(settings_json)
         self.objaverse_root = objaverse_root
         self.download_processes = download_processes
@@ -136,7 +141,7 @@ class RenderJobConfig:
     objaverse_root: str | None = option(None, "Objaverse cache root (default ~/.objaverse)")
     objects_per_file: int = option(100, "objects per Parquet shard")
     assets_per_batch: int = option(1, "assets handed to a render worker at once")
-    download_processes: int = option(1, "parallel Objaverse downloads per batch (objaverse.load_objects)")
+    download_processes: int = option(1, "parallel Objaverse downloads per batch (threads of the render actor)")
     num_workers: int | None = option(None, "parallel Blender processes (default: as many as the cluster's "
                                            "CPUs/GPUs allow)")
     cpus_per_task: float = option(1.0, "CPUs per render worker")

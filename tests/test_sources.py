@@ -5,13 +5,14 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 
 import fsspec
 import pytest
 
-from pipeline.data.sources import AssetRef, SourceError, fetch_asset, resolve_input, scan_input
+from pipeline.data.sources import AssetRef, SourceError, fetch_asset, prefetch_objaverse, resolve_input, scan_input
 
 OBJAVERSE_UIDS = {"duck": "8476c4170df24cf5bbe6967222d1a42d", "box": "0a1b2c3d4e5f60718293a4b5c6d7e8f9"}
 NOT_DOWNLOADED_UID = "ffffeeeeddddccccbbbbaaaa99998888"  # in the index, file not in the cache
@@ -158,6 +159,24 @@ def test_objaverse_offline_through_the_package_api(tmp_path, sample_assets):
         fetch_asset(AssetRef("f" * 32, "objaverse", "f" * 32), str(tmp_path), objaverse_root=str(root))
     with pytest.raises(SourceError, match="LVIS category 'chair' not found"):
         resolve_input("objaverse:lvis=chair", objaverse_root=str(root))
+
+
+def test_objaverse_prefetch_never_forks_and_says_what_failed(tmp_path, sample_assets, monkeypatch, caplog):
+    """Parallel downloads run in threads: objaverse's process pool forks the render actor, whose
+    other threads can leave a lock held in the child (a render job hung there)."""
+    root = stage_objaverse_tree(tmp_path / "objaverse", sample_assets)
+
+    def no_fork(*args, **kwargs):
+        raise AssertionError("prefetch_objaverse forked")
+
+    monkeypatch.setattr(os, "fork", no_fork)
+    uids = [*OBJAVERSE_UIDS.values(), NOT_DOWNLOADED_UID]
+    with caplog.at_level("WARNING", logger="pipeline.data.sources"):
+        prefetch_objaverse(uids, processes=3, objaverse_root=str(root))
+    assert "1 of 3 objects failed" in caplog.text and NOT_DOWNLOADED_UID in caplog.text  # no network here
+    path = fetch_asset(AssetRef(OBJAVERSE_UIDS["duck"], "objaverse", OBJAVERSE_UIDS["duck"]), str(tmp_path),
+                       objaverse_root=str(root))
+    assert os.path.isfile(path)
 
 
 def test_cap3d_captions_are_read_as_published_and_gaps_are_said(tmp_path, sample_assets, caplog):

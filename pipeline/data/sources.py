@@ -13,6 +13,7 @@ import hashlib
 import logging
 import os
 import posixpath
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -245,15 +246,32 @@ def scan_input(spec: str, captions: str | None = None, objaverse_root: str | Non
 
 
 def prefetch_objaverse(uids: list[str], processes: int, objaverse_root: str | None = None) -> None:
-    """Download several Objaverse objects at once with ``processes`` parallel downloads.
+    """Download several Objaverse objects at once, ``processes`` downloads in parallel.
 
-    Best effort: a failure here is reported per asset by ``fetch_asset`` afterwards.
+    In threads, not through objaverse's own process pool: it forks the calling process, a Ray
+    actor with threads of its own, and a child forked while another thread held a lock can wait
+    on it forever (a render job hung that way). Best effort: a failure here is reported per asset
+    by ``fetch_asset`` afterwards.
     """
     objaverse = use_objaverse_root(objaverse_root)
+
+    def fetch(uid: str) -> Exception | None:
+        try:
+            objaverse.load_objects(uids=[uid], download_processes=1)
+        except Exception as error:
+            return error
+        return None
+
     try:
-        objaverse.load_objects(uids=uids, download_processes=processes)
+        objaverse.load_objects(uids=[])  # the object-paths index, fetched once before the threads read it
     except Exception as error:
-        logger.warning("Objaverse prefetch of %d objects failed (%s); fetching one by one", len(uids), error)
+        logger.warning("Objaverse's object index could not be loaded (%s); fetching one by one", error)
+        return
+    with ThreadPoolExecutor(max_workers=max(1, processes), thread_name_prefix="objaverse-download") as pool:
+        failed = {uid: error for uid, error in zip(uids, pool.map(fetch, uids)) if error is not None}
+    if failed:
+        logger.warning("Objaverse prefetch: %d of %d objects failed (%s); they are fetched again one by one",
+                       len(failed), len(uids), "; ".join(f"{uid}: {error}" for uid, error in list(failed.items())[:3]))
 
 
 def fetch_asset(ref: AssetRef, scratch_dir: str, objaverse_root: str | None = None) -> str:
