@@ -160,6 +160,7 @@ class BlenderProcess:
             c2w: [V, 4, 4] OpenGL camera-to-world, project world frame.
             settings: render settings; ``settings.timeout`` bounds this call (import + all views).
         """
+        os.makedirs(self.work_dir, exist_ok=True)  # again after a close
         output_dir = tempfile.mkdtemp(prefix="object-", dir=self.work_dir)
         request = {
             "asset": os.path.abspath(asset_path),

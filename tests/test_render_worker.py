@@ -136,6 +136,9 @@ def test_a_closed_process_leaves_nothing_behind(sample_assets):
         work_dir = process.work_dir
         assert any(name.startswith("blender_") for name in os.listdir(work_dir)), os.listdir(work_dir)
     assert not os.path.exists(work_dir)
+    with process:  # a closed process starts again when asked
+        assert len(process.render(str(sample_assets / "teapot.stl"), camera.orbit_c2w(10.0, [0.0]), settings).views) == 1
+    assert not os.path.exists(work_dir)
 
 
 def _rss_mb(pid: int) -> float:

@@ -173,10 +173,21 @@ def test_objaverse_prefetch_never_forks_and_says_what_failed(tmp_path, sample_as
     uids = [*OBJAVERSE_UIDS.values(), NOT_DOWNLOADED_UID]
     with caplog.at_level("WARNING", logger="pipeline.data.sources"):
         prefetch_objaverse(uids, processes=3, objaverse_root=str(root))
-    assert "1 of 3 objects failed" in caplog.text and NOT_DOWNLOADED_UID in caplog.text  # no network here
+    assert "downloads of 1 of 3 objects stopped" in caplog.text and NOT_DOWNLOADED_UID in caplog.text  # no network
     path = fetch_asset(AssetRef(OBJAVERSE_UIDS["duck"], "objaverse", OBJAVERSE_UIDS["duck"]), str(tmp_path),
                        objaverse_root=str(root))
     assert os.path.isfile(path)
+
+
+def test_a_truncated_objaverse_index_is_named(tmp_path, sample_assets):
+    """objaverse writes its index in place: an interrupted download leaves a truncated file that
+    fails every later fetch; the error says which file to delete."""
+    root = stage_objaverse_tree(tmp_path / "objaverse", sample_assets)
+    index = root / "hf-objaverse-v1" / "object-paths.json.gz"
+    index.write_bytes(index.read_bytes()[:20])
+    with pytest.raises(SourceError, match=rf"index {index} is damaged.*delete it"):
+        fetch_asset(AssetRef(OBJAVERSE_UIDS["duck"], "objaverse", OBJAVERSE_UIDS["duck"]), str(tmp_path),
+                    objaverse_root=str(root))
 
 
 def test_cap3d_captions_are_read_as_published_and_gaps_are_said(tmp_path, sample_assets, caplog):

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import collections
 import csv
+import gzip
 import hashlib
+import json
 import logging
 import os
 import posixpath
@@ -254,10 +256,12 @@ def prefetch_objaverse(uids: list[str], processes: int, objaverse_root: str | No
     by ``fetch_asset`` afterwards.
     """
     objaverse = use_objaverse_root(objaverse_root)
+    # One chunk per thread: each load_objects call parses the whole object-paths index again.
+    chunks = [uids[start::max(1, processes)] for start in range(min(max(1, processes), len(uids)))]
 
-    def fetch(uid: str) -> Exception | None:
+    def fetch(chunk: list[str]) -> Exception | None:
         try:
-            objaverse.load_objects(uids=[uid], download_processes=1)
+            objaverse.load_objects(uids=chunk, download_processes=1)
         except Exception as error:
             return error
         return None
@@ -265,13 +269,28 @@ def prefetch_objaverse(uids: list[str], processes: int, objaverse_root: str | No
     try:
         objaverse.load_objects(uids=[])  # the object-paths index, fetched once before the threads read it
     except Exception as error:
-        logger.warning("Objaverse's object index could not be loaded (%s); fetching one by one", error)
+        logger.warning("Objaverse prefetch skipped: %s", _objaverse_error(objaverse, error))
         return
-    with ThreadPoolExecutor(max_workers=max(1, processes), thread_name_prefix="objaverse-download") as pool:
-        failed = {uid: error for uid, error in zip(uids, pool.map(fetch, uids)) if error is not None}
+    with ThreadPoolExecutor(max_workers=len(chunks) or 1, thread_name_prefix="objaverse-download") as pool:
+        failed = [(chunk, error) for chunk, error in zip(chunks, pool.map(fetch, chunks)) if error is not None]
     if failed:
-        logger.warning("Objaverse prefetch: %d of %d objects failed (%s); they are fetched again one by one",
-                       len(failed), len(uids), "; ".join(f"{uid}: {error}" for uid, error in list(failed.items())[:3]))
+        logger.warning("Objaverse prefetch: downloads of %d of %d objects stopped (%s); they are fetched again one "
+                       "by one", sum(len(chunk) for chunk, _ in failed), len(uids),
+                       "; ".join(f"{', '.join(chunk)}: {error}" for chunk, error in failed[:3]))
+
+
+def _objaverse_error(objaverse: Any, error: Exception) -> str:
+    """What went wrong, saying which cache file to delete when the index itself is damaged (the
+    package writes its index files in place, so an interrupted download leaves a truncated one)."""
+    index = os.path.join(objaverse._VERSIONED_PATH, "object-paths.json.gz")
+    try:
+        with gzip.open(index, "rb") as handle:
+            json.load(handle)
+    except FileNotFoundError:
+        pass
+    except (EOFError, OSError, ValueError) as damage:
+        return f"Objaverse's index {index} is damaged ({damage}): delete it to download it again"
+    return str(error)
 
 
 def fetch_asset(ref: AssetRef, scratch_dir: str, objaverse_root: str | None = None) -> str:
@@ -286,7 +305,7 @@ def fetch_asset(ref: AssetRef, scratch_dir: str, objaverse_root: str | None = No
         try:
             paths = objaverse.load_objects(uids=[ref.uri], download_processes=1)
         except Exception as error:
-            raise SourceError(f"Objaverse download of {ref.uri} failed: {error}") from error
+            raise SourceError(f"Objaverse download of {ref.uri} failed: {_objaverse_error(objaverse, error)}") from error
         if ref.uri not in paths:
             raise SourceError(f"uid {ref.uri} is not in Objaverse's object-paths index")
         return paths[ref.uri]
