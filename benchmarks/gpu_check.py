@@ -371,12 +371,16 @@ class Suite:
                            scales=torch.full((count, 3), 0.02 if self.smoke else 0.006, device=self.device),
                            opacities=torch.full((count,), 0.95, device=self.device), colors=colours).to(torch.float16)
         _, c2w = self.orbit(1, size)
-        try:  # the views the mesh is textured from; a failure is a row, as in measure
+        views: list[torch.Tensor] = []  # the views the mesh is textured from
+
+        def render() -> str:
             with torch.no_grad():
-                views, _ = render_batch(sphere.to(torch.float32).as_batch(), c2w, camera.DEFAULT_FOV_DEG, size,
-                                        (1.0, 1.0, 1.0))
-        except Exception as error:
-            self.rows.append(Row("mesh", "the views", result=f"FAILED {type(error).__name__}: {error}"))
+                views.append(render_batch(sphere.to(torch.float32).as_batch(), c2w, camera.DEFAULT_FOV_DEG, size,
+                                          (1.0, 1.0, 1.0))[0][0])
+            return f"{len(views[0])} views"
+
+        self.measure("mesh", f"the views to texture from, {size} px", render)
+        if not views:
             return
         options = MeshOptions(resolution=32, depth_size=32, texture_size=64) if self.smoke else MeshOptions()
 

@@ -123,7 +123,8 @@ def condition_image(image: PIL.Image.Image, size: int, background: tuple[float, 
     return array.permute(2, 0, 1).float() / 127.5 - 1.0
 
 
-def condition_images(image: Any, size: int, background: tuple[float, float, float] = IMAGE_MODEL_BACKGROUND) -> torch.Tensor:
+def condition_images(image: Any, size: int,
+                     background: tuple[float, float, float] = IMAGE_MODEL_BACKGROUND) -> torch.Tensor:
     """PIL image(s), uint8/float arrays [H, W, 3 or 4] or tensors [B, 3, H, W] in [0, 1] -> [B, 3, S, S]
     in [-1, 1]. Images and arrays are preprocessed (``preprocess_image``); tensors are taken as
     they are (already what the model saw: e.g. a rendered view)."""

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import posixpath
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -257,7 +258,8 @@ def prefetch_objaverse(uids: list[str], processes: int, objaverse_root: str | No
     """
     objaverse = use_objaverse_root(objaverse_root)
     # One chunk per thread: each load_objects call parses the whole object-paths index again.
-    chunks = [uids[start::max(1, processes)] for start in range(min(max(1, processes), len(uids)))]
+    threads = max(1, min(processes, len(uids)))
+    chunks = [uids[start::threads] for start in range(threads)]
 
     def fetch(chunk: list[str]) -> Exception | None:
         try:
@@ -271,7 +273,7 @@ def prefetch_objaverse(uids: list[str], processes: int, objaverse_root: str | No
     except Exception as error:
         logger.warning("Objaverse prefetch skipped: %s", _objaverse_error(objaverse, error))
         return
-    with ThreadPoolExecutor(max_workers=len(chunks) or 1, thread_name_prefix="objaverse-download") as pool:
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="objaverse-download") as pool:
         failed = [(chunk, error) for chunk, error in zip(chunks, pool.map(fetch, chunks)) if error is not None]
     if failed:
         logger.warning("Objaverse prefetch: downloads of %d of %d objects stopped (%s); they are fetched again one "
@@ -281,15 +283,11 @@ def prefetch_objaverse(uids: list[str], processes: int, objaverse_root: str | No
 
 def _objaverse_error(objaverse: Any, error: Exception) -> str:
     """What went wrong, saying which cache file to delete when the index itself is damaged (the
-    package writes its index files in place, so an interrupted download leaves a truncated one)."""
-    index = os.path.join(objaverse._VERSIONED_PATH, "object-paths.json.gz")
-    try:
-        with gzip.open(index, "rb") as handle:
-            json.load(handle)
-    except FileNotFoundError:
-        pass
-    except (EOFError, OSError, ValueError) as damage:
-        return f"Objaverse's index {index} is damaged ({damage}): delete it to download it again"
+    package writes its index files in place, so an interrupted download leaves a truncated one).
+    Only the index is parsed by ``load_objects``: a gzip or JSON error is the index's."""
+    if isinstance(error, (EOFError, gzip.BadGzipFile, zlib.error, json.JSONDecodeError)):
+        index = os.path.join(objaverse._VERSIONED_PATH, "object-paths.json.gz")
+        return f"Objaverse's index {index} is damaged ({error}): delete it to download it again"
     return str(error)
 
 
