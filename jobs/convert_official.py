@@ -33,6 +33,8 @@ logger = logging.getLogger("convert_official")
 
 @dataclasses.dataclass
 class ConvertConfig:
+    LOCATIONS = {"base": "input", "output": "output"}  # paths (pipeline.submission)
+
     checkpoint: tuple[str, ...] = option(help="the authors' .pth (or every rank shard of an EMA checkpoint)")
     base: str = option(help="the published diffusers directory of the checkpoint's variant (text-to-video-ms-1.7b "
                             "or i2vgen-xl): VAE, encoders, tokenizer, scheduler, and the UNet's config")

@@ -43,11 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    recon = config_from_args(ReconConfig, args)
     if args.reconstructor and not is_remote(args.reconstructor) and not os.path.exists(args.reconstructor):  # remote ones are fetched by the workers
         logger.error("LGM weights not found: %s", args.reconstructor)
         return 2
     try:
+        recon = config_from_args(ReconConfig, args)
         summary = run_train_recon(config_from_args(TrainConfig, args), recon)
     except (ModelDirectoryError, ValueError, FileNotFoundError) as error:
         logger.error("%s", error)

@@ -124,7 +124,11 @@ def _fetch_mlflow(location: str, tracking_uri: str | None) -> str:
         pinned = _pin_model_version(location, uri)
 
         def download(target: str) -> str:
-            local = mlflow.artifacts.download_artifacts(artifact_uri=pinned, dst_path=target, tracking_uri=uri)
+            # models:/ URIs are resolved by MLflow against its process-wide registry URI, not the
+            # tracking_uri given here (it would open ./mlflow.db of the current folder): ask the
+            # store itself where the version's files are, then download those.
+            source = _model_version_source(pinned, uri)
+            local = mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=target, tracking_uri=uri)
             inside = os.path.relpath(local, target)
             return "" if inside == "." else inside
 
@@ -132,6 +136,18 @@ def _fetch_mlflow(location: str, tracking_uri: str | None) -> str:
     except MlflowException as error:
         raise ModelLocationError(f"{location} cannot be read from the MLflow tracking store {uri}: "
                                  f"{error.message}") from error
+
+
+def _model_version_source(location: str, tracking_uri: str) -> str:
+    """Where a pinned ``models:/name/N`` keeps its files, read from ``tracking_uri``'s registry;
+    other URIs (``runs:/``) unchanged."""
+    if not location.startswith("models:/"):
+        return location
+    from mlflow import MlflowClient
+
+    name, _, version = location[len("models:/"):].strip("/").rpartition("/")
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    return client.get_model_version_download_uri(name, version)
 
 
 def _pin_model_version(location: str, tracking_uri: str) -> str:

@@ -24,6 +24,7 @@ import warnings
 from typing import Any
 
 from pipeline.resources import parse_resources
+from pipeline.submission import check_locations
 
 
 def option(default: Any = dataclasses.MISSING, help: str = "", **metadata: Any) -> Any:
@@ -141,8 +142,15 @@ def config_from_args(config_cls: type, args: argparse.Namespace, prefix: str = "
     """Build ``config_cls`` (and its nested dataclasses) from parsed flags; ``overrides`` win.
 
     Fields without a flag (excluded) keep their defaults. Raises ValueError (from the dataclass's
-    own checks, or a bad ``NAME=AMOUNT``) on bad values.
+    own checks, a bad ``NAME=AMOUNT``, or a location a submitted job cannot use:
+    ``pipeline.submission``) on bad values.
     """
+    config = _config_from_args(config_cls, args, prefix, **overrides)
+    check_locations(config)
+    return config
+
+
+def _config_from_args(config_cls: type, args: argparse.Namespace, prefix: str = "", **overrides: Any) -> Any:
     hints = typing.get_type_hints(config_cls)
     values: dict[str, Any] = {}
     for item in dataclasses.fields(config_cls):
@@ -151,7 +159,7 @@ def config_from_args(config_cls: type, args: argparse.Namespace, prefix: str = "
             continue
         kind = _unwrap_optional(hints[item.name])
         if _is_dataclass_type(kind):
-            values[item.name] = config_from_args(kind, args, prefix + item.metadata.get("prefix", ""))
+            values[item.name] = _config_from_args(kind, args, prefix + item.metadata.get("prefix", ""))
         elif hasattr(args, prefix + item.name):
             value = getattr(args, prefix + item.name)
             if typing.get_origin(kind) is dict:

@@ -42,6 +42,8 @@ ENCODE_COLUMNS = ["uid", "status", "caption", "c2w", "views", "elevation", "dist
 @dataclasses.dataclass
 class EncodeConfig:
     """Flags of ``jobs/encode.py``."""
+    # Fields that are paths or URIs (pipeline.submission: what a submitted job may be given).
+    LOCATIONS = {"data": "input", "model": "input", "output": "output", "captions": "input"}
 
     data: str = option(help="orbit shards from jobs/render.py (folder or URI)")
     model: str = option(help="G whose VAE and text encoder encode: the model fine-tuning will start from")

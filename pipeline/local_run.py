@@ -57,6 +57,8 @@ AUTOENCODER_REPORT = "autoencoder.json"  # in the tiny model's directory: its VA
 @dataclass
 class LocalRunConfig:
     """Everything ``jobs/run_all.py`` exposes as flags (``pipeline.cli``)."""
+    # Fields that are paths or URIs (pipeline.submission: what a submitted job may be given).
+    LOCATIONS = {"assets": "input", "captions": "input", "out": "output", "model": "input"}
 
     assets: str = option(BUNDLED_ASSETS, "folder, manifest or objaverse: spec of the assets to render")
     captions: str | None = option(os.path.join(BUNDLED_ASSETS, "captions.csv"),

@@ -26,7 +26,7 @@ from pipeline.data import schema, shards
 from pipeline.cli import option
 from pipeline.logs import configure_logging
 from pipeline.data.sources import AssetRef, SourceError, fetch_asset, prefetch_objaverse, scan_input
-from pipeline.tracking import mlflow_run_in_background
+from pipeline.tracking import ARTIFACTS_HELP, mlflow_run_in_background
 from render.process import BlenderProcess, RenderFailure
 from render.settings import RenderSettings
 
@@ -132,6 +132,10 @@ class OrbitRenderer:
 @dataclass
 class RenderJobConfig:
     """Everything ``jobs/render.py`` exposes as flags (``pipeline.cli``; see its ``--help``)."""
+    # Fields that are paths or URIs (pipeline.submission: what a submitted job may be given).
+    LOCATIONS = {
+        "input": "input", "output": "output", "captions": "input", "objaverse_root": "output",
+        "mlflow_uri": "tracking", "mlflow_artifacts": "output"}
 
     input: str = option(help="a folder of assets, a manifest file (one path or fsspec URI per line), or "
                              "objaverse:[lvis=CATEGORY][,uids=FILE][,limit=N]")
@@ -153,6 +157,7 @@ class RenderJobConfig:
     retry_failed: bool = option(False, "render again assets that failed before")
     mlflow_uri: str | None = option(None, "MLflow tracking URI (default $MLFLOW_TRACKING_URI, else "
                                           "sqlite:///mlflow.db)")
+    mlflow_artifacts: str | None = option(None, ARTIFACTS_HELP)
     experiment: str = option("videomv-render", "MLflow experiment name")
     run_name: str | None = option(None, "MLflow run name")
 
@@ -238,7 +243,8 @@ def run_render_job(config: RenderJobConfig) -> RenderSummary:
         **{f"render.{k}": v for k, v in dataclasses.asdict(config.settings).items()},
     }
     # The run opens on a helper thread while Ray Data starts its actors (see BackgroundRun).
-    with mlflow_run_in_background(config.experiment, config.run_name, config.mlflow_uri, params) as run:
+    with mlflow_run_in_background(config.experiment, config.run_name, config.mlflow_uri, params,
+                                  config.mlflow_artifacts) as run:
         sink = shards.OrbitShardDatasink(config.output, config.objects_per_file)
         if pending:
             if not ray.is_initialized():

@@ -85,6 +85,37 @@ def test_mlflow_registry_and_run_uris(tiny_t2v, cache, tmp_path):
         fetch("models:/videomv-tiny/7", tracking_uri=store)
 
 
+def test_a_registered_model_is_read_from_the_store_given_in_a_fresh_process(tiny_t2v, tmp_path):
+    """The next job of a chain (train_recon, evaluate, the Serve app) gets ``models:/NAME/latest``
+    and ``--mlflow-uri`` only; MLflow resolves models:/ against its process-wide registry URI, which
+    a fresh process has at the default ./mlflow.db of its current folder."""
+    import subprocess
+    import sys
+
+    import mlflow
+
+    store = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    (tmp_path / "store").mkdir()
+    client = mlflow.MlflowClient(store)
+    run = client.create_run(client.create_experiment("chain", artifact_location=f"file://{tmp_path / 'store'}/a"))
+    client.log_artifacts(run.info.run_id, tiny_t2v, FINAL_MODEL)
+    client.create_registered_model("chained")
+    client.create_model_version("chained", f"file://{tmp_path / 'store'}/a/{run.info.run_id}/artifacts/{FINAL_MODEL}",
+                                run_id=run.info.run_id)
+    job_dir = tmp_path / "next-job"
+    job_dir.mkdir()
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    environment.update(PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                       VIDEOMV_CACHE=str(tmp_path / "cache"))
+    code = ("from models import VideoMVPipeline; "
+            f"print(VideoMVPipeline.from_pretrained('models:/chained/latest', tracking_uri={store!r}).variant)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=job_dir, env=environment, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "t2v"
+    assert os.listdir(job_dir) == [], "no ./mlflow.db made in the job's folder"
+
+
 def test_training_runs_record_their_input_shards(tmp_path):
     import mlflow
     import pyarrow as pa

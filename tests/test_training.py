@@ -102,7 +102,7 @@ def fixed_loss(model: VideoMVPipeline, workspace) -> float:
 
 
 def test_finetune_trains_checkpoints_resumes_and_logs(workspace):
-    first = run_finetune(train_config(workspace, "ft", steps=3))
+    first = run_finetune(train_config(workspace, "ft", steps=3, register_as="ft-model"))
     run_dir = workspace["root"] / "runs" / "ft"
     checkpoints = sorted(p.name for p in run_dir.iterdir() if p.is_dir() and p.name.startswith("checkpoint_"))
     assert len(checkpoints) == 2  # steps 2 and 3
@@ -117,12 +117,19 @@ def test_finetune_trains_checkpoints_resumes_and_logs(workspace):
     assert metric_steps(workspace, "videomv-finetune", "ft") == [1, 2, 3]
 
     # Re-submitting with the same name continues at step 4 with the optimizer state of step 3.
-    second = run_finetune(train_config(workspace, "ft", steps=6))
+    second = run_finetune(train_config(workspace, "ft", steps=6, register_as="ft-model"))
     assert second.final_metrics["step"] == 6
     assert adam_steps(second.checkpoint) == 6, "optimizer state restored, not restarted"
     assert metric_steps(workspace, "videomv-finetune", "ft") == [1, 2, 3, 4, 5, 6]
     mlflow.set_tracking_uri(workspace["mlflow"])
+    client = mlflow.tracking.MlflowClient()
+    assert [v.version for v in client.search_model_versions("name = 'ft-model'")] == ["2", "1"]
+    # The same job submitted once more, unchanged: nothing trained, nothing new registered.
+    run_finetune(train_config(workspace, "ft", steps=6, register_as="ft-model"))
+    assert len(client.search_model_versions("name = 'ft-model'")) == 2
+    assert metric_steps(workspace, "videomv-finetune", "ft") == [1, 2, 3, 4, 5, 6]
     run = mlflow.search_runs(experiment_names=["videomv-finetune"], output_format="list")[0]
+    assert run.info.status == "FINISHED"
     assert run.data.params["lr"] == "0.001" and run.data.params["num_workers"] == "2"
     for metric in ("loss", "lr", "samples_per_second", "step_time", "memory_gb"):
         assert metric in run.data.metrics

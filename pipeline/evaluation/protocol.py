@@ -39,7 +39,7 @@ from pipeline.cli import option
 from pipeline.serve.media import grid_image, to_uint8
 from pipeline.data.rows import row_to_tensors
 from pipeline.evaluation.result_scores import reference_meshes
-from pipeline.tracking import mlflow_run, tracking_uri
+from pipeline.tracking import ARTIFACTS_HELP, mlflow_run, tracking_uri
 
 SETTINGS = ("3d-aware", "plain")
 # Lower is better for these; the rest are higher-is-better.
@@ -51,6 +51,11 @@ METRIC_ORDER = ("psnr", "ssim", "lpips", "clip_score", "flow_rmse_1", "flow_rmse
 @dataclass
 class EvaluationConfig:
     """Everything ``jobs/evaluate.py`` exposes as flags (``pipeline.cli``)."""
+    # Fields that are paths or URIs (pipeline.submission: what a submitted job may be given).
+    LOCATIONS = {
+        "model": "input", "reconstructor": "input", "prompts": "input", "shards": "input", "lpips_vgg": "input",
+        "lpips_lin": "input", "clip": "input", "raft": "input", "output": "output", "mlflow_uri": "tracking",
+        "mlflow_artifacts": "output"}
 
     model: str = option(help="diffusers-layout directory of the multi-view model (text- or image-to-multi-view)")
     reconstructor: str | None = option(None, "LGM directory or official .safetensors (needed for 3d-aware)")
@@ -71,6 +76,7 @@ class EvaluationConfig:
     raft: str | None = option(None, "RAFT checkpoint, e.g. raft-things.pth (flow-warping RMSE)")
     raft_iterations: int = option(12, "RAFT update iterations")
     output: str | None = option(None, "also write results.csv, table.md and grids here")
+    mlflow_artifacts: str | None = option(None, ARTIFACTS_HELP)
     experiment: str = option("videomv-eval", "MLflow experiment")
     mlflow_uri: str | None = option(None, "MLflow tracking URI (default $MLFLOW_TRACKING_URI)")
     run_name: str | None = option(None, "MLflow run name")
@@ -222,7 +228,7 @@ def evaluate(config: EvaluationConfig, log: Any = print) -> EvaluationResult:
               **{f"fit_{k}": v for k, v in asdict(config.fit).items()}, "task": task, "samples": len(samples),
               "networks": ",".join(networks.names()) or "none"}
     rows: list[dict[str, Any]] = []
-    with mlflow_run(config.experiment, config.run_name, config.mlflow_uri, params) as mlflow:
+    with mlflow_run(config.experiment, config.run_name, config.mlflow_uri, params, config.mlflow_artifacts) as mlflow:
         for index, sample in enumerate(samples):
             seed = config.seed + index
             grids = []

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pipeline.cli import option
+from pipeline.tracking import ARTIFACTS_HELP
 
 if TYPE_CHECKING:  # the trainers import this module
     from pipeline.train.finetune import FinetuneSettings
@@ -22,6 +23,10 @@ OPTIMIZERS = ("adamw", "zero1")
 @dataclass
 class TrainConfig:
     """Flags shared by ``jobs/finetune.py`` and ``jobs/train_recon.py`` (``pipeline.cli``)."""
+    # Fields that are paths or URIs (pipeline.submission: what a submitted job may be given).
+    LOCATIONS = {
+        "model": "input", "output": "output", "data": "input", "latents": "input", "captions": "input",
+        "image_data": "input", "mlflow_uri": "tracking", "mlflow_artifacts": "output"}
 
     model: str = option(help="diffusers directory of G (ModelScope T2V / I2VGen-XL layout, or fine-tuned)")
     output: str = option(help="storage path for checkpoints and the final model (folder or URI)")
@@ -88,6 +93,7 @@ class TrainConfig:
     max_failures: int = option(2, "worker failures survived")
     keep_checkpoints: int = option(2, "checkpoints kept")
     mlflow_uri: str | None = option(None, "MLflow tracking URI (default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    mlflow_artifacts: str | None = option(None, ARTIFACTS_HELP)
     experiment: str = option("videomv-finetune", "MLflow experiment")
     register_as: str | None = option(None, "register the final model in the MLflow model registry under this name "
                                            "(then load it as models:/NAME/latest)")

@@ -20,7 +20,7 @@ import ray.train
 from ray.train.torch import TorchTrainer
 
 from pipeline.data.datasets import DATA_CPUS_PER_DATASET, default_decoders
-from pipeline.tracking import log_shards_input, tracking_uri
+from pipeline.tracking import experiment_id, log_shards_input, tracking_uri
 from pipeline.train.config import FINAL_MODEL, TrainConfig, WorkerConfig
 
 logger = logging.getLogger(__name__)
@@ -28,19 +28,31 @@ MIN_WORKER_CPUS = 0.1
 
 
 def mlflow_run_id(config: TrainConfig, params: dict[str, Any]) -> str:
-    """The run for ``config.name``: reopened when the job is resumed, otherwise created."""
+    """The run for ``config.name``, RUNNING: reopened when the job is resumed, otherwise created.
+    ``run_trainer`` ends it FINISHED, or FAILED (KILLED on an interrupt) when training fails."""
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri(config.mlflow_uri))
-    experiment = mlflow.set_experiment(config.experiment)
+    experiment = mlflow.set_experiment(
+        experiment_id=experiment_id(mlflow.MlflowClient(), config.experiment, config.mlflow_artifacts))
     existing = mlflow.search_runs([experiment.experiment_id], filter_string=f"tags.ray_run_name = '{config.name}'",
                                   output_format="list")
     if existing:
-        return existing[0].info.run_id
-    with mlflow.start_run(run_name=config.name, tags={"ray_run_name": config.name}) as run:
-        mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})
-        log_shards_input(config.data or config.latents, context="training")
-        return run.info.run_id
+        run_id = existing[0].info.run_id
+    else:
+        with mlflow.start_run(run_name=config.name, tags={"ray_run_name": config.name}) as run:
+            mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})
+            log_shards_input(config.data or config.latents, context="training")
+            run_id = run.info.run_id
+    # The fluent block above ended it FINISHED; it is not finished until the workers are.
+    mlflow.MlflowClient().update_run(run_id, status="RUNNING")
+    return run_id
+
+
+def _end_run(worker: WorkerConfig, status: str) -> None:
+    from mlflow import MlflowClient
+
+    MlflowClient(worker.mlflow_tracking_uri).set_terminated(worker.mlflow_run_id, status)
 
 
 def worker_cpus(config: TrainConfig, cluster: dict[str, float], num_datasets: int) -> float:
@@ -110,7 +122,13 @@ def run_trainer(train_loop: Callable[[dict], None], config: TrainConfig, dataset
         ),
         datasets=datasets,
     )
-    return trainer.fit()
+    try:
+        result = trainer.fit()
+    except BaseException as error:
+        _end_run(worker, "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
+        raise
+    _end_run(worker, "FAILED" if result.error else "FINISHED")
+    return result
 
 
 @dataclass

@@ -48,6 +48,8 @@ RECON_TRAIN_DEFAULTS = {"lr": None, "experiment": "videomv-recon"}
 @dataclasses.dataclass
 class ReconConfig:
     """Reconstructor settings on top of ``TrainConfig``."""
+    # Fields that are paths or URIs (pipeline.submission: what a submitted job may be given).
+    LOCATIONS = {"reconstructor": "input", "lpips_vgg": "input", "lpips_lin": "input"}
 
     reconstructor: str | None = option(
         None, "the reconstructor's weights to start from: the official LGM .safetensors or an LGM directory",

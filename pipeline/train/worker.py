@@ -27,6 +27,7 @@ from pipeline.logs import configure_logging
 from pipeline.train.config import EMA_SHARD, FINAL_MODEL, OPTIMIZER_SHARD, TRAINING_STATE, TrainConfig, WorkerConfig
 
 logger = logging.getLogger(__name__)
+FINAL_MODEL_STEP_TAG = "final_model_step"  # the run's tag: the step whose weights final_model holds
 
 
 class WorkerState:
@@ -270,6 +271,12 @@ def publish_final(save: Callable[[str], None], config: TrainConfig, mlflow: Any)
     second copy of many GB in MLflow's artifact store."""
     target = os.path.join(config.output, config.name, FINAL_MODEL)
     remote_output = "://" in config.output
+    if mlflow is not None and _published(mlflow, config, target):
+        # A finished run submitted again unchanged: nothing was trained, so nothing is written or registered.
+        tags = mlflow.get_run(mlflow.active_run().info.run_id).data.tags
+        logger.info("the final model of step %d is already published at %s%s: nothing to do", config.steps, target,
+                    f" (registered as {tags['registered_model']})" if "registered_model" in tags else "")
+        return target
     with tempfile.TemporaryDirectory(prefix="videomv-final-") as directory:
         save(directory)
         if remote_output:
@@ -289,8 +296,22 @@ def publish_final(save: Callable[[str], None], config: TrainConfig, mlflow: Any)
             mlflow.set_tag("final_model", target)
             if config.register_as:
                 register_final(mlflow, config.register_as, source=target if remote_output else None)
+            mlflow.set_tag(FINAL_MODEL_STEP_TAG, str(config.steps))
     logger.info("final model written to %s", target)
     return target
+
+
+def _published(mlflow: Any, config: TrainConfig, target: str) -> bool:
+    """True when this run already published (and registered, if asked) its final model of ``config.steps``."""
+    import fsspec
+
+    tags = mlflow.get_run(mlflow.active_run().info.run_id).data.tags
+    if tags.get(FINAL_MODEL_STEP_TAG) != str(config.steps):
+        return False
+    if config.register_as and not tags.get("registered_model", "").startswith(f"models:/{config.register_as}/"):
+        return False
+    filesystem, path = fsspec.core.url_to_fs(target)
+    return filesystem.exists(path)
 
 
 def register_final(mlflow: Any, name: str, source: str | None = None) -> str:

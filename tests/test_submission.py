@@ -1,0 +1,65 @@
+"""Paths in a job submitted with `ray job submit`: it runs in a temporary copy of the working dir, so
+relative outputs and tracking stores are refused at once with the fix (pipeline.submission)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+
+from pipeline.cli import add_config_arguments, config_from_args
+from pipeline.render_stage import RenderJobConfig
+from pipeline.submission import JOB_CONFIG_VARIABLE, SubmittedPathError, check_location
+from pipeline.train.config import TrainConfig
+
+
+def parse(config_cls: type, argv: list[str]):
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser, config_cls)
+    return config_from_args(config_cls, parser.parse_args(argv))
+
+
+@pytest.fixture
+def submitted(monkeypatch):
+    monkeypatch.setenv(JOB_CONFIG_VARIABLE, json.dumps({"runtime_env": {"working_dir": "gcs://_ray_pkg_x.zip"}}))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+def test_outside_a_submitted_job_relative_paths_mean_the_current_folder(monkeypatch):
+    monkeypatch.delenv(JOB_CONFIG_VARIABLE, raising=False)
+    config = parse(RenderJobConfig, ["--input", "assets", "--output", "out/shards"])
+    assert config.output == "out/shards"
+
+
+def test_a_submitted_job_refuses_a_relative_output_naming_the_fix(submitted, tmp_path):
+    with pytest.raises(SubmittedPathError, match=r"--output out/shards is a relative path: .*temporary copy of "
+                                                 r"--working-dir.*absolute path that every node sees"):
+        parse(RenderJobConfig, ["--input", "assets", "--output", "out/shards", "--mlflow-uri", "http://h:5000"])
+    with pytest.raises(SubmittedPathError, match="--mlflow-uri is not given, and the default store"):
+        parse(RenderJobConfig, ["--input", "assets", "--output", str(tmp_path / "shards")])
+    with pytest.raises(SubmittedPathError, match="--mlflow-uri sqlite:///mlflow.db is relative"):
+        parse(RenderJobConfig, ["--input", "assets", "--output", str(tmp_path), "--mlflow-uri", "sqlite:///mlflow.db"])
+    with pytest.raises(SubmittedPathError, match="--mlflow-artifacts mlruns is a relative path"):
+        parse(RenderJobConfig, ["--input", "assets", "--output", str(tmp_path), "--mlflow-uri", "http://h:5000",
+                                "--mlflow-artifacts", "mlruns"])
+    # What works: absolute paths, URIs, an absolute SQLite store, inputs inside the uploaded copy.
+    config = parse(RenderJobConfig, ["--input", "assets", "--output", str(tmp_path / "shards"),
+                                     "--mlflow-uri", f"sqlite:///{tmp_path}/mlflow.db"])
+    assert config.output == str(tmp_path / "shards")
+    parse(RenderJobConfig, ["--input", "assets", "--output", "s3://bucket/shards", "--mlflow-uri", "http://h:5000"])
+
+
+def test_a_submitted_job_names_a_relative_input_missing_from_its_working_dir(submitted, tmp_path):
+    with pytest.raises(SubmittedPathError, match=r"--data out/shards is a relative path that is not in the job's "
+                                                 r"working directory.*git-ignored"):
+        parse(TrainConfig, ["--model", "models:/g/latest", "--data", "out/shards", "--output", str(tmp_path),
+                            "--name", "x", "--mlflow-uri", "http://h:5000"])
+
+
+def test_the_default_store_may_come_from_the_jobs_environment(submitted, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
+    check_location(None, "--mlflow-uri", "tracking")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db")
+    with pytest.raises(SubmittedPathError, match="is relative"):
+        check_location(None, "--mlflow-uri", "tracking")
