@@ -1,7 +1,8 @@
 """The VideoMV Serve application (an application builder for ``serve run`` / ``serve deploy``).
 
-    serve run jobs.serve:app model_dir=out/runs/finetune/final_model reconstructor=out/runs/reconstructor/final_model
-    serve deploy serve_config.yaml           # the same, from the config file
+    serve run pipeline.serve.app:app model_dir=$PWD/out/runs/finetune/final_model \
+        reconstructor=$PWD/out/runs/reconstructor/final_model
+    serve deploy serve_config.yaml           # the same, from the config file (docs/scale.md)
     python jobs/serve.py --model-dir DIR [--reconstructor PATH] [--port 8000]   # local, blocks
 
 Application arguments (``key=value`` after the import path, or ``args`` in serve_config.yaml) are
@@ -25,16 +26,11 @@ from pipeline.logs import configure_logging  # noqa: E402
 
 configure_logging()  # first: sets what Ray, tqdm and the model libraries read at import
 
-from pipeline.cli import add_config_arguments, config_from_args, config_from_strings  # noqa: E402
+from pipeline.cli import add_config_arguments, config_from_args  # noqa: E402
 from pipeline.serve.app import ServeConfig, build_app  # noqa: E402
 
 logger = logging.getLogger("jobs.serve")
 DEFAULT_HOST = "127.0.0.1"
-
-
-def app(args: dict[str, str]):
-    """Application builder: ``serve run jobs.serve:app model_dir=DIR``."""
-    return build_app(**dataclasses.asdict(config_from_strings(ServeConfig, args)))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -30,6 +30,7 @@ import torch
 from models.pipeline_videomv.loading import detect_variant, resolve_model_dir
 from models.pipeline_videomv.pipeline_videomv import VideoMVPipeline
 from models.variants import VARIANTS
+from pipeline.cluster import connect
 from pipeline.data import schema, shards
 from pipeline.cli import option
 from pipeline.data.sources import load_captions
@@ -113,8 +114,7 @@ def run_encode(config: EncodeConfig) -> EncodeSummary:
     paths = [filesystem.unstrip_protocol(path) for path in shards.list_shards(config.data)]
     if not paths:
         raise ValueError(f"no orbit shards (*.parquet) found at {config.data}")
-    if not ray.is_initialized():
-        ray.init()
+    connect()
     captions = load_captions(config.captions) if config.captions else None
     dataset = ray.data.from_items([{"path": path} for path in paths], override_num_blocks=len(paths))
     dataset = dataset.flat_map(read_ok_rows, fn_kwargs={"columns": ENCODE_COLUMNS}, num_cpus=READ_CPUS)

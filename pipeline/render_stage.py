@@ -20,8 +20,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import ray
+import ray.util.queue
 
 import camera
+from pipeline.cluster import connect
 from pipeline.data import schema, shards
 from pipeline.cli import option
 from pipeline.logs import configure_logging
@@ -98,8 +100,10 @@ class OrbitRenderer:
     objects), so Blender's start-up cost is paid once per actor, not per object.
     """
 
-    def __init__(self, settings_json: str, objaverse_root: str | None = None, download_processes: int = 1) -> None:
+    def __init__(self, settings_json: str, objaverse_root: str | None = None, download_processes: int = 1,
+                 progress: Any = None) -> None:
         configure_logging()  # a Ray Data actor process
+        self.progress = progress  # a ray.util.queue.Queue the driver logs each result from, as it finishes
         # objaverse downloads with urllib and no timeout: a connection that stalls would hold this
         # actor forever (the render timeout starts after the download), so a stall fails instead.
         socket.setdefaulttimeout(DOWNLOAD_STALL_TIMEOUT_S)
@@ -118,8 +122,8 @@ class OrbitRenderer:
         for item in items:
             row = render_asset(AssetRef.from_row(item), self.process, self.settings, self.objaverse_root)
             row["render_node"] = node
-            # The driver logs each result once, after its shard is written; this is the worker's own record.
-            logger.debug("%s %s in %.1f s", row["uid"], row["status"], row["render_seconds"])
+            if self.progress is not None:
+                self.progress.put((row["uid"], row["status"], row["render_seconds"], _first_line(row["error"])))
             rows.append(row)
         return schema.rows_to_table(rows)
 
@@ -194,6 +198,53 @@ class RenderSummary:
         )
 
 
+def _first_line(error: str | None) -> str:
+    return (error or "").strip().split("\n")[0][:200]
+
+
+class ProgressLog:
+    """The driver's log of render results as the workers finish them: one line per asset, with the
+    count done, the rate and the time left."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.done, self.start = total, 0, time.perf_counter()
+
+    def log(self, uid: str, status: str, seconds: float, error: str) -> None:
+        self.done += 1
+        elapsed = time.perf_counter() - self.start
+        rate = 60.0 * self.done / elapsed if elapsed > 0 else 0.0
+        left = (self.total - self.done) / rate if rate > 0 else 0.0
+        log = logger.info if status == schema.STATUS_OK else logger.warning
+        log("%s %s in %.1f s%s [%d/%d, %.1f objects/min, %.1f min left]", uid, status, seconds,
+            f": {error}" if error else "", self.done, self.total, rate, left)
+
+    def drain(self, queue: Any, wait: float = 0.0) -> None:
+        """Log every result waiting in ``queue`` (waiting up to ``wait`` seconds for the first)."""
+        try:
+            items = [queue.get(timeout=wait)] if wait else []
+            items += queue.get_nowait_batch(queue.qsize())
+        except (ray.util.queue.Empty, ray.exceptions.RayError):
+            return
+        for item in items:
+            self.log(*item)
+
+
+def _write_with_progress(dataset: Any, sink: Any, queue: Any, total: int) -> None:
+    """``dataset.write_datasink(sink)`` while logging each result from ``queue`` as it arrives."""
+    import concurrent.futures
+
+    progress = ProgressLog(total)
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="render-write") as executor:
+        # Shard writes are light (views are encoded already); asking for no CPU lets them run
+        # while the renderers hold every CPU, so shards land (and survive a crash) during the
+        # job rather than at its end.
+        writing = executor.submit(dataset.write_datasink, sink, ray_remote_args={"num_cpus": 0})
+        while not writing.done():
+            progress.drain(queue, wait=1.0)
+        progress.drain(queue)
+        writing.result()
+
+
 def select_pending(refs: list[AssetRef], output: str, retry_failed: bool) -> list[AssetRef]:
     """Refs not yet in ``output``: ok rows are never redone, failed ones only with ``retry_failed``."""
     done = shards.existing_status(output)
@@ -247,12 +298,12 @@ def run_render_job(config: RenderJobConfig) -> RenderSummary:
                                   config.mlflow_artifacts) as run:
         sink = shards.OrbitShardDatasink(config.output, config.objects_per_file)
         if pending:
-            if not ray.is_initialized():
-                ray.init()
+            connect()
             workers = config.num_workers or _default_workers(config.cpus_per_task, config.gpus_per_task,
                                                              config.resources_per_task)
             threads = config.settings.threads or max(1, int(config.cpus_per_task))
             settings = dataclasses.replace(config.settings, threads=threads)
+            progress = ray.util.queue.Queue(actor_options={"num_cpus": 0})
             dataset = ray.data.from_items(
                 [ref.to_row() for ref in pending], override_num_blocks=min(len(pending), 64 * workers)
             )
@@ -262,6 +313,7 @@ def run_render_job(config: RenderJobConfig) -> RenderSummary:
                     "settings_json": settings.to_json(),
                     "objaverse_root": config.objaverse_root,
                     "download_processes": config.download_processes,
+                    "progress": progress,
                 },
                 batch_size=config.assets_per_batch,
                 batch_format="pyarrow",
@@ -272,14 +324,8 @@ def run_render_job(config: RenderJobConfig) -> RenderSummary:
                 num_gpus=config.gpus_per_task,
                 resources=config.resources_per_task or None,
             )
-            # Shard writes are light (views are encoded already); asking for no CPU lets them run
-            # while the renderers hold every CPU, so shards land (and survive a crash) during the
-            # job rather than at its end.
-            rendered.write_datasink(sink, ray_remote_args={"num_cpus": 0})
+            _write_with_progress(rendered, sink, progress, len(pending))
         results = [result for shard in sink.written for result in shard.results]
-        for uid, status, seconds, error in results:
-            log = logger.info if status == schema.STATUS_OK else logger.warning
-            log("%s %s in %.1f s%s", uid, status, seconds, f": {error}" if error else "")
         summary = RenderSummary(
             total=len(refs),
             skipped=len(refs) - len(pending),

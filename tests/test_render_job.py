@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import subprocess
 import sys
 
@@ -58,6 +59,11 @@ def test_render_job_renders_good_assets_fails_bad_ones_and_resumes(ray_local, tm
                and r.getMessage().split(" ")[1:2] in (["ok"], ["failed"])]
     assert sorted(m.split(" ")[0] for m in results) == sorted(row["uid"] for row in
                                                                shards.read_rows(str(output), ["uid"], only_ok=False))
+    # ... as it finishes, with the count done and the rate (not all at once when the dataset ends).
+    assert [re.search(r"\[(\d+)/10, [\d.]+ objects/min, [\d.]+ min left\]", m)[1] for m in results] == [
+        str(k) for k in range(1, 11)]
+    finished = [r.created for r in caplog.records if r.name == "pipeline.render_stage" and "/10, " in r.getMessage()]
+    assert finished[-1] - finished[0] > 1.0, "results are logged while the others still render"
     assert sorted(u.rsplit("-", 1)[0] for u in summary.failed_uids) == ["empty_nodes", "hang", "random", "truncated"]
     assert "1 .dae (Collada (.dae) import was removed in Blender 5" in str(summary)
     assert all(uid in str(summary) for uid in summary.failed_uids)

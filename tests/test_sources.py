@@ -86,6 +86,15 @@ def test_captions_file_overrides(tmp_path, sample_assets):
     assert next(r for r in refs if r.uri.endswith("teapot.stl")).caption == "a white teapot"
 
 
+def test_a_folder_with_its_own_captions_csv_is_captioned_without_flags():
+    """The README's `jobs/render.py --input assets` captions every bundled asset from assets/captions.csv."""
+    from pipeline.data.sources import BUNDLED_ASSETS
+
+    refs = resolve_input(BUNDLED_ASSETS)
+    captions = {os.path.basename(r.uri): r.caption for r in refs}
+    assert captions["Duck.glb"] == "a yellow rubber duck" and all(captions.values()), captions
+
+
 @pytest.mark.parametrize(
     "spec, message",
     [

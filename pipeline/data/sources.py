@@ -30,6 +30,7 @@ BUNDLED_ASSETS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os
 
 logger = logging.getLogger(__name__)
 OBJAVERSE_PREFIX = "objaverse:"
+FOLDER_CAPTIONS = "captions.csv"  # a folder input's own captions, used when --captions is not given
 DEFAULT_OBJAVERSE_ROOT = os.path.join(os.path.expanduser("~"), ".objaverse")
 
 
@@ -211,7 +212,8 @@ def scan_input(spec: str, captions: str | None = None, objaverse_root: str | Non
         spec: a folder (scanned recursively), a manifest file (one local path or fsspec URI per
             line, ``#`` comments; relative paths are relative to the manifest), or
             ``objaverse:[lvis=CATEGORY][,uids=FILE][,limit=N]``.
-        captions: optional CSV ``uid or file name,caption`` overriding captions from the source.
+        captions: optional CSV ``uid or file name,caption`` overriding captions from the source;
+            default: a folder's own ``captions.csv``, if it has one.
         objaverse_root: Objaverse cache root (default ``~/.objaverse``).
     Returns:
         Refs in a stable order, unique by uid, and the count of unsupported files per extension
@@ -226,6 +228,9 @@ def scan_input(spec: str, captions: str | None = None, objaverse_root: str | Non
     else:
         raise SourceError(f"--input {spec!r} is neither a folder, a manifest file nor an objaverse: spec")
     refs = resolved.refs
+    if captions is None and os.path.isdir(spec) and os.path.isfile(os.path.join(spec, FOLDER_CAPTIONS)):
+        captions = os.path.join(spec, FOLDER_CAPTIONS)
+        logger.info("captions from %s (the input folder's own; --captions FILE replaces it)", captions)
     if captions:
         table = load_captions(captions)
         covered = [r.uid in table or posixpath.basename(r.uri) in table for r in refs]

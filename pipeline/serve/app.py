@@ -36,7 +36,7 @@ import torch
 from ray import serve
 
 from models.precision import DTYPE_CHOICES
-from pipeline.cli import option
+from pipeline.cli import config_from_strings, option
 from pipeline.serve.api import MAX_BODY_BYTES
 from pipeline.serve.ingress import BODY_TIMEOUT_S, LOOPBACK_HOSTS, build_ingress
 
@@ -47,7 +47,7 @@ DEPLOYMENT_NAME = "VideoMV"  # the model deployment, as ``serve status`` lists i
 
 @dataclass
 class ServeConfig:
-    """The Serve application's arguments: ``serve run jobs.serve:app model_dir=DIR [key=value ...]``,
+    """The Serve application's arguments: ``serve run pipeline.serve.app:app model_dir=DIR [key=value ...]``,
     ``serve_config.yaml``'s ``args``, or the flags of ``python jobs/serve.py`` (``pipeline.cli``)."""
 
     model_dir: str = option(help="the multi-view model (fine-tuned): a directory, fsspec URI (s3://...) or MLflow "
@@ -136,3 +136,11 @@ def build_app(model_dir: str, reconstructor: str | None = None, **options: Any) 
                                max_ongoing_requests=64)
     return ingress.bind(model.bind(config.model_dir, config.reconstructor, config.max_batch_size, config.mlflow_uri,
                                    config.dtype, config.use_ema, config.mesh_max_faces))
+
+
+def app(args: dict[str, str]) -> Any:
+    """The application builder of ``serve_config.yaml`` and ``serve run pipeline.serve.app:app
+    model_dir=DIR [key=value ...]``: ``args`` are ``ServeConfig``'s fields as strings. An installed
+    module (not a file of the working dir), so the Serve controller imports it on any node where
+    the project is installed, with no ``runtime_env``."""
+    return build_app(**dataclasses.asdict(config_from_strings(ServeConfig, args)))

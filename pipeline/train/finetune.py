@@ -31,6 +31,7 @@ from models.generator.objective import MultiViewBatch, diffusion_loss, reorder_o
 from models.variants import VARIANTS
 from models.prompts import AUTHORS_NEGATIVE_PROMPT, CAPTION_SUFFIX
 from models.pipeline_videomv.pipeline_videomv import VideoMVPipeline
+from pipeline.cluster import connect
 from pipeline.data import shards
 from pipeline.serve.media import grid_image
 from pipeline.tracking import tracking_uri
@@ -194,8 +195,7 @@ def run_finetune(config: TrainConfig) -> TrainSummary:
         check_latents(config.latents, model_dir, config.resolution)
     else:
         check_resolution(config.data, config.resolution)
-    if not ray.is_initialized():
-        ray.init()
+    connect()
     config = placed(config, num_datasets=2 if config.image_data else 1)
     shuffle_seed = config.seed if config.shuffle_buffer else None
     if config.latents:

@@ -28,6 +28,7 @@ from models.pipeline_videomv.pipeline_videomv import VideoMVPipeline
 from models.reconstructor.loss import ReconstructionLoss, missing_lpips
 from models.reconstructor.training import downsample, reconstruction_step
 from models.pipeline_videomv.one_step import decode_x0, one_step_x0_latents
+from pipeline.cluster import connect
 from pipeline.cli import option
 from pipeline.tracking import tracking_uri
 from pipeline.train.config import TrainConfig, WorkerConfig
@@ -218,8 +219,7 @@ def run_train_recon(config: TrainConfig, recon: ReconConfig) -> TrainSummary:
     # Workers fetch config.model themselves (each node caches it); the driver only reads its variant.
     model_dir = resolve_model_dir(config.model, tracking_uri(config.mlflow_uri))
     variant = detect_variant(model_dir)
-    if not ray.is_initialized():
-        ray.init()
+    connect()
     # The orbits are decoded at the larger of G's and the supervision's resolution (never upsampled).
     rendered = check_resolution(config.data, config.resolution)
     decoded = max(config.resolution, recon.target_resolution or rendered)
