@@ -1,4 +1,4 @@
-"""Convert the authors' released VideoMV checkpoint (.pth) into a VideoMVPipeline directory.
+r"""Convert the authors' released VideoMV checkpoint (.pth) into a VideoMVPipeline directory.
 
     python jobs/convert_official.py --checkpoint pretrained_models/t2v_00333000.pth \
         --base /models/text-to-video-ms-1.7b --output out/models/videomv-t2v
@@ -24,8 +24,6 @@ from pipeline.logs import configure_logging  # noqa: E402
 
 configure_logging()  # first: sets what Ray, tqdm and the model libraries read at import
 
-from models.pipeline_videomv.loading import ModelDirectoryError  # noqa: E402
-from models.official_checkpoint import convert_official  # noqa: E402
 from pipeline.cli import add_config_arguments, config_from_args, option  # noqa: E402
 
 logger = logging.getLogger("convert_official")
@@ -49,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from models.official_checkpoint import convert_official  # after parsing: --help stays quick
+    from models.pipeline_videomv.loading import ModelDirectoryError
+
     try:
         config = config_from_args(ConvertConfig, args)
         if os.path.exists(config.output) and os.listdir(config.output):

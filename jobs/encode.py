@@ -1,4 +1,4 @@
-"""Encode orbit shards once into latent shards (the VAE posterior, the caption's text-encoder states,
+r"""Encode orbit shards once into latent shards (the VAE posterior, the caption's text-encoder states,
 the cameras) for fine-tuning the text model without its VAE and text encoder on the training GPUs.
 
 Locally (tiny model, CPU actors):
@@ -22,9 +22,8 @@ from pipeline.logs import configure_logging  # noqa: E402
 
 configure_logging()  # first: sets what Ray, tqdm and the model libraries read at import
 
-from models.pipeline_videomv.loading import ModelDirectoryError  # noqa: E402
 from pipeline.cli import add_config_arguments, config_from_args  # noqa: E402
-from pipeline.encode_stage import EncodeConfig, run_encode  # noqa: E402
+from pipeline.encode_config import EncodeConfig  # noqa: E402
 
 logger = logging.getLogger("encode")
 
@@ -37,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from models.pipeline_videomv.loading import ModelDirectoryError  # after parsing: --help stays quick
+    from pipeline.encode_stage import run_encode
+
     try:
         run_encode(config_from_args(EncodeConfig, args))
     except (ModelDirectoryError, ValueError) as error:

@@ -1,4 +1,4 @@
-"""Evaluate a multi-view model with the paper's protocol, 3D-aware sampling on and off side by side.
+r"""Evaluate a multi-view model with the paper's protocol, 3D-aware sampling on and off side by side.
 
 Text-to-multi-view (24 views per prompt; Gaussians fitted on the 12 even views, PSNR/SSIM/LPIPS on
 the 12 odd ones, CLIP score, flow-warping RMSE at intervals 1 and 6):
@@ -27,9 +27,8 @@ from pipeline.logs import configure_logging  # noqa: E402
 
 configure_logging()  # first: sets what Ray, tqdm and the model libraries read at import
 
-from models.pipeline_videomv.loading import ModelDirectoryError  # noqa: E402
 from pipeline.cli import add_config_arguments, config_from_args  # noqa: E402
-from pipeline.evaluation.protocol import EvaluationConfig, evaluate  # noqa: E402
+from pipeline.evaluation.config import EvaluationConfig  # noqa: E402
 
 logger = logging.getLogger("jobs.evaluate")
 
@@ -42,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from models.pipeline_videomv.loading import ModelDirectoryError  # after parsing: --help stays quick
+    from pipeline.evaluation.protocol import evaluate
+
     try:
         result = evaluate(config_from_args(EvaluationConfig, args))
     except (ModelDirectoryError, ValueError, FileNotFoundError) as error:

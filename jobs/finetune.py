@@ -1,4 +1,4 @@
-"""Fine-tune the multi-view generator on orbit shards with Ray Train.
+r"""Fine-tune the multi-view generator on orbit shards with Ray Train.
 
 Locally (tiny model, CPU):
     python jobs/make_tiny.py --variant t2v --output out/tiny-t2v
@@ -24,9 +24,7 @@ from pipeline.logs import configure_logging  # noqa: E402
 
 configure_logging()  # first: sets what Ray, tqdm and the model libraries read at import
 
-from models.pipeline_videomv.loading import ModelDirectoryError  # noqa: E402
 from pipeline.cli import add_config_arguments, config_from_args  # noqa: E402
-from pipeline.train.finetune import run_finetune  # noqa: E402
 from pipeline.train.config import TrainConfig  # noqa: E402
 
 logger = logging.getLogger("finetune")
@@ -40,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from models.pipeline_videomv.loading import ModelDirectoryError  # after parsing: --help stays quick
+    from pipeline.train.finetune import run_finetune
+
     try:
         summary = run_finetune(config_from_args(TrainConfig, args))
     except (ModelDirectoryError, ValueError) as error:

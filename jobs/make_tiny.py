@@ -14,37 +14,60 @@ layouts, for trying ``jobs/evaluate.py`` offline (the scores are then meaningles
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 
 sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-import torch  # noqa: E402
+from pipeline.logs import configure_logging  # noqa: E402
 
-from models.reconstructor.model import LGM  # noqa: E402
-from models.toy.tiny import make_tiny, make_tiny_evaluation_weights  # noqa: E402
+configure_logging()  # first: sets what Ray, tqdm and the model libraries read at import
+
+from pipeline.cli import add_config_arguments, config_from_args, option  # noqa: E402
+
+
+@dataclasses.dataclass
+class MakeTinyConfig:
+    LOCATIONS = {"output": "output"}  # paths (pipeline.submission)
+
+    variant: str = option(help="t2v: ModelScope T2V layout; i2v: I2VGen-XL layout; lgm: the tiny reconstructor; "
+                               "metrics: CLIP/RAFT/LPIPS weight files for jobs/evaluate.py",
+                          choices=("t2v", "i2v", "lgm", "metrics"))
+    output: str = option(help="directory to write (must not exist, or be empty)")
+    seed: int = option(0, "seed of the random weights")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_arguments(parser, MakeTinyConfig)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variant", choices=("t2v", "i2v", "lgm", "metrics"), required=True,
-                        help="t2v: ModelScope T2V layout; i2v: I2VGen-XL layout; lgm: the tiny reconstructor; "
-                             "metrics: CLIP/RAFT/LPIPS weight files for jobs/evaluate.py")
-    parser.add_argument("--output", required=True, help="directory to write")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
-    args = parser.parse_args(argv)
-    if os.path.isdir(args.output) and os.listdir(args.output):
-        print(f"error: {args.output} exists and is not empty; choose another --output", file=sys.stderr)
+    args = build_parser().parse_args(argv)
+    try:
+        config = config_from_args(MakeTinyConfig, args)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
         return 2
-    if args.variant == "lgm":
-        torch.manual_seed(args.seed)
-        LGM("tiny").save_pretrained(args.output)
-    elif args.variant == "metrics":
-        for name, path in make_tiny_evaluation_weights(args.output, seed=args.seed).items():
+    if os.path.isdir(config.output) and os.listdir(config.output):
+        print(f"error: {config.output} exists and is not empty; choose another --output", file=sys.stderr)
+        return 2
+    import torch  # after parsing: --help stays quick
+
+    from models.reconstructor.model import LGM
+    from models.toy.tiny import make_tiny, make_tiny_evaluation_weights
+
+    if config.variant == "lgm":
+        torch.manual_seed(config.seed)
+        LGM("tiny").save_pretrained(config.output)
+    elif config.variant == "metrics":
+        for name, path in make_tiny_evaluation_weights(config.output, seed=config.seed).items():
             print(f"  --{name.replace('_', '-')} {path}")
     else:
-        make_tiny(args.variant, args.output, seed=args.seed)
-    print(f"wrote tiny {args.variant} model to {args.output}")
+        make_tiny(config.variant, config.output, seed=config.seed)
+    print(f"wrote tiny {config.variant} model to {config.output}")
     return 0
 
 

@@ -16,32 +16,50 @@ import sys
 
 sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-import torch  # noqa: E402
+from pipeline.logs import configure_logging  # noqa: E402
 
-from models.reconstructor.model import LGM  # noqa: E402
-from models.reconstructor.options import PRESETS  # noqa: E402
-from models.reconstructor.training import overfit_one_object  # noqa: E402
-from pipeline.data import shards  # noqa: E402
-from pipeline.data.rows import row_to_tensors  # noqa: E402
+configure_logging()  # first: sets what Ray, tqdm and the model libraries read at import
+
+from pipeline.cli import add_config_arguments, config_from_args, option  # noqa: E402
+
+
+@dataclasses.dataclass
+class OverfitConfig:
+    LOCATIONS = {"shards": "input"}  # paths (pipeline.submission)
+
+    shards: str = option(help="render-stage output (folder or URI)")
+    uid: str | None = option(None, "object to use (default: the first ok row)")
+    steps: int = option(60, "optimiser steps")
+    size: int = option(32, "input and supervision resolution")
+    seed: int = option(0, "seed of the weights and the views drawn")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_arguments(parser, OverfitConfig)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shards", required=True, help="render-stage output (folder or URI)")
-    parser.add_argument("--uid", default=None, help="object to use (default: the first ok row)")
-    parser.add_argument("--steps", type=int, default=60)
-    parser.add_argument("--size", type=int, default=32, help="input and supervision resolution (default 32)")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    rows = shards.read_rows(args.shards)
-    rows = [row for row in rows if args.uid in (None, row["uid"])]
+    config = config_from_args(OverfitConfig, build_parser().parse_args(argv))
+    import torch  # after parsing: --help stays quick
+
+    from models.reconstructor.model import LGM
+    from models.reconstructor.options import PRESETS
+    from models.reconstructor.training import overfit_one_object
+    from pipeline.data import shards
+    from pipeline.data.rows import row_to_tensors
+
+    rows = shards.read_rows(config.shards)
+    rows = [row for row in rows if config.uid in (None, row["uid"])]
     if not rows:
-        print(f"error: no ok row{' with uid ' + args.uid if args.uid else ''} in {args.shards}", file=sys.stderr)
+        print(f"error: no ok row{' with uid ' + config.uid if config.uid else ''} in {config.shards}", file=sys.stderr)
         return 2
     data = row_to_tensors(rows[0], background=(1.0, 1.0, 1.0))
-    torch.manual_seed(args.seed)
-    model = LGM(dataclasses.replace(PRESETS["tiny"], input_size=args.size, output_size=args.size))
-    result = overfit_one_object(model, data["views"], data["alphas"], data["c2w"], steps=args.steps, seed=args.seed)
+    torch.manual_seed(config.seed)
+    model = LGM(dataclasses.replace(PRESETS["tiny"], input_size=config.size, output_size=config.size))
+    result = overfit_one_object(model, data["views"], data["alphas"], data["c2w"], steps=config.steps,
+                                seed=config.seed)
     print(f"object {rows[0]['uid']}: {result.steps} steps, held-out PSNR {result.psnr_before:.2f} dB -> "
           f"{result.psnr_after:.2f} dB (loss {result.losses[0]:.4f} -> {result.losses[-1]:.4f})")
     return 0

@@ -1,4 +1,4 @@
-"""Render assets into 24-view orbit Parquet shards.
+r"""Render assets into 24-view orbit Parquet shards.
 
 Locally:   python jobs/render.py --input assets --output out/shards
 On Ray:    ray job submit --working-dir . -- python jobs/render.py --input objaverse:lvis=chair,limit=100 \
@@ -22,8 +22,8 @@ from pipeline.logs import configure_logging  # noqa: E402
 configure_logging()  # first: sets what Ray, tqdm and the model libraries read at import
 
 from pipeline.cli import add_config_arguments, config_from_args  # noqa: E402
-from pipeline.render_stage import RenderJobConfig, run_render_job  # noqa: E402
 from pipeline.data.sources import SourceError  # noqa: E402
+from pipeline.render_config import RenderJobConfig  # noqa: E402
 from pipeline.tracking import TrackingError  # noqa: E402
 
 logger = logging.getLogger("jobs.render")
@@ -37,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from pipeline.render_stage import run_render_job  # after parsing: --help stays quick
+
     try:
         config = config_from_args(RenderJobConfig, args)
         run_render_job(config)

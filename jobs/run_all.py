@@ -26,7 +26,7 @@ from pipeline.logs import configure_logging  # noqa: E402
 configure_logging()  # first: sets what Ray, tqdm and the model libraries read at import
 
 from pipeline.cli import add_config_arguments, config_from_args  # noqa: E402
-from pipeline.local_run import LocalRunConfig, run_local  # noqa: E402
+from pipeline.local_run_config import LocalRunConfig  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from pipeline.local_run import run_local  # after parsing: --help stays quick
+
     run_local(config_from_args(LocalRunConfig, args))
     return 0
 

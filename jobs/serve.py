@@ -1,4 +1,4 @@
-"""The VideoMV Serve application (an application builder for ``serve run`` / ``serve deploy``).
+r"""The VideoMV Serve application (an application builder for ``serve run`` / ``serve deploy``).
 
     serve run pipeline.serve.app:app model_dir=$PWD/out/runs/finetune/final_model \
         reconstructor=$PWD/out/runs/reconstructor/final_model
@@ -27,7 +27,7 @@ from pipeline.logs import configure_logging  # noqa: E402
 configure_logging()  # first: sets what Ray, tqdm and the model libraries read at import
 
 from pipeline.cli import add_config_arguments, config_from_args  # noqa: E402
-from pipeline.serve.app import ServeConfig, build_app  # noqa: E402
+from pipeline.serve.config import ServeConfig  # noqa: E402
 
 logger = logging.getLogger("jobs.serve")
 DEFAULT_HOST = "127.0.0.1"
@@ -45,9 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     import time
 
-    from ray import serve
-
     args = build_parser().parse_args(argv)
+    from ray import serve  # after parsing: --help stays quick
+
+    from pipeline.serve.app import build_app
+
     config = config_from_args(ServeConfig, args)  # build_app fills num_gpus and max_batch_size for the cluster
     if args.host not in ("127.0.0.1", "localhost", "::1") and "*" not in config.allowed_hosts:
         logger.warning("binding %s: only requests whose Host is one of %s are answered (421 otherwise); give "

@@ -1,4 +1,4 @@
-"""Train the reconstructor (LGM) on the fine-tuned generator's one-step predictions, on Ray Train.
+r"""Train the reconstructor (LGM) on the fine-tuned generator's one-step predictions, on Ray Train.
 
 Locally (tiny models, CPU):
     python jobs/train_recon.py --data out/shards --model out/train/demo/final_model --output out/train \
@@ -24,10 +24,8 @@ from pipeline.logs import configure_logging  # noqa: E402
 configure_logging()  # first: sets what Ray, tqdm and the model libraries read at import
 
 from models.locations import is_remote  # noqa: E402
-from models.pipeline_videomv.loading import ModelDirectoryError  # noqa: E402
 from pipeline.cli import add_config_arguments, config_from_args  # noqa: E402
-from pipeline.train.config import TrainConfig  # noqa: E402
-from pipeline.train.reconstructor import RECON_TRAIN_DEFAULTS, ReconConfig, run_train_recon  # noqa: E402
+from pipeline.train.config import RECON_TRAIN_DEFAULTS, ReconConfig, TrainConfig  # noqa: E402
 
 logger = logging.getLogger("train_recon")
 
@@ -43,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from models.pipeline_videomv.loading import ModelDirectoryError  # after parsing: --help stays quick
+    from pipeline.train.reconstructor import run_train_recon
+
     if args.reconstructor and not is_remote(args.reconstructor) and not os.path.exists(args.reconstructor):  # remote ones are fetched by the workers
         logger.error("LGM weights not found: %s", args.reconstructor)
         return 2

@@ -7,20 +7,30 @@ from typing import Any
 
 import ray
 
+from pipeline.logs import QUIET_ENVIRONMENT
+from pipeline.submission import submitted_job
+
+
+def worker_environment() -> dict[str, str]:
+    """What the job's workers and actors are given: the cluster's address (Ray's own helpers inside
+    them, Ray Train's placement-group cleaner among them, look their cluster up as "auto", which
+    fails with "Found multiple active Ray instances", a 30-line traceback in the job's log, on a
+    machine that runs two clusters), and the log settings ``configure_logging`` chose (no progress
+    bars in a log file). Variables the submitted job's own runtime env sets are left to it."""
+    environment = {name: os.environ[name] for name in QUIET_ENVIRONMENT if name in os.environ}
+    address = os.environ.get("RAY_ADDRESS", "")
+    if address and "://" not in address and address != "auto":  # a GCS address, ip:port
+        environment["RAY_ADDRESS"] = address
+    owned = (submitted_job() or {}).get("env_vars") or {}
+    return {name: value for name, value in environment.items() if name not in owned}
+
 
 def connect(**init_options: Any) -> None:
     """Join the cluster of ``$RAY_ADDRESS`` (a job submitted with ``ray job submit`` has it), else
-    start a local one; nothing when Ray is initialised already.
-
-    The address is handed on to every worker and actor of the job: Ray's own helpers inside them
-    (Ray Train's placement-group cleaner) look their cluster up as "auto", which fails with "Found
-    multiple active Ray instances" (a 30-line traceback in the job's log) on a machine that runs
-    two clusters."""
+    start a local one, with ``worker_environment()`` for every worker; nothing when Ray is
+    initialised already."""
     if ray.is_initialized():
         return
-    address = os.environ.get("RAY_ADDRESS", "")
-    if address and "://" not in address and address != "auto":  # a GCS address, ip:port
-        runtime_env = dict(init_options.pop("runtime_env", None) or {})
-        runtime_env["env_vars"] = {**runtime_env.get("env_vars", {}), "RAY_ADDRESS": address}
-        init_options["runtime_env"] = runtime_env
-    ray.init(**init_options)
+    runtime_env = dict(init_options.pop("runtime_env", None) or {})
+    runtime_env["env_vars"] = {**worker_environment(), **runtime_env.get("env_vars", {})}
+    ray.init(runtime_env=runtime_env, **init_options)

@@ -23,11 +23,9 @@ import logging
 import os
 import socket
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import ray
 import torch
 from PIL import Image
 
@@ -36,12 +34,13 @@ from models.gaussians.ply import load_ply
 from models.variants import VARIANTS
 
 from models.pipeline_videomv.loading import detect_variant, model_resolution, resolve_model_dir
-from pipeline.cli import option
+from pipeline.cluster import connect
+from pipeline.local_run_config import LocalRunConfig
 from pipeline.serve.client import generate, write_result
 from pipeline.train.finetune import run_finetune
 from pipeline.render_stage import RenderJobConfig, run_render_job
 from pipeline.evaluation.result_scores import score_generation, score_mesh
-from pipeline.data.sources import BUNDLED_ASSETS, captioned_assets, load_captions
+from pipeline.data.sources import captioned_assets, load_captions
 from pipeline.train.config import TrainConfig
 from pipeline.evaluation.reconstruction_schedule import measure_schedule
 from pipeline.tracking import mlflow_run
@@ -52,46 +51,6 @@ from render.settings import RenderSettings
 logger = logging.getLogger(__name__)
 TINY_RECON_SIZE = 32  # the tiny reconstructor's input and render size
 AUTOENCODER_REPORT = "autoencoder.json"  # in the tiny model's directory: its VAE's training figures
-
-
-@dataclass
-class LocalRunConfig:
-    """Everything ``jobs/run_all.py`` exposes as flags (``pipeline.cli``)."""
-    # Fields that are paths or URIs (pipeline.submission: what a submitted job may be given).
-    LOCATIONS = {"assets": "input", "captions": "input", "out": "output", "model": "input"}
-
-    assets: str = option(BUNDLED_ASSETS, "folder, manifest or objaverse: spec of the assets to render")
-    captions: str | None = option(os.path.join(BUNDLED_ASSETS, "captions.csv"),
-                                  "CSV 'file name or uid,caption' of the assets (the prompts G learns)")
-    out: str = option("out", "output folder")
-    variant: str = option("t2v", "t2v: the text model, generating from the prompt; i2v: the image model, "
-                                 "generating from one view of the prompted object that it was not trained on "
-                                 "(rendered at --input-elevation)", choices=("t2v", "i2v"))
-    prompt: str = option("a yellow rubber duck, 3d asset", "prompt of the generated result (i2v: names the object "
-                                                           "whose view is the input)")
-    input_elevation: float = option(35.0, "i2v: elevation (degrees) of the input view, away from the training orbits")
-    input_resolution: int = option(256, "i2v: size of the input view in pixels (a user's image, preprocessed by "
-                                        "the endpoint)")
-    model: str | None = option(None, "diffusers directory to fine-tune (default: a tiny random model)")
-    finetune_steps: int = option(1200, "fine-tuning steps of G")
-    finetune_lr: float = option(1e-3, "fine-tuning learning rate (G is trained from scratch at toy scale)")
-    recon_steps: int = option(500, "reconstructor training steps")
-    sampling_steps: int = option(25, "DDIM steps of the generated result")
-    guidance_scale: float | None = option(
-        None, "classifier-free guidance of the generated result; default 1.0 for the tiny model (it memorises "
-        "four captions, and guidance pushes away from their average into over-saturated views; docs/results.md), "
-        "the variant's own (" + ", ".join(f"{v.name} {v.guidance_scale:g}" for v in VARIANTS.values()) +
-        ") with --model")
-    render_resolution: int = option(64, "render size in pixels")
-    render_samples: int = option(8, "Cycles samples per pixel")
-    elevation: float = option(
-        VARIANTS["t2v"].elevation,
-        "elevation (degrees) of every object's training orbit and of the generated result: a model trained on "
-        "one orbit per object learns no other elevation")
-    autoencoder_steps: int = option(500, "training steps of the tiny model's VAE (an autoencoder on the renders)")
-    workers: int = option(2, "Ray Train workers")
-    experiment: str = option("videomv-local", "MLflow experiment of every stage")
-    seed: int = option(0, "seed of every stage")
 
 
 def _stage(number: int, text: str) -> float:
@@ -229,8 +188,7 @@ def run_local(config: LocalRunConfig) -> dict[str, Any]:
     out = os.path.abspath(config.out)
     os.makedirs(out, exist_ok=True)
     mlflow_uri = f"sqlite:///{os.path.join(out, 'mlflow.db')}"
-    if not ray.is_initialized():
-        ray.init(include_dashboard=False)
+    connect(include_dashboard=False)
     began = time.perf_counter()
 
     start = _stage(1, f"render {config.assets} into 24-view orbit shards (Blender Cycles, CPU)")

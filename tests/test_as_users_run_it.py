@@ -17,6 +17,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import uuid
 from pathlib import Path
@@ -73,6 +74,33 @@ def stop_process_group(group: int, timeout: float = 20.0) -> None:
     psutil.wait_procs(alive, timeout=timeout)
 
 
+def isolated_head_flags(temp: Path) -> str:
+    """`ray start --head` flags giving a cluster its own temp folder and free ports."""
+    ports = [free_port() for _ in range(9)]
+    names = ("port", "ray-client-server-port", "node-manager-port", "object-manager-port",
+             "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port",
+             "metrics-export-port", "min-worker-port")
+    flags = " ".join(f"--{name} {port}" for name, port in zip(names, ports))
+    return f"--temp-dir {temp} {flags} --max-worker-port {ports[-1] + 200}"
+
+
+def venv_path() -> str:
+    return os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+
+
+def group_of(temp: Path) -> int | None:
+    """The process group of the GCS server of the cluster whose temp folder is ``temp``."""
+    import psutil
+
+    for process in psutil.process_iter(["name", "cmdline"]):
+        try:
+            if process.info["name"] == "gcs_server" and any(str(temp) in part for part in process.info["cmdline"]):
+                return os.getpgid(process.pid)
+        except (psutil.Error, ProcessLookupError):
+            continue
+    return None
+
+
 @pytest.fixture(scope="module")
 def one_machine_run(tmp_path_factory):
     """Runs the doc's one-machine script once; yields (exit code, log text, OUT, ray temp dir)."""
@@ -81,16 +109,8 @@ def one_machine_run(tmp_path_factory):
     # Short: Ray's socket paths under it must stay within the 107 bytes of a Unix socket address.
     ray_temp = Path(tempfile.mkdtemp(prefix="vmv-ray-", dir="/tmp"))
     script = runnable_script(REPO_ROOT / "docs" / "scale.md", "one machine")
-    ports = {name: free_port() for name in ("gcs", "dashboard", "serve", "client", "node_manager", "object_manager",
-                                            "agent_listen", "agent_grpc", "runtime_env", "metrics")}
-    workers = free_port()
-    isolation = (f"--temp-dir {ray_temp} --port {ports['gcs']} --ray-client-server-port {ports['client']} "
-                 f"--node-manager-port {ports['node_manager']} --object-manager-port {ports['object_manager']} "
-                 f"--dashboard-agent-listen-port {ports['agent_listen']} "
-                 f"--dashboard-agent-grpc-port {ports['agent_grpc']} --runtime-env-agent-port {ports['runtime_env']} "
-                 f"--metrics-export-port {ports['metrics']} --min-worker-port {workers} "
-                 f"--max-worker-port {workers + 200}")
-    script = substitute(script, "ray start --head", f"ray start --head {isolation}", count=1)
+    ports = {"dashboard": free_port(), "serve": free_port()}
+    script = substitute(script, "ray start --head", f"ray start --head {isolated_head_flags(ray_temp)}", count=1)
     script = substitute(script, "8265", str(ports["dashboard"]))
     script = substitute(script, "http://127.0.0.1:8000", f"http://127.0.0.1:{ports['serve']}")
     script = substitute(script, 'serve_config.yaml > "$OUT/serve_config.yaml"',
@@ -103,18 +123,31 @@ def one_machine_run(tmp_path_factory):
                    if not key.startswith(("RAY_", "MLFLOW_")) and key != "PYTHONPATH"}
     # This cluster's own token (RAY_AUTH_MODE=token comes from the doc): ~/.ray/auth_token is left alone.
     environment.update(RAY_AUTH_TOKEN=uuid.uuid4().hex, VIDEOMV_CACHE=str(root / "cache"))
+    # Another user's cluster on the same machine: the jobs must neither join it nor trip over it
+    # (Ray's helpers that look their cluster up as "auto" find two), and it must outlive the test.
+    decoy_temp = Path(tempfile.mkdtemp(prefix="vmv-decoy-", dir="/tmp"))
+    decoy = subprocess.run(f"ray start --head --num-cpus 1 --include-dashboard false --disable-usage-stats "
+                           f"{isolated_head_flags(decoy_temp)}", shell=True, env={**environment, "PATH": venv_path()},
+                           capture_output=True, text=True, start_new_session=True, timeout=120)
+    assert decoy.returncode == 0, decoy.stdout + decoy.stderr
+    decoy_group = group_of(decoy_temp)
     log_path = root / "script.log"
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(["bash", "-c", "set -euxo pipefail\n" + script], cwd=REPO_ROOT, env=environment,
-                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            code = process.wait(timeout=2400)
-        except subprocess.TimeoutExpired:
-            code = None
-        finally:
-            stop_process_group(process.pid)
-    yield code, log_path.read_text(), out, ray_temp
-    shutil.rmtree(ray_temp, ignore_errors=True)
+    try:
+        with open(log_path, "w") as log:
+            process = subprocess.Popen(["bash", "-c", "set -euxo pipefail\n" + script], cwd=REPO_ROOT,
+                                       env=environment, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            try:
+                code = process.wait(timeout=2400)
+            except subprocess.TimeoutExpired:
+                code = None
+            finally:
+                stop_process_group(process.pid)
+        assert group_of(decoy_temp) == decoy_group, "the other cluster on the machine is still running"
+        yield code, log_path.read_text(), out, ray_temp
+    finally:
+        stop_process_group(decoy_group)
+        shutil.rmtree(ray_temp, ignore_errors=True)
+        shutil.rmtree(decoy_temp, ignore_errors=True)
 
 
 def test_the_docs_one_machine_commands_run_as_written(one_machine_run):

@@ -259,3 +259,24 @@ def test_make_tiny_command(tmp_path):
     from models.reconstructor.model import LGM
 
     assert LGM.from_pretrained(str(tmp_path / "lgm")).options.input_size == 64
+
+
+def test_a_fine_tuned_models_recorded_settings_load_without_a_warning(tmp_path):
+    """The camera embedding records the negative prompt fine-tuning used: loading it must not print
+    diffusers' "config attributes ... will be ignored", which reads as if the prompt were dropped."""
+    import io
+    import logging
+
+    embedding = CameraEmbedding(8)
+    embedding.register_to_config(negative_prompt="blurry", prompt_suffix=", 3d asset",
+                                 training_cameras={"elevation": [5.0, 30.0], "distance": [2.0, 2.0], "fov": [39.6, 39.6]})
+    embedding.save_pretrained(tmp_path)
+    captured = io.StringIO()
+    handler = logging.StreamHandler(captured)
+    logging.getLogger("diffusers").addHandler(handler)
+    try:
+        loaded = CameraEmbedding.from_pretrained(tmp_path)
+    finally:
+        logging.getLogger("diffusers").removeHandler(handler)
+    assert "will be ignored" not in captured.getvalue(), captured.getvalue()
+    assert (loaded.config.negative_prompt, loaded.config.prompt_suffix) == ("blurry", ", 3d asset")

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from pipeline.cli import add_config_arguments, config_from_args
-from pipeline.render_stage import RenderJobConfig
+from pipeline.render_config import RenderJobConfig
 from pipeline.submission import JOB_CONFIG_VARIABLE, SubmittedPathError, check_location
 from pipeline.train.config import TrainConfig
 
@@ -63,3 +63,16 @@ def test_the_default_store_may_come_from_the_jobs_environment(submitted, monkeyp
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db")
     with pytest.raises(SubmittedPathError, match="is relative"):
         check_location(None, "--mlflow-uri", "tracking")
+
+
+def test_a_jobs_workers_get_its_cluster_address_and_log_settings(submitted, monkeypatch):
+    from pipeline.cluster import worker_environment
+
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    assert worker_environment()["RAY_ADDRESS"] == "10.0.0.1:6379" and worker_environment()["TQDM_DISABLE"] == "1"
+    monkeypatch.setenv("RAY_ADDRESS", "http://127.0.0.1:8265")  # a dashboard address is not the cluster's
+    assert "RAY_ADDRESS" not in worker_environment()
+    # A variable the submitted job's own runtime env sets is its own (Ray refuses a conflicting merge).
+    monkeypatch.setenv(JOB_CONFIG_VARIABLE, json.dumps({"runtime_env": {"env_vars": {"TQDM_DISABLE": "0"}}}))
+    assert "TQDM_DISABLE" not in worker_environment()

@@ -233,6 +233,21 @@ def test_worker_cpus_leave_ray_data_its_share():
     assert worker_cpus(dataclasses.replace(gpu, wait_for_nodes=True), {"CPU": 0.0}, 1) == 1.0
 
 
+def test_a_job_on_a_gpu_cluster_uses_its_gpus_unless_told_not_to_and_says_so(caplog):
+    from pipeline.train.driver import use_gpus
+
+    config = TrainConfig(data="shards", model="model", output="runs", name="gpus", num_workers=2)
+    with caplog.at_level("INFO", logger="pipeline.train.driver"):
+        assert use_gpus(config, 8.0) is True and "training on 2 of them" in caplog.text
+        assert use_gpus(config, 0.0) is False
+        caplog.clear()
+        assert use_gpus(config, 1.0) is False and "fewer than the 2 workers" in caplog.text
+        caplog.clear()
+        assert use_gpus(dataclasses.replace(config, use_gpu=False), 8.0) is False
+        assert "training on CPUs while the cluster has 8 GPUs" in caplog.text
+        assert use_gpus(dataclasses.replace(config, use_gpu=True), 0.0) is True  # worker_cpus then says it cannot
+
+
 def test_a_training_state_that_would_run_code_is_refused(tmp_path):
     from pipeline.train.worker import load_training_state
 

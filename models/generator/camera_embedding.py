@@ -32,13 +32,16 @@ class CameraEmbedding(ModelMixin, ConfigMixin):
             fine-tuning orbits (degrees, world units, degrees), or None when unknown.
         prompt_suffix: what fine-tuning appended to every caption (", 3d asset"), which the
             pipeline appends to prompts (``models.prompts``); None: nothing recorded.
+        negative_prompt: the text that fine-tuning's dropped samples got, which guidance guides
+            against (``models.prompts.negative_prompt_of``); None: nothing recorded.
     """
 
     config_name = "config.json"
 
     @register_to_config
     def __init__(self, embedding_dim: int, num_frames: int = 24,
-                 training_cameras: dict[str, list[float]] | None = None, prompt_suffix: str | None = None) -> None:
+                 training_cameras: dict[str, list[float]] | None = None, prompt_suffix: str | None = None,
+                 negative_prompt: str | None = None) -> None:
         super().__init__()
         self.linear_1 = nn.Linear(POSE_DIM, embedding_dim)
         self.act = nn.SiLU()

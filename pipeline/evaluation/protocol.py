@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -29,68 +30,22 @@ from models.mesh.from_gaussians import mesh_from_gaussians
 from models.mesh.fusion import MeshingError
 from models.metrics.geometry import geometry_scores
 from models.metrics.scores import MetricNetworks, score_image_to_multiview, score_text_to_multiview
-from models.gaussians.fit import FitConfig
-from models.precision import DTYPE_CHOICES
 from models.pipeline_videomv.pipeline_videomv import VideoMVPipeline, VideoMVPipelineOutput, load_pipeline
 from models.pipeline_videomv.three_d_aware import reconstruction_steps
 from models.variants import VARIANTS
 from pipeline.data import shards
-from pipeline.cli import option
 from pipeline.serve.media import grid_image, to_uint8
 from pipeline.data.rows import row_to_tensors
 from pipeline.evaluation.result_scores import reference_meshes
-from pipeline.tracking import ARTIFACTS_HELP, mlflow_run, tracking_uri
+from pipeline.evaluation.config import EvaluationConfig
+from pipeline.tracking import mlflow_run, tracking_uri
 
-SETTINGS = ("3d-aware", "plain")
+logger = logging.getLogger(__name__)
+
 # Lower is better for these; the rest are higher-is-better.
 LOWER_IS_BETTER = ("lpips", "flow_rmse_1", "flow_rmse_6", "chamfer")
 METRIC_ORDER = ("psnr", "ssim", "lpips", "clip_score", "flow_rmse_1", "flow_rmse_6", "chamfer", "fscore", "volume_iou",
                 "seconds")
-
-
-@dataclass
-class EvaluationConfig:
-    """Everything ``jobs/evaluate.py`` exposes as flags (``pipeline.cli``)."""
-    # Fields that are paths or URIs (pipeline.submission: what a submitted job may be given).
-    LOCATIONS = {
-        "model": "input", "reconstructor": "input", "prompts": "input", "shards": "input", "lpips_vgg": "input",
-        "lpips_lin": "input", "clip": "input", "raft": "input", "output": "output", "mlflow_uri": "tracking",
-        "mlflow_artifacts": "output"}
-
-    model: str = option(help="diffusers-layout directory of the multi-view model (text- or image-to-multi-view)")
-    reconstructor: str | None = option(None, "LGM directory or official .safetensors (needed for 3d-aware)")
-    prompts: str | None = option(None, "text-to-MV: prompt file, one prompt per line ('#' comments skipped)")
-    shards: str | None = option(None, "image-to-MV: held-out orbit shards (local path or fsspec URI)")
-    max_samples: int | None = option(None, "evaluate only the first N prompts/objects")
-    settings: tuple[str, ...] = option(SETTINGS, "sampling settings to compare", choices=SETTINGS)
-    steps: int = option(50, "DDIM steps")
-    schedule: str = option("authors", "3D-aware reconstruction steps (authors: 20/30/40 of 50; every: every 10)",
-                           choices=("authors", "every"))
-    mode: str = option("two", "3D-aware form", choices=("two", "one"))
-    seed: int = option(0, "seed of sample 0 (sample i uses seed + i)")
-    fit: FitConfig = field(default_factory=FitConfig, metadata={"prefix": "fit_"})
-    lpips_vgg: str | None = option(None, "torchvision VGG16 weights (.pth) for LPIPS")
-    lpips_lin: str | None = option(None, "lpips 'lin' weights (vgg.pth) for LPIPS "
-                                         "(default: torchmetrics' bundled copy)")
-    clip: str | None = option(None, "local Hugging Face CLIP directory (CLIP score)")
-    raft: str | None = option(None, "RAFT checkpoint, e.g. raft-things.pth (flow-warping RMSE)")
-    raft_iterations: int = option(12, "RAFT update iterations")
-    output: str | None = option(None, "also write results.csv, table.md and grids here")
-    mlflow_artifacts: str | None = option(None, ARTIFACTS_HELP)
-    experiment: str = option("videomv-eval", "MLflow experiment")
-    mlflow_uri: str | None = option(None, "MLflow tracking URI (default $MLFLOW_TRACKING_URI)")
-    run_name: str | None = option(None, "MLflow run name")
-    dtype: str = option("auto", "G's and the reconstructor's precision (auto: fp16 on a GPU, fp32 on a CPU); "
-                        "the metrics and the Gaussian fit run in fp32", choices=DTYPE_CHOICES)
-    use_ema: bool = option(False, "evaluate G's moving-average weights (ema/, from fine-tuning with --ema-decay)")
-    geometry: bool = option(True, "image-to-MV: mesh each sample's Gaussians and score it against the held-out "
-                                  "asset's mesh (Chamfer, F-score, volume IoU); needs the reconstructor and the "
-                                  "assets' files where the shards' uri column says")
-
-    def __post_init__(self) -> None:
-        unknown = [name for name in self.settings if name not in SETTINGS]
-        if unknown or not self.settings:
-            raise ValueError(f"settings must be drawn from {SETTINGS}, got {self.settings}")
 
 
 @dataclass
@@ -151,11 +106,11 @@ def _reference_meshes(config: EvaluationConfig, samples: list[dict[str, Any]], p
     if not config.geometry:
         return None
     if pipe.reconstructor is None:
-        log("evaluate: no reconstructor, so no Gaussians to mesh: the geometry scores are left out")
+        log("no reconstructor, so no Gaussians to mesh: the geometry scores are left out")
         return None
     missing = [sample["uri"] for sample in samples if not os.path.isfile(sample["uri"])]
     if missing:
-        log(f"evaluate: {len(missing)} held-out asset file(s) are not on this machine (e.g. {missing[0]}): "
+        log(f"{len(missing)} held-out asset file(s) are not on this machine (e.g. {missing[0]}): "
             "the geometry scores are left out (copy the assets where the shards' uri says, or --no-geometry)")
         return None
     return reference_meshes({sample["uid"]: sample["uri"] for sample in samples})
@@ -166,7 +121,7 @@ def _geometry(result: VideoMVPipelineOutput, views: torch.Tensor, reference: Any
     try:
         mesh = mesh_from_gaussians(result.gaussians[0], views, result.cameras[0])  # depth rendered on their device
     except MeshingError as error:
-        log(f"evaluate: no mesh from this sample's Gaussians ({error}): its geometry scores are NaN")
+        log(f"no mesh from this sample's Gaussians ({error}): its geometry scores are NaN")
         return {"chamfer": math.nan, "fscore": math.nan, "volume_iou": math.nan}
     return geometry_scores(mesh.watertight, reference)
 
@@ -198,8 +153,10 @@ def _csv(rows: list[dict[str, Any]]) -> str:
     return buffer.getvalue()
 
 
-def evaluate(config: EvaluationConfig, log: Any = print) -> EvaluationResult:
-    """Run the protocol; returns the rows and per-setting means (also logged to MLflow)."""
+def evaluate(config: EvaluationConfig, log: Callable[[str], None] | None = None) -> EvaluationResult:
+    """Run the protocol; returns the rows and per-setting means (also logged to MLflow). ``log``
+    takes its progress lines (default: this module's logger, in the jobs' one format)."""
+    log = log or logger.info
     if "3d-aware" in config.settings and config.reconstructor is None:
         raise ValueError("the 3d-aware setting needs a reconstructor (--reconstructor), or evaluate --settings plain")
     pipe = load_pipeline(config.model, config.reconstructor, tracking_uri=tracking_uri(config.mlflow_uri),
@@ -222,7 +179,7 @@ def evaluate(config: EvaluationConfig, log: Any = print) -> EvaluationResult:
     references = _reference_meshes(config, samples, pipe, log) if task == "image-to-multiview" else None
     absent = [name for name in ("lpips", "clip", "raft") if getattr(networks, name) is None]
     if absent:
-        log(f"evaluate: no weights given for {', '.join(absent)}: those scores are left out")
+        log(f"no weights given for {', '.join(absent)}: those scores are left out")
 
     params = {**{k: v for k, v in asdict(config).items() if k != "fit"},
               **{f"fit_{k}": v for k, v in asdict(config.fit).items()}, "task": task, "samples": len(samples),
@@ -253,7 +210,7 @@ def evaluate(config: EvaluationConfig, log: Any = print) -> EvaluationResult:
                        "seconds": time.perf_counter() - start}
                 rows.append(row)
                 grids.append(to_uint8(views.cpu()))
-                log(f"evaluate: [{index + 1}/{len(samples)}] {setting:8s} {name[:40]!r} "
+                log(f"[{index + 1}/{len(samples)}] {setting:8s} {name[:40]!r} "
                     + " ".join(f"{k}={v:.4f}" for k, v in scores.items()))
             mlflow.log_image(np.asarray(grid_image(np.concatenate(grids))), f"grids/sample-{index:03d}.png")
         summary = _summarise(rows, config.settings)

@@ -35,6 +35,7 @@ import camera
 from models.variants import VARIANTS
 from models.toy.tiny import build_tiny, i2v_scheduler
 from models.toy.train_views import Orbits, train_on_orbits
+from pipeline.cluster import connect
 from pipeline.cli import option
 from pipeline.evaluation.ground_truth import render_views, scores
 from pipeline.data.sources import BUNDLED_ASSETS
@@ -151,8 +152,7 @@ def run_camera_control(config: CameraControlConfig) -> dict:
     if config.parallel and len(names) > 1:
         # The tiny UNet on 16 px frames keeps two cores only partly busy: two single-threaded
         # trainings side by side give each about 1.3x the steps of one after the other.
-        if not ray.is_initialized():
-            ray.init(include_dashboard=False)
+        connect(include_dashboard=False)
         train_remote = ray.remote(num_cpus=1)(_train_one)
         trained = ray.get([train_remote.remote(config, orbits, name == "no_camera_model", threads=1)
                            for name in names])

@@ -23,7 +23,6 @@ from pipeline.serve.client import RESULT_FILES
 
 MAX_PROMPT_CHARS = 500
 MAX_UPLOAD_BYTES = 7 * 1024 * 1024  # a decoded image; its base64 form still fits the default body limit
-MAX_BODY_BYTES = 10 * 1024 * 1024
 MAX_IMAGE_SIDE = 4096
 MAX_IMAGE_PIXELS = MAX_IMAGE_SIDE * MAX_IMAGE_SIDE  # more is a decompression bomb: 413 before decoding
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP")  # what the decoder opens; nothing else reaches Pillow's other plugins

@@ -23,8 +23,8 @@ from ray import serve
 from camera.training_cameras import camera_problems
 from models.pipeline_videomv.image_input import background_remover
 from models.variants import VARIANTS
+from pipeline.serve.config import BODY_TIMEOUT_S, LOOPBACK_HOSTS, MAX_BODY_BYTES
 from pipeline.serve.api import (
-    MAX_BODY_BYTES,
     MAX_DETAIL_CHARS,
     MAX_UPLOAD_BYTES,
     GAUSSIAN_OUTPUTS,
@@ -46,9 +46,7 @@ WEB_FILES = {"app.js": "text/javascript", "viewer.js": "text/javascript", "zip.j
              "vendor/three/examples/jsm/controls/OrbitControls.js": "text/javascript",
              "vendor/three/examples/jsm/utils/BufferGeometryUtils.js": "text/javascript",
              "style.css": "text/css"}
-LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 BODY_TYPES = ("application/json", "multipart/form-data")
-BODY_TIMEOUT_S = 30.0
 JSON_MAX_DEPTH = 32  # deeper nesting is refused before json parses it (its recursion would be the limit)
 
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from models.reconstructor.options import PRESETS
 from pipeline.cli import option
 from pipeline.tracking import ARTIFACTS_HELP
 
 if TYPE_CHECKING:  # the trainers import this module
     from pipeline.train.finetune import FinetuneSettings
-    from pipeline.train.reconstructor import ReconConfig
 
 TRAINING_STATE = "training_state.pt"
 OPTIMIZER_SHARD = "optimizer_shard_{rank}.pt"  # zero1: each rank's part of the optimizer state
@@ -43,7 +43,9 @@ class TrainConfig:
     wait_for_nodes: bool = option(
         False, "an autoscaling cluster: wait for the nodes the workers need instead of failing at once when the "
         "cluster cannot place them now")
-    use_gpu: bool = option(False, "one GPU per worker")
+    use_gpu: bool | None = option(
+        None, "one GPU per worker; --no-use-gpu: CPUs only (default: GPUs where the cluster has one per worker "
+        "now; an autoscaling cluster whose GPU nodes are at zero needs --use-gpu)")
     accelerator_type: str | None = option(None, "e.g. A100 (Ray's accelerator_type)")
     resources_per_worker: dict[str, float] = option(
         {}, "custom Ray resources per worker, e.g. trainer=1 (places workers on the nodes that advertise them)")
@@ -141,3 +143,44 @@ class WorkerConfig:
     mlflow_run_id: str
     mlflow_tracking_uri: str
     job: FinetuneSettings | ReconConfig | None = None
+
+
+TARGET_BACKGROUNDS = ("random", "variant")
+
+
+# What jobs/train_recon.py changes in TrainConfig's defaults: the learning rate comes from the preset's
+# recipe (``models.reconstructor.options.PRESET_TRAINING``) unless given; its own experiment.
+RECON_TRAIN_DEFAULTS = {"lr": None, "experiment": "videomv-recon"}
+
+
+@dataclass
+class ReconConfig:
+    """Reconstructor settings on top of ``TrainConfig``."""
+    # Fields that are paths or URIs (pipeline.submission: what a submitted job may be given).
+    LOCATIONS = {"reconstructor": "input", "lpips_vgg": "input", "lpips_lin": "input"}
+
+    reconstructor: str | None = option(
+        None, "the reconstructor's weights to start from: the official LGM .safetensors or an LGM directory",
+        deprecated_alias="lgm")
+    lgm_preset: str = option("big", "architecture and camera setting; its training recipe gives the default --lr "
+                             "(big 3e-5, small 4e-4, tiny 2e-3)", choices=tuple(sorted(PRESETS)))
+    lgm_size: int | None = option(None, "override LGM input/output resolution (small CPU runs)")
+    supervised_views: int = option(24, "views rendered and supervised")
+    target_resolution: int | None = option(
+        None, "size of the ground-truth views the reconstructor is supervised with (default: the shards' own, "
+        "e.g. 512 while G is given --resolution 256); the Gaussians are rendered at the smaller of this and the "
+        "LGM's output_size (512 for big)")
+    background: str = option("random", "background of the supervised views: random (a colour per micro-step, "
+                             "the authors' LGM training) or variant (grey for text, white for image)",
+                             choices=TARGET_BACKGROUNDS)
+    lpips_vgg: str | None = option(
+        None, "torchvision VGG16 weights (.pth) for the LPIPS term (required by the big and small presets)")
+    lpips_lin: str | None = option(
+        None, "lpips 'lin' weights (vgg.pth) for the LPIPS term (default: the copy torchmetrics bundles)")
+
+
+    def __post_init__(self) -> None:
+        if self.background not in TARGET_BACKGROUNDS:
+            raise ValueError(f"background must be one of {TARGET_BACKGROUNDS}, got {self.background!r}")
+        if self.target_resolution is not None and self.target_resolution < 1:
+            raise ValueError(f"target_resolution must be positive, got {self.target_resolution}")

@@ -87,10 +87,29 @@ def worker_cpus(config: TrainConfig, cluster: dict[str, float], num_datasets: in
     return per_worker
 
 
+def use_gpus(config: TrainConfig, cluster_gpus: float) -> bool:
+    """``config.use_gpu``, or for None (the default) whether the cluster has a GPU per worker now;
+    a GPU cluster that a job leaves idle is said, not done silently (a 1.4 B model on CPUs)."""
+    if config.use_gpu is None:
+        if cluster_gpus >= config.num_workers:
+            logger.info("the cluster has %g GPUs: training on %d of them (--no-use-gpu trains on CPUs)", cluster_gpus,
+                        config.num_workers)
+            return True
+        if cluster_gpus > 0:
+            logger.warning("the cluster has %g GPUs, fewer than the %d workers: training on CPUs (lower --num-workers "
+                           "to %d, or give --use-gpu to wait for more)", cluster_gpus, config.num_workers,
+                           int(cluster_gpus))
+        return False
+    if not config.use_gpu and cluster_gpus > 0:
+        logger.warning("--no-use-gpu: training on CPUs while the cluster has %g GPUs", cluster_gpus)
+    return config.use_gpu
+
+
 def placed(config: TrainConfig, num_datasets: int) -> TrainConfig:
     """``config`` with ``cpus_per_worker`` and ``max_decoders`` resolved against the Ray cluster
     (``worker_cpus``, ``default_decoders``); raises when the cluster cannot place the job."""
     cluster = ray.cluster_resources()
+    config = dataclasses.replace(config, use_gpu=use_gpus(config, cluster.get("GPU", 0.0)))
     cpus = worker_cpus(config, cluster, num_datasets)
     decoders = config.max_decoders or default_decoders(cluster.get("CPU", 0.0), cpus * config.num_workers)
     logger.info("%d worker(s) with %g CPUs each; up to %d decode actor(s) per dataset", config.num_workers, cpus,

@@ -29,54 +29,14 @@ from models.reconstructor.loss import ReconstructionLoss, missing_lpips
 from models.reconstructor.training import downsample, reconstruction_step
 from models.pipeline_videomv.one_step import decode_x0, one_step_x0_latents
 from pipeline.cluster import connect
-from pipeline.cli import option
 from pipeline.tracking import tracking_uri
-from pipeline.train.config import TrainConfig, WorkerConfig
+from pipeline.train.config import ReconConfig, TrainConfig, WorkerConfig
 from pipeline.train.driver import TrainSummary, placed, run_trainer, summarise
 from pipeline.train.worker import WorkerState, build_optimizer, cycle_batches, ddp_options, publish_final, restore
 from pipeline.data.datasets import check_resolution, orbit_dataset, to_model_inputs
 
 logger = logging.getLogger(__name__)
 MAX_TIMESTEP = 700
-TARGET_BACKGROUNDS = ("random", "variant")
-
-
-# What jobs/train_recon.py changes in TrainConfig's defaults: the learning rate comes from the preset's
-# recipe (``models.reconstructor.options.PRESET_TRAINING``) unless given; its own experiment.
-RECON_TRAIN_DEFAULTS = {"lr": None, "experiment": "videomv-recon"}
-
-
-@dataclasses.dataclass
-class ReconConfig:
-    """Reconstructor settings on top of ``TrainConfig``."""
-    # Fields that are paths or URIs (pipeline.submission: what a submitted job may be given).
-    LOCATIONS = {"reconstructor": "input", "lpips_vgg": "input", "lpips_lin": "input"}
-
-    reconstructor: str | None = option(
-        None, "the reconstructor's weights to start from: the official LGM .safetensors or an LGM directory",
-        deprecated_alias="lgm")
-    lgm_preset: str = option("big", "architecture and camera setting; its training recipe gives the default --lr "
-                             "(big 3e-5, small 4e-4, tiny 2e-3)", choices=tuple(sorted(PRESETS)))
-    lgm_size: int | None = option(None, "override LGM input/output resolution (small CPU runs)")
-    supervised_views: int = option(24, "views rendered and supervised")
-    target_resolution: int | None = option(
-        None, "size of the ground-truth views the reconstructor is supervised with (default: the shards' own, "
-        "e.g. 512 while G is given --resolution 256); the Gaussians are rendered at the smaller of this and the "
-        "LGM's output_size (512 for big)")
-    background: str = option("random", "background of the supervised views: random (a colour per micro-step, "
-                             "the authors' LGM training) or variant (grey for text, white for image)",
-                             choices=TARGET_BACKGROUNDS)
-    lpips_vgg: str | None = option(
-        None, "torchvision VGG16 weights (.pth) for the LPIPS term (required by the big and small presets)")
-    lpips_lin: str | None = option(
-        None, "lpips 'lin' weights (vgg.pth) for the LPIPS term (default: the copy torchmetrics bundles)")
-
-
-    def __post_init__(self) -> None:
-        if self.background not in TARGET_BACKGROUNDS:
-            raise ValueError(f"background must be one of {TARGET_BACKGROUNDS}, got {self.background!r}")
-        if self.target_resolution is not None and self.target_resolution < 1:
-            raise ValueError(f"target_resolution must be positive, got {self.target_resolution}")
 
 
 def build_lgm(recon: ReconConfig, tracking_uri: str | None = None) -> LGM:
