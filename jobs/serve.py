@@ -48,16 +48,16 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from ray import serve  # after parsing: --help stays quick
 
-    from pipeline.serve.app import build_app
+    from pipeline.serve.app import build_app, start_http
 
     config = config_from_args(ServeConfig, args)  # build_app fills num_gpus and max_batch_size for the cluster
     if args.host not in ("127.0.0.1", "localhost", "::1") and "*" not in config.allowed_hosts:
         logger.warning("binding %s: only requests whose Host is one of %s are answered (421 otherwise); give "
                        "--allowed-hosts the names clients use", args.host, ", ".join(config.allowed_hosts))
-    serve.start(http_options={"host": args.host, "port": args.port})
+    host, port = start_http(args.host, args.port)
     serve.run(build_app(**dataclasses.asdict(config)), route_prefix="/")
     logger.info("serving on http://%s:%d: the demo page at /, the API at /v1/generate and /v1/health, its docs at "
-                "/docs; Ctrl-C stops", args.host, args.port)
+                "/docs; Ctrl-C stops", host, port)
     try:
         while True:
             time.sleep(3600)

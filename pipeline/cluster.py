@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from typing import Any
 
 import ray
@@ -25,10 +27,23 @@ def worker_environment() -> dict[str, str]:
     return {name: value for name, value in environment.items() if name not in owned}
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"stopped by signal {signum}")
+
+
+def stop_cleanly_on_sigterm() -> None:
+    """``ray job stop`` (and a cluster's shutdown) ends a job's driver with SIGTERM, which by
+    default ends Python without running its ``finally`` blocks: turn it into KeyboardInterrupt, so
+    the job's MLflow run ends KILLED instead of staying RUNNING forever. Main thread only."""
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _interrupt)
+
+
 def connect(**init_options: Any) -> None:
     """Join the cluster of ``$RAY_ADDRESS`` (a job submitted with ``ray job submit`` has it), else
     start a local one, with ``worker_environment()`` for every worker; nothing when Ray is
-    initialised already."""
+    initialised already. A SIGTERM then stops the job cleanly (``stop_cleanly_on_sigterm``)."""
+    stop_cleanly_on_sigterm()
     if ray.is_initialized():
         return
     runtime_env = dict(init_options.pop("runtime_env", None) or {})

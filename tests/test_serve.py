@@ -214,6 +214,19 @@ def test_a_request_past_the_timeout_gets_504_and_stops(server):
                   name="videomv", route_prefix="/")
 
 
+def test_a_running_serve_instance_keeps_its_port_and_says_so(server, caplog):
+    from pipeline.serve.app import start_http
+
+    port = int(server["url"].rsplit(":", 1)[1])
+    with caplog.at_level("WARNING", logger="pipeline.serve.app"):
+        assert start_http("127.0.0.1", port + 1) == ("127.0.0.1", port)
+    assert f"HTTP proxy on 127.0.0.1:{port}, which it keeps" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="pipeline.serve.app"):
+        assert start_http("127.0.0.1", port) == ("127.0.0.1", port)
+    assert "which it keeps" not in caplog.text
+
+
 def test_the_server_binds_loopback_unless_told_otherwise():
     import yaml
 

@@ -121,8 +121,9 @@ def test_unsupported_files_in_a_folder_are_reported_once_with_counts(tmp_path, s
     for name in ("scene.dae", "sub/other.dae", "model.3ds", "notes"):
         (tmp_path / name).parent.mkdir(exist_ok=True)
         (tmp_path / name).write_bytes(b"x")
-    for companion in ("README.md", "texture.png", "teapot.mtl", "captions.csv"):  # travel with assets: no warning
+    for companion in ("README.md", "texture.png", "teapot.mtl"):  # travel with assets: no warning
         (tmp_path / companion).write_bytes(b"x")
+    (tmp_path / "captions.csv").write_text("teapot.stl,a white teapot\n")  # the folder's captions, read
     with caplog.at_level(logging.WARNING, logger="pipeline.data.sources"):
         resolved = scan_input(str(tmp_path))
     assert [Path(r.uri).name for r in resolved.refs] == ["teapot.stl"]

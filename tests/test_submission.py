@@ -76,3 +76,22 @@ def test_a_jobs_workers_get_its_cluster_address_and_log_settings(submitted, monk
     # A variable the submitted job's own runtime env sets is its own (Ray refuses a conflicting merge).
     monkeypatch.setenv(JOB_CONFIG_VARIABLE, json.dumps({"runtime_env": {"env_vars": {"TQDM_DISABLE": "0"}}}))
     assert "TQDM_DISABLE" not in worker_environment()
+
+
+def test_ray_job_stop_ends_a_job_through_its_cleanup(tmp_path):
+    """`ray job stop` sends SIGTERM: the job's finally blocks run (its MLflow run ends KILLED)."""
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT
+
+    code = ("import os, signal, time\n"
+            "from pipeline.cluster import stop_cleanly_on_sigterm\n"
+            "stop_cleanly_on_sigterm()\n"
+            "try:\n"
+            "    os.kill(os.getpid(), signal.SIGTERM)\n"
+            "    time.sleep(30)\n"
+            "except KeyboardInterrupt:\n"
+            "    print('cleaned up')\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "cleaned up", done.stderr

@@ -37,6 +37,18 @@ def variance(png: bytes) -> float:
     return float(np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.float64).var())
 
 
+def settled(page, locator, timeout_ms: int = 10_000) -> bytes:
+    """A screenshot of ``locator`` once two taken 300 ms apart agree (the viewers ease into a move)."""
+    previous = locator.screenshot()
+    for _ in range(timeout_ms // 300):
+        page.wait_for_timeout(300)
+        current = locator.screenshot()
+        if current == previous:
+            return current
+        previous = current
+    return previous
+
+
 def test_the_page_generates_an_orbit_and_a_gaussian_viewer(web_server):
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
@@ -70,7 +82,16 @@ def test_the_page_generates_an_orbit_and_a_gaussian_viewer(web_server):
         page.mouse.move(box["x"] + box["width"] / 2 + 80, box["y"] + box["height"] / 2, steps=8)
         page.mouse.up()
         page.wait_for_timeout(500)
-        assert viewer.screenshot() != before  # orbiting redraws the splats from another side
+        dragged = settled(page, viewer)
+        assert dragged != before  # orbiting redraws the splats from another side
+        # ... and by keyboard: with the viewer focused the arrows orbit, while typing elsewhere moves nothing.
+        page.focus("#prompt")
+        page.keyboard.press("ArrowLeft")
+        assert settled(page, viewer) == dragged, "keys typed in the prompt leave the viewer alone"
+        viewer.focus()
+        for _ in range(6):
+            page.keyboard.press("ArrowLeft")
+        assert settled(page, viewer) != dragged
         page.click("#play")  # pause the animation, then step through the views with the slider's keys
         assert page.locator("#play").get_attribute("aria-pressed") == "false"
         shown = int(page.locator("#view-number").inner_text())
@@ -80,7 +101,14 @@ def test_the_page_generates_an_orbit_and_a_gaussian_viewer(web_server):
         assert int(page.locator("#view-number").inner_text()) == expected
         # The mesh, drawn by the vendored three.js from the answer's GLB.
         page.wait_for_selector("#mesh-info:has-text('triangles')", timeout=30_000)
-        assert variance(page.locator("#mesh-viewer").screenshot()) > 5.0
+        mesh = page.locator("#mesh-viewer")
+        assert variance(mesh.screenshot()) > 5.0
+        mesh_before = mesh.screenshot()
+        mesh.focus()
+        for _ in range(6):
+            page.keyboard.press("ArrowRight")
+        page.wait_for_timeout(500)
+        assert mesh.screenshot() != mesh_before, "the mesh orbits by keyboard"
         names = page.locator("#downloads a").evaluate_all("links => links.map(a => a.download)")
         assert names == ["gaussians.ply", "gaussians.splat", "mesh.glb", "orbit.gif", "orbit.mp4", "gaussians_orbit.mp4",
                          "views.zip"]

@@ -85,3 +85,18 @@ def app(args: dict[str, str]) -> Any:
     module (not a file of the working dir), so the Serve controller imports it on any node where
     the project is installed, with no ``runtime_env``."""
     return build_app(**dataclasses.asdict(config_from_strings(ServeConfig, args)))
+
+
+def start_http(host: str, port: int) -> tuple[str, int]:
+    """Start Serve's HTTP proxy on ``host:port``; returns where it listens. A Serve instance that
+    already runs on the cluster keeps its own address (Serve ignores new HTTP options): that is
+    said, and its address returned, so the caller points users at the right URL."""
+    from ray.serve.context import _get_global_client
+
+    serve.start(http_options={"host": host, "port": port})
+    actual = _get_global_client().http_config
+    if (actual.host, actual.port) != (host, port):
+        logger.warning("Serve already runs on this Ray cluster with its HTTP proxy on %s:%d, which it keeps: "
+                       "--host %s --port %d apply only to a new Serve instance (`serve shutdown -y` first to move it)",
+                       actual.host, actual.port, host, port)
+    return actual.host, actual.port

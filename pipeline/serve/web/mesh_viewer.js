@@ -1,9 +1,10 @@
 /* The viewer of the mesh: the answer's GLB (models/mesh/, a texture baked from the generated views)
    drawn by the vendored three.js (vendor/three, MIT) with its glTF loader and orbit controls. The
    texture already holds the views' shading, so it is drawn unlit. glTF is Y-up like the project's
-   world: the camera starts at the front (azimuth 0) at the generation's elevation. Offered only
+   world: the camera starts at the front (azimuth 0) at the generation's elevation; it orbits by
+   mouse, touch and, while the viewer has the focus, keyboard (webgl.js). Offered only
    where the browser has WebGL2; otherwise the mesh stays a download. */
-import { webgl2 } from "./webgl.js";
+import { orbitByKeyboard, webgl2 } from "./webgl.js";
 import * as THREE from "three";
 import { GLTFLoader } from "./vendor/three/examples/jsm/loaders/GLTFLoader.js";
 import { OrbitControls } from "./vendor/three/examples/jsm/controls/OrbitControls.js";
@@ -19,6 +20,15 @@ function create(canvas, { elevation = 15, distance = 2.2 } = {}) {
   const angle = (elevation * Math.PI) / 180;
   camera.position.set(0, distance * Math.sin(angle), distance * Math.cos(angle));
   const controls = new OrbitControls(camera, canvas);
+  orbitByKeyboard(canvas, (dAzimuth, dElevation) => {
+    const offset = camera.position.clone().sub(controls.target);
+    const spherical = new THREE.Spherical().setFromVector3(offset);
+    spherical.theta += (dAzimuth * Math.PI) / 180;
+    spherical.phi = Math.min(Math.max(spherical.phi - (dElevation * Math.PI) / 180, 0.01), Math.PI - 0.01);
+    camera.position.copy(controls.target).add(offset.setFromSpherical(spherical));
+  }, (factor) => {
+    camera.position.sub(controls.target).multiplyScalar(factor).add(controls.target);
+  });
   let model = null;
   renderer.setAnimationLoop(() => {
     const width = canvas.clientWidth, height = canvas.clientHeight;
