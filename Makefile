@@ -36,4 +36,5 @@ bench: setup
 	$(PY) benchmarks/full_size_costs.py
 	$(PY) benchmarks/serve.py
 	$(PY) benchmarks/evaluation_cost.py
+	$(PY) benchmarks/cli_help.py
 	if nvidia-smi -L >/dev/null 2>&1; then $(PY) benchmarks/gpu_check.py; fi

@@ -298,6 +298,15 @@ def test_finetune_survives_a_failing_step(workspace):
     assert metric_steps(workspace, "videomv-finetune", "fault")[-1] == 4
 
 
+def test_a_training_job_that_fails_ends_its_mlflow_run_failed(workspace):
+    with pytest.raises(Exception, match="fault drill"):
+        run_finetune(train_config(workspace, "fails", steps=3, fail_at_step=2, max_failures=0))
+    mlflow.set_tracking_uri(workspace["mlflow"])
+    (run,) = mlflow.search_runs(experiment_names=["videomv-finetune"], filter_string="tags.ray_run_name = 'fails'",
+                                output_format="list")
+    assert run.info.status == "FAILED"
+
+
 def test_train_recon_end_to_end(workspace):
     initial = workspace["root"] / "lgm-initial"
     torch.manual_seed(0)
