@@ -239,6 +239,24 @@ def test_the_server_binds_loopback_unless_told_otherwise():
     assert module.build_parser().parse_args(["--model-dir", "m", "--host", "0.0.0.0"]).host == "0.0.0.0"
 
 
+def test_serve_config_yaml_is_what_serve_deploy_and_serve_run_accept():
+    """`serve deploy` refuses a local working_dir in a config's runtime_env, and imports the app on
+    the cluster's nodes: the config names an installed module and builds with its own args.
+    (tests/test_as_users_run_it.py deploys it on a real cluster.)"""
+    import yaml
+    from ray.serve.schema import ServeDeploySchema
+
+    config = yaml.safe_load((REPO_ROOT / "serve_config.yaml").read_text())
+    ServeDeploySchema.model_validate(config)  # what `serve deploy` checks first
+    (application,) = config["applications"]
+    assert "working_dir" not in (application.get("runtime_env") or {})
+    module_name, builder = application["import_path"].split(":")
+    assert not module_name.startswith("jobs."), "jobs/ is not installed on the nodes"
+    module = importlib.import_module(module_name)
+    built = getattr(module, builder)({**application["args"], "num_gpus": "0"})
+    assert type(built).__name__ == "Application"
+
+
 # -- hostile and careless input (issue 30) ------------------------------------------------------
 MAX_ERROR_BYTES = 4096
 
