@@ -26,7 +26,7 @@ configure_logging()  # first: sets what Ray, tqdm and the model libraries read a
 
 from pipeline.cli import add_config_arguments, config_from_args, option  # noqa: E402
 
-logger = logging.getLogger("convert_official")
+logger = logging.getLogger("jobs.convert_official")
 
 
 @dataclasses.dataclass
@@ -58,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
         pipe.save_pretrained(config.output)
     except (ModelDirectoryError, ValueError, FileNotFoundError) as error:
         logger.error("%s", error)
+        return 2
+    except Exception as error:  # the user gets one line naming the failure, never a traceback
+        logger.error("conversion failed: %s: %s", type(error).__name__, error)
         return 2
     logger.info("converted %s into %s (reconstructor: %s)", ", ".join(config.checkpoint), config.output,
                 "yes" if pipe.reconstructor is not None else "none in the checkpoint")

@@ -25,7 +25,7 @@ configure_logging()  # first: sets what Ray, tqdm and the model libraries read a
 from pipeline.cli import add_config_arguments, config_from_args  # noqa: E402
 from pipeline.encode_config import EncodeConfig  # noqa: E402
 
-logger = logging.getLogger("encode")
+logger = logging.getLogger("jobs.encode")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -27,7 +27,7 @@ configure_logging()  # first: sets what Ray, tqdm and the model libraries read a
 from pipeline.cli import add_config_arguments, config_from_args  # noqa: E402
 from pipeline.train.config import TrainConfig  # noqa: E402
 
-logger = logging.getLogger("finetune")
+logger = logging.getLogger("jobs.finetune")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -27,7 +27,7 @@ from models.locations import is_remote  # noqa: E402
 from pipeline.cli import add_config_arguments, config_from_args  # noqa: E402
 from pipeline.train.config import RECON_TRAIN_DEFAULTS, ReconConfig, TrainConfig  # noqa: E402
 
-logger = logging.getLogger("train_recon")
+logger = logging.getLogger("jobs.train_recon")
 
 
 def build_parser() -> argparse.ArgumentParser:

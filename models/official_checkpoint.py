@@ -35,6 +35,7 @@ from typing import Iterable
 
 import torch
 
+import camera
 from models.reconstructor.model import LGM
 from models.reconstructor.options import PRESETS
 from models.pipeline_videomv.pipeline_videomv import VideoMVPipeline
@@ -243,15 +244,15 @@ def convert_state(source: dict[str, torch.Tensor], names: dict[str, str], target
     return converted
 
 
-def camera_state(camera: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def camera_state(mlp: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The authors' camera MLP as ``CameraEmbedding`` weights for this project's cameras (Y-up world):
     the world change folded into the first layer (``linear_1.weight = W1 @ kron(W, I4)``)."""
     expected = {"0.weight", "0.bias", "2.weight", "2.bias"}
-    if set(camera) != expected:
-        raise CheckpointConversionError(f"camera_embedding.* holds {sorted(camera)}, expected {sorted(expected)}")
+    if set(mlp) != expected:
+        raise CheckpointConversionError(f"camera_embedding.* holds {sorted(mlp)}, expected {sorted(expected)}")
     fold = torch.kron(WORLD_FROM_OURS, torch.eye(4, dtype=torch.float64))
-    return {"linear_1.weight": (camera["0.weight"].double() @ fold).float(), "linear_1.bias": camera["0.bias"].float(),
-            "linear_2.weight": camera["2.weight"].float(), "linear_2.bias": camera["2.bias"].float()}
+    return {"linear_1.weight": (mlp["0.weight"].double() @ fold).float(), "linear_1.bias": mlp["0.bias"].float(),
+            "linear_2.weight": mlp["2.weight"].float(), "linear_2.bias": mlp["2.bias"].float()}
 
 
 def convert_official(checkpoint: str | Iterable[str], base: str, tracking_uri: str | None = None) -> VideoMVPipeline:
@@ -265,7 +266,7 @@ def convert_official(checkpoint: str | Iterable[str], base: str, tracking_uri: s
     embedding stays zero, the video model as published. The model records the authors' caption
     suffix and negative prompt (``models.prompts``), which their inference uses.
     """
-    unet_state, camera, lgm_state = split_checkpoint(read_checkpoint(checkpoint))
+    unet_state, camera_mlp, lgm_state = split_checkpoint(read_checkpoint(checkpoint))
     variant = checkpoint_variant(unet_state)
     model = VideoMVPipeline.from_pretrained(base, tracking_uri=tracking_uri)
     if model.variant != variant:
@@ -280,8 +281,8 @@ def convert_official(checkpoint: str | Iterable[str], base: str, tracking_uri: s
         converted = fix_image_branch(converted, unet.config.in_channels)
     unet.load_state_dict(converted, strict=True)
     embedding = model.camera_embedding
-    if camera:
-        embedding.load_state_dict(camera_state(camera), strict=True)
+    if camera_mlp:
+        embedding.load_state_dict(camera_state(camera_mlp), strict=True)
     else:
         logger.warning("the checkpoint has no camera MLP (ModelScope's original UNet?): the camera embedding stays "
                        "zero, so the views will not follow the cameras")

@@ -157,6 +157,8 @@ def test_the_docs_one_machine_commands_run_as_written(one_machine_run):
     assert log.count("succeeded") == submitted >= 8, "every ray job submit succeeded"
     # Row 2: submitting the finished render again renders nothing and succeeds.
     assert re.search(r"4 assets in input, 4 already in \S+, 0 to render", log), log[-4000:]
+    # Every job says what it did (the jobs' own loggers reach the log).
+    assert "fine-tuning t2v-tiny done: 3 steps" in log and "reconstructor training recon-tiny done" in log
     # Row 7: a healthy chain's log holds no traceback (Ray Train's cleaner, MLflow's imports).
     assert "Traceback" not in log, log[log.index("Traceback") - 2000:][:6000]
 

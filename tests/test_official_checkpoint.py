@@ -196,3 +196,46 @@ def test_the_convert_command_writes_a_pipeline_every_job_loads(tiny_base, tmp_pa
     torch.testing.assert_close(run_authors_inputs(loaded, True), io["out"], atol=1e-4, rtol=1e-4)
     again = subprocess.run(command, capture_output=True, text=True)
     assert again.returncode == 2 and "not empty: nothing is overwritten" in again.stderr
+
+
+@pytest.mark.slow
+def test_a_checkpoint_in_the_released_layout_converts_loads_its_reconstructor_and_samples_3d_aware(tiny_base,
+                                                                                                  tmp_path):
+    """The released inference checkpoints carry the fine-tuned big LGM as ``lgm_big.*`` beside the
+    UNet and the camera MLP: the tiny UNet fixture plus every ``lgm_big`` tensor at its real name and
+    shape and dtype (float32, random values) goes through the command, and the directory loads with
+    its reconstructor and samples 3D-aware into Gaussians."""
+    from models.pipeline_videomv.pipeline_videomv import VideoMVPipeline
+
+    generator = torch.Generator().manual_seed(0)
+    state = tiny_checkpoint()
+    for key, shape in read_tsv("videomv_lgm_big_state_dict.tsv").items():
+        state[key] = torch.randn(shape, generator=generator) * 0.02
+    path = tmp_path / "t2v_00333000.pth"
+    torch.save({"state_dict": state, "step": 333000}, path)
+    del state
+    output = tmp_path / "converted"
+    result = subprocess.run([sys.executable, str(REPO_ROOT / "jobs" / "convert_official.py"), "--checkpoint",
+                             str(path), "--base", tiny_base, "--output", str(output)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr and f"into {output} (reconstructor: yes)" in result.stderr
+    pipe = VideoMVPipeline.from_pretrained(str(output))
+    assert pipe.reconstructor is not None and pipe.reconstructor.options.fov == pytest.approx(39.6)
+    # The fixture UNet attends to ModelScope's 1024-wide text states (the tiny base's encoder is narrower).
+    states = load_file(FIXTURES / "videomv_t2v_tiny_io.safetensors")["y"][:1]
+    out = pipe(prompt_embeds=states, negative_prompt_embeds=torch.zeros_like(states), num_inference_steps=2,
+               three_d_aware=(1,), three_d_aware_mode="one", generator=torch.Generator().manual_seed(0))
+    assert out.reconstructions == 1 and out.gaussians is not None
+    assert out.gaussians.means.shape[-2] == 4 * 128 * 128 and torch.isfinite(out.gaussians.means).all()
+
+
+def test_a_conversion_that_fails_is_one_line_never_a_traceback(tiny_base, tmp_path):
+    path = tmp_path / "broken.pth"
+    state = tiny_checkpoint()
+    state["lgm_big.conv_in.weight"] = torch.zeros(3)  # a released layout whose reconstructor does not fit
+    torch.save({"state_dict": state}, path)
+    result = subprocess.run([sys.executable, str(REPO_ROOT / "jobs" / "convert_official.py"), "--checkpoint",
+                             str(path), "--base", tiny_base, "--output", str(tmp_path / "out")],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert len([line for line in result.stderr.splitlines() if "ERROR" in line]) == 1, result.stderr
