@@ -40,6 +40,7 @@ from models.reconstructor.model import LGM
 from models.reconstructor.options import PRESETS
 from models.pipeline_videomv.pipeline_videomv import VideoMVPipeline
 from models.prompts import AUTHORS_NEGATIVE_PROMPT, CAPTION_SUFFIX
+from models.variants import VARIANTS
 
 logger = logging.getLogger(__name__)
 
@@ -287,7 +288,7 @@ def convert_official(checkpoint: str | Iterable[str], base: str, tracking_uri: s
         logger.warning("the checkpoint has no camera MLP (ModelScope's original UNet?): the camera embedding stays "
                        "zero, so the views will not follow the cameras")
     embedding.register_to_config(prompt_suffix=CAPTION_SUFFIX if variant == "t2v" else None,
-                                 negative_prompt=AUTHORS_NEGATIVE_PROMPT)
+                                 negative_prompt=AUTHORS_NEGATIVE_PROMPT, fps=VARIANTS[variant].fps)
     reconstructor = None
     if lgm_state:
         # VideoMV fine-tuned LGM big in its own camera setting: fov 39.6 at the true camera distance

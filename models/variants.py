@@ -3,11 +3,12 @@
 - ``t2v``: text to 24 views, fine-tuned from ModelScope T2V (``text-to-video-ms-1.7b``).
 - ``i2v``: one image to 24 views, fine-tuned from I2VGen-XL (``i2vgen-xl``); its prompt is empty.
 
-Sampling defaults (guidance, elevation) and the background are the paper's and the authors' code's
-(``tools/modules/config.py``, ``configs/*_train.yaml``); the fine-tuning recipe is the authors'
-``p_zero``, ``noise_strength`` and ``use_ema``/``ema_decay``. The authors sample the image model at
-distance 1.7, but it must see the cameras it was trained on: the render job's
-(``camera.DEFAULT_DISTANCE``) or the model's recorded training cameras, so distance is not here.
+Sampling defaults (guidance, elevation, distance, steps, the image model's frame-rate condition)
+and the background are the paper's and the authors' code's (``tools/modules/config.py``,
+``configs/*_train.yaml``, ``inference_*_entrance.py``: text e=15 d=2.0, image e=5 d=1.7, fps 8 in
+training and sampling); the fine-tuning recipe is the authors' ``p_zero``, ``noise_strength`` and
+``use_ema``/``ema_decay``. A model that records its training cameras samples inside them
+(``models.pipeline_videomv.pipeline_videomv.sampling_defaults``): ours are rendered at 2.0.
 """
 
 from __future__ import annotations
@@ -24,10 +25,13 @@ class Variant:
     components: tuple[str, ...]  # the diffusers directory's component folders
     guidance_scale: float
     elevation: float  # degrees, the orbit sampled by default
+    distance: float  # the camera's distance to the object's centre, sampled by default
     background: tuple[float, float, float]
     condition_dropout: float  # share of samples trained unconditioned (classifier-free guidance)
     offset_noise: float
     ema_decay: float | None  # None: no EMA kept
+    fps: int | None = None  # the frame-rate condition fine-tuning and sampling give the UNet (image model)
+    num_inference_steps: int = 50  # DDIM steps
 
     @property
     def background_uint8(self) -> tuple[int, int, int]:
@@ -37,11 +41,11 @@ class Variant:
 
 _VIDEO_COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 VARIANTS: dict[str, Variant] = {
-    "t2v": Variant("t2v", _VIDEO_COMPONENTS, guidance_scale=9.0, elevation=15.0, background=(0.5, 0.5, 0.5),
-                   condition_dropout=0.1, offset_noise=0.0, ema_decay=None),
+    "t2v": Variant("t2v", _VIDEO_COMPONENTS, guidance_scale=9.0, elevation=15.0, distance=2.0,
+                   background=(0.5, 0.5, 0.5), condition_dropout=0.1, offset_noise=0.0, ema_decay=None),
     "i2v": Variant("i2v", (*_VIDEO_COMPONENTS, "image_encoder", "feature_extractor"), guidance_scale=6.0,
-                   elevation=5.0, background=(1.0, 1.0, 1.0), condition_dropout=0.0, offset_noise=0.1,
-                   ema_decay=0.9999),
+                   elevation=5.0, distance=1.7, background=(1.0, 1.0, 1.0), condition_dropout=0.0,
+                   offset_noise=0.1, ema_decay=0.9999, fps=8),
 }
 
 

@@ -161,6 +161,18 @@ def test_the_converted_image_model_reproduces_the_authors_network(tiny_i2v_base,
         plain = pipe.unet(io["x"].clone(), io["t"].clone(), **inputs).sample
     torch.testing.assert_close(out, io["out"], atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(plain, io["out_without_camera"], atol=1e-4, rtol=1e-4)
+    # It samples as the authors sample the image model (inference_i2vgen_entrance.py): fps 8, e=5, d=1.7,
+    # guidance 6, 50 steps, their negative prompt; recorded in the directory, so it survives a save.
+    pipe.save_pretrained(str(tmp_path / "converted"))
+    from models.pipeline_videomv.pipeline_videomv import VideoMVPipeline
+    from models.prompts import AUTHORS_NEGATIVE_PROMPT
+
+    for model in (pipe, VideoMVPipeline.from_pretrained(str(tmp_path / "converted"))):
+        assert model.sampling_defaults == {"guidance_scale": 6.0, "elevation": 5.0, "distance": 1.7,
+                                           "num_inference_steps": 50, "negative_prompt": AUTHORS_NEGATIVE_PROMPT,
+                                           "prompt_suffix": None, "fps": 8}
+        condition = model.image_condition(torch.zeros(1, 3, 64, 64), model.num_frames)
+        assert condition["fps"].tolist() == [8], "the frame-rate condition the authors train and sample with"
     with pytest.raises(CheckpointConversionError, match="is an i2v model; the checkpoint is the t2v one"):
         torch.save(tiny_checkpoint(), tmp_path / "t2v.pth")
         convert_official(str(tmp_path / "t2v.pth"), tiny_i2v_base)
@@ -194,6 +206,8 @@ def test_the_convert_command_writes_a_pipeline_every_job_loads(tiny_base, tmp_pa
     loaded = VideoMVPipeline.from_pretrained(str(output))
     io = load_file(FIXTURES / "videomv_t2v_tiny_io.safetensors")
     torch.testing.assert_close(run_authors_inputs(loaded, True), io["out"], atol=1e-4, rtol=1e-4)
+    assert loaded.sampling_defaults["elevation"] == 15.0 and loaded.sampling_defaults["distance"] == 2.0
+    assert (loaded.sampling_defaults["guidance_scale"], loaded.sampling_defaults["prompt_suffix"]) == (9.0, ", 3d asset")
     again = subprocess.run(command, capture_output=True, text=True)
     assert again.returncode == 2 and "not empty: nothing is overwritten" in again.stderr
 

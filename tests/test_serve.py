@@ -18,6 +18,7 @@ import requests
 from PIL import Image
 
 from conftest import REPO_ROOT, start_tiny_serve_app
+from models.prompts import AUTHORS_NEGATIVE_PROMPT
 from models.gaussians.ply import load_ply
 from pipeline.serve.api import GenerateRequest
 from pipeline.serve.app import build_app
@@ -42,9 +43,11 @@ def generate(server, **fields) -> requests.Response:
 
 def test_health_and_openapi(server):
     health = requests.get(f"{server['url']}/v1/health", timeout=10).json()
+    defaults = {"guidance_scale": 9.0, "elevation": 15.0, "distance": 2.0, "num_inference_steps": 50,
+                "negative_prompt": AUTHORS_NEGATIVE_PROMPT, "prompt_suffix": None}  # what a request left out gets
     assert health == {"status": "ok", "variant": "t2v", "reconstructor": True, "resolution": 32, "frames": 24,
-                      "training_cameras": TRAINING_CAMERAS, "device": "cpu", "dtype": "fp32",
-                      "rasterizer": {"backend": "torch", "fallback": None}}
+                      "training_cameras": TRAINING_CAMERAS, "sampling_defaults": defaults, "device": "cpu",
+                      "dtype": "fp32", "rasterizer": {"backend": "torch", "fallback": None}}
     schema = requests.get(f"{server['url']}/openapi.json", timeout=10).json()
     assert "/v1/generate" in schema["paths"] and "/v1/health" in schema["paths"]
     assert requests.get(f"{server['url']}/docs", timeout=10).status_code == 200

@@ -34,6 +34,8 @@ class CameraEmbedding(ModelMixin, ConfigMixin):
             pipeline appends to prompts (``models.prompts``); None: nothing recorded.
         negative_prompt: the text that fine-tuning's dropped samples got, which guidance guides
             against (``models.prompts.negative_prompt_of``); None: nothing recorded.
+        fps: the frame-rate condition the image model was fine-tuned with, which sampling gives it
+            too (the authors': 8); None: I2VGen-XL's own, 16.
     """
 
     config_name = "config.json"
@@ -41,7 +43,7 @@ class CameraEmbedding(ModelMixin, ConfigMixin):
     @register_to_config
     def __init__(self, embedding_dim: int, num_frames: int = 24,
                  training_cameras: dict[str, list[float]] | None = None, prompt_suffix: str | None = None,
-                 negative_prompt: str | None = None) -> None:
+                 negative_prompt: str | None = None, fps: int | None = None) -> None:
         super().__init__()
         self.linear_1 = nn.Linear(POSE_DIM, embedding_dim)
         self.act = nn.SiLU()

@@ -31,7 +31,7 @@ from models.precision import cast
 from models.variants import VARIANTS
 
 CAMERA_FOLDER = "camera_embedding"
-I2V_FPS = 16  # I2VGen-XL's default frame-rate micro-condition
+I2VGEN_XL_FPS = 16  # I2VGen-XL's own frame-rate condition: a model that records no other (CameraEmbedding.config.fps)
 # Frames the VAE encodes or decodes per call (diffusers' video pipelines' ``decode_chunk_size``): at
 # 256 px one frame's decoder activations are ~0.3 GB in fp16, so a batch of 4 orbits (96 frames) in
 # one call would need ~30 GB; 8 at a time keeps it near 2.5 GB at no cost in speed on a GPU.

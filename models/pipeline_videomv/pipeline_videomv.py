@@ -61,7 +61,7 @@ from models.pipeline_videomv.three_d_aware import (
 from models.pipeline_videomv.image_input import condition_images
 from models.pipeline_videomv.loading import (
     CAMERA_FOLDER,
-    I2V_FPS,
+    I2VGEN_XL_FPS,
     VAE_CHUNK_FRAMES,
     ModelDirectoryError,
     _resolution,
@@ -106,7 +106,7 @@ def sampling_defaults(variant: str, training_cameras: dict[str, list[float]] | N
     defaults = VARIANTS[variant]
     return (defaults.guidance_scale if guidance_scale is None else guidance_scale,
             inside(training_cameras, "elevation", defaults.elevation) if elevation is None else elevation,
-            inside(training_cameras, "distance", camera.DEFAULT_DISTANCE) if distance is None else distance)
+            inside(training_cameras, "distance", defaults.distance) if distance is None else distance)
 
 
 class VideoMVPipeline(DiffusionPipeline):
@@ -177,6 +177,20 @@ class VideoMVPipeline(DiffusionPipeline):
     def training_cameras(self) -> dict[str, list[float]] | None:
         """The cameras the camera embedding was fine-tuned on (None: not recorded)."""
         return self.camera_embedding.config.get("training_cameras")
+
+    @property
+    def sampling_defaults(self) -> dict[str, Any]:
+        """What ``__call__`` uses where a call does not say: the variant's defaults (the authors'),
+        elevation and distance inside the recorded training cameras, the recorded negative prompt,
+        caption suffix and frame-rate condition (``/v1/health`` shows it)."""
+        recorded = self.camera_embedding.config
+        guidance, elevation, distance = sampling_defaults(self.variant, self.training_cameras, None, None, None)
+        defaults = {"guidance_scale": guidance, "elevation": elevation, "distance": distance,
+                    "num_inference_steps": VARIANTS[self.variant].num_inference_steps,
+                    "negative_prompt": negative_prompt_of(recorded), "prompt_suffix": recorded.get("prompt_suffix")}
+        if self.variant == "i2v":
+            defaults["fps"] = recorded.get("fps") or I2VGEN_XL_FPS
+        return defaults
 
     def trainable_modules(self) -> list[torch.nn.Module]:
         """What fine-tuning updates: the UNet and the camera embedding (VAE and encoders stay frozen)."""
@@ -323,7 +337,7 @@ class VideoMVPipeline(DiffusionPipeline):
         latents = self.vae.encode(images.to(device, self.vae.dtype)).latent_dist.sample()
         latents = latents[:, :, None] * self.vae.config.scaling_factor
         positions = [torch.full_like(latents, (index + 1) / (num_frames - 1)) for index in range(num_frames - 1)]
-        fps = torch.full((images.shape[0],), I2V_FPS, device=device)
+        fps = torch.full((images.shape[0],), self.camera_embedding.config.get("fps") or I2VGEN_XL_FPS, device=device)
         return {"image_latents": torch.cat([latents, *positions], dim=2), "image_embeddings": embeddings, "fps": fps}
 
     @torch.no_grad()

@@ -56,7 +56,8 @@ class VideoMVDeployment:
         rasterizer = backend_in_use(pipe.device) if pipe.reconstructor is not None else None
         return {"variant": pipe.variant, "reconstructor": pipe.reconstructor is not None,
                 "resolution": pipe.resolution, "frames": pipe.num_frames,
-                "training_cameras": pipe.training_cameras, "device": str(pipe.device),
+                "training_cameras": pipe.training_cameras, "sampling_defaults": pipe.sampling_defaults,
+                "device": str(pipe.device),
                 "dtype": dtype_name(pipe.unet.dtype), "rasterizer": rasterizer}
 
     def get_progress(self, request_id: str) -> dict[str, Any]:

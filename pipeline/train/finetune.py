@@ -70,7 +70,8 @@ def finetune_loop(loop_config: dict[str, WorkerConfig]) -> None:
     seen = settings.training_cameras
     embedding.register_to_config(training_cameras=camera_ranges(
         seen["elevation"], seen["distance"], seen["fov"], previous=embedding.config.get("training_cameras")),
-        prompt_suffix=CAPTION_SUFFIX if model.variant == "t2v" else None, negative_prompt=config.negative_prompt)
+        prompt_suffix=CAPTION_SUFFIX if model.variant == "t2v" else None, negative_prompt=config.negative_prompt,
+        fps=VARIANTS[model.variant].fps)
     model.freeze_encoders()
     from_latents = bool(config.latents)
     negative_states = None
