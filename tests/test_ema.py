@@ -60,3 +60,20 @@ def test_offset_noise_adds_a_constant_per_frame_and_channel():
     assert difference.std(dim=(-2, -1)).max() < 1e-6
     assert 0.02 < difference[..., 0, 0].std() < 0.3
     assert plain.item() != offset.item()
+
+
+def test_an_average_that_is_still_mostly_its_start_is_said_when_saved_and_when_served(tmp_path, caplog):
+    """0.9999 over 2,000 steps keeps 82 % of the starting weights: --use-ema would serve the base model."""
+    from models.generator.ema import EMA_RECORD, start_share, warn_if_stale, write_record
+
+    assert round(start_share(0.9999, 2000), 2) == 0.82
+    with caplog.at_level("WARNING", logger="models.generator.ema"):
+        write_record(str(tmp_path), 0.9999, 2000)
+        warn_if_stale(str(tmp_path))
+    assert len(caplog.records) == 2 and "still holds 82% of the weights fine-tuning started from" in caplog.text
+    assert (tmp_path / EMA_RECORD).is_file()
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="models.generator.ema"):
+        write_record(str(tmp_path), 0.999, 20000)  # 2e-9 of the start left: a real average
+        warn_if_stale(str(tmp_path))
+    assert not caplog.records

@@ -268,6 +268,30 @@ def test_auto_falls_back_to_torch_with_one_warning_when_gsplat_fails(monkeypatch
         render_gaussians(scene, c2w, K, 32, 32, backend="gsplat")
 
 
+def test_out_of_memory_in_gsplat_is_the_calls_error_and_gsplat_stays_in_use(monkeypatch, caplog):
+    """One scene too large for the GPU raises out-of-memory, as any CUDA op does: it is not taken
+    for "gsplat unusable" (a Serve replica would render with PyTorch for the rest of its life)."""
+    import models.gaussians.rendering as renderer
+
+    calls = []
+
+    def out_of_memory(*args, **kwargs):
+        calls.append(1)
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 12.00 GiB")
+
+    monkeypatch.setattr(renderer, "_gsplat_failed", None)
+    monkeypatch.setattr(renderer, "_rasterize_gsplat", out_of_memory)
+    monkeypatch.setattr(renderer, "_prefers_gsplat", lambda device: renderer._gsplat_failed is None)
+    scene = random_scene(50)
+    c2w, K = cameras(azimuths=(0.0,), elevation=10.0, size=16)
+    with caplog.at_level("WARNING", logger="models.gaussians.rendering"):
+        for _ in range(2):
+            with pytest.raises(torch.cuda.OutOfMemoryError):
+                render_gaussians(scene, c2w, K, 16, 16, backend="auto")
+    assert len(calls) == 2 and renderer._gsplat_failed is None, "gsplat is tried again for the next scene"
+    assert not caplog.records
+
+
 def test_ply_round_trip_and_pruning(tmp_path):
     scene = random_scene(500)
     scene.opacities[:10] = 0.001  # below the pruning threshold

@@ -248,6 +248,16 @@ def test_a_job_on_a_gpu_cluster_uses_its_gpus_unless_told_not_to_and_says_so(cap
         assert use_gpus(dataclasses.replace(config, use_gpu=True), 0.0) is True  # worker_cpus then says it cannot
 
 
+def test_image_data_takes_exactly_its_share_of_micro_batches():
+    from pipeline.train.finetune import takes_images
+
+    for ratio in (0.1, 0.25, 0.5, 1 / 3):
+        drawn = [takes_images(k, ratio) for k in range(60)]
+        for end in (10, 30, 60):  # every prefix of the run, not only on average
+            assert abs(sum(drawn[:end]) - ratio * end) < 1.0, (ratio, end)
+    assert not any(takes_images(k, 0.0) for k in range(100))
+
+
 def test_a_training_state_that_would_run_code_is_refused(tmp_path):
     from pipeline.train.worker import load_training_state
 

@@ -85,6 +85,10 @@ def _render(gaussians: Gaussians, c2w: torch.Tensor, intrinsics: torch.Tensor, w
     if backend == "auto" and _prefers_gsplat(device):
         try:
             return _rasterize_gsplat(gaussians, viewmats, Ks, width, height, backgrounds, depth)
+        except torch.cuda.OutOfMemoryError:
+            # Out of memory is this call's, not gsplat's: the PyTorch rasteriser needs more, and a
+            # replica or worker must not slow down for the rest of its life because of one large scene.
+            raise
         except (ImportError, RuntimeError, OSError) as error:  # no gsplat, or its CUDA kernels failed to build
             _fall_back_to_torch(error)
     elif backend == "gsplat":

@@ -6,15 +6,59 @@ model). Each of N ranks keeps the parameters whose index is its rank modulo N, i
 parameters' device: 1/N of a copy of the weights per GPU (5.65 GB / N for the full-size UNet).
 ``gathered`` assembles the whole average (a collective: every rank calls it), and ``swapped_in``
 puts it into the module for saving.
+
+After N steps the average still holds ``decay ** N`` of the weights it started from: 0.82 for the
+authors' 0.9999 over a 2,000-step run. ``EMA_RECORD`` beside the averaged weights says so, and an
+average that is still mostly its start (``STALE_SHARE``) is warned about when it is saved or served.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
+import os
 from typing import Iterator
 
 import torch
 from torch import nn
+
+
+logger = logging.getLogger(__name__)
+EMA_RECORD = "ema.json"  # in the averaged weights' folder: decay, steps and the share of the start left
+STALE_SHARE = 0.5  # an average holding more of its starting weights than this is mostly the model it began as
+
+
+def start_share(decay: float, steps: int) -> float:
+    """The share of the starting weights left in an EMA of ``decay`` after ``steps`` updates."""
+    return decay ** steps
+
+
+def _stale_message(decay: float, steps: int) -> str:
+    return (f"the weights' moving average (decay {decay:g} over {steps} steps) still holds "
+            f"{start_share(decay, steps):.0%} of the weights fine-tuning started from: it is mostly that model, "
+            f"not the fine-tuned one (it needs about {int(0.693 / (1 - decay)):,} steps to be half fine-tuned); "
+            "use the trained weights (no --use-ema), or a smaller --ema-decay")
+
+
+def write_record(directory: str, decay: float, steps: int) -> None:
+    """Record the average's decay and steps beside its weights; warns when it is stale."""
+    share = start_share(decay, steps)
+    with open(os.path.join(directory, EMA_RECORD), "w") as handle:
+        json.dump({"decay": decay, "steps": steps, "start_share": share}, handle)
+    if share > STALE_SHARE:
+        logger.warning("%s", _stale_message(decay, steps))
+
+
+def warn_if_stale(directory: str) -> None:
+    """Warn when the average saved in ``directory`` (its ``EMA_RECORD``) is mostly its start."""
+    path = os.path.join(directory, EMA_RECORD)
+    if not os.path.isfile(path):
+        return
+    with open(path) as handle:
+        record = json.load(handle)
+    if start_share(record["decay"], record["steps"]) > STALE_SHARE:
+        logger.warning("%s", _stale_message(record["decay"], record["steps"]))
 
 
 class ShardedEMA:

@@ -48,6 +48,7 @@ import camera
 from models.gaussians.gaussians import Gaussians
 from camera.training_cameras import camera_problems, inside
 from models.generator.camera_embedding import CameraEmbedding
+from models.generator.ema import warn_if_stale
 from models.generator.schedule import parametrisation, scheduler_step_kwargs
 from models.generator.unet import MultiViewUNet
 from models.pipeline_videomv.three_d_aware import (
@@ -249,6 +250,7 @@ class VideoMVPipeline(DiffusionPipeline):
         pipe = cls(**components, reconstructor=reconstructor)
         if use_ema:
             pipe.load_trainable(ema_directory(directory))
+            warn_if_stale(ema_directory(directory))
         return pipe.to(device) if device is not None else pipe
 
     @classmethod

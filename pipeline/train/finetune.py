@@ -15,7 +15,6 @@ import contextlib
 import dataclasses
 import logging
 import os
-import random
 import time
 from typing import Any
 
@@ -26,7 +25,7 @@ import torch
 
 from camera.training_cameras import camera_ranges
 from models.pipeline_videomv.loading import EMA_FOLDER, detect_variant, resolve_model_dir
-from models.generator.ema import ShardedEMA, swapped_in
+from models.generator.ema import ShardedEMA, swapped_in, write_record
 from models.generator.objective import MultiViewBatch, diffusion_loss, reorder_orbits
 from models.variants import VARIANTS
 from models.prompts import AUTHORS_NEGATIVE_PROMPT, CAPTION_SUFFIX
@@ -96,10 +95,10 @@ def finetune_loop(loop_config: dict[str, WorkerConfig]) -> None:
     images = (cycle_batches(ray.train.get_dataset_shard("images"), config.micro_batch, "image", **shuffle)
               if config.image_data else None)
     accumulation = config.accumulation_steps(worker.world_size)
-    # The image-or-orbit draw is the same on every rank: each rank then takes as many batches of each
-    # dataset, so all ranks reach an epoch's end at the same micro-step. (Per-rank draws deadlock:
-    # streaming_split holds a new epoch until every split asks for it while the others wait in DDP.)
-    choose = random.Random(config.seed * 1000 + start)
+    # The image-or-orbit choice is the same on every rank (a function of the micro-step): each rank then
+    # takes as many batches of each dataset, so all ranks reach an epoch's end at the same micro-step.
+    # (Per-rank draws deadlock: streaming_split holds a new epoch until every split asks for it while
+    # the others wait in DDP.)
     generator = torch.Generator(device=worker.device).manual_seed(config.seed * 7919 + worker.rank + start)
     order = torch.Generator().manual_seed(config.seed * 104729 + worker.rank + start)  # roll/reverse draws
     with worker.mlflow() as mlflow:
@@ -110,7 +109,7 @@ def finetune_loop(loop_config: dict[str, WorkerConfig]) -> None:
             worker.maybe_fail(step)
             losses, samples = [], 0
             for micro in range(accumulation):
-                use_images = images is not None and choose.random() < config.image_ratio
+                use_images = images is not None and takes_images((step - 1) * accumulation + micro, config.image_ratio)
                 if from_latents:
                     inputs = latent_inputs(next(orbits), worker.device)
                     frames = "posterior"  # the frame axis to reorder with the cameras
@@ -140,16 +139,27 @@ def finetune_loop(loop_config: dict[str, WorkerConfig]) -> None:
                 _log_samples(model, inputs, config, mlflow, step)
         averaged = ema.gathered() if ema is not None else None  # a collective: every rank
         if worker.is_chief:
-            publish_final(lambda directory: save_with_ema(model, directory, averaged), config, mlflow)
+            publish_final(lambda directory: save_with_ema(model, directory, averaged, config.ema_decay, config.steps),
+                          config, mlflow)
 
 
-def save_with_ema(model: VideoMVPipeline, directory: str, averaged: dict[str, torch.Tensor] | None) -> None:
+def takes_images(micro_step: int, ratio: float) -> bool:
+    """Whether micro-batch ``micro_step`` (counted from 0 over the whole run) comes from the image
+    data: exactly ``ratio`` of every run of micro-batches, evenly spread (a random draw per
+    micro-batch only gives that share on average, far from it over a short run), and the same
+    after a resume."""
+    return int((micro_step + 1) * ratio + 1e-9) > int(micro_step * ratio + 1e-9)
+
+
+def save_with_ema(model: VideoMVPipeline, directory: str, averaged: dict[str, torch.Tensor] | None,
+                  decay: float | None = None, steps: int = 0) -> None:
     """The model as trained, and with an EMA its averaged unet/ and camera_embedding/ under ``ema/``
-    (``VideoMVPipeline.from_pretrained(..., use_ema=True)`` loads them)."""
+    (``VideoMVPipeline.from_pretrained(..., use_ema=True)`` loads them) with its ``EMA_RECORD``."""
     model.save_pretrained(directory)
     if averaged is not None:
         with swapped_in(model.denoiser, averaged):
             model.save_trainable(os.path.join(directory, EMA_FOLDER))
+        write_record(os.path.join(directory, EMA_FOLDER), decay, steps)
 
 
 def _log_samples(model: VideoMVPipeline, inputs: dict, config: TrainConfig, mlflow: Any, step: int) -> None:
