@@ -7,12 +7,14 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import shutil
 import struct
 import zlib
 
 import numpy as np
 import pytest
+import torch
 from fastapi import HTTPException
 from PIL import Image
 from starlette.requests import Request
@@ -151,3 +153,41 @@ def test_broken_reconstructor_directories_name_the_file(tmp_path):
     (tmp_path / "lgm2" / "lgm_options.json").write_text("{broken")
     with pytest.raises(ValueError, match=r"lgm2/lgm_options.json is not an LGM options file"):
         LGM.from_pretrained(str(tmp_path / "lgm2"))
+
+
+def _edit_weights(path: str, edit) -> None:
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(path)
+    edit(tensors)
+    save_file(tensors, path)
+
+
+def test_a_config_that_does_not_fit_its_weights_is_refused_before_anything_is_allocated(tiny_dir, tmp_path):
+    """A 65,536-channel UNet config beside small weights asked for 150 GB before reading a weight."""
+    import subprocess
+    import sys
+
+    directory = broken_copy(tiny_dir, tmp_path, "huge")
+    config = json.load(open(f"{directory}/unet/config.json"))
+    json.dump({**config, "block_out_channels": [32, 65536]}, open(f"{directory}/unet/config.json", "w"))
+    code = ("import resource; resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))\n"
+            "from models import VideoMVPipeline\n"
+            f"VideoMVPipeline.from_pretrained({directory!r})\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert "unet/config.json describes 876,292,129,604 parameters but its weights hold" in done.stderr, done.stderr[-2000:]
+    assert "allocate" not in done.stderr
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda t: t.__setitem__("conv_in.weight", torch.full_like(t["conv_in.weight"], float("nan"))),
+     r"unet/: parameter conv_in.weight holds \d+ NaN or infinite"),
+    (lambda t: t.__setitem__("conv_out.bias", torch.full_like(t["conv_out.bias"], float("inf"))),
+     r"unet/: parameter conv_out.bias holds 4 NaN or infinite"),
+])
+def test_weights_that_are_not_finite_numbers_are_named(tiny_dir, tmp_path, damage, message):
+    directory = broken_copy(tiny_dir, tmp_path, "bad-weights")
+    _edit_weights(f"{directory}/unet/diffusion_pytorch_model.safetensors", damage)
+    with pytest.raises(ModelDirectoryError, match=message):
+        VideoMVPipeline.from_pretrained(directory)

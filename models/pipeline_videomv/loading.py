@@ -134,16 +134,71 @@ def model_resolution(model_dir: str) -> int:
                        read_config(os.path.join(model_dir, "vae", "config.json")))
 
 
-def _loaded(component: str, model_dir: str, load: Any) -> Any:
+def _weights_numel(folder: str, weights_variant: str | None) -> int | None:
+    """Elements in ``folder``'s safetensors weights (diffusers' ``variant`` files when given), read
+    from the files' headers alone; None when it has none (``.bin`` only)."""
+    from safetensors import safe_open
+
+    names = [name for name in sorted(os.listdir(folder)) if name.endswith(".safetensors")
+             and (f".{weights_variant}." in name if weights_variant else name.count(".") == 1)]
+    if not names:
+        return None
+    total = 0
+    for name in names:
+        with safe_open(os.path.join(folder, name), framework="pt") as handle:
+            for key in handle.keys():
+                shape = handle.get_slice(key).get_shape()
+                total += int(torch.Size(shape).numel())
+    return total
+
+
+def check_config_fits_weights(folder: str, model_class: type, weights_variant: str | None = None) -> None:
+    """Refuse, before anything is allocated, a ``config.json`` that describes more parameters than
+    its weights hold (a 65,536-channel config would otherwise allocate 150 GB before the first
+    weight is read). The module is built on the meta device, which allocates nothing."""
+    weights = _weights_numel(folder, weights_variant)
+    if weights is None:
+        return
+    with torch.device("meta"):
+        if hasattr(model_class, "config_class") and hasattr(model_class.config_class, "from_pretrained"):
+            module = model_class(model_class.config_class.from_pretrained(folder))  # transformers
+        else:
+            module = model_class.from_config(model_class.load_config(folder))  # diffusers
+    parameters = sum(parameter.numel() for parameter in module.parameters())
+    if parameters > weights * 1.01 + 1024:
+        raise ModelDirectoryError(f"{folder}/config.json describes {parameters:,} parameters but its weights hold "
+                                  f"{weights:,} values: the config does not belong to these weights (nothing loaded)")
+
+
+def check_weights(component: str, module: torch.nn.Module) -> None:
+    """Every parameter of a loaded ``module`` is floating point and finite; else a named error."""
+    for name, parameter in module.named_parameters():
+        if not parameter.is_floating_point():
+            raise ModelDirectoryError(f"{component}: parameter {name} is {parameter.dtype}, not a float")
+        if not torch.isfinite(parameter).all():
+            bad = int((~torch.isfinite(parameter)).sum())
+            raise ModelDirectoryError(f"{component}: parameter {name} holds {bad} NaN or infinite value(s)")
+
+
+def _loaded(component: str, model_dir: str, load: Any, model_class: type | None = None,
+            weights_variant: str | None = None) -> Any:
     """``load()``, its failure a ``ModelDirectoryError`` naming the component's folder and the problem
-    (a truncated weights file, a broken config)."""
+    (a truncated weights file, a broken config). With ``model_class``, the config is checked
+    against the weights first (``check_config_fits_weights``) and the loaded weights after
+    (``check_weights``)."""
+    folder = os.path.join(model_dir, component)
     try:
-        return load()
+        if model_class is not None:
+            check_config_fits_weights(folder, model_class, weights_variant)
+        loaded = load()
+        if model_class is not None:
+            check_weights(f"{folder}/", loaded)
+        return loaded
     except ModelDirectoryError:
         raise
     except Exception as error:  # diffusers, transformers and safetensors each raise their own types
         message = str(error).splitlines()[0][:300] if str(error) else type(error).__name__
-        raise ModelDirectoryError(f"{os.path.join(model_dir, component)}/ could not be loaded: {message}") from None
+        raise ModelDirectoryError(f"{folder}/ could not be loaded: {message}") from None
 
 
 def load_components(location: str, num_frames: int | None = None, torch_dtype: torch.dtype | None = None,
@@ -164,11 +219,12 @@ def load_components(location: str, num_frames: int | None = None, torch_dtype: t
     if weights_variant is not None:
         dtype["variant"] = weights_variant
     unet_class = I2VGenXLUNet if variant == "i2v" else UNet3DConditionModel
-    unet = _loaded("unet", model_dir, lambda: unet_class.from_pretrained(model_dir, subfolder="unet", **dtype))
+    unet = _loaded("unet", model_dir, lambda: unet_class.from_pretrained(model_dir, subfolder="unet", **dtype),
+                   unet_class, weights_variant)
     camera_dir = os.path.join(model_dir, CAMERA_FOLDER)
     if os.path.isdir(camera_dir):
         camera_embedding = _loaded(CAMERA_FOLDER, model_dir, lambda: CameraEmbedding.from_pretrained(
-            camera_dir, **({"variant": weights_variant} if weights_variant else {})))
+            camera_dir, **({"variant": weights_variant} if weights_variant else {})), CameraEmbedding, weights_variant)
         if torch_dtype is not None:
             camera_embedding = cast(camera_embedding, torch_dtype)
         if num_frames is not None and camera_embedding.config.num_frames != num_frames:
@@ -183,9 +239,10 @@ def load_components(location: str, num_frames: int | None = None, torch_dtype: t
     components: dict[str, Any] = {
         "unet": unet,
         "camera_embedding": camera_embedding,
-        "vae": _loaded("vae", model_dir, lambda: AutoencoderKL.from_pretrained(model_dir, subfolder="vae", **dtype)),
+        "vae": _loaded("vae", model_dir, lambda: AutoencoderKL.from_pretrained(model_dir, subfolder="vae", **dtype),
+                       AutoencoderKL, weights_variant),
         "text_encoder": _loaded("text_encoder", model_dir, lambda: CLIPTextModel.from_pretrained(
-            model_dir, subfolder="text_encoder", **dtype)),
+            model_dir, subfolder="text_encoder", **dtype), CLIPTextModel, weights_variant),
         "tokenizer": _loaded("tokenizer", model_dir, lambda: CLIPTokenizer.from_pretrained(model_dir,
                                                                                            subfolder="tokenizer")),
         "scheduler": _loaded("scheduler", model_dir, lambda: scheduler_class(model_dir).from_pretrained(
@@ -193,7 +250,8 @@ def load_components(location: str, num_frames: int | None = None, torch_dtype: t
     }
     if variant == "i2v":
         components["image_encoder"] = _loaded("image_encoder", model_dir, lambda: CLIPVisionModelWithProjection
-                                              .from_pretrained(model_dir, subfolder="image_encoder", **dtype))
+                                              .from_pretrained(model_dir, subfolder="image_encoder", **dtype),
+                                              CLIPVisionModelWithProjection, weights_variant)
         components["feature_extractor"] = _loaded("feature_extractor", model_dir, lambda: CLIPImageProcessor
                                                   .from_pretrained(model_dir, subfolder="feature_extractor"))
     return model_dir, components
