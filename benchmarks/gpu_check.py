@@ -1,15 +1,23 @@
 """The GPU check suite: the full-size paths on one GPU, in one command, as one table.
 
-On a CUDA machine (one H100/H200; about 6 minutes) every network is built at full size from its
-published config with random weights (``benchmarks.full_size``; nothing is downloaded) and the
-production code runs on it:
+On a CUDA machine (one H100/H200) every network is built at full size from its published config
+with random weights (``benchmarks.full_size``; nothing is downloaded) and the production code runs
+on it. The default ``--budget`` (540 s) fits one 10-minute command including gsplat's first build
+of its CUDA kernels (a few minutes on a fresh machine, inside the rasteriser row): a check whose
+estimated time (``ESTIMATED_S``) would not fit what is left becomes a "skipped" row. Every row is
+printed, and appended to ``--markdown``, as it finishes, so a run stopped by a time limit keeps
+the rows it made. TF32 is on only where production turns it on (``models.precision.allow_tf32``:
+sampling, the evaluation fit, meshing, through ``load_pipeline``), never for the training rows,
+as the training workers never set it.
 
 1. rasteriser: gsplat forward+backward on 65,536 Gaussians x 24 views at 256 px, fp32 and with
    half-precision Gaussians under autocast, against the PyTorch rasteriser (time, peak, max |diff|);
 2. CUDA generators: G's fine-tuning loss, its one-step x0 (4 decoded views) and sampling, each
    drawing from a generator on the GPU;
 3. a fine-tuning step of the full-size UNet (fp32 master weights, fp16 autocast, gradient
-   checkpointing, DDP with gradients as bucket views, fused AdamW) at micro-batch 1, 2 and 4;
+   checkpointing, DDP with gradients as bucket views, fused AdamW) at micro-batch 1, 2 and 4, with
+   AdamW and with ``--optimizer zero1`` (ZeroRedundancyOptimizer over this one rank: its code path
+   and its step time; the memory it saves needs several GPUs);
 4. sampling, fp32 against fp16, plain against 3D-aware (the authors' steps, two reconstructions),
    batch 1 and 4 (``--sample-steps`` DDIM steps; seconds also scaled to 50 steps);
 5. one reconstructor step: LGM big, 4 input views, 24 supervised views at 512 px, LPIPS;
@@ -22,7 +30,7 @@ production code runs on it:
 ``--smoke`` runs the same code on the CPU with tiny models and sizes in about 2 minutes (part of
 ``make test`` through ``tests/test_gpu_check.py``); gsplat rows then say "skipped: needs CUDA".
 
-    python benchmarks/gpu_check.py [--smoke] [--only rasteriser,training,...] [--markdown FILE]
+    python benchmarks/gpu_check.py [--smoke] [--only rasteriser,training,...] [--markdown FILE] [--budget S]
 """
 
 from __future__ import annotations
@@ -47,6 +55,13 @@ from models.gaussians.gaussians import Gaussians  # noqa: E402
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHECKS = ("rasteriser", "generators", "training", "sampling", "reconstructor", "fit", "finetune_job", "mesh",
           "gpu_tests")
+# Seconds each check takes at full size on one H100 (the rasteriser's includes gsplat's first build);
+# --budget skips a check whose estimate no longer fits. The smoke run's are a tenth.
+ESTIMATED_S = {"rasteriser": 150, "generators": 40, "training": 100, "sampling": 90, "reconstructor": 40,
+               "fit": 25, "finetune_job": 60, "mesh": 40, "gpu_tests": 60}
+TF32_CHECKS = ("sampling", "fit", "mesh")  # inference paths: load_pipeline turns TF32 on; training never does
+DEFAULT_BUDGET_S = 540.0
+HEADER = ("| check | setting | seconds | peak GB | result |", "|---|---|---:|---:|---|")
 
 
 @dataclass
@@ -77,16 +92,41 @@ class Row:
     result: str = "ok"
 
 
+def row_line(row: Row) -> str:
+    seconds = f"{row.seconds:.3f}" if row.seconds is not None else ""
+    peak = f"{row.peak_gb:.1f}" if row.peak_gb is not None else ""
+    return f"| {row.check} | {row.setting} | {seconds} | {peak} | {row.result} |"
+
+
 class Suite:
-    def __init__(self, device: torch.device, smoke: bool) -> None:
+    def __init__(self, device: torch.device, smoke: bool, markdown: str | None = None) -> None:
         self.device, self.smoke = device, smoke
         self.sizes = SMOKE if smoke else FULL
         self.rows: list[Row] = []
         self.cuda = device.type == "cuda"
+        self.markdown = markdown
+        self.deadline = float("inf")  # time.perf_counter() by which the run must end (--budget)
+        self._emit("\n".join(HEADER), mode="w")
+
+    def _emit(self, text: str, mode: str = "a") -> None:
+        """A line of the table, on stdout and in the markdown file, now."""
+        print(text, flush=True)
+        if self.markdown:
+            with open(self.markdown, mode, encoding="utf-8") as handle:
+                handle.write(text + "\n")
+
+    def add(self, row: Row) -> None:
+        self.rows.append(row)
+        self._emit(row_line(row))
+
+    def left_s(self) -> float:
+        return self.deadline - time.perf_counter()
 
     # -- measuring ---------------------------------------------------------------------------------
-    def measure(self, check: str, setting: str, run: Callable[[], str | None], repeat: int = 1) -> None:
-        """Time ``run`` (after one warm-up call when ``repeat`` > 1) and record its peak memory."""
+    def measure(self, check: str, setting: str, run: Callable[[], str | None], repeat: int = 1,
+                annotate: Callable[[float], str] | None = None) -> None:
+        """Time ``run`` (after one warm-up call when ``repeat`` > 1) and record its peak memory;
+        ``annotate(seconds)`` adds to the row's result."""
         try:
             if repeat > 1:
                 run()
@@ -99,15 +139,15 @@ class Suite:
             self._sync()
             seconds = (time.perf_counter() - start) / repeat
             peak = torch.cuda.max_memory_allocated(self.device) / 1e9 if self.cuda else None
-            self.rows.append(Row(check, setting, seconds, peak, result or "ok"))
+            self.add(Row(check, setting, seconds, peak, (result or "ok") + (annotate(seconds) if annotate else "")))
         except Exception as error:  # a failed check is a row of the table, the others still run
-            self.rows.append(Row(check, setting, result=f"FAILED {type(error).__name__}: {str(error).splitlines()[0]}"))
+            self.add(Row(check, setting, result=f"FAILED {type(error).__name__}: {str(error).splitlines()[0]}"))
         finally:
             if self.cuda:
                 torch.cuda.empty_cache()
 
     def skip(self, check: str, setting: str, why: str) -> None:
-        self.rows.append(Row(check, setting, result=f"skipped: {why}"))
+        self.add(Row(check, setting, result=f"skipped: {why}"))
 
     def _sync(self) -> None:
         if self.cuda:
@@ -187,7 +227,7 @@ class Suite:
         self.measure("rasteriser", f"gsplat, fp16 Gaussians under autocast, {label}",
                      step("gsplat", torch.float16, True), repeat=3)
         difference = (outputs["gsplat-torch.float32"] - outputs["torch-torch.float32"]).abs().max().item()
-        self.rows.append(Row("rasteriser", "gsplat vs torch, fp32", result=f"max |diff| {difference:.2e}"))
+        self.add(Row("rasteriser", "gsplat vs torch, fp32", result=f"max |diff| {difference:.2e}"))
 
     # -- 2. CUDA generators ------------------------------------------------------------------------
     def generators(self) -> None:
@@ -229,7 +269,7 @@ class Suite:
         model.denoiser.enable_gradient_checkpointing()
         model.denoiser.train()
         ddp = torch.nn.parallel.DistributedDataParallel(model.denoiser, **ddp_options())
-        optimizer = build_optimizer(model.denoiser.parameters(), 3e-5)
+        optimizer = None
         scaler = torch.amp.GradScaler(self.device.type, enabled=self.cuda)
         autocast = torch.float16 if self.cuda else torch.bfloat16
         generator = torch.Generator(device=self.device).manual_seed(0)
@@ -246,10 +286,14 @@ class Suite:
                 return f"loss {loss.item():.4f}"
             return run
 
-        for micro_batch in self.sizes.micro_batches:
-            self.measure("training", f"fine-tuning step, micro-batch {micro_batch} (DDP, fused AdamW)",
-                         step(micro_batch), repeat=2)
-        del ddp, optimizer, model
+        for name in ("adamw", "zero1"):
+            # world_size 2 asks for the sharded optimizer; over this one rank it holds the whole state.
+            optimizer = build_optimizer(model.denoiser.parameters(), 3e-5, name, world_size=1 if name == "adamw" else 2)
+            for micro_batch in self.sizes.micro_batches:
+                self.measure("training", f"fine-tuning step, micro-batch {micro_batch} (DDP, fused AdamW"
+                             f"{', ZeRO-1' if name == 'zero1' else ''})", step(micro_batch), repeat=2)
+            optimizer = None
+        del ddp, model
         dist.destroy_process_group()
 
     # -- 4. sampling -------------------------------------------------------------------------------
@@ -277,10 +321,8 @@ class Suite:
                         return f"{out.reconstructions} reconstructions"
 
                     setting = f"{name}, {'3D-aware' if three_d_aware else 'plain'}, batch {batch}, {steps} steps"
-                    self.measure("sampling", setting, run)
-                    row = self.rows[-1]
-                    if row.seconds is not None:
-                        row.result += f"; {row.seconds * 50 / steps:.1f} s at 50 steps"
+                    self.measure("sampling", setting, run,
+                                 annotate=lambda seconds: f"; {seconds * 50 / steps:.1f} s at 50 steps")
             del pipe, model, reconstructor
 
     # -- 5. reconstructor step ---------------------------------------------------------------------
@@ -400,7 +442,7 @@ class Suite:
         def run() -> str:
             done = subprocess.run([sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider",
                                    *(os.path.join("tests", name) for name in files)], cwd=REPO, capture_output=True,
-                                  text=True, timeout=900)
+                                  text=True, timeout=max(30.0, min(900.0, self.left_s())))
             summary = (done.stdout.strip().splitlines() or ["no output"])[-1]
             return summary if done.returncode in (0, 5) else f"FAILED: {summary}"
 
@@ -408,12 +450,7 @@ class Suite:
 
     # -- the table ---------------------------------------------------------------------------------
     def table(self) -> str:
-        lines = ["| check | setting | seconds | peak GB | result |", "|---|---|---:|---:|---|"]
-        for row in self.rows:
-            seconds = f"{row.seconds:.3f}" if row.seconds is not None else ""
-            peak = f"{row.peak_gb:.1f}" if row.peak_gb is not None else ""
-            lines.append(f"| {row.check} | {row.setting} | {seconds} | {peak} | {row.result} |")
-        return "\n".join(lines)
+        return "\n".join([*HEADER, *(row_line(row) for row in self.rows)])
 
 
 def _init_process_group(backend: str) -> None:
@@ -433,7 +470,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="tiny models and sizes on the CPU (the CI's run)")
     parser.add_argument("--only", default=",".join(CHECKS), help=f"comma-separated checks of {', '.join(CHECKS)}")
-    parser.add_argument("--markdown", help="also write the table to this file")
+    parser.add_argument("--markdown", help="also write the table to this file, row by row")
+    parser.add_argument("--budget", type=float, default=None,
+                        help=f"seconds the run may take; checks that would not fit are skipped rows (default: "
+                             f"{DEFAULT_BUDGET_S:g}, one 10-minute command with gsplat's build; none with --smoke)")
     args = parser.parse_args(argv)
     checks = [name for name in args.only.split(",") if name]
     unknown = sorted(set(checks) - set(CHECKS))
@@ -442,21 +482,29 @@ def main(argv: list[str] | None = None) -> int:
     if not args.smoke and not torch.cuda.is_available():
         parser.error("no CUDA device: the full-size suite needs a GPU (run --smoke for the CPU version)")
     device = torch.device("cpu" if args.smoke else "cuda")
-    if device.type == "cuda":
-        from models.precision import allow_tf32
-
-        allow_tf32()
-    suite = Suite(device, args.smoke)
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU (smoke: tiny models)"
+    print(f"GPU check on {where}, torch {torch.__version__}\n", flush=True)
+    suite = Suite(device, args.smoke, args.markdown)
     began = time.perf_counter()
+    budget = args.budget if args.budget is not None else (float("inf") if args.smoke else DEFAULT_BUDGET_S)
+    suite.deadline = began + budget
+    scale = 0.1 if args.smoke else 1.0
+    from models.precision import allow_tf32
+
+    defaults = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
     for name in checks:
+        estimate = ESTIMATED_S[name] * scale
+        if estimate > suite.left_s():
+            suite.skip(name, "all", f"would not fit the --budget (about {estimate:.0f} s, {max(0, suite.left_s()):.0f} s "
+                                    "left)")
+            continue
+        if name in TF32_CHECKS:
+            allow_tf32()
+        else:  # torch's defaults, which the training workers keep
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = defaults
         getattr(suite, "reconstructor_step" if name == "reconstructor" else name)()
         print(f"gpu_check: {name} done at {time.perf_counter() - began:.0f} s", file=sys.stderr, flush=True)
-    table = suite.table()
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU (smoke: tiny models)"
-    print(f"GPU check on {where}, torch {torch.__version__}, {time.perf_counter() - began:.0f} s\n\n{table}")
-    if args.markdown:
-        with open(args.markdown, "w", encoding="utf-8") as handle:
-            handle.write(table + "\n")
+    print(f"\n{len(suite.rows)} rows in {time.perf_counter() - began:.0f} s", flush=True)
     failed = [row for row in suite.rows if row.result.startswith("FAILED")]
     return 1 if failed else 0
 

@@ -24,3 +24,15 @@ def test_the_gpu_check_suite_runs_on_the_cpu_with_tiny_models(tmp_path):
     assert "skipped: needs CUDA" in results  # gsplat, on this CPU
     assert sum(row[0].lstrip("| ") == "sampling" for row in rows) == 8  # 2 dtypes x plain/3D-aware x 2 batches
     assert any("resumed at step 3" in r for r in results)
+    assert sum("ZeRO-1" in row[1] for row in rows) == 2  # micro-batches 1 and 2, with the sharded optimizer
+    # Each row is printed as it finishes, the same as the file's.
+    assert [line for line in done.stdout.splitlines() if line.startswith("| ")] == table.read_text().splitlines()
+
+
+def test_checks_that_would_not_fit_the_budget_are_skipped_rows(tmp_path):
+    table = tmp_path / "table.md"
+    done = subprocess.run([sys.executable, "benchmarks/gpu_check.py", "--smoke", "--only", "fit,mesh", "--budget", "1",
+                           "--markdown", str(table)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = table.read_text().splitlines()[2:]
+    assert len(rows) == 2 and all("skipped: would not fit the --budget" in row for row in rows), rows
