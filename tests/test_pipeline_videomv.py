@@ -104,6 +104,23 @@ def test_a_directory_saved_before_the_concern_folders_still_loads(dirs, tmp_path
     assert float(weight) == pytest.approx(float(ours.camera_embedding.linear_2.weight.abs().sum()), rel=1e-6)
 
 
+def test_loading_takes_diffusers_per_component_dtypes_and_its_error_types(dirs):
+    """As diffusers' pipelines: ``torch_dtype`` as a dict per component ("default" for the rest), a
+    weight variant the directory does not have is a ValueError; a bad dict is named."""
+    pipe = VideoMVPipeline.from_pretrained(dirs["finetuned"], torch_dtype={"unet": torch.bfloat16,
+                                                                            "reconstructor": torch.float16})
+    assert (pipe.unet.dtype, pipe.reconstructor.dtype) == (torch.bfloat16, torch.float16)
+    assert pipe.vae.dtype == pipe.text_encoder.dtype == pipe.camera_embedding.dtype == torch.float32
+    pipe = VideoMVPipeline.from_pretrained(dirs["i2v"], torch_dtype={"default": torch.bfloat16})
+    assert pipe.unet.dtype == pipe.image_encoder.dtype == torch.bfloat16
+    with pytest.raises(ValueError, match=r"unknown components \['unets'\]"):
+        VideoMVPipeline.from_pretrained(dirs["t2v"], torch_dtype={"unets": torch.float16})
+    with pytest.raises(ValueError, match=r"torch_dtype\['vae'\] must be a torch dtype"):
+        VideoMVPipeline.from_pretrained(dirs["t2v"], torch_dtype={"vae": "fp16"})
+    with pytest.raises(ValueError, match="fp16"):
+        VideoMVPipeline.from_pretrained(dirs["t2v"], variant="fp16")
+
+
 def test_published_video_model_gets_a_zero_camera_embedding(dirs):
     pipe = VideoMVPipeline.from_pretrained(dirs["t2v"])
     assert pipe.reconstructor is None

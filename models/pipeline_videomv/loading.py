@@ -41,8 +41,9 @@ VAE_CHUNK_FRAMES = 8
 EMA_FOLDER = "ema"  # the fine-tuning's moving average: unet/ and camera_embedding/ as save_trainable writes them
 
 
-class ModelDirectoryError(FileNotFoundError):
-    """A model directory is missing, incomplete or not a recognised pipeline; the message says what."""
+class ModelDirectoryError(FileNotFoundError, ValueError):
+    """A model directory is missing, incomplete or not a recognised pipeline; the message says what.
+    Also a ValueError, as diffusers' pipelines raise for a weight variant a directory does not have."""
 
 
 def resolve_model_dir(location: str, tracking_uri: str | None = None) -> str:

@@ -110,6 +110,21 @@ def sampling_defaults(variant: str, training_cameras: dict[str, list[float]] | N
             inside(training_cameras, "distance", defaults.distance) if distance is None else distance)
 
 
+COMPONENT_NAMES = ("unet", "camera_embedding", "vae", "text_encoder", "image_encoder", "reconstructor")
+
+
+def _component_dtypes(dtypes: dict[str, Any]) -> dict[str, torch.dtype]:
+    """A per-component ``torch_dtype`` dict, checked: known names and torch dtypes; "default"
+    (float32 unless given) for the rest."""
+    unknown = sorted(set(dtypes) - {*COMPONENT_NAMES, "default"})
+    if unknown:
+        raise ValueError(f"torch_dtype names unknown components {unknown}; known: {COMPONENT_NAMES} and 'default'")
+    wrong = sorted(name for name, value in dtypes.items() if not isinstance(value, torch.dtype))
+    if wrong:
+        raise ValueError(f"torch_dtype[{wrong[0]!r}] must be a torch dtype, got {dtypes[wrong[0]]!r}")
+    return {"default": torch.float32, **dtypes}
+
+
 class VideoMVPipeline(DiffusionPipeline):
     """Text (ModelScope T2V) or image (I2VGen-XL) to 24 orbit views, with optional 3D-aware
     denoising through the reconstructor. See the module docstring."""
@@ -221,6 +236,8 @@ class VideoMVPipeline(DiffusionPipeline):
             tracking_uri: MLflow tracking store for ``models:/`` and ``runs:/`` locations.
             torch_dtype / dtype: the weights' dtype (diffusers' two names for it; give one), every
                 component, the reconstructor included; None: as saved for the reconstructor, fp32 for G.
+                A dict gives it per component, as diffusers takes it: ``{"unet": torch.float16,
+                "default": torch.float32}`` (components not named get "default", else fp32).
             use_ema: G's moving-average weights (``ema/``, written when fine-tuning kept an EMA).
             num_frames: None takes the saved model's (24 for a published video model).
             variant: diffusers' weight-file variant ("fp16": the ``*.fp16.safetensors`` a
@@ -231,6 +248,9 @@ class VideoMVPipeline(DiffusionPipeline):
         if torch_dtype is not None and dtype is not None and torch_dtype != dtype:
             raise ValueError(f"torch_dtype={torch_dtype} and dtype={dtype} disagree: give one")
         torch_dtype = torch_dtype if torch_dtype is not None else dtype
+        per_component = None
+        if isinstance(torch_dtype, dict):
+            per_component, torch_dtype = _component_dtypes(torch_dtype), None
         device = None
         if device_map is not None:
             try:
@@ -251,6 +271,10 @@ class VideoMVPipeline(DiffusionPipeline):
         if use_ema:
             pipe.load_trainable(ema_directory(directory))
             warn_if_stale(ema_directory(directory))
+        if per_component is not None:
+            for name, module in pipe.components.items():
+                if isinstance(module, torch.nn.Module):
+                    setattr(pipe, name, cast(module, per_component.get(name, per_component["default"])))
         return pipe.to(device) if device is not None else pipe
 
     @classmethod
