@@ -342,3 +342,49 @@ def test_the_pipeline_speaks_diffusers(dirs, tmp_path):
     assert VideoMVPipeline.from_pretrained(dirs["finetuned"], device_map="cpu").device.type == "cpu"
     with pytest.raises(ValueError, match="device_map='balanced' is not supported"):
         VideoMVPipeline.from_pretrained(dirs["finetuned"], device_map="balanced")
+
+
+def test_diffusers_step_callbacks_end_guidance_and_change_its_scale(dirs):
+    """diffusers' own ``SDCFGCutoffCallback`` (it keeps ``prompt_embeds[-1:]``, the conditional text,
+    and sets ``pipe._guidance_scale = 0``) and a callback changing ``_guidance_scale`` both act."""
+    from diffusers.callbacks import SDCFGCutoffCallback
+
+    pipe = quiet(VideoMVPipeline.from_pretrained(dirs["finetuned"]))
+    common = dict(prompt="a chair", num_inference_steps=4, output_type="latent")
+
+    def run(guidance: float, callback=None, inputs=None) -> torch.Tensor:
+        return pipe(**common, guidance_scale=guidance, generator=torch.Generator().manual_seed(0),
+                    callback_on_step_end=callback, callback_on_step_end_tensor_inputs=inputs).frames
+
+    def set_scale(value: float):
+        def callback(pipeline, index, timestep, tensors):
+            if index == 0:
+                pipeline._guidance_scale = value
+            return tensors
+        return callback
+
+    guided = run(5.0)
+    raised = run(5.0, set_scale(9.0))
+    assert (raised - guided).abs().max() > 1e-4 and (raised - run(9.0)).abs().max() > 1e-4
+    # From step 1 on: the conditional prediction alone, whether guidance is cut (one half left) or
+    # kept at scale 1 (both halves, the unconditional one weighted 0).
+    cut = run(5.0, SDCFGCutoffCallback(cutoff_step_ratio=None, cutoff_step_index=0), ["prompt_embeds"])
+    torch.testing.assert_close(cut, run(5.0, set_scale(1.0)), atol=1e-5, rtol=1e-5)
+    assert (cut - guided).abs().max() > 1e-4
+
+
+def test_cross_attention_kwargs_reach_the_attention_processors(dirs):
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    seen = []
+
+    class Recording(AttnProcessor2_0):
+        def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None,
+                     marker=None, **kwargs):
+            seen.append(marker)
+            return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
+
+    pipe = quiet(VideoMVPipeline.from_pretrained(dirs["t2v"]))
+    pipe.unet.set_attn_processor(Recording())
+    pipe(prompt="a chair", num_inference_steps=1, output_type="latent", cross_attention_kwargs={"marker": "lora"})
+    assert seen and set(seen) == {"lora"}

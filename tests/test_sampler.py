@@ -60,8 +60,12 @@ def test_shapes_seeds_and_gaussians(models):
     image = torch.rand(1, 3, 32, 32) * 2 - 1
     i2v = sample_views(models["i2v"], images=image, config=SamplingConfig(steps=STEPS))
     assert i2v.views.shape == (1, 24, 3, 32, 32) and i2v.gaussians is None
-    # The image model samples at the renders' distance (the authors' 1.7 is a camera it never saw here).
-    torch.testing.assert_close(i2v.cameras[0], torch.tensor(camera.orbit_c2w(5.0, distance=2.0), dtype=torch.float32))
+    # A model that records no training cameras (a published or converted one) samples where the authors
+    # sample the image model, e=5 at d=1.7; one fine-tuned here records its renders' distance and keeps it.
+    torch.testing.assert_close(i2v.cameras[0], torch.tensor(camera.orbit_c2w(5.0, distance=1.7), dtype=torch.float32))
+    from models.pipeline_videomv.pipeline_videomv import sampling_defaults
+
+    assert sampling_defaults("i2v", {"distance": [2.0, 2.0]}, None, None, None)[2] == 2.0
 
 
 def test_training_cameras_bound_the_defaults_and_warn_outside(models, caplog):

@@ -110,6 +110,17 @@ def sampling_defaults(variant: str, training_cameras: dict[str, list[float]] | N
             inside(training_cameras, "distance", defaults.distance) if distance is None else distance)
 
 
+def _replace_text_states(condition: dict[str, torch.Tensor], states: torch.Tensor, batch: int) -> dict[str, torch.Tensor]:
+    """``condition`` with a step callback's text states; when they are the conditional half alone
+    (guidance ended), the other inputs keep their conditional half too ([unconditional; conditional])."""
+    if len(states) not in (batch, 2 * batch):
+        raise ValueError(f"a step callback returned prompt_embeds for {len(states)} samples; the batch is {batch} "
+                         f"({2 * batch} with guidance)")
+    halved = len(states) == batch and len(condition["encoder_hidden_states"]) == 2 * batch
+    return {name: states if name == "encoder_hidden_states" else value[batch:] if halved else value
+            for name, value in condition.items()}
+
+
 COMPONENT_NAMES = ("unet", "camera_embedding", "vae", "text_encoder", "image_encoder", "reconstructor")
 
 
@@ -131,7 +142,7 @@ class VideoMVPipeline(DiffusionPipeline):
 
     model_cpu_offload_seq = "text_encoder->image_encoder->camera_embedding->unet->vae->reconstructor"
     _optional_components = ["image_encoder", "feature_extractor", "reconstructor"]
-    _callback_tensor_inputs = ["latents"]
+    _callback_tensor_inputs = ["latents", "prompt_embeds"]
 
     def __init__(self, unet: torch.nn.Module, camera_embedding: CameraEmbedding, vae: Any, text_encoder: Any,
                  tokenizer: Any, scheduler: Any, image_encoder: Any = None, feature_extractor: Any = None,
@@ -539,8 +550,8 @@ class VideoMVPipeline(DiffusionPipeline):
                  callback_on_step_end: Callable[..., dict] | None = None,
                  callback_on_step_end_tensor_inputs: list[str] | None = None,
                  decode_chunk_size: int | None = None, negative_prompt: str | None = None,
-                 prompt_embeds: torch.Tensor | None = None, negative_prompt_embeds: torch.Tensor | None = None
-                 ) -> VideoMVPipelineOutput | tuple:
+                 prompt_embeds: torch.Tensor | None = None, negative_prompt_embeds: torch.Tensor | None = None,
+                 cross_attention_kwargs: dict[str, Any] | None = None) -> VideoMVPipelineOutput | tuple:
         """Generate the orbit.
 
         Args:
@@ -566,11 +577,18 @@ class VideoMVPipeline(DiffusionPipeline):
                 one the model was fine-tuned with (recorded in its config), else the authors'
                 (``models.prompts.AUTHORS_NEGATIVE_PROMPT``); "" for the empty prompt.
             callback_on_step_end: ``callback(pipe, step_index, timestep, callback_kwargs)`` after each
-                step, with the tensors named in ``callback_on_step_end_tensor_inputs`` (``latents``);
-                a returned ``latents`` replaces them (progress, and stopping by raising).
+                step, with the tensors named in ``callback_on_step_end_tensor_inputs``: ``latents``,
+                ``prompt_embeds`` (the UNet's text states, [unconditional; conditional] while guided,
+                as diffusers' pipelines order them); what it returns replaces them, and
+                ``pipe._guidance_scale`` is read at every step. So diffusers' callbacks work:
+                ``SDCFGCutoffCallback`` keeps the conditional half and ends guidance from its step
+                on (the image model's other inputs are cut with it). Raising stops the call.
+            cross_attention_kwargs: passed to the UNet's attention processors (e.g. ``{"scale": ...}``
+                for LoRA), as diffusers' pipelines do.
         """
         # 0. Check the inputs; the defaults of the variant, inside the recorded training cameras.
         tensor_inputs = callback_on_step_end_tensor_inputs or ["latents"]
+        unet_options = {"cross_attention_kwargs": cross_attention_kwargs} if cross_attention_kwargs else {}
         self.check_inputs(prompt, image, prompt_embeds, negative_prompt, negative_prompt_embeds, output_type,
                           three_d_aware_mode, tensor_inputs, num_inference_steps, decode_chunk_size)
         guidance_scale, elevation, distance = sampling_defaults(self.variant, self.training_cameras, guidance_scale,
@@ -604,7 +622,8 @@ class VideoMVPipeline(DiffusionPipeline):
             # 2. The initial noise (before the image condition's draw, which takes the global RNG).
             latents = self.prepare_latents(batch, generator, latents)
 
-            # 3. The condition; with guidance the batch is doubled, [conditional; unconditional], one UNet call per step.
+            # 3. The condition; with guidance the batch is doubled, [unconditional; conditional] (diffusers' order),
+            #    one UNet call per step.
             guided = guidance_scale != 1.0
             negative = negative_prompt_of(self.camera_embedding.config, negative_prompt)
             image_inputs = None if images is None else self.image_condition(images, self.num_frames)
@@ -613,7 +632,7 @@ class VideoMVPipeline(DiffusionPipeline):
             if guided:
                 unconditional = self.encode_condition([True] * batch, prompts, images, negative, prompt_embeds,
                                                       negative_prompt_embeds, image_inputs=image_inputs)
-                condition = {name: torch.cat([condition[name], unconditional[name]]) for name in condition}
+                condition = {name: torch.cat([unconditional[name], condition[name]]) for name in condition}
 
             # 4. The cameras: the orbit (a warning where it leaves the training cameras), or those given.
             if cameras is None:
@@ -623,7 +642,6 @@ class VideoMVPipeline(DiffusionPipeline):
                 cameras = self.orbit_cameras(elevation, distance, batch)
             else:
                 cameras = cameras.to(device).float()
-            unet_cameras = torch.cat([cameras, cameras]) if guided else cameras
 
             # 5. The timesteps, and the 3D-aware steps the reconstructor's measurement allows.
             self.scheduler.set_timesteps(num_inference_steps, device=device)
@@ -635,10 +653,14 @@ class VideoMVPipeline(DiffusionPipeline):
             denoiser, reconstructions = self.denoiser, 0
             with self.progress_bar(total=num_inference_steps) as progress:
                 for index, timestep in enumerate(timesteps):
+                    # A step callback may end guidance (diffusers' SDCFGCutoffCallback): the condition
+                    # then holds one half, and the scale is read anew at every step.
+                    guided, guidance_scale = len(condition["encoder_hidden_states"]) == 2 * batch, self._guidance_scale
                     model_input = self.scheduler.scale_model_input(latents, timestep).to(self.unet.dtype)
                     model_input = torch.cat([model_input, model_input]) if guided else model_input
-                    output = denoiser(model_input, timestep, cameras=unet_cameras, **condition).float()
-                    output, baseline = output.chunk(2) if guided else (output, None)
+                    unet_cameras = torch.cat([cameras, cameras]) if guided else cameras
+                    output = denoiser(model_input, timestep, cameras=unet_cameras, **condition, **unet_options).float()
+                    baseline, output = output.chunk(2) if guided else (None, output)
                     if index in reconstruct_at:
                         if three_d_aware_mode == "two" and guided:  # the authors': both x0, then guidance
                             output = replace_x0(self, latents, output, timestep, cameras)
@@ -653,9 +675,13 @@ class VideoMVPipeline(DiffusionPipeline):
                         output = baseline + guidance_scale * (output - baseline)
                     latents = self.scheduler.step(output, timestep, latents, **step_kwargs).prev_sample
                     if callback_on_step_end is not None:
-                        changed = callback_on_step_end(self, index, timestep, {"latents": latents})
-                        if changed and changed.get("latents") is not None:
+                        offered = {"latents": latents, "prompt_embeds": condition["encoder_hidden_states"]}
+                        changed = callback_on_step_end(self, index, timestep,
+                                                       {name: offered[name] for name in tensor_inputs}) or {}
+                        if changed.get("latents") is not None:
                             latents = changed["latents"]
+                        if changed.get("prompt_embeds") is not None:
+                            condition = _replace_text_states(condition, changed["prompt_embeds"], batch)
                     progress.update()
 
             # 7. Decode the views; the Gaussians reconstructed from them, in world coordinates.
