@@ -20,7 +20,8 @@ as the training workers never set it.
    and its step time; the memory it saves needs several GPUs);
 4. sampling, fp32 against fp16, plain against 3D-aware (the authors' steps, two reconstructions),
    batch 1 and 4 (``--sample-steps`` DDIM steps; seconds also scaled to 50 steps);
-5. one reconstructor step: LGM big, 4 input views, 24 supervised views at 512 px, LPIPS;
+5. one reconstructor micro-step as ``jobs/train_recon.py`` runs it: G's one-step x0 under autocast
+   and the 4 input views decoded, then LGM big supervised at 24 views at 512 px with LPIPS;
 6. the evaluation's Gaussian fit (12 views, 8,192 Gaussians, 300 steps) on the GPU;
 7. a tiny ``jobs/finetune.py --use-gpu`` run of 2 steps, then resumed to 3;
 8. the mesh of 65,536 half-precision Gaussians (a sphere's shell) from 24 views at 256 px: depth
@@ -55,10 +56,11 @@ from models.gaussians.gaussians import Gaussians  # noqa: E402
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHECKS = ("rasteriser", "generators", "training", "sampling", "reconstructor", "fit", "finetune_job", "mesh",
           "gpu_tests")
-# Seconds each check takes at full size on one H100 (the rasteriser's includes gsplat's first build);
-# --budget skips a check whose estimate no longer fits. The smoke run's are a tenth.
-ESTIMATED_S = {"rasteriser": 150, "generators": 40, "training": 100, "sampling": 90, "reconstructor": 40,
-               "fit": 25, "finetune_job": 60, "mesh": 40, "gpu_tests": 60}
+# Seconds each check is planned to take at full size on one H100 (the rasteriser's includes gsplat's
+# first build): estimates from FLOP counts and the CPU runs, not yet measured on a GPU (none lent);
+# they sum to 530 s. --budget skips a check whose estimate no longer fits. The smoke run's are a tenth.
+ESTIMATED_S = {"rasteriser": 150, "generators": 30, "training": 80, "sampling": 70, "reconstructor": 50,
+               "fit": 20, "finetune_job": 60, "mesh": 30, "gpu_tests": 40}
 TF32_CHECKS = ("sampling", "fit", "mesh")  # inference paths: load_pipeline turns TF32 on; training never does
 DEFAULT_BUDGET_S = 540.0
 HEADER = ("| check | setting | seconds | peak GB | result |", "|---|---|---:|---:|---|")
@@ -327,24 +329,38 @@ class Suite:
 
     # -- 5. reconstructor step ---------------------------------------------------------------------
     def reconstructor_step(self) -> None:
+        """``jobs/train_recon.py``'s micro-step as its workers run it: G (full size, fp32 weights,
+        frozen) predicts x0 from the noised orbit under autocast and decodes the 4 input views, then
+        LGM takes them and is supervised at every view (``reconstructor_batch``, ``reconstruction_step``)."""
         from models.metrics.lpips import LPIPS
         from models.reconstructor.loss import ReconstructionLoss
         from models.reconstructor.training import reconstruction_step
         from models.toy.tiny import make_tiny_evaluation_weights
+        from pipeline.train.reconstructor import reconstructor_batch
 
+        generator_model = self.generator_model(torch.float32)
+        generator_model.freeze_encoders()
+        generator_model.denoiser.requires_grad_(False).eval()
         lgm = self.reconstructor().train()
         with tempfile.TemporaryDirectory() as scratch:
             weights = make_tiny_evaluation_weights(scratch)
             loss_fn = ReconstructionLoss(LPIPS.from_files(weights["lpips_vgg"], weights["lpips_lin"])).to(self.device)
         optimizer = torch.optim.AdamW(lgm.parameters(), lr=3e-5, weight_decay=0.0, fused=True)
         scaler = torch.amp.GradScaler(self.device.type, enabled=self.cuda)
+        autocast = torch.float16 if self.cuda else torch.bfloat16  # the workers' (pipeline.train.worker)
         size = self.sizes.recon_size
         views, c2w = self.orbit(1, size)
-        alphas = torch.ones_like(views[:, :, :1])
+        inputs = {"views": views * 2 - 1, "alphas": torch.ones_like(views[:, :, :1]), "cameras": c2w,
+                  "prompts": ["a chair, 3d asset"]}
+        rng = torch.Generator(device=self.device).manual_seed(0)
 
         def run() -> str:
-            with torch.autocast(self.device.type, dtype=torch.float16 if self.cuda else torch.bfloat16):
-                terms, _, _ = reconstruction_step(lgm, loss_fn, views, alphas, c2w, (0, 6, 12, 18), None, (0.5, 0.5, 0.5))
+            batch = reconstructor_batch(generator_model, inputs, rng, generator_model.resolution, camera.NUM_VIEWS,
+                                        "random", autocast)
+            with torch.autocast(self.device.type, dtype=autocast):
+                terms, _, _ = reconstruction_step(lgm, loss_fn, batch.targets, batch.alphas, batch.cameras,
+                                                  batch.input_views, batch.supervised, batch.background,
+                                                  input_images=batch.inputs)
             scaler.scale(terms["loss"]).backward()
             scaler.step(optimizer)
             scaler.update()
@@ -352,8 +368,9 @@ class Suite:
             return f"loss {terms['loss'].item():.4f}"
 
         preset = "tiny" if self.smoke else "big"
-        self.measure("reconstructor", f"LGM {preset} step, 4 inputs, 24 views at {min(size, lgm.options.output_size)} px, "
-                     "LPIPS", run, repeat=2)
+        self.measure("reconstructor", f"train_recon micro-step: G's x0 under autocast, LGM {preset} on 4 views, "
+                     f"24 views at {min(size, lgm.options.output_size)} px, LPIPS", run, repeat=2)
+        del generator_model, lgm, optimizer
 
     # -- 6. evaluation fit -------------------------------------------------------------------------
     def fit(self) -> None:
