@@ -26,7 +26,7 @@ def test_the_gpu_check_suite_runs_on_the_cpu_with_tiny_models(tmp_path):
     assert any("resumed at step 3" in r for r in results)
     assert sum("ZeRO-1" in row[1] for row in rows) == 2  # micro-batches 1 and 2, with the sharded optimizer
     # Each row is printed as it finishes, the same as the file's.
-    assert [line for line in done.stdout.splitlines() if line.startswith("| ")] == table.read_text().splitlines()
+    assert [line for line in done.stdout.splitlines() if line.startswith("|")] == table.read_text().splitlines()
 
 
 def test_checks_that_would_not_fit_the_budget_are_skipped_rows(tmp_path):

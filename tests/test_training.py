@@ -123,7 +123,7 @@ def test_finetune_trains_checkpoints_resumes_and_logs(workspace):
     assert metric_steps(workspace, "videomv-finetune", "ft") == [1, 2, 3, 4, 5, 6]
     mlflow.set_tracking_uri(workspace["mlflow"])
     client = mlflow.tracking.MlflowClient()
-    assert [v.version for v in client.search_model_versions("name = 'ft-model'")] == ["2", "1"]
+    assert sorted(int(v.version) for v in client.search_model_versions("name = 'ft-model'")) == [1, 2]
     # The same job submitted once more, unchanged: nothing trained, nothing new registered.
     run_finetune(train_config(workspace, "ft", steps=6, register_as="ft-model"))
     assert len(client.search_model_versions("name = 'ft-model'")) == 2
