@@ -4,7 +4,7 @@ stage, models handed on through the MLflow registry, `serve deploy serve_config.
 
 The commands come from the doc's blocks marked ``<!-- runnable: one machine -->``, so a doc that
 drifts fails here. The only changes are the test's isolation and size: the cluster gets its own temp
-folder, ports and auth token (it never joins or stops another cluster on this machine and is
+folder, ports and home (so its own auth token; it never joins or stops another cluster on this machine and is
 stopped by its process group, not `ray stop`), the outputs go to a temporary folder instead of
 ``$PWD/out/cluster``, and training takes 3 steps instead of 20. Everything is checked after the
 cluster is gone: outputs, MLflow runs, artifacts and registered versions where the user asked.
@@ -19,7 +19,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import uuid
 from pathlib import Path
 
 import pytest
@@ -74,14 +73,34 @@ def stop_process_group(group: int, timeout: float = 20.0) -> None:
     psutil.wait_procs(alive, timeout=timeout)
 
 
+_RESERVED: list[range] = []  # ports this module gave out: single ones and the workers' ranges
+WORKER_PORTS = 200
+
+
+def reserved_port() -> int:
+    """A port free now and outside every port and range this module gave out before."""
+    while True:
+        port = free_port()
+        if not any(port in taken for taken in _RESERVED):
+            _RESERVED.append(range(port, port + 1))
+            return port
+
+
 def isolated_head_flags(temp: Path) -> str:
-    """`ray start --head` flags giving a cluster its own temp folder and free ports."""
-    ports = [free_port() for _ in range(9)]
+    """`ray start --head` flags giving a cluster its own temp folder and ports: a workers' range
+    first, then single ports outside it and outside every other cluster's (Ray refuses a port its
+    own components share)."""
+    while True:
+        start = free_port()
+        block = range(start, start + WORKER_PORTS + 1)
+        if block.stop < 65535 and not any(set(block) & set(taken) for taken in _RESERVED):
+            _RESERVED.append(block)
+            break
     names = ("port", "ray-client-server-port", "node-manager-port", "object-manager-port",
              "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port",
-             "metrics-export-port", "min-worker-port")
-    flags = " ".join(f"--{name} {port}" for name, port in zip(names, ports))
-    return f"--temp-dir {temp} {flags} --max-worker-port {ports[-1] + 200}"
+             "metrics-export-port")
+    flags = " ".join(f"--{name} {reserved_port()}" for name in names)
+    return f"--temp-dir {temp} {flags} --min-worker-port {block.start} --max-worker-port {block.stop - 1}"
 
 
 def venv_path() -> str:
@@ -109,7 +128,7 @@ def one_machine_run(tmp_path_factory):
     # Short: Ray's socket paths under it must stay within the 107 bytes of a Unix socket address.
     ray_temp = Path(tempfile.mkdtemp(prefix="vmv-ray-", dir="/tmp"))
     script = runnable_script(REPO_ROOT / "docs" / "scale.md", "one machine")
-    ports = {"dashboard": free_port(), "serve": free_port()}
+    ports = {"dashboard": reserved_port(), "serve": reserved_port()}
     script = substitute(script, "ray start --head", f"ray start --head {isolated_head_flags(ray_temp)}", count=1)
     script = substitute(script, "8265", str(ports["dashboard"]))
     script = substitute(script, "http://127.0.0.1:8000", f"http://127.0.0.1:{ports['serve']}")
@@ -121,8 +140,10 @@ def one_machine_run(tmp_path_factory):
     script = re.sub(r"(?m)^ray stop\b.*$", ": the test stops its own cluster by its process group", script)
     environment = {key: value for key, value in os.environ.items()
                    if not key.startswith(("RAY_", "MLFLOW_")) and key != "PYTHONPATH"}
-    # This cluster's own token (RAY_AUTH_MODE=token comes from the doc): ~/.ray/auth_token is left alone.
-    environment.update(RAY_AUTH_TOKEN=uuid.uuid4().hex, VIDEOMV_CACHE=str(root / "cache"))
+    # A home of its own: the doc's `ray get-auth-token --generate` writes this cluster's token there,
+    # and the machine's ~/.ray/auth_token (other clusters') is left alone.
+    (root / "home").mkdir()
+    environment.update(HOME=str(root / "home"), VIDEOMV_CACHE=str(root / "cache"))
     # Another user's cluster on the same machine: the jobs must neither join it nor trip over it
     # (Ray's helpers that look their cluster up as "auto" find two), and it must outlive the test.
     decoy_temp = Path(tempfile.mkdtemp(prefix="vmv-decoy-", dir="/tmp"))
