@@ -23,7 +23,8 @@ as the training workers never set it.
 5. one reconstructor micro-step as ``jobs/train_recon.py`` runs it: G's one-step x0 under autocast
    and the 4 input views decoded, then LGM big supervised at 24 views at 512 px with LPIPS;
 6. the evaluation's Gaussian fit (12 views, 8,192 Gaussians, 300 steps) on the GPU;
-7. a tiny ``jobs/finetune.py --use-gpu`` run of 2 steps, then resumed to 3;
+7. a tiny ``jobs/finetune.py`` run of 2 steps with the default ``--use-gpu`` (the GPU, found on the
+   cluster), then resumed to 3 with ``--use-gpu``;
 8. the mesh of 65,536 half-precision Gaussians (a sphere's shell) from 24 views at 256 px: depth
    rendered on the GPU, fused and textured on the CPU (``models.mesh``; time and peak);
 9. the test suite's CUDA-only tests (``pytest -m gpu``; skipped on a CPU).
@@ -403,17 +404,21 @@ class Suite:
                 common = ["jobs/finetune.py", "--data", f"{scratch}/shards", "--model", f"{scratch}/tiny",
                           "--output", f"{scratch}/runs", "--name", "gpu-check", "--num-workers", "1",
                           "--resolution", "32", "--global-batch", "1", "--checkpoint-every", "2",
-                          "--mlflow-uri", f"sqlite:///{scratch}/mlflow.db", *(["--use-gpu"] if self.cuda else [])]
+                          "--mlflow-uri", f"sqlite:///{scratch}/mlflow.db"]
+                # The first run takes the default (the cluster's GPUs when there are any), the resume asks for them.
                 first = job(*common, "--steps", "2")
-                second = job(*common, "--steps", "3")
+                second = job(*common, "--steps", "3", *(["--use-gpu"] if self.cuda else []))
                 for name, done in (("first run", first), ("resumed run", second)):
                     if done.returncode != 0:
                         return f"FAILED: {name} exited {done.returncode}: {done.stderr.strip().splitlines()[-1:]}"
                 if "resumed from step 2" not in second.stdout + second.stderr:
                     return "FAILED: the second run did not resume from step 2"
+                if self.cuda and "training on 1 of them" not in first.stdout + first.stderr:
+                    return "FAILED: the default --use-gpu did not choose the GPU"
                 return "2 steps, then resumed at step 3"
 
-            self.measure("finetune_job", f"jobs/finetune.py {'--use-gpu ' if self.cuda else ''}2 steps + resume", run)
+            self.measure("finetune_job", f"jobs/finetune.py 2 steps (default device) + resume"
+                         f"{' with --use-gpu' if self.cuda else ''}", run)
 
     # -- 8. the mesh -------------------------------------------------------------------------------
     def mesh(self) -> None:

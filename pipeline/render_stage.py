@@ -123,7 +123,8 @@ class OrbitRenderer:
             row = render_asset(AssetRef.from_row(item), self.process, self.settings, self.objaverse_root)
             row["render_node"] = node
             if self.progress is not None:
-                self.progress.put((row["uid"], row["status"], row["render_seconds"], _first_line(row["error"])))
+                self.progress.put((row["uid"], row["status"], row["render_seconds"],
+                                   shards.first_line(row["error"])))
             rows.append(row)
         return schema.rows_to_table(rows)
 
@@ -163,10 +164,6 @@ class RenderSummary:
                + (" (most: give --captions, e.g. Cap3D's uid,caption CSV)" if 2 * self.uncaptioned > self.total else "")
                if self.uncaptioned else "")
         )
-
-
-def _first_line(error: str | None) -> str:
-    return (error or "").strip().split("\n")[0][:200]
 
 
 class ProgressLog:

@@ -102,6 +102,11 @@ class WrittenShard:
     results: list[tuple[str, str, float, str]] = field(default_factory=list)
 
 
+def first_line(error: str | None) -> str:
+    """A row's error as one log line: its first line, at most 200 characters."""
+    return (error or "").strip().split("\n")[0][:200]
+
+
 class OrbitShardDatasink(Datasink):
     """Ray Data sink writing orbit rows in shards of at most ``objects_per_file`` rows.
 
@@ -139,7 +144,7 @@ class OrbitShardDatasink(Datasink):
             status = chunk.column("status").to_pylist()
             seconds = sum(s or 0.0 for s in chunk.column("render_seconds").to_pylist())
             nodes = collections.Counter(node for node in chunk.column("render_node").to_pylist() if node)
-            results = [(uid, state, seconds or 0.0, (error or "").strip().split("\n")[0][:200])
+            results = [(uid, state, seconds or 0.0, first_line(error))
                        for uid, state, seconds, error in zip(chunk.column("uid").to_pylist(), status,
                                                              chunk.column("render_seconds").to_pylist(),
                                                              chunk.column("error").to_pylist())]

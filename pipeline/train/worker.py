@@ -271,9 +271,9 @@ def publish_final(save: Callable[[str], None], config: TrainConfig, mlflow: Any)
     second copy of many GB in MLflow's artifact store."""
     target = os.path.join(config.output, config.name, FINAL_MODEL)
     remote_output = "://" in config.output
-    if mlflow is not None and _published(mlflow, config, target):
+    tags = _published(mlflow, config, target) if mlflow is not None else None
+    if tags is not None:
         # A finished run submitted again unchanged: nothing was trained, so nothing is written or registered.
-        tags = mlflow.get_run(mlflow.active_run().info.run_id).data.tags
         logger.info("the final model of step %d is already published at %s%s: nothing to do", config.steps, target,
                     f" (registered as {tags['registered_model']})" if "registered_model" in tags else "")
         return target
@@ -301,17 +301,18 @@ def publish_final(save: Callable[[str], None], config: TrainConfig, mlflow: Any)
     return target
 
 
-def _published(mlflow: Any, config: TrainConfig, target: str) -> bool:
-    """True when this run already published (and registered, if asked) its final model of ``config.steps``."""
+def _published(mlflow: Any, config: TrainConfig, target: str) -> dict[str, str] | None:
+    """The run's tags when it already published (and registered, if asked) its final model of
+    ``config.steps``, else None."""
     import fsspec
 
     tags = mlflow.get_run(mlflow.active_run().info.run_id).data.tags
     if tags.get(FINAL_MODEL_STEP_TAG) != str(config.steps):
-        return False
+        return None
     if config.register_as and not tags.get("registered_model", "").startswith(f"models:/{config.register_as}/"):
-        return False
+        return None
     filesystem, path = fsspec.core.url_to_fs(target)
-    return filesystem.exists(path)
+    return tags if filesystem.exists(path) else None
 
 
 def register_final(mlflow: Any, name: str, source: str | None = None) -> str:
