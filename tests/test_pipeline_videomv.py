@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pathlib
 import shutil
@@ -117,8 +118,18 @@ def test_loading_takes_diffusers_per_component_dtypes_and_its_error_types(dirs):
         VideoMVPipeline.from_pretrained(dirs["t2v"], torch_dtype={"unets": torch.float16})
     with pytest.raises(ValueError, match=r"torch_dtype\['vae'\] must be a torch dtype"):
         VideoMVPipeline.from_pretrained(dirs["t2v"], torch_dtype={"vae": "fp16"})
-    with pytest.raises(ValueError, match="fp16"):
+    # diffusers' own test (test_loading_with_incorrect_variants_raises_error) matches these words.
+    with pytest.raises(ValueError, match=r"You are trying to load the model files of the `variant=fp16`"):
         VideoMVPipeline.from_pretrained(dirs["t2v"], variant="fp16")
+
+
+def test_loading_reports_each_component_where_diffusers_pipelines_do(dirs, caplog):
+    """diffusers' test_save_load_local reads one line per required component on its pipeline logger."""
+    with caplog.at_level(logging.INFO, logger="diffusers.pipelines.pipeline_utils"):
+        VideoMVPipeline.from_pretrained(dirs["finetuned"])
+    lines = [r.getMessage() for r in caplog.records if r.name == "diffusers.pipelines.pipeline_utils"]
+    for name in ("unet", "camera_embedding", "vae", "text_encoder", "tokenizer", "scheduler", "reconstructor"):
+        assert any(line.startswith(f"Loaded {name} as ") for line in lines), (name, lines)
 
 
 def test_published_video_model_gets_a_zero_camera_embedding(dirs):

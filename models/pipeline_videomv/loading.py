@@ -15,6 +15,7 @@ the same code. ``load_components`` is what ``VideoMVPipeline.from_pretrained`` b
 from __future__ import annotations
 
 import json
+import logging
 import os
 from typing import Any
 
@@ -39,6 +40,9 @@ VAE_CHUNK_FRAMES = 8
 
 
 EMA_FOLDER = "ema"  # the fine-tuning's moving average: unet/ and camera_embedding/ as save_trainable writes them
+# diffusers' pipelines report each loaded component on this logger; its tools (and its pipeline
+# tests) read the lines there, so ours are written where theirs are.
+pipeline_logger = logging.getLogger("diffusers.pipelines.pipeline_utils")
 
 
 class ModelDirectoryError(FileNotFoundError, ValueError):
@@ -181,6 +185,17 @@ def check_weights(component: str, module: torch.nn.Module) -> None:
             raise ModelDirectoryError(f"{component}: parameter {name} holds {bad} NaN or infinite value(s)")
 
 
+def check_variant_present(model_dir: str, weights_variant: str) -> None:
+    """A ``ModelDirectoryError`` (a ValueError, worded as diffusers words it) when no component of
+    ``model_dir`` has ``weights_variant``'s weight files (``*.fp16.safetensors`` for "fp16")."""
+    marker = f".{weights_variant}."
+    for _, _, names in os.walk(model_dir):
+        if any(marker in name for name in names):
+            return
+    raise ModelDirectoryError(f"You are trying to load the model files of the `variant={weights_variant}`, but no "
+                              f"such modeling files are available in {model_dir}")
+
+
 def _loaded(component: str, model_dir: str, load: Any, model_class: type | None = None,
             weights_variant: str | None = None) -> Any:
     """``load()``, its failure a ``ModelDirectoryError`` naming the component's folder and the problem
@@ -194,6 +209,8 @@ def _loaded(component: str, model_dir: str, load: Any, model_class: type | None 
         loaded = load()
         if model_class is not None:
             check_weights(f"{folder}/", loaded)
+        pipeline_logger.info("Loaded %s as %s from `%s` subfolder of %s.", component, type(loaded).__name__,
+                             component, model_dir)
         return loaded
     except ModelDirectoryError:
         raise
@@ -218,6 +235,7 @@ def load_components(location: str, num_frames: int | None = None, torch_dtype: t
         raise ModelDirectoryError(f"{model_dir} ({variant}) is incomplete; missing: {', '.join(missing)}")
     dtype: dict[str, Any] = {"torch_dtype": torch_dtype} if torch_dtype is not None else {}
     if weights_variant is not None:
+        check_variant_present(model_dir, weights_variant)
         dtype["variant"] = weights_variant
     unet_class = I2VGenXLUNet if variant == "i2v" else UNet3DConditionModel
     unet = _loaded("unet", model_dir, lambda: unet_class.from_pretrained(model_dir, subfolder="unet", **dtype),

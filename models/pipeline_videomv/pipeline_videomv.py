@@ -69,6 +69,7 @@ from models.pipeline_videomv.loading import (
     detect_variant,
     ema_directory,
     load_components,
+    pipeline_logger,
     resolve_model_dir,
 )
 from models.precision import allow_tf32, cast, inference_dtype
@@ -276,6 +277,8 @@ class VideoMVPipeline(DiffusionPipeline):
         elif (reconstructor is None and load_reconstructor
               and os.path.isdir(os.path.join(directory, RECONSTRUCTOR_FOLDER))):
             reconstructor = LGM.from_pretrained(os.path.join(directory, RECONSTRUCTOR_FOLDER), variant=variant)
+            pipeline_logger.info("Loaded %s as LGM from `%s` subfolder of %s.", RECONSTRUCTOR_FOLDER,
+                                 RECONSTRUCTOR_FOLDER, directory)
         if reconstructor is not None and torch_dtype is not None:
             reconstructor = cast(reconstructor, torch_dtype)
         pipe = cls(**components, reconstructor=reconstructor)
