@@ -27,6 +27,8 @@ import shutil
 import tempfile
 from typing import Callable
 
+from trust import OutsideRootError, inside
+
 logger = logging.getLogger(__name__)
 MLFLOW_SCHEMES = ("models:/", "runs:/")
 MODEL_PATH_FILE = ".videomv-model-path"  # in a cache folder: where the model lies inside it
@@ -104,7 +106,12 @@ def _copy_fsspec(location: str, target: str) -> str:
             raise ModelLocationError(f"{location} is an empty folder")
         root = path.rstrip("/") + "/"
         for remote in files:
-            local = os.path.join(target, remote[len(root):] if remote.startswith(root) else os.path.basename(remote))
+            # Object keys are data: "a/../../x" or "a//x" are legal in S3 and must not leave the cache.
+            key = remote[len(root):] if remote.startswith(root) else remote
+            try:
+                local = inside(target, key, f"{location}: object key")
+            except OutsideRootError as error:
+                raise ModelLocationError(str(error)) from None
             os.makedirs(os.path.dirname(local), exist_ok=True)
             filesystem.get_file(remote, local)
         return ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -17,12 +18,13 @@ ASSET_SUFFIXES = (".glb", ".obj", ".mtl", ".jpg", ".ply", ".stl")
 @pytest.fixture(scope="session")
 def sample_assets(tmp_path_factory) -> Path:
     """One folder with every real sample asset (GLB, textured OBJ, PLY, STL, and a GLB without
-    geometry), linked from the repository's asset folders."""
+    geometry), copied from the repository's asset folders (1.1 MB; links leaving an input folder
+    are not followed)."""
     folder = tmp_path_factory.mktemp("sample-assets")
     for source in ASSET_FOLDERS:
         for path in sorted(source.iterdir()):
             if path.suffix.lower() in ASSET_SUFFIXES:
-                (folder / path.name).symlink_to(path)
+                shutil.copy(path, folder / path.name)
     return folder
 
 

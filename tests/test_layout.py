@@ -12,9 +12,9 @@ import sys
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-PACKAGES = ("camera", "models", "pipeline", "render", "jobs")
+PACKAGES = ("trust", "camera", "models", "pipeline", "render", "jobs")
 PROJECT = (*PACKAGES, "benchmarks", "tests")
-PRODUCTION = ("camera", "models", "pipeline", "render")
+PRODUCTION = ("trust", "camera", "models", "pipeline", "render")
 
 # Inside models/: the concern folders and what each may import (besides itself, camera and the
 # shared leaf modules ``models.variants``, ``prompts``, ``precision``, ``locations``).
@@ -97,6 +97,7 @@ def test_the_layer_arrows_point_one_way():
     assert offenders(("models",), ("pipeline", "render", "jobs", "ray", "bpy")) == []
     assert offenders(("render",), ("torch", "models", "pipeline", "jobs")) == []
     assert offenders(("camera",), ("torch", "models", "pipeline", "render", "jobs", "ray")) == []
+    assert offenders(("trust",), ("camera", "torch", "models", "pipeline", "render", "jobs", "ray", "bpy")) == []
     bpy_users = sorted({m for m, targets in IMPORTS.items() if "bpy" in targets and not within(m, "tests")})
     assert all(within(m, "render") for m in bpy_users), bpy_users
 

@@ -63,6 +63,25 @@ def test_a_single_file_uri_and_missing_locations(cache, tmp_path):
     assert not [name for name in os.listdir(os.path.join(cache, "models")) if name.startswith(".fetch-")]
 
 
+@pytest.mark.parametrize("key", ["a/../../../../outside.txt", "/outside.txt", "a/../../outside.txt"])
+def test_a_remote_model_folder_cannot_write_outside_the_cache(cache, tmp_path, monkeypatch, key):
+    """Issue 40 F1: object keys are data. ``..`` and a leading ``/`` (a ``//`` in the key) are legal
+    in S3; joined onto the cache folder unchecked one landed at an absolute path. Now the fetch
+    fails naming the key, and nothing is written outside the cache (or left staged inside it)."""
+    work = tmp_path / "work" / "deeper"
+    work.mkdir(parents=True)
+    monkeypatch.chdir(work)
+    filesystem = fsspec.filesystem("memory")
+    filesystem.pipe(f"/hostile-{len(key)}/config.json", b"{}")
+    filesystem.pipe(f"/hostile-{len(key)}/{key}", b"written by whoever can write to the bucket")
+    before = {p for p in tmp_path.rglob("*")}
+    with pytest.raises(ModelLocationError, match=r"object key: '.*outside\.txt' (is absolute|resolves outside)"):
+        fetch(f"memory://hostile-{len(key)}")
+    written = {p for p in tmp_path.rglob("*")} - before
+    assert not [p for p in written if p.name == "outside.txt"], written
+    assert not [name for name in os.listdir(os.path.join(cache, "models")) if name.startswith(".fetch-")]
+
+
 def test_mlflow_registry_and_run_uris(tiny_t2v, cache, tmp_path):
     import mlflow
 

@@ -73,6 +73,52 @@ def test_remote_assets_are_fetched_with_their_folder(tmp_path, sample_assets):
         fetch_asset(AssetRef("x", "manifest", "memory://bucket/nothing.glb"), str(tmp_path))
 
 
+def test_a_remote_asset_folder_cannot_write_outside_the_scratch_folder(tmp_path, sample_assets):
+    """Issue 40, the one rule: an OBJ's folder is fetched key by key, each key kept inside scratch."""
+    memory = fsspec.filesystem("memory")
+    memory.pipe("/hostile/fuze/fuze.obj", (sample_assets / "fuze.obj").read_bytes())
+    memory.pipe("/hostile/fuze/a/../../../../planted.txt", b"x")
+    scratch = tmp_path / "scratch" / "one"
+    scratch.mkdir(parents=True)
+    with pytest.raises(SourceError, match=r"memory://hostile/fuze/fuze.obj: object key: .* resolves outside"):
+        fetch_asset(AssetRef("fuze", "manifest", "memory://hostile/fuze/fuze.obj"), str(scratch))
+    assert not list(tmp_path.rglob("planted.txt"))
+
+
+def test_links_leaving_an_input_folder_are_named_and_not_followed(tmp_path, sample_assets, caplog):
+    """Issue 40 F9: a linked file used to be followed outside the folder, a linked folder skipped
+    silently. Links that stay inside are followed; links that leave are reported, not rendered."""
+    outside = tmp_path / "private"
+    (outside / "more").mkdir(parents=True)
+    shutil.copy(sample_assets / "Duck.glb", outside / "secret.glb")
+    shutil.copy(sample_assets / "Duck.glb", outside / "more" / "also.glb")
+    folder = tmp_path / "input"
+    folder.mkdir()
+    shutil.copy(sample_assets / "teapot.stl", folder / "teapot.stl")
+    (folder / "secret.glb").symlink_to(outside / "secret.glb")
+    (folder / "more").symlink_to(outside / "more")
+    (folder / "same_teapot.stl").symlink_to(folder / "teapot.stl")
+    with caplog.at_level(logging.WARNING, logger="pipeline.data.sources"):
+        resolved = scan_input(str(folder))
+    assert sorted(Path(r.uri).name for r in resolved.refs) == ["teapot.stl", "teapot.stl"]
+    assert resolved.unsupported == {"(link outside the folder)": 2}
+    assert "point outside it and are not rendered" in caplog.text and "secret.glb" in caplog.text
+
+
+def test_a_tampered_objaverse_index_is_not_followed_outside_its_cache(tmp_path, sample_assets):
+    root = stage_objaverse_tree(tmp_path / "objaverse", sample_assets)
+    shutil.copy(sample_assets / "Duck.glb", tmp_path / "elsewhere.glb")
+    index = root / "hf-objaverse-v1" / "object-paths.json.gz"
+    with gzip.open(index, "rt") as handle:
+        paths = json.load(handle)
+    paths[OBJAVERSE_UIDS["duck"]] = "../../elsewhere.glb"
+    with gzip.open(index, "wt") as handle:
+        json.dump(paths, handle)
+    with pytest.raises(SourceError, match="index points outside its cache"):
+        fetch_asset(AssetRef(OBJAVERSE_UIDS["duck"], "objaverse", OBJAVERSE_UIDS["duck"]), str(tmp_path),
+                    objaverse_root=str(root))
+
+
 def test_captions_file_overrides(tmp_path, sample_assets):
     refs = resolve_input(str(sample_assets))
     duck = next(r for r in refs if r.uid.startswith("Duck-"))

@@ -24,6 +24,7 @@ from typing import Any
 import fsspec
 
 from render.formats import ASSET_EXTENSIONS, COMPANION_EXTENSIONS, UNSUPPORTED_REASONS
+from trust import OutsideRootError, inside, is_inside
 
 BUNDLED_ASSETS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "assets")
 """The repository's sample assets and their captions (``assets/``): the local run's default input."""
@@ -84,6 +85,9 @@ class ResolvedInput:
                          for ext, count in sorted(self.unsupported.items()))
 
 
+LINK_OUTSIDE = "(link outside the folder)"  # ResolvedInput.unsupported's key for links that leave the input
+
+
 def _extension(path: str) -> str:
     return Path(path).suffix.lower() or "(no extension)"
 
@@ -111,8 +115,15 @@ def captioned_assets(folder: str, captions: str) -> dict[str, tuple[str, str]]:
 
 def _local_folder(folder: str) -> ResolvedInput:
     root = Path(folder)
-    files, unsupported = [], collections.Counter()
-    for path in sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")):
+    files, unsupported, examples = [], collections.Counter(), []
+    for path in sorted(p for p in root.rglob("*") if not p.name.startswith(".")):
+        if path.is_symlink() and not is_inside(folder, str(path)):
+            # A link is followed only while it stays in the folder (files or folders alike).
+            unsupported[LINK_OUTSIDE] += 1
+            examples.append(f"{path} -> {os.path.realpath(path)}")
+            continue
+        if not path.is_file():
+            continue
         if path.suffix.lower() in ASSET_EXTENSIONS:
             files.append(path)
         elif path.suffix.lower() not in COMPANION_EXTENSIONS:
@@ -120,9 +131,12 @@ def _local_folder(folder: str) -> ResolvedInput:
     if not files:
         raise SourceError(f"no assets ({', '.join(ASSET_EXTENSIONS)}) found under {folder}"
                           + (f"; unsupported files: {dict(unsupported)}" if unsupported else ""))
+    if examples:
+        logger.warning("%d link(s) under %s point outside it and are not rendered: %s", len(examples), folder,
+                       "; ".join(examples[:5]))
     refs = [AssetRef(uid=_path_uid(str(p), p.relative_to(root).as_posix()), source="local", uri=str(p.resolve()))
             for p in files]
-    return ResolvedInput(refs, dict(unsupported))
+    return ResolvedInput(refs, dict(unsupported), examples[:5])
 
 
 def _manifest(path: str) -> ResolvedInput:
@@ -311,6 +325,9 @@ def fetch_asset(ref: AssetRef, scratch_dir: str, objaverse_root: str | None = No
             raise SourceError(f"Objaverse download of {ref.uri} failed: {_objaverse_error(objaverse, error)}") from error
         if ref.uri not in paths:
             raise SourceError(f"uid {ref.uri} is not in Objaverse's object-paths index")
+        if not is_inside(objaverse.BASE_PATH, paths[ref.uri]):  # the index is a local file anyone may edit
+            raise SourceError(f"uid {ref.uri}: Objaverse's index points outside its cache "
+                              f"{objaverse.BASE_PATH}: {paths[ref.uri]}")
         return paths[ref.uri]
     if "://" not in ref.uri or ref.uri.startswith("file://"):
         path = ref.uri[len("file://"):] if ref.uri.startswith("file://") else ref.uri
@@ -319,10 +336,18 @@ def fetch_asset(ref: AssetRef, scratch_dir: str, objaverse_root: str | None = No
         return path
     try:
         filesystem, remote = fsspec.core.url_to_fs(ref.uri)
+        folder = posixpath.dirname(remote) + "/"
         if Path(remote).suffix.lower() in (".obj", ".gltf"):
-            filesystem.get(posixpath.dirname(remote) + "/", scratch_dir + "/", recursive=True)
+            remotes = [key for key in filesystem.find(folder) if not filesystem.isdir(key)]
         else:
-            filesystem.get(remote, os.path.join(scratch_dir, posixpath.basename(remote)))
+            remotes = [remote]
+        for key in remotes:  # object keys are data: each stays inside the scratch folder
+            local = inside(scratch_dir, key[len(folder):] if key.startswith(folder) else key,
+                           f"{ref.uri}: object key")
+            os.makedirs(os.path.dirname(local), exist_ok=True)
+            filesystem.get_file(key, local)
+    except OutsideRootError as error:
+        raise SourceError(str(error)) from None
     except Exception as error:
         raise SourceError(f"download of {ref.uri} failed: {error}") from error
     return os.path.join(scratch_dir, posixpath.basename(remote))
