@@ -76,6 +76,10 @@ def render_asset(
     try:
         path = fetch_asset(ref, scratch, objaverse_root)
         output = process.render(path, c2w, settings)
+        row["missing_textures"] = len(output.missing_textures)
+        if output.missing_textures:
+            logger.warning("%s: %d texture(s) missing, rendered magenta (missing_textures=fail makes this a "
+                           "failure): %s", ref.uid, len(output.missing_textures), ", ".join(output.missing_textures[:5]))
         try:
             row["views"] = [_read_file(p) for p in output.views]
             for name, paths in output.passes.items():
@@ -110,7 +114,8 @@ class OrbitRenderer:
         self.settings = RenderSettings.from_json(settings_json)
         self.objaverse_root = objaverse_root
         self.download_processes = download_processes
-        self.process = BlenderProcess(self.settings.max_assets_per_process)
+        self.process = BlenderProcess(self.settings.max_assets_per_process,
+                                      memory_limit_gb=self.settings.memory_limit_gb)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         items = batch.to_pylist()

@@ -16,6 +16,7 @@ import numpy as np
 from mathutils import Matrix, Vector
 
 import camera
+from trust import is_inside
 from render.formats import ASSET_EXTENSIONS, UNSUPPORTED_REASONS
 from render.settings import RenderSettings
 
@@ -116,6 +117,57 @@ def import_asset(path: str) -> None:
     for obj in list(bpy.context.scene.objects):
         if obj.type in {"CAMERA", "LIGHT"}:
             bpy.data.objects.remove(obj, do_unlink=True)
+
+
+def check_textures(asset_path: str) -> list[str]:
+    """The asset's images that did not load (missing or unreadable files), by reference.
+
+    Every image read from a file must come from inside the asset's folder (``trust``'s rule):
+    relative references with ``..``, absolute paths, an OBJ's ``map_Kd ../x`` or a glTF's external
+    URI pointing elsewhere make the asset fail here, before a view is rendered, so no file from
+    outside reaches the shards. (The glTF importer has already read such a file into memory: it
+    never leaves the process.) Images embedded in the asset have no file reference.
+    """
+    folder = os.path.dirname(os.path.abspath(asset_path))
+    missing = []
+    for image in bpy.data.images:
+        if image.source not in {"FILE", "SEQUENCE", "TILED", "MOVIE"}:
+            continue
+        reference = image.filepath_raw or image.filepath
+        if reference:
+            path = bpy.path.abspath(reference, start=folder, library=image.library)
+            if not is_inside(folder, path):
+                raise AssetError(f"texture {reference!r} is outside the asset's folder {folder}; "
+                                 "textures are read only from there")
+        if image.size[0] > 0:  # reading the size decodes the image: 0 when it could not
+            continue
+        if image.packed_file is None and not (reference and os.path.isfile(path)):
+            missing.append(reference or image.name)
+            continue
+        raise AssetError(f"texture {reference or image.name!r} could not be decoded: {_undecodable(image, path)}")
+    return missing
+
+
+def _undecodable(image: "bpy.types.Image", path: str) -> str:
+    """Why an image whose bytes are there did not decode: over the process's memory limit (the
+    header's size says so), or a damaged file."""
+    import io
+    import resource
+
+    from PIL import Image
+
+    limit = resource.getrlimit(resource.RLIMIT_DATA)[0]
+    try:
+        source = io.BytesIO(image.packed_file.data) if image.packed_file is not None else path
+        with Image.open(source) as header:  # reads the header only
+            width, height = header.size
+    except Exception:
+        return "the file is damaged or not an image"
+    needed = width * height * 4  # Blender decodes to 8-bit RGBA (float images need 4x more)
+    if limit != resource.RLIM_INFINITY and needed > limit / 4:
+        return (f"{width}x{height} pixels need at least {needed / 2**30:.2f} GB decoded, too much under the "
+                f"Blender process's memory limit of {limit / 2**30:.3g} GB (memory_limit_gb)")
+    return f"a {width}x{height} image that Blender cannot read"
 
 
 def _mesh_objects() -> list:

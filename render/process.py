@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from render.settings import RenderSettings
+from render.worker import MEMORY_LIMIT_ENV
 
 _PROJECT_ROOT = str(Path(__file__).resolve().parent.parent)
 _STARTUP_TIMEOUT_S = 180.0
@@ -44,6 +45,7 @@ class RenderOutput:
     passes: dict[str, list[str]] = field(default_factory=dict)
     device: str = "CPU"
     seconds: float = 0.0
+    missing_textures: list[str] = field(default_factory=list)  # references that did not load (rendered magenta)
 
     def cleanup(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)
@@ -57,8 +59,10 @@ class BlenderProcess:
     ``close`` removes that folder unless the caller gave it.
     """
 
-    def __init__(self, max_assets_per_process: int = 20, work_dir: str | None = None) -> None:
+    def __init__(self, max_assets_per_process: int = 20, work_dir: str | None = None,
+                 memory_limit_gb: float = 0.0) -> None:
         self.max_assets_per_process = max_assets_per_process
+        self.memory_limit_gb = memory_limit_gb  # heap the process may use (render.worker); 0: no limit
         self._owns_work_dir = work_dir is None
         self.work_dir = work_dir or tempfile.mkdtemp(prefix="videomv-render-")
         self.blender_version: str | None = None
@@ -74,6 +78,9 @@ class BlenderProcess:
         # Blender makes its own blender_XXXXXX folder under TMPDIR and removes it only on a clean
         # exit; a killed or recycled process would leave one in /tmp per start.
         env["TMPDIR"] = self.work_dir
+        env.pop(MEMORY_LIMIT_ENV, None)
+        if self.memory_limit_gb > 0:
+            env[MEMORY_LIMIT_ENV] = str(int(self.memory_limit_gb * 2**30))
         os.makedirs(self.work_dir, exist_ok=True)  # again after a close
         self._log = open(self._log_path, "ab")
         self._process = subprocess.Popen(
@@ -147,7 +154,10 @@ class BlenderProcess:
                     code = self._process.wait()
                     tail = self._log_tail()
                     self.kill()
-                    raise RenderFailure(f"Blender process died (exit code {code}) while {what}. Log tail:\n{tail}"[-3000:])
+                    limit = (f"; it may have needed more than its memory limit of {self.memory_limit_gb:g} GB "
+                             "(memory_limit_gb)" if self.memory_limit_gb > 0 else "")
+                    raise RenderFailure(f"Blender process died (exit code {code}) while {what}{limit}. "
+                                        f"Log tail:\n{tail}"[-3000:])
                 self._buffer += chunk
         line, self._buffer = self._buffer.split(b"\n", 1)
         return json.loads(line)
@@ -180,6 +190,7 @@ class BlenderProcess:
             passes=outputs,
             device=answer.get("device", "CPU"),
             seconds=float(answer.get("seconds", 0.0)),
+            missing_textures=list(answer.get("missing_textures", [])),
         )
 
     def world_mesh(self, asset_path: str, timeout: float = 300.0) -> tuple[np.ndarray, np.ndarray]:

@@ -10,6 +10,7 @@ import camera
 
 PASSES = ("depth", "normal")
 DEVICES = ("auto", "cpu", "gpu")
+MISSING_TEXTURES = ("warn", "fail")
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,9 @@ class RenderSettings:
         passes: extra outputs among ``PASSES``.
         timeout: seconds one object may take (import + all views) before its process is killed.
         max_assets_per_process: a Blender process is recycled after this many objects.
+        missing_textures: "warn" renders an asset whose textures do not load (counted in the row's
+            ``missing_textures``), "fail" makes it a failed row.
+        memory_limit_gb: address space one Blender process may use; 0 for no limit.
     """
 
     resolution: int = field(default=256, metadata={"help": "square image size in pixels"})
@@ -48,6 +52,12 @@ class RenderSettings:
         "help": "seconds per asset before its Blender process is killed"})
     max_assets_per_process: int = field(default=20, metadata={
         "help": "recycle each Blender process after this many assets"})
+    missing_textures: str = field(default="warn", metadata={
+        "help": "an asset whose textures do not load: warn (render it, untextured parts magenta, and count "
+                "them in the row's missing_textures) or fail (a failed row)", "choices": MISSING_TEXTURES})
+    memory_limit_gb: float = field(default=8.0, metadata={
+        "help": "memory one Blender process may use (GB of address space; 0: no limit): an asset over it "
+                "becomes a failed row naming the limit"})
 
     def __post_init__(self) -> None:
         if self.resolution < 8:
@@ -67,6 +77,10 @@ class RenderSettings:
             raise ValueError(f"unknown passes {sorted(unknown)}; choose from {PASSES}")
         if self.timeout <= 0:
             raise ValueError(f"timeout must be positive, got {self.timeout}")
+        if self.missing_textures not in MISSING_TEXTURES:
+            raise ValueError(f"missing_textures must be one of {MISSING_TEXTURES}, got {self.missing_textures!r}")
+        if self.memory_limit_gb < 0:
+            raise ValueError(f"memory_limit_gb must be 0 (no limit) or positive, got {self.memory_limit_gb}")
         object.__setattr__(self, "elevation_range", tuple(float(v) for v in self.elevation_range))
         object.__setattr__(self, "passes", tuple(self.passes))
 

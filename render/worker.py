@@ -8,7 +8,8 @@ a log, so it can never corrupt the protocol.
 - Request: ``{"asset": path, "c2w": [[16 floats] x V], "settings": RenderSettings JSON,
   "output_dir": folder}``; or ``{"asset": path, "mesh": file.npz}``: the normalised object's
   triangles in the project world frame (``blender.export_world_mesh``), answered with their counts.
-- Answer: ``{"ok": true, "outputs": {"views": [...], ...}, "device": "CPU"|"GPU", "seconds": s}`` or
+- Answer: ``{"ok": true, "outputs": {"views": [...], ...}, "device": "CPU"|"GPU", "seconds": s,
+  "missing_textures": [references]}`` or
   ``{"ok": false, "error": "..."}`` for an asset that cannot be rendered. A crash or hang is the
   parent's to detect (see ``render.process``).
 """
@@ -30,8 +31,25 @@ def _protocol_stream():
     return protocol
 
 
+MEMORY_LIMIT_ENV = "VIDEOMV_BLENDER_MEMORY_LIMIT"  # bytes of heap the process may use (RLIMIT_DATA); unset: none
+
+
+def _limit_memory() -> None:
+    """RLIMIT_DATA, not RLIMIT_AS: CUDA and OptiX reserve tens of GB of address space they never
+    touch, which an address-space limit would refuse; the data limit counts the heap, where a
+    texture or geometry bomb lands. Over it an allocation fails: an image then does not decode
+    (``blender.check_textures`` names the limit), other allocations end the process (the parent
+    names the limit in the failure)."""
+    import resource
+
+    limit = int(os.environ.get(MEMORY_LIMIT_ENV) or 0)
+    if limit > 0:
+        resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+
+
 def main() -> None:
     protocol = _protocol_stream()
+    _limit_memory()
     import numpy as np
 
     from render import blender
@@ -46,15 +64,18 @@ def main() -> None:
             request = json.loads(line)
             blender.reset_scene()
             blender.import_asset(request["asset"])
+            missing = blender.check_textures(request["asset"])
             blender.normalise_scene()
             if "mesh" in request:
                 answer = {"ok": True, "outputs": blender.export_world_mesh(request["mesh"])}
             else:
                 settings = RenderSettings.from_json(request["settings"])
+                if missing and settings.missing_textures == "fail":
+                    raise blender.AssetError(f"{len(missing)} texture(s) missing: {', '.join(missing[:5])}")
                 device = blender.configure_cycles(settings)
                 c2w = np.asarray(request["c2w"], dtype=np.float64).reshape(-1, 4, 4)
                 outputs = blender.render_orbit(c2w, settings, request["output_dir"])
-                answer = {"ok": True, "outputs": outputs, "device": device}
+                answer = {"ok": True, "outputs": outputs, "device": device, "missing_textures": missing}
         except blender.AssetError as error:
             answer = {"ok": False, "error": str(error)}
         except Exception as error:  # anything else is still this asset's failure, with its trace

@@ -85,3 +85,35 @@ def export_with_blender(folder: Path) -> dict[str, Path]:
     subprocess.run([sys.executable, "-c", EXPORT_SCRIPT, *(f"{key}={path}" for key, path in paths.items())],
                    check=True, capture_output=True)
     return paths
+
+
+def write_textured_quad_gltf(path: Path, image_uri: str) -> Path:
+    """A glTF (JSON + embedded buffer) of one textured square whose base colour is the image at
+    ``image_uri``, as written: relative, absolute, ``file://`` or a name that does not exist."""
+    import base64
+    import json
+
+    positions = np.array([[-1, -1, 0], [1, -1, 0], [1, 1, 0], [-1, 1, 0]], dtype=np.float32)
+    uvs = np.array([[0, 1], [1, 1], [1, 0], [0, 0]], dtype=np.float32)
+    indices = np.array([0, 1, 2, 0, 2, 3], dtype=np.uint16)
+    blob = positions.tobytes() + uvs.tobytes() + indices.tobytes()
+    views = [(0, positions.nbytes), (positions.nbytes, uvs.nbytes), (positions.nbytes + uvs.nbytes, indices.nbytes)]
+    document = {
+        "asset": {"version": "2.0"},
+        "scene": 0, "scenes": [{"nodes": [0]}], "nodes": [{"mesh": 0}],
+        "meshes": [{"primitives": [{"attributes": {"POSITION": 0, "TEXCOORD_0": 1}, "indices": 2, "material": 0}]}],
+        "materials": [{"pbrMetallicRoughness": {"baseColorTexture": {"index": 0}}}],
+        "textures": [{"source": 0}], "images": [{"uri": image_uri}],
+        "buffers": [{"byteLength": len(blob),
+                     "uri": "data:application/octet-stream;base64," + base64.b64encode(blob).decode()}],
+        "bufferViews": [{"buffer": 0, "byteOffset": offset, "byteLength": length} for offset, length in views],
+        "accessors": [
+            {"bufferView": 0, "componentType": 5126, "count": 4, "type": "VEC3",
+             "min": [-1, -1, 0], "max": [1, 1, 0]},
+            {"bufferView": 1, "componentType": 5126, "count": 4, "type": "VEC2"},
+            {"bufferView": 2, "componentType": 5123, "count": 6, "type": "SCALAR"},
+        ],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document))
+    return path

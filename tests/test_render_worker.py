@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 import camera
-from make_assets import export_with_blender, normalised_cube_centres, write_bad_assets, write_colour_cubes
+from make_assets import (export_with_blender, normalised_cube_centres, write_bad_assets, write_colour_cubes,
+                         write_textured_quad_gltf)
 from pipeline.data import schema
 from pipeline.render_stage import render_asset
 from pipeline.data.sources import AssetRef
@@ -186,3 +187,64 @@ def test_gpu_request_without_gpu_is_a_clear_failure(blender, sample_assets):
     row = render_asset(local_ref(sample_assets / "teapot.stl"), blender,
                        RenderSettings(resolution=16, samples=1, device="gpu"))
     assert row["status"] == "failed" and "no GPU" in row["error"]
+
+
+def _obj_with_texture(folder, sample_assets, map_kd: str):
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(sample_assets / "fuze.obj", folder / "fuze.obj")
+    mtl = (sample_assets / "fuze.obj.mtl").read_text().replace("map_Kd fuze uv.jpg", f"map_Kd {map_kd}")
+    (folder / "fuze.obj.mtl").write_text(mtl)
+    return folder / "fuze.obj"
+
+
+def test_textures_are_read_only_from_the_assets_folder(blender, tmp_path, sample_assets, caplog):
+    """Issue 40 F2/F3: ``../``, absolute paths, a glTF's external URI and an OBJ's ``map_Kd ../``
+    used to pull any readable image into the renders (and the shards). Now the row fails naming
+    the texture; a texture that is simply missing is counted (``missing_textures``) and warned
+    about, or fails the row with ``missing_textures="fail"``."""
+    secret = tmp_path / "secret.jpg"
+    shutil.copy(sample_assets / "fuze uv.jpg", secret)
+    fast = RenderSettings(resolution=32, samples=1, threads=2, timeout=60)
+    hostile = {
+        "obj ../": _obj_with_texture(tmp_path / "a", sample_assets, "../secret.jpg"),
+        "obj absolute": _obj_with_texture(tmp_path / "b", sample_assets, str(secret)),
+        "gltf ../": write_textured_quad_gltf(tmp_path / "c" / "quad.gltf", "../secret.jpg"),
+        "gltf absolute": write_textured_quad_gltf(tmp_path / "d" / "quad.gltf", str(secret)),
+    }
+    for case, path in hostile.items():
+        row = render_asset(local_ref(path), blender, fast)
+        assert row["status"] == "failed" and "outside the asset's folder" in row["error"], (case, row["error"])
+        assert "secret.jpg" in row["error"] and row["views"] is None, case
+
+    inside = _obj_with_texture(tmp_path / "e", sample_assets, "tex/uv.jpg")
+    (tmp_path / "e" / "tex").mkdir()
+    shutil.copy(sample_assets / "fuze uv.jpg", tmp_path / "e" / "tex" / "uv.jpg")
+    row = render_asset(local_ref(inside), blender, fast)
+    assert row["status"] == "ok" and row["missing_textures"] == 0
+
+    missing = write_textured_quad_gltf(tmp_path / "f" / "quad.gltf", "not_there.png")
+    with caplog.at_level("WARNING", logger="pipeline.render_stage"):
+        row = render_asset(local_ref(missing), blender, fast)
+    assert row["status"] == "ok" and row["missing_textures"] == 1
+    assert "1 texture(s) missing" in caplog.text and "not_there.png" in caplog.text
+    strict = RenderSettings(resolution=32, samples=1, threads=2, timeout=60, missing_textures="fail")
+    row = render_asset(local_ref(missing), blender, strict)
+    assert row["status"] == "failed" and "1 texture(s) missing: " in row["error"]
+    file_uri = write_textured_quad_gltf(tmp_path / "g" / "quad.gltf", f"file://{secret}")
+    assert render_asset(local_ref(file_uri), blender, strict)["status"] == "failed"  # never read
+
+
+def test_a_texture_bomb_fails_its_row_under_the_memory_limit(tmp_path, sample_assets):
+    """Issue 40 F4: a 450 KB asset holding a 12000^2 PNG took a worker from 283 MB to 1,353 MB.
+    Under ``memory_limit_gb`` its row fails naming the limit, and the same process renders on."""
+    import PIL.Image
+
+    bomb = write_textured_quad_gltf(tmp_path / "bomb" / "quad.gltf", "big.png")
+    PIL.Image.new("RGB", (8000, 8000), (200, 20, 20)).save(tmp_path / "bomb" / "big.png")
+    assert (tmp_path / "bomb" / "big.png").stat().st_size < 1_000_000
+    fast = RenderSettings(resolution=32, samples=1, threads=2, timeout=120, memory_limit_gb=0.45)
+    with BlenderProcess(memory_limit_gb=fast.memory_limit_gb) as process:
+        row = render_asset(local_ref(bomb), process, fast)
+        assert row["status"] == "failed", row["error"]
+        assert "8000x8000" in row["error"] and "memory limit of 0.45 GB" in row["error"], row["error"]
+        assert render_asset(local_ref(sample_assets / "teapot.stl"), process, fast)["status"] == "ok"

@@ -26,7 +26,7 @@ def test_rows_round_trip_through_a_shard(tmp_path):
     path = shards.write_shard_atomically(schema.rows_to_table([make_row("a"), make_row("b", "failed")]), str(tmp_path), "s.parquet")
     table = pq.read_table(path)
     assert table.schema.equals(schema.SCHEMA, check_metadata=False)
-    assert table.schema.metadata[b"videomv_schema_version"] == b"2"
+    assert table.schema.metadata[b"videomv_schema_version"] == str(schema.SCHEMA_VERSION).encode() == b"3"
     rows = shards.read_rows(str(tmp_path))
     assert [r["uid"] for r in rows] == ["a"]
     views = schema.decode_views(rows[0])
@@ -81,14 +81,16 @@ def test_shards_on_an_fsspec_uri():
     assert [r["uid"] for r in shards.read_rows(uri)] == ["m"]
 
 
-def test_version_1_shards_still_read(tmp_path):
-    """Schema 2 only added the nullable render_node column: version 1 files read and resume as before."""
-    v1 = pa.schema([f for f in schema.SCHEMA if f.name != "render_node"],
-                   metadata={b"videomv_schema_version": b"1"})
-    rows = [{k: v for k, v in make_row(uid).items() if k != "render_node"} | {"schema_version": 1}
+@pytest.mark.parametrize("version, added", [(1, ("render_node", "missing_textures")), (2, ("missing_textures",))])
+def test_older_shards_still_read(tmp_path, version, added):
+    """Schemas 2 and 3 only added nullable columns (render_node, missing_textures): older files read
+    and resume as before."""
+    old = pa.schema([f for f in schema.SCHEMA if f.name not in added],
+                    metadata={b"videomv_schema_version": str(version).encode()})
+    rows = [{k: v for k, v in make_row(uid).items() if k not in added} | {"schema_version": version}
             for uid in ("a", "b")]
-    pq.write_table(pa.Table.from_pylist(rows, schema=v1), tmp_path / "shard-old.parquet")
+    pq.write_table(pa.Table.from_pylist(rows, schema=old), tmp_path / "shard-old.parquet")
     read = shards.read_rows(str(tmp_path))
-    assert [r["uid"] for r in read] == ["a", "b"] and "render_node" not in read[0]
+    assert [r["uid"] for r in read] == ["a", "b"] and not set(added) & set(read[0])
     assert schema.decode_views(read[0]).shape == (2, 8, 8, 4)
     assert shards.existing_status(str(tmp_path)) == {"a": "ok", "b": "ok"}

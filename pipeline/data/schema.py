@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
-SCHEMA_VERSION = 2  # 2 added render_node; v1 files read the same, with render_node missing
+SCHEMA_VERSION = 3  # 2 added render_node, 3 missing_textures; older files read the same, those columns missing
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"
 BACKGROUND_TRANSPARENT = "transparent"
@@ -49,6 +49,7 @@ SCHEMA = pa.schema(
         pa.field("render_settings", pa.string()),  # RenderSettings JSON
         pa.field("blender_version", pa.string()),
         pa.field("render_node", pa.string()),  # Ray node id of the worker that rendered it; null outside Ray
+        pa.field("missing_textures", pa.int32()),  # textures that did not load (rendered magenta); null if failed
     ],
     metadata={b"videomv_schema_version": str(SCHEMA_VERSION).encode()},
 )
