@@ -9,6 +9,8 @@ from typing import Any
 
 import ray
 
+from pipeline.disk import quiet_disk_full_traces
+
 from pipeline.logs import QUIET_ENVIRONMENT
 from pipeline.submission import submitted_job
 
@@ -42,8 +44,12 @@ def stop_cleanly_on_sigterm() -> None:
 def connect(**init_options: Any) -> None:
     """Join the cluster of ``$RAY_ADDRESS`` (a job submitted with ``ray job submit`` has it), else
     start a local one, with ``worker_environment()`` for every worker; nothing when Ray is
-    initialised already. A SIGTERM then stops the job cleanly (``stop_cleanly_on_sigterm``)."""
+    initialised already. A SIGTERM then stops the job cleanly (``stop_cleanly_on_sigterm``), and
+    a full disk ends it in one line, without Ray's traces of it (``quiet_disk_full_traces``)."""
     stop_cleanly_on_sigterm()
+    import ray.data  # noqa: F401  its loggers exist from here on
+
+    quiet_disk_full_traces()
     if ray.is_initialized():
         return
     runtime_env = dict(init_options.pop("runtime_env", None) or {})

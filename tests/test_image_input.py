@@ -67,6 +67,30 @@ def test_the_serve_decoder_answers_422_with_the_fix():
     assert caught.value.status_code == 422 and "RGBA" in caught.value.detail
 
 
+@pytest.mark.parametrize("size", [(1, 4000), (4000, 1), (3, 200)])
+def test_an_extremely_elongated_object_is_refused_not_sampled_from_a_blank_input(size):
+    """Issue 40 F9: a 1x4000 image got 200 with a blank input (scaled into the square frame, the
+    object was a line under a pixel wide). Now 422 naming the object's shape."""
+    from fastapi import HTTPException
+
+    from pipeline.serve.api import decode_image
+
+    rgba = np.zeros((size[1], size[0], 4), np.uint8)
+    rgba[..., :3], rgba[..., 3] = (200, 30, 30), 255
+    if size[1] > size[0]:  # a transparent end: the alpha is a real mask, not an opaque backdrop
+        rgba[0, :, 3] = 0
+    else:
+        rgba[:, 0, 3] = 0
+    buffer = io.BytesIO()
+    Image.fromarray(rgba, "RGBA").save(buffer, "PNG")
+    with pytest.raises(HTTPException) as caught:
+        decode_image(buffer.getvalue(), 32)
+    assert caught.value.status_code == 422 and "pixels, more elongated than 20:1" in caught.value.detail
+    pencil = np.zeros((200, 20, 4), np.uint8)  # 10:1, a pencil: taken
+    pencil[1:, :, 3] = 255
+    assert condition_image(Image.fromarray(pencil, "RGBA"), 32).shape == (3, 32, 32)
+
+
 def test_the_object_fraction_is_what_the_render_stage_renders(duck_row):
     """``OBJECT_FRACTION`` against the render stage's own output: the Duck's 24 views (its box is
     0.70 x 0.93 x 1 in the unit cube, so its longest side in a view varies with the azimuth)."""

@@ -155,3 +155,28 @@ def test_cli_bad_input_is_a_clear_error(tmp_path):
     assert result.returncode == 2
     assert "is neither a folder, a manifest file nor an objaverse: spec" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture()
+def small_disk(tmp_path):
+    """A 64 KiB filesystem (tmpfs): room for no shard of the sample assets."""
+    folder = tmp_path / "small-disk"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"mounting a small tmpfs needs root here: {mounted.stderr.decode().strip()[:200]}")
+    yield folder
+    subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_a_full_disk_ends_the_render_job_in_one_line(tmp_path, small_disk):
+    """Issue 40 F10: a full disk ended the job in 140-odd lines of Ray's traces (one asking to report
+    a Ray bug). Now one line names it, exit 1, and no partial shard is left."""
+    result = subprocess.run([sys.executable, str(REPO_ROOT / "jobs" / "render.py"), "--input", str(REPO_ROOT / "assets"),
+                             "--output", str(small_disk / "shards"), "--resolution", "32", "--samples", "1",
+                             "--mlflow-uri", f"sqlite:///{tmp_path}/m.db"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 1, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and "the disk is full" in errors[0], result.stderr[-3000:]
+    assert "Traceback" not in result.stderr and "open an issue" not in result.stderr
+    assert not [p for p in (small_disk / "shards").rglob("*") if p.is_file()]

@@ -40,6 +40,7 @@ def to_8bit(image: PIL.Image.Image) -> PIL.Image.Image:
 # (tests/test_image_input.py checks it). The authors scale theirs to 200 of 256 px (0.78).
 IMAGE_MODEL_BACKGROUND = VARIANTS["i2v"].background  # what the image model saw its renders on
 OBJECT_FRACTION = 1.0 / (2 * camera.DEFAULT_DISTANCE * math.tan(math.radians(camera.DEFAULT_FOV_DEG) / 2))
+MAX_OBJECT_ASPECT = 20  # longest side over shortest of the object's box: a 20:1 object is ~8 px wide at 256 px
 BORDER_TOLERANCE = 0.1  # a background pixel is within this of the border's colour (RGB in [0, 1], max channel)
 UNIFORM_BORDER = 0.97  # the share of border pixels that must be: less is a cluttered background
 
@@ -74,6 +75,25 @@ def object_mask(image: PIL.Image.Image, remove_background: Any | None = None) ->
     return (np.abs(rgb - colour).max(axis=-1) > BORDER_TOLERANCE).astype(np.float32)
 
 
+def check_background_model(model_path: str) -> None:
+    """A ``ValueError`` naming the problem unless ``model_path`` is a file that looks like an ONNX
+    model (a serialized ModelProto starts with its ir_version field, byte 0x08) and rembg and
+    onnxruntime are installed: checked where the app is built, so a bad file stops ``serve run``
+    at once with its cause instead of failing the replica minutes later."""
+    if not os.path.isfile(model_path):
+        raise ValueError(f"rembg_model: no such file {model_path!r} (a local rembg ONNX model)")
+    with open(model_path, "rb") as handle:
+        head = handle.read(2)
+    if head[:1] != b"\x08":
+        raise ValueError(f"rembg_model: {model_path!r} is not an ONNX model (give u2net.onnx, isnet-general-use.onnx "
+                         "or a birefnet .onnx as rembg ships them)")
+    import importlib.util
+
+    missing = [name for name in ("rembg", "onnxruntime") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ValueError(f"rembg_model needs {' and '.join(missing)}: pip install rembg onnxruntime")
+
+
 def background_remover(model_path: str) -> Any:
     """``remove_background`` for ``object_mask`` from a local rembg ONNX model file (never a
     download): u2net, isnet or birefnet files as rembg ships them."""
@@ -100,6 +120,11 @@ def preprocess_image(image: PIL.Image.Image, background: tuple[float, float, flo
         raise ImageInputError("no object found in the image (its mask is empty): give an RGBA image whose alpha "
                               "is the object's mask")
     top, bottom, left, right = rows.min(), rows.max() + 1, columns.min(), columns.max() + 1
+    height, width = bottom - top, right - left
+    if max(height, width) > MAX_OBJECT_ASPECT * min(height, width):
+        # Scaled into the square frame such an object is a line a few pixels wide: a blank input.
+        raise ImageInputError(f"the object is {width}x{height} pixels, more elongated than {MAX_OBJECT_ASPECT}:1: "
+                              "in the model's square input it would be a line; give an image of the whole object")
     rgb = np.asarray(image.convert("RGB"), dtype=np.float32)[top:bottom, left:right] / 255.0
     alpha = mask[top:bottom, left:right, None]
     side = int(np.ceil(max(bottom - top, right - left) / fraction))

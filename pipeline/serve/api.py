@@ -6,8 +6,11 @@ does the model deployment, without either importing the other.
 # No "from __future__ import annotations": FastAPI and pydantic resolve the annotations at runtime.
 
 import base64
+import hashlib
+import hmac
 import io
 import json
+import secrets
 import zipfile
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -37,6 +40,26 @@ class GenerationCancelled(Exception):
     """Every request of a batch went away (client disconnect or timeout): stop sampling."""
 
 
+class GenerationTimedOut(Exception):
+    """A batch's work passed its time limit (counted from when the work started, not the queue)."""
+
+
+def issue_request_id(secret: bytes) -> str:
+    """A request id the server makes (``POST /v1/requests``): 32 random hex digits and their HMAC
+    under ``secret``, so any ingress replica knows its own ids without shared state, and nobody
+    can guess another client's (64 hex digits, within ``REQUEST_ID_PATTERN``)."""
+    nonce = secrets.token_hex(16)
+    return nonce + hmac.new(secret, nonce.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def request_id_issued(secret: bytes, request_id: str) -> bool:
+    """Whether ``issue_request_id(secret)`` made ``request_id``."""
+    if len(request_id) != 64:
+        return False
+    nonce, mac = request_id[:32], request_id[32:]
+    return hmac.compare_digest(mac, hmac.new(secret, nonce.encode(), hashlib.sha256).hexdigest()[:32])
+
+
 class GenerateRequest(BaseModel):
     """One generation. Exactly one of ``prompt`` (text model) or ``image`` (image model)."""
 
@@ -63,7 +86,8 @@ class GenerateRequest(BaseModel):
             "rendered at the 24 cameras); ply, splat, glb and gaussians_mp4 need a reconstructor"))
     format: Literal["json", "zip"] = "json"
     request_id: str | None = Field(None, pattern=REQUEST_ID_PATTERN, description=(
-        "a name the client chose for this request: GET /v1/progress/{request_id} reports its steps done"))
+        "an id from POST /v1/requests (made by the server, used once): GET /v1/progress/{request_id} reports "
+        "this request's steps done"))
 
     @field_validator("prompt")
     @classmethod
@@ -117,6 +141,7 @@ class Job:
     mode: str
     outputs: tuple[str, ...]
     request_id: str | None = None
+    time_limit_s: float | None = None  # seconds of work (from its start) before it stops: GenerationTimedOut
 
     def batch_key(self) -> tuple:
         return (self.steps, self.guidance_scale, self.elevation, self.three_d_aware, self.mode,

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import secrets
 import warnings
 from typing import Any
 
@@ -72,9 +73,11 @@ def build_app(model_dir: str, reconstructor: str | None = None, **options: Any) 
         max_ongoing_requests=config.max_batch_size * 2,
     )
     ingress = serve.deployment(build_ingress(config.timeout_s, config.max_body_bytes, config.allowed_hosts,
-                                             config.allowed_origins, config.body_timeout_s, config.rembg_model),
+                                             config.allowed_origins, config.body_timeout_s, config.rembg_model,
+                                             max_queued=config.max_queued,
+                                             request_id_secret=secrets.token_bytes(32)),
                                name="Ingress",
-                               max_ongoing_requests=64)
+                               max_ongoing_requests=max(64, 2 * config.max_queued))
     return ingress.bind(model.bind(config.model_dir, config.reconstructor, config.max_batch_size, config.mlflow_uri,
                                    config.dtype, config.use_ema, config.mesh_max_faces))
 

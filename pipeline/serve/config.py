@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 from dataclasses import dataclass
 
 from models.precision import DTYPE_CHOICES
@@ -33,7 +32,10 @@ class ServeConfig:
     num_gpus: float | None = option(None, "GPUs per model replica (default: 1 where the Ray cluster has GPUs, "
                                           "else 0)")
     max_replicas: int = option(1, "model replicas the autoscaler may start")
-    timeout_s: float = option(300.0, "seconds a request may take before it gets 504 and its generation stops")
+    timeout_s: float = option(300.0, "seconds a generation may work (from when it starts, not its time in the "
+                                     "queue) before it stops and its request gets 504")
+    max_queued: int | None = option(None, "generations the ingress holds at once, waiting or running; one more gets "
+                                          "503 with Retry-After at once (default: 4 x max_batch_size x max_replicas)")
     max_batch_size: int | None = option(None, "compatible requests batched into one sampler call (1: no batching; "
                                               f"default: {GPU_BATCH_SIZE} on GPU replicas, 1 on CPU ones, where "
                                               "batching gains nothing: docs/costs.md)")
@@ -58,8 +60,10 @@ class ServeConfig:
         """num_gpus and max_batch_size filled in for the cluster: a GPU replica batches (a batch
         fills the device), a CPU replica does not (a batch of 4 takes 4 times as long there, so
         batching only adds latency; measured in docs/costs.md)."""
-        if self.rembg_model is not None and not os.path.isfile(self.rembg_model):
-            raise ValueError(f"rembg_model: no such file {self.rembg_model!r} (a local rembg ONNX model)")
+        if self.rembg_model is not None:
+            from models.pipeline_videomv.image_input import check_background_model  # the model code: lazily
+
+            check_background_model(self.rembg_model)
         if self.dtype not in DTYPE_CHOICES:
             raise ValueError(f"dtype must be one of {DTYPE_CHOICES}, got {self.dtype!r}")
         if self.num_gpus is None and not cluster_has_gpus:
@@ -70,4 +74,7 @@ class ServeConfig:
         batch = self.max_batch_size if self.max_batch_size is not None else (GPU_BATCH_SIZE if gpus > 0 else 1)
         if batch < 1:
             raise ValueError(f"max_batch_size must be at least 1, got {batch}")
-        return dataclasses.replace(self, num_gpus=gpus, max_batch_size=batch)
+        queued = self.max_queued if self.max_queued is not None else 4 * batch * self.max_replicas
+        if queued < 1:
+            raise ValueError(f"max_queued must be at least 1, got {queued}")
+        return dataclasses.replace(self, num_gpus=gpus, max_batch_size=batch, max_queued=queued)

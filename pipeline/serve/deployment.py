@@ -24,7 +24,7 @@ from models.mesh.fusion import MeshingError, MeshOptions
 from models.gaussians.rendering import backend_in_use, render_batch, warm_up
 from models.pipeline_videomv.pipeline_videomv import load_pipeline
 from models.precision import dtype_name
-from pipeline.serve.api import GenerationCancelled, Job
+from pipeline.serve.api import GenerationCancelled, GenerationTimedOut, Job
 from pipeline.serve.media import grid_image, orbit_gif, orbit_mp4, png_bytes, to_uint8
 from pipeline.tracking import tracking_uri
 
@@ -48,7 +48,7 @@ class VideoMVDeployment:
             warm_up(self.pipe.device)
         self._generate_batch.set_max_batch_size(max_batch_size)  # 1 turns batching off
         self._cancelled: dict[int, threading.Event] = {}  # id(job) -> set when its request went away
-        self.stats = {"running": 0, "completed": 0, "cancelled": 0}
+        self.stats = {"running": 0, "completed": 0, "cancelled": 0, "timed_out": 0, "failed": 0}
         self.progress: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
 
     def info(self) -> dict[str, Any]:
@@ -66,10 +66,12 @@ class VideoMVDeployment:
         return {"request_id": request_id, **self.progress.get(request_id, {"state": "unknown", "done": 0,
                                                                            "total": 0})}
 
-    def _report_progress(self, jobs: list[Job], state: str, done: int) -> None:
+    def _report_progress(self, jobs: list[Job], state: str, done: int | None) -> None:
+        """``done`` None: the steps done so far stay as they are (a stop's state)."""
         for job in jobs:
             if job.request_id:
-                self.progress[job.request_id] = {"state": state, "done": done, "total": job.steps}
+                steps = self.progress.get(job.request_id, {}).get("done", 0) if done is None else done
+                self.progress[job.request_id] = {"state": state, "done": steps, "total": job.steps}
                 self.progress.move_to_end(job.request_id)
         while len(self.progress) > PROGRESS_KEPT:
             self.progress.popitem(last=False)
@@ -79,12 +81,19 @@ class VideoMVDeployment:
 
     async def generate(self, job: Job) -> dict[str, Any] | Exception:
         """One request. Serve cancels this call when the client disconnects or the ingress gives
-        up; the event tells the sampling thread, which stops at its next step."""
+        up; the event tells the sampling thread, which stops at its next step or stage. A
+        ``request_id`` names one request only: a second request with it is refused."""
+        if job.request_id:
+            if job.request_id in self.progress:
+                return ValueError("request_id was already used: ask POST /v1/requests for a new one")
+            self._report_progress([job], "queued", 0)
         cancelled = self._cancelled[id(job)] = threading.Event()
         try:
             return await self._generate_batch(job)
         except asyncio.CancelledError:
             cancelled.set()
+            if job.request_id and self.progress.get(job.request_id, {}).get("state") == "queued":
+                self._report_progress([job], "cancelled", 0)  # went away before its work began
             raise
         finally:
             self._cancelled.pop(id(job), None)
@@ -103,11 +112,18 @@ class VideoMVDeployment:
                 # In a thread, so the replica's event loop stays free to take cancellations.
                 outputs = await asyncio.to_thread(self._run, group, events)
                 self.stats["completed"] += len(group)
-            except GenerationCancelled:
+            except GenerationCancelled as error:
                 self.stats["cancelled"] += len(group)
-                logger.info("generation of %d request(s) stopped: their clients went away", len(group))
+                self._report_progress(group, "cancelled", None)
+                logger.info("generation of %d request(s) stopped (%s): their clients went away", len(group), error)
                 outputs = [RuntimeError("generation cancelled")] * len(group)
+            except GenerationTimedOut as error:
+                self.stats["timed_out"] += len(group)
+                self._report_progress(group, "timed_out", None)
+                outputs = [error] * len(group)
             except Exception as error:  # a model error answers these requests, the replica lives on
+                self.stats["failed"] += len(group)
+                self._report_progress(group, "failed", None)
                 outputs = [RuntimeError(f"generation failed: {type(error).__name__}: {error}")] * len(indices)
             finally:
                 self.stats["running"] -= len(group)
@@ -119,38 +135,52 @@ class VideoMVDeployment:
         first, pipe = jobs[0], self.pipe
 
         self._report_progress(jobs, "running", 0)
+        start = time.perf_counter()
+
+        def check(stage: str) -> None:
+            """Stop the batch when every request went away, or its work passed the time limit:
+            between denoising steps and before every stage after them."""
+            if all(event.is_set() for event in cancelled):
+                raise GenerationCancelled(f"stopped {stage}")
+            if first.time_limit_s is not None and time.perf_counter() - start > first.time_limit_s:
+                raise GenerationTimedOut(f"generation took longer than {first.time_limit_s:.0f} s (stopped {stage})")
 
         def stop_when_abandoned(pipe: Any, index: int, timestep: Any, tensors: dict) -> dict:
             self._report_progress(jobs, "running", index + 1)
-            if all(event.is_set() for event in cancelled):
-                raise GenerationCancelled(f"stopped after {index + 1} of {first.steps} steps")
+            check(f"after {index + 1} of {first.steps} steps")
             return tensors
 
-        start = time.perf_counter()
         inputs: dict[str, Any] = ({"prompt": [job.prompt for job in jobs]} if pipe.variant == "t2v"
                                   else {"image": torch.stack([job.image for job in jobs]) / 2 + 0.5})
         result = self.pipe(**inputs, num_inference_steps=first.steps, guidance_scale=first.guidance_scale,
                            elevation=first.elevation, three_d_aware=first.three_d_aware, three_d_aware_mode=first.mode,
                            generator=[torch.Generator().manual_seed(job.seed) for job in jobs], output_type="pt",
                            callback_on_step_end=stop_when_abandoned)
-        self._report_progress(jobs, "done", first.steps)
         seconds = time.perf_counter() - start
-        answers = []
+        answers: list[dict[str, Any]] = []
         for index, job in enumerate(jobs):
+            if cancelled[index].is_set():  # its client went away: no outputs for nobody
+                answers.append({})
+                continue
             frames = to_uint8(result.frames[index])
             answer: dict[str, Any] = {"seed": job.seed, "seconds": seconds, "reconstructions": result.reconstructions,
                                       "batch_size": len(jobs)}
             if job.image is not None:  # the condition as the model saw it (preprocessed): always returned
                 answer["input"] = png_bytes(to_uint8(job.image[None] / 2 + 0.5)[0])
             if "views" in job.outputs:
+                check("before the views output")
                 answer["views"] = [png_bytes(frame) for frame in frames]
             if "grid" in job.outputs:
+                check("before the grid output")
                 answer["grid"] = png_bytes(grid_image(frames))
             if "gif" in job.outputs:
+                check("before the gif output")
                 answer["gif"] = orbit_gif(frames)
             if "mp4" in job.outputs:
+                check("before the mp4 output")
                 answer["mp4"] = orbit_mp4(frames)
             if "gaussians_mp4" in job.outputs and result.gaussians is not None:
+                check("before the gaussians_mp4 output")
                 c2w = torch.as_tensor(result.cameras[index])[None].to(pipe.device)
                 rendered, _ = render_batch(result.gaussians[index].as_batch(), c2w, camera.DEFAULT_FOV_DEG,
                                            pipe.resolution, pipe.background)
@@ -164,6 +194,7 @@ class VideoMVDeployment:
                 save_splat(result.gaussians[index], buffer)
                 answer["splat"] = buffer.getvalue()
             if "glb" in job.outputs and result.gaussians is not None:
+                check("before the glb output")
                 try:
                     # On the replica's device: gsplat renders the depth maps on a GPU replica.
                     mesh = mesh_from_gaussians(result.gaussians[index], result.frames[index],
@@ -172,4 +203,5 @@ class VideoMVDeployment:
                 except MeshingError as error:  # the rest of the answer stands; the reason goes with it
                     answer.setdefault("unavailable", {})["glb"] = str(error)
             answers.append(answer)
+        self._report_progress(jobs, "done", first.steps)
         return answers

@@ -36,7 +36,8 @@ from pipeline.serve.media import grid_image
 from pipeline.tracking import tracking_uri
 from pipeline.train.config import TrainConfig, WorkerConfig
 from pipeline.train.driver import TrainSummary, placed, run_trainer, summarise
-from pipeline.train.worker import WorkerState, build_optimizer, cycle_batches, ddp_options, publish_final, restore
+from pipeline.train.worker import (WorkerState, build_optimizer, cycle_batches, ddp_options, prepare_checkpoint_space,
+                                   publish_final, restore)
 from pipeline.encode_stage import check_latents
 from pipeline.data.datasets import (
     check_resolution,
@@ -86,6 +87,7 @@ def finetune_loop(loop_config: dict[str, WorkerConfig]) -> None:
     optimizer = build_optimizer(model.denoiser.parameters(), config.lr, config.optimizer, worker.world_size)
     ema = (ShardedEMA(model.denoiser, config.ema_decay, worker.rank, worker.world_size) if config.ema_decay
            else None)
+    prepare_checkpoint_space(worker, optimizer, ema)
     start = restore(model.load_trainable, optimizer, worker.scaler, worker.rank, worker.world_size, ema)
     # 1-frame image batches leave the camera embedding unused, which DDP must be told about.
     unet = (ray.train.torch.prepare_model(model.denoiser, parallel_strategy_kwargs=ddp_options(

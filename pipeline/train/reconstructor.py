@@ -32,7 +32,8 @@ from pipeline.cluster import connect
 from pipeline.tracking import tracking_uri
 from pipeline.train.config import ReconConfig, TrainConfig, WorkerConfig
 from pipeline.train.driver import TrainSummary, placed, run_trainer, summarise
-from pipeline.train.worker import WorkerState, build_optimizer, cycle_batches, ddp_options, publish_final, restore
+from pipeline.train.worker import (WorkerState, build_optimizer, cycle_batches, ddp_options, prepare_checkpoint_space,
+                                   publish_final, restore)
 from pipeline.data.datasets import check_resolution, orbit_dataset, to_model_inputs
 
 logger = logging.getLogger(__name__)
@@ -124,6 +125,7 @@ def recon_loop(loop_config: dict[str, WorkerConfig]) -> None:
                                             required=PRESET_TRAINING[recon.lgm_preset].lpips_required)
     loss_fn.to(worker.device)
     optimizer = build_optimizer(lgm.parameters(), config.lr, config.optimizer, worker.world_size)
+    prepare_checkpoint_space(worker, optimizer, None)
     start = restore(load_lgm_into(lgm), optimizer, worker.scaler, worker.rank, worker.world_size)
     network = (ray.train.torch.prepare_model(lgm, parallel_strategy_kwargs=ddp_options())
                if worker.world_size > 1 else lgm)

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import math
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -23,6 +24,7 @@ import ray.train
 import ray.train.torch
 import torch
 
+from pipeline.disk import require_free_space
 from pipeline.logs import configure_logging
 from pipeline.train.config import EMA_SHARD, FINAL_MODEL, OPTIMIZER_SHARD, TRAINING_STATE, TrainConfig, WorkerConfig
 
@@ -178,6 +180,30 @@ def load_training_state(path: str) -> dict[str, Any]:
                          f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}") from None
 
 
+def checkpoint_bytes(optimizer: torch.optim.Optimizer, ema: Any = None) -> int:
+    """About how much one checkpoint stages on this worker: the trained weights, two optimizer
+    moments each (AdamW) and the EMA's copy, in fp32."""
+    numel = sum(p.numel() for group in optimizer.param_groups for p in group["params"])
+    return int(numel * 4 * (3 + (1 if ema is not None else 0)) * 1.1)
+
+
+def _staging_prefix(worker: "WorkerState") -> str:
+    name = re.sub(r"[^A-Za-z0-9_-]", "_", worker.train.name)[:60]
+    return f"videomv-checkpoint-{name}-rank{worker.rank}-"
+
+
+def prepare_checkpoint_space(worker: "WorkerState", optimizer: torch.optim.Optimizer, ema: Any = None) -> None:
+    """At the start of every attempt: remove this run's staging copies that an earlier attempt on
+    this node left (an upload that failed in the background leaves its copy), then fail at once,
+    with one line, when the staging folder has no room for a checkpoint: a restart after a full
+    disk stops here in seconds instead of training up to the next checkpoint to fail again."""
+    staging = tempfile.gettempdir()
+    for name in os.listdir(staging):
+        if name.startswith(_staging_prefix(worker)):
+            shutil.rmtree(os.path.join(staging, name), ignore_errors=True)
+    require_free_space(staging, checkpoint_bytes(optimizer, ema), "a checkpoint's staging copy")
+
+
 def restore(load_model: Callable[[str], None], optimizer: torch.optim.Optimizer, scaler: Any,
             rank: int = 0, world_size: int = 1, ema: Any = None) -> int:
     """Load the latest checkpoint if there is one; returns the step it was taken at (0 if none).
@@ -227,18 +253,23 @@ def report(worker: WorkerState, step: int, metrics: dict[str, float], save_model
     if save_model is None or not (worker.is_chief or sharded or ema is not None):
         ray.train.report({**metrics, "step": step})
         return
-    directory = tempfile.mkdtemp(prefix="videomv-checkpoint-")  # Ray deletes it after the upload
-    if worker.is_chief:
-        save_model(directory)
-        state = {"step": step, "scaler": worker.scaler.state_dict()}
-        state.update({"optimizer_shards": worker.world_size} if sharded else {"optimizer": optimizer.state_dict()})
+    require_free_space(tempfile.gettempdir(), checkpoint_bytes(optimizer, ema), "a checkpoint's staging copy")
+    directory = tempfile.mkdtemp(prefix=_staging_prefix(worker))  # Ray deletes it after the upload
+    try:
+        if worker.is_chief:
+            save_model(directory)
+            state = {"step": step, "scaler": worker.scaler.state_dict()}
+            state.update({"optimizer_shards": worker.world_size} if sharded else {"optimizer": optimizer.state_dict()})
+            if ema is not None:
+                state["ema_shards"] = worker.world_size
+            torch.save(state, os.path.join(directory, TRAINING_STATE))
+        if sharded:
+            torch.save(optimizer.optim.state_dict(), os.path.join(directory, OPTIMIZER_SHARD.format(rank=worker.rank)))
         if ema is not None:
-            state["ema_shards"] = worker.world_size
-        torch.save(state, os.path.join(directory, TRAINING_STATE))
-    if sharded:
-        torch.save(optimizer.optim.state_dict(), os.path.join(directory, OPTIMIZER_SHARD.format(rank=worker.rank)))
-    if ema is not None:
-        torch.save(ema.state_dict(), os.path.join(directory, EMA_SHARD.format(rank=worker.rank)))
+            torch.save(ema.state_dict(), os.path.join(directory, EMA_SHARD.format(rank=worker.rank)))
+    except BaseException:  # a full disk mid-write: no truncated staging copy stays behind
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
     ray.train.report({**metrics, "step": step}, checkpoint=ray.train.Checkpoint.from_directory(directory),
                      checkpoint_dir_name=f"checkpoint_{step:07d}",
                      checkpoint_upload_mode=ray.train.CheckpointUploadMode.ASYNC)
@@ -287,9 +318,17 @@ def publish_final(save: Callable[[str], None], config: TrainConfig, mlflow: Any)
         else:
             staging = target + ".partial"
             shutil.rmtree(staging, ignore_errors=True)
-            shutil.copytree(directory, staging)
-            shutil.rmtree(target, ignore_errors=True)
+            try:
+                shutil.copytree(directory, staging)
+            except BaseException:  # a full disk: the previous final model stays, no partial copy beside it
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+            previous = target + ".previous"  # moved aside, not deleted, until the new one is in place
+            shutil.rmtree(previous, ignore_errors=True)
+            if os.path.exists(target):
+                os.replace(target, previous)
             os.replace(staging, target)
+            shutil.rmtree(previous, ignore_errors=True)
         if mlflow is not None:
             if not remote_output:
                 mlflow.log_artifacts(directory, artifact_path=FINAL_MODEL)

@@ -1,5 +1,5 @@
 /* The VideoMV demo page over the Serve API (pipeline/serve/serving.py): GET v1/health, POST v1/generate,
-   GET v1/progress/{request_id}. Every path is relative, so the page works under any route prefix. */
+   POST v1/requests (the id GET v1/progress/{request_id} follows). Every path is relative, so the page works under any route prefix. */
 (function () {
   "use strict";
   const $ = (id) => document.getElementById(id);
@@ -155,10 +155,9 @@
     event.preventDefault();
     clearError();
     if (!info) { showError("The model's information is not loaded yet."); return; }
-    const id = `r${Date.now().toString(36)}${Math.random().toString(36).slice(2, 10)}`;
     const outputs = ["views", "gif", "mp4"].concat(info.reconstructor ? ["ply", "splat", "glb", "gaussians_mp4"] : []);
     const fields = { seed: Number($("seed").value), steps: Number($("steps").value),
-                     three_d_aware: $("three-d-aware").checked, outputs, request_id: id };
+                     three_d_aware: $("three-d-aware").checked, outputs };
     if ($("elevation").value !== "") fields.elevation = Number($("elevation").value);
     if ($("guidance").value !== "") fields.guidance_scale = Number($("guidance").value);
     let request;
@@ -178,8 +177,16 @@
     $("progress").value = 0;
     $("progress-text").textContent = "waiting for the model";
     const stop = { done: false };
-    followProgress(id, stop);
     try {
+      // The server makes the request's id (unguessable, one use): only this page can follow it.
+      const issued = await fetch("v1/requests", { method: "POST" });
+      if (issued.ok) {
+        const id = (await issued.json()).request_id;
+        fields.request_id = id;
+        if (request.body instanceof FormData) request.body.set("params", JSON.stringify(fields));
+        else request.body = JSON.stringify(fields);
+        followProgress(id, stop);
+      }
       const response = await fetch("v1/generate", request);
       const answer = await response.json().catch(() => ({ detail: response.statusText }));
       if (!response.ok) {
