@@ -25,6 +25,7 @@ from pipeline.logs import configure_logging  # noqa: E402
 configure_logging()  # first: sets what Ray, tqdm and the model libraries read at import
 
 from pipeline.cli import add_config_arguments, config_from_args, option  # noqa: E402
+from pipeline.disk import atomic_directory  # noqa: E402
 
 logger = logging.getLogger("jobs.convert_official")
 
@@ -55,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         if os.path.exists(config.output) and os.listdir(config.output):
             raise ValueError(f"{config.output} exists and is not empty: nothing is overwritten")
         pipe = convert_official(list(config.checkpoint), config.base)
-        pipe.save_pretrained(config.output)
+        with atomic_directory(config.output) as staging:  # a failure leaves no half-written model
+            pipe.save_pretrained(staging)
     except (ModelDirectoryError, ValueError, FileNotFoundError) as error:
         logger.error("%s", error)
         return 2

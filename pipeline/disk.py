@@ -3,12 +3,13 @@ exception chains), and checked before work that would fill it (a checkpoint's st
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
 import shutil
 import sys
-from typing import Any
+from typing import Any, Iterator
 
 FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
@@ -59,6 +60,27 @@ def disk_full_line(error: BaseException) -> str | None:
     detail = cause.strerror or str(cause)
     return (f"the disk is full{where}: {detail}. Free space there (or point the output, TMPDIR or Ray's temp dir "
             "elsewhere) and run the same command again: finished work is kept")
+
+
+@contextlib.contextmanager
+def atomic_directory(target: str) -> Iterator[str]:
+    """A staging folder beside local ``target`` to write into: when the block ends, it replaces
+    ``target`` (a previous one is moved aside until then, never a moment without one); when the
+    block raises (a full disk), it is removed and ``target`` stays as it was."""
+    target = target.rstrip(os.sep)
+    staging, previous = f"{target}.partial-{os.getpid()}", f"{target}.previous-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    os.makedirs(staging)
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    shutil.rmtree(previous, ignore_errors=True)
+    if os.path.exists(target):
+        os.replace(target, previous)
+    os.replace(staging, target)
+    shutil.rmtree(previous, ignore_errors=True)
 
 
 def require_free_space(folder: str, needed_bytes: int, what: str) -> None:

@@ -24,7 +24,7 @@ import ray.train
 import ray.train.torch
 import torch
 
-from pipeline.disk import require_free_space
+from pipeline.disk import atomic_directory, require_free_space
 from pipeline.logs import configure_logging
 from pipeline.train.config import EMA_SHARD, FINAL_MODEL, OPTIMIZER_SHARD, TRAINING_STATE, TrainConfig, WorkerConfig
 
@@ -316,19 +316,8 @@ def publish_final(save: Callable[[str], None], config: TrainConfig, mlflow: Any)
             filesystem, remote = fsspec.core.url_to_fs(target)
             filesystem.put(directory + "/", remote + "/", recursive=True)
         else:
-            staging = target + ".partial"
-            shutil.rmtree(staging, ignore_errors=True)
-            try:
-                shutil.copytree(directory, staging)
-            except BaseException:  # a full disk: the previous final model stays, no partial copy beside it
-                shutil.rmtree(staging, ignore_errors=True)
-                raise
-            previous = target + ".previous"  # moved aside, not deleted, until the new one is in place
-            shutil.rmtree(previous, ignore_errors=True)
-            if os.path.exists(target):
-                os.replace(target, previous)
-            os.replace(staging, target)
-            shutil.rmtree(previous, ignore_errors=True)
+            with atomic_directory(target) as staging:  # a full disk leaves the previous model whole
+                shutil.copytree(directory, staging, dirs_exist_ok=True)
         if mlflow is not None:
             if not remote_output:
                 mlflow.log_artifacts(directory, artifact_path=FINAL_MODEL)
