@@ -157,8 +157,10 @@ def test_serve_defaults_follow_the_cluster():
     assert (config.resolved(cluster_has_gpus=False).num_gpus, config.resolved(False).max_batch_size) == (0.0, 1)
     cpu_on_gpu_cluster = ServeConfig(model_dir="/m", num_gpus=0).resolved(True)
     assert (cpu_on_gpu_cluster.num_gpus, cpu_on_gpu_cluster.max_batch_size) == (0.0, 1)
-    explicit = ServeConfig(model_dir="/m", num_gpus=0.5, max_batch_size=2)
+    explicit = ServeConfig(model_dir="/m", num_gpus=0.5, max_batch_size=2, max_queued=3)
     assert explicit.resolved(False) == explicit
+    # The queue holds what the replicas can batch, four times over.
+    assert ServeConfig(model_dir="/m", max_replicas=2).resolved(True).max_queued == 4 * 4 * 2
     with pytest.raises(ValueError, match="max_batch_size must be at least 1"):
         ServeConfig(model_dir="/m", max_batch_size=0).resolved(True)
 

@@ -5,6 +5,7 @@ and a 2-worker fine-tune must place work on both nodes, with shards and checkpoi
 from __future__ import annotations
 
 import os
+import shutil
 
 import mlflow
 import pytest
@@ -23,7 +24,7 @@ def test_render_and_finetune_use_both_nodes(two_node_cluster, tmp_path, sample_a
     assets.mkdir()
     for index in range(4):
         for name in ("teapot.stl", "BoxTextured.glb"):
-            os.symlink(sample_assets / name, assets / f"{index}-{name}")
+            shutil.copy(sample_assets / name, assets / f"{index}-{name}")
     mlflow_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     summary = run_render_job(RenderJobConfig(
         input=str(assets), output=str(shared / "shards"), settings=RenderSettings(resolution=32, samples=2),

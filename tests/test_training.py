@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 
 import mlflow
 import pytest
@@ -35,7 +36,7 @@ def workspace(ray_local, tmp_path_factory, sample_assets):
     assets = root / "assets"
     assets.mkdir()
     for name in ("Duck.glb", "monkey.glb", "teapot.stl", "BoxTextured.glb"):
-        os.symlink(sample_assets / name, assets / name)
+        shutil.copy(sample_assets / name, assets / name)
     summary = run_render_job(RenderJobConfig(input=str(assets), output=str(root / "shards"),
                                              settings=RenderSettings(resolution=RESOLUTION, samples=2),
                                              mlflow_uri=f"sqlite:///{root}/mlflow.db"))
