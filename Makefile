@@ -1,7 +1,7 @@
 # Both targets install what they need into .venv first (scripts/setup.sh).
 PY := .venv/bin/python
 
-.PHONY: setup run test test-reference bench demo
+.PHONY: setup run test check test-reference bench demo
 setup:
 	bash scripts/setup.sh
 
@@ -9,9 +9,14 @@ setup:
 run: setup
 	$(PY) jobs/run_all.py --out out
 
-# The test suite (see README for its duration on 2 CPU cores).
+# Every test this machine can run (docs/running.md: the tiers and their durations on 2 CPU cores).
 test: setup
-	$(PY) -m pytest -m "not benchmark" $(PYTEST_ARGS)
+	$(PY) -m pytest --durations=20 $(PYTEST_ARGS)
+
+# The inner loop after each change: units, contracts, layout, the fast Serve and data tests; no Ray,
+# no learning runs, no browser (docs/running.md).
+check: setup
+	$(PY) -m pytest -m "not slow and not ray and not cluster and not gpu" --durations=20 $(PYTEST_ARGS)
 
 # The metrics against their reference libraries (torchvision's RAFT, torchmetrics' LPIPS), in
 # .venv-reference: PyPI's torch with its torchvision, which the CPU build of torch cannot have.

@@ -39,7 +39,7 @@ import camera
 from models.reconstructor.model import LGM
 from models.reconstructor.options import PRESETS
 from models.pipeline_videomv.pipeline_videomv import VideoMVPipeline
-from models.prompts import AUTHORS_NEGATIVE_PROMPT, CAPTION_SUFFIX
+from models.prompts import AUTHORS_NEGATIVE_PROMPT
 from models.variants import VARIANTS
 
 logger = logging.getLogger(__name__)
@@ -271,14 +271,13 @@ def convert_official(checkpoint: str | Iterable[str], base: str, tracking_uri: s
     variant = checkpoint_variant(unet_state)
     model = VideoMVPipeline.from_pretrained(base, tracking_uri=tracking_uri)
     if model.variant != variant:
-        published = {"t2v": "ModelScope's text-to-video-ms-1.7b", "i2v": "I2VGen-XL's i2vgen-xl"}[variant]
         raise CheckpointConversionError(f"--base {base} is an {model.variant} model; the checkpoint is the {variant} "
-                                        f"one: give {published} directory")
+                                        f"one: give the published {VARIANTS[variant].base_model} directory")
     unet = model.unet
     unet_state = split_fused_qkv(unet_state)
     names = modelscope_unet_names(unet_state, unet.config.layers_per_block)
     converted = convert_state(unet_state, names, unet.state_dict(), "UNet")
-    if variant == "i2v":
+    if VARIANTS[variant].takes_image:
         converted = fix_image_branch(converted, unet.config.in_channels)
     unet.load_state_dict(converted, strict=True)
     embedding = model.camera_embedding
@@ -287,7 +286,7 @@ def convert_official(checkpoint: str | Iterable[str], base: str, tracking_uri: s
     else:
         logger.warning("the checkpoint has no camera MLP (ModelScope's original UNet?): the camera embedding stays "
                        "zero, so the views will not follow the cameras")
-    embedding.register_to_config(prompt_suffix=CAPTION_SUFFIX if variant == "t2v" else None,
+    embedding.register_to_config(prompt_suffix=VARIANTS[variant].caption_suffix,
                                  negative_prompt=AUTHORS_NEGATIVE_PROMPT, fps=VARIANTS[variant].fps)
     reconstructor = None
     if lgm_state:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from models.prompts import CAPTION_SUFFIX
+
 
 @dataclass(frozen=True)
 class Variant:
@@ -32,6 +34,22 @@ class Variant:
     ema_decay: float | None  # None: no EMA kept
     fps: int | None = None  # the frame-rate condition fine-tuning and sampling give the UNet (image model)
     num_inference_steps: int = 50  # DDIM steps
+    takes_prompt: bool = True  # a text prompt conditions G; otherwise one image does (and the prompt is empty)
+    caption_suffix: str | None = None  # appended to every caption in fine-tuning and every prompt in sampling
+    unet_class: str = "UNet3DConditionModel"  # diffusers' class of the UNet
+    published_pipeline: str = "TextToVideoSDPipeline"  # diffusers' pipeline class of the published base model
+    base_model: str = "ModelScope-T2V"  # the published video model fine-tuned from
+    latent_channels: int | None = None  # the UNet's latent channels when its architecture fixes them
+
+    @property
+    def takes_image(self) -> bool:
+        """One image conditions G (the image model)."""
+        return not self.takes_prompt
+
+    @property
+    def input_name(self) -> str:
+        """What the user gives: "text" or "image" (for messages: "a text-to-multi-view model")."""
+        return "text" if self.takes_prompt else "image"
 
     @property
     def background_uint8(self) -> tuple[int, int, int]:
@@ -42,10 +60,13 @@ class Variant:
 _VIDEO_COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 VARIANTS: dict[str, Variant] = {
     "t2v": Variant("t2v", _VIDEO_COMPONENTS, guidance_scale=9.0, elevation=15.0, distance=2.0,
-                   background=(0.5, 0.5, 0.5), condition_dropout=0.1, offset_noise=0.0, ema_decay=None),
+                   background=(0.5, 0.5, 0.5), condition_dropout=0.1, offset_noise=0.0, ema_decay=None,
+                   caption_suffix=CAPTION_SUFFIX),
     "i2v": Variant("i2v", (*_VIDEO_COMPONENTS, "image_encoder", "feature_extractor"), guidance_scale=6.0,
                    elevation=5.0, distance=1.7, background=(1.0, 1.0, 1.0), condition_dropout=0.0,
-                   offset_noise=0.1, ema_decay=0.9999, fps=8),
+                   offset_noise=0.1, ema_decay=0.9999, fps=8, takes_prompt=False, unet_class="I2VGenXLUNet",
+                   published_pipeline="I2VGenXLPipeline", base_model="I2VGen-XL",
+                   latent_channels=4),  # I2VGenXLUNet's image-latent branch is built for 4
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import threading
@@ -47,8 +48,7 @@ def connect(**init_options: Any) -> None:
     initialised already. A SIGTERM then stops the job cleanly (``stop_cleanly_on_sigterm``), and
     a full disk ends it in one line, without Ray's traces of it (``quiet_disk_full_traces``)."""
     stop_cleanly_on_sigterm()
-    import ray.data  # noqa: F401  its loggers exist from here on
-
+    importlib.import_module("ray.data")  # its loggers exist from here on
     quiet_disk_full_traces()
     if ray.is_initialized():
         return

@@ -80,7 +80,7 @@ def run_encode(config: EncodeConfig) -> EncodeSummary:
     """Encode every ok orbit under ``config.data`` into latent shards under ``config.output``."""
     model_dir = resolve_model_dir(config.model)
     variant = detect_variant(model_dir)
-    if variant != "t2v":
+    if VARIANTS[variant].takes_image:
         raise ValueError(f"{config.model} is an image-to-multi-view model: precomputed latents hold the text "
                          "model's inputs only (the image model trains from the orbit shards)")
     check_resolution(config.data, config.resolution)

@@ -151,10 +151,10 @@ def build_tiny_model(config: LocalRunConfig, shards: str, path: str, mlflow_uri:
     import shutil
 
     from models.toy.autoencoder import train_autoencoder
-    from models.toy.tiny import build_tiny, save_tiny
+    from models.toy.tiny import TOY_LATENT_CHANNELS, build_tiny, save_tiny
     from pipeline.data.rows import shard_views
 
-    latent_channels = 8 if config.variant == "t2v" else 4
+    latent_channels = VARIANTS[config.variant].latent_channels or TOY_LATENT_CHANNELS
     model = build_tiny(config.variant, seed=config.seed, resolution=config.render_resolution, latent_downsample=8,
                        latent_channels=latent_channels, prediction="v")
     views = shard_views(shards, config.render_resolution, VARIANTS[config.variant].background)
@@ -200,11 +200,11 @@ def run_local(config: LocalRunConfig) -> dict[str, Any]:
                                 elevation_range=(config.elevation, config.elevation))))
     _done(start, f"{summary.rendered} rendered, {summary.skipped} already there, {summary.failed} failed")
 
-    start = _stage(2, f"the {'text' if config.variant == 't2v' else 'image'}-to-multi-view model to start from")
+    start = _stage(2, f"the {VARIANTS[config.variant].input_name}-to-multi-view model to start from")
     model = config.model or os.path.join(out, "models", f"tiny-{config.variant}")
     if config.model is None and not os.path.isdir(model):
         logger.info("building a tiny %s-layout model; training its VAE on the renders",
-                    "ModelScope-T2V" if config.variant == "t2v" else "I2VGen-XL")
+                    VARIANTS[config.variant].base_model)
         build_tiny_model(config, shards, model, mlflow_uri)
     autoencoder = None
     if os.path.isfile(os.path.join(model, AUTOENCODER_REPORT)):
@@ -259,10 +259,10 @@ def run_local(config: LocalRunConfig) -> dict[str, Any]:
     url = f"http://127.0.0.1:{port}"
     _done(start, f"listening on {url}")
 
-    what = (repr(config.prompt) if config.variant == "t2v"
+    what = (repr(config.prompt) if VARIANTS[config.variant].takes_prompt
             else f"from a view of {record_target(config)} at elevation {config.input_elevation:g}")
     start = _stage(6, f"generate {what} (3D-aware sampling, {config.sampling_steps} steps)")
-    view = input_view(config) if config.variant == "i2v" else None
+    view = input_view(config) if VARIANTS[config.variant].takes_image else None
     condition = {"prompt": config.prompt} if view is None else {"image": base64.b64encode(view).decode()}
     body = generate(url, {**condition, "seed": config.seed, "steps": config.sampling_steps,
                           "elevation": config.elevation, "guidance_scale": guidance_scale(config),

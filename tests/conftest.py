@@ -131,6 +131,16 @@ def pytest_configure(config) -> None:
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
 
+# Fixtures that start or join a Ray instance: their tests are the "ray" tier (make check leaves it out).
+RAY_FIXTURES = {"ray_local", "two_node_cluster", "own_ray"}
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        if RAY_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.ray)
+
+
 @pytest.fixture(scope="session")
 def duck_row(sample_assets) -> dict:
     """The Duck rendered by the render stage at 64 px (8 samples): one ok shard row."""

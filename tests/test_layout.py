@@ -167,3 +167,22 @@ def test_the_serve_ingress_loads_no_model_library(module):
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_a_variant_is_never_a_string_compared_outside_its_home():
+    """``models/variants.py`` is the one home of what differs between the text and the image model:
+    code asks a ``Variant`` (``VARIANTS[name].takes_prompt``...), never compares its name."""
+    names = {"t2v", "i2v"}
+    found = []
+    for module, path in MODULES.items():
+        if module == "models.variants" or not any(within(module, p) for p in (*PRODUCTION, "jobs")):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Compare):
+                operands = [node.left, *node.comparators]
+                constants = [o.value for o in operands if isinstance(o, ast.Constant)]
+                constants += [e.value for o in operands if isinstance(o, (ast.Tuple, ast.List, ast.Set))
+                              for e in o.elts if isinstance(e, ast.Constant)]
+                if names & {c for c in constants if isinstance(c, str)}:
+                    found.append(f"{module}:{node.lineno}: {ast.unparse(node)}")
+    assert found == []

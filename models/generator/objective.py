@@ -90,7 +90,7 @@ def diffusion_loss(
     """
     device = model.device
     if batch.posterior is not None:  # precomputed latents: the same draw the views would have given
-        if model.variant != "t2v" or batch.prompt_states is None or batch.negative_states is None:
+        if VARIANTS[model.variant].takes_image or batch.prompt_states is None or batch.negative_states is None:
             raise ValueError("precomputed latents need the t2v variant, prompt_states and negative_states")
         batch_size, frames = batch.posterior.shape[:2]
         latents = model.latents_from_posterior(batch.posterior.float(), generator).float()
@@ -116,7 +116,7 @@ def diffusion_loss(
         dropped = [rng.random() < condition_dropout for _ in range(batch_size)]
     else:
         dropped = [False] * batch_size
-    if batch.prompt_states is None and model.variant == "i2v" and batch.condition_images is None:
+    if batch.prompt_states is None and VARIANTS[model.variant].takes_image and batch.condition_images is None:
         raise ValueError("the i2v variant needs batch.condition_images")
     states = [None if s is None else s.float() for s in (batch.prompt_states, batch.negative_states)]  # fp16 stored
     unet_inputs = model.encode_condition(dropped, batch.prompts, batch.condition_images, negative_prompt, *states,

@@ -21,7 +21,7 @@ from typing import Any
 
 import diffusers
 import torch
-from diffusers import AutoencoderKL, I2VGenXLUNet, UNet3DConditionModel
+from diffusers import AutoencoderKL
 from diffusers.schedulers import DDIMScheduler, SchedulerMixin
 from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection
 
@@ -237,7 +237,7 @@ def load_components(location: str, num_frames: int | None = None, torch_dtype: t
     if weights_variant is not None:
         check_variant_present(model_dir, weights_variant)
         dtype["variant"] = weights_variant
-    unet_class = I2VGenXLUNet if variant == "i2v" else UNet3DConditionModel
+    unet_class = getattr(diffusers, VARIANTS[variant].unet_class)
     unet = _loaded("unet", model_dir, lambda: unet_class.from_pretrained(model_dir, subfolder="unet", **dtype),
                    unet_class, weights_variant)
     camera_dir = os.path.join(model_dir, CAMERA_FOLDER)
@@ -267,7 +267,7 @@ def load_components(location: str, num_frames: int | None = None, torch_dtype: t
         "scheduler": _loaded("scheduler", model_dir, lambda: scheduler_class(model_dir).from_pretrained(
             model_dir, subfolder="scheduler")),
     }
-    if variant == "i2v":
+    if VARIANTS[variant].takes_image:
         components["image_encoder"] = _loaded("image_encoder", model_dir, lambda: CLIPVisionModelWithProjection
                                               .from_pretrained(model_dir, subfolder="image_encoder", **dtype),
                                               CLIPVisionModelWithProjection, weights_variant)

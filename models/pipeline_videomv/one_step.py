@@ -20,6 +20,7 @@ from models.pipeline_videomv.pipeline_videomv import VideoMVPipeline
 from models.reconstructor.renders_vs_x0 import RendersVsX0
 from models.pipeline_videomv.three_d_aware import input_view_indices, reconstruct_views
 from models.generator.schedule import parametrisation, predict_x0
+from models.variants import VARIANTS
 
 AUTHORS_TIMESTEPS = (581, 381, 181)  # steps 20, 30, 40 of the authors' 50-step DDIM
 
@@ -64,8 +65,8 @@ def one_step_x0_latents(model: VideoMVPipeline, views: torch.Tensor, cameras: to
     timesteps = timesteps.to(latents.device)
     noise = torch.randn(latents.shape, generator=generator, device=latents.device)
     noisy = scheduler.add_noise(latents, noise, timesteps)
-    condition = model.encode_condition([False] * len(latents), prompts, views[:, 0] if model.variant == "i2v" else None,
-                                       num_frames=latents.shape[2])
+    image = views[:, 0] if VARIANTS[model.variant].takes_image else None
+    condition = model.encode_condition([False] * len(latents), prompts, image, num_frames=latents.shape[2])
     precision = (torch.autocast(latents.device.type, dtype=autocast_dtype) if autocast_dtype is not None
                  else contextlib.nullcontext())
     with precision:

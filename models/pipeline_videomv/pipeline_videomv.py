@@ -216,7 +216,7 @@ class VideoMVPipeline(DiffusionPipeline):
         defaults = {"guidance_scale": guidance, "elevation": elevation, "distance": distance,
                     "num_inference_steps": VARIANTS[self.variant].num_inference_steps,
                     "negative_prompt": negative_prompt_of(recorded), "prompt_suffix": recorded.get("prompt_suffix")}
-        if self.variant == "i2v":
+        if VARIANTS[self.variant].fps is not None:  # the image model's frame-rate condition
             defaults["fps"] = recorded.get("fps") or I2VGEN_XL_FPS
         return defaults
 
@@ -368,7 +368,7 @@ class VideoMVPipeline(DiffusionPipeline):
         position in the clip, (k + 1) / (F - 1)), ``image_embeddings`` [B, 1, D] (CLIP image
         embedding) and ``fps`` [B].
         """
-        if self.variant != "i2v":
+        if not VARIANTS[self.variant].takes_image:
             raise ValueError("image conditioning needs the i2v variant")
         device = self._execution_device
         pixels = ((images.float().cpu() + 1.0) / 2.0).clamp(0, 1)
@@ -397,7 +397,7 @@ class VideoMVPipeline(DiffusionPipeline):
         device = self._execution_device
         count, kept = len(unconditional), [not u for u in unconditional]
         keep = torch.tensor(kept, device=device)
-        if self.variant == "t2v":
+        if VARIANTS[self.variant].takes_prompt:
             if prompt_embeds is None and negative_prompt_embeds is None:  # texts: one text-encoder call
                 if prompts is None:
                     raise ValueError("the t2v model needs prompts")
@@ -526,9 +526,9 @@ class VideoMVPipeline(DiffusionPipeline):
             raise ValueError("give negative_prompt or negative_prompt_embeds, not both")
         if text == (image is not None):
             raise ValueError("give a prompt (text model) or an image (image model), not both")
-        if text and self.variant != "t2v":
+        if text and not VARIANTS[self.variant].takes_prompt:
             raise ValueError("this is an image-to-multi-view model: give image=, not prompt=")
-        if image is not None and self.variant != "i2v":
+        if image is not None and not VARIANTS[self.variant].takes_image:
             raise ValueError("this is a text-to-multi-view model: give prompt=, not image=")
         if output_type not in ("np", "pt", "pil", "latent"):
             raise ValueError(f"output_type must be np, pt, pil or latent, got {output_type!r}")

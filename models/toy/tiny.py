@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import diffusers
 import torch
-from diffusers import AutoencoderKL, I2VGenXLPipeline, I2VGenXLUNet, TextToVideoSDPipeline, UNet3DConditionModel
+from diffusers import AutoencoderKL, I2VGenXLUNet, UNet3DConditionModel
 from diffusers.schedulers import DDIMScheduler
 from transformers import (
     CLIPImageProcessor,
@@ -23,11 +24,12 @@ from transformers import (
 
 import camera
 from models.generator.camera_embedding import CameraEmbedding
-from models.variants import VARIANTS
+from models.variants import VARIANTS, variant_of
 from models.pipeline_videomv.pipeline_videomv import VideoMVPipeline
 from models.toy.pixel_vae import PixelShuffleVAE
 
 TINY_RESOLUTION = 32  # pixels; the tiny VAE downsamples 2x to 16x16 latents
+TOY_LATENT_CHANNELS = 8  # the main job's toy text model; a variant whose UNet fixes them uses its own
 _WIDTH = 32
 _VAE_WIDTHS = {2: (16, 32), 4: (16, 32, 64), 8: (16, 32, 64, 64)}  # spatial factor -> block widths
 
@@ -103,10 +105,11 @@ def build_tiny(variant: str, num_frames: int = camera.NUM_VIEWS, seed: int = 0, 
         layers_per_block=1, down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"),
         up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"), cross_attention_dim=_WIDTH, norm_num_groups=8,
     )
-    if variant == "i2v" and channels != 4:
-        raise ValueError(f"the i2v variant needs 4 latent channels (I2VGenXLUNet's image-latent branch is built "
-                         f"for 4), got latent_channels={channels}")
-    if variant == "t2v":
+    facts = variant_of(variant)
+    if facts.latent_channels is not None and channels != facts.latent_channels:
+        raise ValueError(f"the {variant} variant needs {facts.latent_channels} latent channels ({facts.unet_class} "
+                         f"is built for them), got latent_channels={channels}")
+    if facts.takes_prompt:
         unet = UNet3DConditionModel(attention_head_dim=8, **unet_config)
         extra = {}
         scheduler = t2v_scheduler()
@@ -143,11 +146,10 @@ def save_tiny(model: VideoMVPipeline, output_dir: str) -> str:
     camera_embedding/), as text-to-video-ms-1.7b and i2vgen-xl are published."""
     components = {"vae": model.vae, "text_encoder": model.text_encoder, "tokenizer": model.tokenizer,
                   "unet": model.unet, "scheduler": model.scheduler}
-    if model.variant == "i2v":
-        pipeline = I2VGenXLPipeline(**components, image_encoder=model.image_encoder,
-                                    feature_extractor=model.feature_extractor)
-    else:
-        pipeline = TextToVideoSDPipeline(**components)
+    published = getattr(diffusers, VARIANTS[model.variant].published_pipeline)
+    if VARIANTS[model.variant].takes_image:
+        components.update(image_encoder=model.image_encoder, feature_extractor=model.feature_extractor)
+    pipeline = published(**components)
     pipeline.save_pretrained(output_dir, safe_serialization=True)
     return output_dir
 

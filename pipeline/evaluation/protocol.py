@@ -167,7 +167,7 @@ def evaluate(config: EvaluationConfig, log: Callable[[str], None] | None = None)
     networks = MetricNetworks.from_paths(config.lpips_vgg, config.lpips_lin, config.clip, config.raft,
                                          config.raft_iterations).to(device)
     frames, resolution = pipe.num_frames, pipe.resolution
-    if pipe.variant == "t2v":
+    if VARIANTS[pipe.variant].takes_prompt:
         if not config.prompts:
             raise ValueError(f"{config.model} is a text-to-multi-view model: give a prompt file (--prompts)")
         task, samples = "text-to-multiview", load_prompts(config.prompts)[: config.max_samples]

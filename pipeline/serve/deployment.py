@@ -24,6 +24,7 @@ from models.mesh.fusion import MeshingError, MeshOptions
 from models.gaussians.rendering import backend_in_use, render_batch, warm_up
 from models.pipeline_videomv.pipeline_videomv import load_pipeline
 from models.precision import dtype_name
+from models.variants import VARIANTS
 from pipeline.serve.api import GenerationCancelled, GenerationTimedOut, Job
 from pipeline.serve.media import grid_image, orbit_gif, orbit_mp4, png_bytes, to_uint8
 from pipeline.tracking import tracking_uri
@@ -150,7 +151,8 @@ class VideoMVDeployment:
             check(f"after {index + 1} of {first.steps} steps")
             return tensors
 
-        inputs: dict[str, Any] = ({"prompt": [job.prompt for job in jobs]} if pipe.variant == "t2v"
+        takes_prompt = VARIANTS[pipe.variant].takes_prompt
+        inputs: dict[str, Any] = ({"prompt": [job.prompt for job in jobs]} if takes_prompt
                                   else {"image": torch.stack([job.image for job in jobs]) / 2 + 0.5})
         result = self.pipe(**inputs, num_inference_steps=first.steps, guidance_scale=first.guidance_scale,
                            elevation=first.elevation, three_d_aware=first.three_d_aware, three_d_aware_mode=first.mode,

@@ -277,9 +277,10 @@ def build_ingress(timeout_s: float, max_body_bytes: int = MAX_BODY_BYTES,
             request_model, image_bytes = await self._parse(request)
             if request_model.request_id is not None and not request_id_issued(secret, request_model.request_id):
                 raise HTTPException(422, "request_id was not made by this server: ask POST /v1/requests for one")
-            if info["variant"] == "t2v" and request_model.prompt is None:
+            variant = VARIANTS[info["variant"]]
+            if variant.takes_prompt and request_model.prompt is None:
                 raise HTTPException(400, "this is a text-to-multi-view model: give a prompt")
-            if info["variant"] == "i2v" and image_bytes is None:
+            if variant.takes_image and image_bytes is None:
                 raise HTTPException(400, "this is an image-to-multi-view model: give an image")
             if request_model.prompt is not None and image_bytes is not None:
                 raise HTTPException(400, "give either a prompt or an image, not both")

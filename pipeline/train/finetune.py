@@ -28,7 +28,7 @@ from models.pipeline_videomv.loading import EMA_FOLDER, detect_variant, resolve_
 from models.generator.ema import ShardedEMA, swapped_in, write_record
 from models.generator.objective import MultiViewBatch, diffusion_loss, reorder_orbits
 from models.variants import VARIANTS
-from models.prompts import AUTHORS_NEGATIVE_PROMPT, CAPTION_SUFFIX
+from models.prompts import AUTHORS_NEGATIVE_PROMPT
 from models.pipeline_videomv.pipeline_videomv import VideoMVPipeline
 from pipeline.cluster import connect
 from pipeline.data import shards
@@ -70,7 +70,7 @@ def finetune_loop(loop_config: dict[str, WorkerConfig]) -> None:
     seen = settings.training_cameras
     embedding.register_to_config(training_cameras=camera_ranges(
         seen["elevation"], seen["distance"], seen["fov"], previous=embedding.config.get("training_cameras")),
-        prompt_suffix=CAPTION_SUFFIX if model.variant == "t2v" else None, negative_prompt=config.negative_prompt,
+        prompt_suffix=VARIANTS[model.variant].caption_suffix, negative_prompt=config.negative_prompt,
         fps=VARIANTS[model.variant].fps)
     model.freeze_encoders()
     from_latents = bool(config.latents)
@@ -97,6 +97,7 @@ def finetune_loop(loop_config: dict[str, WorkerConfig]) -> None:
     images = (cycle_batches(ray.train.get_dataset_shard("images"), config.micro_batch, "image", **shuffle)
               if config.image_data else None)
     accumulation = config.accumulation_steps(worker.world_size)
+    takes_image = VARIANTS[model.variant].takes_image  # the first view conditions the image model
     # The image-or-orbit choice is the same on every rank (a function of the micro-step): each rank then
     # takes as many batches of each dataset, so all ranks reach an epoch's end at the same micro-step.
     # (Per-rank draws deadlock: streaming_split holds a new epoch until every split asks for it while
@@ -127,7 +128,7 @@ def finetune_loop(loop_config: dict[str, WorkerConfig]) -> None:
                                            negative_states=negative_states)
                 else:
                     batch = MultiViewBatch(views=inputs["views"], cameras=inputs["cameras"], prompts=inputs["prompts"],
-                                           condition_images=inputs["views"][:, 0] if model.variant == "i2v" else None)
+                                           condition_images=inputs["views"][:, 0] if takes_image else None)
                 sync = contextlib.nullcontext() if micro == accumulation - 1 or unet is model.denoiser else unet.no_sync()
                 with sync:
                     loss = diffusion_loss(model, batch, generator, config.condition_dropout, worker.autocast_dtype, unet,
@@ -169,7 +170,7 @@ def _log_samples(model: VideoMVPipeline, inputs: dict, config: TrainConfig, mlfl
     was_training = model.denoiser.training
     model.denoiser.eval()
     model.set_progress_bar_config(disable=True)
-    condition = ({"prompt": inputs["prompts"][:1]} if model.variant == "t2v"
+    condition = ({"prompt": inputs["prompts"][:1]} if VARIANTS[model.variant].takes_prompt
                  else {"image": inputs["views"][:1, 0] / 2 + 0.5})
     views = model(**condition, num_inference_steps=config.sample_steps, output_type="pt",
                  generator=torch.Generator().manual_seed(step)).frames
@@ -199,7 +200,8 @@ def run_finetune(config: TrainConfig) -> TrainSummary:
     variant = detect_variant(model_dir)
     config = with_variant_recipe(config, variant)
     if config.latents:
-        refused = [flag for flag, given in (("an image model", variant != "t2v"), ("--image-data", config.image_data),
+        refused = [flag for flag, given in (("an image model", VARIANTS[variant].takes_image),
+                                            ("--image-data", config.image_data),
                                             ("--sample-every", config.sample_every), ("--captions", config.captions),
                                             ("--materialize-data", config.materialize_data)) if given]
         if refused:
