@@ -25,6 +25,7 @@ def _blobs(count: int, size: int) -> torch.Tensor:
     return images
 
 
+@pytest.mark.slow
 def test_the_autoencoder_learns_and_sets_its_latent_scale(tmp_path):
     model = build_tiny("t2v", resolution=32, latent_downsample=8, latent_channels=8, prediction="v")
     images = _blobs(8, 32)

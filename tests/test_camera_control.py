@@ -24,6 +24,8 @@ def small_run() -> dict:
     return {row["setting"]: row for row in result["rows"]}
 
 
+@pytest.mark.slow
+@pytest.mark.ray
 def test_generated_views_beat_the_untrained_model_and_a_flat_image(small_run):
     trained = small_run["camera model"]["psnr"]
     assert trained > small_run["untrained model"]["psnr"] + 6.0, small_run
@@ -45,6 +47,8 @@ REVERSED = CameraControlConfig(
 )
 
 
+@pytest.mark.slow
+@pytest.mark.ray
 def test_reversed_cameras_give_the_reversed_orbit():
     result = run_camera_control(REVERSED)
     print(format_table(result))
@@ -71,6 +75,7 @@ def own_ray():
         ray.shutdown()
 
 
+@pytest.mark.slow
 def test_the_no_camera_control_trains_beside_the_camera_model(own_ray):
     """The benchmark's side-by-side path (two Ray tasks, one core each) gives both models, trained."""
     config = CameraControlConfig(

@@ -215,6 +215,7 @@ def fast_config(model: str, lgm: str, weights: dict[str, str], mlflow_uri: str, 
     return EvaluationConfig(**{**fields, **extra})
 
 
+@pytest.mark.slow
 def test_evaluate_text_to_multiview_side_by_side(tiny_models, weights, mlflow_uri, tmp_path):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("# T3Bench style\na red cube, 3d asset\n\na blue sphere, 3d asset\n")
@@ -240,6 +241,7 @@ def test_evaluate_text_to_multiview_side_by_side(tiny_models, weights, mlflow_ur
     assert {"results.csv", "table.md", "grids"} <= artifacts
 
 
+@pytest.mark.slow
 def test_evaluate_image_to_multiview_on_a_rendered_object(tiny_models, weights, mlflow_uri, duck_row, tmp_path):
     shards.write_shard_atomically(schema.rows_to_table([duck_row]), str(tmp_path / "held-out"), "shard-0.parquet")
     config = fast_config(tiny_models["i2v"], tiny_models["lgm"], weights, mlflow_uri, shards=str(tmp_path / "held-out"),
@@ -255,6 +257,7 @@ def test_evaluate_image_to_multiview_on_a_rendered_object(tiny_models, weights, 
     assert "chamfer" not in without.summary["plain"]
 
 
+@pytest.mark.slow
 def test_evaluate_errors_name_the_problem(tiny_models, weights, mlflow_uri, tmp_path):
     def attempt(**fields) -> None:
         evaluate(EvaluationConfig(**{"model": tiny_models["t2v"], "steps": 2, "mlflow_uri": mlflow_uri, **fields}))
@@ -282,6 +285,7 @@ def test_evaluate_errors_name_the_problem(tiny_models, weights, mlflow_uri, tmp_
     assert result.returncode == 2 and "ERROR jobs.evaluate: the 3d-aware setting needs a reconstructor" in result.stderr
 
 
+@pytest.mark.slow
 def test_gaussian_fit_scores_fall_as_the_views_grow_inconsistent(sample_assets):
     """The 12/12 fit on Blender's Duck: highest on the exact orbit, lower at every step of per-view
     azimuth jitter (2, 5, 10 degrees), so the protocol's score can tell consistency (small scale)."""

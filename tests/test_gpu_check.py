@@ -7,9 +7,12 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
 def test_the_gpu_check_suite_runs_on_the_cpu_with_tiny_models(tmp_path):
     table = tmp_path / "table.md"
     done = subprocess.run([sys.executable, "benchmarks/gpu_check.py", "--smoke", "--markdown", str(table)], cwd=REPO,

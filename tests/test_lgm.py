@@ -154,6 +154,7 @@ def test_reconstruction_loss_with_and_without_lpips(tmp_path):
         assert torch.equal(bundled.state_dict()[name], tensor), name
 
 
+@pytest.mark.slow
 def test_tiny_reconstructor_learns_a_rendered_object(overfit_duck):
     _, _, result = overfit_duck
     assert result.psnr_after > result.psnr_before + 5.0, result
@@ -185,6 +186,7 @@ def test_supervision_at_the_targets_own_resolution():
 SEEDS = (0, 1, 2)
 
 
+@pytest.mark.slow
 def test_our_renders_through_lgms_camera_setting(sample_assets):
     """A reconstructor of LGM's own camera setting (fov 49.1, radius 1.5, as the official weights),
     overfit on the Duck rendered by Blender at that setting, and on the Duck rendered at ours

@@ -20,6 +20,8 @@ from conftest import REPO_ROOT
 from models.gaussians.ply import load_ply
 from models.reconstructor.renders_vs_x0 import RendersVsX0
 
+pytestmark = [pytest.mark.slow, pytest.mark.ray]  # the whole pipeline, its own Ray, minutes
+
 CURSOR_OR_COLOUR = re.compile(r"\x1b\[|\r")
 
 

@@ -54,6 +54,7 @@ def sphere_mesh():
     return gaussians, views, c2w, mesh_from_gaussians(gaussians, views, c2w)
 
 
+@pytest.mark.slow
 def test_a_sphere_of_gaussians_meshes_to_a_closed_sphere(sphere_mesh):
     _, _, _, mesh = sphere_mesh
     surface = mesh.watertight
@@ -66,6 +67,7 @@ def test_a_sphere_of_gaussians_meshes_to_a_closed_sphere(sphere_mesh):
     assert scores["chamfer"] < 0.015 and scores["fscore"] > 0.99 and scores["volume_iou"] > 0.9, scores
 
 
+@pytest.mark.slow
 def test_a_box_of_gaussians_meshes_to_the_box_and_the_top_and_bottom_are_closed():
     """One orbit at 15 degrees never sees the bottom: the extra camera rings close it."""
     box = trimesh.creation.box(extents=(0.7, 0.4, 0.5))

@@ -193,6 +193,7 @@ def fixed_batch(variant: str, frames: int = 24) -> MultiViewBatch:
 
 
 @pytest.mark.parametrize("variant, steps", [("t2v", 30), ("i2v", 20)])
+@pytest.mark.slow
 def test_the_objective_can_learn_a_fixed_batch(tiny_dirs, variant, steps):
     torch.manual_seed(0)
     model = load(tiny_dirs, variant)
@@ -244,6 +245,7 @@ def test_mixed_precision_dropout_and_one_frame_image_batches(tiny_dirs):
     assert torch.isfinite(a)
 
 
+@pytest.mark.slow
 def test_make_tiny_command(tmp_path):
     output = tmp_path / "tiny"
     result = subprocess.run([sys.executable, str(REPO_ROOT / "jobs" / "make_tiny.py"), "--variant", "t2v",

@@ -193,6 +193,7 @@ def test_the_full_size_image_checkpoint_maps_onto_i2vgen_xl():
     assert len(converted) == len(unet.state_dict()) == 1511 and len(camera) == 4
 
 
+@pytest.mark.slow
 def test_the_convert_command_writes_a_pipeline_every_job_loads(tiny_base, tmp_path):
     from models.pipeline_videomv.pipeline_videomv import VideoMVPipeline
 

@@ -169,6 +169,7 @@ def small_disk(tmp_path):
     subprocess.run(["umount", str(folder)], check=True)
 
 
+@pytest.mark.ray
 def test_a_full_disk_ends_the_render_job_in_one_line(tmp_path, small_disk):
     """Issue 40 F10: a full disk ended the job in 140-odd lines of Ray's traces (one asking to report
     a Ray bug). Now one line names it, exit 1, and no partial shard is left."""

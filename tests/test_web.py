@@ -14,6 +14,8 @@ from PIL import Image
 
 from conftest import start_tiny_serve_app
 
+pytestmark = [pytest.mark.slow]  # a real browser on the demo page, minutes
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 if CHROMIUM is None:
     pytest.skip("no Chromium on this machine: scripts/setup.sh installs Debian's chromium where it can "
