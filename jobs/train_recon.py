@@ -33,9 +33,7 @@ logger = logging.getLogger("jobs.train_recon")
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_arguments(parser, TrainConfig, defaults=RECON_TRAIN_DEFAULTS,
-                         exclude=("image_data", "image_ratio", "sample_every", "sample_steps", "latents",
-                                  "condition_dropout", "negative_prompt", "offset_noise", "ema_decay"))
+    add_config_arguments(parser, TrainConfig, defaults=RECON_TRAIN_DEFAULTS, exclude=TrainConfig.FINETUNE_ONLY)
     add_config_arguments(parser, ReconConfig)
     return parser
 

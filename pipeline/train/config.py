@@ -4,14 +4,11 @@ and ``WorkerConfig``, what the driver hands every Ray Train worker (typed, not a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any
 
 from models.reconstructor.options import PRESETS
 from pipeline.cli import option
 from pipeline.tracking import ARTIFACTS_HELP
-
-if TYPE_CHECKING:  # the trainers import this module
-    from pipeline.train.finetune import FinetuneSettings
 
 TRAINING_STATE = "training_state.pt"
 OPTIMIZER_SHARD = "optimizer_shard_{rank}.pt"  # zero1: each rank's part of the optimizer state
@@ -27,6 +24,9 @@ class TrainConfig:
     LOCATIONS = {
         "model": "input", "output": "output", "data": "input", "latents": "input", "captions": "input",
         "image_data": "input", "mlflow_uri": "tracking", "mlflow_artifacts": "output"}
+    # Fields only fine-tuning G reads: jobs/train_recon.py offers the others.
+    FINETUNE_ONLY = ("image_data", "image_ratio", "sample_every", "sample_steps", "latents", "condition_dropout",
+                     "negative_prompt", "offset_noise", "ema_decay")
 
     model: str = option(help="diffusers directory of G (ModelScope T2V / I2VGen-XL layout, or fine-tuned)")
     output: str = option(help="storage path for checkpoints and the final model (folder or URI)")
@@ -142,7 +142,7 @@ class WorkerConfig:
     variant: str
     mlflow_run_id: str
     mlflow_tracking_uri: str
-    job: FinetuneSettings | ReconConfig | None = None
+    job: Any = None  # the trainer's own settings; this module does not name the trainers (they import it)
 
 
 TARGET_BACKGROUNDS = ("random", "variant")
