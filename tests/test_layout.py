@@ -48,23 +48,13 @@ def project_modules() -> dict[str, pathlib.Path]:
 MODULES = project_modules()
 
 
-def _type_checking_only(node: ast.AST, parents: dict[ast.AST, ast.AST]) -> bool:
-    while node in parents:
-        node = parents[node]
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            return True
-    return False
-
-
 def imports_of(path: pathlib.Path) -> set[str]:
-    """Every module ``path`` imports at run time, anywhere in it (module level or inside functions;
-    ``if TYPE_CHECKING`` blocks left out); ``from a import b`` counts ``a.b`` when that is a module."""
+    """Every module ``path`` imports, anywhere in it (module level, inside functions, and in
+    ``if TYPE_CHECKING`` blocks: a type-only import is an arrow too); ``from a import b`` counts
+    ``a.b`` when that is a module."""
     tree = ast.parse(path.read_text())
-    parents = {child: parent for parent in ast.walk(tree) for child in ast.iter_child_nodes(parent)}
     found: set[str] = set()
     for node in ast.walk(tree):
-        if _type_checking_only(node, parents):
-            continue
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and not node.level:

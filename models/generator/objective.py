@@ -24,15 +24,35 @@ from __future__ import annotations
 import contextlib
 import random
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
 
 from models.variants import VARIANTS
 
-if TYPE_CHECKING:  # G is the pipeline object; only its type is needed here
-    from models.pipeline_videomv.pipeline_videomv import VideoMVPipeline
+
+class MultiViewModel(Protocol):
+    """What the objective needs of G (``VideoMVPipeline`` is one): named here, so that the
+    generator's parts do not import the pipeline that is built from them."""
+
+    variant: str
+    scheduler: Any
+
+    @property
+    def denoiser(self) -> torch.nn.Module: ...
+
+    @property
+    def device(self) -> torch.device: ...
+
+    def encode_condition(self, unconditional: Any, prompts: Any = None, images: Any = None, *args: Any,
+                         **kwargs: Any) -> dict[str, torch.Tensor]: ...
+
+    def encode_views(self, views: torch.Tensor, generator: torch.Generator | None = None,
+                     **kwargs: Any) -> torch.Tensor: ...
+
+    def latents_from_posterior(self, parameters: torch.Tensor, generator: torch.Generator | None = None,
+                               **kwargs: Any) -> torch.Tensor: ...
 
 
 CONDITION_DROPOUT = VARIANTS["t2v"].condition_dropout
@@ -64,7 +84,7 @@ class MultiViewBatch:
 
 
 def diffusion_loss(
-    model: "VideoMVPipeline",
+    model: MultiViewModel,
     batch: MultiViewBatch,
     generator: torch.Generator | None = None,
     condition_dropout: float = CONDITION_DROPOUT,

@@ -49,14 +49,15 @@ from models.gaussians.gaussians import Gaussians
 from camera.training_cameras import camera_problems, inside
 from models.generator.camera_embedding import CameraEmbedding
 from models.generator.ema import warn_if_stale
-from models.generator.schedule import parametrisation, scheduler_step_kwargs
+from models.generator.schedule import output_from_x0, parametrisation, predict_x0, scheduler_step_kwargs
 from models.generator.unet import MultiViewUNet
 from models.pipeline_videomv.three_d_aware import (
     MODES,
+    input_view_indices,
     measured_steps,
+    reconstruct_inputs,
     reconstruct_views,
     reconstruction_steps,
-    replace_x0,
     to_world,
 )
 from models.pipeline_videomv.image_input import condition_images
@@ -472,6 +473,19 @@ class VideoMVPipeline(DiffusionPipeline):
         return flat.split(self.vae_chunk_size or len(flat))
 
     @torch.no_grad()
+    def replace_x0(self, sample: torch.Tensor, output: torch.Tensor, timestep: torch.Tensor,
+                   cameras: torch.Tensor) -> torch.Tensor:
+        """The 3D-aware step (paper 3.4): the model ``output`` at ``sample`` (x_t) recomputed so that
+        its x0 is the reconstructor's render of x0. Decode the reconstructor's input views of x0 only
+        (as the authors do), reconstruct, render every camera on the variant's background, re-encode
+        (posterior mean); the helpers are in ``three_d_aware``."""
+        x0 = predict_x0(self.scheduler, sample, output.float(), timestep)
+        indices = list(input_view_indices(cameras.shape[1], self.reconstructor.options.num_input_views))
+        inputs = (self.decode_latents(x0[:, :, indices]) / 2 + 0.5).clamp(0, 1)
+        rendered, _, _ = reconstruct_inputs(self.reconstructor, inputs, cameras, self.background, self.resolution)
+        new_x0 = self.encode_views(rendered * 2 - 1, sample=False).float()
+        return output_from_x0(self.scheduler, sample, new_x0, timestep)
+
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Scaled latents [B, C, F, h, w] -> views [B, F, 3, H, W] in [-1, 1], ``vae_chunk_size`` frames per call."""
         batch, frames = latents.shape[0], latents.shape[2]
@@ -666,13 +680,13 @@ class VideoMVPipeline(DiffusionPipeline):
                     baseline, output = output.chunk(2) if guided else (None, output)
                     if index in reconstruct_at:
                         if three_d_aware_mode == "two" and guided:  # the authors': both x0, then guidance
-                            output = replace_x0(self, latents, output, timestep, cameras)
-                            baseline = replace_x0(self, latents, baseline, timestep, cameras)
+                            output = self.replace_x0(latents, output, timestep, cameras)
+                            baseline = self.replace_x0(latents, baseline, timestep, cameras)
                             reconstructions += 2
                         else:  # "one": the guided x0, once
                             if guided:
                                 output, baseline = baseline + guidance_scale * (output - baseline), None
-                            output = replace_x0(self, latents, output, timestep, cameras)
+                            output = self.replace_x0(latents, output, timestep, cameras)
                             reconstructions += 1
                     if baseline is not None:
                         output = baseline + guidance_scale * (output - baseline)

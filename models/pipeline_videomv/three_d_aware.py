@@ -1,4 +1,5 @@
-"""3D-aware denoising (paper 3.4): the helpers ``VideoMVPipeline.__call__`` calls at its 3D-aware steps.
+"""3D-aware denoising (paper 3.4): the helpers of ``VideoMVPipeline.replace_x0``, the step
+``__call__`` takes at its 3D-aware steps.
 
 At the chosen steps the predicted x0 is decoded, views 0, 6, 12, 18 go through the reconstructor,
 the Gaussians are rendered at all cameras on the variant's background, re-encoded, and REPLACE x0;
@@ -14,17 +15,12 @@ is used only at the steps where its renders were measured not worse than x0 (by 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 import torch
 
 from models.gaussians.gaussians import Gaussians
 from models.gaussians.rendering import render_batch
-from models.generator.schedule import output_from_x0, predict_x0
 from models.reconstructor.model import LGM
-
-if TYPE_CHECKING:  # the pipeline imports this module; only its type is needed here
-    from models.pipeline_videomv.pipeline_videomv import VideoMVPipeline
 
 logger = logging.getLogger(__name__)
 AUTHORS_STEPS = (20, 30, 40)  # step indices of 50 where the official code reconstructs (t = 581, 381, 181)
@@ -89,16 +85,3 @@ def measured_steps(reconstructor: LGM | None, steps: tuple[int, ...], timesteps:
         logger.info("3D-aware reconstruction left out at t = %s: the reconstructor's renders were measured worse "
                     "than x0 there", left_out)
     return kept
-
-
-def replace_x0(pipe: "VideoMVPipeline", sample: torch.Tensor, output: torch.Tensor, timestep: torch.Tensor,
-               cameras: torch.Tensor) -> torch.Tensor:
-    """The model ``output`` at ``sample`` (x_t) recomputed so that its x0 is the reconstructor's
-    render of x0: decode the reconstructor's input views of x0 only (as the authors do), reconstruct,
-    render every camera on the variant's background, re-encode (posterior mean)."""
-    x0 = predict_x0(pipe.scheduler, sample, output.float(), timestep)
-    indices = list(input_view_indices(cameras.shape[1], pipe.reconstructor.options.num_input_views))
-    inputs = (pipe.decode_latents(x0[:, :, indices]) / 2 + 0.5).clamp(0, 1)
-    rendered, _, _ = reconstruct_inputs(pipe.reconstructor, inputs, cameras, pipe.background, pipe.resolution)
-    new_x0 = pipe.encode_views(rendered * 2 - 1, sample=False).float()
-    return output_from_x0(pipe.scheduler, sample, new_x0, timestep)
