@@ -4,7 +4,7 @@ fp16 on CUDA is the published models' own precision (ModelScope T2V and I2VGen-X
 weights; LGM's official file is ``model_fp16_fixrot.safetensors``); on a CPU fp32 is the default,
 since half-precision CPU kernels are slow or missing. bf16 works on both (recent CPUs and Ampere or
 newer GPUs). The scheduler's arithmetic, latents and Gaussian rasterisation stay in float32 whatever
-the weights' dtype (``models.pipeline_videomv.sampling``, ``models.gaussians.rendering``).
+the weights' dtype (``pipeline.experiments.sampling``, ``models.gaussians.rendering``).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from models.pipeline_videomv.pipeline_videomv import VideoMVPipeline, load_pipel
 from models.reconstructor.loss import ReconstructionLoss
 from models.reconstructor.training import reconstruction_step
 from models.reconstructor.model import LGM
-from models.pipeline_videomv.sampling import SamplingConfig
+from pipeline.experiments.sampling import SamplingConfig
 from models.pipeline_videomv.one_step import one_step_x0
 from models.toy.tiny import build_tiny
 

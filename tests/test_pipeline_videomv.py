@@ -19,7 +19,7 @@ from diffusers import DiffusionPipeline, DPMSolverMultistepScheduler
 from models import VideoMVPipeline
 from models.reconstructor.model import LGM
 from models.reconstructor.renders_vs_x0 import RendersVsX0
-from models.pipeline_videomv.sampling import SamplingConfig, sample_views
+from pipeline.experiments.sampling import SamplingConfig, sample_views
 from models.toy.tiny import make_tiny
 
 STEPS = 3

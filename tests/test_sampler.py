@@ -13,7 +13,7 @@ from models.reconstructor.model import LGM
 from models.reconstructor.training import psnr
 from models.reconstructor.renders_vs_x0 import RendersVsX0
 from models.pipeline_videomv.pipeline_videomv import VideoMVPipeline
-from models.pipeline_videomv.sampling import SamplingConfig, sample_views
+from pipeline.experiments.sampling import SamplingConfig, sample_views
 from models.pipeline_videomv.three_d_aware import (
     input_view_indices,
     measured_steps,

@@ -35,7 +35,7 @@ from models.metrics.scores import MetricNetworks, score_text_to_multiview
 from models.gaussians.fit import FitConfig
 from models.pipeline_videomv.pipeline_videomv import load_pipeline
 from models.prompts import with_suffix
-from models.pipeline_videomv.sampling import SamplingConfig
+from pipeline.experiments.sampling import SamplingConfig
 from models.pipeline_videomv.three_d_aware import reconstruction_steps
 from models.variants import VARIANTS
 from models.reconstructor.renders_vs_x0 import RendersVsX0

@@ -1,5 +1,5 @@
-"""Sampling from a ``SamplingConfig``: the pipeline's call as a config (for experiments and jobs
-whose flags come from a dataclass) and a result in tensors.
+"""Sampling from a ``SamplingConfig``: the pipeline's call as a config and a result in tensors,
+for the experiments and their tests (production code calls the pipeline itself).
 
 ``sample_views(pipe, prompts=..., config=...)`` is ``pipe(...)`` with the config's steps, guidance,
 cameras, seeds (one CPU generator per sample) and 3D-aware steps; the loop is ``VideoMVPipeline.__call__``.
