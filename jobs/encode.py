@@ -18,7 +18,7 @@ import sys
 
 sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-from pipeline.disk import disk_full_line  # noqa: E402
+from pipeline.disk import log_if_disk_full  # noqa: E402
 from pipeline.logs import configure_logging  # noqa: E402
 
 configure_logging()  # first: sets what Ray, tqdm and the model libraries read at import
@@ -46,10 +46,8 @@ def main(argv: list[str] | None = None) -> int:
         logger.error("%s", error)
         return 2
     except Exception as error:  # a full disk is one line, whatever wrapped it on the way (Ray, a worker)
-        line = disk_full_line(error)
-        if line is None:
+        if not log_if_disk_full(error, logger):
             raise
-        logger.error("%s", line)
         return 1
     return 0
 

@@ -83,6 +83,15 @@ def atomic_directory(target: str) -> Iterator[str]:
     shutil.rmtree(previous, ignore_errors=True)
 
 
+def log_if_disk_full(error: BaseException, logger: logging.Logger) -> bool:
+    """Log ``disk_full_line(error)`` and return True when a full disk caused ``error``: a job's
+    ``except`` then ends with exit 1, and re-raises anything else."""
+    line = disk_full_line(error)
+    if line is not None:
+        logger.error("%s", line)
+    return line is not None
+
+
 def require_free_space(folder: str, needed_bytes: int, what: str) -> None:
     """``DiskFullError`` unless ``folder``'s filesystem has ``needed_bytes`` free for ``what``."""
     free = shutil.disk_usage(folder).free
