@@ -86,7 +86,8 @@ class CameraControlConfig:
 
 def build_miniature(config: CameraControlConfig):
     """The tiny text-to-multi-view G on pixel-shuffle latents, with the configured schedule."""
-    model = build_tiny("t2v", seed=config.seed, pixel_latents=True, resolution=config.resolution)
+    model = build_tiny("t2v", num_frames=config.frames, seed=config.seed, pixel_latents=True,
+                       resolution=config.resolution)
     if config.prediction == "v":
         model.scheduler = i2v_scheduler()
     elif config.prediction != "eps":

@@ -20,25 +20,37 @@ function create(canvas, { elevation = 15, distance = 2.2 } = {}) {
   const angle = (elevation * Math.PI) / 180;
   camera.position.set(0, distance * Math.sin(angle), distance * Math.cos(angle));
   const controls = new OrbitControls(camera, canvas);
-  orbitByKeyboard(canvas, (dAzimuth, dElevation) => {
-    const offset = camera.position.clone().sub(controls.target);
-    const spherical = new THREE.Spherical().setFromVector3(offset);
-    spherical.theta += (dAzimuth * Math.PI) / 180;
-    spherical.phi = Math.min(Math.max(spherical.phi - (dElevation * Math.PI) / 180, 0.01), Math.PI - 0.01);
-    camera.position.copy(controls.target).add(offset.setFromSpherical(spherical));
-  }, (factor) => {
-    camera.position.sub(controls.target).multiplyScalar(factor).add(controls.target);
-  });
-  let model = null;
-  renderer.setAnimationLoop(() => {
+  // Drawn on demand (three.js's pattern without damping): a still mesh costs nothing, which matters
+  // on software WebGL and on a battery.
+  let model = null, pending = false;
+  function draw() {
+    pending = false;
     const width = canvas.clientWidth, height = canvas.clientHeight;
     if (width && height && (canvas.width !== Math.round(width * renderer.getPixelRatio()))) {
       renderer.setSize(width, height, false);
       camera.aspect = width / height;
       camera.updateProjectionMatrix();
     }
-    controls.update();
     renderer.render(scene, camera);
+  }
+  function requestDraw() {
+    if (!pending) {
+      pending = true;
+      requestAnimationFrame(draw);
+    }
+  }
+  controls.addEventListener("change", requestDraw);
+  new ResizeObserver(requestDraw).observe(canvas);
+  orbitByKeyboard(canvas, (dAzimuth, dElevation) => {
+    const offset = camera.position.clone().sub(controls.target);
+    const spherical = new THREE.Spherical().setFromVector3(offset);
+    spherical.theta += (dAzimuth * Math.PI) / 180;
+    spherical.phi = Math.min(Math.max(spherical.phi - (dElevation * Math.PI) / 180, 0.01), Math.PI - 0.01);
+    camera.position.copy(controls.target).add(offset.setFromSpherical(spherical));
+    controls.update();
+  }, (factor) => {
+    camera.position.sub(controls.target).multiplyScalar(factor).add(controls.target);
+    controls.update();
   });
   return {
     load(buffer) {
@@ -55,6 +67,7 @@ function create(canvas, { elevation = 15, distance = 2.2 } = {}) {
             faces += (geometry.index ? geometry.index.count : geometry.attributes.position.count) / 3;
           });
           scene.add(model);
+          requestDraw();
           resolve(faces);
         }, reject);
       });
