@@ -30,6 +30,15 @@ def worker_environment() -> dict[str, str]:
     return {name: value for name, value in environment.items() if name not in owned}
 
 
+def point_at_own_cluster() -> None:
+    """Every worker's setup hook: Ray's own helpers inside a worker (Ray Train's placement-group
+    cleaner polls the state API) look their cluster up as "auto", which on a machine running two
+    clusters fails with "Found multiple active Ray instances" and a 30-line traceback in the job's
+    log. A worker knows which cluster it belongs to: say so in ``RAY_ADDRESS``. This covers a local
+    cluster too, whose address is not known before ``ray.init`` starts it."""
+    os.environ.setdefault("RAY_ADDRESS", ray.get_runtime_context().gcs_address)
+
+
 def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(f"stopped by signal {signum}")
 
@@ -54,4 +63,5 @@ def connect(**init_options: Any) -> None:
         return
     runtime_env = dict(init_options.pop("runtime_env", None) or {})
     runtime_env["env_vars"] = {**worker_environment(), **runtime_env.get("env_vars", {})}
+    runtime_env.setdefault("worker_process_setup_hook", point_at_own_cluster)
     ray.init(runtime_env=runtime_env, **init_options)

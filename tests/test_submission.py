@@ -95,3 +95,27 @@ def test_ray_job_stop_ends_a_job_through_its_cleanup(tmp_path):
             "    print('cleaned up')\n")
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "cleaned up", done.stderr
+
+
+@pytest.mark.ray
+def test_a_local_jobs_workers_find_their_own_cluster_beside_another(ray_local, tmp_path):
+    """A job that starts its own local cluster while another runs on the machine (here the suite's):
+    inside its workers, Ray's "auto" lookups (Ray Train's placement-group cleaner polls the state API
+    so) find the job's cluster, not "multiple active Ray instances" and a traceback in its log."""
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT
+
+    code = ("import os, ray\n"
+            "from ray._private.services import canonicalize_bootstrap_address\n"
+            "from pipeline.cluster import connect\n"
+            "connect(num_cpus=1, include_dashboard=False)\n"
+            "@ray.remote\n"
+            "def lookup():\n"
+            "    return canonicalize_bootstrap_address('auto')  # what the state API resolves\n"
+            "assert ray.get(lookup.remote()) == ray.get_runtime_context().gcs_address\n"
+            "print('own cluster')\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "own cluster", done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
