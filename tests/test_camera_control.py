@@ -1,7 +1,7 @@
-"""G learns: a small memorisation run through the real objective, optimiser, schedule and sampler,
-scored against the untrained model and a flat image, and a small reversed-orbit run showing that
-the cameras, not frame order, set the views (the full experiment with held-out cameras and camera
-controls is benchmarks/camera_control.py; docs/results.md)."""
+"""G learns, and the cameras set its views: one small learning run through the real objective,
+optimiser, schedule and sampler, scored against the untrained model and a flat image, and sampled
+with its orbit's cameras reversed (the full experiment with held-out cameras and camera controls is
+benchmarks/camera_control.py; docs/results.md)."""
 
 from __future__ import annotations
 
@@ -9,53 +9,41 @@ import pytest
 
 from pipeline.experiments.camera_control import CameraControlConfig, format_table, run_camera_control
 
-SMALL = CameraControlConfig(
-    objects=(("Duck.glb", "a yellow rubber duck"), ("monkey.glb", "a grey monkey head")),
-    resolution=16, samples=2, train_elevations=(10.0, 25.0), cases=("training cameras",),
-    controls=("untrained",), steps=700, sampling_steps=10, seed=0,
-    roll_orbits=False, reverse_orbits=False, cosine_decay=False,
+# One object at one elevation, trained on orbits rolled to random starts and run either way, so
+# only the cameras say which view a frame is; then sampled with the orbit's cameras, forward and
+# reversed. One run carries both claims (G learns; the cameras, not frame order, set the views).
+# Measured (2026-12-06, 1 core): 12 views, one orbit per step, 1,000 steps in 4 min: 20.1 dB against
+# 7.6 dB untrained and 13.4 dB for the flat image; reversed 20.1 dB against the reversed truth and
+# 17.5 dB against the forward one. The UNet and the camera embedding take any number of frames; the
+# 24-view figures at the experiment's size are the benchmark's (docs/results.md).
+REVERSED_MARGIN_DB = 1.5
+RUN = CameraControlConfig(
+    objects=(("Duck.glb", "a yellow rubber duck"),), resolution=16, samples=2, train_elevations=(15.0,),
+    cases=("training cameras",), controls=("untrained", "reversed"), frames=12, steps=1000, batch_size=1,
+    sampling_steps=10, seed=0, roll_orbits=True, reverse_orbits=True, cosine_decay=True,
 )
 
 
 @pytest.fixture(scope="module")
-def small_run() -> dict:
-    result = run_camera_control(SMALL)
+def learned() -> dict:
+    result = run_camera_control(RUN)
     print(format_table(result))
     return {row["setting"]: row for row in result["rows"]}
 
 
 @pytest.mark.slow
-@pytest.mark.ray
-def test_generated_views_beat_the_untrained_model_and_a_flat_image(small_run):
-    trained = small_run["camera model"]["psnr"]
-    assert trained > small_run["untrained model"]["psnr"] + 6.0, small_run
-    assert trained > small_run["flat background image"]["psnr"] + 2.0, small_run
-    assert small_run["camera model"]["ssim"] > small_run["flat background image"]["ssim"] + 0.2, small_run
-
-
-# Measured: at 1,000 steps the reversed orbit scores 22.3 dB against the reversed truth and 19.1 dB
-# against the forward truth (3.2 dB apart; 500 steps: 0.6 dB, 1,500 steps: 6.2 dB); about 3 min.
-REVERSED_STEPS = 1000
-REVERSED_MARGIN_DB = 1.5
-
-# One object, one elevation, trained on orbits rolled to random starts and run either way, so only
-# the cameras say which view a frame is; then sampled with the orbit's cameras reversed.
-REVERSED = CameraControlConfig(
-    objects=(("Duck.glb", "a yellow rubber duck"),), resolution=16, samples=2, train_elevations=(15.0,),
-    cases=("training cameras",), controls=("reversed",), steps=REVERSED_STEPS, sampling_steps=10, seed=0,
-    roll_orbits=True, reverse_orbits=True, cosine_decay=True,
-)
+def test_generated_views_beat_the_untrained_model_and_a_flat_image(learned):
+    trained = learned["camera model"]["psnr"]
+    assert trained > learned["untrained model"]["psnr"] + 6.0, learned
+    assert trained > learned["flat background image"]["psnr"] + 2.0, learned
+    assert learned["camera model"]["ssim"] > learned["flat background image"]["ssim"] + 0.2, learned
 
 
 @pytest.mark.slow
-@pytest.mark.ray
-def test_reversed_cameras_give_the_reversed_orbit():
-    result = run_camera_control(REVERSED)
-    print(format_table(result))
-    rows = {row["setting"]: row for row in result["rows"]}
-    follows = rows["orbit reversed, vs reversed truth"]["psnr"]
-    ignores = rows["(b) orbit reversed, vs forward truth"]["psnr"]
-    assert follows > ignores + REVERSED_MARGIN_DB, rows
+def test_reversed_cameras_give_the_reversed_orbit(learned):
+    follows = learned["orbit reversed, vs reversed truth"]["psnr"]
+    ignores = learned["(b) orbit reversed, vs forward truth"]["psnr"]
+    assert follows > ignores + REVERSED_MARGIN_DB, learned
 
 
 def test_the_experiment_rejects_unknown_cases():
