@@ -19,7 +19,7 @@ as the training workers never set it.
    AdamW and with ``--optimizer zero1`` (ZeroRedundancyOptimizer over this one rank: its code path
    and its step time; the memory it saves needs several GPUs);
 4. sampling, fp32 against fp16, plain against 3D-aware (the authors' steps, two reconstructions),
-   batch 1 and 4 (``--sample-steps`` DDIM steps; seconds also scaled to 50 steps);
+   batch 1 and 4 (``Sizes.num_inference_steps`` DDIM steps; seconds also scaled to 50 steps);
 5. one reconstructor micro-step as ``jobs/train_recon.py`` runs it: G's one-step x0 under autocast
    and the 4 input views decoded, then LGM big supervised at 24 views at 512 px with LPIPS;
 6. the evaluation's Gaussian fit (12 views, 8,192 Gaussians, 300 steps) on the GPU;
@@ -74,16 +74,16 @@ class Sizes:
     micro_batches: tuple[int, ...]
     sample_batches: tuple[int, ...]
     sample_dtypes: tuple[str, ...]
-    sample_steps: int
+    num_inference_steps: int
     recon_size: int
     fit_steps: int
     fit_gaussians: int
 
 
 FULL = Sizes(gaussians=65_536, render_size=256, micro_batches=(1, 2, 4), sample_batches=(1, 4),
-             sample_dtypes=("fp32", "fp16"), sample_steps=10, recon_size=512, fit_steps=300, fit_gaussians=8192)
+             sample_dtypes=("fp32", "fp16"), num_inference_steps=10, recon_size=512, fit_steps=300, fit_gaussians=8192)
 SMOKE = Sizes(gaussians=2048, render_size=32, micro_batches=(1, 2), sample_batches=(1, 2),
-              sample_dtypes=("fp32", "bf16"), sample_steps=3, recon_size=32, fit_steps=5, fit_gaussians=256)
+              sample_dtypes=("fp32", "bf16"), num_inference_steps=3, recon_size=32, fit_steps=5, fit_gaussians=256)
 
 
 @dataclass
@@ -304,7 +304,7 @@ class Suite:
         from models.precision import DTYPES, cast
         from models.pipeline_videomv.three_d_aware import reconstruction_steps
 
-        steps = self.sizes.sample_steps
+        steps = self.sizes.num_inference_steps
         for name in self.sizes.sample_dtypes:
             dtype = DTYPES[name]
             model = self.generator_model(dtype)

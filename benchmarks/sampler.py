@@ -1,6 +1,6 @@
 """Wall time of plain DDIM against 3D-aware sampling (both forms), in one run, as ratios.
 
-    python benchmarks/sampler.py [--steps 50] [--model DIR --reconstructor PATH]
+    python benchmarks/sampler.py [--num-inference-steps 50] [--model DIR --reconstructor PATH]
 
 Without --model it uses freshly built tiny models (CPU-sized); with a real model directory and LGM
 weights it measures the real thing (use a GPU).
@@ -20,13 +20,15 @@ import torch  # noqa: E402
 
 from models.reconstructor.model import LGM  # noqa: E402
 from models.pipeline_videomv.pipeline_videomv import load_pipeline  # noqa: E402
+from pipeline.cli import StoreWithDeprecatedAlias  # noqa: E402
 from models.pipeline_videomv.three_d_aware import reconstruction_steps  # noqa: E402
 from models.toy.tiny import make_tiny  # noqa: E402
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--num-inference-steps", "--steps", type=int, default=50, action=StoreWithDeprecatedAlias,
+                        alias="--steps", help="DDIM steps (--steps is its deprecated old name)")
     parser.add_argument("--model", default=None, help="diffusers directory of G (default: a tiny t2v model)")
     parser.add_argument("--reconstructor", default=None, help="LGM directory or official safetensors (default: tiny)")
     parser.add_argument("--repeat", type=int, default=3, help="best of N rounds (each round runs every case)")
@@ -44,7 +46,7 @@ def main() -> int:
         model = pipe
         condition = ({"prompt": "a red ceramic coffee mug, 3d asset"} if model.variant == "t2v"
                      else {"image": torch.zeros(1, 3, 256, 256, device=device)})
-        at = reconstruction_steps(args.steps)
+        at = reconstruction_steps(args.num_inference_steps)
         cases = [("plain DDIM", {}), ("3D-aware, one reconstruction per step", {"three_d_aware": at,
                                                                                  "three_d_aware_mode": "one"}),
                  ("3D-aware, two reconstructions (authors)", {"three_d_aware": at, "three_d_aware_mode": "two"})]
@@ -58,14 +60,14 @@ def main() -> int:
                     torch.cuda.synchronize()
                 start = time.perf_counter()
                 # The final reconstruction (Gaussians from the finished views) is part of every case.
-                result = pipe(**condition, **options, num_inference_steps=args.steps, output_type="pt",
+                result = pipe(**condition, **options, num_inference_steps=args.num_inference_steps, output_type="pt",
                               generator=torch.Generator().manual_seed(0))
                 if device == "cuda":
                     torch.cuda.synchronize()
                 best[name], counts[name] = min(best[name], time.perf_counter() - start), result.reconstructions
         timings = [(name, best[name], counts[name]) for name, _ in cases]
     base = timings[0][1]
-    print(f"{model.variant} model {'(tiny)' if not args.model else model_dir}, {args.steps} DDIM steps, "
+    print(f"{model.variant} model {'(tiny)' if not args.model else model_dir}, {args.num_inference_steps} DDIM steps, "
           f"guidance on, device {device}, reconstruction at steps {list(at)}")
     for name, seconds, count in timings:
         print(f"{name:42s} {seconds:7.2f} s  x{seconds / base:.2f}  ({count} reconstructions + 1 final)")

@@ -16,6 +16,7 @@ import requests
 
 sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+from pipeline.cli import StoreWithDeprecatedAlias  # noqa: E402
 from pipeline.serve.client import EndpointError, generate, write_result  # noqa: E402
 
 
@@ -27,7 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--image", help="image file (image-to-multi-view model)")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--seed", type=int, default=0, help="seed of the initial noise (default: %(default)s)")
-    parser.add_argument("--steps", type=int, default=50, help="DDIM denoising steps (default: %(default)s)")
+    parser.add_argument("--num-inference-steps", "--steps", type=int, default=50, action=StoreWithDeprecatedAlias,
+                        alias="--steps", help="DDIM denoising steps (default: %(default)s; --steps is its deprecated "
+                                              "old name)")
     parser.add_argument("--guidance-scale", type=float, default=None,
                         help="classifier-free guidance (default: the model's variant's, 9.0 text, 6.0 image)")
     parser.add_argument("--elevation", type=float, default=None,
@@ -41,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
-    request = {"seed": args.seed, "steps": args.steps, "three_d_aware": not args.no_3d_aware,
+    request = {"seed": args.seed, "steps": args.num_inference_steps, "three_d_aware": not args.no_3d_aware,
                "outputs": ["views", "grid", "gif", "mp4"] + ([] if args.no_3d_aware else ["ply", "splat", "glb", "gaussians_mp4"])}
     if args.prompt is not None:
         request["prompt"] = args.prompt

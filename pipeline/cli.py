@@ -64,8 +64,9 @@ def _deprecation(old: str, new: str) -> str:
     return f"{old} is deprecated and will be removed in the next release: use {new}"
 
 
-class _StoreWithDeprecatedAlias(argparse._StoreAction):
-    """A store action that warns when given by its deprecated alias (``option(..., deprecated_alias=)``)."""
+class StoreWithDeprecatedAlias(argparse._StoreAction):
+    """A store action that warns when given by its deprecated alias (``option(..., deprecated_alias=)``;
+    a hand-built parser passes ``action=StoreWithDeprecatedAlias, alias="--old-name"``)."""
 
     def __init__(self, *args: Any, alias: str = "", **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -133,7 +134,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_cls: type, *,
         alias = item.metadata.get("deprecated_alias")
         if alias:  # a renamed flag keeps working for one release, with a warning
             flags.append(_flag(prefix + alias))
-            options.update(action=_StoreWithDeprecatedAlias, alias=flags[1],
+            options.update(action=StoreWithDeprecatedAlias, alias=flags[1],
                            help=options.get("help", "") + f"; {flags[1]} is its deprecated old name")
         parser.add_argument(*flags, **options)
 

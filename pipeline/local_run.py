@@ -64,7 +64,7 @@ def _done(start: float, text: str) -> None:
 
 def result_record(config: LocalRunConfig, resolution: int) -> dict[str, Any]:
     """What was generated, and at which cameras: the fields of result.json (scores added later)."""
-    return {"variant": config.variant, "prompt": config.prompt, "seed": config.seed, "steps": config.sampling_steps,
+    return {"variant": config.variant, "prompt": config.prompt, "seed": config.seed, "steps": config.num_inference_steps,
             "guidance_scale": guidance_scale(config),
             "elevation": config.elevation, "azimuths": camera.orbit_azimuths().tolist(),
             "distance": camera.DEFAULT_DISTANCE, "fov": camera.DEFAULT_FOV_DEG, "resolution": resolution,
@@ -227,7 +227,7 @@ def run_local(config: LocalRunConfig) -> dict[str, Any]:
                        checkpoint_every=max(10, config.finetune_steps // 4),
                        log_every=max(5, config.finetune_steps // 24), resolution=resolution, mlflow_uri=mlflow_uri,
                        experiment=config.experiment, seed=config.seed, max_failures=1,
-                       sample_every=config.finetune_steps, sample_steps=10)
+                       sample_every=config.finetune_steps, sample_num_inference_steps=10)
     start = _stage(3, f"fine-tune it on the shards: Ray Train, {config.workers} workers, {config.finetune_steps} steps")
     finetuned = run_finetune(base)
     _done(start, f"loss {finetuned.final_metrics.get('loss', float('nan')):.4f}, model at {finetuned.final_model}")
@@ -261,10 +261,10 @@ def run_local(config: LocalRunConfig) -> dict[str, Any]:
 
     what = (repr(config.prompt) if VARIANTS[config.variant].takes_prompt
             else f"from a view of {record_target(config)} at elevation {config.input_elevation:g}")
-    start = _stage(6, f"generate {what} (3D-aware sampling, {config.sampling_steps} steps)")
+    start = _stage(6, f"generate {what} (3D-aware sampling, {config.num_inference_steps} steps)")
     view = input_view(config) if VARIANTS[config.variant].takes_image else None
     condition = {"prompt": config.prompt} if view is None else {"image": base64.b64encode(view).decode()}
-    body = generate(url, {**condition, "seed": config.seed, "steps": config.sampling_steps,
+    body = generate(url, {**condition, "seed": config.seed, "steps": config.num_inference_steps,
                           "elevation": config.elevation, "guidance_scale": guidance_scale(config),
                           "outputs": ["views", "grid", "gif", "mp4", "ply", "glb", "gaussians_mp4"]})
     for name, reason in body.get("unavailable", {}).items():
@@ -284,7 +284,7 @@ def run_local(config: LocalRunConfig) -> dict[str, Any]:
                                    "used": [measured.helps(t) for t in measured.t]}
     record["scores"] = score_result(config, result_dir, record)
     with mlflow_run(config.experiment, "generate", mlflow_uri,
-                    {"prompt": config.prompt, "steps": config.sampling_steps, "seed": config.seed}) as mlflow:
+                    {"prompt": config.prompt, "steps": config.num_inference_steps, "seed": config.seed}) as mlflow:
         mlflow.log_metrics({"seconds": body["seconds"], "reconstructions": body["reconstructions"],
                             **{f"score/{name}": value for name, value in record["scores"].items()}})
         record["mlflow_run_ids"] = run_ids(mlflow, config.experiment)

@@ -33,7 +33,7 @@ class LocalRunConfig:
     finetune_steps: int = option(1200, "fine-tuning steps of G")
     finetune_lr: float = option(1e-3, "fine-tuning learning rate (G is trained from scratch at toy scale)")
     recon_steps: int = option(500, "reconstructor training steps")
-    sampling_steps: int = option(25, "DDIM steps of the generated result")
+    num_inference_steps: int = option(25, "DDIM steps of the generated result", deprecated_alias="sampling_steps")
     guidance_scale: float | None = option(
         None, "classifier-free guidance of the generated result; default 1.0 for the tiny model (it memorises "
         "four captions, and guidance pushes away from their average into over-saturated views; docs/results.md), "

@@ -20,7 +20,7 @@ REVERSED_MARGIN_DB = 1.5
 RUN = CameraControlConfig(
     objects=(("Duck.glb", "a yellow rubber duck"),), resolution=16, samples=2, train_elevations=(15.0,),
     cases=("training cameras",), controls=("untrained", "reversed"), frames=12, steps=1000, batch_size=1,
-    sampling_steps=10, seed=0, roll_orbits=True, reverse_orbits=True, cosine_decay=True,
+    num_inference_steps=10, seed=0, roll_orbits=True, reverse_orbits=True, cosine_decay=True,
 )
 
 
@@ -68,7 +68,7 @@ def test_the_no_camera_control_trains_beside_the_camera_model(own_ray):
     """The benchmark's side-by-side path (two Ray tasks, one core each) gives both models, trained."""
     config = CameraControlConfig(
         objects=(("Duck.glb", "a yellow rubber duck"),), resolution=16, samples=2, train_elevations=(15.0,),
-        cases=("training cameras",), controls=("untrained", "no_camera_model"), steps=20, sampling_steps=2, seed=0)
+        cases=("training cameras",), controls=("untrained", "no_camera_model"), steps=20, num_inference_steps=2, seed=0)
     result = run_camera_control(config)
     assert {"train_camera_model", "train_no_camera_model"} <= set(result["seconds"])
     rows = {row["setting"]: row for row in result["rows"]}

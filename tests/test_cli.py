@@ -167,8 +167,9 @@ def test_serve_defaults_follow_the_cluster():
 
 def test_the_client_defaults_are_the_servers():
     parser = load_job("generate").build_parser()
-    for name in ("seed", "steps"):
-        assert parser.get_default(name) == GenerateRequest.model_fields[name].default, f"--{name} disagrees"
+    # the client's flag -> the request's field (the HTTP API keeps its short name "steps")
+    for flag, field in (("seed", "seed"), ("num_inference_steps", "steps")):
+        assert parser.get_default(flag) == GenerateRequest.model_fields[field].default, f"--{flag} disagrees"
 
 
 def test_a_cpu_replica_chosen_because_the_cluster_has_no_gpus_now_is_a_warning(caplog):

@@ -34,7 +34,7 @@ def test_the_whole_pipeline_runs_locally_and_logs_readably(tmp_path):
     with open(log, "w") as handle:
         result = subprocess.run(
             [sys.executable, str(REPO_ROOT / "jobs" / "run_all.py"), "--out", str(out), "--finetune-steps", "3",
-             "--autoencoder-steps", "5", "--recon-steps", "3", "--sampling-steps", "5", "--render-resolution", "32", "--render-samples", "2"],
+             "--autoencoder-steps", "5", "--recon-steps", "3", "--num-inference-steps", "5", "--render-resolution", "32", "--render-samples", "2"],
             stdout=handle, stderr=subprocess.STDOUT, cwd=tmp_path, env=env, timeout=900)
     text = log.read_text()
     assert result.returncode == 0, text[-3000:]
@@ -103,7 +103,7 @@ def test_the_image_model_runs_end_to_end_from_a_view_it_was_not_trained_on(tmp_p
     out = tmp_path / "out"
     result = subprocess.run(
         [sys.executable, str(REPO_ROOT / "jobs" / "run_all.py"), "--variant", "i2v", "--out", str(out),
-         "--finetune-steps", "3", "--autoencoder-steps", "5", "--recon-steps", "3", "--sampling-steps", "3",
+         "--finetune-steps", "3", "--autoencoder-steps", "5", "--recon-steps", "3", "--num-inference-steps", "3",
          "--render-resolution", "32", "--render-samples", "2", "--input-resolution", "64"],
         capture_output=True, text=True, cwd=tmp_path, timeout=900)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]

@@ -154,7 +154,7 @@ def test_call_matches_the_sampler_and_follows_diffusers_conventions(dirs):
     assert out.frames.shape == (2, 24, 3, 32, 32) and out.cameras.shape == (2, 24, 4, 4)
     assert out.gaussians is not None and out.gaussians.means.shape[0] == 2
     # One code path: the sampler with the same seeds gives the same views.
-    direct = sample_views(pipe, prompts=["a chair", "a lamp"], config=SamplingConfig(steps=STEPS, seeds=(4, 5)))
+    direct = sample_views(pipe, prompts=["a chair", "a lamp"], config=SamplingConfig(num_inference_steps=STEPS, seeds=(4, 5)))
     torch.testing.assert_close(out.frames, direct.views, atol=1e-6, rtol=0)
     as_np = pipe(prompt="a chair", num_inference_steps=STEPS, generator=torch.Generator().manual_seed(4))
     assert as_np.frames.shape == (1, 24, 32, 32, 3) and as_np.frames.dtype == np.float32

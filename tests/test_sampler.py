@@ -46,19 +46,19 @@ def test_schedules():
 
 
 def test_shapes_seeds_and_gaussians(models):
-    config = SamplingConfig(steps=STEPS, seeds=(1, 2))
+    config = SamplingConfig(num_inference_steps=STEPS, seeds=(1, 2))
     result = sample_views(models["t2v"], prompts=["a chair", "a lamp"], config=config, reconstructor=models["lgm"])
     assert result.views.shape == (2, 24, 3, 32, 32) and result.cameras.shape == (2, 24, 4, 4)
     assert 0 <= result.views.min() and result.views.max() <= 1
     assert result.gaussians.means.shape == (2, 4 * 32 * 32, 3)
     # Defaults: elevation 15 at distance 2 (text); cameras are the camera module's orbit.
     torch.testing.assert_close(result.cameras[0], torch.tensor(camera.orbit_c2w(15.0, distance=2.0), dtype=torch.float32))
-    same = sample_views(models["t2v"], prompts=["a lamp"], config=SamplingConfig(steps=STEPS, seeds=(2,)))
+    same = sample_views(models["t2v"], prompts=["a lamp"], config=SamplingConfig(num_inference_steps=STEPS, seeds=(2,)))
     torch.testing.assert_close(same.views[0], result.views[1], atol=1e-4, rtol=0)  # per-sample seeds
-    other = sample_views(models["t2v"], prompts=["a lamp"], config=SamplingConfig(steps=STEPS, seeds=(3,)))
+    other = sample_views(models["t2v"], prompts=["a lamp"], config=SamplingConfig(num_inference_steps=STEPS, seeds=(3,)))
     assert (other.views - same.views).abs().max() > 1e-3
     image = torch.rand(1, 3, 32, 32) * 2 - 1
-    i2v = sample_views(models["i2v"], images=image, config=SamplingConfig(steps=STEPS))
+    i2v = sample_views(models["i2v"], images=image, config=SamplingConfig(num_inference_steps=STEPS))
     assert i2v.views.shape == (1, 24, 3, 32, 32) and i2v.gaussians is None
     # A model that records no training cameras (a published or converted one) samples where the authors
     # sample the image model, e=5 at d=1.7; one fine-tuned here records its renders' distance and keeps it.
@@ -78,9 +78,9 @@ def test_training_cameras_bound_the_defaults_and_warn_outside(models, caplog):
     embedding.register_to_config(training_cameras=recorded)
     try:
         with caplog.at_level("WARNING", logger="models.pipeline_videomv.pipeline_videomv"):
-            sample_views(model, prompts=["a chair"], config=SamplingConfig(steps=1))
+            sample_views(model, prompts=["a chair"], config=SamplingConfig(num_inference_steps=1))
             assert not caplog.records
-            sample_views(model, prompts=["a chair"], config=SamplingConfig(steps=1, elevation=45.0, distance=1.7))
+            sample_views(model, prompts=["a chair"], config=SamplingConfig(num_inference_steps=1, elevation=45.0, distance=1.7))
         messages = [record.getMessage() for record in caplog.records]
         assert messages == [
             "elevation 45 is outside the model's training cameras (elevation 20 to 30): the views there are "
@@ -100,7 +100,7 @@ def test_reconstruction_happens_only_at_the_configured_steps(models, mode, sched
     timesteps_seen: list[int] = []
     scheduler_step = models["t2v"].scheduler.step
     steps_at = reconstruction_steps(STEPS, schedule, every=3, skip=2)
-    config = SamplingConfig(steps=STEPS, reconstruct_at=steps_at, mode=mode)
+    config = SamplingConfig(num_inference_steps=STEPS, reconstruct_at=steps_at, mode=mode)
     try:
         result = sample_views(models["t2v"], prompts=["a chair"], config=config, reconstructor=lgm)
     finally:
@@ -111,12 +111,12 @@ def test_reconstruction_happens_only_at_the_configured_steps(models, mode, sched
 
 
 def test_three_d_aware_steps_change_the_result(models):
-    plain = sample_views(models["t2v"], prompts=["a chair"], config=SamplingConfig(steps=STEPS))
+    plain = sample_views(models["t2v"], prompts=["a chair"], config=SamplingConfig(num_inference_steps=STEPS))
     aware = sample_views(models["t2v"], prompts=["a chair"], reconstructor=models["lgm"],
-                         config=SamplingConfig(steps=STEPS, reconstruct_at=reconstruction_steps(STEPS)))
+                         config=SamplingConfig(num_inference_steps=STEPS, reconstruct_at=reconstruction_steps(STEPS)))
     assert (plain.views - aware.views).abs().max() > 1e-3
     with pytest.raises(ValueError, match="need a reconstructor"):
-        sample_views(models["t2v"], prompts=["a chair"], config=SamplingConfig(steps=STEPS, reconstruct_at=(2,)))
+        sample_views(models["t2v"], prompts=["a chair"], config=SamplingConfig(num_inference_steps=STEPS, reconstruct_at=(2,)))
 
 
 def test_reconstruction_reproduces_ground_truth_views_at_the_diffusion_cameras(overfit_duck):
@@ -159,7 +159,7 @@ def test_measured_schedule_leaves_out_the_steps_where_renders_lose(models, tmp_p
             assert measured_steps(loaded, authors, scheduler.timesteps) == authors[:2]  # t=181: 1 dB worse
         assert "left out at t = [181]" in caplog.text
         # 6 steps: the authors' indices 2, 4, 5 are t = 499, 167, 1, nearest the measured 581, 181, 181.
-        config = SamplingConfig(steps=STEPS, reconstruct_at=reconstruction_steps(STEPS), mode="one")
+        config = SamplingConfig(num_inference_steps=STEPS, reconstruct_at=reconstruction_steps(STEPS), mode="one")
         result = sample_views(models["t2v"], prompts=["a chair"], config=config, reconstructor=loaded)
         assert result.reconstructions == 1
     finally:

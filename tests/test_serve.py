@@ -144,7 +144,7 @@ def test_concurrent_requests_are_all_answered_and_batched(server):
 def test_generate_client_writes_files(server, tmp_path):
     out = tmp_path / "result"
     result = subprocess.run([sys.executable, str(REPO_ROOT / "jobs" / "generate.py"), "--url", server["url"],
-                             "--prompt", "a blue vase", "--steps", str(STEPS), "--out", str(out)],
+                             "--prompt", "a blue vase", "--num-inference-steps", str(STEPS), "--out", str(out)],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert len(list((out / "views").glob("*.png"))) == 24

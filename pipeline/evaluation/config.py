@@ -28,7 +28,7 @@ class EvaluationConfig:
     shards: str | None = option(None, "image-to-MV: held-out orbit shards (local path or fsspec URI)")
     max_samples: int | None = option(None, "evaluate only the first N prompts/objects")
     settings: tuple[str, ...] = option(SETTINGS, "sampling settings to compare", choices=SETTINGS)
-    steps: int = option(50, "DDIM steps")
+    num_inference_steps: int = option(50, "DDIM steps", deprecated_alias="steps")
     schedule: str = option("authors", "3D-aware reconstruction steps (authors: 20/30/40 of 50; every: every 10)",
                            choices=("authors", "every"))
     mode: str = option("two", "3D-aware form", choices=("two", "one"))

@@ -130,8 +130,8 @@ def _sample(pipe: VideoMVPipeline, config: EvaluationConfig, setting: str, seed:
             **inputs: Any) -> VideoMVPipelineOutput:
     """One sample of ``setting`` ("plain" or "3d-aware") through the pipeline, as tensors."""
     schedule = config.schedule if setting == "3d-aware" else "none"
-    return pipe(**inputs, num_inference_steps=config.steps, generator=torch.Generator().manual_seed(seed),
-                three_d_aware=reconstruction_steps(config.steps, schedule), three_d_aware_mode=config.mode,
+    return pipe(**inputs, num_inference_steps=config.num_inference_steps, generator=torch.Generator().manual_seed(seed),
+                three_d_aware=reconstruction_steps(config.num_inference_steps, schedule), three_d_aware_mode=config.mode,
                 output_type="pt")
 
 

@@ -74,7 +74,7 @@ class CameraControlConfig:
     roll_orbits: bool = option(True, "train on orbits starting at random views (frame order stops telling the view)")
     reverse_orbits: bool = option(True, "run half the training orbits backwards (frame order stops telling "
                                         "the direction)")
-    sampling_steps: int = option(25, "DDIM steps")
+    num_inference_steps: int = option(25, "DDIM steps", deprecated_alias="sampling_steps")
     guidance_scale: float | None = option(1.0, "classifier-free guidance (memorised captions need none)")
     seed: int = option(0, "seed of weights, data order and sampling noise")
     frames: int = option(camera.NUM_VIEWS, "views per orbit", cli=False)
@@ -180,7 +180,7 @@ def run_camera_control(config: CameraControlConfig) -> dict:
         def generate(model, cameras_in: torch.Tensor) -> torch.Tensor:
             pipe = model
             pipe.set_progress_bar_config(disable=True)
-            return pipe(prompt=prompts, num_inference_steps=config.sampling_steps,
+            return pipe(prompt=prompts, num_inference_steps=config.num_inference_steps,
                         guidance_scale=config.guidance_scale, cameras=cameras_in, output_type="pt",
                         generator=[torch.Generator().manual_seed(config.seed + i) for i in range(len(prompts))]).frames
 

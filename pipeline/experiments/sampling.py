@@ -21,7 +21,7 @@ from models.reconstructor.model import LGM
 
 @dataclass
 class SamplingConfig:
-    steps: int = 50
+    num_inference_steps: int = 50
     eta: float = 0.0
     guidance_scale: float | None = None  # None: the variant's default
     elevation: float | None = None
@@ -34,15 +34,15 @@ class SamplingConfig:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
-        if self.steps < 1:
-            raise ValueError("steps must be positive")
+        if self.num_inference_steps < 1:
+            raise ValueError("num_inference_steps must be positive")
 
     def resolved(self, variant: str, training_cameras: dict[str, list[float]] | None = None) -> "SamplingConfig":
         """Every None filled: the variant's defaults, moved inside ``training_cameras`` when given
         (``pipeline_videomv.sampling_defaults``, what the pipeline's call does)."""
         guidance, elevation, distance = sampling_defaults(variant, training_cameras, self.guidance_scale,
                                                           self.elevation, self.distance)
-        return SamplingConfig(steps=self.steps, eta=self.eta, seeds=tuple(self.seeds),
+        return SamplingConfig(num_inference_steps=self.num_inference_steps, eta=self.eta, seeds=tuple(self.seeds),
                               reconstruct_at=tuple(self.reconstruct_at), mode=self.mode,
                               negative_prompt=self.negative_prompt, guidance_scale=guidance, elevation=elevation,
                               distance=distance)
@@ -98,7 +98,7 @@ def sample_views(pipe: VideoMVPipeline, prompts: list[str] | None = None, images
     callback = None if on_step_end is None else (lambda _, index, timestep, state: on_step_end(index, timestep, state))
     with reconstructor_in(pipe, reconstructor):
         output = pipe(prompt=prompts, image=None if images is None else (images.float() + 1) / 2,
-                      num_inference_steps=config.steps, guidance_scale=config.guidance_scale,
+                      num_inference_steps=config.num_inference_steps, guidance_scale=config.guidance_scale,
                       generator=[torch.Generator().manual_seed(int(seed)) for seed in seeds], latents=latents,
                       elevation=config.elevation, distance=config.distance,
                       three_d_aware=tuple(config.reconstruct_at), three_d_aware_mode=config.mode, eta=config.eta,

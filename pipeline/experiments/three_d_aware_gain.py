@@ -57,7 +57,8 @@ class ThreeDAwareConfig:
                                 "the reconstructor trained on G's predictions (the main job's)")
     assets: str = option(BUNDLED_ASSETS, "folder of the objects and their captions.csv")
     seeds: tuple[int, ...] = option((0, 1), "sampling seeds per object")
-    steps: int = option(50, "DDIM steps (3D-aware at indices 20, 30, 40 of 50, scaled)")
+    num_inference_steps: int = option(50, "DDIM steps (3D-aware at indices 20, 30, 40 of 50, scaled)",
+                                      deprecated_alias="steps")
     guidance_scale: float = option(1.0, "classifier-free guidance (the miniature's: docs/results.md)")
     samples: int = option(8, "Cycles samples per pixel of the truth renders")
     fit_steps: int = option(FitConfig.steps, "steps of the 12/12 Gaussian fit")
@@ -87,7 +88,7 @@ def run_three_d_aware(config: ThreeDAwareConfig) -> dict[str, Any]:
     captioned = captioned_assets(config.assets, os.path.join(config.assets, "captions.csv"))
     assets = {name: path for name, (path, _) in captioned.items()}
     prompts = [with_suffix(caption) for _, caption in captioned.values()]
-    sampling = SamplingConfig(steps=config.steps, guidance_scale=config.guidance_scale).resolved(
+    sampling = SamplingConfig(num_inference_steps=config.num_inference_steps, guidance_scale=config.guidance_scale).resolved(
         model.variant, model.training_cameras)
     background = VARIANTS[model.variant].background
     azimuths = camera.orbit_azimuths(model.num_frames)
@@ -105,9 +106,9 @@ def run_three_d_aware(config: ThreeDAwareConfig) -> dict[str, Any]:
         for index, prompt in enumerate(prompts):
             for seed in config.seeds:
                 start = time.perf_counter()
-                views = pipe(prompt=prompt, num_inference_steps=config.steps, guidance_scale=config.guidance_scale,
+                views = pipe(prompt=prompt, num_inference_steps=config.num_inference_steps, guidance_scale=config.guidance_scale,
                              generator=torch.Generator().manual_seed(seed), elevation=sampling.elevation,
-                             distance=sampling.distance, three_d_aware=reconstruction_steps(config.steps, schedule),
+                             distance=sampling.distance, three_d_aware=reconstruction_steps(config.num_inference_steps, schedule),
                              three_d_aware_mode=mode, output_type="pt").frames[0]
                 seconds += time.perf_counter() - start
                 row = score_text_to_multiview(prompt, views, truth_c2w.to(views.device), camera.DEFAULT_FOV_DEG,
@@ -124,10 +125,10 @@ def run_three_d_aware(config: ThreeDAwareConfig) -> dict[str, Any]:
         logger.info("%s: 12/12 PSNR %.2f dB, truth PSNR %.2f dB, %.2f s per sample", form, result[form]["psnr"],
                     result[form]["truth_psnr"], result[form]["seconds"])
     result["settings"] = {"model": config.model, "reconstructor": config.reconstructor, "objects": list(assets),
-                          "seeds": list(config.seeds), "steps": config.steps, "guidance_scale": config.guidance_scale,
+                          "seeds": list(config.seeds), "num_inference_steps": config.num_inference_steps, "guidance_scale": config.guidance_scale,
                           "elevation": sampling.elevation, "resolution": model.resolution,
                           "fit": {"steps": config.fit_steps, "num_gaussians": config.fit_num_gaussians},
-                          "reconstruct_at": list(reconstruction_steps(config.steps, "authors")),
+                          "reconstruct_at": list(reconstruction_steps(config.num_inference_steps, "authors")),
                           "metric_networks": networks.names(),
                           "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, "
                                      f"{'CUDA' if torch.cuda.is_available() else 'no GPU'}"}

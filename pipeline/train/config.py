@@ -25,7 +25,7 @@ class TrainConfig:
         "model": "input", "output": "output", "data": "input", "latents": "input", "captions": "input",
         "image_data": "input", "mlflow_uri": "tracking", "mlflow_artifacts": "output"}
     # Fields only fine-tuning G reads: jobs/train_recon.py offers the others.
-    FINETUNE_ONLY = ("image_data", "image_ratio", "sample_every", "sample_steps", "latents", "condition_dropout",
+    FINETUNE_ONLY = ("image_data", "image_ratio", "sample_every", "sample_num_inference_steps", "latents", "condition_dropout",
                      "negative_prompt", "offset_noise", "ema_decay")
 
     model: str = option(help="diffusers directory of G (ModelScope T2V / I2VGen-XL layout, or fine-tuned)")
@@ -63,7 +63,7 @@ class TrainConfig:
     checkpoint_every: int = option(500, "steps between checkpoints")
     log_every: int = option(10, "steps between progress lines/metrics")
     sample_every: int = option(0, "steps between sampled-view grids in MLflow (0: off)")
-    sample_steps: int = option(25, "DDIM steps of those samples")
+    sample_num_inference_steps: int = option(25, "DDIM steps of those samples", deprecated_alias="sample_steps")
     resolution: int = option(256, "training image size")
     captions: str | None = option(None, "CSV uid or file name,caption overriding the shards' captions")
     image_data: str | None = option(

@@ -172,7 +172,7 @@ def _log_samples(model: VideoMVPipeline, inputs: dict, config: TrainConfig, mlfl
     model.set_progress_bar_config(disable=True)
     condition = ({"prompt": inputs["prompts"][:1]} if VARIANTS[model.variant].takes_prompt
                  else {"image": inputs["views"][:1, 0] / 2 + 0.5})
-    views = model(**condition, num_inference_steps=config.sample_steps, output_type="pt",
+    views = model(**condition, num_inference_steps=config.sample_num_inference_steps, output_type="pt",
                  generator=torch.Generator().manual_seed(step)).frames
     model.denoiser.train(was_training)
     if mlflow is not None:
