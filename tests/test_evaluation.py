@@ -209,7 +209,7 @@ def tiny_models(tmp_path_factory) -> dict[str, str]:
 
 
 def fast_config(model: str, lgm: str, weights: dict[str, str], mlflow_uri: str, **extra) -> EvaluationConfig:
-    fields = dict(model=model, reconstructor=lgm, steps=4, fit=FitConfig(steps=5, num_gaussians=512),
+    fields = dict(model=model, reconstructor=lgm, num_inference_steps=4, fit=FitConfig(steps=5, num_gaussians=512),
                   clip=weights["clip"], raft=weights["raft"], raft_iterations=1, lpips_vgg=weights["lpips_vgg"],
                   lpips_lin=weights["lpips_lin"], mlflow_uri=mlflow_uri)
     return EvaluationConfig(**{**fields, **extra})
@@ -260,7 +260,7 @@ def test_evaluate_image_to_multiview_on_a_rendered_object(tiny_models, weights, 
 @pytest.mark.slow
 def test_evaluate_errors_name_the_problem(tiny_models, weights, mlflow_uri, tmp_path):
     def attempt(**fields) -> None:
-        evaluate(EvaluationConfig(**{"model": tiny_models["t2v"], "steps": 2, "mlflow_uri": mlflow_uri, **fields}))
+        evaluate(EvaluationConfig(**{"model": tiny_models["t2v"], "num_inference_steps": 2, "mlflow_uri": mlflow_uri, **fields}))
 
     prompts = tmp_path / "p.txt"
     prompts.write_text("a cube\n")

@@ -228,7 +228,7 @@ def test_gsplat_renders_half_precision_gaussians_under_autocast_and_matches_the_
 @pytest.mark.gpu
 @cuda
 def test_the_evaluation_fits_its_gaussians_on_the_gpu(tiny_dir, tmp_path, monkeypatch):
-    import models.metrics.scores
+    import pipeline.evaluation.sample_scores
     from models.gaussians.fit import FitConfig, fit_gaussians
     from pipeline.evaluation.protocol import EvaluationConfig, evaluate
 
@@ -238,10 +238,10 @@ def test_the_evaluation_fits_its_gaussians_on_the_gpu(tiny_dir, tmp_path, monkey
         devices.append(views.device.type)
         return fit_gaussians(views, *args, **kwargs)
 
-    monkeypatch.setattr(models.metrics.scores, "fit_gaussians", recording_fit)
+    monkeypatch.setattr(pipeline.evaluation.sample_scores, "fit_gaussians", recording_fit)
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a duck\n")
-    evaluate(EvaluationConfig(model=f"{tiny_dir}/t2v", prompts=str(prompts), settings=("plain",), steps=2,
+    evaluate(EvaluationConfig(model=f"{tiny_dir}/t2v", prompts=str(prompts), settings=("plain",), num_inference_steps=2,
                               fit=FitConfig(steps=2, num_gaussians=64), mlflow_uri=f"sqlite:///{tmp_path}/m.db"),
              log=lambda *_: None)
     assert devices == ["cuda"]

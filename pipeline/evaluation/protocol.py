@@ -4,7 +4,7 @@ Text-to-multi-view models are scored on a prompt file (one prompt per line, T3Be
 image-to-multi-view models on held-out orbit shards (condition on view 0, compare with the
 ground-truth renders at the same cameras, and the mesh of the Gaussians against the held-out
 asset's own mesh: Chamfer distance, F-score, volume IoU, ``models.metrics.geometry``); see
-``models.metrics.scores`` for the image metrics. Each
+``pipeline.evaluation.sample_scores`` for the image metrics. Each
 sample is drawn with the same seed in every setting, so the settings differ only in sampling.
 Results go to MLflow (per-setting means as metrics, per-sample CSV, the table, view grids) and
 come back as an ``EvaluationResult`` whose ``table()`` prints settings side by side.
@@ -29,7 +29,8 @@ import camera
 from models.mesh.from_gaussians import mesh_from_gaussians
 from models.mesh.fusion import MeshingError
 from models.metrics.geometry import geometry_scores
-from models.metrics.scores import MetricNetworks, score_image_to_multiview, score_text_to_multiview
+from models.metrics.scores import MetricNetworks
+from pipeline.evaluation.sample_scores import score_image_to_multiview, score_text_to_multiview
 from models.pipeline_videomv.pipeline_videomv import VideoMVPipeline, VideoMVPipelineOutput, load_pipeline
 from models.pipeline_videomv.three_d_aware import reconstruction_steps
 from models.variants import VARIANTS

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 import camera
-from models.metrics.scores import MetricNetworks, score_text_to_multiview
+from models.metrics.scores import MetricNetworks
+from pipeline.evaluation.sample_scores import score_text_to_multiview
 from models.gaussians.fit import FitConfig
 from models.variants import VARIANTS
 from pipeline.evaluation.ground_truth import render_views

@@ -31,7 +31,8 @@ import numpy as np
 import torch
 
 import camera
-from models.metrics.scores import MetricNetworks, score_text_to_multiview
+from models.metrics.scores import MetricNetworks
+from pipeline.evaluation.sample_scores import score_text_to_multiview
 from models.gaussians.fit import FitConfig
 from models.pipeline_videomv.pipeline_videomv import load_pipeline
 from models.prompts import with_suffix
