@@ -395,7 +395,7 @@ class Suite:
                 return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=600)
 
             def run() -> str:
-                tiny = job("jobs/make_tiny.py", "--variant", "t2v", "--output", f"{scratch}/tiny")
+                tiny = job("jobs/make_tiny.py", "--kind", "t2v", "--output", f"{scratch}/tiny")
                 render = job("jobs/render.py", "--input", "assets", "--output", f"{scratch}/shards", "--resolution",
                              "32", "--samples", "2", "--mlflow-uri", f"sqlite:///{scratch}/mlflow.db")
                 for name, done in (("make_tiny", tiny), ("render", render)):

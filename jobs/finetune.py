@@ -1,7 +1,7 @@
 r"""Fine-tune the multi-view generator on orbit shards with Ray Train.
 
 Locally (tiny model, CPU):
-    python jobs/make_tiny.py --variant t2v --output out/tiny-t2v
+    python jobs/make_tiny.py --kind t2v --output out/tiny-t2v
     python jobs/finetune.py --data out/shards --model out/tiny-t2v --output out/train --name demo \
         --steps 20 --num-workers 2 --resolution 32 --global-batch 2 --precision no
 On a cluster of A100s:

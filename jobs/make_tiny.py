@@ -1,9 +1,9 @@
 """Build tiny random-weight models offline and save them in the real checkpoint layout.
 
-    python jobs/make_tiny.py --variant t2v --output out/tiny-t2v
-    python jobs/make_tiny.py --variant i2v --output out/tiny-i2v
-    python jobs/make_tiny.py --variant lgm --output out/tiny-lgm
-    python jobs/make_tiny.py --variant metrics --output out/tiny-metrics
+    python jobs/make_tiny.py --kind t2v --output out/tiny-t2v
+    python jobs/make_tiny.py --kind i2v --output out/tiny-i2v
+    python jobs/make_tiny.py --kind lgm --output out/tiny-lgm
+    python jobs/make_tiny.py --kind metrics --output out/tiny-metrics
 
 The diffusion directories load through the same code as published checkpoints
 (text-to-video-ms-1.7b, i2vgen-xl); the LGM directory through ``LGM.from_pretrained``. Tests and the
@@ -31,9 +31,10 @@ from pipeline.cli import add_config_arguments, config_from_args, option  # noqa:
 class MakeTinyConfig:
     LOCATIONS = {"output": "output"}  # paths (pipeline.submission)
 
-    variant: str = option(help="t2v: ModelScope T2V layout; i2v: I2VGen-XL layout; lgm: the tiny reconstructor; "
-                               "metrics: CLIP/RAFT/LPIPS weight files for jobs/evaluate.py",
-                          choices=("t2v", "i2v", "lgm", "metrics"))
+    # "kind", not "variant": only t2v and i2v are G's variants (models/variants.py).
+    kind: str = option(help="what to build: G of the t2v variant (ModelScope T2V layout) or the i2v variant "
+                            "(I2VGen-XL layout); lgm: the tiny reconstructor; metrics: CLIP/RAFT/LPIPS weight files "
+                            "for jobs/evaluate.py", choices=("t2v", "i2v", "lgm", "metrics"), deprecated_alias="variant")
     output: str = option(help="directory to write (must not exist, or be empty)")
     seed: int = option(0, "seed of the random weights")
 
@@ -59,15 +60,15 @@ def main(argv: list[str] | None = None) -> int:
     from models.reconstructor.model import LGM
     from models.toy.tiny import make_tiny, make_tiny_evaluation_weights
 
-    if config.variant == "lgm":
+    if config.kind == "lgm":
         torch.manual_seed(config.seed)
         LGM("tiny").save_pretrained(config.output)
-    elif config.variant == "metrics":
+    elif config.kind == "metrics":
         for name, path in make_tiny_evaluation_weights(config.output, seed=config.seed).items():
             print(f"  --{name.replace('_', '-')} {path}")
     else:
-        make_tiny(config.variant, config.output, seed=config.seed)
-    print(f"wrote tiny {config.variant} model to {config.output}")
+        make_tiny(config.kind, config.output, seed=config.seed)
+    print(f"wrote tiny {config.kind} model to {config.output}")
     return 0
 
 

@@ -248,14 +248,14 @@ def test_mixed_precision_dropout_and_one_frame_image_batches(tiny_dirs):
 @pytest.mark.slow
 def test_make_tiny_command(tmp_path):
     output = tmp_path / "tiny"
-    result = subprocess.run([sys.executable, str(REPO_ROOT / "jobs" / "make_tiny.py"), "--variant", "t2v",
+    result = subprocess.run([sys.executable, str(REPO_ROOT / "jobs" / "make_tiny.py"), "--kind", "t2v",
                              "--output", str(output)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert VideoMVPipeline.from_pretrained(str(output)).variant == "t2v"
-    again = subprocess.run([sys.executable, str(REPO_ROOT / "jobs" / "make_tiny.py"), "--variant", "t2v",
+    again = subprocess.run([sys.executable, str(REPO_ROOT / "jobs" / "make_tiny.py"), "--kind", "t2v",
                             "--output", str(output)], capture_output=True, text=True)
     assert again.returncode == 2 and "not empty" in again.stderr
-    lgm = subprocess.run([sys.executable, str(REPO_ROOT / "jobs" / "make_tiny.py"), "--variant", "lgm",
+    lgm = subprocess.run([sys.executable, str(REPO_ROOT / "jobs" / "make_tiny.py"), "--kind", "lgm",
                           "--output", str(tmp_path / "lgm")], capture_output=True, text=True)
     assert lgm.returncode == 0, lgm.stderr
     from models.reconstructor.model import LGM
