@@ -11,11 +11,9 @@ joined with what the starting model had recorded, the caption suffix and the neg
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import os
-import time
 from typing import Any
 
 import ray
@@ -104,42 +102,38 @@ def finetune_loop(loop_config: dict[str, WorkerConfig]) -> None:
     # the others wait in DDP.)
     generator = torch.Generator(device=worker.device).manual_seed(config.seed * 7919 + worker.rank + start)
     order = torch.Generator().manual_seed(config.seed * 104729 + worker.rank + start)  # roll/reverse draws
+    last: dict[str, dict] = {}  # the step's last inputs, for the samples logged after it
+
+    def micro_step(step: int, micro: int) -> tuple[torch.Tensor, int]:
+        use_images = images is not None and takes_images((step - 1) * accumulation + micro, config.image_ratio)
+        if from_latents:
+            inputs = latent_inputs(next(orbits), worker.device)
+            frames = "posterior"  # the frame axis to reorder with the cameras
+        else:
+            inputs = to_model_inputs(next(images if use_images else orbits), worker.device)
+            frames = "views"
+        if inputs["cameras"] is not None and (config.roll_orbits or config.reverse_orbits):
+            inputs[frames], inputs["cameras"] = reorder_orbits(
+                [inputs[frames], inputs["cameras"]], order, config.roll_orbits, config.reverse_orbits)
+        if from_latents:
+            batch = MultiViewBatch(views=None, cameras=inputs["cameras"], prompts=inputs["prompts"],
+                                   posterior=inputs["posterior"], prompt_states=inputs["prompt_states"],
+                                   negative_states=negative_states)
+        else:
+            batch = MultiViewBatch(views=inputs["views"], cameras=inputs["cameras"], prompts=inputs["prompts"],
+                                   condition_images=inputs["views"][:, 0] if takes_image else None)
+        last["inputs"] = inputs
+        loss = diffusion_loss(model, batch, generator, config.condition_dropout, worker.autocast_dtype, unet,
+                              config.negative_prompt, config.offset_noise)
+        return loss, len(inputs["prompts"])
+
     with worker.mlflow() as mlflow:
-        if worker.is_chief and start:
-            logger.info("resumed from step %d", start)
-        for step in range(start + 1, config.steps + 1):
-            began = time.perf_counter()
-            worker.maybe_fail(step)
-            losses, samples = [], 0
-            for micro in range(accumulation):
-                use_images = images is not None and takes_images((step - 1) * accumulation + micro, config.image_ratio)
-                if from_latents:
-                    inputs = latent_inputs(next(orbits), worker.device)
-                    frames = "posterior"  # the frame axis to reorder with the cameras
-                else:
-                    inputs = to_model_inputs(next(images if use_images else orbits), worker.device)
-                    frames = "views"
-                if inputs["cameras"] is not None and (config.roll_orbits or config.reverse_orbits):
-                    inputs[frames], inputs["cameras"] = reorder_orbits(
-                        [inputs[frames], inputs["cameras"]], order, config.roll_orbits, config.reverse_orbits)
-                if from_latents:
-                    batch = MultiViewBatch(views=None, cameras=inputs["cameras"], prompts=inputs["prompts"],
-                                           posterior=inputs["posterior"], prompt_states=inputs["prompt_states"],
-                                           negative_states=negative_states)
-                else:
-                    batch = MultiViewBatch(views=inputs["views"], cameras=inputs["cameras"], prompts=inputs["prompts"],
-                                           condition_images=inputs["views"][:, 0] if takes_image else None)
-                sync = contextlib.nullcontext() if micro == accumulation - 1 or unet is model.denoiser else unet.no_sync()
-                with sync:
-                    loss = diffusion_loss(model, batch, generator, config.condition_dropout, worker.autocast_dtype, unet,
-                                          config.negative_prompt, config.offset_noise)
-                    worker.scaler.scale(loss / accumulation).backward()
-                losses.append(loss.item())
-                samples += len(inputs["prompts"])
-            worker.end_step(step, optimizer, losses, samples, began, model.save_trainable, ema)
-            if worker.is_chief and config.sample_every and (
-                    step % config.sample_every == 0 or step == config.steps):
-                _log_samples(model, inputs, config, mlflow, step)
+        def log_samples(step: int) -> None:
+            if worker.is_chief and config.sample_every and (step % config.sample_every == 0 or step == config.steps):
+                _log_samples(model, last["inputs"], config, mlflow, step)
+
+        worker.train_steps(start, optimizer, micro_step, model.save_trainable,
+                           network=None if unet is model.denoiser else unet, ema=ema, after_step=log_samples)
         averaged = ema.gathered() if ema is not None else None  # a collective: every rank
         if worker.is_chief:
             publish_final(lambda directory: save_with_ema(model, directory, averaged, config.ema_decay, config.steps),

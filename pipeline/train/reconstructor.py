@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import time
 from typing import Any
 
 import ray
@@ -131,28 +130,20 @@ def recon_loop(loop_config: dict[str, WorkerConfig]) -> None:
                if worker.world_size > 1 else lgm)
     orbits = cycle_batches(ray.train.get_dataset_shard("orbits"), config.micro_batch, "orbit",
                            shuffle_buffer=config.shuffle_buffer, seed=config.seed + worker.rank)
-    accumulation = config.accumulation_steps(worker.world_size)
     rng = torch.Generator(device=worker.device).manual_seed(config.seed * 7919 + worker.rank + start)
+
+    def micro_step(step: int, micro: int) -> tuple[torch.Tensor, int]:
+        batch = reconstructor_batch(generator_model, to_model_inputs(next(orbits), worker.device), rng,
+                                    config.resolution, recon.supervised_views, recon.background, worker.autocast_dtype)
+        with torch.autocast(worker.device.type, dtype=worker.autocast_dtype, enabled=worker.autocast_dtype is not None):
+            terms, _, _ = reconstruction_step(lgm, loss_fn, batch.targets, batch.alphas, batch.cameras,
+                                              batch.input_views, batch.supervised, batch.background,
+                                              network=network, input_images=batch.inputs)
+        return terms["loss"], len(batch.inputs)
+
     with worker.mlflow() as mlflow:
-        if worker.is_chief and start:
-            logger.info("resumed from step %d", start)
-        for step in range(start + 1, config.steps + 1):
-            began = time.perf_counter()
-            worker.maybe_fail(step)
-            losses, samples = [], 0
-            for _ in range(accumulation):
-                batch = reconstructor_batch(generator_model, to_model_inputs(next(orbits), worker.device), rng,
-                                            config.resolution, recon.supervised_views, recon.background,
-                                            worker.autocast_dtype)
-                with torch.autocast(worker.device.type, dtype=worker.autocast_dtype,
-                                    enabled=worker.autocast_dtype is not None):
-                    terms, _, _ = reconstruction_step(lgm, loss_fn, batch.targets, batch.alphas, batch.cameras,
-                                                      batch.input_views, batch.supervised, batch.background,
-                                                      network=network, input_images=batch.inputs)
-                worker.scaler.scale(terms["loss"] / accumulation).backward()
-                losses.append(terms["loss"].item())
-                samples += len(batch.inputs)
-            worker.end_step(step, optimizer, losses, samples, began, lgm.save_pretrained)
+        worker.train_steps(start, optimizer, micro_step, lgm.save_pretrained,
+                           network=None if network is lgm else network)
         if worker.is_chief:
             publish_final(lgm.save_pretrained, config, mlflow)
 

@@ -96,6 +96,36 @@ class WorkerState:
         if self._mlflow is not None:
             self._mlflow.log_metrics(metrics, step=step)
 
+    def train_steps(self, start: int, optimizer: torch.optim.Optimizer,
+                    micro_step: Callable[[int, int], tuple[torch.Tensor, int]], save_model: Callable[[str], None],
+                    network: Any = None, ema: Any = None, after_step: Callable[[int], None] | None = None) -> None:
+        """The step loop of both trainers, from step ``start + 1`` to the config's last.
+
+        Each step runs ``accumulation_steps`` micro-steps, ``micro_step(step, micro) -> (loss, samples)``
+        (the trainer's forward pass), backpropagates each loss through the grad scaler, then ends the
+        step (``end_step``: optimizer, EMA, metrics, reports and checkpoints) and calls
+        ``after_step(step)``. ``network`` is the DDP-wrapped model when there is one: its gradients
+        are all-reduced on the last micro-step only.
+        """
+        accumulation = self.train.accumulation_steps(self.world_size)
+        if self.is_chief and start:
+            logger.info("resumed from step %d", start)
+        for step in range(start + 1, self.train.steps + 1):
+            began = time.perf_counter()
+            self.maybe_fail(step)
+            losses, samples = [], 0
+            for micro in range(accumulation):
+                sync = (contextlib.nullcontext() if network is None or micro == accumulation - 1
+                        else network.no_sync())
+                with sync:
+                    loss, count = micro_step(step, micro)
+                    self.scaler.scale(loss / accumulation).backward()
+                losses.append(loss.item())
+                samples += count
+            self.end_step(step, optimizer, losses, samples, began, save_model, ema)
+            if after_step is not None:
+                after_step(step)
+
     def end_step(self, step: int, optimizer: torch.optim.Optimizer, losses: list[float], samples: int,
                  began: float, save_model: Callable[[str], None], ema: Any = None) -> dict[str, float]:
         """Optimizer step (through the grad scaler), the EMA's step, metrics, progress, and the
