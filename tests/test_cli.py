@@ -233,3 +233,21 @@ def test_help_loads_no_model_or_cluster_library(job):
     assert result.stdout.startswith("usage: ")
     assert "  " not in " ".join(line.strip() for line in result.stdout.split("\n\n")[1].splitlines()), \
         "examples keep their line breaks (no backslash-newline joined into runs of spaces)"
+
+
+def test_every_job_is_an_installed_command_and_every_command_a_job():
+    """``[project.scripts]`` names one ``videomv-*`` command per file of jobs/, each its ``main``;
+    installed by scripts/setup.sh, each answers --help as the file does."""
+    import tomllib
+    from pathlib import Path
+
+    scripts = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    jobs = {path.stem for path in (REPO_ROOT / "jobs").glob("*.py") if path.stem != "__init__"}
+    assert {target for target in scripts.values()} == {f"jobs.{job}:main" for job in jobs}
+    assert set(scripts) == {"videomv-" + job.replace("_", "-") for job in jobs}
+    for job in jobs:
+        assert callable(load_job(job).main), job
+    installed = Path(sys.executable).parent / "videomv-render"
+    assert installed.is_file(), "scripts/setup.sh installs the commands into the venv"
+    done = subprocess.run([str(installed), "--help"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "--resolution" in done.stdout, done.stderr[-2000:]
