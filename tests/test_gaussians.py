@@ -99,63 +99,102 @@ def test_gradients_reach_every_parameter():
         assert gradient is not None and torch.isfinite(gradient).all() and gradient.abs().sum() > 0, name
 
 
-def brute_force_render(scene: Gaussians, c2w: torch.Tensor, K: torch.Tensor, size: int,
-                       background: tuple[float, float, float]) -> tuple[torch.Tensor, torch.Tensor]:
-    """The rasteriser's definition, evaluated the slow way: every pixel against every Gaussian
-    (those whose 3-sigma box touches the pixel's 16 px tile, as gsplat bins them), all composited
-    front to back by camera depth. Returns colors [C, H, W, 3] and alphas [C, H, W, 1]."""
-    from models.gaussians._torch_rasterizer import ALPHA_MAX, ALPHA_MIN, TILE, _project
+def brute_force_render(scene: Gaussians, c2w: torch.Tensor, K: torch.Tensor, size: int | tuple[int, int],
+                       background: tuple[float, float, float], stop: bool = True
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rasteriser's definition (gsplat's), evaluated the slow way: every pixel against every
+    Gaussian (those whose 3-sigma box touches the pixel's 16 px tile, as gsplat bins them),
+    composited front to back by camera depth, one Gaussian at a time as gsplat's kernel does: a
+    pixel stops at the Gaussian that would take its transmittance to 1e-4 or below, which is left
+    out (``stop=False``: nothing stops). ``size`` is the side or (width, height). Returns colors
+    [C, H, W, 3] and alphas [C, H, W, 1]."""
+    from models.gaussians._torch_rasterizer import ALPHA_MAX, ALPHA_MIN, T_STOP, TILE, _project
 
+    width, height = (size, size) if isinstance(size, int) else size
     flip = torch.as_tensor(camera.OPENGL_TO_OPENCV, dtype=c2w.dtype)
     colors, alphas = [], []
-    ys, xs = torch.meshgrid(torch.arange(size) + 0.5, torch.arange(size) + 0.5, indexing="ij")
+    ys, xs = torch.meshgrid(torch.arange(height) + 0.5, torch.arange(width) + 0.5, indexing="ij")
     pixels = torch.stack([xs.flatten(), ys.flatten()], dim=-1)  # [P, 2]
-    tiles = math.ceil(size / TILE)
+    tiles_x, tiles_y = math.ceil(width / TILE), math.ceil(height / TILE)
     for view in range(len(c2w)):
-        means2d, depths, conics, radii = _project(scene, torch.linalg.inv(c2w[view] @ flip), K, size, size)
+        means2d, depths, conics, radii = _project(scene, torch.linalg.inv(c2w[view] @ flip), K, width, height)
         order = torch.argsort(depths)
         means2d, conics, radii = means2d[order], conics[order], radii[order]
         opacities, rgb = scene.opacities[order], scene.colors[order]
-        box = [((means2d[:, axis, None] + sign * radii[:, None]) // TILE).clamp(0, tiles - 1)
+        box = [((means2d[:, axis, None] + sign * radii[:, None]) // TILE).clamp(0, (tiles_x, tiles_y)[axis] - 1)
                for axis in (0, 1) for sign in (-1, 1)]  # x0, x1, y0, y1 tile indices [N, 1]
         tile_x, tile_y = (pixels[:, 0] // TILE)[None], (pixels[:, 1] // TILE)[None]
         binned = (radii[:, None] > 0) & (box[0] <= tile_x) & (tile_x <= box[1]) & (box[2] <= tile_y) & \
-            (tile_y <= box[3]) & (means2d[:, :1] + radii[:, None] > 0) & (means2d[:, :1] - radii[:, None] < size) & \
-            (means2d[:, 1:] + radii[:, None] > 0) & (means2d[:, 1:] - radii[:, None] < size)  # [N, P]
+            (tile_y <= box[3]) & (means2d[:, :1] + radii[:, None] > 0) & (means2d[:, :1] - radii[:, None] < width) & \
+            (means2d[:, 1:] + radii[:, None] > 0) & (means2d[:, 1:] - radii[:, None] < height)  # [N, P]
         delta = pixels[None] - means2d[:, None]  # [N, P, 2]
         power = -0.5 * (conics[:, None, 0] * delta[..., 0] ** 2 + conics[:, None, 2] * delta[..., 1] ** 2) \
             - conics[:, None, 1] * delta[..., 0] * delta[..., 1]
         alpha = (opacities[:, None] * torch.exp(power)).clamp(max=ALPHA_MAX)
         alpha = torch.where(binned & (power <= 0) & (alpha >= ALPHA_MIN), alpha, torch.zeros_like(alpha))
         colour, transmittance = torch.zeros(len(pixels), 3), torch.ones(len(pixels))
+        done = torch.zeros(len(pixels), dtype=torch.bool)
         for alpha_i, rgb_i in zip(alpha.unbind(0), rgb.unbind(0)):  # unbind: one backward node, not N copies
+            if stop:  # this Gaussian would take the pixel to T_STOP or below: the pixel ends before it
+                done = done | ((transmittance * (1 - alpha_i)).detach() <= T_STOP)
+                alpha_i = torch.where(done, torch.zeros_like(alpha_i), alpha_i)
             colour = colour + (transmittance * alpha_i)[:, None] * rgb_i
             transmittance = transmittance * (1 - alpha_i)
         colour = colour + transmittance[:, None] * torch.tensor(background)
-        colors.append(colour.reshape(size, size, 3))
-        alphas.append((1 - transmittance).reshape(size, size, 1))
+        colors.append(colour.reshape(height, width, 3))
+        alphas.append((1 - transmittance).reshape(height, width, 1))
     return torch.stack(colors), torch.stack(alphas)
 
 
-def test_the_rasteriser_equals_the_brute_force_definition_with_its_gradients():
-    """Outputs and gradients within 1e-4 of ``brute_force_render``, on a scene dense enough that
-    whole tiles saturate (where the rasteriser stops early)."""
+def off_centre_cameras(azimuths=(0.0, 135.0), elevation=20.0, width=48, height=40, fov=39.6):
+    """Orbit cameras with a non-square image and a principal point off the centre (a crop)."""
+    c2w = torch.tensor(camera.orbit_c2w(elevation, list(azimuths)), dtype=torch.float32)
+    K = torch.tensor(camera.intrinsics_from_fov(fov, width, height), dtype=torch.float32)
+    K[0, 2], K[1, 2] = 0.3 * width, 0.65 * height
+    return c2w, K
+
+
+@pytest.mark.parametrize("intrinsics", ["centred", "off-centre"])
+def test_the_rasteriser_equals_the_brute_force_definition_with_its_gradients(intrinsics):
+    """Outputs and gradients within 1e-5 of ``brute_force_render`` (gsplat's definition, one Gaussian
+    at a time), on a scene dense enough that pixels stop (where leaving the stopping Gaussian in
+    would differ), with centred square and off-centre non-square intrinsics."""
     background = (0.5, 0.5, 0.5)
-    c2w, K = cameras(azimuths=(0.0, 135.0), elevation=20.0, size=48)
+    if intrinsics == "centred":
+        (c2w, K), width, height = cameras(azimuths=(0.0, 135.0), elevation=20.0, size=48), 48, 48
+    else:
+        (c2w, K), width, height = off_centre_cameras(), 48, 40
     scenes = [random_scene(1500, seed=3, requires_grad=True) for _ in range(2)]
-    weights = torch.rand(2, 48, 48, 3, generator=torch.Generator().manual_seed(1))
-    fast = render_gaussians(scenes[0], c2w, K, 48, 48, background=background, backend="torch")
-    slow_colors, slow_alphas = brute_force_render(scenes[1], c2w, K, 48, background)
-    torch.testing.assert_close(fast.colors, slow_colors, atol=1e-4, rtol=0)
-    torch.testing.assert_close(fast.alphas, slow_alphas, atol=1e-4, rtol=0)
-    remaining = (1.0 - slow_alphas).reshape(2, 3, 16, 3, 16).amax(dim=(2, 4))  # per 16 px tile, the most light left
-    assert (remaining < 1e-4).any(), remaining  # some tiles are saturated: the early stop applies there
+    weights = torch.rand(2, height, width, 3, generator=torch.Generator().manual_seed(1))
+    fast = render_gaussians(scenes[0], c2w, K, width, height, background=background, backend="torch")
+    slow_colors, slow_alphas = brute_force_render(scenes[1], c2w, K, (width, height), background)
+    torch.testing.assert_close(fast.colors, slow_colors, atol=1e-5, rtol=0)
+    torch.testing.assert_close(fast.alphas, slow_alphas, atol=1e-5, rtol=0)
+    with torch.no_grad():  # the stop rule matters here: without it some pixels differ
+        unstopped, _ = brute_force_render(scenes[1], c2w, K, (width, height), background, stop=False)
+    assert (unstopped - slow_colors).abs().max() > 1e-4
     ((fast.colors * weights).sum() + fast.alphas.sum()).backward()
     ((slow_colors * weights).sum() + slow_alphas.sum()).backward()
     for name in ("means", "quats", "scales", "opacities", "colors"):
         fast_grad, slow_grad = getattr(scenes[0], name).grad, getattr(scenes[1], name).grad
         scale = slow_grad.abs().max().clamp(min=1.0)
-        torch.testing.assert_close(fast_grad / scale, slow_grad / scale, atol=1e-4, rtol=0, msg=name)
+        torch.testing.assert_close(fast_grad / scale, slow_grad / scale, atol=1e-5, rtol=0, msg=name)
+
+
+def test_a_pixel_stops_before_the_gaussian_that_would_take_it_below_the_threshold():
+    """Two wide Gaussians in line (flat across the pixel): the front one leaves 0.08 of the light,
+    the one behind (alpha 0.999)
+    would take it to 8e-5 <= 1e-4, so gsplat leaves it out and the pixel keeps the front one's
+    colour over 0.08 of the background (drawing it would put 0.08 of its colour there instead)."""
+    c2w, K = cameras(size=16)
+    scene = Gaussians(means=torch.tensor([[0.0, 0.0, 0.2], [0.0, 0.0, -0.2]]),
+                      quats=torch.tensor([[1.0, 0.0, 0.0, 0.0]] * 2), scales=torch.full((2, 3), 3.0),
+                      opacities=torch.tensor([0.92, 1.0]), colors=torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]))
+    out = render_gaussians(scene, c2w, K, 16, 16, background=(0.0, 0.0, 1.0), backend="torch")
+    centre = out.colors[0, 8, 8]
+    torch.testing.assert_close(centre, torch.tensor([0.92, 0.0, 0.08]), atol=2e-3, rtol=0)
+    slow, _ = brute_force_render(scene, c2w, K, 16, (0.0, 0.0, 1.0))
+    torch.testing.assert_close(out.colors, slow, atol=1e-5, rtol=0)
 
 
 def test_the_opacity_cull_keeps_every_pair_that_changes_a_pixel():
@@ -461,3 +500,40 @@ def test_gsplat_and_torch_backends_agree_on_depth():
     covered = reference.alphas > 0.5
     torch.testing.assert_close(fast.depths[covered], reference.depths[covered], atol=2e-3, rtol=0)
     torch.testing.assert_close(fast.colors, reference.colors, atol=2e-3, rtol=0)
+
+
+def test_the_projection_clamps_the_jacobian_around_the_principal_point_as_gsplat_does():
+    """gsplat evaluates the EWA Jacobian at x/z clamped to [-(cx/fx + 0.3 tan), (W - cx)/fx + 0.3 tan]
+    (``_persp_proj`` in gsplat/cuda/_torch_impl.py, gsplat 1.5.3; likewise y): with the principal
+    point off the centre the two sides differ. Gaussians beyond both sides of an off-centre camera
+    get gsplat's 2D covariance (a clamp symmetric about the centre gives another)."""
+    from models.gaussians._torch_rasterizer import EPS_2D, _project
+
+    width, height = 48, 40
+    K = torch.tensor(camera.intrinsics_from_fov(39.6, width, height), dtype=torch.float32)
+    K[0, 2], K[1, 2] = 0.3 * width, 0.65 * height
+    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+    depth = 2.0
+    # x/z from far left to far right of the image (and y likewise), through both clamp limits
+    xs = torch.linspace(-1.2, 1.2, 25)
+    means = torch.stack([xs * depth, -xs.flip(0) * depth, torch.full_like(xs, depth)], dim=-1)
+    generator = torch.Generator().manual_seed(0)
+    scene = Gaussians(means=means, quats=torch.nn.functional.normalize(torch.randn(25, 4, generator=generator), dim=-1),
+                      scales=torch.rand(25, 3, generator=generator) * 0.05 + 0.01, opacities=torch.full((25,), 0.5),
+                      colors=torch.rand(25, 3, generator=generator))
+    _, _, conics, _ = _project(scene, torch.eye(4), K, width, height)  # camera frame = world frame
+
+    rotation = quaternion_to_matrix(scene.quats)
+    scaled = rotation * scene.scales[:, None, :]
+    covariance = scaled @ scaled.transpose(-1, -2)
+    tx, ty, tz = means.unbind(-1)
+    tan_x, tan_y = 0.5 * width / fx, 0.5 * height / fy
+    tx = tz * torch.clamp(tx / tz, min=-(cx / fx + 0.3 * tan_x), max=(width - cx) / fx + 0.3 * tan_x)
+    ty = tz * torch.clamp(ty / tz, min=-(cy / fy + 0.3 * tan_y), max=(height - cy) / fy + 0.3 * tan_y)
+    zeros = torch.zeros_like(tz)
+    jacobian = torch.stack([fx / tz, zeros, -fx * tx / tz**2, zeros, fy / tz, -fy * ty / tz**2], dim=-1).reshape(-1, 2, 3)
+    cov2d = jacobian @ covariance @ jacobian.transpose(-1, -2) + EPS_2D * torch.eye(2)
+    a, b, c = cov2d[:, 0, 0], cov2d[:, 0, 1], cov2d[:, 1, 1]
+    determinant = a * c - b * b
+    expected = torch.stack([c / determinant, -b / determinant, a / determinant], dim=-1)
+    torch.testing.assert_close(conics, expected, rtol=1e-5, atol=1e-6)

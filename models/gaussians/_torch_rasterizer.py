@@ -5,8 +5,9 @@ The PyTorch rasteriser bins Gaussians into 4 x 4 px cells of gsplat's 16 px tile
 a Gaussian goes only into the cells of its tiles where its alpha can reach 1/255 (an exact cull:
 the pixels are those of the 16 px lists), each cell's list sorted by depth. Cells are composited in
 vectorised chunks of similar list length (bounded memory), 64 Gaussians at a time (more when few
-cells remain), dropping a cell once all its pixels' transmittance is under ``T_STOP`` (1e-4,
-gsplat's per-pixel threshold). Forward cost for 24 views on 2 CPU cores
+cells remain). Each pixel stops as gsplat's does: at the Gaussian that would take its
+transmittance to ``T_STOP`` (1e-4) or below, which is left out; a cell is dropped once all its
+pixels have stopped. Forward cost for 24 views on 2 CPU cores
 (``benchmarks/gaussians.py``, ``docs/costs.md``): 5.3 s for 65K Gaussians at 256 px, 1.3 s for 16K
 at 128 px, 0.19 s for 2K at 32 px: fine for tests, sampling and small batches; training at full
 size wants gsplat on a GPU.
@@ -29,7 +30,7 @@ CELL = 4  # the PyTorch path composites 4 x 4 px cells of the 16 px tiles (see `
 _CHUNK_ELEMENTS = 1 << 23  # pixels x Gaussians evaluated at once by the PyTorch path
 _BLOCK = 64  # Gaussians per tile composited at once, between checks for early termination ...
 _STEP_ELEMENTS = 1 << 18  # ... or more, so that one step evaluates at least this many pixel-Gaussian pairs
-T_STOP = 1e-4  # a tile stops once all its pixels' transmittance is below this (gsplat stops per pixel)
+T_STOP = 1e-4  # a pixel stops at the Gaussian that would take its transmittance to this or below (gsplat's rule)
 
 
 def _project(gaussians: Gaussians, viewmat: torch.Tensor, K: torch.Tensor, width: int, height: int):
@@ -38,11 +39,11 @@ def _project(gaussians: Gaussians, viewmat: torch.Tensor, K: torch.Tensor, width
     x, y, z = points.unbind(-1)
     z_safe = z.clamp(min=NEAR_PLANE)
     fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
-    # The Jacobian is evaluated with x/z, y/z clamped to 1.3x the field of view, as in gsplat.
-    limit_x = 1.3 * 0.5 * width / fx
-    limit_y = 1.3 * 0.5 * height / fy
-    tx = (x / z_safe).clamp(-limit_x, limit_x) * z_safe
-    ty = (y / z_safe).clamp(-limit_y, limit_y) * z_safe
+    # The Jacobian is evaluated with x/z, y/z clamped to 0.3 x the half field of view beyond the
+    # image's edges, measured from the principal point (gsplat's form: symmetric only for a centred K).
+    tan_x, tan_y = 0.5 * width / fx, 0.5 * height / fy
+    tx = (x / z_safe).clamp(-(cx / fx + 0.3 * tan_x), (width - cx) / fx + 0.3 * tan_x) * z_safe
+    ty = (y / z_safe).clamp(-(cy / fy + 0.3 * tan_y), (height - cy) / fy + 0.3 * tan_y) * z_safe
     zeros = torch.zeros_like(z_safe)
     jacobian = torch.stack([
         torch.stack([fx / z_safe, zeros, -fx * tx / z_safe**2], dim=-1),
@@ -169,13 +170,13 @@ def _render_torch(gaussians: Gaussians, viewmat: torch.Tensor, K: torch.Tensor, 
 
     def flush(tile_ids: list[int], depth: int) -> None:
         """Composite tiles ``tile_ids`` (at most ``depth`` Gaussians each), front to back in blocks
-        (``_block_length``); a tile leaves the work once all its pixels' transmittance is under
-        ``T_STOP`` (what lies behind would change no pixel by more than that)."""
+        (``_block_length``); a tile leaves the work once all its pixels have stopped (``T_STOP``)."""
         tiles = torch.tensor(tile_ids, device=device)
         origin = torch.stack([(tiles % tiles_x) * CELL, (tiles // tiles_x) * CELL], dim=-1).to(dtype)
         pixels = origin[:, None, :] + pixel_offsets[None]  # [T, P, 2]
         colour = torch.zeros(len(tile_ids), pixel_count, channels, device=device, dtype=dtype)
         transmittance = torch.ones(len(tile_ids), pixel_count, device=device, dtype=dtype)
+        done = torch.zeros(len(tile_ids), pixel_count, device=device, dtype=torch.bool)  # pixels stopped
         active = torch.arange(len(tile_ids), device=device)  # rows of ``tiles`` still compositing
         begin, block = 0, _block_length(len(tile_ids), pixel_count)
         while begin < depth:
@@ -191,15 +192,22 @@ def _render_torch(gaussians: Gaussians, viewmat: torch.Tensor, K: torch.Tensor, 
             alpha = (gaussians.opacities[gaussian][:, None] * torch.exp(power)).clamp(max=ALPHA_MAX)
             keep = valid[:, None, :] & (power <= 0) & (alpha >= ALPHA_MIN)
             alpha = torch.where(keep, alpha, torch.zeros_like(alpha))
+            entering = transmittance[active]
+            # gsplat's stop: a pixel ends at the Gaussian that would take its transmittance to T_STOP
+            # or below, which is left out (transmittance only falls, so the test is per Gaussian).
+            reaching = (entering[..., None] * torch.cumprod(1.0 - alpha, dim=-1)).detach()  # [A, P, K]
+            drawn = (reaching > T_STOP) & ~done[active][..., None]
+            alpha = torch.where(drawn, alpha, torch.zeros_like(alpha))
             through = torch.cumprod(1.0 - alpha, dim=-1)  # transmittance after each Gaussian of the block
             before = torch.cat([torch.ones_like(through[..., :1]), through[..., :-1]], dim=-1)
-            entering = transmittance[active]
             weights = alpha * before * entering[..., None]  # [A, P, K]
             colour = colour.index_add(0, active, torch.einsum("apk,akc->apc", weights, features[gaussian]))
             leaving = entering * through[..., -1]
             transmittance = transmittance.index_copy(0, active, leaving)
+            stopped = done[active] | (reaching[..., -1] <= T_STOP)
+            done = done.index_copy(0, active, stopped)
             begin += len(slots)
-            active = active[(leaving >= T_STOP).any(dim=1) & (per_tile[tiles[active]] > begin)]
+            active = active[(~stopped).any(dim=1) & (per_tile[tiles[active]] > begin)]
             if len(active) == 0:
                 break
             block = _block_length(len(active), pixel_count)

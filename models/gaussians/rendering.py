@@ -1,11 +1,13 @@
 """Differentiable rendering of 3D Gaussians: gsplat on CUDA, a pure-PyTorch rasteriser elsewhere.
 
 ``render_gaussians`` is the one entry point. Both backends follow gsplat 1.5's "classic" mode:
-EWA projection with the Jacobian clamped to 1.3x the field of view, a 0.3 px^2 low-pass added to
-each 2D covariance, radius ``ceil(3 sigma)``, per-pixel ``alpha = min(0.999, o * exp(-q/2))``
-dropped below 1/255, front-to-back compositing by camera depth over a background. (gsplat stops a
-pixel once its transmittance falls under 1e-4; the PyTorch path stops a whole 4 px cell once all its
-pixels are under it: either way what is left out changes no pixel by more than 1e-4.)
+EWA projection with the Jacobian's x/z, y/z clamped to 0.3 x the half field of view beyond the
+image's edges (from the principal point), a 0.3 px^2 low-pass added to each 2D covariance, radius
+``ceil(3 sigma)``, per-pixel ``alpha = min(0.999, o * exp(-q/2))`` dropped below 1/255,
+front-to-back compositing by camera depth over a background, each pixel stopping at the Gaussian
+that would take its transmittance to 1e-4 or below (that Gaussian left out). The PyTorch path
+follows the same rules; against gsplat's definition it differs by float rounding only
+(``tests/test_gaussians.py`` bounds it at 1e-5 on random scenes with off-centre intrinsics).
 
 The PyTorch rasteriser is ``models.gaussians._torch_rasterizer`` (its docstring: binning, compositing, cost).
 """
