@@ -20,9 +20,9 @@ import torch  # noqa: E402
 
 from models.reconstructor.model import LGM  # noqa: E402
 from models.pipeline_videomv.pipeline_videomv import load_pipeline  # noqa: E402
-from pipeline.cli import StoreWithDeprecatedAlias  # noqa: E402
 from models.pipeline_videomv.three_d_aware import reconstruction_steps  # noqa: E402
 from models.toy.tiny import make_tiny  # noqa: E402
+from pipeline.cli import StoreWithDeprecatedAlias  # noqa: E402
 
 
 def main() -> int:

@@ -63,5 +63,6 @@ def connect(**init_options: Any) -> None:
         return
     runtime_env = dict(init_options.pop("runtime_env", None) or {})
     runtime_env["env_vars"] = {**worker_environment(), **runtime_env.get("env_vars", {})}
-    runtime_env.setdefault("worker_process_setup_hook", point_at_own_cluster)
+    if "worker_process_setup_hook" not in (submitted_job() or {}):  # a submitted job's own hook is its own
+        runtime_env.setdefault("worker_process_setup_hook", point_at_own_cluster)
     ray.init(runtime_env=runtime_env, **init_options)

@@ -195,7 +195,7 @@ def _render_torch(gaussians: Gaussians, viewmat: torch.Tensor, K: torch.Tensor, 
             entering = transmittance[active]
             # gsplat's stop: a pixel ends at the Gaussian that would take its transmittance to T_STOP
             # or below, which is left out (transmittance only falls, so the test is per Gaussian).
-            reaching = (entering[..., None] * torch.cumprod(1.0 - alpha, dim=-1)).detach()  # [A, P, K]
+            reaching = entering.detach()[..., None] * torch.cumprod(1.0 - alpha.detach(), dim=-1)  # [A, P, K]
             drawn = (reaching > T_STOP) & ~done[active][..., None]
             alpha = torch.where(drawn, alpha, torch.zeros_like(alpha))
             through = torch.cumprod(1.0 - alpha, dim=-1)  # transmittance after each Gaussian of the block

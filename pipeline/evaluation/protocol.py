@@ -30,10 +30,10 @@ from models.mesh.from_gaussians import mesh_from_gaussians
 from models.mesh.fusion import MeshingError
 from models.metrics.geometry import geometry_scores
 from models.metrics.scores import MetricNetworks
-from pipeline.evaluation.sample_scores import score_image_to_multiview, score_text_to_multiview
 from models.pipeline_videomv.pipeline_videomv import VideoMVPipeline, VideoMVPipelineOutput, load_pipeline
 from models.pipeline_videomv.three_d_aware import reconstruction_steps
 from models.variants import VARIANTS
+from pipeline.evaluation.sample_scores import score_image_to_multiview, score_text_to_multiview
 from pipeline.data import shards
 from pipeline.serve.media import grid_image, to_uint8
 from pipeline.data.rows import row_to_tensors

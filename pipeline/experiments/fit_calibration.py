@@ -19,9 +19,9 @@ import torch
 
 import camera
 from models.metrics.scores import MetricNetworks
-from pipeline.evaluation.sample_scores import score_text_to_multiview
 from models.gaussians.fit import FitConfig
 from models.variants import VARIANTS
+from pipeline.evaluation.sample_scores import score_text_to_multiview
 from pipeline.evaluation.ground_truth import render_views
 from render.process import BlenderProcess
 from render.settings import RenderSettings

@@ -32,10 +32,10 @@ import torch
 
 import camera
 from models.metrics.scores import MetricNetworks
-from pipeline.evaluation.sample_scores import score_text_to_multiview
 from models.gaussians.fit import FitConfig
 from models.pipeline_videomv.pipeline_videomv import load_pipeline
 from models.prompts import with_suffix
+from pipeline.evaluation.sample_scores import score_text_to_multiview
 from pipeline.experiments.sampling import SamplingConfig
 from models.pipeline_videomv.three_d_aware import reconstruction_steps
 from models.variants import VARIANTS
