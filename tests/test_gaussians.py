@@ -100,14 +100,15 @@ def test_gradients_reach_every_parameter():
 
 
 def brute_force_render(scene: Gaussians, c2w: torch.Tensor, K: torch.Tensor, size: int | tuple[int, int],
-                       background: tuple[float, float, float], stop: bool = True
+                       background: tuple[float, float, float], stop: bool = True, depth: bool = False
                        ) -> tuple[torch.Tensor, torch.Tensor]:
     """The rasteriser's definition (gsplat's), evaluated the slow way: every pixel against every
     Gaussian (those whose 3-sigma box touches the pixel's 16 px tile, as gsplat bins them),
     composited front to back by camera depth, one Gaussian at a time as gsplat's kernel does: a
     pixel stops at the Gaussian that would take its transmittance to 1e-4 or below, which is left
     out (``stop=False``: nothing stops). ``size`` is the side or (width, height). Returns colors
-    [C, H, W, 3] and alphas [C, H, W, 1]."""
+    [C, H, W, 3] (``depth``: [C, H, W, 4], the camera depth composited as a fourth channel over 0)
+    and alphas [C, H, W, 1]."""
     from models.gaussians._torch_rasterizer import ALPHA_MAX, ALPHA_MIN, T_STOP, TILE, _project
 
     width, height = (size, size) if isinstance(size, int) else size
@@ -121,6 +122,8 @@ def brute_force_render(scene: Gaussians, c2w: torch.Tensor, K: torch.Tensor, siz
         order = torch.argsort(depths)
         means2d, conics, radii = means2d[order], conics[order], radii[order]
         opacities, rgb = scene.opacities[order], scene.colors[order]
+        if depth:
+            rgb = torch.cat([rgb, depths[order, None]], dim=-1)
         box = [((means2d[:, axis, None] + sign * radii[:, None]) // TILE).clamp(0, (tiles_x, tiles_y)[axis] - 1)
                for axis in (0, 1) for sign in (-1, 1)]  # x0, x1, y0, y1 tile indices [N, 1]
         tile_x, tile_y = (pixels[:, 0] // TILE)[None], (pixels[:, 1] // TILE)[None]
@@ -132,7 +135,7 @@ def brute_force_render(scene: Gaussians, c2w: torch.Tensor, K: torch.Tensor, siz
             - conics[:, None, 1] * delta[..., 0] * delta[..., 1]
         alpha = (opacities[:, None] * torch.exp(power)).clamp(max=ALPHA_MAX)
         alpha = torch.where(binned & (power <= 0) & (alpha >= ALPHA_MIN), alpha, torch.zeros_like(alpha))
-        colour, transmittance = torch.zeros(len(pixels), 3), torch.ones(len(pixels))
+        colour, transmittance = torch.zeros(len(pixels), rgb.shape[-1]), torch.ones(len(pixels))
         done = torch.zeros(len(pixels), dtype=torch.bool)
         for alpha_i, rgb_i in zip(alpha.unbind(0), rgb.unbind(0)):  # unbind: one backward node, not N copies
             if stop:  # this Gaussian would take the pixel to T_STOP or below: the pixel ends before it
@@ -140,8 +143,8 @@ def brute_force_render(scene: Gaussians, c2w: torch.Tensor, K: torch.Tensor, siz
                 alpha_i = torch.where(done, torch.zeros_like(alpha_i), alpha_i)
             colour = colour + (transmittance * alpha_i)[:, None] * rgb_i
             transmittance = transmittance * (1 - alpha_i)
-        colour = colour + transmittance[:, None] * torch.tensor(background)
-        colors.append(colour.reshape(height, width, 3))
+        colour = colour + transmittance[:, None] * torch.tensor([*background, 0.0][: rgb.shape[-1]])
+        colors.append(colour.reshape(height, width, rgb.shape[-1]))
         alphas.append((1 - transmittance).reshape(height, width, 1))
     return torch.stack(colors), torch.stack(alphas)
 
@@ -154,31 +157,98 @@ def off_centre_cameras(azimuths=(0.0, 135.0), elevation=20.0, width=48, height=4
     return c2w, K
 
 
-@pytest.mark.parametrize("intrinsics", ["centred", "off-centre"])
-def test_the_rasteriser_equals_the_brute_force_definition_with_its_gradients(intrinsics):
-    """Outputs and gradients within 1e-5 of ``brute_force_render`` (gsplat's definition, one Gaussian
-    at a time), on a scene dense enough that pixels stop (where leaving the stopping Gaussian in
-    would differ), with centred square and off-centre non-square intrinsics."""
+def near_and_far_scene(seed: int = 3) -> tuple[Gaussians, torch.Tensor, torch.Tensor]:
+    """Cameras inside the scene's box (Gaussians behind them, across the near plane, and large ones
+    spanning many tiles) and Gaussians a hundred units away (a few pixels wide)."""
+    near = random_scene(1200, seed=seed)
+    generator = torch.Generator().manual_seed(seed + 1)
+    far = Gaussians(means=(torch.rand(300, 3, generator=generator) - 0.5) * 200.0,
+                    quats=torch.nn.functional.normalize(torch.randn(300, 4, generator=generator), dim=-1),
+                    scales=torch.rand(300, 3, generator=generator) * 2.0 + 0.5,
+                    opacities=torch.rand(300, generator=generator) * 0.8 + 0.1, colors=torch.rand(300, 3, generator=generator))
+    scene = Gaussians(**{name: torch.cat([getattr(near, name), getattr(far, name)])
+                         for name in ("means", "quats", "scales", "opacities", "colors")})
+    for tensor in (scene.means, scene.quats, scene.scales, scene.opacities, scene.colors):
+        tensor.requires_grad_(True)
+    c2w = torch.tensor(camera.orbit_c2w(20.0, [0.0, 135.0], 0.35), dtype=torch.float32)
+    K = torch.tensor(camera.intrinsics_from_fov(60.0, 48, 48), dtype=torch.float32)
+    return scene, c2w, K
+
+
+def reference_render(scene: Gaussians, c2w: torch.Tensor, K: torch.Tensor, width: int, height: int,
+                     background: tuple[float, float, float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The tensor compositing (the device-independent path, ``_render_torch``), with the depth channel."""
+    from models.gaussians._torch_rasterizer import _render_torch
+
+    flip = torch.as_tensor(camera.OPENGL_TO_OPENCV, dtype=c2w.dtype)
+    outputs = [_render_torch(scene, torch.linalg.inv(c2w[view] @ flip), K, width, height,
+                             torch.tensor(background), with_depth=True) for view in range(len(c2w))]
+    return torch.stack([o[0] for o in outputs]), torch.stack([o[1] for o in outputs])
+
+
+@pytest.mark.parametrize("case", ["centred", "off-centre", "near-and-far"])
+@pytest.mark.parametrize("compositor", ["compiled", "tensor"])
+def test_the_rasteriser_equals_the_brute_force_definition_with_its_gradients(case, compositor):
+    """Colours, alphas, the accumulated depth and the gradients of every parameter within 1e-5 of
+    ``brute_force_render`` (gsplat's definition, one Gaussian at a time), on scenes dense enough
+    that pixels stop (where leaving the stopping Gaussian in would differ): centred square and
+    off-centre non-square intrinsics, and cameras inside the scene (Gaussians behind them, across
+    the near plane, spanning tile edges) with Gaussians far away. ``compiled`` is what CPU tensors
+    use (``render_gaussians(backend="torch")``), ``tensor`` the compositing other devices use."""
     background = (0.5, 0.5, 0.5)
-    if intrinsics == "centred":
+    if case == "centred":
         (c2w, K), width, height = cameras(azimuths=(0.0, 135.0), elevation=20.0, size=48), 48, 48
-    else:
+    elif case == "off-centre":
         (c2w, K), width, height = off_centre_cameras(), 48, 40
-    scenes = [random_scene(1500, seed=3, requires_grad=True) for _ in range(2)]
-    weights = torch.rand(2, height, width, 3, generator=torch.Generator().manual_seed(1))
-    fast = render_gaussians(scenes[0], c2w, K, width, height, background=background, backend="torch")
-    slow_colors, slow_alphas = brute_force_render(scenes[1], c2w, K, (width, height), background)
-    torch.testing.assert_close(fast.colors, slow_colors, atol=1e-5, rtol=0)
-    torch.testing.assert_close(fast.alphas, slow_alphas, atol=1e-5, rtol=0)
+    if case == "near-and-far":
+        scenes = [near_and_far_scene()[0] for _ in range(2)]
+        c2w, K, width, height = *near_and_far_scene()[1:], 48, 48
+    else:
+        scenes = [random_scene(1500, seed=3, requires_grad=True) for _ in range(2)]
+    weights = torch.rand(2, height, width, 4, generator=torch.Generator().manual_seed(1))
+    if compositor == "compiled":
+        out = render_gaussians(scenes[0], c2w, K, width, height, background=background, backend="torch", depth=True)
+        fast = torch.cat([out.colors, out.depths * out.alphas], dim=-1), out.alphas
+    else:
+        fast = reference_render(scenes[0], c2w, K, width, height, background)
+    slow = brute_force_render(scenes[1], c2w, K, (width, height), background, depth=True)
+    for fast_output, slow_output in zip(fast, slow):
+        torch.testing.assert_close(fast_output, slow_output, atol=1e-5 * slow_output.abs().max().item(), rtol=0)
     with torch.no_grad():  # the stop rule matters here: without it some pixels differ
         unstopped, _ = brute_force_render(scenes[1], c2w, K, (width, height), background, stop=False)
-    assert (unstopped - slow_colors).abs().max() > 1e-4
-    ((fast.colors * weights).sum() + fast.alphas.sum()).backward()
-    ((slow_colors * weights).sum() + slow_alphas.sum()).backward()
+    assert (unstopped - slow[0][..., :3]).abs().max() > 1e-4
+    if case == "near-and-far":  # Gaussians behind the cameras and past the near plane are in the scene
+        flip = torch.as_tensor(camera.OPENGL_TO_OPENCV, dtype=c2w.dtype)
+        z = (scenes[1].means.detach() @ torch.linalg.inv(c2w[0] @ flip)[:3, :3].T)[:, 2] + \
+            torch.linalg.inv(c2w[0] @ flip)[2, 3]
+        assert (z < 0).sum() > 100 and ((z > 0) & (z < 0.05)).sum() > 5 and (z > 50).sum() > 5
+    for (fast_output, slow_output) in zip(fast, slow):
+        (fast_output * weights[..., : fast_output.shape[-1]]).sum().backward(retain_graph=True)
+        (slow_output * weights[..., : slow_output.shape[-1]]).sum().backward(retain_graph=True)
     for name in ("means", "quats", "scales", "opacities", "colors"):
         fast_grad, slow_grad = getattr(scenes[0], name).grad, getattr(scenes[1], name).grad
         scale = slow_grad.abs().max().clamp(min=1.0)
         torch.testing.assert_close(fast_grad / scale, slow_grad / scale, atol=1e-5, rtol=0, msg=name)
+
+
+def test_threads_may_render_at_once():
+    """A Serve replica or a thread pool may render from several threads: the compiled kernels'
+    thread pool takes one call at a time, and every thread gets its own images and gradients."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    c2w, K = cameras(azimuths=(0.0, 90.0, 180.0), elevation=10.0, size=32)
+
+    def render_and_backward(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        scene = random_scene(400, seed=seed, requires_grad=True)
+        out = render_gaussians(scene, c2w, K, 32, 32, backend="torch")
+        out.colors.sum().backward()
+        return out.colors.detach(), scene.means.grad
+
+    expected = [render_and_backward(seed) for seed in range(6)]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(render_and_backward, range(6)))
+    for (colors, grad), (expected_colors, expected_grad) in zip(got, expected):
+        assert torch.equal(colors, expected_colors) and torch.equal(grad, expected_grad)
 
 
 def test_a_pixel_stops_before_the_gaussian_that_would_take_it_below_the_threshold():

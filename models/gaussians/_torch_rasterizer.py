@@ -1,16 +1,18 @@
-"""The PyTorch reference rasteriser of 3D Gaussians (private: ``models.gaussians.rendering`` is the
-public module; it takes gsplat on CUDA and this elsewhere, with the same conventions).
+"""The PyTorch rasteriser of 3D Gaussians (private: ``models.gaussians.rendering`` is the public
+module; it takes gsplat on CUDA and the "torch" backend elsewhere, with the same conventions).
 
-The PyTorch rasteriser bins Gaussians into 4 x 4 px cells of gsplat's 16 px tiles (``bin_tiles``):
-a Gaussian goes only into the cells of its tiles where its alpha can reach 1/255 (an exact cull:
-the pixels are those of the 16 px lists), each cell's list sorted by depth. Cells are composited in
-vectorised chunks of similar list length (bounded memory), 64 Gaussians at a time (more when few
-cells remain). Each pixel stops as gsplat's does: at the Gaussian that would take its
-transmittance to ``T_STOP`` (1e-4) or below, which is left out; a cell is dropped once all its
-pixels have stopped. Forward cost for 24 views on 2 CPU cores
-(``benchmarks/gaussians.py``, ``docs/costs.md``): 5.3 s for 65K Gaussians at 256 px, 1.3 s for 16K
-at 128 px, 0.19 s for 2K at 32 px: fine for tests, sampling and small batches; training at full
-size wants gsplat on a GPU.
+Here: the EWA projection (``_project``, used by every non-gsplat path), the binning into cells
+(``cell_ranges``, ``bin_tiles``) and the tensor compositing (``_render_torch``) that runs on any
+device: the reference the compiled CPU kernels (``_cpu_rasterizer``, what CPU tensors use) are
+tested against, and the path for CUDA tensors where gsplat is unusable.
+
+The tensor compositing bins Gaussians into 4 x 4 px cells of gsplat's 16 px tiles: a Gaussian goes
+only into the cells of its tiles where its alpha can reach 1/255 (an exact cull: the pixels are
+those of the 16 px lists), each cell's list sorted by depth. Cells are composited in vectorised
+chunks of similar list length (bounded memory), 64 Gaussians at a time (more when few cells
+remain). Each pixel stops as gsplat's does: at the Gaussian that would take its transmittance to
+``T_STOP`` (1e-4) or below, which is left out; a cell is dropped once all its pixels have stopped.
+Its cost on 2 CPU cores is the baseline column of ``benchmarks/gaussians.py`` (``docs/costs.md``).
 """
 
 from __future__ import annotations
@@ -69,18 +71,17 @@ def _project(gaussians: Gaussians, viewmat: torch.Tensor, K: torch.Tensor, width
     return means2d, z, conics, radii
 
 
-def bin_tiles(means2d: torch.Tensor, depths: torch.Tensor, radii: torch.Tensor, width: int, height: int,
-              opacities: torch.Tensor | None = None, conics: torch.Tensor | None = None, cell: int = TILE
-              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Each Gaussian into the ``cell``-px cells it can reach, each cell's list sorted front to back.
+def cell_ranges(means2d: torch.Tensor, radii: torch.Tensor, width: int, height: int,
+                opacities: torch.Tensor | None = None, conics: torch.Tensor | None = None, cell: int = TILE
+                ) -> torch.Tensor:
+    """The ``cell``-px cells each Gaussian can reach: [N, 4] (x0, x1, y0, y1) inclusive cell
+    indices, an empty range (x0 > x1) for a Gaussian listed nowhere.
 
     A Gaussian reaches the 16 px tiles its 3-sigma box touches (gsplat's lists). With ``opacities``
-    [N] and ``conics`` [N, 3] it is listed only in the cells (``cell`` divides 16) holding a pixel
+    [N] and ``conics`` [N, 3] it reaches only the cells (``cell`` divides 16) holding a pixel
     centre of those tiles where ``opacity * exp(-q/2)`` can reach ``ALPHA_MIN`` (the bounding box of
     that ellipse, with a margin for rounding): every pair left out has its alpha dropped anyway, so
     the rendered pixels are exactly those of the 16 px lists, for fewer pairs.
-    Returns (pair_gaussian [M]: Gaussian ids, cell after cell; per_cell [cells]: list lengths;
-    starts [cells]: where each cell's list begins in pair_gaussian), cells numbered row-major.
     """
     device = means2d.device
     if TILE % cell:
@@ -89,6 +90,8 @@ def bin_tiles(means2d: torch.Tensor, depths: torch.Tensor, radii: torch.Tensor, 
     cells_x, cells_y = math.ceil(width / cell), math.ceil(height / cell)
     cull = opacities is not None and conics is not None
     with torch.no_grad():
+        ranges = torch.zeros(len(means2d), 4, dtype=torch.long, device=device)
+        ranges[:, 0] = 1  # empty: x0 = 1 > x1 = 0
         on_screen = (radii > 0) & (means2d[:, 0] + radii > 0) & (means2d[:, 0] - radii < width) & \
             (means2d[:, 1] + radii > 0) & (means2d[:, 1] - radii < height)
         if cull:
@@ -113,13 +116,30 @@ def bin_tiles(means2d: torch.Tensor, depths: torch.Tensor, radii: torch.Tensor, 
         ids, low, high = ids[reached], low[reached], high[reached]
         x0, y0 = (low // cell).long().unbind(-1)
         x1, y1 = (high // cell).long().unbind(-1)
-        x1, y1 = x1.clamp(max=cells_x - 1), y1.clamp(max=cells_y - 1)
+        ranges[ids] = torch.stack([x0, x1.clamp(max=cells_x - 1), y0, y1.clamp(max=cells_y - 1)], dim=-1)
+    return ranges
+
+
+def bin_tiles(means2d: torch.Tensor, depths: torch.Tensor, radii: torch.Tensor, width: int, height: int,
+              opacities: torch.Tensor | None = None, conics: torch.Tensor | None = None, cell: int = TILE
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each Gaussian into the ``cell``-px cells it can reach (``cell_ranges``), each cell's list
+    sorted front to back.
+
+    Returns (pair_gaussian [M]: Gaussian ids, cell after cell; per_cell [cells]: list lengths;
+    starts [cells]: where each cell's list begins in pair_gaussian), cells numbered row-major.
+    """
+    device = means2d.device
+    cells_x, cells_y = math.ceil(width / cell), math.ceil(height / cell)
+    with torch.no_grad():
+        x0, x1, y0, y1 = cell_ranges(means2d, radii, width, height, opacities, conics, cell).unbind(-1)
         span_x, span_y = x1 - x0 + 1, y1 - y0 + 1
-        counts = (span_x * span_y).clamp(min=0)
+        counts = (span_x * span_y).clamp(min=0) * (span_x > 0) * (span_y > 0)
+        ids = torch.arange(len(means2d), device=device)
         pair_gaussian = torch.repeat_interleave(ids, counts)
         first = torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
         local = torch.arange(len(pair_gaussian), device=device) - first
-        owner = torch.repeat_interleave(torch.arange(len(ids), device=device), counts)
+        owner = pair_gaussian
         pair_cell = (y0[owner] + local // span_x[owner]) * cells_x + x0[owner] + local % span_x[owner]
         # Sort by cell, then by depth (front to back).
         depth_rank = torch.empty_like(depths, dtype=torch.long)

@@ -1,15 +1,18 @@
-"""Differentiable rendering of 3D Gaussians: gsplat on CUDA, a pure-PyTorch rasteriser elsewhere.
+"""Differentiable rendering of 3D Gaussians: gsplat on CUDA, the "torch" backend (compiled CPU kernels) elsewhere.
 
 ``render_gaussians`` is the one entry point. Both backends follow gsplat 1.5's "classic" mode:
 EWA projection with the Jacobian's x/z, y/z clamped to 0.3 x the half field of view beyond the
 image's edges (from the principal point), a 0.3 px^2 low-pass added to each 2D covariance, radius
 ``ceil(3 sigma)``, per-pixel ``alpha = min(0.999, o * exp(-q/2))`` dropped below 1/255,
 front-to-back compositing by camera depth over a background, each pixel stopping at the Gaussian
-that would take its transmittance to 1e-4 or below (that Gaussian left out). The PyTorch path
-follows the same rules; against gsplat's definition it differs by float rounding only
+that would take its transmittance to 1e-4 or below (that Gaussian left out). The "torch"
+backend follows the same rules; against gsplat's definition it differs by float rounding only
 (``tests/test_gaussians.py`` bounds it at 1e-5 on random scenes with off-centre intrinsics).
 
-The PyTorch rasteriser is ``models.gaussians._torch_rasterizer`` (its docstring: binning, compositing, cost).
+The "torch" backend projects in PyTorch (``models.gaussians._torch_rasterizer._project``) and
+composites CPU tensors with gsplat's per-pixel kernels compiled by numba
+(``models.gaussians._cpu_rasterizer``), other devices with the tensor compositing of
+``models.gaussians._torch_rasterizer`` (the reference the compiled kernels are tested against).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from dataclasses import dataclass
 import torch
 
 import camera
+from models.gaussians._cpu_rasterizer import render_cpu
 from models.gaussians._torch_rasterizer import EPS_2D, NEAR_PLANE, _render_torch
 from models.gaussians.gaussians import Gaussians
 
@@ -97,6 +101,8 @@ def _render(gaussians: Gaussians, c2w: torch.Tensor, intrinsics: torch.Tensor, w
         return _rasterize_gsplat(gaussians, viewmats, Ks, width, height, backgrounds, depth)
     elif backend not in ("torch", "auto"):
         raise ValueError(f"unknown backend {backend!r}; use 'auto', 'gsplat' or 'torch'")
+    if device.type == "cpu":
+        return _split(*render_cpu(gaussians, viewmats, Ks, width, height, backgrounds, depth), depth)
     outputs = [_render_torch(gaussians, viewmats[i], Ks[i], width, height, backgrounds[i], depth)
                for i in range(len(c2w))]
     return _split(torch.stack([o[0] for o in outputs]), torch.stack([o[1] for o in outputs]), depth)
