@@ -27,7 +27,10 @@ as the training workers never set it.
    cluster), then resumed to 3 with ``--use-gpu``;
 8. the mesh of 65,536 half-precision Gaussians (a sphere's shell) from 24 views at 256 px: depth
    rendered on the GPU, fused and textured on the CPU (``models.mesh``; time and peak);
-9. the test suite's CUDA-only tests (``pytest -m gpu``; skipped on a CPU).
+9. multi-view score distillation (``models.distillation``, MVDream's settings): steps per second
+   and peak memory of the x0-reconstruction and SDS losses, G in fp16 under autocast, 16,384
+   Gaussians rendered at G's 24 views;
+10. the test suite's CUDA-only tests (``pytest -m gpu``; skipped on a CPU).
 
 ``--smoke`` runs the same code on the CPU with tiny models and sizes in about 2 minutes (part of
 ``make test`` through ``tests/test_gpu_check.py``); gsplat rows then say "skipped: needs CUDA".
@@ -56,13 +59,13 @@ from models.gaussians.gaussians import Gaussians  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHECKS = ("rasteriser", "generators", "training", "sampling", "reconstructor", "fit", "finetune_job", "mesh",
-          "gpu_tests")
+          "distillation", "gpu_tests")
 # Seconds each check is planned to take at full size on one H100 (the rasteriser's includes gsplat's
 # first build): estimates from FLOP counts and the CPU runs, not yet measured on a GPU (none lent);
-# they sum to 530 s. --budget skips a check whose estimate no longer fits. The smoke run's are a tenth.
+# they sum to 570 s. --budget skips a check whose estimate no longer fits. The smoke run's are a tenth.
 ESTIMATED_S = {"rasteriser": 150, "generators": 30, "training": 80, "sampling": 70, "reconstructor": 50,
-               "fit": 20, "finetune_job": 60, "mesh": 30, "gpu_tests": 40}
-TF32_CHECKS = ("sampling", "fit", "mesh")  # inference paths: load_pipeline turns TF32 on; training never does
+               "fit": 20, "finetune_job": 60, "mesh": 30, "distillation": 40, "gpu_tests": 40}
+TF32_CHECKS = ("sampling", "fit", "mesh", "distillation")  # inference paths: load_pipeline turns TF32 on; training never does
 DEFAULT_BUDGET_S = 540.0
 HEADER = ("| check | setting | seconds | peak GB | result |", "|---|---|---:|---:|---|")
 
@@ -457,6 +460,22 @@ class Suite:
                      f"depth {options.depth_size} px", run)
 
     # -- 9. the tests marked gpu --------------------------------------------------------------------
+    # -- 9. multi-view score distillation --------------------------------------------------------
+    def distillation(self) -> None:
+        from models.distillation.config import preset
+        from models.distillation.distill import Distillation
+
+        model = self.generator_model(torch.float16 if self.cuda else torch.float32)
+        count = 256 if self.smoke else 16_384
+        for loss in ("x0", "sds"):
+            config = preset("mvdream", num_gaussians=count, loss=loss)
+            run = Distillation(model, config, prompt="a corgi wearing a top hat")
+            self.measure("distillation", f"{loss} loss, {count} Gaussians, {model.num_frames} views at "
+                         f"{run.resolution} px, CFG {config.guidance_scale:g}, G {next(model.unet.parameters()).dtype}",
+                         lambda: f"loss {run.step()['loss']:.3g}", repeat=3,
+                         annotate=lambda seconds: f"; {1 / seconds:.2f} steps/s")
+        del model
+
     def gpu_tests(self) -> None:
         files = sorted(name for name in os.listdir(os.path.join(REPO, "tests"))
                        if name.startswith("test_") and "mark.gpu" in open(os.path.join(REPO, "tests", name)).read())

@@ -21,13 +21,14 @@ def test_the_gpu_check_suite_runs_on_the_cpu_with_tiny_models(tmp_path):
     rows = [line.split(" | ") for line in table.read_text().splitlines()[2:]]
     checks = {row[0].lstrip("| ") for row in rows}
     assert checks == {"rasteriser", "generators", "training", "sampling", "reconstructor", "fit", "finetune_job",
-                      "mesh", "gpu_tests"}
+                      "mesh", "distillation", "gpu_tests"}
     results = [row[-1].rstrip(" |") for row in rows]
     assert not [r for r in results if r.startswith("FAILED")]
     assert "skipped: needs CUDA" in results  # gsplat, on this CPU
     assert sum(row[0].lstrip("| ") == "sampling" for row in rows) == 8  # 2 dtypes x plain/3D-aware x 2 batches
     assert any("resumed at step 3" in r for r in results)
     assert sum("ZeRO-1" in row[1] for row in rows) == 2  # micro-batches 1 and 2, with the sharded optimizer
+    assert sum(row[0].lstrip("| ") == "distillation" and "steps/s" in row[-1] for row in rows) == 2  # x0 and SDS
     # Each row is printed as it finishes, the same as the file's.
     assert [line for line in done.stdout.splitlines() if line.startswith("|")] == table.read_text().splitlines()
 

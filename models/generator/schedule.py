@@ -59,6 +59,12 @@ def predict_x0(scheduler, sample: torch.Tensor, model_output: torch.Tensor, time
     raise ValueError(f"unsupported prediction type {kind!r}")
 
 
+def predict_epsilon(scheduler, sample: torch.Tensor, model_output: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+    """The noise implied by the model's output (eps- or v-prediction, per the scheduler)."""
+    signal, noise, scale = _coefficients(scheduler, timesteps, sample)
+    return (sample * scale - signal * predict_x0(scheduler, sample, model_output, timesteps)) / noise
+
+
 def output_from_x0(scheduler, sample: torch.Tensor, x0: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
     """The model output (eps or v) that ``predict_x0`` maps to ``x0`` at ``sample``: used when x0 is
     replaced (3D-aware sampling) so that the scheduler's next step uses the new x0."""

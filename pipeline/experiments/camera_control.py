@@ -82,6 +82,7 @@ class CameraControlConfig:
                                     "evaluation cases (also: training cameras)")
     controls: tuple[str, ...] = option(("untrained", "zero_cameras", "reversed", "no_camera_model"),
                                        "controls to run")
+    keep_models: bool = option(False, "also return the trained models and each case's truth (in memory)", cli=False)
 
 
 def build_miniature(config: CameraControlConfig):
@@ -212,7 +213,13 @@ def run_camera_control(config: CameraControlConfig) -> dict:
         rows.append({"setting": "flat background image", "case": case, **scores(flat, truth)})
     seconds["generate"] = time.perf_counter() - began
     seconds["total"] = time.perf_counter() - start
-    return {"rows": rows, "seconds": seconds, "config": {k: v for k, v in vars(config).items()}}
+    result = {"rows": rows, "seconds": seconds, "config": {k: v for k, v in vars(config).items()}}
+    if config.keep_models:  # for what else a caller tests on the learned G (distillation)
+        result["models"] = models
+        result["truth"] = {case: (torch.stack([views for views, _, _ in items]) / 2 + 0.5,
+                                  torch.stack([c2w for _, c2w, _ in items]), [caption for _, _, caption in items])
+                           for case, items in cases.items()}
+    return result
 
 
 def format_table(result: dict) -> str:
