@@ -102,8 +102,8 @@ def test_gradients_reach_every_parameter():
 def brute_force_render(scene: Gaussians, c2w: torch.Tensor, K: torch.Tensor, size: int | tuple[int, int],
                        background: tuple[float, float, float], stop: bool = True, depth: bool = False
                        ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The rasteriser's definition (gsplat's), evaluated the slow way: every pixel against every
-    Gaussian (those whose 3-sigma box touches the pixel's 16 px tile, as gsplat bins them),
+    """The rasteriser's definition (gsplat 1.5's), evaluated the slow way: every pixel against every
+    Gaussian whose box (per-axis radii, opacity-aware) touches the pixel's 16 px tile, as gsplat bins them,
     composited front to back by camera depth, one Gaussian at a time as gsplat's kernel does: a
     pixel stops at the Gaussian that would take its transmittance to 1e-4 or below, which is left
     out (``stop=False``: nothing stops). ``size`` is the side or (width, height). Returns colors
@@ -124,12 +124,14 @@ def brute_force_render(scene: Gaussians, c2w: torch.Tensor, K: torch.Tensor, siz
         opacities, rgb = scene.opacities[order], scene.colors[order]
         if depth:
             rgb = torch.cat([rgb, depths[order, None]], dim=-1)
-        box = [((means2d[:, axis, None] + sign * radii[:, None]) // TILE).clamp(0, (tiles_x, tiles_y)[axis] - 1)
-               for axis in (0, 1) for sign in (-1, 1)]  # x0, x1, y0, y1 tile indices [N, 1]
+        # gsplat 1.5's isect_tiles: the tiles [floor((m - r) / 16), ceil((m + r) / 16)) of the box, per axis.
+        first = [torch.floor(means2d[:, axis, None] / TILE - radii[:, axis, None] / TILE).clamp(min=0)
+                 for axis in (0, 1)]
+        end = [torch.ceil(means2d[:, axis, None] / TILE + radii[:, axis, None] / TILE).clamp(0, (tiles_x, tiles_y)[axis])
+               for axis in (0, 1)]
         tile_x, tile_y = (pixels[:, 0] // TILE)[None], (pixels[:, 1] // TILE)[None]
-        binned = (radii[:, None] > 0) & (box[0] <= tile_x) & (tile_x <= box[1]) & (box[2] <= tile_y) & \
-            (tile_y <= box[3]) & (means2d[:, :1] + radii[:, None] > 0) & (means2d[:, :1] - radii[:, None] < width) & \
-            (means2d[:, 1:] + radii[:, None] > 0) & (means2d[:, 1:] - radii[:, None] < height)  # [N, P]
+        binned = (radii > 0).all(dim=-1)[:, None] & (first[0] <= tile_x) & (tile_x < end[0]) & \
+            (first[1] <= tile_y) & (tile_y < end[1])  # [N, P]
         delta = pixels[None] - means2d[:, None]  # [N, P, 2]
         power = -0.5 * (conics[:, None, 0] * delta[..., 0] ** 2 + conics[:, None, 2] * delta[..., 1] ** 2) \
             - conics[:, None, 1] * delta[..., 0] * delta[..., 1]
@@ -265,6 +267,31 @@ def test_a_pixel_stops_before_the_gaussian_that_would_take_it_below_the_threshol
     torch.testing.assert_close(centre, torch.tensor([0.92, 0.0, 0.08]), atol=2e-3, rtol=0)
     slow, _ = brute_force_render(scene, c2w, K, 16, (0.0, 0.0, 1.0))
     torch.testing.assert_close(out.colors, slow, atol=1e-5, rtol=0)
+
+
+def test_a_gaussian_reaches_every_pixel_where_its_alpha_reaches_1_255_as_in_gsplat_1_5():
+    """gsplat 1.5 lists a Gaussian in the tiles of its opacity-aware box (per axis,
+    ``ceil(min(3.33, sqrt(2 ln(255 o))) sqrt(cov_xx))``: the whole ellipse where alpha >= 1/255),
+    not of a 3-sigma circle. An opaque Gaussian 12 px wide along x, 38.5 px from the centre of the
+    first pixel of a 16 px tile (3.2 sigma: beyond 3 sigma, inside the 1/255 ellipse), colours that
+    pixel with alpha 0.99 exp(-q/2) = 0.0058, as gsplat draws it."""
+    from models.gaussians._torch_rasterizer import _project
+
+    c2w, K = cameras(size=80)
+    fx = K[0, 0].item()
+    scene = Gaussians(means=torch.tensor([[(26.0 - 40.0) * 2.0 / fx, 0.0, 0.0]]),
+                      quats=torch.tensor([[1.0, 0.0, 0.0, 0.0]]), scales=torch.tensor([[12.0 * 2.0 / fx, 4.0 / fx, 4.0 / fx]]),
+                      opacities=torch.tensor([0.99]), colors=torch.tensor([[1.0, 1.0, 1.0]]))
+    flip = torch.as_tensor(camera.OPENGL_TO_OPENCV, dtype=c2w.dtype)
+    means2d, _, conics, _ = _project(scene, torch.linalg.inv(c2w[0] @ flip), K, 80, 80)
+    assert means2d[0].tolist() == pytest.approx([26.0, 40.0], abs=1e-3)
+    dx, dy = 64.5 - means2d[0, 0], 40.5 - means2d[0, 1]
+    expected = 0.99 * torch.exp(-0.5 * (conics[0, 0] * dx * dx + conics[0, 2] * dy * dy) - conics[0, 1] * dx * dy)
+    assert 1 / 255 < expected < 0.01
+    out = render_gaussians(scene, c2w, K, 80, 80, background=(0.0, 0.0, 0.0), backend="torch")
+    torch.testing.assert_close(out.alphas[0, 40, 64, 0], expected, atol=1e-6, rtol=0)
+    slow_colors, slow_alphas = brute_force_render(scene, c2w, K, 80, (0.0, 0.0, 0.0))
+    torch.testing.assert_close(out.alphas, slow_alphas, atol=1e-6, rtol=0)
 
 
 def test_the_opacity_cull_keeps_every_pair_that_changes_a_pixel():
@@ -607,3 +634,29 @@ def test_the_projection_clamps_the_jacobian_around_the_principal_point_as_gsplat
     determinant = a * c - b * b
     expected = torch.stack([c / determinant, -b / determinant, a / determinant], dim=-1)
     torch.testing.assert_close(conics, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_the_projection_equals_gsplats_own_reference():
+    """Means, depths and conics of ``_project`` against gsplat's own PyTorch reference
+    (``gsplat.cuda._torch_impl._fully_fused_projection``, which runs on a CPU), with an off-centre
+    non-square camera inside the scene: Gaussians behind it, across the near plane, beyond the
+    image's sides (where the Jacobian is clamped) and far away. Radii are gsplat's CUDA kernel's
+    (opacity-aware; its PyTorch reference has no opacities) and are checked by the brute-force tests."""
+    reference = pytest.importorskip("gsplat.cuda._torch_impl")
+    from models.gaussians._torch_rasterizer import EPS_2D, NEAR_PLANE, _project
+
+    scene, c2w, _ = near_and_far_scene()
+    c2w, K = c2w, off_centre_cameras()[1]
+    flip = torch.as_tensor(camera.OPENGL_TO_OPENCV, dtype=c2w.dtype)
+    viewmats = torch.linalg.inv(c2w @ flip)
+    with torch.no_grad():
+        covars, _ = reference._quat_scale_to_covar_preci(scene.quats, scene.scales, compute_preci=False, triu=False)
+        radii, means2d, depths, conics, _ = reference._fully_fused_projection(
+            scene.means, covars, viewmats, K.expand(len(viewmats), 3, 3), 48, 40, eps2d=EPS_2D, near_plane=NEAR_PLANE)
+        for view in range(len(viewmats)):
+            ours = _project(scene, viewmats[view], K, 48, 40)
+            drawn = radii[view].amax(dim=-1) > 0
+            assert drawn.sum() > 200 and (~drawn).sum() > 100
+            torch.testing.assert_close(ours[0][drawn], means2d[view][drawn], rtol=1e-5, atol=1e-4)
+            torch.testing.assert_close(ours[1], depths[view], rtol=1e-6, atol=1e-6)
+            torch.testing.assert_close(ours[2][drawn], conics[view][drawn], rtol=1e-4, atol=1e-6)

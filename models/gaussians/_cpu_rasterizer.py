@@ -202,7 +202,7 @@ class _Layout:
         self.cells_x = math.ceil(width / CELL)
         self.cells = self.cells_x * math.ceil(height / CELL)
         views, count = depths.shape
-        ranges = cell_ranges(means2d.reshape(-1, 2), radii.reshape(-1), width, height,
+        ranges = cell_ranges(means2d.reshape(-1, 2), radii.reshape(-1, 2), width, height,
                              opacities.repeat(views), conics.reshape(-1, 3), CELL).reshape(views, count, 4)
         order = torch.argsort(depths, dim=-1)
         self.ranges = ranges.to(torch.int32).numpy()

@@ -32,11 +32,15 @@ CELL = 4  # the PyTorch path composites 4 x 4 px cells of the 16 px tiles (see `
 _CHUNK_ELEMENTS = 1 << 23  # pixels x Gaussians evaluated at once by the PyTorch path
 _BLOCK = 64  # Gaussians per tile composited at once, between checks for early termination ...
 _STEP_ELEMENTS = 1 << 18  # ... or more, so that one step evaluates at least this many pixel-Gaussian pairs
+EXTEND_MAX = 3.33  # gsplat 1.5's bound on a Gaussian's box, in standard deviations per axis
 T_STOP = 1e-4  # a pixel stops at the Gaussian that would take its transmittance to this or below (gsplat's rule)
 
 
 def _project(gaussians: Gaussians, viewmat: torch.Tensor, K: torch.Tensor, width: int, height: int):
-    """Means in pixels [N, 2], depths [N], conics [N, 3] (a, b, c of the inverse 2D covariance), radii [N]."""
+    """Means in pixels [N, 2], depths [N], conics [N, 3] (a, b, c of the inverse 2D covariance) and
+    radii [N, 2] in pixels (x, y) as gsplat 1.5 projects them: ``ceil(min(3.33, sqrt(2 ln(255 o)))
+    * sqrt(cov_xx))``, ... (the box of the ellipse where alpha can reach 1/255), 0 for a Gaussian
+    behind the near plane, less opaque than 1/255 or off the image."""
     points = gaussians.means @ viewmat[:3, :3].T + viewmat[:3, 3]
     x, y, z = points.unbind(-1)
     z_safe = z.clamp(min=NEAR_PLANE)
@@ -62,12 +66,16 @@ def _project(gaussians: Gaussians, viewmat: torch.Tensor, K: torch.Tensor, width
     c = cov2d[:, 1, 1] + EPS_2D
     determinant = (a * c - b * b).clamp(min=1e-12)
     conics = torch.stack([c / determinant, -b / determinant, a / determinant], dim=-1)
-    middle = 0.5 * (a + c)
-    largest_eigenvalue = middle + torch.sqrt((middle * middle - determinant).clamp(min=0.1))
-    radii = torch.ceil(3.0 * torch.sqrt(largest_eigenvalue)).detach()
     means2d = torch.stack([fx * x / z_safe + cx, fy * y / z_safe + cy], dim=-1)
-    visible = (z > NEAR_PLANE) & (a * c - b * b > 0)
-    radii = torch.where(visible, radii, torch.zeros_like(radii))
+    with torch.no_grad():
+        # gsplat 1.5's opacity-aware box, per axis: the whole ellipse where alpha can reach 1/255.
+        opacities = gaussians.opacities.detach()
+        extend = torch.sqrt(2.0 * torch.log((opacities / ALPHA_MIN).clamp(min=1.0))).clamp(max=EXTEND_MAX)
+        radii = torch.ceil(extend[:, None] * torch.sqrt(torch.stack([a, c], dim=-1).detach().clamp(min=0)))
+        visible = (z > NEAR_PLANE) & (a * c - b * b > 0) & (opacities >= ALPHA_MIN) & (radii > 0).any(dim=-1)
+        visible &= (means2d[:, 0] + radii[:, 0] > 0) & (means2d[:, 0] - radii[:, 0] < width) & \
+            (means2d[:, 1] + radii[:, 1] > 0) & (means2d[:, 1] - radii[:, 1] < height)
+        radii = torch.where(visible[:, None], radii, torch.zeros_like(radii))
     return means2d, z, conics, radii
 
 
@@ -77,11 +85,12 @@ def cell_ranges(means2d: torch.Tensor, radii: torch.Tensor, width: int, height: 
     """The ``cell``-px cells each Gaussian can reach: [N, 4] (x0, x1, y0, y1) inclusive cell
     indices, an empty range (x0 > x1) for a Gaussian listed nowhere.
 
-    A Gaussian reaches the 16 px tiles its 3-sigma box touches (gsplat's lists). With ``opacities``
-    [N] and ``conics`` [N, 3] it reaches only the cells (``cell`` divides 16) holding a pixel
-    centre of those tiles where ``opacity * exp(-q/2)`` can reach ``ALPHA_MIN`` (the bounding box of
-    that ellipse, with a margin for rounding): every pair left out has its alpha dropped anyway, so
-    the rendered pixels are exactly those of the 16 px lists, for fewer pairs.
+    A Gaussian reaches the 16 px tiles its box (``radii`` [N, 2], per axis) touches, as gsplat's
+    ``isect_tiles`` lists them: [floor((m - r) / 16), ceil((m + r) / 16)). With ``opacities`` [N]
+    and ``conics`` [N, 3] it reaches only the cells (``cell`` divides 16) holding a pixel centre of
+    those tiles where ``opacity * exp(-q/2)`` can reach ``ALPHA_MIN`` (the bounding box of that
+    ellipse, with a margin for rounding): every pair left out has its alpha dropped anyway, so the
+    rendered pixels are exactly those of the 16 px lists, for fewer pairs.
     """
     device = means2d.device
     if TILE % cell:
@@ -92,16 +101,16 @@ def cell_ranges(means2d: torch.Tensor, radii: torch.Tensor, width: int, height: 
     with torch.no_grad():
         ranges = torch.zeros(len(means2d), 4, dtype=torch.long, device=device)
         ranges[:, 0] = 1  # empty: x0 = 1 > x1 = 0
-        on_screen = (radii > 0) & (means2d[:, 0] + radii > 0) & (means2d[:, 0] - radii < width) & \
-            (means2d[:, 1] + radii > 0) & (means2d[:, 1] - radii < height)
+        on_screen = (radii > 0).all(dim=-1)
         if cull:
             on_screen &= opacities >= ALPHA_MIN
         ids = torch.nonzero(on_screen).flatten()
-        centre, radius = means2d[ids], radii[ids, None]
-        # First and last pixel (x, y) of the 16 px tiles the 3-sigma box touches.
-        low = ((centre - radius) // TILE).clamp(min=0) * TILE
-        high = ((centre + radius) // TILE + 1) * TILE - 1
-        high = torch.minimum(high, torch.tensor([tiles_x * TILE - 1.0, tiles_y * TILE - 1.0], device=device))
+        centre, radius = means2d[ids], radii[ids].to(means2d.dtype)
+        # First and last pixel (x, y) of the 16 px tiles the box touches (gsplat's float form).
+        limit = torch.tensor([tiles_x, tiles_y], device=device, dtype=centre.dtype)
+        low = torch.floor(centre / TILE - radius / TILE).clamp(min=0)
+        high = torch.minimum(torch.ceil(centre / TILE + radius / TILE).clamp(min=0), limit)
+        low, high = low * TILE, high * TILE - 1
         if cull:
             # The ellipse q <= 2 log(255 o) has half-widths sqrt(2 log(255 o) * cov_xx), ... ; a pixel
             # centre i + 0.5 inside it has i in [centre - extent - 0.5, centre + extent - 0.5].

@@ -2,12 +2,17 @@
 
 ``render_gaussians`` is the one entry point. Both backends follow gsplat 1.5's "classic" mode:
 EWA projection with the Jacobian's x/z, y/z clamped to 0.3 x the half field of view beyond the
-image's edges (from the principal point), a 0.3 px^2 low-pass added to each 2D covariance, radius
-``ceil(3 sigma)``, per-pixel ``alpha = min(0.999, o * exp(-q/2))`` dropped below 1/255,
-front-to-back compositing by camera depth over a background, each pixel stopping at the Gaussian
-that would take its transmittance to 1e-4 or below (that Gaussian left out). The "torch"
-backend follows the same rules; against gsplat's definition it differs by float rounding only
-(``tests/test_gaussians.py`` bounds it at 1e-5 on random scenes with off-centre intrinsics).
+image's edges (from the principal point), a 0.3 px^2 low-pass added to each 2D covariance, each
+Gaussian listed in the 16 px tiles of its opacity-aware box (per axis ``ceil(min(3.33,
+sqrt(2 ln(255 o))) sqrt(cov))``: every pixel where its alpha can reach 1/255), per-pixel
+``alpha = min(0.999, o * exp(-q/2))`` dropped below 1/255, front-to-back compositing by camera
+depth over a background, each pixel stopping at the Gaussian that would take its transmittance to
+1e-4 or below (that Gaussian left out). The "torch" backend follows the same rules; against
+gsplat's definition it differs by float rounding only: colours, alphas, accumulated depth and
+gradients within 1e-5 of a brute-force transcription of gsplat's kernels (``tests/test_gaussians.py``,
+with off-centre intrinsics, cameras inside the scene and Gaussians far away), the projection within
+1e-5 of gsplat's own PyTorch reference. gsplat's reference rasteriser itself needs CUDA, so the
+compositing is compared with the transcription, not with gsplat's code.
 
 The "torch" backend projects in PyTorch (``models.gaussians._torch_rasterizer._project``) and
 composites CPU tensors with gsplat's per-pixel kernels compiled by numba
