@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -194,3 +195,21 @@ def test_the_job_refuses_both_a_prompt_and_an_image(tiny_t2v, tmp_path):
     from jobs.distill import main
 
     assert main(["--model", tiny_t2v, "--prompt", "x", "--image", "x.png", "--output", str(tmp_path)]) == 2
+
+
+def test_the_image_model_distils_a_condition_image(tmp_path):
+    """The image model takes the image (not a prompt) through the sampler's own image path."""
+    from PIL import Image
+
+    from models.distillation.distill import Distillation
+    from models.pipeline_videomv.pipeline_videomv import load_pipeline
+    from models.toy.tiny import make_tiny
+
+    pipe = load_pipeline(make_tiny("i2v", str(tmp_path / "tiny-i2v")), device="cpu")
+    image = Image.fromarray((np.random.default_rng(0).random((32, 32, 4)) * 255).astype(np.uint8), "RGBA")
+    with pytest.raises(ValueError, match="the image model distils a condition image"):
+        Distillation(pipe, small(), prompt="a duck")
+    run = Distillation(pipe, small(steps=1), image=image)
+    before = run.gaussians().colors.clone()
+    assert torch.isfinite(torch.tensor(run.step()["loss"]))
+    assert not torch.equal(run.gaussians().colors, before)
