@@ -459,7 +459,6 @@ class Suite:
         self.measure("mesh", f"{count // 1024}K fp16 Gaussians, 24 views at {size} px, {options.resolution}^3 grid, "
                      f"depth {options.depth_size} px", run)
 
-    # -- 9. the tests marked gpu --------------------------------------------------------------------
     # -- 9. multi-view score distillation --------------------------------------------------------
     def distillation(self) -> None:
         from models.distillation.config import preset
@@ -476,6 +475,7 @@ class Suite:
                          annotate=lambda seconds: f"; {1 / seconds:.2f} steps/s")
         del model
 
+    # -- 10. the tests marked gpu -------------------------------------------------------------------
     def gpu_tests(self) -> None:
         files = sorted(name for name in os.listdir(os.path.join(REPO, "tests"))
                        if name.startswith("test_") and "mark.gpu" in open(os.path.join(REPO, "tests", name)).read())

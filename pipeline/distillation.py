@@ -54,6 +54,11 @@ class DistillJobConfig:
     def __post_init__(self) -> None:
         if (self.prompt is None) == (self.image is None):
             raise ValueError("give a prompt (text model) or an image (image model), not both")
+        for name in ("checkpoint_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.render_every < 0:
+            raise ValueError(f"--render-every must be 0 (none) or more, got {self.render_every}")
 
 
 @dataclass
@@ -78,7 +83,7 @@ def save_checkpoint(run: Any, output: str, keep: int = 2) -> str:
     folder = os.path.join(output, CHECKPOINTS)
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, f"step-{run.step_index:07d}.pt")
-    torch.save({**run.state_dict(), "config": dataclasses.asdict(run.config)}, path + ".partial")
+    torch.save(run.state_dict(), path + ".partial")
     os.replace(path + ".partial", path)
     for old in sorted(glob.glob(os.path.join(folder, "step-*.pt")))[:-keep]:
         os.remove(old)

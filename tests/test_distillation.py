@@ -67,8 +67,22 @@ def draw(pipe, config: DistillConfig, step: int = 0):
     return guidance, latents, cameras, result
 
 
+def branches(pipe, noisy: torch.Tensor, timesteps: torch.Tensor, cameras: torch.Tensor):
+    """G's unconditional and conditional predictions, each from its own condition (not the guidance's)."""
+    from models.prompts import negative_prompt_of, with_suffix
+
+    config = pipe.camera_embedding.config
+    prompts = [with_suffix("a duck", config.get("prompt_suffix"))]
+    negative = negative_prompt_of(config, None)
+    with torch.no_grad():
+        return [pipe.denoiser(noisy, timesteps, cameras=cameras,
+                              **pipe.encode_condition([unconditional], prompts, None, negative))
+                for unconditional in (True, False)]
+
+
 def test_the_x0_loss_pulls_the_latents_to_the_rescaled_guided_x0(pipe):
-    """gradient = z - x0, x0 the guided prediction with its std moved halfway to the unguided one's."""
+    """gradient = (z - x0) / views, x0 the guided prediction with its std moved halfway to the
+    unguided one's (MVDream's loss, normalised per view as MVDream's)."""
     from models.generator.schedule import predict_x0
 
     config = small(loss="x0", guidance_scale=5.0, std_rescale=0.5)
@@ -76,22 +90,20 @@ def test_the_x0_loss_pulls_the_latents_to_the_rescaled_guided_x0(pipe):
     # The same draw by hand: the generator gives t first, then the noise.
     generator = torch.Generator().manual_seed(9)
     t = guidance.timestep(0, generator)
-    assert t == result.timestep and 0.97 * 999 <= t <= 0.99 * 999
+    assert t == result.timestep == 980  # MVDream: int(1000 * 0.98) at the start
     noise = torch.randn(latents.shape, generator=generator)
     timesteps = torch.tensor([t])
     noisy = pipe.scheduler.add_noise(latents.detach(), noise, timesteps)
-    with torch.no_grad():
-        unconditional, conditional = pipe.denoiser(torch.cat([noisy, noisy]), timesteps.repeat(2),
-                                                   cameras=torch.cat([cameras, cameras]),
-                                                   **guidance.condition).chunk(2)
+    unconditional, conditional = branches(pipe, noisy, timesteps, cameras)
     guided = predict_x0(pipe.scheduler, noisy, unconditional + 5.0 * (conditional - unconditional), timesteps)
     plain = predict_x0(pipe.scheduler, noisy, conditional, timesteps)
     x0 = 0.5 * guided * plain.std() / guided.std() + 0.5 * guided
-    torch.testing.assert_close(latents.grad, latents.detach() - x0, atol=1e-4, rtol=1e-4)
+    views = latents.shape[2]
+    torch.testing.assert_close(latents.grad, (latents.detach() - x0) / views, atol=1e-5, rtol=1e-4)
 
 
 def test_the_sds_loss_gives_the_weighted_noise_residual(pipe):
-    """gradient = (1 - alpha_t) (eps_guided - eps)."""
+    """gradient = (1 - alpha_t) (eps_guided - eps) / views."""
     from models.generator.schedule import predict_epsilon
 
     config = small(loss="sds", guidance_scale=5.0)
@@ -101,13 +113,10 @@ def test_the_sds_loss_gives_the_weighted_noise_residual(pipe):
     noise = torch.randn(latents.shape, generator=generator)
     timesteps = torch.tensor([t])
     noisy = pipe.scheduler.add_noise(latents.detach(), noise, timesteps)
-    with torch.no_grad():
-        unconditional, conditional = pipe.denoiser(torch.cat([noisy, noisy]), timesteps.repeat(2),
-                                                   cameras=torch.cat([cameras, cameras]),
-                                                   **guidance.condition).chunk(2)
+    unconditional, conditional = branches(pipe, noisy, timesteps, cameras)
     eps = predict_epsilon(pipe.scheduler, noisy, unconditional + 5.0 * (conditional - unconditional), timesteps)
     weight = 1 - pipe.scheduler.alphas_cumprod[t]
-    torch.testing.assert_close(latents.grad, weight * (eps - noise), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(latents.grad, weight * (eps - noise) / latents.shape[2], atol=1e-5, rtol=1e-4)
 
 
 def test_zeroed_cameras_reach_g_as_zeros(pipe, monkeypatch):
@@ -124,6 +133,7 @@ def test_zeroed_cameras_reach_g_as_zeros(pipe, monkeypatch):
     assert seen[0].abs().max() == 0 and seen[1].abs().max() > 0
 
 
+@pytest.mark.slow
 def test_a_resumed_run_takes_the_same_steps_as_one_never_stopped(pipe, tmp_path):
     from models.distillation.distill import Distillation
 
@@ -140,11 +150,18 @@ def test_a_resumed_run_takes_the_same_steps_as_one_never_stopped(pipe, tmp_path)
     while not second.finished:
         second.step()
     assert second.step_index == 3
-    for name in ("means", "scales", "opacities", "colors"):
+    for name in ("means", "quats", "scales", "opacities", "colors"):
         torch.testing.assert_close(getattr(second.gaussians(), name), getattr(straight.gaussians(), name),
                                    atol=0, rtol=0)
-    with pytest.raises(ValueError, match="holds \\[256\\] Gaussians; this run has 512"):
-        Distillation(pipe, small(num_gaussians=512), prompt="a duck").load_state_dict(first.state_dict())
+    # Another run's checkpoint is refused, naming what differs.
+    with pytest.raises(ValueError, match="distils 'a duck', this run 'a goose'"):
+        Distillation(pipe, config, prompt="a goose").load_state_dict(first.state_dict())
+    with pytest.raises(ValueError, match="lr_colors 0.01 there, 0.1 here, num_gaussians 256 there, 512 here"):
+        Distillation(pipe, small(steps=3, num_gaussians=512, lr_colors=0.1), prompt="a duck").load_state_dict(
+            first.state_dict())
+    longer = Distillation(pipe, small(steps=10), prompt="a duck")  # more steps: the same run, continued
+    longer.load_state_dict(first.state_dict())
+    assert longer.step_index == 2
 
 
 def test_the_text_model_needs_a_prompt_and_a_sigma_scaled_scheduler_is_refused(pipe):
@@ -185,9 +202,10 @@ def test_the_job_as_the_docs_give_it_writes_the_outputs_and_resumes(tiny_t2v, tm
     assert "resumed from" in again.stderr and "(step 4 of 6)" in again.stderr and "step 6/6" in again.stderr
     assert "step 2/6" not in again.stderr
     client = mlflow.MlflowClient(store)
-    runs = client.search_runs([client.get_experiment_by_name("videomv-distill").experiment_id])
+    runs = client.search_runs([client.get_experiment_by_name("videomv-distill").experiment_id],
+                              order_by=["attributes.start_time ASC"])
     assert len(runs) == 2 and all("loss" in run.data.metrics and "timestep" in run.data.metrics for run in runs)
-    artifacts = [item.path for item in client.list_artifacts(runs[-1].info.run_id, "renders")]
+    artifacts = [item.path for item in client.list_artifacts(runs[0].info.run_id, "renders")]
     assert artifacts == ["renders/step-0000002.png", "renders/step-0000004.png"]
 
 
@@ -197,6 +215,7 @@ def test_the_job_refuses_both_a_prompt_and_an_image(tiny_t2v, tmp_path):
     assert main(["--model", tiny_t2v, "--prompt", "x", "--image", "x.png", "--output", str(tmp_path)]) == 2
 
 
+@pytest.mark.slow
 def test_the_image_model_distils_a_condition_image(tmp_path):
     """The image model takes the image (not a prompt) through the sampler's own image path."""
     from PIL import Image

@@ -55,6 +55,8 @@ class DistillConfig:
             low, high = getattr(self, name)
             if not 0.0 <= low <= high <= 1.0:
                 raise ValueError(f"{name} must be (min, max) with 0 <= min <= max <= 1, got {(low, high)}")
+        if self.elevations is not None and not self.elevations[0] <= self.elevations[1]:
+            raise ValueError(f"elevations must be (low, high) with low <= high, got {self.elevations}")
         if self.steps < 0 or self.anneal_steps < 0 or self.num_gaussians < 1:
             raise ValueError("num_gaussians must be positive, steps and anneal_steps not negative")
 

@@ -11,8 +11,12 @@ takes the same steps as one that was never stopped.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
 import math
 from typing import Any
+
+import numpy as np
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +43,8 @@ class Distillation:
                  negative_prompt: str | None = None) -> None:
         self.pipe, self.config = pipe, config
         self.device = pipe.device
+        self.subject = prompt if prompt is not None else "image sha256 " + hashlib.sha256(
+            np.asarray(image).tobytes()).hexdigest()[:16]
         self.guidance = MultiViewGuidance(pipe, config, prompt=prompt, image=image, negative_prompt=negative_prompt)
         self.resolution = config.resolution or pipe.resolution
         recorded = pipe.training_cameras or {}
@@ -124,17 +130,26 @@ class Distillation:
 
     # -- checkpoints -------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """Everything that continues the run: parameters, AdamW, the step, the random generator."""
+        """Everything that continues the run: parameters, AdamW, the step, the random generator, and
+        what the run is (its prompt or image, its settings) so that another run cannot take it."""
         return {"step": self.step_index, "raw": {name: tensor.detach().cpu() for name, tensor in self.raw.items()},
-                "optimizer": self.optimizer.state_dict(), "generator": self.generator.get_state()}
+                "optimizer": self.optimizer.state_dict(), "generator": self.generator.get_state(),
+                "subject": self.subject, "config": dataclasses.asdict(self.config)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        missing = {"step", "raw", "optimizer", "generator"} - set(state)
+        """Continue from ``state``; ValueError naming what differs when it is another run's (another
+        prompt or image, other settings; only ``steps`` may grow)."""
+        missing = {"step", "raw", "optimizer", "generator", "subject", "config"} - set(state)
         if missing:
             raise ValueError(f"not a distillation checkpoint: it lacks {sorted(missing)}")
-        counts = {len(tensor) for tensor in state["raw"].values()}
-        if counts != {self.config.num_gaussians}:
-            raise ValueError(f"the checkpoint holds {sorted(counts)} Gaussians; this run has {self.config.num_gaussians}")
+        if state["subject"] != self.subject:
+            raise ValueError(f"the checkpoint distils {state['subject']!r}, this run {self.subject!r}: use another output")
+        ours = dataclasses.asdict(self.config)
+        differ = sorted(name for name in ours if name != "steps" and _plain(state["config"].get(name)) != _plain(ours[name]))
+        if differ:
+            raise ValueError("the checkpoint was made with other settings (" + ", ".join(
+                f"{name} {state['config'].get(name)!r} there, {ours[name]!r} here" for name in differ)
+                + "): use another output, or the same settings")
         with torch.no_grad():
             for name in PARAMETERS:
                 self.raw[name].copy_(state["raw"][name].to(self.device))
@@ -149,6 +164,11 @@ class Distillation:
         c2w = self.orbit(elevation)
         with torch.no_grad():
             return self.render(self.gaussians(), c2w).clamp(0, 1), c2w
+
+
+def _plain(value: Any) -> Any:
+    """A setting as compared across a checkpoint (tuples and lists alike)."""
+    return list(value) if isinstance(value, (tuple, list)) else value
 
 
 def seconds_left(done: int, total: int, elapsed: float) -> float:

@@ -64,8 +64,9 @@ class MultiViewGuidance:
     def timestep(self, step: int, generator: torch.Generator) -> int:
         """One t for the whole orbit, uniform in the annealed range (MVDream's)."""
         low, high = self.config.timestep_range(step)
-        low_t = int(round(low * (self.train_timesteps - 1)))
-        high_t = max(low_t, int(round(high * (self.train_timesteps - 1))))
+        last = self.train_timesteps - 1
+        low_t = min(last, int(self.train_timesteps * low))  # MVDream's int(T * percent)
+        high_t = min(last, max(low_t, int(self.train_timesteps * high)))
         return int(torch.randint(low_t, high_t + 1, (1,), generator=generator))
 
     def __call__(self, latents: torch.Tensor, cameras: torch.Tensor, step: int,
@@ -102,6 +103,8 @@ class MultiViewGuidance:
                 alpha = pipe.scheduler.alphas_cumprod.to(latents.device)[t].float()
                 gradient = (1 - alpha) * (predict_epsilon(pipe.scheduler, noisy, guided, timesteps) - noise.float())
                 goal = target - torch.nan_to_num(gradient)
-        # 0.5 ||z - sg(goal)||^2 summed, per orbit: its gradient with respect to z is z - goal.
-        loss = 0.5 * (latents.float() - goal).square().sum() / latents.shape[0]
+        # 0.5 ||z - sg(goal)||^2 summed, per view (MVDream's normalisation): its gradient with
+        # respect to z is (z - goal) / views.
+        views = latents.shape[0] * latents.shape[2]
+        loss = 0.5 * (latents.float() - goal).square().sum() / views
         return GuidanceStep(loss=loss, timestep=t)

@@ -29,6 +29,7 @@ import numba
 import numpy as np
 import torch
 from numba import njit, prange
+from torch.autograd.function import once_differentiable
 
 from models.gaussians._torch_rasterizer import ALPHA_MAX, ALPHA_MIN, CELL, T_STOP, _project, cell_ranges
 from models.gaussians.gaussians import Gaussians
@@ -225,25 +226,27 @@ class _Composite(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, means2d, conics, opacities, features, layout: _Layout):
-        arrays = [tensor.detach().contiguous().numpy() for tensor in (means2d, conics, opacities, features)]
+        inputs = [tensor.detach().contiguous() for tensor in (means2d, conics, opacities, features)]
         with _KERNEL_LOCK:
             numba.set_num_threads(_threads())
-            accumulated, transmittance, last = _forward(*arrays, *layout.arguments())
-        ctx.layout, ctx.arrays = layout, arrays
-        ctx.opacities_shape = opacities.shape
-        ctx.outputs = transmittance, last
+            accumulated, transmittance, last = _forward(*(t.numpy() for t in inputs), *layout.arguments())
+        # Saved as tensors (autograd then notices an input changed in place before backward); the
+        # transmittance copied, since the output shares its memory.
+        ctx.save_for_backward(*inputs, torch.from_numpy(transmittance.copy()), torch.from_numpy(last))
+        ctx.layout = layout
         return torch.from_numpy(accumulated), torch.from_numpy(transmittance)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_accumulated, grad_transmittance):
-        transmittance, last = ctx.outputs
+        *inputs, transmittance, last = (tensor.numpy() for tensor in ctx.saved_tensors)
         grad_accumulated = grad_accumulated.contiguous().numpy() if grad_accumulated is not None else \
-            np.zeros((*transmittance.shape, ctx.arrays[3].shape[-1]), np.float32)
+            np.zeros((*transmittance.shape, inputs[3].shape[-1]), np.float32)
         grad_transmittance = grad_transmittance.contiguous().numpy() if grad_transmittance is not None else \
             np.zeros_like(transmittance)
         with _KERNEL_LOCK:
             numba.set_num_threads(_threads())
-            grads = _backward(*ctx.arrays, *ctx.layout.arguments(), transmittance, last, grad_accumulated,
+            grads = _backward(*inputs, *ctx.layout.arguments(), transmittance, last, grad_accumulated,
                               grad_transmittance)
         means2d, conics, opacities, features = (torch.from_numpy(grad) for grad in grads)
         return means2d, conics, opacities.sum(0), features, None
