@@ -17,6 +17,7 @@ import shutil
 import socket
 import tempfile
 import time
+import warnings
 from typing import Any, Callable, Iterator
 
 import ray
@@ -110,6 +111,12 @@ class WorkerState:
         accumulation = self.train.accumulation_steps(self.world_size)
         if self.is_chief and start:
             logger.info("resumed from step %d", start)
+        if network is not None:
+            # Autograd may create a gradient in its own layout (on the CPU, a 1x1 convolution's
+            # weight gradient has other strides over its size-1 dimensions: the same memory order);
+            # DDP then copies it into its bucket, and PyTorch warns once per rank that the strides
+            # differ. The values are the same, so the log stays clean of it.
+            warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
         for step in range(start + 1, self.train.steps + 1):
             began = time.perf_counter()
             self.maybe_fail(step)
