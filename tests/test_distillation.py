@@ -119,6 +119,31 @@ def test_the_sds_loss_gives_the_weighted_noise_residual(pipe):
     torch.testing.assert_close(latents.grad, weight * (eps - noise) / latents.shape[2], atol=1e-5, rtol=1e-4)
 
 
+def test_the_image_space_x0_loss_pulls_the_renders_to_the_decoded_x0(pipe):
+    """x0_image: the same x0 as the latent loss, decoded; gradient on the renders = (views - decoded) / views."""
+    from models.distillation.guidance import MultiViewGuidance
+    from models.generator.schedule import predict_x0
+
+    config = small(loss="x0_image", guidance_scale=1.0)
+    guidance = MultiViewGuidance(pipe, config, prompt="a duck")
+    frames, size = pipe.num_frames, pipe.resolution
+    views = torch.rand(1, frames, 3, size, size, generator=torch.Generator().manual_seed(2)).requires_grad_(True)
+    latents = pipe.encode_views(views.detach() * 2 - 1, sample=False)
+    cameras = pipe.orbit_cameras(15.0, 2.0, 1)
+    result = guidance(latents, cameras, 0, torch.Generator().manual_seed(9), views=views)
+    result.loss.backward()
+    generator = torch.Generator().manual_seed(9)
+    t = guidance.timestep(0, generator)
+    noise = torch.randn(latents.shape, generator=generator)
+    timesteps = torch.tensor([t])
+    noisy = pipe.scheduler.add_noise(latents, noise, timesteps)
+    _, conditional = branches(pipe, noisy, timesteps, cameras)
+    decoded = (pipe.decode_latents(predict_x0(pipe.scheduler, noisy, conditional, timesteps)) / 2 + 0.5).clamp(0, 1)
+    torch.testing.assert_close(views.grad, (views.detach() - decoded) / frames, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="the x0_image loss compares the renders: pass views"):
+        guidance(latents, cameras, 0, torch.Generator().manual_seed(9))
+
+
 def test_zeroed_cameras_reach_g_as_zeros(pipe, monkeypatch):
     seen = []
     original = type(pipe.denoiser).forward
@@ -232,3 +257,18 @@ def test_the_image_model_distils_a_condition_image(tmp_path):
     before = run.gaussians().colors.clone()
     assert torch.isfinite(torch.tensor(run.step()["loss"]))
     assert not torch.equal(run.gaussians().colors, before)
+
+
+@pytest.mark.slow
+def test_the_toy_experiment_scores_the_run_and_its_controls(tiny_t2v):
+    """``benchmarks/distillation.py``'s code at a tiny size (2 steps of an untrained G: the figures
+    mean nothing here; docs/results.md has the real run): every setting is distilled, rendered at
+    the orbit, scored against the Blender truth and meshed."""
+    from pipeline.experiments.distillation import DistillationExperimentConfig, format_table, run_distillation_experiment
+
+    result = run_distillation_experiment(DistillationExperimentConfig(
+        model=tiny_t2v, steps=2, samples=1, settings=("distilled", "camera input zeroed", "initial Gaussians")))
+    assert [row["setting"] for row in result["rows"]] == ["distilled", "camera input zeroed", "initial Gaussians"]
+    for row in result["rows"]:
+        assert {"psnr", "view_accuracy", "margin_db"} <= set(row), row
+    assert "| distilled |" in format_table(result)

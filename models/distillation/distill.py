@@ -116,8 +116,12 @@ class Distillation:
         c2w = self.orbit(elevation)
         views = self.render(self.activated(), c2w)
         with self._autocast():
-            latents = self.encode(views)
-            result: GuidanceStep = self.guidance(latents, c2w[None], self.step_index, self.generator)
+            if self.config.loss == "x0_image":  # the loss is on the renders: no graph through the encoder
+                with torch.no_grad():
+                    latents = self.encode(views)
+            else:
+                latents = self.encode(views)
+            result: GuidanceStep = self.guidance(latents, c2w[None], self.step_index, self.generator, views=views[None])
         self.optimizer.zero_grad(set_to_none=True)
         result.loss.backward()
         self.optimizer.step()

@@ -69,8 +69,10 @@ class MultiViewGuidance:
         high_t = min(last, max(low_t, int(self.train_timesteps * high)))
         return int(torch.randint(low_t, high_t + 1, (1,), generator=generator))
 
-    def __call__(self, latents: torch.Tensor, cameras: torch.Tensor, step: int,
-                 generator: torch.Generator) -> GuidanceStep:
+    def __call__(self, latents: torch.Tensor, cameras: torch.Tensor, step: int, generator: torch.Generator,
+                 views: torch.Tensor | None = None) -> GuidanceStep:
+        """``views`` [1, F, 3, H, W] in [0, 1] (with their graph): the renders, which the x0_image
+        loss compares with the decoded x0 (``latents`` then need no graph)."""
         pipe, config = self.pipe, self.config
         t = self.timestep(step, generator)
         timesteps = torch.full((latents.shape[0],), t, device=latents.device, dtype=torch.long)
@@ -90,7 +92,7 @@ class MultiViewGuidance:
                 guided = unconditional + config.guidance_scale * (conditional - unconditional)
             else:
                 conditional = guided = output
-            if config.loss == "x0":
+            if config.loss in ("x0", "x0_image"):
                 x0 = predict_x0(pipe.scheduler, noisy, guided, timesteps)
                 if config.std_rescale > 0 and self.guided:
                     # MVDream: the guided x0's spread pulled toward the unguided one's (CFG 50 overshoots).
@@ -103,8 +105,17 @@ class MultiViewGuidance:
                 alpha = pipe.scheduler.alphas_cumprod.to(latents.device)[t].float()
                 gradient = (1 - alpha) * (predict_epsilon(pipe.scheduler, noisy, guided, timesteps) - noise.float())
                 goal = target - torch.nan_to_num(gradient)
+        count = latents.shape[0] * latents.shape[2]
+        if config.loss == "x0_image":
+            if views is None:
+                raise ValueError("the x0_image loss compares the renders: pass views")
+            with torch.no_grad():
+                decoded = (pipe.decode_latents(goal.to(pipe.vae.dtype)).float() / 2 + 0.5).clamp(0, 1)
+                if decoded.shape[-1] != views.shape[-1]:
+                    decoded = torch.nn.functional.interpolate(decoded.flatten(0, 1), size=views.shape[-2:],
+                                                              mode="bilinear", align_corners=False).unflatten(0, (1, -1))
+            return GuidanceStep(loss=0.5 * (views.float() - decoded).square().sum() / count, timestep=t)
         # 0.5 ||z - sg(goal)||^2 summed, per view (MVDream's normalisation): its gradient with
         # respect to z is (z - goal) / views.
-        views = latents.shape[0] * latents.shape[2]
-        loss = 0.5 * (latents.float() - goal).square().sum() / views
+        loss = 0.5 * (latents.float() - goal).square().sum() / count
         return GuidanceStep(loss=loss, timestep=t)

@@ -5,7 +5,8 @@ distilled into Gaussians with the ``toy`` preset; the Gaussians are rendered at 
 cameras and scored against the Duck rendered by Blender there (PSNR, margin over the other bundled
 objects, view accuracy: ``pipeline.evaluation.result_scores``), and their mesh against the Duck's
 mesh (Chamfer distance). Controls, same settings and seed: G's camera input zeroed (the Janus
-check: view accuracy must drop), a random prompt, and the initial Gaussians (no step).
+check: view accuracy must drop), a random prompt, another bundled object's caption (the prompt
+steers: the target's scores must drop), and the initial Gaussians (no step).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from pipeline.cli import option
 from pipeline.data.sources import BUNDLED_ASSETS, captioned_assets
 
 logger = logging.getLogger(__name__)
-SETTINGS = ("distilled", "camera input zeroed", "random prompt", "initial Gaussians")
+SETTINGS = ("distilled", "camera input zeroed", "random prompt", "another object's prompt", "initial Gaussians")
 
 
 @dataclass
@@ -39,6 +40,7 @@ class DistillationExperimentConfig:
     random_prompt: str = option("zqx florp vantablack", "the random-prompt control's prompt")
     preset: str = option("toy", "distillation settings", choices=tuple(PRESETS))
     steps: int | None = option(None, "optimisation steps (default: the preset's)")
+    loss: str | None = option(None, "the distillation loss (default: the preset's)")
     elevation: float = option(15.0, "elevation of the scoring orbit (make run's)")
     samples: int = option(8, "Cycles samples of the ground truth")
     settings: tuple[str, ...] = option(SETTINGS, "the run and the controls", choices=SETTINGS)
@@ -58,14 +60,16 @@ def run_distillation_experiment(config: DistillationExperimentConfig) -> dict[st
     if config.target not in objects:
         raise ValueError(f"{config.target} is not a captioned object of {config.assets}: {sorted(objects)}")
     caption = objects[config.target][1]
-    settings = preset(config.preset, **({} if config.steps is None else {"steps": config.steps}))
+    other_caption = next(text for name, (_, text) in objects.items() if name != config.target)
+    settings = preset(config.preset, **{name: value for name, value in (("steps", config.steps), ("loss", config.loss))
+                                        if value is not None})
     rows, seconds = [], {}
     for setting in config.settings:
         began = time.perf_counter()
         changes = {"steps": 0} if setting == "initial Gaussians" else \
             {"zero_cameras": True} if setting == "camera input zeroed" else {}
-        run = Distillation(pipe, dataclasses.replace(settings, **changes),
-                           prompt=config.random_prompt if setting == "random prompt" else caption)
+        prompt = {"random prompt": config.random_prompt, "another object's prompt": other_caption}.get(setting, caption)
+        run = Distillation(pipe, dataclasses.replace(settings, **changes), prompt=prompt)
         while not run.finished:
             metrics = run.step()
             if run.step_index % 50 == 0:
@@ -82,7 +86,7 @@ def run_distillation_experiment(config: DistillationExperimentConfig) -> dict[st
             from models.mesh.fusion import MeshingError
 
             try:
-                made = mesh_from_gaussians(run.gaussians().cpu(), views, c2w.cpu(), fov=run.fov)
+                made = mesh_from_gaussians(run.gaussians().to("cpu"), views, c2w.cpu(), fov=run.fov)
                 row.update(score_mesh(made.watertight, assets, config.target))
             except MeshingError as error:
                 logger.warning("%s: no mesh (%s)", setting, error)
