@@ -32,7 +32,7 @@ def pipe(tiny_t2v):
 
 
 def small(**changes) -> DistillConfig:
-    return preset("toy", **{"steps": 4, "num_gaussians": 256, "guidance_scale": 3.0, **changes})
+    return preset("toy", **{"steps": 4, "num_gaussians": 256, "guidance_scale": 3.0, "loss": "x0", **changes})
 
 
 def test_the_timestep_range_anneals_linearly_as_mvdream_does():

@@ -112,7 +112,7 @@ class Distillation:
     def step(self) -> dict[str, float]:
         """One AdamW step; returns {"loss", "timestep", "elevation"}."""
         low, high = self.elevations
-        elevation = low + (high - low) * float(torch.rand((), generator=self.generator))
+        elevation = low + (high - low) * float(torch.rand((), generator=self.generator, device=self.generator.device))
         c2w = self.orbit(elevation)
         views = self.render(self.activated(), c2w)
         with self._autocast():

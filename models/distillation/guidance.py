@@ -67,7 +67,7 @@ class MultiViewGuidance:
         last = self.train_timesteps - 1
         low_t = min(last, int(self.train_timesteps * low))  # MVDream's int(T * percent)
         high_t = min(last, max(low_t, int(self.train_timesteps * high)))
-        return int(torch.randint(low_t, high_t + 1, (1,), generator=generator))
+        return int(torch.randint(low_t, high_t + 1, (1,), generator=generator, device=generator.device))
 
     def __call__(self, latents: torch.Tensor, cameras: torch.Tensor, step: int, generator: torch.Generator,
                  views: torch.Tensor | None = None) -> GuidanceStep:
@@ -76,7 +76,7 @@ class MultiViewGuidance:
         pipe, config = self.pipe, self.config
         t = self.timestep(step, generator)
         timesteps = torch.full((latents.shape[0],), t, device=latents.device, dtype=torch.long)
-        noise = torch.randn(latents.shape, generator=generator).to(latents.device, latents.dtype)
+        noise = torch.randn(latents.shape, generator=generator, device=generator.device).to(latents.device, latents.dtype)
         target = latents.detach().float()
         noisy = pipe.scheduler.add_noise(target, noise.float(), timesteps)
         if config.zero_cameras:
