@@ -50,7 +50,8 @@ def test_a_submitted_job_refuses_a_relative_output_naming_the_fix(submitted, tmp
     parse(RenderJobConfig, ["--input", "assets", "--output", "s3://bucket/shards", "--mlflow-uri", "http://h:5000"])
 
 
-def test_a_submitted_job_names_a_relative_input_missing_from_its_working_dir(submitted, tmp_path):
+def test_a_submitted_job_names_a_relative_input_missing_from_its_working_dir(submitted, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the job's working directory, without out/ (a checkout after make run has one)
     with pytest.raises(SubmittedPathError, match=r"--data out/shards is a relative path that is not in the job's "
                                                  r"working directory.*git-ignored"):
         parse(TrainConfig, ["--model", "models:/g/latest", "--data", "out/shards", "--output", str(tmp_path),
