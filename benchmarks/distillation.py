@@ -6,8 +6,6 @@
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
 
@@ -17,23 +15,12 @@ from pipeline.logs import configure_logging  # noqa: E402
 
 configure_logging()
 
-from pipeline.cli import add_config_arguments, config_from_args  # noqa: E402
 from pipeline.experiments.distillation import DistillationExperimentConfig, format_table, run_distillation_experiment  # noqa: E402
+from pipeline.experiments.command import run_experiment  # noqa: E402
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_arguments(parser, DistillationExperimentConfig)
-    parser.add_argument("--json", default=None, help="also write the rows and timings here")
-    args = parser.parse_args()
-    result = run_distillation_experiment(config_from_args(DistillationExperimentConfig, args))
-    print(format_table(result))
-    print("seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in result["seconds"].items()))
-    if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as handle:
-            json.dump(result, handle, indent=2, default=str)
-    return 0
+    return run_experiment(__doc__, DistillationExperimentConfig, run_distillation_experiment, format_table)
 
 
 if __name__ == "__main__":

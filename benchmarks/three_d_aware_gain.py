@@ -12,8 +12,6 @@ without them those figures are null. Prints Markdown tables; docs/results.md has
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
 
@@ -23,22 +21,12 @@ from pipeline.logs import configure_logging  # noqa: E402
 
 configure_logging()
 
-from pipeline.cli import add_config_arguments, config_from_args  # noqa: E402
 from pipeline.experiments.three_d_aware_gain import ThreeDAwareConfig, format_table, run_three_d_aware  # noqa: E402
+from pipeline.experiments.command import run_experiment  # noqa: E402
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_arguments(parser, ThreeDAwareConfig)
-    parser.add_argument("--json", default=None, help="also write the figures here")
-    args = parser.parse_args()
-    result = run_three_d_aware(config_from_args(ThreeDAwareConfig, args))
-    print(format_table(result))
-    if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as handle:
-            json.dump(result, handle, indent=2)
-    return 0
+    return run_experiment(__doc__, ThreeDAwareConfig, run_three_d_aware, format_table)
 
 
 if __name__ == "__main__":

@@ -83,6 +83,20 @@ def _fill_pairs(order, ranges, cells_x, cells, starts, total):  # pragma: no cov
     return pair_gaussian
 
 
+@njit(inline="always", cache=True)
+def _at_pixel(x, y, means2d, conics, opacities, view, gaussian):  # pragma: no cover - compiled
+    """One Gaussian at the pixel centre (x, y): (dx, dy, exp(power), opacity * exp(power)), the last
+    0 where ``power > 0`` (gsplat skips those, as it skips alphas under 1/255)."""
+    dx = x - means2d[view, gaussian, 0]
+    dy = y - means2d[view, gaussian, 1]
+    a, b, c = conics[view, gaussian, 0], conics[view, gaussian, 1], conics[view, gaussian, 2]
+    power = -_HALF * (a * dx * dx + c * dy * dy) - b * dx * dy
+    if power > _ZERO:
+        return dx, dy, _ZERO, _ZERO
+    visibility = np.exp(power)
+    return dx, dy, visibility, opacities[gaussian] * visibility
+
+
 @njit(parallel=True, cache=True, error_model="numpy")
 def _forward(means2d, conics, opacities, features, pair_gaussian, starts, per_cell, cells_x, cells, cell, width,
              height):  # pragma: no cover - compiled
@@ -107,13 +121,8 @@ def _forward(means2d, conics, opacities, features, pair_gaussian, starts, per_ce
                 went = 0
                 for k in range(length):
                     gaussian = pair_gaussian[start + k]
-                    dx = x - means2d[view, gaussian, 0]
-                    dy = y - means2d[view, gaussian, 1]
-                    a, b, c = conics[view, gaussian, 0], conics[view, gaussian, 1], conics[view, gaussian, 2]
-                    power = -_HALF * (a * dx * dx + c * dy * dy) - b * dx * dy
-                    if power > _ZERO:
-                        continue
-                    alpha = min(_ALPHA_MAX, opacities[gaussian] * np.exp(power))
+                    _, _, _, unclamped = _at_pixel(x, y, means2d, conics, opacities, view, gaussian)
+                    alpha = min(_ALPHA_MAX, unclamped)
                     if alpha < _ALPHA_MIN:
                         continue
                     next_t = t * (_ONE - alpha)
@@ -157,14 +166,7 @@ def _backward(means2d, conics, opacities, features, pair_gaussian, starts, per_c
                     behind[:] = _ZERO
                     for k in range(last[view, py, px] - 1, -1, -1):
                         gaussian = pair_gaussian[start + k]
-                        dx = x - means2d[view, gaussian, 0]
-                        dy = y - means2d[view, gaussian, 1]
-                        a, b, c = conics[view, gaussian, 0], conics[view, gaussian, 1], conics[view, gaussian, 2]
-                        power = -_HALF * (a * dx * dx + c * dy * dy) - b * dx * dy
-                        if power > _ZERO:
-                            continue
-                        visibility = np.exp(power)
-                        unclamped = opacities[gaussian] * visibility
+                        dx, dy, visibility, unclamped = _at_pixel(x, y, means2d, conics, opacities, view, gaussian)
                         alpha = min(_ALPHA_MAX, unclamped)
                         if alpha < _ALPHA_MIN:
                             continue
@@ -183,6 +185,7 @@ def _backward(means2d, conics, opacities, features, pair_gaussian, starts, per_c
                             grad_conics[view, gaussian, 0] += -_HALF * dx * dx * grad_power
                             grad_conics[view, gaussian, 1] += -dx * dy * grad_power
                             grad_conics[view, gaussian, 2] += -_HALF * dy * dy * grad_power
+                            a, b, c = conics[view, gaussian, 0], conics[view, gaussian, 1], conics[view, gaussian, 2]
                             grad_means2d[view, gaussian, 0] += (a * dx + b * dy) * grad_power
                             grad_means2d[view, gaussian, 1] += (c * dy + b * dx) * grad_power
                             grad_opacities[view, gaussian] += visibility * grad_alpha
