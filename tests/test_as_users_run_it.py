@@ -197,12 +197,13 @@ def test_every_output_is_where_the_user_asked_and_readable_after_the_cluster_is_
     assert (out / "latents").is_dir() and (out / "train" / "t2v-tiny" / "final_model" / "model_index.json").is_file()
     assert (out / "train" / "recon-tiny" / "final_model").is_dir()
     assert (out / "eval" / "table.md").is_file()
+    assert {"gaussians.ply", "gaussians.splat", "orbit.mp4", "mesh.glb"} <= set(os.listdir(out / "distill"))
     assert {"grid.png", "gaussians.ply", "mesh.glb"} <= set(os.listdir(out / "result"))
 
     store = f"sqlite:///{out / 'mlflow.db'}"
     client = mlflow.MlflowClient(store)
     experiments = {e.name: e for e in client.search_experiments()}
-    for name in ("videomv-render", "videomv-finetune", "videomv-eval"):
+    for name in ("videomv-render", "videomv-finetune", "videomv-eval", "videomv-distill"):
         assert name in experiments, sorted(experiments)
     for experiment in experiments.values():
         if experiment.name == "Default":

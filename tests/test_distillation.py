@@ -272,3 +272,23 @@ def test_the_toy_experiment_scores_the_run_and_its_controls(tiny_t2v):
     for row in result["rows"]:
         assert {"psnr", "view_accuracy", "margin_db"} <= set(row), row
     assert "| distilled |" in format_table(result)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("loss", ["x0", "sds", "x0_image"])
+def test_distillation_steps_on_a_gpu_in_fp16(tiny_t2v, loss):
+    """On CUDA, as the job runs it: G loaded in fp16 (``load_pipeline``'s default there) under
+    autocast, the Gaussians, gsplat's renders and the loss in fp32; the CPU generator's draws move
+    to the GPU; every loss steps and moves the Gaussians, which stay fp32 on the GPU."""
+    from models.distillation.distill import Distillation
+    from models.pipeline_videomv.pipeline_videomv import load_pipeline
+
+    pipe = load_pipeline(tiny_t2v, device="cuda")
+    assert next(pipe.unet.parameters()).dtype == torch.float16
+    run = Distillation(pipe, small(steps=2, loss=loss), prompt="a duck")
+    before = run.gaussians().means.clone()
+    for _ in range(2):
+        assert torch.isfinite(torch.tensor(run.step()["loss"]))
+    after = run.gaussians()
+    assert after.means.is_cuda and after.means.dtype == torch.float32 and not torch.equal(after.means, before)
