@@ -23,6 +23,7 @@ import resource
 import subprocess
 import sys
 import time
+from typing import Callable
 
 sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -80,7 +81,7 @@ def render(implementation: str, gaussians: Gaussians, c2w: torch.Tensor, K: torc
     return output.colors, output.alphas
 
 
-def fit_step(implementation: str, size: int, device: str) -> tuple[callable, callable]:
+def fit_step(implementation: str, size: int, device: str) -> tuple[Callable[[], None], Callable[[], torch.Tensor]]:
     """One step of the evaluation fit (``fit_gaussians``' loss on 4 of 24 orbit views of a blurred
     random image, forward and backward) as a function, and one that returns the last colours."""
     config = FitConfig()

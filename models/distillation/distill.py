@@ -81,8 +81,7 @@ class Distillation:
 
     def orbit(self, elevation: float) -> torch.Tensor:
         """[F, 4, 4] OpenGL c2w of G's orbit at ``elevation`` (its distance and azimuths)."""
-        return torch.tensor(camera.orbit_c2w(elevation, self.azimuths, self.distance), dtype=torch.float32,
-                            device=self.device)
+        return self.pipe.orbit_cameras(elevation, self.distance, 1)[0]
 
     def render(self, gaussians: Gaussians, c2w: torch.Tensor) -> torch.Tensor:
         """Views [F, 3, H, W] in [0, 1] on G's background (differentiable)."""

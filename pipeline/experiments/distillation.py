@@ -53,7 +53,7 @@ def run_distillation_experiment(config: DistillationExperimentConfig) -> dict[st
     from models.pipeline_videomv.pipeline_videomv import load_pipeline
     from pipeline.evaluation.result_scores import score_generation, score_mesh
 
-    pipe = load_pipeline(config.model, device="cpu" if not torch.cuda.is_available() else None)
+    pipe = load_pipeline(config.model)
     pipe.set_progress_bar_config(disable=True)
     objects = captioned_assets(config.assets, os.path.join(config.assets, "captions.csv"))
     assets = {name: path for name, (path, _) in objects.items()}
