@@ -33,6 +33,7 @@ import weakref
 from typing import Any, Callable
 
 sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import pipeline.entry  # noqa: E402,F401  (logging first: pipeline/entry.py)
 
 import torch  # noqa: E402
 from torch._subclasses.fake_tensor import FakeTensorMode  # noqa: E402

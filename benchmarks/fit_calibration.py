@@ -15,10 +15,7 @@ import os
 import sys
 
 sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-from pipeline.logs import configure_logging  # noqa: E402
-
-configure_logging()
+import pipeline.entry  # noqa: E402,F401  (logging first: pipeline/entry.py)
 
 from models.gaussians.fit import FitConfig  # noqa: E402
 from pipeline.cli import add_config_arguments, config_from_args  # noqa: E402

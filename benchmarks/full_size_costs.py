@@ -25,6 +25,7 @@ import os
 import sys
 
 sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import pipeline.entry  # noqa: E402,F401  (logging first: pipeline/entry.py)
 
 import torch  # noqa: E402
 from diffusers import AutoencoderKL  # noqa: E402

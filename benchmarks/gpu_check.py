@@ -51,6 +51,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import pipeline.entry  # noqa: E402,F401  (logging first: pipeline/entry.py)
 
 import torch  # noqa: E402
 

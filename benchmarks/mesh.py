@@ -25,6 +25,7 @@ import sys
 import time
 
 sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import pipeline.entry  # noqa: E402,F401  (logging first: pipeline/entry.py)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402

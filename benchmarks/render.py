@@ -36,6 +36,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[0] = ROOT
+import pipeline.entry  # noqa: E402,F401  (logging first: pipeline/entry.py)
 
 
 def bare_loop(input_spec: str, settings_json: str, output_dir: str) -> None:

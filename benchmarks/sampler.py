@@ -15,6 +15,7 @@ import tempfile
 import time
 
 sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import pipeline.entry  # noqa: E402,F401  (logging first: pipeline/entry.py)
 
 import torch  # noqa: E402
 

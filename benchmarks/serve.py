@@ -20,6 +20,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[0] = ROOT
+import pipeline.entry  # noqa: E402,F401  (logging first: pipeline/entry.py)
 
 
 def main() -> int:

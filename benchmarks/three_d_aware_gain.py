@@ -16,10 +16,7 @@ import os
 import sys
 
 sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-from pipeline.logs import configure_logging  # noqa: E402
-
-configure_logging()
+import pipeline.entry  # noqa: E402,F401  (logging first: pipeline/entry.py)
 
 from pipeline.experiments.three_d_aware_gain import ThreeDAwareConfig, format_table, run_three_d_aware  # noqa: E402
 from pipeline.experiments.command import run_experiment  # noqa: E402

@@ -29,6 +29,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[0] = ROOT
+import pipeline.entry  # noqa: E402,F401  (logging first: pipeline/entry.py)
 
 RESOLUTION = 32
 WARMUP = 3

@@ -19,12 +19,9 @@ import os
 import sys
 
 sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from pipeline.entry import BAD_INPUT, job_parser, run_job  # noqa: E402  (logging first)
 
-from pipeline.logs import configure_logging  # noqa: E402
-
-configure_logging()  # first: sets what Ray, tqdm and the model libraries read at import
-
-from pipeline.cli import add_config_arguments, config_from_args, option  # noqa: E402
+from pipeline.cli import config_from_args, option  # noqa: E402
 from pipeline.disk import atomic_directory  # noqa: E402
 
 logger = logging.getLogger("jobs.convert_official")
@@ -41,32 +38,29 @@ class ConvertConfig:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_arguments(parser, ConvertConfig)
-    return parser
+    return job_parser(__doc__, ConvertConfig)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from models.official_checkpoint import convert_official  # after parsing: --help stays quick
-    from models.pipeline_videomv.loading import ModelDirectoryError
+    from models.official_checkpoint import CheckpointConversionError, convert_official  # after parsing: --help stays quick
 
-    try:
+    def work() -> None:
         config = config_from_args(ConvertConfig, args)
         if os.path.exists(config.output) and os.listdir(config.output):
             raise ValueError(f"{config.output} exists and is not empty: nothing is overwritten")
-        pipe = convert_official(list(config.checkpoint), config.base)
+        try:
+            pipe = convert_official(list(config.checkpoint), config.base)
+        except BAD_INPUT:
+            raise
+        except Exception as error:  # whatever a foreign file trips on: one line naming it, never a traceback
+            raise CheckpointConversionError(f"conversion failed: {type(error).__name__}: {error}") from error
         with atomic_directory(config.output) as staging:  # a failure leaves no half-written model
             pipe.save_pretrained(staging)
-    except (ModelDirectoryError, ValueError, FileNotFoundError) as error:
-        logger.error("%s", error)
-        return 2
-    except Exception as error:  # the user gets one line naming the failure, never a traceback
-        logger.error("conversion failed: %s: %s", type(error).__name__, error)
-        return 2
-    logger.info("converted %s into %s (reconstructor: %s)", ", ".join(config.checkpoint), config.output,
-                "yes" if pipe.reconstructor is not None else "none in the checkpoint")
-    return 0
+        logger.info("converted %s into %s (reconstructor: %s)", ", ".join(config.checkpoint), config.output,
+                    "yes" if pipe.reconstructor is not None else "none in the checkpoint")
+
+    return run_job(work, logger)
 
 
 if __name__ == "__main__":

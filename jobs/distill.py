@@ -21,13 +21,10 @@ import os
 import sys
 
 sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-from pipeline.logs import configure_logging  # noqa: E402
-
-configure_logging()  # first: sets what Ray, tqdm and the model libraries read at import
+from pipeline.entry import job_parser, run_job  # noqa: E402  (logging first)
 
 from models.distillation.config import PRESETS  # noqa: E402
-from pipeline.cli import add_config_arguments, config_from_args  # noqa: E402
+from pipeline.cli import config_from_args  # noqa: E402
 from pipeline.distillation import DistillJobConfig  # noqa: E402
 
 logger = logging.getLogger("jobs.distill")
@@ -35,9 +32,8 @@ logger = logging.getLogger("jobs.distill")
 
 def build_parser(preset: str = "mvdream") -> argparse.ArgumentParser:
     """The job's flags, the distillation's defaults those of ``preset``."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_arguments(parser, DistillJobConfig, defaults={**dataclasses.asdict(PRESETS[preset]), "preset": preset})
-    return parser
+    return job_parser(__doc__, (DistillJobConfig, {"defaults": {**dataclasses.asdict(PRESETS[preset]),
+                                                                "preset": preset}}))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,16 +41,13 @@ def main(argv: list[str] | None = None) -> int:
     first.add_argument("--preset", default="mvdream", choices=tuple(PRESETS))
     preset = first.parse_known_args(argv)[0].preset
     args = build_parser(preset).parse_args(argv)
-    from models.pipeline_videomv.loading import ModelDirectoryError  # after parsing: --help stays quick
-    from pipeline.distillation import distill
+    from pipeline.distillation import distill  # after parsing: --help stays quick
 
-    try:
+    def work() -> None:
         result = distill(config_from_args(DistillJobConfig, args))
-    except (ModelDirectoryError, ValueError, FileNotFoundError) as error:
-        logger.error("%s", error)
-        return 2
-    print("\n".join(f"{kind}: {path}" for kind, path in result.files.items()))  # the job's result, on stdout
-    return 0
+        print("\n".join(f"{kind}: {path}" for kind, path in result.files.items()))  # the job's result, on stdout
+
+    return run_job(work, logger)
 
 
 if __name__ == "__main__":

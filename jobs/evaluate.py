@@ -22,35 +22,26 @@ import os
 import sys
 
 sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from pipeline.entry import job_parser, run_job  # noqa: E402  (logging first)
 
-from pipeline.logs import configure_logging  # noqa: E402
-
-configure_logging()  # first: sets what Ray, tqdm and the model libraries read at import
-
-from pipeline.cli import add_config_arguments, config_from_args  # noqa: E402
+from pipeline.cli import config_from_args  # noqa: E402
 from pipeline.evaluation.config import EvaluationConfig  # noqa: E402
 
 logger = logging.getLogger("jobs.evaluate")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_arguments(parser, EvaluationConfig)
-    return parser
+    return job_parser(__doc__, EvaluationConfig)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from models.pipeline_videomv.loading import ModelDirectoryError  # after parsing: --help stays quick
-    from pipeline.evaluation.protocol import evaluate
+    from pipeline.evaluation.protocol import evaluate  # after parsing: --help stays quick
 
-    try:
-        result = evaluate(config_from_args(EvaluationConfig, args))
-    except (ModelDirectoryError, ValueError, FileNotFoundError) as error:
-        logger.error("%s", error)
-        return 2
-    print(result.table())  # the job's result, on stdout
-    return 0
+    def work() -> None:
+        print(evaluate(config_from_args(EvaluationConfig, args)).table())  # the job's result, on stdout
+
+    return run_job(work, logger)
 
 
 if __name__ == "__main__":

@@ -19,41 +19,28 @@ import os
 import sys
 
 sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from pipeline.entry import job_parser, run_job  # noqa: E402  (logging first)
 
-from pipeline.disk import log_if_disk_full  # noqa: E402
-from pipeline.logs import configure_logging  # noqa: E402
-
-configure_logging()  # first: sets what Ray, tqdm and the model libraries read at import
-
-from pipeline.cli import add_config_arguments, config_from_args  # noqa: E402
+from pipeline.cli import config_from_args  # noqa: E402
 from pipeline.train.config import TrainConfig  # noqa: E402
 
 logger = logging.getLogger("jobs.finetune")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_arguments(parser, TrainConfig, defaults={"experiment": "videomv-finetune"})
-    return parser
+    return job_parser(__doc__, (TrainConfig, {"defaults": {"experiment": "videomv-finetune"}}))
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from models.pipeline_videomv.loading import ModelDirectoryError  # after parsing: --help stays quick
-    from pipeline.train.finetune import run_finetune
+    from pipeline.train.finetune import run_finetune  # after parsing: --help stays quick
 
-    try:
+    def work() -> None:
         summary = run_finetune(config_from_args(TrainConfig, args))
-    except (ModelDirectoryError, ValueError) as error:
-        logger.error("%s", error)
-        return 2
-    except Exception as error:  # a full disk is one line, whatever wrapped it on the way (Ray, a worker)
-        if not log_if_disk_full(error, logger):
-            raise
-        return 1
-    logger.info("fine-tuning %s done: %d steps, final loss %.4f, model at %s", summary.name, summary.steps,
-                summary.final_metrics.get("loss", float("nan")), summary.final_model)
-    return 0
+        logger.info("fine-tuning %s done: %d steps, final loss %.4f, model at %s", summary.name, summary.steps,
+                    summary.final_metrics.get("loss", float("nan")), summary.final_model)
+
+    return run_job(work, logger)
 
 
 if __name__ == "__main__":

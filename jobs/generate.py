@@ -9,65 +9,85 @@ from __future__ import annotations
 
 import argparse
 import base64
+import dataclasses
+import logging
 import os
 import sys
 
-import requests
-
 sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from pipeline.entry import BAD_INPUT_EXIT, FAILED_EXIT, job_parser, run_job  # noqa: E402  (logging first)
 
-from pipeline.cli import StoreWithDeprecatedAlias  # noqa: E402
-from pipeline.serve.client import EndpointError, generate, write_result  # noqa: E402
+from pipeline.cli import config_from_args, option  # noqa: E402
+
+logger = logging.getLogger("jobs.generate")
+
+
+@dataclasses.dataclass
+class GenerateConfig:
+    """One request to the endpoint (``pipeline.serve.ingress.GenerateRequest``) and where to write its answer."""
+
+    out: str = option(help="output folder")
+    url: str = option("http://127.0.0.1:8000", "the Serve endpoint")
+    prompt: str | None = option(None, "text prompt (text-to-multi-view model); give it or --image")
+    image: str | None = option(None, "image file (image-to-multi-view model); give it or --prompt")
+    seed: int = option(0, "seed of the initial noise")
+    num_inference_steps: int = option(50, "DDIM denoising steps", deprecated_alias="steps")
+    guidance_scale: float | None = option(None, "classifier-free guidance (default: the model's variant's, 9.0 "
+                                                "text, 6.0 image)")
+    elevation: float | None = option(None, "camera elevation in degrees (default: the model's, inside its "
+                                           "training cameras)")
+    three_d_aware: bool = option(True, "3D-aware sampling (--no-3d-aware: plain DDIM, no reconstruction in the "
+                                       "loop, no Gaussians or mesh)", flag="3d_aware")
+    timeout: float = option(900.0, "seconds to wait for the answer")
+
+    def __post_init__(self) -> None:
+        if (self.prompt is None) == (self.image is None):
+            raise ValueError("give --prompt (a text model) or --image (an image model), one of them")
+
+    def request(self) -> dict:
+        """The request's JSON body (the API keeps its short name ``steps``)."""
+        request = {"seed": self.seed, "steps": self.num_inference_steps, "three_d_aware": self.three_d_aware,
+                   "outputs": ["views", "grid", "gif", "mp4"] + (["ply", "splat", "glb", "gaussians_mp4"]
+                                                                 if self.three_d_aware else [])}
+        if self.prompt is not None:
+            request["prompt"] = self.prompt
+        else:
+            with open(self.image, "rb") as handle:
+                request["image"] = base64.b64encode(handle.read()).decode()
+        for key in ("guidance_scale", "elevation"):
+            if getattr(self, key) is not None:
+                request[key] = getattr(self, key)
+        return request
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--url", default="http://127.0.0.1:8000", help="the Serve endpoint (default: %(default)s)")
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--prompt", help="text prompt (text-to-multi-view model)")
-    source.add_argument("--image", help="image file (image-to-multi-view model)")
-    parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the initial noise (default: %(default)s)")
-    parser.add_argument("--num-inference-steps", "--steps", type=int, default=50, action=StoreWithDeprecatedAlias,
-                        alias="--steps", help="DDIM denoising steps (default: %(default)s; --steps is its deprecated "
-                                              "old name)")
-    parser.add_argument("--guidance-scale", type=float, default=None,
-                        help="classifier-free guidance (default: the model's variant's, 9.0 text, 6.0 image)")
-    parser.add_argument("--elevation", type=float, default=None,
-                        help="camera elevation in degrees (default: the model's, inside its training cameras)")
-    parser.add_argument("--no-3d-aware", action="store_true", help="plain DDIM (no reconstruction in the loop)")
-    parser.add_argument("--timeout", type=float, default=900.0,
-                        help="seconds to wait for the answer (default: %(default)s)")
-    return parser
+    return job_parser(__doc__, GenerateConfig)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    import requests  # after parsing: --help stays quick
 
-    request = {"seed": args.seed, "steps": args.num_inference_steps, "three_d_aware": not args.no_3d_aware,
-               "outputs": ["views", "grid", "gif", "mp4"] + ([] if args.no_3d_aware else ["ply", "splat", "glb", "gaussians_mp4"])}
-    if args.prompt is not None:
-        request["prompt"] = args.prompt
-    else:
-        with open(args.image, "rb") as handle:
-            request["image"] = base64.b64encode(handle.read()).decode()
-    for key in ("guidance_scale", "elevation"):
-        if getattr(args, key) is not None:
-            request[key] = getattr(args, key)
-    try:
-        body = generate(args.url, request, timeout=args.timeout)
-    except requests.RequestException as error:
-        print(f"error: cannot reach {args.url}: {error}", file=sys.stderr)
-        return 1
-    except EndpointError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2 if 400 <= error.status < 500 else 1
-    write_result(body, args.out)
-    for name, reason in body.get("unavailable", {}).items():
-        print(f"warning: no {name}: {reason}", file=sys.stderr)
-    print(f"wrote {len(body['views'])} views{', the Gaussians and the mesh' if 'ply' in body else ''} to {args.out} "
-          f"({body['seconds']:.1f} s, {body['reconstructions']} reconstructions)")
-    return 0
+    from pipeline.serve.client import EndpointError, generate, write_result
+
+    def work() -> int:
+        config = config_from_args(GenerateConfig, args)
+        try:
+            body = generate(config.url, config.request(), timeout=config.timeout)
+        except requests.RequestException as error:
+            logger.error("cannot reach %s: %s", config.url, error)
+            return FAILED_EXIT
+        except EndpointError as error:
+            logger.error("%s", error)
+            return BAD_INPUT_EXIT if 400 <= error.status < 500 else FAILED_EXIT
+        write_result(body, config.out)
+        for name, reason in body.get("unavailable", {}).items():
+            logger.warning("no %s: %s", name, reason)
+        print(f"wrote {len(body['views'])} views{', the Gaussians and the mesh' if 'ply' in body else ''} to "
+              f"{config.out} ({body['seconds']:.1f} s, {body['reconstructions']} reconstructions)")
+        return 0
+
+    return run_job(work, logger)
 
 
 if __name__ == "__main__":

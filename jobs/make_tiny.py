@@ -15,16 +15,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import os
 import sys
 
 sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from pipeline.entry import job_parser, run_job  # noqa: E402  (logging first)
 
-from pipeline.logs import configure_logging  # noqa: E402
+from pipeline.cli import config_from_args, option  # noqa: E402
 
-configure_logging()  # first: sets what Ray, tqdm and the model libraries read at import
-
-from pipeline.cli import add_config_arguments, config_from_args, option  # noqa: E402
+logger = logging.getLogger("jobs.make_tiny")
 
 
 @dataclasses.dataclass
@@ -40,36 +40,32 @@ class MakeTinyConfig:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_arguments(parser, MakeTinyConfig)
-    return parser
+    return job_parser(__doc__, MakeTinyConfig)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
+
+    def work() -> None:
         config = config_from_args(MakeTinyConfig, args)
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    if os.path.isdir(config.output) and os.listdir(config.output):
-        print(f"error: {config.output} exists and is not empty; choose another --output", file=sys.stderr)
-        return 2
-    import torch  # after parsing: --help stays quick
+        if os.path.isdir(config.output) and os.listdir(config.output):
+            raise ValueError(f"{config.output} exists and is not empty; choose another --output")
+        import torch  # after parsing: --help stays quick
 
-    from models.reconstructor.model import LGM
-    from models.toy.tiny import make_tiny, make_tiny_evaluation_weights
+        from models.reconstructor.model import LGM
+        from models.toy.tiny import make_tiny, make_tiny_evaluation_weights
 
-    if config.kind == "lgm":
-        torch.manual_seed(config.seed)
-        LGM("tiny").save_pretrained(config.output)
-    elif config.kind == "metrics":
-        for name, path in make_tiny_evaluation_weights(config.output, seed=config.seed).items():
-            print(f"  --{name.replace('_', '-')} {path}")
-    else:
-        make_tiny(config.kind, config.output, seed=config.seed)
-    print(f"wrote tiny {config.kind} model to {config.output}")
-    return 0
+        if config.kind == "lgm":
+            torch.manual_seed(config.seed)
+            LGM("tiny").save_pretrained(config.output)
+        elif config.kind == "metrics":
+            for name, path in make_tiny_evaluation_weights(config.output, seed=config.seed).items():
+                print(f"  --{name.replace('_', '-')} {path}")
+        else:
+            make_tiny(config.kind, config.output, seed=config.seed)
+        print(f"wrote tiny {config.kind} model to {config.output}")
+
+    return run_job(work, logger)
 
 
 if __name__ == "__main__":

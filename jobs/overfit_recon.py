@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import os
 import sys
 
 sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from pipeline.entry import job_parser, run_job  # noqa: E402  (logging first)
 
-from pipeline.logs import configure_logging  # noqa: E402
+from pipeline.cli import config_from_args, option  # noqa: E402
 
-configure_logging()  # first: sets what Ray, tqdm and the model libraries read at import
-
-from pipeline.cli import add_config_arguments, config_from_args, option  # noqa: E402
+logger = logging.getLogger("jobs.overfit_recon")
 
 
 @dataclasses.dataclass
@@ -35,34 +35,34 @@ class OverfitConfig:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_arguments(parser, OverfitConfig)
-    return parser
+    return job_parser(__doc__, OverfitConfig)
 
 
 def main(argv: list[str] | None = None) -> int:
-    config = config_from_args(OverfitConfig, build_parser().parse_args(argv))
-    import torch  # after parsing: --help stays quick
+    args = build_parser().parse_args(argv)
 
-    from models.reconstructor.model import LGM
-    from models.reconstructor.options import PRESETS
-    from models.reconstructor.training import overfit_one_object
-    from pipeline.data import shards
-    from pipeline.data.rows import row_to_tensors
+    def work() -> None:
+        config = config_from_args(OverfitConfig, args)
+        import torch  # after parsing: --help stays quick
 
-    rows = shards.read_rows(config.shards)
-    rows = [row for row in rows if config.uid in (None, row["uid"])]
-    if not rows:
-        print(f"error: no ok row{' with uid ' + config.uid if config.uid else ''} in {config.shards}", file=sys.stderr)
-        return 2
-    data = row_to_tensors(rows[0], background=(1.0, 1.0, 1.0))
-    torch.manual_seed(config.seed)
-    model = LGM(dataclasses.replace(PRESETS["tiny"], input_size=config.size, output_size=config.size))
-    result = overfit_one_object(model, data["views"], data["alphas"], data["c2w"], steps=config.steps,
-                                seed=config.seed)
-    print(f"object {rows[0]['uid']}: {result.steps} steps, held-out PSNR {result.psnr_before:.2f} dB -> "
-          f"{result.psnr_after:.2f} dB (loss {result.losses[0]:.4f} -> {result.losses[-1]:.4f})")
-    return 0
+        from models.reconstructor.model import LGM
+        from models.reconstructor.options import PRESETS
+        from models.reconstructor.training import overfit_one_object
+        from pipeline.data import shards
+        from pipeline.data.rows import row_to_tensors
+
+        rows = [row for row in shards.read_rows(config.shards) if config.uid in (None, row["uid"])]
+        if not rows:
+            raise ValueError(f"no ok row{' with uid ' + config.uid if config.uid else ''} in {config.shards}")
+        data = row_to_tensors(rows[0], background=(1.0, 1.0, 1.0))
+        torch.manual_seed(config.seed)
+        model = LGM(dataclasses.replace(PRESETS["tiny"], input_size=config.size, output_size=config.size))
+        result = overfit_one_object(model, data["views"], data["alphas"], data["c2w"], steps=config.steps,
+                                    seed=config.seed)
+        print(f"object {rows[0]['uid']}: {result.steps} steps, held-out PSNR {result.psnr_before:.2f} dB -> "
+              f"{result.psnr_after:.2f} dB (loss {result.losses[0]:.4f} -> {result.losses[-1]:.4f})")
+
+    return run_job(work, logger)
 
 
 if __name__ == "__main__":

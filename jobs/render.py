@@ -13,17 +13,12 @@ import logging
 import os
 import sys
 
-# Put the project root, not jobs/, first on the path: Ray hands the driver's sys.path[0] to its
-# workers, and jobs/render.py must not shadow the render package there.
+# The project, not jobs/, first on the path: jobs/render.py must not shadow the render package in Ray's
+# workers (pipeline/entry.py says why every script starts so).
 sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from pipeline.entry import job_parser, run_job  # noqa: E402  (logging first)
 
-from pipeline.disk import log_if_disk_full  # noqa: E402
-from pipeline.logs import configure_logging  # noqa: E402
-
-configure_logging()  # first: sets what Ray, tqdm and the model libraries read at import
-
-from pipeline.cli import add_config_arguments, config_from_args  # noqa: E402
-from pipeline.data.sources import SourceError  # noqa: E402
+from pipeline.cli import config_from_args  # noqa: E402
 from pipeline.render_config import RenderJobConfig  # noqa: E402
 from pipeline.tracking import TrackingError  # noqa: E402
 
@@ -31,30 +26,22 @@ logger = logging.getLogger("jobs.render")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_arguments(parser, RenderJobConfig, exclude=("run_name",))
-    return parser
+    return job_parser(__doc__, (RenderJobConfig, {"exclude": ("run_name",)}))
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from pipeline.render_stage import run_render_job  # after parsing: --help stays quick
 
-    try:
+    def work() -> None:
         config = config_from_args(RenderJobConfig, args)
-        run_render_job(config)
-    except (SourceError, ValueError) as error:
-        logger.error("%s", error)
-        return 2
-    except TrackingError as error:
-        logger.error("%s. The shards rendered are in %s; run again to record the job (nothing is rendered twice).",
-                     error, config.output)
-        return 1
-    except Exception as error:  # a full disk is one line, whatever wrapped it on the way (Ray, a worker)
-        if not log_if_disk_full(error, logger):
-            raise
-        return 1
-    return 0
+        try:
+            run_render_job(config)
+        except TrackingError as error:
+            raise TrackingError(f"{error}. The shards rendered are in {config.output}; run again to record the job "
+                                "(nothing is rendered twice).") from error
+
+    return run_job(work, logger)
 
 
 if __name__ == "__main__":

@@ -15,32 +15,28 @@ weights and data.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[0] = ROOT
+sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from pipeline.entry import job_parser, run_job  # noqa: E402  (logging first)
 
-from pipeline.logs import configure_logging  # noqa: E402
-
-configure_logging()  # first: sets what Ray, tqdm and the model libraries read at import
-
-from pipeline.cli import add_config_arguments, config_from_args  # noqa: E402
+from pipeline.cli import config_from_args  # noqa: E402
 from pipeline.local_run_config import LocalRunConfig  # noqa: E402
+
+logger = logging.getLogger("jobs.run_all")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_arguments(parser, LocalRunConfig)
-    return parser
+    return job_parser(__doc__, LocalRunConfig)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from pipeline.local_run import run_local  # after parsing: --help stays quick
 
-    run_local(config_from_args(LocalRunConfig, args))
-    return 0
+    return run_job(lambda: run_local(config_from_args(LocalRunConfig, args)), logger)
 
 
 if __name__ == "__main__":

@@ -21,49 +21,52 @@ import os
 import sys
 
 sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from pipeline.entry import job_parser, run_job  # noqa: E402  (logging first)
 
-from pipeline.logs import configure_logging  # noqa: E402
-
-configure_logging()  # first: sets what Ray, tqdm and the model libraries read at import
-
-from pipeline.cli import add_config_arguments, config_from_args  # noqa: E402
+from pipeline.cli import config_from_args, option  # noqa: E402
 from pipeline.serve.config import ServeConfig  # noqa: E402
 
 logger = logging.getLogger("jobs.serve")
-DEFAULT_HOST = "127.0.0.1"
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+@dataclasses.dataclass
+class HttpConfig:
+    """Where the local HTTP server listens (``serve_config.yaml``'s ``http_options``)."""
+
+    host: str = option(LOOPBACK[0], "address to bind (0.0.0.0 opens it to the network)")
+    port: int = option(8000, "HTTP port")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_arguments(parser, ServeConfig)
-    parser.add_argument("--host", default=DEFAULT_HOST,
-                        help="address to bind (default: %(default)s; 0.0.0.0 opens it to the network)")
-    parser.add_argument("--port", type=int, default=8000, help="HTTP port (default: %(default)s)")
-    return parser
+    return job_parser(__doc__, ServeConfig, HttpConfig)
 
 
 def main(argv: list[str] | None = None) -> int:
-    import time
-
     args = build_parser().parse_args(argv)
     from ray import serve  # after parsing: --help stays quick
 
     from pipeline.serve.app import build_app, start_http
 
-    config = config_from_args(ServeConfig, args)  # build_app fills num_gpus and max_batch_size for the cluster
-    if args.host not in ("127.0.0.1", "localhost", "::1") and "*" not in config.allowed_hosts:
-        logger.warning("binding %s: only requests whose Host is one of %s are answered (421 otherwise); give "
-                       "--allowed-hosts the names clients use", args.host, ", ".join(config.allowed_hosts))
-    host, port = start_http(args.host, args.port)
-    serve.run(build_app(**dataclasses.asdict(config)), route_prefix="/")
-    logger.info("serving on http://%s:%d: the demo page at /, the API at /v1/generate and /v1/health, its docs at "
-                "/docs; Ctrl-C stops", host, port)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        serve.shutdown()
-    return 0
+    def work() -> None:
+        import time
+
+        config = config_from_args(ServeConfig, args)  # build_app fills num_gpus and max_batch_size for the cluster
+        http = config_from_args(HttpConfig, args)
+        if http.host not in LOOPBACK and "*" not in config.allowed_hosts:
+            logger.warning("binding %s: only requests whose Host is one of %s are answered (421 otherwise); give "
+                           "--allowed-hosts the names clients use", http.host, ", ".join(config.allowed_hosts))
+        host, port = start_http(http.host, http.port)
+        serve.run(build_app(**dataclasses.asdict(config)), route_prefix="/")
+        logger.info("serving on http://%s:%d: the demo page at /, the API at /v1/generate and /v1/health, its docs "
+                    "at /docs; Ctrl-C stops", host, port)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            serve.shutdown()
+
+    return run_job(work, logger)
 
 
 if __name__ == "__main__":

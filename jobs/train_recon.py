@@ -18,47 +18,33 @@ import os
 import sys
 
 sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-from pipeline.disk import log_if_disk_full  # noqa: E402
-from pipeline.logs import configure_logging  # noqa: E402
-
-configure_logging()  # first: sets what Ray, tqdm and the model libraries read at import
+from pipeline.entry import job_parser, run_job  # noqa: E402  (logging first)
 
 from models.locations import is_remote  # noqa: E402
-from pipeline.cli import add_config_arguments, config_from_args  # noqa: E402
+from pipeline.cli import config_from_args  # noqa: E402
 from pipeline.train.config import RECON_TRAIN_DEFAULTS, ReconConfig, TrainConfig  # noqa: E402
 
 logger = logging.getLogger("jobs.train_recon")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_arguments(parser, TrainConfig, defaults=RECON_TRAIN_DEFAULTS, exclude=TrainConfig.FINETUNE_ONLY)
-    add_config_arguments(parser, ReconConfig)
-    return parser
+    return job_parser(__doc__, (TrainConfig, {"defaults": RECON_TRAIN_DEFAULTS, "exclude": TrainConfig.FINETUNE_ONLY}),
+                      ReconConfig)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from models.pipeline_videomv.loading import ModelDirectoryError  # after parsing: --help stays quick
-    from pipeline.train.reconstructor import run_train_recon
+    from pipeline.train.reconstructor import run_train_recon  # after parsing: --help stays quick
 
-    if args.reconstructor and not is_remote(args.reconstructor) and not os.path.exists(args.reconstructor):  # remote ones are fetched by the workers
-        logger.error("LGM weights not found: %s", args.reconstructor)
-        return 2
-    try:
+    def work() -> None:
         recon = config_from_args(ReconConfig, args)
+        if recon.reconstructor and not is_remote(recon.reconstructor) and not os.path.exists(recon.reconstructor):
+            raise FileNotFoundError(f"LGM weights not found: {recon.reconstructor}")  # remote ones: the workers fetch
         summary = run_train_recon(config_from_args(TrainConfig, args), recon)
-    except (ModelDirectoryError, ValueError, FileNotFoundError) as error:
-        logger.error("%s", error)
-        return 2
-    except Exception as error:  # a full disk is one line, whatever wrapped it on the way (Ray, a worker)
-        if not log_if_disk_full(error, logger):
-            raise
-        return 1
-    logger.info("reconstructor training %s done: %d steps, final loss %.4f, model at %s", summary.name,
-                summary.steps, summary.final_metrics.get("loss", float("nan")), summary.final_model)
-    return 0
+        logger.info("reconstructor training %s done: %d steps, final loss %.4f, model at %s", summary.name,
+                    summary.steps, summary.final_metrics.get("loss", float("nan")), summary.final_model)
+
+    return run_job(work, logger)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ the job's override, shown as such), its help text the field's ``metadata["help"]
 ``int``, ``float``, ``str`` (optionally ``| None``), ``bool`` (``--flag`` / ``--no-flag``),
 ``tuple[float, float]`` (two values), ``tuple[str, ...]`` (one or more values) and
 ``dict[str, float]`` (``NAME=AMOUNT`` items). Metadata keys: ``help``, ``choices``, ``metavar``,
-``cli`` (False keeps a field off the command line). A nested dataclass field (``settings:
+``cli`` (False keeps a field off the command line), ``flag`` (the flag's name when it is not the
+field's: ``three_d_aware`` as ``--3d-aware`` / ``--no-3d-aware``), ``deprecated_alias``. A nested dataclass field (``settings:
 RenderSettings``) has its own fields added in place, prefixed with its ``metadata["prefix"]`` if
 any (``fit: FitConfig`` with prefix "fit_" gives ``--fit-steps``).
 
@@ -130,7 +131,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_cls: type, *,
             options["default"] = default
             if not (default is None or default is False or (isinstance(default, (list, str)) and not default)):
                 options["help"] = help_text + " (default: %(default)s)"
-        flags = [_flag(name)]
+        flags = [_flag(prefix + item.metadata["flag"]) if "flag" in item.metadata else _flag(name)]
         alias = item.metadata.get("deprecated_alias")
         if alias:  # a renamed flag keeps working for one release, with a warning
             flags.append(_flag(prefix + alias))

@@ -13,7 +13,9 @@ import pytest
 
 from conftest import REPO_ROOT
 from models.reconstructor.options import PRESET_TRAINING
+from models.distillation.config import PRESETS as DISTILL_PRESETS
 from pipeline.cli import add_config_arguments, config_from_args, config_from_strings, option
+from pipeline.distillation import DistillJobConfig
 from pipeline.encode_config import EncodeConfig
 from pipeline.evaluation.config import EvaluationConfig
 from pipeline.local_run_config import LocalRunConfig
@@ -23,7 +25,8 @@ from pipeline.serve.config import ServeConfig
 from pipeline.train.config import RECON_TRAIN_DEFAULTS, ReconConfig, TrainConfig
 from pipeline.train.reconstructor import with_preset_recipe
 
-# job -> (the configs its flags come from, the arguments that make a minimal valid command line)
+# job -> (the configs its flags come from: a class, or the name of one the job's file defines; the
+# arguments that make a minimal valid command line). Every file of jobs/ is here.
 JOBS = {
     "render": ((RenderJobConfig,), ["--input", "in", "--output", "out"]),
     "finetune": ((TrainConfig,), ["--model", "m", "--output", "o", "--name", "n"]),  # and --data or --latents
@@ -31,7 +34,12 @@ JOBS = {
     "encode": ((EncodeConfig,), ["--data", "d", "--model", "m", "--output", "o"]),
     "evaluate": ((EvaluationConfig,), ["--model", "m"]),
     "run_all": ((LocalRunConfig,), []),
-    "serve": ((ServeConfig,), ["--model-dir", "m"]),
+    "serve": ((ServeConfig, "HttpConfig"), ["--model-dir", "m"]),
+    "generate": (("GenerateConfig",), ["--out", "o", "--prompt", "p"]),
+    "make_tiny": (("MakeTinyConfig",), ["--kind", "t2v", "--output", "o"]),
+    "overfit_recon": (("OverfitConfig",), ["--shards", "s"]),
+    "convert_official": (("ConvertConfig",), ["--checkpoint", "c", "--base", "b", "--output", "o"]),
+    "distill": ((DistillJobConfig,), ["--model", "m", "--prompt", "p", "--output", "o"]),
 }
 
 
@@ -41,6 +49,7 @@ JOB_FILES = sorted(path.stem for path in (REPO_ROOT / "jobs").glob("*.py") if pa
 def load_job(name: str):
     spec = importlib.util.spec_from_file_location(f"job_{name}", REPO_ROOT / "jobs" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses resolve their annotations there
     spec.loader.exec_module(module)
     return module
 
@@ -57,21 +66,30 @@ def flat_fields(config_cls: type, prefix: str = "") -> dict[str, dataclasses.Fie
     return fields
 
 
+def test_every_job_takes_its_flags_from_config_dataclasses():
+    assert sorted(JOBS) == JOB_FILES
+
+
 @pytest.mark.parametrize("job", sorted(JOBS))
 def test_every_flag_is_a_config_field_with_the_configs_default(job):
-    configs, minimal = JOBS[job]
-    parser = load_job(job).build_parser()
+    names, minimal = JOBS[job]
+    module = load_job(job)
+    configs = [getattr(module, name) if isinstance(name, str) else name for name in names]
+    parser = module.build_parser()
     help_text = parser.format_help()
     args = parser.parse_args(minimal)
     fields = {name: item for config in configs for name, item in flat_fields(config).items()}
-    overrides = {"train_recon": RECON_TRAIN_DEFAULTS}.get(job, {})
+    overrides = {"train_recon": RECON_TRAIN_DEFAULTS,
+                 "distill": {**dataclasses.asdict(DISTILL_PRESETS["mvdream"]), "preset": "mvdream"}}.get(job, {})
     for action in parser._actions:
-        if action.dest in ("help",) or (job == "serve" and action.dest in ("host", "port")):
+        if action.dest == "help":
             continue
         assert action.dest in fields, f"{job}: --{action.dest} is not a field of {configs}"
         item = fields[action.dest]
         if item.default is dataclasses.MISSING and item.default_factory is dataclasses.MISSING:
             assert action.required, f"{job}: --{action.dest} has no default in the config, so it is required"
+            continue
+        if set(action.option_strings) & set(minimal):  # an optional flag the minimal command line needs
             continue
         expected = overrides.get(action.dest, item.default if item.default is not dataclasses.MISSING
                                  else item.default_factory())
@@ -253,3 +271,35 @@ def test_every_job_is_an_installed_command_and_every_command_a_job():
     assert installed.is_file(), "scripts/setup.sh installs the commands into the venv"
     done = subprocess.run([str(installed), "--help"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "--resolution" in done.stdout, done.stderr[-2000:]
+
+
+def test_a_jobs_way_out_is_one_line_and_an_exit_code(caplog):
+    """``pipeline.entry.run_job``: bad input -> 2, a failure outside the job -> 1, each as one line;
+    a bug keeps its traceback."""
+    import errno
+    import logging
+
+    from pipeline.entry import run_job
+    from pipeline.tracking import TrackingError
+
+    logger = logging.getLogger("jobs.test")
+
+    def raising(error: BaseException):
+        def work():
+            raise error
+        return work
+
+    assert run_job(lambda: None, logger) == 0 and run_job(lambda: 3, logger) == 3
+    with caplog.at_level("ERROR", logger="jobs.test"):
+        assert run_job(raising(ValueError("--resolution must be positive")), logger) == 2
+        assert run_job(raising(FileNotFoundError("no such model: m")), logger) == 2
+        assert run_job(raising(TrackingError("store x could not be opened")), logger) == 1
+        full = OSError(errno.ENOSPC, "No space left on device")
+        wrapper = RuntimeError("a Ray task failed")
+        wrapper.__cause__ = full
+        assert run_job(raising(wrapper), logger) == 1
+    assert [record.getMessage().splitlines()[0][:30] for record in caplog.records][:3] == [
+        "--resolution must be positive", "no such model: m", "store x could not be opened"]
+    assert all(record.exc_info is None for record in caplog.records)
+    with pytest.raises(KeyError):
+        run_job(raising(KeyError("a bug")), logger)

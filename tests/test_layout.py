@@ -176,3 +176,37 @@ def test_a_variant_is_never_a_string_compared_outside_its_home():
                 if names & {c for c in constants if isinstance(c, str)}:
                     found.append(f"{module}:{node.lineno}: {ast.unparse(node)}")
     assert found == []
+
+
+SCRIPT_FOLDERS = ("jobs", "benchmarks", "scripts")
+PATH_LINE = "sys.path[0] = "
+
+
+def test_every_script_starts_with_the_shared_preamble():
+    """Every script (a file of jobs/, benchmarks/ or scripts/ run as ``__main__``) that imports the project puts the project first on the path, then imports
+    ``pipeline.entry`` (which sets up logging) before anything else of the project: one preamble
+    (pipeline/entry.py says why), and no script sets up logging its own way."""
+    found = []
+    for folder in SCRIPT_FOLDERS:
+        for path in sorted((ROOT / folder).glob("*.py")):
+            if '__name__ == "__main__"' not in path.read_text():  # a module the scripts share
+                continue
+            tree = ast.parse(path.read_text())
+            project = [node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))
+                       and any(within(name, package) for name in imports_of_node(node) for package in PROJECT)]
+            if not project:
+                continue
+            lines = path.read_text().splitlines()
+            path_line = next((number for number, line in enumerate(lines, 1) if line.startswith(PATH_LINE)), None)
+            first = project[0]
+            if (path_line is None or first.lineno < path_line or "pipeline.entry" not in imports_of_node(first)
+                    or any(ast.unparse(node).startswith("configure_logging(") for node in ast.walk(tree))):
+                found.append(f"{path.relative_to(ROOT)}: first project import at line {first.lineno}: "
+                             f"{ast.unparse(first)}")
+    assert found == []
+
+
+def imports_of_node(node: ast.Import | ast.ImportFrom) -> list[str]:
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    return [node.module or ""]
