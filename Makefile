@@ -9,11 +9,9 @@ setup:
 run: setup
 	$(PY) jobs/run_all.py --out out
 
-# Every test this machine can run (docs/running.md: the tiers and their durations on 2 CPU cores), on
-# two workers (pytest-xdist): whole files each, the longest first (tests/conftest.py), one thread each.
-TEST_WORKERS ?= 2
+# Every test this machine can run (docs/running.md: the tiers and their durations on 2 CPU cores).
 test: setup
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=20 $(PYTEST_ARGS)
+	$(PY) -m pytest --durations=20 $(PYTEST_ARGS)
 
 # The inner loop after each change: units, contracts, layout, the fast Serve and data tests; no Ray,
 # no learning runs, no browser (docs/running.md).

@@ -41,7 +41,6 @@ as the training workers never set it.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import subprocess
 import sys

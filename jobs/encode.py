@@ -33,7 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from pipeline.encode_stage import run_encode  # after parsing: --help stays quick
 
-    return run_job(lambda: run_encode(config_from_args(EncodeConfig, args)), logger)
+    def work() -> None:
+        run_encode(config_from_args(EncodeConfig, args))  # it logs what it wrote
+
+    return run_job(work, logger)
 
 
 if __name__ == "__main__":

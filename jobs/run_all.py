@@ -36,7 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from pipeline.local_run import run_local  # after parsing: --help stays quick
 
-    return run_job(lambda: run_local(config_from_args(LocalRunConfig, args)), logger)
+    def work() -> None:
+        run_local(config_from_args(LocalRunConfig, args))  # it logs and writes what it made
+
+    return run_job(work, logger)
 
 
 if __name__ == "__main__":

@@ -51,9 +51,12 @@ def job_parser(doc: str | None, *configs: type | tuple[type, dict[str, Any]]) ->
 
 def run_job(work: Callable[[], int | None], logger: logging.Logger) -> int:
     """Run a job's ``work`` and return its exit code (``work``'s own, or 0 when it returns None),
-    turning the errors a user can act on into one line on ``logger`` (see the module's exit codes)."""
+    turning the errors a user can act on into one line on ``logger`` (see the module's exit codes).
+    ``work`` returning anything else is a bug (``sys.exit`` would print it and exit 1): TypeError."""
     try:
         code = work()
+        if code is not None and (not isinstance(code, int) or isinstance(code, bool)):
+            raise TypeError(f"a job's work returns an exit code or None, not {type(code).__name__}")
     except BAD_INPUT as error:
         logger.error("%s", error)
         return BAD_INPUT_EXIT

@@ -74,6 +74,18 @@ def start_tiny_serve_app(root: Path, name: str, training_cameras: dict[str, list
     return url, model_dir
 
 
+def load_job(name: str):
+    """``jobs/<name>.py`` as a module (nothing imports jobs/: tests load the file, as Python runs it)."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location(f"job_{name}", REPO_ROOT / "jobs" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses resolve their annotations there
+    spec.loader.exec_module(module)
+    return module
+
+
 WORKER_ENV = {"env_vars": {"PYTHONPATH": str(REPO_ROOT)}}
 
 
@@ -129,37 +141,16 @@ def mlflow_uri(tmp_path: Path) -> str:
 def pytest_configure(config) -> None:
     # Blender and Ray must not pick up a user's GPU or config in tests.
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        # make test runs two workers on the 2 cores: one thread each (torch's here; OpenMP's in the
-        # jobs, Blender and the Ray workers they start, which inherit it), so neither oversubscribes the
-        # cores the other is using.
-        import torch
-
-        torch.set_num_threads(1)
-        os.environ["OMP_NUM_THREADS"] = "1"
 
 
 # Fixtures that start or join a Ray instance: their tests are the "ray" tier (make check leaves it out).
 RAY_FIXTURES = {"ray_local", "two_node_cluster", "own_ray"}
 
 
-# The files that take longest, longest first (make test's --durations, 2026-12-06: the cluster's
-# commands 5 min, Ray Train 6.5, the whole pipeline twice 3.5, the GPU suite's smoke run 2.7, the
-# camera-control run 2.7, ...): they run first, so that make test's two workers (xdist, --dist
-# loadfile --no-loadscope-reorder) end together. Every other file follows in its usual order.
-LONGEST_FIRST = ("test_as_users_run_it.py", "test_training.py", "test_local_run.py", "test_gpu_check.py",
-                 "test_camera_control.py", "test_serve.py", "test_web.py", "test_distillation.py",
-                 "test_official_checkpoint.py", "test_evaluation.py", "test_multinode.py", "test_render_job.py",
-                 "test_lgm.py")
-
-
 def pytest_collection_modifyitems(config, items) -> None:
     for item in items:
         if RAY_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.ray)
-    rank = {name: position for position, name in enumerate(LONGEST_FIRST)}
-    # stable: a file's tests keep their order
-    items.sort(key=lambda item: rank.get(Path(item.fspath.strpath).name, len(LONGEST_FIRST)))
 
 
 @pytest.fixture(scope="session")

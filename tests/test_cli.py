@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.util
 import subprocess
 import sys
 import typing
 
 import pytest
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, load_job
 from models.reconstructor.options import PRESET_TRAINING
 from models.distillation.config import PRESETS as DISTILL_PRESETS
 from pipeline.cli import add_config_arguments, config_from_args, config_from_strings, option
@@ -44,14 +43,6 @@ JOBS = {
 
 
 JOB_FILES = sorted(path.stem for path in (REPO_ROOT / "jobs").glob("*.py") if path.stem != "__init__")
-
-
-def load_job(name: str):
-    spec = importlib.util.spec_from_file_location(f"job_{name}", REPO_ROOT / "jobs" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses resolve their annotations there
-    spec.loader.exec_module(module)
-    return module
 
 
 def flat_fields(config_cls: type, prefix: str = "") -> dict[str, dataclasses.Field]:
@@ -303,3 +294,14 @@ def test_a_jobs_way_out_is_one_line_and_an_exit_code(caplog):
     assert all(record.exc_info is None for record in caplog.records)
     with pytest.raises(KeyError):
         run_job(raising(KeyError("a bug")), logger)
+
+
+@pytest.mark.parametrize("job, stage, argv", [
+    ("encode", "pipeline.encode_stage.run_encode", ["--data", "d", "--model", "m", "--output", "o"]),
+    ("run_all", "pipeline.local_run.run_local", []),
+])
+def test_a_job_whose_stage_returns_its_summary_exits_0(monkeypatch, job, stage, argv):
+    """The stages return what they made (a summary, the paths); the job's exit code is 0 all the same
+    (``sys.exit`` of anything but an int or None prints it and exits 1)."""
+    monkeypatch.setattr(stage, lambda config: {"made": "something"})
+    assert load_job(job).main(argv) == 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
-import importlib.util
+import importlib
 import io
 import json
 import subprocess
@@ -17,7 +17,7 @@ import pytest
 import requests
 from PIL import Image
 
-from conftest import REPO_ROOT, start_tiny_serve_app
+from conftest import REPO_ROOT, load_job, start_tiny_serve_app
 from models.prompts import AUTHORS_NEGATIVE_PROMPT
 from models.gaussians.ply import load_ply
 from pipeline.serve.api import GenerateRequest
@@ -262,9 +262,7 @@ def test_the_server_binds_loopback_unless_told_otherwise():
 
     config = yaml.safe_load((REPO_ROOT / "serve_config.yaml").read_text())
     assert config["http_options"]["host"] == "127.0.0.1"
-    spec = importlib.util.spec_from_file_location("serve_job", REPO_ROOT / "jobs" / "serve.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_job("serve")
     assert module.build_parser().parse_args(["--model-dir", "m"]).host == "127.0.0.1"
     assert module.build_parser().parse_args(["--model-dir", "m", "--host", "0.0.0.0"]).host == "0.0.0.0"
 

@@ -70,7 +70,6 @@ def _fill_pairs(order, ranges, cells_x, cells, starts, total):  # pragma: no cov
     pair_gaussian = np.empty(total, dtype=np.int32)
     for view in prange(views):
         cursor = starts[view * cells:(view + 1) * cells].copy()
-        base = view * cells
         for rank in range(count):
             gaussian = order[view, rank]
             x0, x1, y0, y1 = ranges[view, gaussian, 0], ranges[view, gaussian, 1], ranges[view, gaussian, 2], \
