@@ -45,10 +45,12 @@ class GenerateConfig:
             raise ValueError("give --prompt (a text model) or --image (an image model), one of them")
 
     def request(self) -> dict:
-        """The request's JSON body (the API keeps its short name ``steps``)."""
+        """The request's JSON body (the API keeps its short name ``steps``): every output the
+        endpoint makes, those of the Gaussians only with 3D-aware sampling."""
+        from pipeline.serve.api import GAUSSIAN_OUTPUTS, OUTPUTS  # loads torch: after parsing
+
         request = {"seed": self.seed, "steps": self.num_inference_steps, "three_d_aware": self.three_d_aware,
-                   "outputs": ["views", "grid", "gif", "mp4"] + (["ply", "splat", "glb", "gaussians_mp4"]
-                                                                 if self.three_d_aware else [])}
+                   "outputs": [name for name in OUTPUTS if self.three_d_aware or name not in GAUSSIAN_OUTPUTS]}
         if self.prompt is not None:
             request["prompt"] = self.prompt
         else:
