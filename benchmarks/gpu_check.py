@@ -398,12 +398,13 @@ class Suite:
                 return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=600)
 
             def run() -> str:
-                tiny = job("jobs/make_tiny.py", "--kind", "t2v", "--output", f"{scratch}/tiny")
+                from models.toy.tiny import make_tiny
+
+                make_tiny("t2v", f"{scratch}/tiny")  # here, not a job: a process start less (~8 s)
                 render = job("jobs/render.py", "--input", "assets", "--output", f"{scratch}/shards", "--resolution",
                              "32", "--samples", "2", "--mlflow-uri", f"sqlite:///{scratch}/mlflow.db")
-                for name, done in (("make_tiny", tiny), ("render", render)):
-                    if done.returncode != 0:
-                        return f"FAILED: {name} exited {done.returncode}: {done.stderr.strip().splitlines()[-1:]}"
+                if render.returncode != 0:
+                    return f"FAILED: render exited {render.returncode}: {render.stderr.strip().splitlines()[-1:]}"
                 common = ["jobs/finetune.py", "--data", f"{scratch}/shards", "--model", f"{scratch}/tiny",
                           "--output", f"{scratch}/runs", "--name", "gpu-check", "--num-workers", "1",
                           "--resolution", "32", "--global-batch", "1", "--checkpoint-every", "2",
