@@ -4,14 +4,12 @@ experiment, and a log that reads as a log."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re
 import subprocess
 import sys
 from collections import Counter
-from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -25,62 +23,21 @@ from models.reconstructor.renders_vs_x0 import RendersVsX0
 pytestmark = [pytest.mark.slow, pytest.mark.ray]  # the whole pipeline, its own Ray, minutes
 
 CURSOR_OR_COLOUR = re.compile(r"\x1b\[|\r")
-REDUCED = ["--finetune-steps", "3", "--autoencoder-steps", "5", "--recon-steps", "3", "--render-resolution", "32",
-           "--render-samples", "2"]
-# Each test's run: its arguments after REDUCED, and whether it runs as a user runs it: without the
-# suite's RAY_DEDUP_LOGS=0 (which shows every worker line, the skipped bookkeeping included).
-RUNS = {
-    "test_the_whole_pipeline_runs_locally_and_logs_readably": (["--num-inference-steps", "5"], True),
-    "test_the_image_model_runs_end_to_end_from_a_view_it_was_not_trained_on": (
-        ["--variant", "i2v", "--num-inference-steps", "3", "--input-resolution", "64"], False),
-}
 
 
-@dataclasses.dataclass
-class Run:
-    """One ``jobs/run_all.py`` started by the ``runs`` fixture; ``result`` waits for it."""
-
-    process: subprocess.Popen
-    log: Path
-    out: Path
-
-    def result(self) -> tuple[int | None, str]:
-        try:
-            code = self.process.wait(timeout=900)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            code = None
-        return code, self.log.read_text()
-
-
-@pytest.fixture(scope="module")
-def runs(request, tmp_path_factory) -> dict[str, Run]:
-    """The module's selected runs, started side by side: each has its own Ray and Serve, and they
-    are independent (on 2 cores the two took 176 s together against 206 s one after the other).
-    Output as a user's `make run > run.log 2>&1`: not a terminal, into a file."""
-    selected = [item.name for item in request.session.items if item.name in RUNS]
-    started = {}
-    for name in selected:
-        arguments, as_user = RUNS[name]
-        root = tmp_path_factory.mktemp(name[5:30])
-        env = {k: v for k, v in os.environ.items() if not (as_user and k == "RAY_DEDUP_LOGS")}
-        with open(root / "run.log", "w") as log:
-            process = subprocess.Popen([sys.executable, str(REPO_ROOT / "jobs" / "run_all.py"), "--out",
-                                        str(root / "out"), *REDUCED, *arguments], stdout=log,
-                                       stderr=subprocess.STDOUT, cwd=root, env=env)
-        started[name] = Run(process, root / "run.log", root / "out")
-    yield started
-    for run in started.values():
-        if run.process.poll() is None:
-            run.process.kill()
-            run.process.wait()
-
-
-def test_the_whole_pipeline_runs_locally_and_logs_readably(runs):
-    run = runs["test_the_whole_pipeline_runs_locally_and_logs_readably"]
-    out = run.out
-    code, text = run.result()
-    assert code == 0, text[-3000:]
+def test_the_whole_pipeline_runs_locally_and_logs_readably(tmp_path):
+    out = tmp_path / "out"
+    log = tmp_path / "run.log"
+    # As a user runs it: not a terminal (`make run > run.log 2>&1`), and without the suite's
+    # RAY_DEDUP_LOGS=0 (which shows every worker line, the skipped bookkeeping included).
+    env = {k: v for k, v in os.environ.items() if k != "RAY_DEDUP_LOGS"}
+    with open(log, "w") as handle:
+        result = subprocess.run(
+            [sys.executable, str(REPO_ROOT / "jobs" / "run_all.py"), "--out", str(out), "--finetune-steps", "3",
+             "--autoencoder-steps", "5", "--recon-steps", "3", "--num-inference-steps", "5", "--render-resolution", "32", "--render-samples", "2"],
+            stdout=handle, stderr=subprocess.STDOUT, cwd=tmp_path, env=env, timeout=900)
+    text = log.read_text()
+    assert result.returncode == 0, text[-3000:]
     result_dir = out / "result"
     assert len(list((result_dir / "views").glob("view_*.png"))) == 24
     assert Image.open(result_dir / "grid.png").size == (6 * 32, 4 * 32)
@@ -139,14 +96,17 @@ def test_the_whole_pipeline_runs_locally_and_logs_readably(runs):
     assert sum("render summary:" in line for line in lines) == 1
 
 
-def test_the_image_model_runs_end_to_end_from_a_view_it_was_not_trained_on(runs):
+def test_the_image_model_runs_end_to_end_from_a_view_it_was_not_trained_on(tmp_path):
     """``--variant i2v``: the same stages with the tiny image-to-multi-view model; the input is the
     Duck rendered at an elevation no training orbit has, preprocessed by the endpoint (input.png),
     and the result is scored against the Duck like the text model's."""
-    run = runs["test_the_image_model_runs_end_to_end_from_a_view_it_was_not_trained_on"]
-    out = run.out
-    code, text = run.result()
-    assert code == 0, text[-3000:]
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "jobs" / "run_all.py"), "--variant", "i2v", "--out", str(out),
+         "--finetune-steps", "3", "--autoencoder-steps", "5", "--recon-steps", "3", "--num-inference-steps", "3",
+         "--render-resolution", "32", "--render-samples", "2", "--input-resolution", "64"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=900)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     result_dir = out / "result"
     record = json.loads((result_dir / "result.json").read_text())
     assert record["variant"] == "i2v" and record["scored_against"] == "Duck.glb" and record["background"] == [1.0] * 3
