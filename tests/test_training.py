@@ -102,7 +102,7 @@ def fixed_loss(model: VideoMVPipeline, workspace) -> float:
     return sum(losses) / len(losses)
 
 
-def test_finetune_trains_checkpoints_resumes_and_logs(workspace):
+def test_finetune_trains_checkpoints_resumes_and_logs(workspace, caplog):
     first = run_finetune(train_config(workspace, "ft", steps=3, register_as="ft-model"))
     run_dir = workspace["root"] / "runs" / "ft"
     checkpoints = sorted(p.name for p in run_dir.iterdir() if p.is_dir() and p.name.startswith("checkpoint_"))
@@ -125,8 +125,13 @@ def test_finetune_trains_checkpoints_resumes_and_logs(workspace):
     mlflow.set_tracking_uri(workspace["mlflow"])
     client = mlflow.tracking.MlflowClient()
     assert sorted(int(v.version) for v in client.search_model_versions("name = 'ft-model'")) == [1, 2]
-    # The same job submitted once more, unchanged: nothing trained, nothing new registered.
-    run_finetune(train_config(workspace, "ft", steps=6, register_as="ft-model"))
+    # The same job submitted once more, unchanged: no workers started, nothing trained, nothing new
+    # registered; its result is the finished run's.
+    with caplog.at_level("INFO", logger="pipeline.train.driver"):
+        third = run_finetune(train_config(workspace, "ft", steps=6, register_as="ft-model"))
+    assert "ft: the final model of step 6 is already published" in caplog.text
+    assert "registered as models:/ft-model/2" in caplog.text
+    assert (third.checkpoint, third.final_metrics) == (second.checkpoint, second.final_metrics)
     assert len(client.search_model_versions("name = 'ft-model'")) == 2
     assert metric_steps(workspace, "videomv-finetune", "ft") == [1, 2, 3, 4, 5, 6]
     run = mlflow.search_runs(experiment_names=["videomv-finetune"], output_format="list")[0]
@@ -287,6 +292,26 @@ def test_a_final_model_for_remote_storage_is_uploaded_once(tmp_path):
     assert client.list_artifacts(run.info.run_id, FINAL_MODEL) == []
     assert client.get_run(run.info.run_id).data.tags["final_model"] == target
     assert client.get_model_version("once-model", "1").source == target
+
+
+def test_a_run_counts_as_published_only_with_its_steps_registration_and_files(tmp_path):
+    """What lets a re-submitted job skip its workers (``already_published``): the run's final model
+    of exactly ``--steps``, registered when ``--register-as`` asks, and still on storage."""
+    from pipeline.train.config import FINAL_MODEL, FINAL_MODEL_STEP_TAG
+    from pipeline.train.driver import already_published
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    config = TrainConfig(model="m", data="d", output=str(tmp_path / "runs"), name="done", steps=6, mlflow_uri=uri)
+    client = mlflow.MlflowClient(uri)
+    run_id = client.create_run(client.create_experiment("published")).info.run_id
+    assert already_published(config, run_id) is None  # nothing published yet
+    client.set_tag(run_id, FINAL_MODEL_STEP_TAG, "3")
+    os.makedirs(tmp_path / "runs" / "done" / FINAL_MODEL)
+    assert already_published(config, run_id) is None  # published at step 3: --steps 6 trains on
+    client.set_tag(run_id, FINAL_MODEL_STEP_TAG, "6")
+    assert already_published(dataclasses.replace(config, register_as="done-model"), run_id) is None  # not registered
+    shutil.rmtree(tmp_path / "runs" / "done" / FINAL_MODEL)
+    assert already_published(config, run_id) is None  # its files are gone
 
 
 def test_finetune_with_materialized_reordered_data_survives_a_failing_step(workspace):

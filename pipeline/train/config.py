@@ -14,6 +14,7 @@ TRAINING_STATE = "training_state.pt"
 OPTIMIZER_SHARD = "optimizer_shard_{rank}.pt"  # zero1: each rank's part of the optimizer state
 EMA_SHARD = "ema_shard_{rank}.pt"  # each rank's part of the weights' moving average (models.generator.ema)
 FINAL_MODEL = "final_model"
+FINAL_MODEL_STEP_TAG = "final_model_step"  # the MLflow run's tag: the step whose weights final_model holds
 OPTIMIZERS = ("adamw", "zero1")
 
 

@@ -2,7 +2,8 @@
 run, building and fitting the ``TorchTrainer``, and summarising its result.
 
 Ray Train 2.60 (Train V2): a re-submitted job with the same ``name`` and ``output`` (storage path)
-resumes from its latest checkpoint via ``ray.train.get_checkpoint()``; ``FailureConfig`` restarts
+resumes from its latest checkpoint via ``ray.train.get_checkpoint()`` (one that already published
+its final model of ``steps`` starts no workers: ``already_published``); ``FailureConfig`` restarts
 the workers after a failure, again from the latest checkpoint (``pipeline.train.worker``).
 MLflow: the driver opens (or, on resume, reopens) the run; world rank 0 logs into it.
 """
@@ -21,7 +22,7 @@ from ray.train.torch import TorchTrainer
 
 from pipeline.data.datasets import DATA_CPUS_PER_DATASET, default_decoders
 from pipeline.tracking import experiment_id, log_shards_input, tracking_uri
-from pipeline.train.config import FINAL_MODEL, TrainConfig, WorkerConfig
+from pipeline.train.config import FINAL_MODEL, FINAL_MODEL_STEP_TAG, TrainConfig, WorkerConfig
 
 logger = logging.getLogger(__name__)
 MIN_WORKER_CPUS = 0.1
@@ -47,6 +48,28 @@ def mlflow_run_id(config: TrainConfig, params: dict[str, Any]) -> str:
     # The fluent block above ended it FINISHED; it is not finished until the workers are.
     mlflow.MlflowClient().update_run(run_id, status="RUNNING")
     return run_id
+
+
+def already_published(config: TrainConfig, run_id: str) -> ray.train.Result | None:
+    """The result of run ``config.name`` (its latest checkpoint and metrics, read from its storage)
+    when the run already published its final model of ``config.steps`` steps, and registered it if
+    ``register_as`` asks: a job submitted again unchanged, which has nothing to train (its workers
+    would load the model, restore the last checkpoint and find so). None otherwise."""
+    import fsspec
+    from mlflow import MlflowClient
+
+    tags = MlflowClient(tracking_uri(config.mlflow_uri)).get_run(run_id).data.tags
+    if tags.get(FINAL_MODEL_STEP_TAG) != str(config.steps):
+        return None
+    if config.register_as and not tags.get("registered_model", "").startswith(f"models:/{config.register_as}/"):
+        return None
+    filesystem, path = fsspec.core.url_to_fs(os.path.join(config.output, config.name, FINAL_MODEL))
+    if not filesystem.exists(path):
+        return None
+    logger.info("%s: the final model of step %d is already published at %s%s: nothing to train", config.name,
+                config.steps, os.path.join(config.output, config.name, FINAL_MODEL),
+                f" (registered as {tags['registered_model']})" if "registered_model" in tags else "")
+    return ray.train.Result.from_path(os.path.join(config.output, config.name))
 
 
 def _end_run(worker: WorkerConfig, status: str) -> None:
@@ -117,33 +140,35 @@ def placed(config: TrainConfig, num_datasets: int) -> TrainConfig:
     return dataclasses.replace(config, cpus_per_worker=cpus, max_decoders=decoders)
 
 
-def run_trainer(train_loop: Callable[[dict], None], config: TrainConfig, datasets: dict[str, Any], variant: str,
-                job: Any = None) -> ray.train.Result:
+def run_trainer(train_loop: Callable[[dict], None], config: TrainConfig, datasets: Callable[[], dict[str, Any]],
+                variant: str, job: Any = None) -> ray.train.Result:
     """Build and fit the ``TorchTrainer`` for ``config`` (resolved by ``placed``); every worker runs
     ``train_loop`` with ``{"worker": WorkerConfig(...)}`` (``job``: the trainer's own settings, also
-    logged as the run's parameters). Returns Ray Train's result."""
+    logged as the run's parameters). ``datasets`` builds Ray Data's datasets, only when there is
+    training to do (``--materialize-data`` decodes them all at once). Returns Ray Train's result."""
     params = {**dataclasses.asdict(config), "variant": variant,
               **(dataclasses.asdict(job) if dataclasses.is_dataclass(job) else {})}
     worker = WorkerConfig(train=config, variant=variant, mlflow_run_id=mlflow_run_id(config, params),
                           mlflow_tracking_uri=tracking_uri(config.mlflow_uri), job=job)
-    trainer = TorchTrainer(
-        train_loop,
-        train_loop_config={"worker": worker},
-        scaling_config=ray.train.ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu,
-                                               accelerator_type=config.accelerator_type,
-                                               resources_per_worker={"CPU": config.cpus_per_worker,
-                                                                     **config.resources_per_worker}),
-        run_config=ray.train.RunConfig(
-            name=config.name,
-            storage_path=config.output,
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=config.keep_checkpoints),
-            failure_config=ray.train.FailureConfig(max_failures=config.max_failures),
-        ),
-        datasets=datasets,
-    )
     try:
-        result = trainer.fit()
-    except BaseException as error:
+        result = already_published(config, worker.mlflow_run_id)
+        if result is None:
+            result = TorchTrainer(
+                train_loop,
+                train_loop_config={"worker": worker},
+                scaling_config=ray.train.ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu,
+                                                       accelerator_type=config.accelerator_type,
+                                                       resources_per_worker={"CPU": config.cpus_per_worker,
+                                                                             **config.resources_per_worker}),
+                run_config=ray.train.RunConfig(
+                    name=config.name,
+                    storage_path=config.output,
+                    checkpoint_config=ray.train.CheckpointConfig(num_to_keep=config.keep_checkpoints),
+                    failure_config=ray.train.FailureConfig(max_failures=config.max_failures),
+                ),
+                datasets=datasets(),
+            ).fit()
+    except BaseException as error:  # the run ends FAILED (KILLED on an interrupt), also before any fit
         _end_run(worker, "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
         raise
     _end_run(worker, "FAILED" if result.error else "FINISHED")

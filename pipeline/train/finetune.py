@@ -207,15 +207,19 @@ def run_finetune(config: TrainConfig) -> TrainSummary:
     connect()
     config = placed(config, num_datasets=2 if config.image_data else 1)
     shuffle_seed = config.seed if config.shuffle_buffer else None
-    if config.latents:
-        datasets = {"orbits": latent_dataset(config.latents, config.max_decoders, shuffle_seed)}
-    else:
-        datasets = {"orbits": orbit_dataset(config.data, variant, config.resolution, config.captions,
-                                            materialize=config.materialize_data, max_decoders=config.max_decoders,
-                                            shuffle_seed=shuffle_seed)}
-    if config.image_data:
-        datasets["images"] = image_dataset(config.image_data, config.resolution, config.max_decoders,
-                                           shuffle_seed=shuffle_seed)
+
+    def datasets() -> dict[str, Any]:
+        if config.latents:
+            built = {"orbits": latent_dataset(config.latents, config.max_decoders, shuffle_seed)}
+        else:
+            built = {"orbits": orbit_dataset(config.data, variant, config.resolution, config.captions,
+                                             materialize=config.materialize_data, max_decoders=config.max_decoders,
+                                             shuffle_seed=shuffle_seed)}
+        if config.image_data:
+            built["images"] = image_dataset(config.image_data, config.resolution, config.max_decoders,
+                                            shuffle_seed=shuffle_seed)
+        return built
+
     columns = ["elevation", "distance", "fov"] + ([] if config.latents else ["status"])  # latent rows are all ok
     rows = shards.read_rows(config.data or config.latents, columns=columns)
     cameras = camera_ranges(*([row[name] for row in rows] for name in ("elevation", "distance", "fov")))

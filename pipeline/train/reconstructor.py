@@ -178,8 +178,10 @@ def run_train_recon(config: TrainConfig, recon: ReconConfig) -> TrainSummary:
     decoded = max(config.resolution, recon.target_resolution or rendered)
     check_resolution(config.data, decoded, "--target-resolution")
     config = placed(config, num_datasets=1)
-    datasets = {"orbits": orbit_dataset(config.data, variant, decoded, config.captions,
+    def datasets() -> dict[str, Any]:
+        return {"orbits": orbit_dataset(config.data, variant, decoded, config.captions,
                                         materialize=config.materialize_data, max_decoders=config.max_decoders,
                                         shuffle_seed=config.seed if config.shuffle_buffer else None)}
+
     result = run_trainer(recon_loop, config, datasets, variant, recon)
     return summarise(result, config)

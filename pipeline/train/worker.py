@@ -27,10 +27,10 @@ import torch
 
 from pipeline.disk import atomic_directory, require_free_space
 from pipeline.logs import configure_logging
-from pipeline.train.config import EMA_SHARD, FINAL_MODEL, OPTIMIZER_SHARD, TRAINING_STATE, TrainConfig, WorkerConfig
+from pipeline.train.config import (EMA_SHARD, FINAL_MODEL, FINAL_MODEL_STEP_TAG, OPTIMIZER_SHARD, TRAINING_STATE,
+                                   TrainConfig, WorkerConfig)
 
 logger = logging.getLogger(__name__)
-FINAL_MODEL_STEP_TAG = "final_model_step"  # the run's tag: the step whose weights final_model holds
 
 
 class WorkerState:
@@ -336,15 +336,10 @@ def publish_final(save: Callable[[str], None], config: TrainConfig, mlflow: Any)
     Local output: the model is also logged as the run's artifact path "final_model" (one upload,
     to MLflow's store). Remote output (``s3://``...): the model is uploaded there only, and the
     run's tag ``final_model`` (and a registered version's source) points at it, instead of a
-    second copy of many GB in MLflow's artifact store."""
+    second copy of many GB in MLflow's artifact store. (A job submitted again after it published
+    its final model starts no workers: ``pipeline.train.driver.already_published``.)"""
     target = os.path.join(config.output, config.name, FINAL_MODEL)
     remote_output = "://" in config.output
-    tags = _published(mlflow, config, target) if mlflow is not None else None
-    if tags is not None:
-        # A finished run submitted again unchanged: nothing was trained, so nothing is written or registered.
-        logger.info("the final model of step %d is already published at %s%s: nothing to do", config.steps, target,
-                    f" (registered as {tags['registered_model']})" if "registered_model" in tags else "")
-        return target
     with tempfile.TemporaryDirectory(prefix="videomv-final-") as directory:
         save(directory)
         if remote_output:
@@ -364,20 +359,6 @@ def publish_final(save: Callable[[str], None], config: TrainConfig, mlflow: Any)
             mlflow.set_tag(FINAL_MODEL_STEP_TAG, str(config.steps))
     logger.info("final model written to %s", target)
     return target
-
-
-def _published(mlflow: Any, config: TrainConfig, target: str) -> dict[str, str] | None:
-    """The run's tags when it already published (and registered, if asked) its final model of
-    ``config.steps``, else None."""
-    import fsspec
-
-    tags = mlflow.get_run(mlflow.active_run().info.run_id).data.tags
-    if tags.get(FINAL_MODEL_STEP_TAG) != str(config.steps):
-        return None
-    if config.register_as and not tags.get("registered_model", "").startswith(f"models:/{config.register_as}/"):
-        return None
-    filesystem, path = fsspec.core.url_to_fs(target)
-    return tags if filesystem.exists(path) else None
 
 
 def register_final(mlflow: Any, name: str, source: str | None = None) -> str:
