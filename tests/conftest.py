@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
+import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -142,9 +145,67 @@ def pytest_configure(config) -> None:
     # Blender and Ray must not pick up a user's GPU or config in tests.
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     # Ray Train's controller polls its workers every 2 s: a tiny fit that is done waits for the next
-    # poll, at its start and its end. Polling every 0.5 s takes about 2 s off each of the suite's
-    # ~35 fits (Ray passes this on to the controllers of the jobs the tests start too).
+    # poll, at its start and its end. Polling every 0.5 s took about 2 s off a fit (a 2-step fit, twice
+    # each way: 25.4 s against 27.3 s); the suite runs about 16. Ray passes this on to the controllers
+    # of the jobs the tests start; the cluster tier's chain keeps Ray's default, as users have it.
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
+
+
+@dataclasses.dataclass
+class EarlyRun:
+    """A subprocess that a test marked ``starts_early(command)`` only checks the output of: started
+    when collection ends, with its own folder (``{folder}`` in the command) and its stdout and stderr
+    in files there, so that it runs beside the tests before it. A test that leaves a core idle for
+    minutes then lends it: the cluster tier's chain, first in the suite, ran at 0.99 of the 2 cores
+    over 279 s (per-test CPU from /proc/stat). The test takes its run from the ``early_run`` fixture."""
+
+    command: list[str]
+    folder: Path
+    process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        with open(self.folder / "stdout.txt", "w") as out, open(self.folder / "stderr.txt", "w") as err:
+            self.process = subprocess.Popen([part.replace("{folder}", str(self.folder)) for part in self.command],
+                                            cwd=REPO_ROOT, stdout=out, stderr=err, text=True)
+
+    def wait(self, timeout: float) -> tuple[int | None, str, str]:
+        """(exit code, None when it ran past ``timeout`` and was killed; stdout; stderr)."""
+        try:
+            code = self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            code = None
+        return code, (self.folder / "stdout.txt").read_text(), (self.folder / "stderr.txt").read_text()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+_EARLY = pytest.StashKey[dict]()
+
+
+def pytest_collection_finish(session) -> None:
+    runs = {}
+    for item in session.items:  # the selected tests, in the order they run
+        marker = item.get_closest_marker("starts_early")
+        if marker is not None:
+            runs[item.nodeid] = EarlyRun(list(marker.args[0]), Path(tempfile.mkdtemp(prefix="early-run-")))
+            runs[item.nodeid].start()
+    session.config.stash[_EARLY] = runs
+
+
+def pytest_sessionfinish(session) -> None:
+    for run in session.config.stash.get(_EARLY, {}).values():
+        run.stop()
+        shutil.rmtree(run.folder, ignore_errors=True)
+
+
+@pytest.fixture
+def early_run(request) -> EarlyRun:
+    """The ``starts_early`` run of the requesting test (started when collection ended)."""
+    return request.config.stash[_EARLY][request.node.nodeid]
 
 
 # Fixtures that start or join a Ray instance: their tests are the "ray" tier (make check leaves it out).

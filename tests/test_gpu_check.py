@@ -13,11 +13,11 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.slow
-def test_the_gpu_check_suite_runs_on_the_cpu_with_tiny_models(tmp_path):
-    table = tmp_path / "table.md"
-    done = subprocess.run([sys.executable, "benchmarks/gpu_check.py", "--smoke", "--markdown", str(table)], cwd=REPO,
-                          capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+@pytest.mark.starts_early([sys.executable, "benchmarks/gpu_check.py", "--smoke", "--markdown", "{folder}/table.md"])
+def test_the_gpu_check_suite_runs_on_the_cpu_with_tiny_models(early_run):
+    table = early_run.folder / "table.md"
+    code, stdout, stderr = early_run.wait(timeout=900)
+    assert code == 0, stdout[-3000:] + stderr[-3000:]
     rows = [line.split(" | ") for line in table.read_text().splitlines()[2:]]
     checks = {row[0].lstrip("| ") for row in rows}
     assert checks == {"rasteriser", "generators", "training", "sampling", "reconstructor", "fit", "finetune_job",
@@ -30,7 +30,7 @@ def test_the_gpu_check_suite_runs_on_the_cpu_with_tiny_models(tmp_path):
     assert sum("ZeRO-1" in row[1] for row in rows) == 2  # micro-batches 1 and 2, with the sharded optimizer
     assert sum(row[0].lstrip("| ") == "distillation" and "steps/s" in row[-1] for row in rows) == 2  # x0 and SDS
     # Each row is printed as it finishes, the same as the file's.
-    assert [line for line in done.stdout.splitlines() if line.startswith("|")] == table.read_text().splitlines()
+    assert [line for line in stdout.splitlines() if line.startswith("|")] == table.read_text().splitlines()
 
 
 def test_checks_that_would_not_fit_the_budget_are_skipped_rows(tmp_path):
