@@ -187,6 +187,8 @@ _EARLY = pytest.StashKey[dict]()
 
 
 def pytest_collection_finish(session) -> None:
+    if session.config.option.collectonly:
+        return
     runs = {}
     for item in session.items:  # the selected tests, in the order they run
         marker = item.get_closest_marker("starts_early")
