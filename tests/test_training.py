@@ -310,6 +310,7 @@ def test_a_run_counts_as_published_only_with_its_steps_registration_and_files(tm
     assert already_published(config, run_id) is None  # published at step 3: --steps 6 trains on
     client.set_tag(run_id, FINAL_MODEL_STEP_TAG, "6")
     assert already_published(dataclasses.replace(config, register_as="done-model"), run_id) is None  # not registered
+    assert already_published(config, run_id) is None  # Ray Train's records of the run are missing: train again
     shutil.rmtree(tmp_path / "runs" / "done" / FINAL_MODEL)
     assert already_published(config, run_id) is None  # its files are gone
 
