@@ -63,17 +63,18 @@ def already_published(config: TrainConfig, run_id: str) -> ray.train.Result | No
         return None
     if config.register_as and not tags.get("registered_model", "").startswith(f"models:/{config.register_as}/"):
         return None
-    filesystem, path = fsspec.core.url_to_fs(os.path.join(config.output, config.name, FINAL_MODEL))
+    run_dir = os.path.join(config.output, config.name)
+    filesystem, path = fsspec.core.url_to_fs(os.path.join(run_dir, FINAL_MODEL))
     if not filesystem.exists(path):
         return None
     try:
-        result = ray.train.Result.from_path(os.path.join(config.output, config.name))
+        result = ray.train.Result.from_path(run_dir)
     except RuntimeError as error:  # Ray Train's own records of the run are gone: train again
         logger.warning("%s: the final model of step %d is published, but Ray Train's records of the run are not "
                        "readable (%s): training again", config.name, config.steps, error)
         return None
     logger.info("%s: the final model of step %d is already published at %s%s: nothing to train", config.name,
-                config.steps, os.path.join(config.output, config.name, FINAL_MODEL),
+                config.steps, os.path.join(run_dir, FINAL_MODEL),
                 f" (registered as {tags['registered_model']})" if "registered_model" in tags else "")
     return result
 

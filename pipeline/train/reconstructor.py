@@ -178,6 +178,7 @@ def run_train_recon(config: TrainConfig, recon: ReconConfig) -> TrainSummary:
     decoded = max(config.resolution, recon.target_resolution or rendered)
     check_resolution(config.data, decoded, "--target-resolution")
     config = placed(config, num_datasets=1)
+
     def datasets() -> dict[str, Any]:
         return {"orbits": orbit_dataset(config.data, variant, decoded, config.captions,
                                         materialize=config.materialize_data, max_decoders=config.max_decoders,
