@@ -180,6 +180,9 @@ def test_the_docs_one_machine_commands_run_as_written(one_machine_run):
     assert re.search(r"4 assets in input, 4 already in \S+, 0 to render", log), log[-4000:]
     # Every job says what it did (the jobs' own loggers reach the log).
     assert "fine-tuning t2v-tiny done: 3 steps" in log and "reconstructor training recon-tiny done" in log
+    # The fine-tune submitted again unchanged: its driver finds the final model published and starts no workers.
+    assert re.search(r"t2v-tiny: the final model of step 3 is already published at \S+ \(registered as "
+                     r"models:/videomv-t2v-tiny/1\): nothing to train", log), log[-4000:]
     # Row 7: a healthy chain's log holds no traceback (Ray Train's cleaner, MLflow's imports).
     assert "Traceback" not in log, log[log.index("Traceback") - 2000:][:6000]
 
