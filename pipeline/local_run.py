@@ -217,7 +217,7 @@ def run_local(config: LocalRunConfig) -> dict[str, Any]:
         raise ValueError(f"{model} is a {detect_variant(resolve_model_dir(model))} model; the run asks for "
                          f"--variant {config.variant}")
     runs = os.path.join(out, "runs")
-    # A few orbits: decode them once (materialize_data), or every two-step epoch decodes again. Four
+    # A few orbits: decode them once (materialize_data), or every two-step pass decodes again. Four
     # orbits in one shard, two per worker: shuffling has no categories to mix here, and it measured
     # lower memorisation scores (docs/results.md), so the local run keeps the stream's order.
     base = TrainConfig(data=shards, model=model, output=runs, name="finetune", steps=config.finetune_steps,

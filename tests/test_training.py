@@ -68,7 +68,7 @@ def adam_steps(checkpoint_dir: str) -> int:
     return int(next(iter(state["optimizer"]["state"].values()))["step"])
 
 
-def image_parquet(path, count: int) -> str:
+def image_parquet(path, count: int, row_group_size: int | None = None) -> str:
     """A Parquet of ``count`` PNG images with captions (``--image-data``)."""
     import io
 
@@ -83,7 +83,7 @@ def image_parquet(path, count: int) -> str:
         Image.fromarray(np.random.default_rng(index).integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(buffer, "PNG")
         rows["image"].append(buffer.getvalue())
         rows["caption"].append(f"picture {index}")
-    pq.write_table(pa.table(rows), path)
+    pq.write_table(pa.table(rows), path, row_group_size=row_group_size)
     return str(path)
 
 
@@ -160,11 +160,12 @@ def test_finetune_trains_checkpoints_resumes_and_logs(workspace, caplog):
     assert fixed_loss(trained, workspace) < fixed_loss(base, workspace)
 
 
-@pytest.mark.timeout(600)  # before the fix this deadlocked around the first epoch's end
-def test_finetune_mixing_images_on_two_workers_crosses_epochs_with_a_sharded_optimizer_and_resumes(workspace):
-    """--image-data on 2 workers: 4 orbits and 2 images give each rank 2 orbit batches and 1 image
-    batch per epoch; 6 steps with the image draws of seed 0 take 3 image epochs (two boundaries
-    crossed) and 3 orbit batches (one). CPUs are left to the default, which must leave Ray Data its
+@pytest.mark.timeout(600)  # before the fix this deadlocked around the first read's end
+def test_finetune_mixing_images_on_two_workers_crosses_reads_with_a_sharded_optimizer_and_resumes(workspace):
+    """--image-data on 2 workers, one pass per read (--data-passes 1: the most read boundaries): 4
+    orbits and 2 images give each rank 2 orbit batches and 1 image batch per read; 6 steps with the
+    image draws of seed 0 take 3 image reads (two boundaries crossed) and 3 orbit batches (one).
+    CPUs are left to the default, which must leave Ray Data its
     share (2 workers x 0.25 + 2 datasets x 0.75 on 2 cores). The optimizer is zero1: each rank
     checkpoints its shard, and the resumed run loads them. An EMA (decay 0.5) is kept too, sharded
     the same way, and saved beside the final weights."""
@@ -172,10 +173,10 @@ def test_finetune_mixing_images_on_two_workers_crosses_epochs_with_a_sharded_opt
 
     draws = random.Random(0).random
     chosen = [draws() < 0.5 for _ in range(6)]
-    assert sum(chosen) >= 3, "the test needs at least two image epoch boundaries"
+    assert sum(chosen) >= 3, "the test needs at least two image read boundaries"
     images = image_parquet(workspace["root"] / "images.parquet", 2)
     config = train_config(workspace, "ft-images", steps=6, checkpoint_every=3, image_data=images, image_ratio=0.5,
-                          cpus_per_worker=None, optimizer="zero1", ema_decay=0.5)
+                          cpus_per_worker=None, optimizer="zero1", ema_decay=0.5, data_passes=1)
     first = run_finetune(config)
     assert first.final_metrics["step"] == 6
     shards = sorted(name for name in os.listdir(first.checkpoint) if name.startswith("optimizer_shard_"))
@@ -455,7 +456,7 @@ def test_the_decoder_pool_scales_with_the_cpus_the_workers_leave(ray_local):
     assert placed(dataclasses.replace(config, max_decoders=6), 1).max_decoders == 6
 
 
-def test_shuffling_gives_every_epoch_another_order_and_the_same_orders_for_the_same_seed(ray_local):
+def test_shuffling_gives_every_read_another_order_and_the_same_orders_for_the_same_seed(ray_local):
     import itertools
 
     import ray
@@ -463,13 +464,13 @@ def test_shuffling_gives_every_epoch_another_order_and_the_same_orders_for_the_s
     from pipeline.train.worker import cycle_batches
     from pipeline.data.datasets import shuffled
 
-    def file_orders(seed: int | None, epochs: int = 2) -> list[list[str]]:
+    def file_orders(seed: int | None, reads: int = 2) -> list[list[str]]:
         files = shuffled(ray.data.from_items([{"path": f"shard-{i}"} for i in range(8)], override_num_blocks=8), seed)
-        return [[row["path"] for row in files.iter_rows()] for _ in range(epochs)]
+        return [[row["path"] for row in files.iter_rows()] for _ in range(reads)]
 
     first, second = file_orders(7)
     assert sorted(first) == sorted(second) == [f"shard-{i}" for i in range(8)]
-    assert first != second, "another file order every epoch"
+    assert first != second, "another file order every read"
     assert file_orders(7) == [first, second], "the same orders for the same seed"
     assert file_orders(8)[0] != first
     assert file_orders(None)[0] == [f"shard-{i}" for i in range(8)], "no seed: the shards' order"
@@ -480,11 +481,80 @@ def test_shuffling_gives_every_epoch_another_order_and_the_same_orders_for_the_s
         ids = [int(batch["id"][0]) for batch in itertools.islice(batches, 32)]
         return [ids[:16], ids[16:]]
 
-    epoch_one, epoch_two = row_orders(3)
-    assert sorted(epoch_one) == sorted(epoch_two) == list(range(16))
-    assert epoch_one != epoch_two and epoch_one != list(range(16))
-    assert row_orders(3) == [epoch_one, epoch_two]
+    read_one, read_two = row_orders(3)
+    assert sorted(read_one) == sorted(read_two) == list(range(16))
+    assert read_one != read_two and read_one != list(range(16))
+    assert row_orders(3) == [read_one, read_two]
     assert row_orders(3, buffer=0) == [list(range(16))] * 2
+
+
+def test_a_read_of_small_data_covers_several_passes_in_another_order_every_read(workspace, tmp_path):
+    """Small data is read several passes at a time (a read, one Ray Data execution, takes seconds
+    to start), no more than the run needs: every orbit (image) comes once per pass and the shuffled
+    order changes every read; materialised data is decoded once and read the same way."""
+    import pyarrow.parquet as pq
+
+    import threading
+
+    from pipeline.data.datasets import PIECES_PER_READ, Reads, image_dataset, orbit_dataset, plan_reads
+
+    assert plan_reads(1, lambda: 4) == Reads(PIECES_PER_READ, 1), "a pass of 4 rows in 1-row blocks"
+    assert plan_reads(2, lambda: 640) == Reads(PIECES_PER_READ // 2, 10)
+    assert plan_reads(PIECES_PER_READ, lambda: 1 / 0) == Reads(1), "rows counted only for small data"
+    assert plan_reads(4, lambda: 4, passes=3) == Reads(3, 1)
+    assert plan_reads(1, lambda: 4, demand=6) == Reads(2, 1), "no pass beyond the run's need is read"
+    assert plan_reads(1, lambda: 4, demand=3) == Reads(1)
+    assert train_config(workspace, "n", steps=5, global_batch=4).samples() == 20
+    with pytest.raises(ValueError, match="passes must be 0"):
+        plan_reads(4, lambda: 4, passes=-1)
+    with pytest.raises(ValueError, match="data_passes must be 0"):
+        train_config(workspace, "n", data_passes=-1)
+
+    table = pq.read_table(shards.list_shards(workspace["shards"])[0])
+    single = tmp_path / "single"  # one orbit per file, so the order of files shows
+    single.mkdir()
+    for index in range(table.num_rows):
+        pq.write_table(table.slice(index, 1), single / f"shard-{index}.parquet")
+    names = [f"orbit {index}" for index in range(table.num_rows)]  # the orbits told apart by caption
+    captions = tmp_path / "captions.csv"
+    captions.write_text("".join(f"{uid},{name}\n" for uid, name in zip(table.column("uid").to_pylist(), names)))
+
+    def reads(count: int = 2, data: str = str(single), **options) -> list[list[str]]:
+        dataset = orbit_dataset(data, "t2v", RESOLUTION, str(captions), **options)
+        return [[str(prompt).removesuffix(", 3d asset") for prompt in dataset.to_pandas()["prompt"]]
+                for _ in range(count)]
+
+    first, second = reads(shuffle_seed=5, passes=3)
+    assert sorted(first) == sorted(second) == sorted(names * 3), "every orbit once per pass"
+    assert first != second, "another order every read (the same seed's orders: the test above)"
+    # Materialised: the one shard's decoded block, read as often as a 6-sample run needs.
+    materialized = reads(1, data=workspace["shards"], materialize=True, shuffle_seed=5, demand=6)[0]
+    assert sorted(materialized) == sorted(names * 2)
+
+    # The local run's reading (materialised, unshuffled) split over 2 workers as Ray Train splits it:
+    # the workers never draw the same orbit at the same step (a pass in one block would reach each
+    # worker whole, the same rows in the same order).
+    dataset = orbit_dataset(workspace["shards"], "t2v", RESOLUTION, str(captions), materialize=True, demand=16)
+    drawn: dict[int, list[str]] = {}
+
+    def draw(rank: int, split) -> None:
+        drawn[rank] = [str(batch["prompt"][0]) for batch in split.iter_batches(batch_size=1, batch_format="numpy")]
+
+    workers = [threading.Thread(target=draw, args=(rank, split))
+               for rank, split in enumerate(dataset.streaming_split(2, equal=True))]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+    assert len(drawn[0]) == len(drawn[1]) == 8 and sorted(drawn[0] + drawn[1]) == sorted(
+        f"{name}, 3d asset" for name in names * 4)
+    assert all(first != second for first, second in zip(drawn[0], drawn[1])), drawn
+
+    images = image_parquet(tmp_path / "images.parquet", 3, row_group_size=1)  # read by row group
+    prompts = image_dataset(images, 16, shuffle_seed=1, demand=5).to_pandas()["prompt"].tolist()
+    assert sorted(prompts) == sorted([f"picture {index}" for index in range(3)] * 2), "5 samples: 2 passes"
+    with pytest.raises(ValueError, match="no image Parquet found"):
+        image_dataset(str(tmp_path / "missing.parquet"), 16)
 
 
 def test_precomputed_latents_give_the_pixel_paths_loss_and_train_g_without_its_encoders(workspace, tmp_path):

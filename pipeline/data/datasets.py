@@ -14,7 +14,8 @@ F = 24 for orbits, 1 for images (cameras are then zeros and unused).
 from __future__ import annotations
 
 import io
-from typing import Any
+import math
+from typing import Any, Callable, NamedTuple
 
 import fsspec
 import numpy as np
@@ -35,6 +36,41 @@ LATENT_COLUMNS = ["caption", "c2w", "posterior", "prompt_states"]
 READ_CPUS = 0.25
 DECODE_CPUS = 0.5
 DATA_CPUS_PER_DATASET = READ_CPUS + DECODE_CPUS  # one read task and one decoder: the least a dataset needs
+# A read (one Ray Data execution: what a worker's iter_batches starts) takes seconds to start (the
+# decode actors, the split's executor), so small data is read several passes at a time: at least
+# this many files (row groups, decoded blocks) per read when no number of passes is given.
+PIECES_PER_READ = 64
+
+
+class Reads(NamedTuple):
+    """How a dataset is read: ``passes`` over the data per read (one Ray Data execution), in
+    blocks of at most ``rows_per_block`` rows (None: the blocks as read and decoded)."""
+    passes: int
+    rows_per_block: int | None = None
+
+
+def plan_reads(pieces: int, rows: Callable[[], int], passes: int = 0, demand: int | None = None) -> Reads:
+    """How to read data of ``pieces`` files (row groups, decoded blocks) holding ``rows()`` rows
+    (counted only for small data): ``passes`` per read when given (``TrainConfig.data_passes``);
+    when 0, enough for ``PIECES_PER_READ`` pieces, but no more than ``demand`` samples need (the
+    run's: ``TrainConfig.samples``): a read streams ahead of the workers, so passes the run never
+    reaches would be read and decoded for nothing. A read of several passes comes in blocks of
+    about a ``PIECES_PER_READ``-th of a pass: Ray Data's split hands each worker whole blocks, and a
+    pass in one block would give every worker the same rows at the same step."""
+    if passes < 0:
+        raise ValueError(f"passes must be 0 (automatic) or more, got {passes}")
+    count = passes or math.ceil(PIECES_PER_READ / max(1, pieces))
+    if count == 1:
+        return Reads(1)
+    total = rows()
+    if not passes and demand is not None:
+        count = max(1, min(count, math.ceil(demand / max(1, total))))
+    return Reads(count, max(1, total // PIECES_PER_READ)) if count > 1 else Reads(1)
+
+
+def _in_blocks(dataset: ray.data.Dataset, reads: Reads) -> ray.data.Dataset:
+    return (dataset if reads.rows_per_block is None
+            else dataset.repartition(target_num_rows_per_block=reads.rows_per_block))
 
 
 def default_decoders(cluster_cpus: float, worker_cpus: float) -> int:
@@ -119,13 +155,16 @@ def _read_rows(item: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def orbit_dataset(data: str, variant: str, resolution: int, captions: str | None = None,
-                  materialize: bool = False, max_decoders: int = 1, shuffle_seed: int | None = None
-                  ) -> ray.data.Dataset:
+                  materialize: bool = False, max_decoders: int = 1, shuffle_seed: int | None = None,
+                  passes: int = 0, demand: int | None = None) -> ray.data.Dataset:
     """Orbit shards at ``data`` (folder or URI) as training arrays for ``variant`` ("t2v"/"i2v").
 
     ``materialize`` decodes them once into Ray's object store (``TrainConfig.materialize_data``);
     ``max_decoders`` bounds the autoscaling pool of decode actors (``default_decoders``);
-    ``shuffle_seed`` shuffles the shard files' order, in another order every epoch (``shuffled``).
+    ``passes``: passes over the shards one read covers (``plan_reads``; 0: automatic, for a run
+    of ``demand`` samples);
+    ``shuffle_seed`` shuffles the shard files (or decoded blocks) of a read: every one ``passes``
+    times, in another order every read (``shuffled``).
 
     Shards are listed with ``pipeline.data.shards`` (complete files only) and read by light tasks; Ray
     Data's own file listing reserves a whole CPU, which a small cluster busy training may not have.
@@ -135,7 +174,10 @@ def orbit_dataset(data: str, variant: str, resolution: int, captions: str | None
     if not paths:
         raise ValueError(f"no orbit shards (*.parquet) found at {data}")
     table = load_captions(captions) if captions else None
-    dataset = ray.data.from_items([{"path": path} for path in paths], override_num_blocks=len(paths))
+    reads = (Reads(1) if materialize else
+             plan_reads(len(paths), lambda: len(shards.read_rows(data, columns=["status"])), passes, demand))
+    items = [{"path": path} for path in paths] * reads.passes
+    dataset = ray.data.from_items(items, override_num_blocks=len(items))
     if not materialize:  # the file list, before any reading: nothing decoded waits behind the shuffle
         dataset = shuffled(dataset, shuffle_seed)
     dataset = dataset.flat_map(read_ok_rows, num_cpus=READ_CPUS)
@@ -143,7 +185,12 @@ def orbit_dataset(data: str, variant: str, resolution: int, captions: str | None
         "background": VARIANTS[variant].background_uint8, "resolution": resolution, "captions": table,
     }, batch_format="pyarrow", batch_size=8, num_cpus=DECODE_CPUS,
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, max_decoders)))
-    return shuffled(dataset.materialize(), shuffle_seed) if materialize else dataset
+    if not materialize:
+        return _in_blocks(dataset, reads)
+    decoded = dataset.materialize()
+    reads = plan_reads(decoded.num_blocks(), decoded.count, passes, demand)
+    blocks = _in_blocks(decoded, reads).materialize().to_arrow_refs()  # each pass reads the same blocks
+    return shuffled(ray.data.from_arrow_refs(blocks * reads.passes), shuffle_seed)
 
 
 def check_resolution(data: str, resolution: int, purpose: str = "--resolution") -> int:
@@ -157,10 +204,11 @@ def check_resolution(data: str, resolution: int, purpose: str = "--resolution") 
 
 
 def shuffled(dataset: ray.data.Dataset, seed: int | None) -> ray.data.Dataset:
-    """``dataset`` with its blocks in a random order, another every epoch and the same sequence of
-    orders for the same ``seed``; None: unchanged. The shuffle is all-to-all, so it is applied where
-    blocks are small or already exist: the list of shard files (one block each), or the decoded
-    blocks of materialised data."""
+    """``dataset`` with its blocks in a random order, another every read (execution) and the same
+    sequence of orders for the same ``seed``; None: unchanged. The shuffle is all-to-all, so it is
+    applied where blocks are small or already exist: the list of shard files (one block each), or
+    the decoded blocks of materialised data. A read of several passes is shuffled as a whole (as
+    tf.data's repeat-then-shuffle): each piece comes ``passes`` times, the passes not kept apart."""
     if seed is None:
         return dataset
     return dataset.randomize_block_order(seed=ray.data.RandomSeedConfig(seed=seed, reseed_after_execution=True))
@@ -179,28 +227,63 @@ class DecodeLatents:
                 "prompt": np.array([row["caption"] or "" for row in rows], dtype=object)}
 
 
-def latent_dataset(data: str, max_decoders: int = 1, shuffle_seed: int | None = None) -> ray.data.Dataset:
+def latent_dataset(data: str, max_decoders: int = 1, shuffle_seed: int | None = None, passes: int = 0,
+                   demand: int | None = None) -> ray.data.Dataset:
     """Latent shards at ``data`` (``jobs/encode.py``) as training arrays (``DecodeLatents``), listed,
-    shuffled and read as ``orbit_dataset`` does."""
+    read ``passes`` at a time and shuffled as ``orbit_dataset`` does."""
     filesystem, _ = fsspec.core.url_to_fs(data)
     paths = [filesystem.unstrip_protocol(path) for path in shards.list_shards(data)]
     if not paths:
         raise ValueError(f"no latent shards (*.parquet) found at {data}")
-    dataset = shuffled(ray.data.from_items([{"path": path} for path in paths], override_num_blocks=len(paths)),
-                       shuffle_seed)
+    reads = plan_reads(len(paths), lambda: _parquet_rows(paths), passes, demand)
+    items = [{"path": path} for path in paths] * reads.passes
+    dataset = shuffled(ray.data.from_items(items, override_num_blocks=len(items)), shuffle_seed)
     dataset = dataset.flat_map(_read_rows, num_cpus=READ_CPUS)
-    return dataset.map_batches(DecodeLatents, batch_format="pyarrow", batch_size=8, num_cpus=DECODE_CPUS,
-                               compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, max_decoders)))
+    return _in_blocks(dataset.map_batches(
+        DecodeLatents, batch_format="pyarrow", batch_size=8, num_cpus=DECODE_CPUS,
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, max_decoders))), reads)
 
 
-def image_dataset(data: str, resolution: int, max_decoders: int = 1, shuffle_seed: int | None = None
-                  ) -> ray.data.Dataset:
-    """A Parquet of images (``image``: encoded bytes, ``caption``) as 1-frame training arrays."""
-    files = None if shuffle_seed is None else ray.data.FileShuffleConfig(seed=shuffle_seed, reseed_after_execution=True)
-    dataset = ray.data.read_parquet(data, columns=["image", "caption"], num_cpus=READ_CPUS, shuffle=files)
-    return dataset.map_batches(DecodeImages, fn_constructor_kwargs={"resolution": resolution},
-                               batch_format="pyarrow", batch_size=32, num_cpus=DECODE_CPUS,
-                               compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, max_decoders)))
+def image_dataset(data: str, resolution: int, max_decoders: int = 1, shuffle_seed: int | None = None,
+                  passes: int = 0, demand: int | None = None) -> ray.data.Dataset:
+    """A Parquet of images (``image``: encoded bytes, ``caption``; one file or a folder of them) as
+    1-frame training arrays, read by row group, ``passes`` at a time and shuffled as
+    ``orbit_dataset`` does (Ray Data's ``read_parquet`` reads a path listed twice once)."""
+    filesystem, root = fsspec.core.url_to_fs(data)
+    files = shards.list_shards(data) if filesystem.isdir(root) else [root]
+    if not files or not filesystem.exists(files[0]):
+        raise ValueError(f"no image Parquet found at {data}")
+    groups, rows = [], 0
+    for path in files:
+        with filesystem.open(path, "rb") as handle:
+            metadata = pq.ParquetFile(handle).metadata
+        groups += [{"path": filesystem.unstrip_protocol(path), "row_group": group}
+                   for group in range(metadata.num_row_groups)]
+        rows += metadata.num_rows
+    reads = plan_reads(len(groups), lambda: rows, passes, demand)
+    items = groups * reads.passes
+    dataset = shuffled(ray.data.from_items(items, override_num_blocks=len(items)), shuffle_seed)
+    dataset = dataset.flat_map(_read_images, num_cpus=READ_CPUS)
+    return _in_blocks(dataset.map_batches(
+        DecodeImages, fn_constructor_kwargs={"resolution": resolution}, batch_format="pyarrow", batch_size=32,
+        num_cpus=DECODE_CPUS, compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, max_decoders))), reads)
+
+
+def _parquet_rows(paths: list[str]) -> int:
+    """Rows in the Parquet files ``paths`` (URIs), from their footers."""
+    total = 0
+    for path in paths:
+        filesystem, local = fsspec.core.url_to_fs(path)
+        with filesystem.open(local, "rb") as handle:
+            total += pq.ParquetFile(handle).metadata.num_rows
+    return total
+
+
+def _read_images(item: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row group of an image Parquet -> its rows."""
+    filesystem, path = fsspec.core.url_to_fs(item["path"])
+    with filesystem.open(path, "rb") as handle:
+        return pq.ParquetFile(handle).read_row_group(item["row_group"], columns=["image", "caption"]).to_pylist()
 
 
 def to_model_inputs(batch: dict[str, Any], device: Any) -> dict[str, Any]:

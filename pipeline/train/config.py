@@ -88,11 +88,15 @@ class TrainConfig:
         None, "decode actors the data pool may scale up to, per dataset (default: the CPUs the workers leave, "
         "in 0.5-CPU shares)")
     shuffle_buffer: int = option(
-        16, "rows shuffled in each worker's local buffer, every epoch in another order (seeded by --seed); the "
-        "shards' file order is shuffled every epoch too; 0: neither, the shards' order")
+        16, "rows shuffled in each worker's local buffer, every read in another order (seeded by --seed); the "
+        "shards' file order is shuffled every read too; 0: neither, the shards' order")
     materialize_data: bool = option(
         False, "decode the shards once and keep the arrays in Ray's object store (data that fits in memory): "
-        "otherwise every epoch decodes again, which dominates when an epoch is a few steps")
+        "otherwise every pass decodes again, which dominates when a pass is a few steps")
+    data_passes: int = option(
+        0, "passes over the data one read covers (one Ray Data execution, which takes seconds to start); 0: "
+        "automatic, several when the data is a few files, so it is not read afresh every few steps "
+        "(pipeline.data.datasets.plan_reads)")
     max_failures: int = option(2, "worker failures survived")
     keep_checkpoints: int = option(2, "checkpoints kept")
     mlflow_uri: str | None = option(None, "MLflow tracking URI (default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
@@ -118,6 +122,8 @@ class TrainConfig:
             raise ValueError(f"cpus_per_worker must be positive, got {self.cpus_per_worker}")
         if self.shuffle_buffer < 0:
             raise ValueError(f"shuffle_buffer must be 0 or more, got {self.shuffle_buffer}")
+        if self.data_passes < 0:
+            raise ValueError(f"data_passes must be 0 (automatic) or more, got {self.data_passes}")
         if self.max_decoders is not None and self.max_decoders < 1:
             raise ValueError(f"max_decoders must be at least 1, got {self.max_decoders}")
         if self.condition_dropout is not None and not 0.0 <= self.condition_dropout < 1.0:
@@ -126,6 +132,11 @@ class TrainConfig:
             raise ValueError(f"offset_noise must be 0 or more, got {self.offset_noise}")
         if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1) (0: no EMA), got {self.ema_decay}")
+
+    def samples(self) -> int:
+        """Samples the whole run draws at most, over all workers (every step's micro-batches on
+        ``num_workers``): what a read of the data need cover (``pipeline.data.datasets.plan_reads``)."""
+        return self.steps * self.micro_batch * self.num_workers * self.accumulation_steps(self.num_workers)
 
     def accumulation_steps(self, world_size: int) -> int:
         """Micro-batches per optimizer step on ``world_size`` workers, so that micro_batch x workers x

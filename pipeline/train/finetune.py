@@ -97,8 +97,8 @@ def finetune_loop(loop_config: dict[str, WorkerConfig]) -> None:
     accumulation = config.accumulation_steps(worker.world_size)
     takes_image = VARIANTS[model.variant].takes_image  # the first view conditions the image model
     # The image-or-orbit choice is the same on every rank (a function of the micro-step): each rank then
-    # takes as many batches of each dataset, so all ranks reach an epoch's end at the same micro-step.
-    # (Per-rank draws deadlock: streaming_split holds a new epoch until every split asks for it while
+    # takes as many batches of each dataset, so all ranks reach a read's end at the same micro-step.
+    # (Per-rank draws deadlock: streaming_split holds a new read until every split asks for it while
     # the others wait in DDP.)
     generator = torch.Generator(device=worker.device).manual_seed(config.seed * 7919 + worker.rank + start)
     order = torch.Generator().manual_seed(config.seed * 104729 + worker.rank + start)  # roll/reverse draws
@@ -207,17 +207,18 @@ def run_finetune(config: TrainConfig) -> TrainSummary:
     connect()
     config = placed(config, num_datasets=2 if config.image_data else 1)
     shuffle_seed = config.seed if config.shuffle_buffer else None
+    reads = {"passes": config.data_passes, "demand": config.samples()}
 
     def datasets() -> dict[str, Any]:
         if config.latents:
-            built = {"orbits": latent_dataset(config.latents, config.max_decoders, shuffle_seed)}
+            built = {"orbits": latent_dataset(config.latents, config.max_decoders, shuffle_seed, **reads)}
         else:
             built = {"orbits": orbit_dataset(config.data, variant, config.resolution, config.captions,
                                              materialize=config.materialize_data, max_decoders=config.max_decoders,
-                                             shuffle_seed=shuffle_seed)}
+                                             shuffle_seed=shuffle_seed, **reads)}
         if config.image_data:
             built["images"] = image_dataset(config.image_data, config.resolution, config.max_decoders,
-                                            shuffle_seed=shuffle_seed)
+                                            shuffle_seed=shuffle_seed, **reads)
         return built
 
     columns = ["elevation", "distance", "fov"] + ([] if config.latents else ["status"])  # latent rows are all ok

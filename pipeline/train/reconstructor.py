@@ -182,7 +182,8 @@ def run_train_recon(config: TrainConfig, recon: ReconConfig) -> TrainSummary:
     def datasets() -> dict[str, Any]:
         return {"orbits": orbit_dataset(config.data, variant, decoded, config.captions,
                                         materialize=config.materialize_data, max_decoders=config.max_decoders,
-                                        shuffle_seed=config.seed if config.shuffle_buffer else None)}
+                                        shuffle_seed=config.seed if config.shuffle_buffer else None,
+                                        passes=config.data_passes, demand=config.samples())}
 
     result = run_trainer(recon_loop, config, datasets, variant, recon)
     return summarise(result, config)

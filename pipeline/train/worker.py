@@ -313,20 +313,21 @@ def report(worker: WorkerState, step: int, metrics: dict[str, float], save_model
 
 
 def cycle_batches(shard: Any, batch_size: int, name: str, shuffle_buffer: int = 0, seed: int = 0) -> Iterator[dict]:
-    """Endless numpy batches from a Ray Data shard, epoch after epoch; with ``shuffle_buffer`` rows
-    shuffled in a local buffer of that many rows, seeded by ``seed`` and the epoch (every epoch in
-    another order, the same orders for the same seed)."""
-    epoch = 0
+    """Endless numpy batches from a Ray Data shard, read after read (a read is one or more passes
+    over the data: ``pipeline.data.datasets.plan_reads``); with ``shuffle_buffer`` rows shuffled in
+    a local buffer of that many rows, seeded by ``seed`` and the read (every read in another order,
+    the same orders for the same seed)."""
+    read = 0
     while True:
         produced = False
-        shuffle = ({"local_shuffle_buffer_size": shuffle_buffer, "local_shuffle_seed": seed * 100_003 + epoch}
+        shuffle = ({"local_shuffle_buffer_size": shuffle_buffer, "local_shuffle_seed": seed * 100_003 + read}
                    if shuffle_buffer else {})
         for batch in shard.iter_batches(batch_size=batch_size, batch_format="numpy", drop_last=True, **shuffle):
             produced = True
             yield batch
         if not produced:
             raise RuntimeError(f"the {name} dataset gave this worker no batch of {batch_size}: too little data")
-        epoch += 1
+        read += 1
 
 
 def publish_final(save: Callable[[str], None], config: TrainConfig, mlflow: Any) -> str:
