@@ -68,7 +68,8 @@ class TrainConfig:
     resolution: int = option(256, "training image size")
     captions: str | None = option(None, "CSV uid or file name,caption overriding the shards' captions")
     image_data: str | None = option(
-        None, "optional Parquet of 2D images (columns image, caption) mixed in as 1-frame videos")
+        None, "optional Parquet of 2D images (columns image, caption; a file or a folder of *.parquet) mixed "
+        "in as 1-frame videos")
     image_ratio: float = option(0.0, "share of micro-batches taken from --image-data")
     roll_orbits: bool = option(
         False, "start each training orbit at a random view (views and cameras together), so only the cameras "
