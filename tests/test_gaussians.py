@@ -261,6 +261,17 @@ def test_threads_may_render_at_once():
         assert torch.equal(colors, expected_colors) and torch.equal(grad, expected_grad)
 
 
+def test_the_kernels_keep_out_of_torchs_openmp():
+    """numba's OpenMP layer, beside torch's own OpenMP runtime, left torch's kernels in the same
+    process five times slower (the reconstructor's training step); the kernels run on numba's
+    workqueue layer."""
+    import numba
+
+    c2w, K = cameras(azimuths=(0.0,), elevation=10.0, size=16)
+    render_gaussians(random_scene(50, seed=0), c2w, K, 16, 16, backend="torch")
+    assert numba.threading_layer() == "workqueue"
+
+
 def test_a_pixel_stops_before_the_gaussian_that_would_take_it_below_the_threshold():
     """Two wide Gaussians in line (flat across the pixel): the front one leaves 0.08 of the light,
     the one behind (alpha 0.999)
