@@ -678,7 +678,10 @@ def test_the_projection_equals_gsplats_own_reference():
             drawn = radii[view].amax(dim=-1) > 0
             assert drawn.sum() > 200 and (~drawn).sum() > 100
             torch.testing.assert_close(ours[0][drawn], means2d[view][drawn], rtol=1e-5, atol=1e-4)
-            torch.testing.assert_close(ours[1], depths[view], rtol=1e-6, atol=1e-6)
+            # Depths sum products of coordinates up to 100 units: within a few float32 steps of those
+            # (the summation order follows torch's thread count: 5.6e-6 apart on one thread).
+            rounding = 4 * torch.finfo(torch.float32).eps * scene.means.detach().abs().max()
+            torch.testing.assert_close(ours[1], depths[view], rtol=1e-6, atol=rounding.item())
             torch.testing.assert_close(ours[2][drawn], conics[view][drawn], rtol=1e-4, atol=1e-6)
             # Radii: gsplat's CUDA kernel's closed form on gsplat's own 2D covariance (the conic's inverse).
             a, b, c = conics[view].unbind(-1)
