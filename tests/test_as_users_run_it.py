@@ -46,9 +46,11 @@ def substitute(script: str, old: str, new: str, count: int | None = None) -> str
     return script.replace(old, new)
 
 
-def stop_process_group(group: int, timeout: float = 20.0) -> None:
-    """SIGTERM, then SIGKILL, every process of ``group`` and all their descendants (Ray's workers start
-    sessions of their own); nothing else on the machine is touched."""
+def stop_process_group(group: int, grace: float = 3.0, timeout: float = 20.0) -> None:
+    """SIGTERM, then after ``grace`` seconds SIGKILL, every process of ``group`` and all their
+    descendants (Ray's workers start sessions of their own); nothing else on the machine is touched.
+    The grace is short: a cluster's GCS server and one of its Python daemons outlive SIGTERM by more
+    than 20 s (measured), and nothing of a test's cluster needs keeping."""
     import psutil
 
     members = set()
@@ -64,7 +66,7 @@ def stop_process_group(group: int, timeout: float = 20.0) -> None:
             process.send_signal(signal.SIGTERM)
         except psutil.Error:
             pass
-    _, alive = psutil.wait_procs(list(members), timeout=timeout)
+    _, alive = psutil.wait_procs(list(members), timeout=grace)
     for process in alive:
         try:
             process.kill()
