@@ -9,9 +9,11 @@ setup:
 run: setup
 	$(PY) jobs/run_all.py --out out
 
-# Every test this machine can run (docs/running.md: the tiers and their durations on 2 CPU cores).
+# Every test this machine can run (docs/running.md: the tiers and their durations on 2 CPU cores), on
+# TEST_WORKERS test processes, each taking whole files, the longest first (TEST_WORKERS=0: one process).
+TEST_WORKERS ?= 2
 test: setup
-	$(PY) -m pytest --durations=20 $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=20 $(PYTEST_ARGS)
 
 # The inner loop after each change: units, contracts, layout, the fast Serve and data tests; no Ray,
 # no learning runs, no browser (docs/running.md).

@@ -149,6 +149,11 @@ def pytest_configure(config) -> None:
     # each way: 25.4 s against 27.3 s); the suite runs about 16. Ray passes this on to the controllers
     # of the jobs the tests start; the cluster tier's chain keeps Ray's default, as users have it.
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
+    if running_under_xdist(config):
+        # Two test workers on two cores: one thread each (torch's OpenMP, numba's kernels and every
+        # process they start), or each one's threads wait on the other's.
+        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+            os.environ.setdefault(name, "1")
 
 
 @dataclasses.dataclass
@@ -186,16 +191,25 @@ class EarlyRun:
 _EARLY = pytest.StashKey[dict]()
 
 
+def running_under_xdist(config) -> bool:
+    """True in a pytest-xdist worker: there the other worker lends the idle core, and a worker does
+    not know at collection which tests it will run, so a ``starts_early`` run starts with its test."""
+    return hasattr(config, "workerinput")
+
+
 def pytest_collection_finish(session) -> None:
-    if session.config.option.collectonly:
+    if session.config.option.collectonly or running_under_xdist(session.config):
         return
-    runs = {}
+    runs = session.config.stash.setdefault(_EARLY, {})
     for item in session.items:  # the selected tests, in the order they run
-        marker = item.get_closest_marker("starts_early")
-        if marker is not None:
-            runs[item.nodeid] = EarlyRun(list(marker.args[0]), Path(tempfile.mkdtemp(prefix="early-run-")))
-            runs[item.nodeid].start()
-    session.config.stash[_EARLY] = runs
+        if item.get_closest_marker("starts_early") is not None:
+            runs[item.nodeid] = start_early(item)
+
+
+def start_early(item) -> EarlyRun:
+    run = EarlyRun(list(item.get_closest_marker("starts_early").args[0]), Path(tempfile.mkdtemp(prefix="early-run-")))
+    run.start()
+    return run
 
 
 def pytest_sessionfinish(session) -> None:
@@ -206,8 +220,12 @@ def pytest_sessionfinish(session) -> None:
 
 @pytest.fixture
 def early_run(request) -> EarlyRun:
-    """The ``starts_early`` run of the requesting test (started when collection ended)."""
-    return request.config.stash[_EARLY][request.node.nodeid]
+    """The ``starts_early`` run of the requesting test (started when collection ended; under xdist,
+    now: the ordering below makes it a worker's first test)."""
+    runs = request.config.stash.setdefault(_EARLY, {})
+    if request.node.nodeid not in runs:
+        runs[request.node.nodeid] = start_early(request.node)
+    return runs[request.node.nodeid]
 
 
 # Fixtures that start or join a Ray instance: their tests are the "ray" tier (make check leaves it out).
@@ -218,6 +236,16 @@ def pytest_collection_modifyitems(config, items) -> None:
     for item in items:
         if RAY_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.ray)
+    # The longest files first, so that `make test`'s two workers (pytest-xdist, --dist loadfile) do not
+    # end on one long file alone: the cluster tier, then the starts_early subprocess (the GPU suite's
+    # smoke run, about 5 min on one thread), then by their count of slow and Ray tests.
+    rank: dict[str, int] = {}
+    for item in items:
+        path = item.nodeid.split("::")[0]
+        cost = 1000 if item.get_closest_marker("cluster") else 100 if item.get_closest_marker("starts_early") \
+            else 10 if item.get_closest_marker("slow") else 1 if item.get_closest_marker("ray") else 0
+        rank[path] = rank.get(path, 0) + cost
+    items.sort(key=lambda item: -rank[item.nodeid.split("::")[0]])
 
 
 @pytest.fixture(scope="session")
