@@ -9,16 +9,19 @@ setup:
 run: setup
 	$(PY) jobs/run_all.py --out out
 
-# Every test this machine can run (docs/running.md: the tiers and their durations on 2 CPU cores), on
-# TEST_WORKERS test processes, each taking whole files, the longest first (TEST_WORKERS=0: one process).
+# Both test targets run on TEST_WORKERS test processes, each taking whole files, the longest first
+# (TEST_WORKERS=0: one process; docs/running.md).
 TEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=20
+
+# Every test this machine can run (docs/running.md: the tiers and their durations on 2 CPU cores).
 test: setup
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=20 $(PYTEST_ARGS)
+	$(PYTEST) $(PYTEST_ARGS)
 
 # The inner loop after each change: units, contracts, layout, the fast Serve and data tests; no Ray,
 # no learning runs, no browser (docs/running.md).
 check: setup
-	$(PY) -m pytest -m "not slow and not ray and not cluster and not gpu" --durations=20 $(PYTEST_ARGS)
+	$(PYTEST) -m "not slow and not ray and not cluster and not gpu" $(PYTEST_ARGS)
 
 # The metrics against their reference libraries (torchvision's RAFT, torchmetrics' LPIPS), in
 # .venv-reference: PyPI's torch with its torchvision, which the CPU build of torch cannot have.
