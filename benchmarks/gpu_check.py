@@ -32,7 +32,7 @@ as the training workers never set it.
    Gaussians rendered at G's 24 views;
 10. the test suite's CUDA-only tests (``pytest -m gpu``; skipped on a CPU).
 
-``--smoke`` runs the same code on the CPU with tiny models and sizes in about 2 minutes (part of
+``--smoke`` runs the same code on the CPU with tiny models and sizes in 3-5 minutes on 2 cores (part of
 ``make test`` through ``tests/test_gpu_check.py``); gsplat rows then say "skipped: needs CUDA".
 
     python benchmarks/gpu_check.py [--smoke] [--only rasteriser,training,...] [--markdown FILE] [--budget S]
