@@ -158,6 +158,17 @@ class WorkerConfig:
     job: Any = None  # the trainer's own settings; this module does not name the trainers (they import it)
 
 
+# The trainers' own settings live here, not beside their loops: Ray Train's controller unpickles the
+# worker config, and a class from pipeline.train.finetune would make it import the models and diffusers
+# first (about 4 s before it asks for the workers, in every fit).
+@dataclass(frozen=True)
+class FinetuneSettings:
+    """Fine-tuning's own worker settings (``WorkerConfig.job``): the cameras of the training orbits,
+    read from the shards by the driver (elevation, distance, fov: [low, high] each)."""
+
+    training_cameras: dict[str, list[float]]
+
+
 TARGET_BACKGROUNDS = ("random", "variant")
 
 

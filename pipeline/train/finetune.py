@@ -32,7 +32,7 @@ from pipeline.cluster import connect
 from pipeline.data import shards
 from pipeline.serve.media import grid_image
 from pipeline.tracking import tracking_uri
-from pipeline.train.config import TrainConfig, WorkerConfig
+from pipeline.train.config import FinetuneSettings, TrainConfig, WorkerConfig
 from pipeline.train.driver import TrainSummary, placed, run_trainer, summarise
 from pipeline.train.worker import (WorkerState, build_optimizer, cycle_batches, ddp_options, prepare_checkpoint_space,
                                    publish_final, restore)
@@ -47,14 +47,6 @@ from pipeline.data.datasets import (
 )
 
 logger = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass(frozen=True)
-class FinetuneSettings:
-    """Fine-tuning's own worker settings (``WorkerConfig.job``): the cameras of the training orbits,
-    read from the shards by the driver (elevation, distance, fov: [low, high] each)."""
-
-    training_cameras: dict[str, list[float]]
 
 
 def finetune_loop(loop_config: dict[str, WorkerConfig]) -> None:
