@@ -443,6 +443,30 @@ def test_cosine_learning_rate():
     assert values == sorted(values, reverse=True)
 
 
+def test_the_worker_config_unpickles_without_the_models(tmp_path):
+    """Ray Train's controller unpickles the worker config of every fit (it is part of the run's
+    context) but runs no training: what it holds must not make it import the models or diffusers
+    (that cost each fit about 3 s before it asked for its workers)."""
+    import pickle
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT
+    from pipeline.train.config import FinetuneSettings, WorkerConfig
+
+    train = TrainConfig(model="m", data="d", output="o", name="n")
+    blob = tmp_path / "configs.pkl"
+    blob.write_bytes(pickle.dumps([WorkerConfig(train, "t2v", "run", "uri", job=job) for job in (
+        FinetuneSettings({"elevation": [0.0, 30.0]}), ReconConfig())]))
+    check = (f"import pickle, sys; configs = pickle.loads(open({str(blob)!r}, 'rb').read()); "
+             "print(sorted(name for name in sys.modules if name.split('.')[0] in ('diffusers', 'transformers') "
+             "or name.startswith(('models.pipeline_videomv', 'models.generator', 'pipeline.train.finetune', "
+             "'pipeline.train.reconstructor'))))")
+    done = subprocess.run([sys.executable, "-c", check], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
+
+
 def test_the_decoder_pool_scales_with_the_cpus_the_workers_leave(ray_local):
     from pipeline.train.driver import placed
     from pipeline.data.datasets import default_decoders
