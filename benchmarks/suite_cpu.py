@@ -51,7 +51,8 @@ def kind(titles: list[str]) -> str:
         return job.group(0)
     if "pytest" in last or "exec(eval(sys.stdin.readline()))" in last:  # pytest and its xdist workers
         return "pytest (tests in its own process)"
-    return last[:80]
+    program, _, arguments = last.partition(" ")
+    return f"{os.path.basename(program)} {arguments}"[:80]  # the program's name, not its path
 
 
 def sample(command: list[str], interval: float) -> tuple[dict, float, float, int]:
@@ -75,7 +76,7 @@ def sample(command: list[str], interval: float) -> tuple[dict, float, float, int
                 entry[2] = cpu
                 if reads % 2 == 0 or not entry[0]:
                     with open(f"/proc/{name}/cmdline", "rb") as cmdline:
-                        title = cmdline.read().replace(b"\0", b" ").decode(errors="replace").strip()
+                        title = " ".join(cmdline.read().decode(errors="replace").replace("\0", " ").split())
                     if title and (not entry[0] or entry[0][-1] != title):
                         entry[0].append(title)
             except (OSError, ValueError, IndexError):
