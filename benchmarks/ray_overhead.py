@@ -29,6 +29,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[0] = ROOT
 import pipeline.entry  # noqa: E402,F401  (logging first: pipeline/entry.py)
+from benchmarks.suite_cpu import read_command, read_stat  # noqa: E402
 
 
 def is_ray_process(pid: str, command: str) -> bool:
@@ -38,22 +39,16 @@ def is_ray_process(pid: str, command: str) -> bool:
 
 def process_cpu_seconds() -> dict[str, tuple[str, float]]:
     """pid -> (command line, user + system CPU seconds so far) for each of Ray's processes."""
-    ticks = os.sysconf("SC_CLK_TCK")
     found = {}
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
         try:
-            with open(f"/proc/{pid}/stat") as handle:
-                stat = handle.read()
-            with open(f"/proc/{pid}/cmdline") as handle:
-                command = handle.read().replace("\0", " ").strip()
+            command, (_, cpu) = read_command(pid), read_stat(pid)
         except OSError:
             continue
-        if not is_ray_process(pid, command):
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) "; utime, stime are fields 14, 15
-        found[pid] = (command, (int(fields[11]) + int(fields[12])) / ticks)
+        if is_ray_process(pid, command):
+            found[pid] = (command, cpu)
     return found
 
 

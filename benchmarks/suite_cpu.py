@@ -28,6 +28,22 @@ DAEMONS = ("raylet", "gcs_server", "dashboard/agent.py", "runtime_env/agent", "d
            "monitor.py", "render.worker", "chromium")
 
 
+def read_stat(pid: str) -> tuple[int, float]:
+    """(start time in clock ticks since boot, user + system CPU seconds so far) of process ``pid``;
+    OSError once it is gone."""
+    with open(f"/proc/{pid}/stat") as stat:
+        text = stat.read()
+    fields = text[text.rindex(")") + 2:].split()  # after "pid (comm) ": utime, stime, starttime are 14, 15, 22
+    return int(fields[19]), (int(fields[11]) + int(fields[12])) / TICK
+
+
+def read_command(pid: str) -> str:
+    """The command line of process ``pid`` on one line (arguments joined by single spaces); OSError
+    once it is gone."""
+    with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+        return " ".join(cmdline.read().decode(errors="replace").replace("\0", " ").split())
+
+
 def busy_seconds() -> float:
     """The whole machine's non-idle CPU seconds so far (user, nice, system, irq, softirq)."""
     with open("/proc/stat") as stat:
@@ -67,16 +83,12 @@ def sample(command: list[str], interval: float) -> tuple[dict, float, float, int
             if not name.isdigit():
                 continue
             try:
-                with open(f"/proc/{name}/stat") as stat:
-                    text = stat.read()
-                fields = text[text.rindex(")") + 2:].split()
-                cpu, key = (int(fields[11]) + int(fields[12])) / TICK, (int(name), int(fields[19]))
+                start, cpu = read_stat(name)
                 # A process already running counts from its first read, a new one from zero.
-                entry = seen.setdefault(key, [[], cpu if reads == 0 else 0.0, cpu])
+                entry = seen.setdefault((int(name), start), [[], cpu if reads == 0 else 0.0, cpu])
                 entry[2] = cpu
                 if reads % 2 == 0 or not entry[0]:
-                    with open(f"/proc/{name}/cmdline", "rb") as cmdline:
-                        title = " ".join(cmdline.read().decode(errors="replace").replace("\0", " ").split())
+                    title = read_command(name)
                     if title and (not entry[0] or entry[0][-1] != title):
                         entry[0].append(title)
             except (OSError, ValueError, IndexError):
