@@ -245,6 +245,33 @@ def test_mixed_precision_dropout_and_one_frame_image_batches(tiny_dirs):
     assert torch.isfinite(a)
 
 
+@pytest.mark.parametrize("variant", ["t2v", "i2v"])
+def test_a_training_step_looks_up_its_device_once(tiny_dirs, variant, monkeypatch):
+    """diffusers' ``_execution_device`` walks every submodule of every component for offloading
+    hooks (11-18 % of a tiny model's step when each encoder looked it up again): the objective
+    looks the device up once and hands it to the encoders, the prompts and the image branch too."""
+    model = load(tiny_dirs, variant)
+    lookups = {"device": 0, "_execution_device": 0}
+
+    def counted(name: str) -> property:
+        inner = getattr(VideoMVPipeline, name)
+
+        def get(self):
+            lookups[name] += 1
+            return inner.fget(self)
+        return property(get)
+
+    for name in lookups:
+        monkeypatch.setattr(VideoMVPipeline, name, counted(name))
+    one = fixed_batch(variant)  # two samples of it, with condition dropout: every encoder runs
+    images = None if one.condition_images is None else one.condition_images.repeat(2, 1, 1, 1)
+    batch = MultiViewBatch(views=one.views.repeat(2, 1, 1, 1, 1), cameras=one.cameras.repeat(2, 1, 1, 1),
+                           prompts=["a chair", "a table"], condition_images=images)
+    generator = torch.Generator().manual_seed(1)
+    assert torch.isfinite(diffusion_loss(model, batch, generator, condition_dropout=0.5))
+    assert lookups == {"device": 1, "_execution_device": 0}
+
+
 @pytest.mark.slow
 def test_make_tiny_command(tmp_path):
     output = tmp_path / "tiny"

@@ -108,15 +108,15 @@ def diffusion_loss(
         offset_noise: strength of the per-frame offset added to the noise (the authors' 0.1 for
             I2VGen-XL; 0: plain Gaussian noise, nothing more drawn).
     """
-    device = model.device
+    device = model.device  # looked up once, handed to the encoders (each lookup walks every submodule)
     if batch.posterior is not None:  # precomputed latents: the same draw the views would have given
         if VARIANTS[model.variant].takes_image or batch.prompt_states is None or batch.negative_states is None:
             raise ValueError("precomputed latents need the t2v variant, prompt_states and negative_states")
         batch_size, frames = batch.posterior.shape[:2]
-        latents = model.latents_from_posterior(batch.posterior.float(), generator).float()
+        latents = model.latents_from_posterior(batch.posterior.float(), generator, device=device).float()
     else:
         batch_size, frames = batch.views.shape[:2]
-        latents = model.encode_views(batch.views.to(device), generator).float()
+        latents = model.encode_views(batch.views.to(device), generator, device=device).float()
     scheduler = model.scheduler
     noise = torch.randn(latents.shape, generator=generator, device=device)
     if offset_noise:
@@ -140,7 +140,7 @@ def diffusion_loss(
         raise ValueError("the i2v variant needs batch.condition_images")
     states = [None if s is None else s.float() for s in (batch.prompt_states, batch.negative_states)]  # fp16 stored
     unet_inputs = model.encode_condition(dropped, batch.prompts, batch.condition_images, negative_prompt, *states,
-                                         num_frames=frames)
+                                         num_frames=frames, device=device)
 
     cameras = batch.cameras.to(device) if batch.cameras is not None else None
     precision = (torch.autocast(device_type=device.type, dtype=autocast_dtype) if autocast_dtype is not None

@@ -66,7 +66,8 @@ def one_step_x0_latents(model: VideoMVPipeline, views: torch.Tensor, cameras: to
     noise = torch.randn(latents.shape, generator=generator, device=latents.device)
     noisy = scheduler.add_noise(latents, noise, timesteps)
     image = views[:, 0] if VARIANTS[model.variant].takes_image else None
-    condition = model.encode_condition([False] * len(latents), prompts, image, num_frames=latents.shape[2])
+    condition = model.encode_condition([False] * len(latents), prompts, image, num_frames=latents.shape[2],
+                                       device=latents.device)
     precision = (torch.autocast(latents.device.type, dtype=autocast_dtype) if autocast_dtype is not None
                  else contextlib.nullcontext())
     with precision:

@@ -362,16 +362,17 @@ class VideoMVPipeline(DiffusionPipeline):
         return self.text_encoder(tokens.input_ids.to(device or self._execution_device))[0]
 
     @torch.no_grad()
-    def image_condition(self, images: torch.Tensor, num_frames: int) -> dict[str, torch.Tensor]:
+    def image_condition(self, images: torch.Tensor, num_frames: int,
+                        device: torch.device | None = None) -> dict[str, torch.Tensor]:
         """I2VGen-XL inputs for condition images [B, 3, H, W] in [-1, 1], as its pipeline builds them.
 
         Returns ``image_latents`` [B, C, F, h, w] (the image's latent, then F - 1 frames of its
         position in the clip, (k + 1) / (F - 1)), ``image_embeddings`` [B, 1, D] (CLIP image
-        embedding) and ``fps`` [B].
+        embedding) and ``fps`` [B], on ``device`` (default: the execution device).
         """
         if not VARIANTS[self.variant].takes_image:
             raise ValueError("image conditioning needs the i2v variant")
-        device = self._execution_device
+        device = device or self._execution_device
         pixels = ((images.float().cpu() + 1.0) / 2.0).clamp(0, 1)
         clip_pixels = self.feature_extractor(images=list(pixels), do_rescale=False, return_tensors="pt").pixel_values
         embeddings = self.image_encoder(clip_pixels.to(device, self.image_encoder.dtype)).image_embeds[:, None]
@@ -385,8 +386,8 @@ class VideoMVPipeline(DiffusionPipeline):
     def encode_condition(self, unconditional: Sequence[bool], prompts: list[str] | None = None,
                          images: torch.Tensor | None = None, negative_prompt: str = "",
                          prompt_embeds: torch.Tensor | None = None, negative_prompt_embeds: torch.Tensor | None = None,
-                         num_frames: int | None = None,
-                         image_inputs: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+                         num_frames: int | None = None, image_inputs: dict[str, torch.Tensor] | None = None,
+                         device: torch.device | None = None) -> dict[str, torch.Tensor]:
         """The UNet's condition inputs for B samples, sample k unconditioned where ``unconditional[k]``:
         the authors' pairs, the prompt vs ``negative_prompt`` (T2V); the image embedding and "" vs
         zeros and ``negative_prompt``, with the same image latents (I2V). Fine-tuning drops samples
@@ -394,8 +395,11 @@ class VideoMVPipeline(DiffusionPipeline):
         the unconditional batch, sharing ``image_inputs`` (``image_condition``'s, computed once).
 
         ``prompt_embeds`` [B, L, D] / ``negative_prompt_embeds`` [B, L, D] or [L, D]: text-encoder
-        states given instead of the texts (T2V). ``num_frames``: of the image latents (default: the model's)."""
-        device = self._execution_device
+        states given instead of the texts (T2V). ``num_frames``: of the image latents (default: the model's).
+        ``device``: where they are computed (default: the execution device; a training step that
+        already knows it passes it, as diffusers' pipelines pass theirs down: the lookup walks every
+        submodule of every component for offloading hooks)."""
+        device = device or self._execution_device
         count, kept = len(unconditional), [not u for u in unconditional]
         keep = torch.tensor(kept, device=device)
         if VARIANTS[self.variant].takes_prompt:
@@ -403,17 +407,17 @@ class VideoMVPipeline(DiffusionPipeline):
                 if prompts is None:
                     raise ValueError("the t2v model needs prompts")
                 texts = [negative_prompt if u else prompt for prompt, u in zip(prompts, unconditional)]
-                return {"encoder_hidden_states": self.encode_prompts(texts)}
+                return {"encoder_hidden_states": self.encode_prompts(texts, device=device)}
             def positive() -> torch.Tensor:
                 if prompt_embeds is not None:
                     return prompt_embeds.to(device)
                 if prompts is None:
                     raise ValueError("the t2v model needs prompts")
-                return self.encode_prompts(prompts)
+                return self.encode_prompts(prompts, device=device)
 
             def negative() -> torch.Tensor:
                 if negative_prompt_embeds is None:
-                    return self.encode_prompts([negative_prompt] * count)
+                    return self.encode_prompts([negative_prompt] * count, device=device)
                 states = negative_prompt_embeds.to(device)
                 return states.expand(count, -1, -1) if states.ndim == 2 else states
 
@@ -422,26 +426,29 @@ class VideoMVPipeline(DiffusionPipeline):
             return {"encoder_hidden_states": states}
         if images is None and image_inputs is None:
             raise ValueError("the i2v model needs condition images")
-        condition = dict(image_inputs or self.image_condition(images, num_frames or self.num_frames))
+        condition = dict(image_inputs or self.image_condition(images, num_frames or self.num_frames, device=device))
         condition["image_embeddings"] = condition["image_embeddings"] * keep.view(-1, 1, 1).to(
             condition["image_embeddings"].dtype)
         texts = [negative_prompt if u else "" for u in unconditional]
-        return {**condition, "encoder_hidden_states": self.encode_prompts(texts)}
+        return {**condition, "encoder_hidden_states": self.encode_prompts(texts, device=device)}
 
     @torch.no_grad()
     def encode_views(self, views: torch.Tensor, generator: torch.Generator | None = None,
-                     sample: bool = True) -> torch.Tensor:
-        """Views [B, F, 3, H, W] in [-1, 1] -> scaled latents [B, C, F, h, w].
+                     sample: bool = True, device: torch.device | None = None) -> torch.Tensor:
+        """Views [B, F, 3, H, W] in [-1, 1] -> scaled latents [B, C, F, h, w], computed on ``device``
+        (default: the execution device).
 
         ``sample=False`` takes the posterior mean (deterministic; used when re-encoding renders).
         """
         batch, frames = views.shape[:2]
-        flat = views.flatten(0, 1).to(device=self._execution_device, dtype=self.vae.dtype)
+        device = device or self._execution_device
+        flat = views.flatten(0, 1).to(device=device, dtype=self.vae.dtype)
         posteriors = [self.vae.encode(part).latent_dist for part in self._chunks(flat)]
         if all(isinstance(posterior, DiagonalGaussianDistribution) for posterior in posteriors):
             # The posterior's parameters chunk by chunk, then one draw: the same latents as one VAE call.
             parameters = torch.cat([p.parameters for p in posteriors])
-            return self.latents_from_posterior(parameters.unflatten(0, (batch, frames)), generator, sample)
+            return self.latents_from_posterior(parameters.unflatten(0, (batch, frames)), generator, sample,
+                                               device=device)
         # A deterministic encoder (the toy ``PixelShuffleVAE``): nothing drawn.
         latents = torch.cat([p.sample(generator) if sample else p.mode() for p in posteriors])
         latents = latents * self.vae.config.scaling_factor
@@ -461,11 +468,12 @@ class VideoMVPipeline(DiffusionPipeline):
         return torch.cat([p.parameters for p in posteriors]).unflatten(0, (batch, frames))
 
     def latents_from_posterior(self, parameters: torch.Tensor, generator: torch.Generator | None = None,
-                               sample: bool = True) -> torch.Tensor:
-        """Posterior parameters [B, F, 2C, h, w] (``encode_posterior``) -> scaled latents [B, C, F, h, w]:
-        one draw from ``generator`` (``sample``) or the mean, as ``encode_views`` gives for the views."""
+                               sample: bool = True, device: torch.device | None = None) -> torch.Tensor:
+        """Posterior parameters [B, F, 2C, h, w] (``encode_posterior``) -> scaled latents [B, C, F, h, w]
+        on ``device`` (default: the execution device): one draw from ``generator`` (``sample``) or the
+        mean, as ``encode_views`` gives for the views."""
         batch, frames = parameters.shape[:2]
-        posterior = DiagonalGaussianDistribution(parameters.flatten(0, 1).to(self._execution_device))
+        posterior = DiagonalGaussianDistribution(parameters.flatten(0, 1).to(device or self._execution_device))
         latents = (posterior.sample(generator) if sample else posterior.mode()) * self.vae.config.scaling_factor
         return latents.unflatten(0, (batch, frames)).permute(0, 2, 1, 3, 4)
 
@@ -643,12 +651,12 @@ class VideoMVPipeline(DiffusionPipeline):
             #    one UNet call per step.
             guided = guidance_scale != 1.0
             negative = negative_prompt_of(self.camera_embedding.config, negative_prompt)
-            image_inputs = None if images is None else self.image_condition(images, self.num_frames)
+            image_inputs = None if images is None else self.image_condition(images, self.num_frames, device=device)
             condition = self.encode_condition([False] * batch, prompts, images, negative, prompt_embeds,
-                                              negative_prompt_embeds, image_inputs=image_inputs)
+                                              negative_prompt_embeds, image_inputs=image_inputs, device=device)
             if guided:
                 unconditional = self.encode_condition([True] * batch, prompts, images, negative, prompt_embeds,
-                                                      negative_prompt_embeds, image_inputs=image_inputs)
+                                                      negative_prompt_embeds, image_inputs=image_inputs, device=device)
                 condition = {name: torch.cat([unconditional[name], condition[name]]) for name in condition}
 
             # 4. The cameras: the orbit (a warning where it leaves the training cameras), or those given.
