@@ -248,8 +248,9 @@ def test_mixed_precision_dropout_and_one_frame_image_batches(tiny_dirs):
 @pytest.mark.parametrize("variant", ["t2v", "i2v"])
 def test_a_training_step_looks_up_its_device_once(tiny_dirs, variant, monkeypatch):
     """diffusers' ``_execution_device`` walks every submodule of every component for offloading
-    hooks (11-18 % of a tiny model's step when each encoder looked it up again): the objective
-    looks the device up once and hands it to the encoders, the prompts and the image branch too."""
+    hooks (4.5 ms a lookup, 7 % of the camera-control miniature's step when each encoder looked it
+    up again): the objective looks it up once and hands it to the encoders, the prompts and the
+    image branch too."""
     model = load(tiny_dirs, variant)
     lookups = {"device": 0, "_execution_device": 0}
 
