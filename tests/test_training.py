@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import pickle
 import shutil
+import subprocess
+import sys
 
 import mlflow
 import pytest
 import torch
 
+from conftest import REPO_ROOT
 from models.reconstructor.model import LGM
 from models.reconstructor.options import PRESETS
 from models.pipeline_videomv.pipeline_videomv import VideoMVPipeline
@@ -447,11 +451,6 @@ def test_the_worker_config_unpickles_without_the_models(tmp_path):
     """Ray Train's controller unpickles the worker config of every fit (it is part of the run's
     context) but runs no training: what it holds must not make it import the models or diffusers
     (that cost each fit about 3 s before it asked for its workers)."""
-    import pickle
-    import subprocess
-    import sys
-
-    from conftest import REPO_ROOT
     from pipeline.train.config import FinetuneSettings, WorkerConfig
 
     train = TrainConfig(model="m", data="d", output="o", name="n")
