@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -29,6 +30,20 @@ def sample_assets(tmp_path_factory) -> Path:
             if path.suffix.lower() in ASSET_SUFFIXES:
                 shutil.copy(path, folder / path.name)
     return folder
+
+
+# A doc's block marked ``<!-- runnable: NAME -->`` is a promise that a test runs it as written.
+RUNNABLE = re.compile(r"<!-- runnable: (?P<name>[^>]+?) -->\s*```(?P<language>\w+)\n(?P<body>.*?)```", re.S)
+
+
+def runnable_blocks(doc: Path, name: str, language: str = "bash") -> list[str]:
+    """The ``language`` blocks of ``doc`` marked ``<!-- runnable: NAME -->``, in order (``bash``
+    takes ``sh`` blocks too)."""
+    languages = {"bash", "sh"} if language == "bash" else {language}
+    blocks = [match["body"] for match in RUNNABLE.finditer(doc.read_text())
+              if match["name"] == name and match["language"] in languages]
+    assert blocks, f"{doc} has no {language} block marked runnable: {name}"
+    return blocks
 
 
 def free_port() -> int:

@@ -23,20 +23,17 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO_ROOT, free_port
+from conftest import REPO_ROOT, free_port, runnable_blocks
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
-RUNNABLE = re.compile(r"<!-- runnable: (?P<name>[^>]+?) -->\s*```(?:bash|sh)\n(?P<body>.*?)```", re.S)
 STEPS_AS_DOCUMENTED = "--steps 20"
 STEPS_HERE = "--steps 3"
 
 
 def runnable_script(doc: Path, name: str) -> str:
-    """The blocks of ``doc`` marked ``<!-- runnable: NAME -->``, in order, as one script."""
-    blocks = [match["body"] for match in RUNNABLE.finditer(doc.read_text()) if match["name"] == name]
-    assert blocks, f"{doc} has no block marked runnable: {name}"
-    return "\n".join(blocks)
+    """The shell blocks of ``doc`` marked ``<!-- runnable: NAME -->``, in order, as one script."""
+    return "\n".join(runnable_blocks(doc, name))
 
 
 def substitute(script: str, old: str, new: str, count: int | None = None) -> str:

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, runnable_blocks
 from models.gaussians.ply import load_ply
 from models.reconstructor.renders_vs_x0 import RendersVsX0
 
@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.ray]  # the whole pipeline, its own 
 CURSOR_OR_COLOUR = re.compile(r"\x1b\[|\r")
 
 
-def test_the_whole_pipeline_runs_locally_and_logs_readably(tmp_path):
+def test_the_whole_pipeline_runs_locally_and_logs_readably(tmp_path, monkeypatch):
     out = tmp_path / "out"
     log = tmp_path / "run.log"
     # As a user runs it: not a terminal (`make run > run.log 2>&1`), and without the suite's
@@ -94,6 +94,26 @@ def test_the_whole_pipeline_runs_locally_and_logs_readably(tmp_path):
     for asset in ("Duck", "BoxTextured", "monkey", "teapot"):  # every asset's result, exactly once
         assert sum(re.search(rf"render_stage: {asset}-\w+ (ok|failed) in", line) is not None for line in lines) == 1
     assert sum("render summary:" in line for line in lines) == 1
+
+    # The docs' Python on what `make run` wrote (blocks marked "runnable: after make run"), as
+    # written, from the folder it ran in (`out/` there).
+    monkeypatch.chdir(tmp_path)
+    readme, data, serving = (run_python_blocks(doc, "after make run") for doc in ("README.md", "docs/data.md",
+                                                                                  "docs/serving.md"))
+    for sampled in (readme["out"], serving["out"]):
+        assert np.shape(sampled.frames[0]) == (24, 32, 32, 3) and np.shape(sampled.cameras[0]) == (24, 4, 4)
+        assert sampled.gaussians is not None
+    assert (tmp_path / "my-videomv" / "reconstructor").is_dir()
+    assert data["views"].shape == (24, 32, 32, 4) and data["grey"].shape == (24, 32, 32, 3)
+    assert data["c2w"].shape == (24, 4, 4) and data["K"].shape == (3, 3)
+
+
+def run_python_blocks(doc: str, name: str) -> dict:
+    """Runs ``doc``'s Python blocks marked ``<!-- runnable: NAME -->`` in one namespace, returned."""
+    namespace: dict = {}
+    for block in runnable_blocks(REPO_ROOT / doc, name, "python"):
+        exec(compile(block, doc, "exec"), namespace)
+    return namespace
 
 
 def test_the_image_model_runs_end_to_end_from_a_view_it_was_not_trained_on(tmp_path):
