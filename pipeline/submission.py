@@ -10,11 +10,13 @@ input that is missing from the copy (git-ignored, never uploaded) is named as su
 
 A config class says which of its fields are locations in its ``LOCATIONS`` class attribute
 (field name -> "input", "output" or "tracking"); ``pipeline.cli.config_from_args`` calls
-``check_locations`` on every config it builds.
+``check_locations`` on every config it builds. Processes that work in another folder than the
+job's own (Ray Train's workers run in their run's folder) are handed ``absolute_locations(config)``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -59,6 +61,25 @@ def relative_local_path(value: str) -> bool:
 def relative_sqlite(uri: str) -> bool:
     """True for ``sqlite:///relative.db`` (an absolute one has four slashes: ``sqlite:////abs.db``)."""
     return uri.startswith("sqlite:///") and not uri[len("sqlite:///"):].startswith("/")
+
+
+def absolute_location(value: str, kind: str = "input") -> str:
+    """``value`` (a location of ``kind``, as in ``LOCATIONS``) with a relative local path made
+    absolute against the current folder; for a tracking store only a relative SQLite file (MLflow
+    also takes names such as "databricks"). URIs and absolute paths as they are."""
+    if relative_sqlite(value):
+        return "sqlite:///" + os.path.abspath(value[len("sqlite:///"):])
+    if kind == "tracking" or value.startswith("file://") or not relative_local_path(value):
+        return value
+    return os.path.abspath(value)
+
+
+def absolute_locations(config: Any) -> Any:
+    """The dataclass ``config`` with every field its ``LOCATIONS`` lists made ``absolute_location``."""
+    fields = getattr(type(config), "LOCATIONS", {})
+    changed = {name: absolute_location(getattr(config, name), kind) for name, kind in fields.items()
+               if isinstance(getattr(config, name), str)}
+    return dataclasses.replace(config, **changed)
 
 
 def check_location(value: str | None, flag: str, kind: str) -> None:

@@ -11,6 +11,8 @@ import time
 import warnings
 from typing import Any, Iterator
 
+from pipeline.submission import absolute_location
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -23,8 +25,9 @@ ARTIFACTS_HELP = ("where new MLflow experiments keep their artifacts (models, im
 
 
 def tracking_uri(flag: str | None = None) -> str:
-    """The tracking store: the flag, else ``MLFLOW_TRACKING_URI``, else a local SQLite file."""
-    return flag or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    """The tracking store: the flag, else ``MLFLOW_TRACKING_URI``, else a local SQLite file; a
+    relative SQLite file made absolute (the processes it is handed to may work in other folders)."""
+    return absolute_location(flag or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI, "tracking")
 
 
 def artifact_location(uri: str, flag: str | None = None) -> str | None:

@@ -10,8 +10,9 @@ import pytest
 
 from pipeline.cli import add_config_arguments, config_from_args
 from pipeline.render_config import RenderJobConfig
-from pipeline.submission import JOB_CONFIG_VARIABLE, SubmittedPathError, check_location
-from pipeline.train.config import TrainConfig
+from pipeline.submission import JOB_CONFIG_VARIABLE, SubmittedPathError, absolute_locations, check_location
+from pipeline.tracking import tracking_uri
+from pipeline.train.config import ReconConfig, TrainConfig
 
 
 def parse(config_cls: type, argv: list[str]):
@@ -30,6 +31,27 @@ def test_outside_a_submitted_job_relative_paths_mean_the_current_folder(monkeypa
     monkeypatch.delenv(JOB_CONFIG_VARIABLE, raising=False)
     config = parse(RenderJobConfig, ["--input", "assets", "--output", "out/shards"])
     assert config.output == "out/shards"
+
+
+def test_processes_working_elsewhere_get_the_relative_paths_made_absolute(monkeypatch, tmp_path):
+    """Ray Train's workers run in their run's folder: a fit hands them ``absolute_locations(config)``
+    and the tracking store as ``tracking_uri`` gives it, relative ones resolved in the job's folder."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    config = TrainConfig(model="out/tiny-t2v", output="out/train", name="demo", data="./out/shards",
+                         captions="file://captions.csv", image_data="s3://bucket/images.parquet",
+                         mlflow_uri="sqlite:///mlflow.db", mlflow_artifacts="mlruns")
+    resolved = absolute_locations(config)
+    assert (resolved.model, resolved.output, resolved.data, resolved.mlflow_artifacts) == (
+        str(tmp_path / "out/tiny-t2v"), str(tmp_path / "out/train"), str(tmp_path / "out/shards"), str(tmp_path / "mlruns"))
+    assert resolved.mlflow_uri == f"sqlite:///{tmp_path}/mlflow.db" and resolved.mlflow_uri.startswith("sqlite:////")
+    assert (resolved.image_data, resolved.captions, resolved.latents, resolved.name) == (
+        "s3://bucket/images.parquet", "file://captions.csv", None, "demo")  # URIs, unset fields, names as they are
+    assert absolute_locations(resolved) == resolved
+    assert absolute_locations(ReconConfig(reconstructor="lgm")).reconstructor == str(tmp_path / "lgm")
+    assert tracking_uri() == f"sqlite:///{tmp_path}/mlflow.db"  # the default store, in the job's folder
+    for uri in ("http://mlflow:5000", f"sqlite:///{tmp_path}/other.db", "databricks"):  # "databricks": not a path
+        assert tracking_uri(uri) == uri
 
 
 def test_a_submitted_job_refuses_a_relative_output_naming_the_fix(submitted, tmp_path):

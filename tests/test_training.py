@@ -320,12 +320,17 @@ def test_a_run_counts_as_published_only_with_its_steps_registration_and_files(tm
     assert already_published(config, run_id) is None  # its files are gone
 
 
-def test_finetune_with_materialized_reordered_data_survives_a_failing_step(workspace):
+def test_finetune_from_relative_paths_with_materialized_reordered_data_survives_a_failing_step(workspace,
+                                                                                           monkeypatch):
     """The local run's options (data decoded once into the object store, orbits rolled and
     reversed) through a failure: the step-3 fault restarts the workers from the step-2 checkpoint,
-    on the same materialized data. One fit carries both claims (a fit costs ~20 s before training)."""
+    on the same materialized data. Every path is relative, as docs/training.md's local commands give
+    them (the workers, which run in their run's folder, read the model and log to the store of the
+    job's folder). One fit carries the three claims (a fit costs ~20 s before training)."""
+    monkeypatch.chdir(workspace["root"])
     summary = run_finetune(train_config(workspace, "fault", steps=4, fail_at_step=3, max_failures=1,
-                                        materialize_data=True, roll_orbits=True, reverse_orbits=True))
+                                        materialize_data=True, roll_orbits=True, reverse_orbits=True, data="shards",
+                                        model="tiny-t2v", output="runs", mlflow_uri="sqlite:///mlflow.db"))
     assert os.path.exists(workspace["root"] / "runs" / "fault" / ".failed_once_at_3")
     assert summary.final_metrics["step"] == 4 and torch.isfinite(torch.tensor(summary.final_metrics["loss"]))
     # Restarted from the step-2 checkpoint: the optimizer took exactly 4 steps in total.
@@ -347,15 +352,16 @@ def test_a_training_job_that_fails_ends_its_mlflow_run_failed(workspace):
     assert run.info.status == "FAILED"
 
 
-def test_train_recon_end_to_end(workspace):
+def test_train_recon_end_to_end(workspace, monkeypatch):
     initial = workspace["root"] / "lgm-initial"
     torch.manual_seed(0)
     LGM(dataclasses.replace(PRESETS["tiny"], input_size=RESOLUTION, output_size=RESOLUTION)).save_pretrained(str(initial))
     # 16 steps: with G's one-step predictions as inputs and a random target background per step, 4
     # steps were too few to lower the loss reliably (a fresh clone's run measured it higher).
     config = train_config(workspace, "recon", steps=16, experiment="videomv-recon", lr=2e-3, lr_schedule="cosine",
-                          checkpoint_every=8)
-    summary = run_train_recon(config, ReconConfig(reconstructor=str(initial), lgm_preset="tiny", supervised_views=4))
+                          checkpoint_every=8, output="runs")
+    monkeypatch.chdir(workspace["root"])  # --output and --reconstructor relative (the workers run elsewhere)
+    summary = run_train_recon(config, ReconConfig(reconstructor="lgm-initial", lgm_preset="tiny", supervised_views=4))
     assert summary.final_metrics["step"] == 16
     assert summary.final_metrics["lr"] == pytest.approx(0.05 * 2e-3)  # the cosine's end
     assert adam_steps(summary.checkpoint) == 16

@@ -21,6 +21,7 @@ import ray.train
 from ray.train.torch import TorchTrainer
 
 from pipeline.data.datasets import DATA_CPUS_PER_DATASET, default_decoders
+from pipeline.submission import absolute_locations
 from pipeline.tracking import experiment_id, log_shards_input, tracking_uri
 from pipeline.train.config import FINAL_MODEL, FINAL_MODEL_STEP_TAG, TrainConfig, WorkerConfig
 
@@ -152,7 +153,9 @@ def run_trainer(train_loop: Callable[[dict], None], config: TrainConfig, dataset
     """Build and fit the ``TorchTrainer`` for ``config`` (resolved by ``placed``); every worker runs
     ``train_loop`` with ``{"worker": WorkerConfig(...)}`` (``job``: the trainer's own settings, also
     logged as the run's parameters). ``datasets`` builds Ray Data's datasets, only when there is
-    training to do (``--materialize-data`` decodes them all at once). Returns Ray Train's result."""
+    training to do (``--materialize-data`` decodes them all at once). Returns Ray Train's result.
+    Relative paths are made absolute first: the workers run in their run's folder, not this one."""
+    config, job = absolute_locations(config), absolute_locations(job) if dataclasses.is_dataclass(job) else job
     params = {**dataclasses.asdict(config), "variant": variant,
               **(dataclasses.asdict(job) if dataclasses.is_dataclass(job) else {})}
     worker = WorkerConfig(train=config, variant=variant, mlflow_run_id=mlflow_run_id(config, params),
