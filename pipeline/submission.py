@@ -65,11 +65,15 @@ def relative_sqlite(uri: str) -> bool:
 
 def absolute_location(value: str, kind: str = "input") -> str:
     """``value`` (a location of ``kind``, as in ``LOCATIONS``) with a relative local path made
-    absolute against the current folder; for a tracking store only a relative SQLite file (MLflow
-    also takes names such as "databricks"). URIs and absolute paths as they are."""
+    absolute against the current folder: an output always, an input that exists here (one that does
+    not is left to its reader: a Hugging Face repo id in the local cache, say), a tracking store
+    when it is a SQLite file (MLflow also takes names such as "databricks"). URIs and absolute
+    paths as they are."""
     if relative_sqlite(value):
         return "sqlite:///" + os.path.abspath(value[len("sqlite:///"):])
     if kind == "tracking" or value.startswith("file://") or not relative_local_path(value):
+        return value
+    if kind == "input" and not os.path.exists(value):
         return value
     return os.path.abspath(value)
 

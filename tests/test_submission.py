@@ -4,6 +4,7 @@ relative outputs and tracking stores are refused at once with the fix (pipeline.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 
 import pytest
@@ -38,6 +39,8 @@ def test_processes_working_elsewhere_get_the_relative_paths_made_absolute(monkey
     and the tracking store as ``tracking_uri`` gives it, relative ones resolved in the job's folder."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    for folder in ("out/tiny-t2v", "out/shards", "lgm"):  # inputs that exist here
+        (tmp_path / folder).mkdir(parents=True)
     config = TrainConfig(model="out/tiny-t2v", output="out/train", name="demo", data="./out/shards",
                          captions="file://captions.csv", image_data="s3://bucket/images.parquet",
                          mlflow_uri="sqlite:///mlflow.db", mlflow_artifacts="mlruns")
@@ -49,6 +52,9 @@ def test_processes_working_elsewhere_get_the_relative_paths_made_absolute(monkey
         "s3://bucket/images.parquet", "file://captions.csv", None, "demo")  # URIs, unset fields, names as they are
     assert absolute_locations(resolved) == resolved
     assert absolute_locations(ReconConfig(reconstructor="lgm")).reconstructor == str(tmp_path / "lgm")
+    # An input that is not here is left to its reader: a Hugging Face repo id in the local cache.
+    repo_id = "ali-vilab/text-to-video-ms-1.7b"
+    assert absolute_locations(dataclasses.replace(config, model=repo_id)).model == repo_id
     assert tracking_uri() == f"sqlite:///{tmp_path}/mlflow.db"  # the default store, in the job's folder
     for uri in ("http://mlflow:5000", f"sqlite:///{tmp_path}/other.db", "databricks"):  # "databricks": not a path
         assert tracking_uri(uri) == uri
