@@ -79,7 +79,10 @@ def absolute_location(value: str, kind: str = "input") -> str:
 
 
 def absolute_locations(config: Any) -> Any:
-    """The dataclass ``config`` with every field its ``LOCATIONS`` lists made ``absolute_location``."""
+    """The dataclass ``config`` with every field its ``LOCATIONS`` lists made ``absolute_location``
+    (anything else, None included, as it is)."""
+    if not dataclasses.is_dataclass(config):
+        return config
     fields = getattr(type(config), "LOCATIONS", {})
     changed = {name: absolute_location(getattr(config, name), kind) for name, kind in fields.items()
                if isinstance(getattr(config, name), str)}

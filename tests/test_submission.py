@@ -50,7 +50,7 @@ def test_processes_working_elsewhere_get_the_relative_paths_made_absolute(monkey
     assert resolved.mlflow_uri == f"sqlite:///{tmp_path}/mlflow.db" and resolved.mlflow_uri.startswith("sqlite:////")
     assert (resolved.image_data, resolved.captions, resolved.latents, resolved.name) == (
         "s3://bucket/images.parquet", "file://captions.csv", None, "demo")  # URIs, unset fields, names as they are
-    assert absolute_locations(resolved) == resolved
+    assert absolute_locations(resolved) == resolved and absolute_locations(None) is None
     assert absolute_locations(ReconConfig(reconstructor="lgm")).reconstructor == str(tmp_path / "lgm")
     # An input that is not here is left to its reader: a Hugging Face repo id in the local cache.
     repo_id = "ali-vilab/text-to-video-ms-1.7b"

@@ -155,7 +155,7 @@ def run_trainer(train_loop: Callable[[dict], None], config: TrainConfig, dataset
     logged as the run's parameters). ``datasets`` builds Ray Data's datasets, only when there is
     training to do (``--materialize-data`` decodes them all at once). Returns Ray Train's result.
     Relative paths are made absolute first: the workers run in their run's folder, not this one."""
-    config, job = absolute_locations(config), absolute_locations(job) if dataclasses.is_dataclass(job) else job
+    config, job = absolute_locations(config), absolute_locations(job)
     params = {**dataclasses.asdict(config), "variant": variant,
               **(dataclasses.asdict(job) if dataclasses.is_dataclass(job) else {})}
     worker = WorkerConfig(train=config, variant=variant, mlflow_run_id=mlflow_run_id(config, params),
