@@ -26,6 +26,8 @@ from typing import Any
 JOB_CONFIG_VARIABLE = "RAY_JOB_CONFIG_JSON_ENV_VAR"
 LOCATION_KINDS = ("input", "output", "tracking")
 _URI = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")  # s3://, gs://, models:/, http://, sqlite:, file:...
+# Tracking stores MLflow names without a scheme (mlflow.utils.uri.is_databricks_uri): not paths.
+MLFLOW_NAMED_STORES = ("databricks",)
 
 
 class SubmittedPathError(ValueError):
@@ -67,11 +69,11 @@ def absolute_location(value: str, kind: str = "input") -> str:
     """``value`` (a location of ``kind``, as in ``LOCATIONS``) with a relative local path made
     absolute against the current folder: an output always, an input that exists here (one that does
     not is left to its reader: a Hugging Face repo id in the local cache, say), a tracking store
-    when it is a SQLite file (MLflow also takes names such as "databricks"). URIs and absolute
-    paths as they are."""
+    that is a SQLite file or a folder. URIs, ``MLFLOW_NAMED_STORES`` and absolute paths as they
+    are."""
     if relative_sqlite(value):
         return "sqlite:///" + os.path.abspath(value[len("sqlite:///"):])
-    if kind == "tracking" or value.startswith("file://") or not relative_local_path(value):
+    if value in MLFLOW_NAMED_STORES or value.startswith("file://") or not relative_local_path(value):
         return value
     if kind == "input" and not os.path.exists(value):
         return value
@@ -105,6 +107,8 @@ def check_location(value: str | None, flag: str, kind: str) -> None:
                     f"{flag} is not given, and the default store sqlite:///mlflow.db would be made in {where}: give "
                     f"{flag} sqlite:////ABSOLUTE/PATH/mlflow.db (a folder every node sees) or a tracking server "
                     "http://HOST:5000 (docs/scale.md)")
+        if value in MLFLOW_NAMED_STORES:
+            return
         if relative_sqlite(value) or (not _URI.match(value) and relative_local_path(value)):
             raise SubmittedPathError(
                 f"{flag} {value} is relative: in a submitted job it would be made in {where}; give an absolute "

@@ -58,6 +58,7 @@ def test_processes_working_elsewhere_get_the_relative_paths_made_absolute(monkey
     assert tracking_uri() == f"sqlite:///{tmp_path}/mlflow.db"  # the default store, in the job's folder
     for uri in ("http://mlflow:5000", f"sqlite:///{tmp_path}/other.db", "databricks"):  # "databricks": not a path
         assert tracking_uri(uri) == uri
+    assert tracking_uri("mlruns") == str(tmp_path / "mlruns")  # a file store, a folder like any output
 
 
 def test_a_submitted_job_refuses_a_relative_output_naming_the_fix(submitted, tmp_path):
@@ -76,6 +77,8 @@ def test_a_submitted_job_refuses_a_relative_output_naming_the_fix(submitted, tmp
                                      "--mlflow-uri", f"sqlite:///{tmp_path}/mlflow.db"])
     assert config.output == str(tmp_path / "shards")
     parse(RenderJobConfig, ["--input", "assets", "--output", "s3://bucket/shards", "--mlflow-uri", "http://h:5000"])
+    # A store MLflow names without a scheme is not a relative path ("databricks": its default profile).
+    parse(RenderJobConfig, ["--input", "assets", "--output", "s3://bucket/shards", "--mlflow-uri", "databricks"])
 
 
 def test_a_submitted_job_names_a_relative_input_missing_from_its_working_dir(submitted, tmp_path, monkeypatch):
