@@ -178,6 +178,35 @@ def test_a_variant_is_never_a_string_compared_outside_its_home():
     assert found == []
 
 
+def test_every_public_function_has_type_hints():
+    """The guide's rule for public functions, kept: every module-level function and every method of a
+    public class in the production code and jobs/ that is public (no leading underscore) annotates
+    its parameters (``*args``/``**kwargs`` included) and its return."""
+    def missing(function: ast.FunctionDef, where: str) -> list[str]:
+        arguments = [*function.args.posonlyargs, *function.args.args, *function.args.kwonlyargs,
+                     *(a for a in (function.args.vararg, function.args.kwarg) if a is not None)]
+        unannotated = [a.arg for a in arguments if a.annotation is None and a.arg not in ("self", "cls")]
+        if function.returns is None:
+            unannotated.append("return")
+        return [f"{where}.{function.name}:{function.lineno} ({', '.join(unannotated)})"] if unannotated else []
+
+    def public_functions(body: list[ast.stmt]) -> list[ast.FunctionDef]:
+        return [node for node in body if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+                and not node.name.startswith("_")]
+
+    found = []
+    for module, path in MODULES.items():
+        if not any(within(module, p) for p in (*PRODUCTION, "jobs")):
+            continue
+        tree = ast.parse(path.read_text())
+        for function in public_functions(tree.body):
+            found += missing(function, module)
+        for cls in (n for n in tree.body if isinstance(n, ast.ClassDef) and not n.name.startswith("_")):
+            for function in public_functions(cls.body):
+                found += missing(function, f"{module}.{cls.name}")
+    assert found == []
+
+
 SCRIPT_FOLDERS = ("jobs", "benchmarks", "scripts")
 PATH_LINE = "sys.path[0] = "
 

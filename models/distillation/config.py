@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import Any
 
 LOSSES = ("x0", "sds", "x0_image")
 
@@ -82,7 +83,7 @@ PRESETS: dict[str, DistillConfig] = {
 }
 
 
-def preset(name: str, **changes) -> DistillConfig:
+def preset(name: str, **changes: Any) -> DistillConfig:
     """The preset ``name`` with ``changes``; ValueError naming the presets for an unknown one."""
     if name not in PRESETS:
         raise ValueError(f"unknown distillation preset {name!r}; choose from {sorted(PRESETS)}")

@@ -11,6 +11,7 @@ Shapes, for N Gaussians with optional leading batch dimensions ``...``:
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import Any
 
 import torch
 
@@ -45,7 +46,8 @@ class Gaussians:
         """One unbatched scene as a batch of one (a leading dimension of size 1)."""
         return self._map(lambda tensor: tensor[None])
 
-    def to(self, *args, **kwargs) -> "Gaussians":
+    def to(self, *args: Any, **kwargs: Any) -> "Gaussians":
+        """``torch.Tensor.to`` on every field (a device, a dtype, or both)."""
         return self._map(lambda tensor: tensor.to(*args, **kwargs))
 
     def detach(self) -> "Gaussians":

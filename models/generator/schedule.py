@@ -15,8 +15,12 @@ Other schedulers (flow matching, EDM preconditioning, ...) are refused by name. 
 from __future__ import annotations
 
 import inspect
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from diffusers import SchedulerMixin
 
 VARIANCE_PRESERVING = ("DDIMScheduler", "DDPMScheduler", "PNDMScheduler", "DPMSolverMultistepScheduler",
                        "DPMSolverSinglestepScheduler", "UniPCMultistepScheduler", "DEISMultistepScheduler")
@@ -25,7 +29,7 @@ SIGMA_SCALED = ("EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler", "LM
                 "DPMSolverSDEScheduler")
 
 
-def parametrisation(scheduler) -> str:
+def parametrisation(scheduler: SchedulerMixin) -> str:
     """"variance-preserving" or "sigma-scaled"; ValueError naming any other scheduler."""
     name = type(scheduler).__name__
     if name in VARIANCE_PRESERVING:
@@ -47,7 +51,7 @@ def _coefficients(scheduler, timesteps: torch.Tensor, like: torch.Tensor
     return alphas.sqrt(), (1 - alphas).sqrt(), 1.0
 
 
-def predict_x0(scheduler, sample: torch.Tensor, model_output: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+def predict_x0(scheduler: SchedulerMixin, sample: torch.Tensor, model_output: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
     """The clean latents implied by the model's output (eps- or v-prediction, per the scheduler)."""
     signal, noise, scale = _coefficients(scheduler, timesteps, sample)
     sample = sample * scale
@@ -59,13 +63,13 @@ def predict_x0(scheduler, sample: torch.Tensor, model_output: torch.Tensor, time
     raise ValueError(f"unsupported prediction type {kind!r}")
 
 
-def predict_epsilon(scheduler, sample: torch.Tensor, model_output: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+def predict_epsilon(scheduler: SchedulerMixin, sample: torch.Tensor, model_output: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
     """The noise implied by the model's output (eps- or v-prediction, per the scheduler)."""
     signal, noise, scale = _coefficients(scheduler, timesteps, sample)
     return (sample * scale - signal * predict_x0(scheduler, sample, model_output, timesteps)) / noise
 
 
-def output_from_x0(scheduler, sample: torch.Tensor, x0: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+def output_from_x0(scheduler: SchedulerMixin, sample: torch.Tensor, x0: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
     """The model output (eps or v) that ``predict_x0`` maps to ``x0`` at ``sample``: used when x0 is
     replaced (3D-aware sampling) so that the scheduler's next step uses the new x0."""
     signal, noise, scale = _coefficients(scheduler, timesteps, sample)
@@ -78,7 +82,7 @@ def output_from_x0(scheduler, sample: torch.Tensor, x0: torch.Tensor, timesteps:
     raise ValueError(f"unsupported prediction type {kind!r}")
 
 
-def scheduler_step_kwargs(scheduler, eta: float) -> dict:
+def scheduler_step_kwargs(scheduler: SchedulerMixin, eta: float) -> dict[str, float]:
     """``eta`` for schedulers whose ``step`` takes it (DDIM), nothing for the others (DPM-Solver,
     Euler, ...): the filtering diffusers' own pipelines do."""
     return {"eta": eta} if "eta" in inspect.signature(scheduler.step).parameters else {}

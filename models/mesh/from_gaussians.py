@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 import torch
@@ -26,6 +26,9 @@ import camera
 from models.gaussians.gaussians import Gaussians
 from models.mesh.fusion import MeshOptions, decimate, fusion_surface, opaque_gaussians
 from models.mesh.texture import dilate, colours_at, texel_samples, unwrap
+
+if TYPE_CHECKING:
+    import trimesh
 
 logger = logging.getLogger(__name__)
 
@@ -116,12 +119,12 @@ def _textured(surface, atlas, images, orbit, tolerance, fallback, size: int):
     return trimesh.Trimesh(vertices=vertices, faces=faces, visual=visual, process=False)
 
 
-def glb_bytes(mesh) -> bytes:
+def glb_bytes(mesh: trimesh.Trimesh) -> bytes:
     """``mesh`` (a ``trimesh.Trimesh``) as glTF binary."""
     return mesh.export(file_type="glb")
 
 
-def write_glb(mesh, path: str | BinaryIO) -> int:
+def write_glb(mesh: trimesh.Trimesh, path: str | BinaryIO) -> int:
     """Write ``mesh`` as glTF binary to a path or a binary file; returns the bytes written."""
     data = glb_bytes(mesh)
     if isinstance(path, (str, bytes)) or hasattr(path, "__fspath__"):

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -30,6 +31,9 @@ import torch
 import camera
 from models.gaussians.gaussians import Gaussians
 from models.gaussians.rendering import render_gaussians
+
+if TYPE_CHECKING:  # imported where used (half a second): Serve and the jobs that make no mesh skip it
+    import trimesh
 
 logger = logging.getLogger(__name__)
 
@@ -182,7 +186,7 @@ def fuse_tsdf(grid: Grid, surface_views: Views, carving: np.ndarray, options: Me
     return tsdf
 
 
-def surface_from_tsdf(tsdf: np.ndarray, grid: Grid):
+def surface_from_tsdf(tsdf: np.ndarray, grid: Grid) -> trimesh.Trimesh:
     """Marching cubes at 0, the largest connected component, as a watertight ``trimesh.Trimesh``
     (world frame, faces wound outwards)."""
     import trimesh
@@ -203,7 +207,7 @@ def surface_from_tsdf(tsdf: np.ndarray, grid: Grid):
     return mesh
 
 
-def decimate(mesh, max_faces: int):
+def decimate(mesh: trimesh.Trimesh, max_faces: int) -> trimesh.Trimesh:
     """At most ``max_faces`` triangles by quadric decimation (``fast_simplification``), for display.
     Its default aggression (7) can pinch a noisy surface into a few non-manifold edges; gentler
     ones are tried for a closed result, and the first is kept if none is (a viewer draws it the
@@ -222,7 +226,7 @@ def decimate(mesh, max_faces: int):
 
 
 def fusion_surface(gaussians: Gaussians, orbit_c2w: np.ndarray, options: MeshOptions,
-                   fov: float = camera.DEFAULT_FOV_DEG):
+                   fov: float = camera.DEFAULT_FOV_DEG) -> tuple[trimesh.Trimesh, Views]:
     """The watertight surface of ``gaussians`` (see the module docstring; not decimated) and the
     views it was fused from (orbit first). ``orbit_c2w`` [V, 4, 4]: the cameras of the generated views."""
     gaussians = opaque_gaussians(gaussians, options.min_opacity)

@@ -11,10 +11,14 @@ the right, v up from the image's bottom row.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from models.mesh.fusion import Views, project_into
+
+if TYPE_CHECKING:
+    import trimesh
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +71,7 @@ def colours_at(points: np.ndarray, normals: np.ndarray, images: np.ndarray, dept
     return np.clip(result, 0, 1)
 
 
-def unwrap(mesh):
+def unwrap(mesh: trimesh.Trimesh) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """xatlas's UV atlas of ``mesh``: (vertex_map [M] into mesh.vertices, faces [F, 3] into the M
     new vertices, uvs [M, 2] in [0, 1]); None where xatlas is not installed."""
     try:

@@ -16,14 +16,19 @@ distance and volume IoU, image-to-3D on GSO), with their conventions stated.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    import trimesh
 
 SAMPLES = 20000
 FSCORE_THRESHOLD = 0.05
 IOU_GRID = 64
 
 
-def normalise_to_unit_box(mesh):
+def normalise_to_unit_box(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
     """A copy of ``mesh`` (``trimesh.Trimesh``) centred on its bounding box, longest side 1."""
     low, high = mesh.bounds
     extent = float((high - low).max())
@@ -35,7 +40,7 @@ def normalise_to_unit_box(mesh):
     return copy
 
 
-def surface_points(mesh, count: int = SAMPLES, seed: int = 0) -> np.ndarray:
+def surface_points(mesh: trimesh.Trimesh, count: int = SAMPLES, seed: int = 0) -> np.ndarray:
     """[count, 3] points uniform on the surface of ``mesh`` (area-weighted), reproducible."""
     import trimesh
 
@@ -59,7 +64,7 @@ def chamfer_and_fscore(generated: np.ndarray, reference: np.ndarray, threshold: 
     return float(chamfer), fscore
 
 
-def occupancy(mesh, resolution: int = IOU_GRID) -> np.ndarray:
+def occupancy(mesh: trimesh.Trimesh, resolution: int = IOU_GRID) -> np.ndarray:
     """[R, R, R] bool: which voxel centres of the cube [-0.5, 0.5]^3 lie inside ``mesh``: ray parity
     along x, y and z (rays through the voxel centres), inside where at least two of the three agree."""
     triangles = np.asarray(mesh.triangles, dtype=np.float64)
@@ -108,7 +113,7 @@ def _parity(triangles: np.ndarray, axis: int, centres: np.ndarray) -> np.ndarray
     return (np.cumsum(flips, axis=0)[:resolution] % 2) == 1
 
 
-def volume_iou(generated, reference, resolution: int = IOU_GRID) -> float:
+def volume_iou(generated: trimesh.Trimesh, reference: trimesh.Trimesh, resolution: int = IOU_GRID) -> float:
     """Intersection over union of the two meshes' occupancy grids (``occupancy``); both should be
     normalised (``normalise_to_unit_box``)."""
     a, b = occupancy(generated, resolution), occupancy(reference, resolution)
@@ -116,7 +121,7 @@ def volume_iou(generated, reference, resolution: int = IOU_GRID) -> float:
     return float((a & b).sum() / union) if union else 0.0
 
 
-def geometry_scores(generated, reference, samples: int = SAMPLES, seed: int = 0) -> dict[str, float]:
+def geometry_scores(generated: trimesh.Trimesh, reference: trimesh.Trimesh, samples: int = SAMPLES, seed: int = 0) -> dict[str, float]:
     """{"chamfer", "fscore", "volume_iou"} of ``generated`` against ``reference`` (two
     ``trimesh.Trimesh``, any frames and scales: each is normalised to the unit box first)."""
     generated, reference = normalise_to_unit_box(generated), normalise_to_unit_box(reference)

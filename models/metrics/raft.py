@@ -165,7 +165,8 @@ class UpdateBlock(nn.Module):
         self.flow_head = FlowHead()
         self.mask = nn.Sequential(nn.Conv2d(HIDDEN, 256, 3, padding=1), nn.ReLU(), nn.Conv2d(256, 64 * 9, 1))
 
-    def forward(self, net, context, correlation, flow):
+    def forward(self, net: torch.Tensor, context: torch.Tensor, correlation: torch.Tensor,
+                flow: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         motion = self.encoder(flow, correlation)
         net = self.gru(net, torch.cat([context, motion], 1))
         return net, 0.25 * self.mask(net), self.flow_head(net)

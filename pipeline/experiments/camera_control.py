@@ -33,6 +33,7 @@ import torch
 
 import camera
 from models.variants import VARIANTS
+from models.pipeline_videomv.pipeline_videomv import VideoMVPipeline
 from models.toy.tiny import build_tiny, i2v_scheduler
 from models.toy.train_views import Orbits, train_on_orbits
 from pipeline.cluster import connect
@@ -85,7 +86,7 @@ class CameraControlConfig:
     keep_models: bool = option(False, "also return the trained models and each case's truth (in memory)", cli=False)
 
 
-def build_miniature(config: CameraControlConfig):
+def build_miniature(config: CameraControlConfig) -> VideoMVPipeline:
     """The tiny text-to-multi-view G on pixel-shuffle latents, with the configured schedule."""
     model = build_tiny("t2v", num_frames=config.frames, seed=config.seed, pixel_latents=True,
                        resolution=config.resolution)
