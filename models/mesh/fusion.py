@@ -32,7 +32,7 @@ import camera
 from models.gaussians.gaussians import Gaussians
 from models.gaussians.rendering import render_gaussians
 
-if TYPE_CHECKING:  # imported where used (half a second): Serve and the jobs that make no mesh skip it
+if TYPE_CHECKING:  # imported where used: half a second that only a mesh needs
     import trimesh
 
 logger = logging.getLogger(__name__)
