@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -30,7 +31,8 @@ QUIET_ENVIRONMENT = {
     "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
     "MLFLOW_LOGGING_LEVEL": "WARNING",
     # Worker lines Ray forwards to the driver that are routine bookkeeping; they stay in the
-    # workers' own files under /tmp/ray/session_latest/logs. Warnings and errors always pass.
+    # workers' own files under /tmp/ray/session_latest/logs. Warnings and errors pass, but for the
+    # few below that Ray prints on routine events.
     # (Ray applies this only while it deduplicates worker lines: RAY_DEDUP_LOGS=0 shows them all.)
     "RAY_DEDUP_LOGS_SKIP_REGEX": "|".join((
         r"^(?!.*(WARNING|ERROR|Error|Traceback)).*\bINFO \d{4}-\d\d-\d\d ",  # Ray Serve's INFO lines
@@ -43,11 +45,33 @@ QUIET_ENVIRONMENT = {
         r"has constructor arguments in the object store",  # Ray core's note on every actor pool
         r"A new progress UI is available|^Progress bars disabled",
         r"RayDeprecationWarning: `ExecutionOptions|self\.exclude_resources = exclude_resources",
+        # Ray Serve 2.60's controller on every deploy and delete of a deployment without autoscaling,
+        # and its shutdown killing the controller it asked to stop: routine, though they read as faults.
+        r"Cannot deregister autoscaling state for deployment|Task ServeController\.graceful_shutdown failed",
+        r"fork_posix\.cc:\d+\] Other threads are currently calling into gRPC",  # gRPC, when a worker forks
     )),
+}
+# The driver's own records of the same kind, by logger: a note on progress bars we switched off,
+# and Serve's "New http_options ... will not be applied" after ``serve.start`` applied ours
+# (``pipeline.serve.app.start_http`` says when an older Serve instance keeps its own).
+QUIET_RECORDS = {
+    "ray.data._internal.progress": r"^Progress bars disabled",
+    "ray.serve": r"^Connecting to existing Serve app",
 }
 # Ray's own chatter worth a line only when something is wrong.
 NOISY_LOGGERS = ("ray.data", "ray.train", "ray.serve", "mlflow", "alembic", "diffusers", "transformers",
                  "httpx", "urllib3", "filelock")
+
+class _DropMatching(logging.Filter):
+    """Drops the records whose message matches ``pattern``."""
+
+    def __init__(self, pattern: str) -> None:
+        super().__init__()
+        self.pattern = re.compile(pattern)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not self.pattern.search(record.getMessage())
+
 
 def interactive() -> bool:
     """True when standard error is a terminal (progress bars are welcome there)."""
@@ -68,6 +92,10 @@ def configure_logging(level: int = logging.INFO, quiet: bool | None = None) -> N
             os.environ.setdefault(name, value)
         for name in NOISY_LOGGERS:
             logging.getLogger(name).setLevel(logging.WARNING)
+        for name, pattern in QUIET_RECORDS.items():
+            logger = logging.getLogger(name)
+            if not any(isinstance(f, _DropMatching) and f.pattern.pattern == pattern for f in logger.filters):
+                logger.addFilter(_DropMatching(pattern))
         if "ray.data" in sys.modules:  # imported before us: its context read the environment already
             context = sys.modules["ray.data"].DataContext.get_current()
             context.enable_progress_bars = False

@@ -23,6 +23,13 @@ from models.reconstructor.renders_vs_x0 import RendersVsX0
 pytestmark = [pytest.mark.slow, pytest.mark.ray]  # the whole pipeline, its own Ray, minutes
 
 CURSOR_OR_COLOUR = re.compile(r"\x1b\[|\r")
+# A line that reads as trouble: a warning, an error, a glog W/E/F line of Ray's C++ core, a failure.
+ALARMING = re.compile(r"\b(WARNING|ERROR|CRITICAL|Traceback|Error|failed)\b|^\[\S+ \S+ [WEF] \d+ \d+\]")
+# The project's own lines (pipeline/logs.py's FORMAT), also as a Ray worker forwards them.
+PROJECT_LINE = re.compile(r"^(\([^)]*pid=\d+\) )?\d\d:\d\d:\d\d [A-Z]+ (camera|render|pipeline|models|jobs)[.:]")
+# Ray's two harmless lines in a healthy run (docs/running.md "Logs").
+RAY_NOTES = re.compile(r"Token authentication is enabled for this Ray cluster|"
+                       r"MapWorker\(MapBatches\(OrbitRenderer\)\).* has constructor arguments in the object store")
 
 
 def test_the_whole_pipeline_runs_locally_and_logs_readably(tmp_path, monkeypatch):
@@ -94,6 +101,9 @@ def test_the_whole_pipeline_runs_locally_and_logs_readably(tmp_path, monkeypatch
     for asset in ("Duck", "BoxTextured", "monkey", "teapot"):  # every asset's result, exactly once
         assert sum(re.search(rf"render_stage: {asset}-\w+ (ok|failed) in", line) is not None for line in lines) == 1
     assert sum("render summary:" in line for line in lines) == 1
+    alarming = [line for line in lines if ALARMING.search(line) and not PROJECT_LINE.match(line)
+                and not RAY_NOTES.search(line)]
+    assert not alarming, alarming[:5]
 
     # The docs' Python on what `make run` wrote (blocks marked "runnable: after make run"), as
     # written, from the folder it ran in (`out/` there).
