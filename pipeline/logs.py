@@ -58,6 +58,10 @@ QUIET_RECORDS = {
     "ray.data._internal.progress": r"^Progress bars disabled",
     "ray.serve": r"^Connecting to existing Serve app",
 }
+# Loggers whose records carry terminal colour codes whatever the output (Ray's worker module
+# colours the dashboard's address): written without them to a file.
+COLOURED_LOGGERS = ("ray._private.worker",)
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 # Ray's own chatter worth a line only when something is wrong.
 NOISY_LOGGERS = ("ray.data", "ray.train", "ray.serve", "mlflow", "alembic", "diffusers", "transformers",
                  "httpx", "urllib3", "filelock")
@@ -71,6 +75,16 @@ class _DropMatching(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not self.pattern.search(record.getMessage())
+
+
+class _PlainText(logging.Filter):
+    """Writes a record's message without terminal colour codes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "\x1b[" in message:
+            record.msg, record.args = ANSI_ESCAPE.sub("", message), ()
+        return True
 
 
 def interactive() -> bool:
@@ -96,6 +110,10 @@ def configure_logging(level: int = logging.INFO, quiet: bool | None = None) -> N
             logger = logging.getLogger(name)
             if not any(isinstance(f, _DropMatching) and f.pattern.pattern == pattern for f in logger.filters):
                 logger.addFilter(_DropMatching(pattern))
+        for name in COLOURED_LOGGERS:
+            logger = logging.getLogger(name)
+            if not any(isinstance(f, _PlainText) for f in logger.filters):
+                logger.addFilter(_PlainText())
         if "ray.data" in sys.modules:  # imported before us: its context read the environment already
             context = sys.modules["ray.data"].DataContext.get_current()
             context.enable_progress_bars = False

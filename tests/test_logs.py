@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from pipeline.logs import NOISY_LOGGERS, QUIET_ENVIRONMENT, QUIET_RECORDS, configure_logging
+from pipeline.logs import COLOURED_LOGGERS, NOISY_LOGGERS, QUIET_ENVIRONMENT, QUIET_RECORDS, configure_logging
 
 # Lines as Ray 2.60 forwarded them to the driver of a `make run` (2026-12-07).
 ROUTINE = [
@@ -44,7 +44,7 @@ def quiet_logging(monkeypatch):
             monkeypatch.setenv(name, os.environ[name])
         else:
             monkeypatch.delenv(name, raising=False)
-    loggers = [logging.getLogger(name) for name in (*NOISY_LOGGERS, *QUIET_RECORDS)]
+    loggers = [logging.getLogger(name) for name in (*NOISY_LOGGERS, *QUIET_RECORDS, *COLOURED_LOGGERS)]
     before = [(logger, logger.level, list(logger.filters)) for logger in loggers]
     configure_logging(quiet=True)
     yield
@@ -66,3 +66,13 @@ def test_the_drivers_own_routine_records_are_left_out_once_and_only_they(quiet_l
                            "controller_options will not be applied.")
     assert kept(serve, "Deployment 'VideoMV' has 1 replicas that have taken more than 30s to initialize.")
     assert kept(progress, "Progress bars for operators disabled.")
+
+
+def test_rays_coloured_dashboard_address_is_written_as_plain_text(quiet_logging):
+    logger = logging.getLogger("ray._private.worker")
+    # colorama's BRIGHT, GREEN, RESET and NORMAL, as Ray 2.60 passes them
+    record = logger.makeRecord(logger.name, logging.INFO, __file__, 1, "Started a local Ray instance. View the "
+                               "dashboard at %s%s%s %s%s", ("\x1b[1m", "\x1b[32m", "http://127.0.0.1:8265",
+                                                          "\x1b[39m", "\x1b[22m"), None)
+    assert logger.filter(record)
+    assert record.getMessage() == "Started a local Ray instance. View the dashboard at http://127.0.0.1:8265 "

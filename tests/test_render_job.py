@@ -180,4 +180,5 @@ def test_a_full_disk_ends_the_render_job_in_one_line(tmp_path, small_disk):
     errors = [line for line in result.stderr.splitlines() if " ERROR " in line]
     assert len(errors) == 1 and "the disk is full" in errors[0], result.stderr[-3000:]
     assert "Traceback" not in result.stderr and "open an issue" not in result.stderr
+    assert "\x1b[" not in result.stderr  # plain text in a file, Ray's coloured dashboard address included
     assert not [p for p in (small_disk / "shards").rglob("*") if p.is_file()]
