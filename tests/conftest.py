@@ -164,6 +164,9 @@ def pytest_configure(config) -> None:
     # each way: 25.4 s against 27.3 s); the suite runs about 16. Ray passes this on to the controllers
     # of the jobs the tests start; the cluster tier's chain keeps Ray's default, as users have it.
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
+    # Ray Train's preemption watcher (an actor per fit, for observability of cloud nodes being
+    # drained) has nothing to watch here: about 2 CPU-s a fit, 31 over a suite. The chain keeps it too.
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     if running_under_xdist(config):
         # Two test workers on two cores: one thread each (torch's OpenMP, numba's kernels and every
         # process they start), or each one's threads wait on the other's.
