@@ -18,7 +18,6 @@ from pipeline.train.config import FINAL_MODEL, TrainConfig
 from render.settings import RenderSettings
 
 
-@pytest.mark.slow  # a render and a Ray Train fit across two nodes
 def test_render_and_finetune_use_both_nodes(two_node_cluster, tmp_path, sample_assets, monkeypatch):
     import ray.data
 

@@ -106,7 +106,6 @@ def fixed_loss(model: VideoMVPipeline, workspace) -> float:
     return sum(losses) / len(losses)
 
 
-@pytest.mark.slow  # a Ray Train fit: a learning run
 def test_finetune_trains_checkpoints_resumes_and_logs(workspace, caplog):
     first = run_finetune(train_config(workspace, "ft", steps=3, register_as="ft-model"))
     run_dir = workspace["root"] / "runs" / "ft"
@@ -165,7 +164,6 @@ def test_finetune_trains_checkpoints_resumes_and_logs(workspace, caplog):
     assert fixed_loss(trained, workspace) < fixed_loss(base, workspace)
 
 
-@pytest.mark.slow  # a Ray Train fit: a learning run
 @pytest.mark.timeout(600)  # before the fix this deadlocked around the first read's end
 def test_finetune_mixing_images_on_two_workers_crosses_reads_with_a_sharded_optimizer_and_resumes(workspace):
     """--image-data on 2 workers, one pass per read (--data-passes 1: the most read boundaries): 4
@@ -322,7 +320,6 @@ def test_a_run_counts_as_published_only_with_its_steps_registration_and_files(tm
     assert already_published(config, run_id) is None  # its files are gone
 
 
-@pytest.mark.slow  # a Ray Train fit: a learning run
 def test_finetune_from_relative_paths_with_materialized_reordered_data_survives_a_failing_step(workspace,
                                                                                            monkeypatch):
     """The local run's options (data decoded once into the object store, orbits rolled and
@@ -346,7 +343,6 @@ def test_finetune_from_relative_paths_with_materialized_reordered_data_survives_
     assert run.data.params["materialize_data"] == "True"
 
 
-@pytest.mark.slow  # a Ray Train fit: a learning run
 def test_a_training_job_that_fails_ends_its_mlflow_run_failed(workspace):
     with pytest.raises(Exception, match="fault drill"):
         run_finetune(train_config(workspace, "fails", steps=3, fail_at_step=2, max_failures=0))
@@ -356,7 +352,6 @@ def test_a_training_job_that_fails_ends_its_mlflow_run_failed(workspace):
     assert run.info.status == "FAILED"
 
 
-@pytest.mark.slow  # a Ray Train fit: a learning run
 def test_train_recon_end_to_end(workspace, monkeypatch):
     initial = workspace["root"] / "lgm-initial"
     torch.manual_seed(0)
@@ -591,7 +586,6 @@ def test_a_read_of_small_data_covers_several_passes_in_another_order_every_read(
         image_dataset(str(tmp_path / "missing.parquet"), 16)
 
 
-@pytest.mark.slow  # a Ray Train fit: a learning run
 def test_precomputed_latents_give_the_pixel_paths_loss_and_train_g_without_its_encoders(workspace, tmp_path):
     """Issue 27, deliver 2: jobs/encode.py writes latent shards (the VAE posterior, not a sample;
     the caption's text-encoder states; the cameras); the loss from them equals the loss from the
