@@ -66,6 +66,7 @@ ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 NOISY_LOGGERS = ("ray.data", "ray.train", "ray.serve", "mlflow", "alembic", "diffusers", "transformers",
                  "httpx", "urllib3", "filelock")
 
+
 class _DropMatching(logging.Filter):
     """Drops the records whose message matches ``pattern``."""
 

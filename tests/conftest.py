@@ -165,7 +165,8 @@ def pytest_configure(config) -> None:
     # of the jobs the tests start; the cluster tier's chain keeps Ray's default, as users have it.
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
     # Ray Train's preemption watcher (an actor per fit, for observability of cloud nodes being
-    # drained) has nothing to watch here: about 2 CPU-s a fit, 31 over a suite. The chain keeps it too.
+    # drained) has nothing to watch here: about 2 CPU-s a fit, 31 over a suite. The chain keeps Ray's
+    # default (on), as users have it.
     os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     if running_under_xdist(config):
         # Two test workers on two cores: one thread each (torch's OpenMP, numba's kernels and every
