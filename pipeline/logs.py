@@ -88,6 +88,10 @@ class _PlainText(logging.Filter):
         return True
 
 
+_QUIET_FILTERS = [*((name, _DropMatching(pattern)) for name, pattern in QUIET_RECORDS.items()),
+                  *((name, _PlainText()) for name in COLOURED_LOGGERS)]
+
+
 def interactive() -> bool:
     """True when standard error is a terminal (progress bars are welcome there)."""
     return sys.stderr.isatty()
@@ -107,14 +111,8 @@ def configure_logging(level: int = logging.INFO, quiet: bool | None = None) -> N
             os.environ.setdefault(name, value)
         for name in NOISY_LOGGERS:
             logging.getLogger(name).setLevel(logging.WARNING)
-        for name, pattern in QUIET_RECORDS.items():
-            logger = logging.getLogger(name)
-            if not any(isinstance(f, _DropMatching) and f.pattern.pattern == pattern for f in logger.filters):
-                logger.addFilter(_DropMatching(pattern))
-        for name in COLOURED_LOGGERS:
-            logger = logging.getLogger(name)
-            if not any(isinstance(f, _PlainText) for f in logger.filters):
-                logger.addFilter(_PlainText())
+        for name, quiet_filter in _QUIET_FILTERS:
+            logging.getLogger(name).addFilter(quiet_filter)  # the same object twice is added once
         if "ray.data" in sys.modules:  # imported before us: its context read the environment already
             context = sys.modules["ray.data"].DataContext.get_current()
             context.enable_progress_bars = False
