@@ -38,13 +38,38 @@ if [ "$REFERENCE" = 0 ] && ! command -v chromium >/dev/null 2>&1 && command -v a
   fi
 fi
 
-stamp="$VENV/.installed-$(cat pyproject.toml scripts/setup.sh | sha1sum | cut -c1-12)"
+stamp="$VENV/.installed-$(cat pyproject.toml scripts/setup.sh scripts/uv_options.py | sha1sum | cut -c1-12)"
 if [ -f "$stamp" ]; then
   exit 0
 fi
 
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 pip=("$VENV/bin/python" -m pip install --quiet --progress-bar off)
+
+# uv installs what pip would in under half the time (here 2.5 min -> 1 min: it downloads, unpacks
+# and compiles in parallel). It compiles the bytecode at install, as pip does: where
+# PYTHONDONTWRITEBYTECODE is set (as on this project's CI) nothing is compiled later, so every
+# process would compile its imports anew (make check 4.7 min against 3.1). It reads none of pip's
+# configuration, so it is given pip's indexes, find-links, constraints, certificate and timeout
+# (scripts/uv_options.py). Where uv cannot be installed, or fails, pip installs instead, and says so.
+uv=() uv_env=()
+if "${pip[@]}" "uv>=0.5" >/dev/null 2>&1; then
+  while IFS= read -r -d '' option; do uv+=("$option"); done < <("$VENV/bin/python" scripts/uv_options.py)
+  while IFS= read -r line; do uv_env+=("$line"); done < <("$VENV/bin/python" scripts/uv_options.py --env)
+else
+  echo "setup: uv could not be installed; installing with pip (slower)"
+fi
+# install [--timeout S] ARGS...: pip's arguments (those uv shares with it; --timeout S first).
+install() {
+  local timeout=()
+  if [ "$1" = "--timeout" ]; then timeout=("$1" "$2"); shift 2; fi
+  if [ -x "$VENV/bin/uv" ]; then
+    env "${uv_env[@]}" ${timeout[1]:+UV_HTTP_TIMEOUT=${timeout[1]}} \
+      "$VENV/bin/uv" pip install --quiet --compile-bytecode --python "$VENV/bin/python" "${uv[@]}" "$@" && return 0
+    echo "setup: uv failed to install $*; trying pip" >&2
+  fi
+  "${pip[@]}" "${timeout[@]}" "$@"
+}
 
 if [ "$REFERENCE" = 1 ]; then
   # Pairs whose PyPI wheels import together on a CPU-only machine.
@@ -54,24 +79,24 @@ if [ "$REFERENCE" = 1 ]; then
     *) echo "error: no known torch/torchvision pair for $(uname -m)" >&2; exit 1 ;;
   esac
   echo "setup: the reference environment $VENV with PyPI's ${pair[*]}"
-  "${pip[@]}" "${pair[@]}"
+  install "${pair[@]}"
 elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
   echo "setup: NVIDIA GPU found, installing the CUDA build of torch $TORCH_VERSION (and torchvision)"
   # torchvision gives the reference RAFT and LPIPS backbone (tests/test_metrics.py compares them).
-  "${pip[@]}" "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION"
+  install "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION"
 else
   echo "setup: no NVIDIA GPU, installing the CPU build of torch $TORCH_VERSION"
   # A local wheel (pip --find-links) is used when present; otherwise PyTorch's CPU index.
-  "${pip[@]}" "torch==$TORCH_VERSION+cpu" 2>/dev/null \
-    || "${pip[@]}" "torch==$TORCH_VERSION" --index-url https://download.pytorch.org/whl/cpu
+  install "torch==$TORCH_VERSION+cpu" 2>/dev/null \
+    || install "torch==$TORCH_VERSION" --index-url https://download.pytorch.org/whl/cpu
   # torchvision only from PyTorch's CPU index: PyPI's build links CUDA torch and fails to import
   # beside the CPU build (transformers would then fail too). Without it the metrics' comparisons
   # with torchvision's RAFT and LPIPS backbone (tests/test_metrics.py) are skipped.
-  "${pip[@]}" --no-deps --timeout 20 "torchvision==$TORCHVISION_VERSION+cpu" \
+  install --timeout 20 --no-deps "torchvision==$TORCHVISION_VERSION+cpu" \
     --index-url https://download.pytorch.org/whl/cpu 2>/dev/null \
     || echo "setup: torchvision's CPU build is not reachable; going on without it"
 fi
-"${pip[@]}" -e ".[dev]"
+install -e ".[dev]"
 rm -f "$VENV"/.installed-*
 touch "$stamp"
 echo "setup: done ($VENV)"
