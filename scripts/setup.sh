@@ -46,26 +46,28 @@ fi
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 pip=("$VENV/bin/python" -m pip install --quiet --progress-bar off)
 
-# uv installs what pip would in under half the time (here 2.5 min -> 1 min: it downloads, unpacks
+# uv installs what pip would in half the time (here 2.5 min -> 1.2 min: it downloads, unpacks
 # and compiles in parallel). It compiles the bytecode at install, as pip does: where
 # PYTHONDONTWRITEBYTECODE is set (as on this project's CI) nothing is compiled later, so every
 # process would compile its imports anew (make check 4.7 min against 3.1). It reads none of pip's
 # configuration, so it is given pip's indexes, find-links, constraints, certificate and timeout
-# (scripts/uv_options.py). Where uv cannot be installed, or fails, pip installs instead, and says so.
+# (scripts/uv_options.py). Where uv cannot be set up, or fails, pip installs instead, and says so.
 uv=() uv_env=()
-if "${pip[@]}" "uv>=0.5" >/dev/null 2>&1; then
-  while IFS= read -r -d '' option; do uv+=("$option"); done < <("$VENV/bin/python" scripts/uv_options.py)
-  while IFS= read -r line; do uv_env+=("$line"); done < <("$VENV/bin/python" scripts/uv_options.py --env)
+if "${pip[@]}" "uv>=0.5" >/dev/null 2>&1 && "$VENV/bin/python" scripts/uv_options.py > "$VENV/.uv-options" \
+    && "$VENV/bin/python" scripts/uv_options.py --env > "$VENV/.uv-env"; then
+  mapfile -d '' uv < "$VENV/.uv-options"
+  mapfile -t uv_env < "$VENV/.uv-env"
+  uv=("$VENV/bin/uv" pip install --quiet --compile-bytecode --python "$VENV/bin/python" "${uv[@]}")
 else
-  echo "setup: uv could not be installed; installing with pip (slower)"
+  echo "setup: uv could not be set up; installing with pip (slower)"
 fi
+rm -f "$VENV/.uv-options" "$VENV/.uv-env"
 # install [--timeout S] ARGS...: pip's arguments (those uv shares with it; --timeout S first).
 install() {
   local timeout=()
   if [ "$1" = "--timeout" ]; then timeout=("$1" "$2"); shift 2; fi
-  if [ -x "$VENV/bin/uv" ]; then
-    env "${uv_env[@]}" ${timeout[1]:+UV_HTTP_TIMEOUT=${timeout[1]}} \
-      "$VENV/bin/uv" pip install --quiet --compile-bytecode --python "$VENV/bin/python" "${uv[@]}" "$@" && return 0
+  if [ ${#uv[@]} -gt 0 ]; then
+    env "${uv_env[@]}" ${timeout[1]:+UV_HTTP_TIMEOUT=${timeout[1]}} "${uv[@]}" "$@" && return 0
     echo "setup: uv failed to install $*; trying pip" >&2
   fi
   "${pip[@]}" "${timeout[@]}" "$@"
