@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create (or update) the project's virtual environment with everything installed.
 # torch: the CPU build on machines without an NVIDIA GPU, PyPI's CUDA build with one.
-# Re-running is cheap: nothing is reinstalled unless pyproject.toml or this script changed.
+# Re-running is cheap: nothing is reinstalled unless pyproject.toml, this script or uv_options.py changed.
 #
 # `setup.sh --reference` builds .venv-reference instead: PyPI's torch with the torchvision release
 # built for it, on any machine, so that the metrics' comparisons with the reference libraries
