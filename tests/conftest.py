@@ -94,10 +94,15 @@ def start_tiny_serve_app(root: Path, name: str, training_cameras: dict[str, list
 
 def load_job(name: str):
     """``jobs/<name>.py`` as a module (nothing imports jobs/: tests load the file, as Python runs it)."""
+    return load_script(REPO_ROOT / "jobs" / f"{name}.py", f"job_{name}")
+
+
+def load_script(path: Path, module_name: str):
+    """The script at ``path`` (jobs/, scripts/) as the module ``module_name``."""
     import importlib.util
     import sys
 
-    spec = importlib.util.spec_from_file_location(f"job_{name}", REPO_ROOT / "jobs" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # its dataclasses resolve their annotations there
     spec.loader.exec_module(module)

@@ -3,17 +3,14 @@ hands it pip's (a mirror, local wheels, constraints, a certificate), or the inst
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, load_script
 
 SCRIPT = REPO_ROOT / "scripts" / "uv_options.py"
-_spec = importlib.util.spec_from_file_location("uv_options", SCRIPT)
-uv_options = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(uv_options)
+uv_options = load_script(SCRIPT, "uv_options")
 
 LISTING = """\
 global.cert='/etc/ssl/certs/ca-certificates.crt'
