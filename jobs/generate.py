@@ -17,7 +17,7 @@ import sys
 sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 from pipeline.entry import BAD_INPUT_EXIT, FAILED_EXIT, job_parser, run_job  # noqa: E402  (logging first)
 
-from pipeline.cli import config_from_args, option  # noqa: E402
+from pipeline.cli import check_minimums, config_from_args, option  # noqa: E402
 
 logger = logging.getLogger("jobs.generate")
 
@@ -31,16 +31,17 @@ class GenerateConfig:
     prompt: str | None = option(None, "text prompt (text-to-multi-view model); give it or --image")
     image: str | None = option(None, "image file (image-to-multi-view model); give it or --prompt")
     seed: int = option(0, "seed of the initial noise")
-    num_inference_steps: int = option(50, "DDIM denoising steps", deprecated_alias="steps")
+    num_inference_steps: int = option(50, "DDIM denoising steps", deprecated_alias="steps", minimum=1)
     guidance_scale: float | None = option(None, "classifier-free guidance (default: the model's variant's, 9.0 "
                                                 "text, 6.0 image)")
     elevation: float | None = option(None, "camera elevation in degrees (default: the model's, inside its "
                                            "training cameras)")
     three_d_aware: bool = option(True, "3D-aware sampling (--no-3d-aware: plain DDIM, no reconstruction in the "
                                        "loop, no Gaussians or mesh)", flag="3d_aware")
-    timeout: float = option(900.0, "seconds to wait for the answer")
+    timeout: float = option(900.0, "seconds to wait for the answer", exclusive_minimum=0.0)
 
     def __post_init__(self) -> None:
+        check_minimums(self)
         if (self.prompt is None) == (self.image is None):
             raise ValueError("give --prompt (a text model) or --image (an image model), one of them")
 

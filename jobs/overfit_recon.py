@@ -18,7 +18,7 @@ import sys
 sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 from pipeline.entry import job_parser, run_job  # noqa: E402  (logging first)
 
-from pipeline.cli import config_from_args, option  # noqa: E402
+from pipeline.cli import check_minimums, config_from_args, option  # noqa: E402
 
 logger = logging.getLogger("jobs.overfit_recon")
 
@@ -29,9 +29,12 @@ class OverfitConfig:
 
     shards: str = option(help="render-stage output (folder or URI)")
     uid: str | None = option(None, "object to use (default: the first ok row)")
-    steps: int = option(60, "optimiser steps")
-    size: int = option(32, "input and supervision resolution")
+    steps: int = option(60, "optimiser steps", minimum=1)
+    size: int = option(32, "input and supervision resolution", minimum=8)
     seed: int = option(0, "seed of the weights and the views drawn")
+
+    def __post_init__(self) -> None:
+        check_minimums(self)
 
 
 def build_parser() -> argparse.ArgumentParser:

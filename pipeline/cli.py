@@ -6,7 +6,10 @@ the job's override, shown as such), its help text the field's ``metadata["help"]
 ``tuple[float, float]`` (two values), ``tuple[str, ...]`` (one or more values) and
 ``dict[str, float]`` (``NAME=AMOUNT`` items). Metadata keys: ``help``, ``choices``, ``metavar``,
 ``cli`` (False keeps a field off the command line), ``flag`` (the flag's name when it is not the
-field's: ``three_d_aware`` as ``--3d-aware`` / ``--no-3d-aware``), ``deprecated_alias``. A nested dataclass field (``settings:
+field's: ``three_d_aware`` as ``--3d-aware`` / ``--no-3d-aware``), ``deprecated_alias``, ``minimum`` and
+``exclusive_minimum`` (the bounds of a number, as JSON Schema names them: the config's
+``__post_init__`` calls ``check_minimums``, so a value below is refused when the config is made, from
+flags or in Python, naming the field, never met later as a ZeroDivisionError in a worker). A nested dataclass field (``settings:
 RenderSettings``) has its own fields added in place, prefixed with its ``metadata["prefix"]`` if
 any (``fit: FitConfig`` with prefix "fit_" gives ``--fit-steps``).
 
@@ -35,6 +38,19 @@ def option(default: Any = dataclasses.MISSING, help: str = "", **metadata: Any) 
     if isinstance(default, (dict, list)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata={"help": help, **metadata})
     return dataclasses.field(default=default, metadata={"help": help, **metadata})
+
+
+def check_minimums(config: Any) -> None:
+    """Raise ValueError naming the first field of ``config`` (a dataclass instance) below its
+    ``option(..., minimum=)`` or at or below its ``exclusive_minimum``; None passes (an unset optional)."""
+    for item in dataclasses.fields(config):
+        value = getattr(config, item.name)
+        if value is None:
+            continue
+        if "minimum" in item.metadata and value < item.metadata["minimum"]:
+            raise ValueError(f"{item.name} must be at least {item.metadata['minimum']}, got {value}")
+        if "exclusive_minimum" in item.metadata and value <= item.metadata["exclusive_minimum"]:
+            raise ValueError(f"{item.name} must be more than {item.metadata['exclusive_minimum']}, got {value}")
 
 
 def _is_dataclass_type(kind: Any) -> bool:

@@ -18,7 +18,7 @@ import torch
 from models.distillation.config import PRESETS, DistillConfig
 from models.mesh.fusion import MeshOptions
 from models.precision import DTYPE_CHOICES
-from pipeline.cli import option
+from pipeline.cli import check_minimums, option
 from pipeline.tracking import ARTIFACTS_HELP
 
 logger = logging.getLogger(__name__)
@@ -40,9 +40,9 @@ class DistillJobConfig:
     negative_prompt: str | None = option(None, "what guidance guides against (default: the one G was fine-tuned with)")
     preset: str = option("mvdream", "settings the flags below start from", choices=tuple(PRESETS))
     distill: DistillConfig = field(default_factory=DistillConfig, metadata={"prefix": ""})
-    checkpoint_every: int = option(500, "steps between checkpoints (the last two are kept)")
-    log_every: int = option(50, "steps between progress lines and MLflow metrics")
-    render_every: int = option(500, "steps between orbit renders logged to MLflow (0: none)")
+    checkpoint_every: int = option(500, "steps between checkpoints (the last two are kept)", minimum=1)
+    log_every: int = option(50, "steps between progress lines and MLflow metrics", minimum=1)
+    render_every: int = option(500, "steps between orbit renders logged to MLflow (0: none)", minimum=0)
     resume: bool = option(True, "continue from the newest checkpoint in --output")
     mesh: bool = option(True, "also write mesh.glb (models.mesh)")
     dtype: str = option("auto", "G's precision (auto: fp16 on a GPU, fp32 on a CPU)", choices=DTYPE_CHOICES)
@@ -52,13 +52,9 @@ class DistillJobConfig:
     run_name: str | None = option(None, "MLflow run name")
 
     def __post_init__(self) -> None:
+        check_minimums(self)
         if (self.prompt is None) == (self.image is None):
             raise ValueError("give a prompt (text model) or an image (image model), not both")
-        for name in ("checkpoint_every", "log_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if self.render_every < 0:
-            raise ValueError(f"--render-every must be 0 (none) or more, got {self.render_every}")
 
 
 @dataclass

@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass
 
 from models.variants import VARIANTS
-from pipeline.cli import option
+from pipeline.cli import check_minimums, option
 from pipeline.data.sources import BUNDLED_ASSETS
 
 
@@ -28,24 +28,30 @@ class LocalRunConfig:
                                                            "whose view is the input)")
     input_elevation: float = option(35.0, "i2v: elevation (degrees) of the input view, away from the training orbits")
     input_resolution: int = option(256, "i2v: size of the input view in pixels (a user's image, preprocessed by "
-                                        "the endpoint)")
+                                        "the endpoint)", minimum=8)
     model: str | None = option(None, "diffusers directory to fine-tune (default: a tiny random model)")
-    finetune_steps: int = option(1200, "fine-tuning steps of G")
-    finetune_lr: float = option(1e-3, "fine-tuning learning rate (G is trained from scratch at toy scale)")
-    recon_steps: int = option(500, "reconstructor training steps")
-    num_inference_steps: int = option(25, "DDIM steps of the generated result", deprecated_alias="sampling_steps")
+    finetune_steps: int = option(1200, "fine-tuning steps of G", minimum=1)
+    finetune_lr: float = option(1e-3, "fine-tuning learning rate (G is trained from scratch at toy scale)",
+                                exclusive_minimum=0.0)
+    recon_steps: int = option(500, "reconstructor training steps", minimum=1)
+    num_inference_steps: int = option(25, "DDIM steps of the generated result", deprecated_alias="sampling_steps",
+                                     minimum=1)
     guidance_scale: float | None = option(
         None, "classifier-free guidance of the generated result; default 1.0 for the tiny model (it memorises "
         "four captions, and guidance pushes away from their average into over-saturated views; docs/results.md), "
         "the variant's own (" + ", ".join(f"{v.name} {v.guidance_scale:g}" for v in VARIANTS.values()) +
         ") with --model")
-    render_resolution: int = option(64, "render size in pixels")
-    render_samples: int = option(8, "Cycles samples per pixel")
+    render_resolution: int = option(64, "render size in pixels", minimum=8)
+    render_samples: int = option(8, "Cycles samples per pixel", minimum=1)
     elevation: float = option(
         VARIANTS["t2v"].elevation,
         "elevation (degrees) of every object's training orbit and of the generated result: a model trained on "
         "one orbit per object learns no other elevation")
-    autoencoder_steps: int = option(500, "training steps of the tiny model's VAE (an autoencoder on the renders)")
-    workers: int = option(2, "Ray Train workers")
+    autoencoder_steps: int = option(500, "training steps of the tiny model's VAE (an autoencoder on the renders)",
+                                   minimum=1)
+    workers: int = option(2, "Ray Train workers", minimum=1)
     experiment: str = option("videomv-local", "MLflow experiment of every stage")
     seed: int = option(0, "seed of every stage")
+
+    def __post_init__(self) -> None:
+        check_minimums(self)

@@ -79,6 +79,10 @@ class RenderSettings:
             raise ValueError(f"timeout must be positive, got {self.timeout}")
         if self.missing_textures not in MISSING_TEXTURES:
             raise ValueError(f"missing_textures must be one of {MISSING_TEXTURES}, got {self.missing_textures!r}")
+        if self.threads < 0:
+            raise ValueError(f"threads must be 0 (the task's CPU share) or more, got {self.threads}")
+        if self.max_assets_per_process < 1:
+            raise ValueError(f"max_assets_per_process must be at least 1, got {self.max_assets_per_process}")
         if self.memory_limit_gb < 0:
             raise ValueError(f"memory_limit_gb must be 0 (no limit) or positive, got {self.memory_limit_gb}")
         object.__setattr__(self, "elevation_range", tuple(float(v) for v in self.elevation_range))

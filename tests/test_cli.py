@@ -120,6 +120,10 @@ def test_train_recon_help_shows_the_learning_rate_it_uses(caplog):
         config_from_args(TrainConfig, finetune.parse_args(JOBS["finetune"][1]))
     with pytest.raises(ValueError, match="one of them"):
         config_from_args(TrainConfig, finetune.parse_args(JOBS["finetune"][1] + ["--data", "d", "--latents", "l"]))
+    for workers in ("0", "-1"):  # 0 had ended in a ZeroDivisionError deep in the data plan
+        with pytest.raises(ValueError, match=f"num_workers must be at least 1, got {workers}"):
+            config_from_args(TrainConfig, finetune.parse_args(JOBS["finetune"][1] + ["--data", "d", "--num-workers",
+                                                                                      workers]))
 
 
 @dataclasses.dataclass
@@ -305,3 +309,68 @@ def test_a_job_whose_stage_returns_its_summary_exits_0(monkeypatch, job, stage, 
     (``sys.exit`` of anything but an int or None prints it and exits 1)."""
     monkeypatch.setattr(stage, lambda config: {"made": "something"})
     assert load_job(job).main(argv) == 0
+
+
+# Numbers a config leaves unbounded on purpose: any seed, elevation or port number is a setting;
+# the shares and decays are checked against both ends in their config's __post_init__.
+UNBOUNDED = {"seed", "elevation", "input_elevation", "guidance_scale", "port", "image_ratio", "condition_dropout",
+             "ema_decay"}
+
+
+def job_configs(job: str) -> list[type]:
+    module = load_job(job)
+    return [getattr(module, name) if isinstance(name, str) else name for name in JOBS[job][0]]
+
+
+@pytest.mark.parametrize("job", sorted(JOBS))
+def test_every_count_and_size_flag_has_a_bound_and_a_value_below_it_is_refused_naming_it(job):
+    """A count, size, interval or rate below its ``option(..., minimum=)`` (or at its
+    ``exclusive_minimum``) is refused when the job's config is made, in one line naming the field:
+    ``--log-every 0`` had ended in a ZeroDivisionError in a training worker, ``--num-workers 0`` in
+    one deep in the data plan."""
+    module = load_job(job)
+    parser = module.build_parser()
+    minimal = JOBS[job][1] + (["--data", "d"] if job in ("finetune", "train_recon") else [])
+    flags = {action.dest for action in parser._actions}  # a job may leave some of a config's fields off
+    hints = {}
+    for config in job_configs(job):
+        hints.update({name: typing.get_type_hints(config)[name] for name in
+                      (item.name for item in dataclasses.fields(config))})
+        for name, item in flat_fields(config).items():
+            kind = hints.get(name)
+            if kind not in (int, float, int | None, float | None) or name not in flags:
+                continue
+            bounds = {key: item.metadata[key] for key in ("minimum", "exclusive_minimum") if key in item.metadata}
+            assert bounds or name in UNBOUNDED, f"{job}: --{name.replace('_', '-')} has no bound (option(minimum=))"
+            if not bounds:
+                continue
+            value = bounds["minimum"] - 1 if "minimum" in bounds else bounds["exclusive_minimum"]
+            args = parser.parse_args(minimal + [f"--{name.replace('_', '-')}", str(value)])
+            with pytest.raises(ValueError, match=rf"^{name} must be (at least|more than) .*, got {value}$"):
+                config_from_args(config, args)
+
+
+def test_check_minimums_passes_unset_options_and_the_bounds_themselves():
+    from pipeline.cli import check_minimums
+
+    check_minimums(TrainConfig(model="m", data="d", output="o", name="n", num_workers=1, cpus_per_worker=None,
+                               sample_every=0, max_failures=-1))
+    with pytest.raises(ValueError, match="^cpus_per_worker must be more than 0.0, got 0.0$"):
+        TrainConfig(model="m", data="d", output="o", name="n", cpus_per_worker=0.0)
+
+
+def test_the_nested_settings_refuse_what_would_fail_later():
+    """The settings of render/ and models/ (flags too: --threads, --fit-num-gaussians, ...) check their own."""
+    from models.distillation.config import DistillConfig
+    from models.gaussians.fit import FitConfig
+    from render.settings import RenderSettings
+
+    for make, message in ((lambda: RenderSettings(threads=-1), "threads must be 0"),
+                          (lambda: RenderSettings(max_assets_per_process=0), "max_assets_per_process must be at least 1"),
+                          (lambda: FitConfig(num_gaussians=0), "num_gaussians must be at least 1, got 0"),
+                          (lambda: FitConfig(steps=-1), "steps must be 0 or more"),
+                          (lambda: FitConfig(lr_means=0.0), "lr_means must be positive"),
+                          (lambda: DistillConfig(resolution=4), "resolution must be at least 8 pixels, got 4")):
+        with pytest.raises(ValueError, match=message):
+            make()
+    assert FitConfig(steps=0).steps == 0  # the initial Gaussians: the fit's own control

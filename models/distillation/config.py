@@ -62,6 +62,10 @@ class DistillConfig:
             raise ValueError(f"elevations must be (low, high) with low <= high, got {self.elevations}")
         if self.steps < 0 or self.anneal_steps < 0 or self.num_gaussians < 1:
             raise ValueError("num_gaussians must be positive, steps and anneal_steps not negative")
+        if self.resolution is not None and self.resolution < 8:
+            raise ValueError(f"resolution must be at least 8 pixels, got {self.resolution}")
+        if self.radius <= 0:
+            raise ValueError(f"radius must be positive, got {self.radius}")
 
     def timestep_range(self, step: int) -> tuple[float, float]:
         """(min, max) fractions of the training timesteps at ``step``: linear from ``t_start`` to

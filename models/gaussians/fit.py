@@ -38,6 +38,16 @@ class FitConfig:
     lr_colors: float = field(default=1e-2, metadata={"help": "Adam learning rate of the colours"})
     seed: int = field(default=0, metadata={"help": "seed of the initial Gaussians"})
 
+    def __post_init__(self) -> None:
+        if self.steps < 0:  # 0: the initial Gaussians (a control of the fit)
+            raise ValueError(f"steps must be 0 or more, got {self.steps}")
+        for name in ("num_gaussians", "views_per_step"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("radius", "lr_means", "lr_scales", "lr_quats", "lr_opacities", "lr_colors"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+
 
 def random_gaussians(count: int, radius: float, seed: int = 0) -> Gaussians:
     """``count`` isotropic grey Gaussians uniform in a ball, sized to tile it, opacity 0.1."""

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from models.gaussians.fit import FitConfig
 from models.precision import DTYPE_CHOICES
-from pipeline.cli import option
+from pipeline.cli import check_minimums, option
 from pipeline.tracking import ARTIFACTS_HELP
 
 SETTINGS = ("3d-aware", "plain")
@@ -26,9 +26,9 @@ class EvaluationConfig:
     reconstructor: str | None = option(None, "LGM directory or official .safetensors (needed for 3d-aware)")
     prompts: str | None = option(None, "text-to-MV: prompt file, one prompt per line ('#' comments skipped)")
     shards: str | None = option(None, "image-to-MV: held-out orbit shards (local path or fsspec URI)")
-    max_samples: int | None = option(None, "evaluate only the first N prompts/objects")
+    max_samples: int | None = option(None, "evaluate only the first N prompts/objects", minimum=1)
     settings: tuple[str, ...] = option(SETTINGS, "sampling settings to compare", choices=SETTINGS)
-    num_inference_steps: int = option(50, "DDIM steps", deprecated_alias="steps")
+    num_inference_steps: int = option(50, "DDIM steps", deprecated_alias="steps", minimum=1)
     schedule: str = option("authors", "3D-aware reconstruction steps (authors: 20/30/40 of 50; every: every 10)",
                            choices=("authors", "every"))
     mode: str = option("two", "3D-aware form", choices=("two", "one"))
@@ -39,7 +39,7 @@ class EvaluationConfig:
                                          "(default: torchmetrics' bundled copy)")
     clip: str | None = option(None, "local Hugging Face CLIP directory (CLIP score)")
     raft: str | None = option(None, "RAFT checkpoint, e.g. raft-things.pth (flow-warping RMSE)")
-    raft_iterations: int = option(12, "RAFT update iterations")
+    raft_iterations: int = option(12, "RAFT update iterations", minimum=1)
     output: str | None = option(None, "also write results.csv, table.md and grids here")
     mlflow_artifacts: str | None = option(None, ARTIFACTS_HELP)
     experiment: str = option("videomv-eval", "MLflow experiment")
@@ -53,6 +53,7 @@ class EvaluationConfig:
                                   "assets' files where the shards' uri column says")
 
     def __post_init__(self) -> None:
+        check_minimums(self)
         unknown = [name for name in self.settings if name not in SETTINGS]
         if unknown or not self.settings:
             raise ValueError(f"settings must be drawn from {SETTINGS}, got {self.settings}")

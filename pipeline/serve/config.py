@@ -8,7 +8,7 @@ import logging
 from dataclasses import dataclass
 
 from models.precision import DTYPE_CHOICES
-from pipeline.cli import option
+from pipeline.cli import check_minimums, option
 
 logger = logging.getLogger(__name__)
 GPU_BATCH_SIZE = 4  # requests batched on a GPU replica by default
@@ -30,17 +30,19 @@ class ServeConfig:
     mlflow_uri: str | None = option(None, "MLflow tracking store of models:/ and runs:/ locations "
                                           "(default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
     num_gpus: float | None = option(None, "GPUs per model replica (default: 1 where the Ray cluster has GPUs, "
-                                          "else 0)")
-    max_replicas: int = option(1, "model replicas the autoscaler may start")
+                                          "else 0)", minimum=0.0)
+    max_replicas: int = option(1, "model replicas the autoscaler may start", minimum=1)
     timeout_s: float = option(300.0, "seconds a generation may work (from when it starts, not its time in the "
-                                     "queue) before it stops and its request gets 504")
+                                     "queue) before it stops and its request gets 504", exclusive_minimum=0.0)
     max_queued: int | None = option(None, "generations the ingress holds at once, waiting or running; one more gets "
-                                          "503 with Retry-After at once (default: 4 x max_batch_size x max_replicas)")
+                                          "503 with Retry-After at once (default: 4 x max_batch_size x max_replicas)",
+                                    minimum=1)
     max_batch_size: int | None = option(None, "compatible requests batched into one sampler call (1: no batching; "
                                               f"default: {GPU_BATCH_SIZE} on GPU replicas, 1 on CPU ones, where "
-                                              "batching gains nothing: docs/costs.md)")
-    max_body_bytes: int = option(MAX_BODY_BYTES, "request bodies larger than this get 413")
-    body_timeout_s: float = option(BODY_TIMEOUT_S, "seconds a request body may take to arrive before 408")
+                                              "batching gains nothing: docs/costs.md)", minimum=1)
+    max_body_bytes: int = option(MAX_BODY_BYTES, "request bodies larger than this get 413", minimum=1)
+    body_timeout_s: float = option(BODY_TIMEOUT_S, "seconds a request body may take to arrive before 408",
+                                   exclusive_minimum=0.0)
     allowed_hosts: tuple[str, ...] = option(
         LOOPBACK_HOSTS, "Host names answered (others get 421: a page on another name resolving here, DNS "
         "rebinding, cannot read the answers); behind a proxy give its public name, or * for any")
@@ -54,7 +56,11 @@ class ServeConfig:
                                            "backgrounds of uploaded images without an alpha channel; without it "
                                            "such an image needs a plain background (else 422)")
     mesh_max_faces: int | None = option(None, "triangles of the 'glb' mesh at most (decimated; 0: all; default "
-                                              "models.mesh.fusion.MeshOptions', 20,000, what web viewers handle)")
+                                              "models.mesh.fusion.MeshOptions', 20,000, what web viewers handle)",
+                                        minimum=0)
+
+    def __post_init__(self) -> None:
+        check_minimums(self)
 
     def resolved(self, cluster_has_gpus: bool) -> "ServeConfig":
         """num_gpus and max_batch_size filled in for the cluster: a GPU replica batches (a batch

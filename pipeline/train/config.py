@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from models.reconstructor.options import PRESETS
-from pipeline.cli import option
+from pipeline.cli import check_minimums, option
 from pipeline.tracking import ARTIFACTS_HELP
 
 TRAINING_STATE = "training_state.pt"
@@ -36,11 +36,11 @@ class TrainConfig:
     latents: str | None = option(
         None, "latent shards from jobs/encode.py: fine-tune G from them instead of --data's orbits, with the VAE and "
         "text encoder off the GPU (text model only)")
-    steps: int = option(1000, "optimizer steps")
-    num_workers: int = option(1, "Ray Train workers")
+    steps: int = option(1000, "optimizer steps", minimum=1)
+    num_workers: int = option(1, "Ray Train workers", minimum=1)
     cpus_per_worker: float | None = option(
         None, "CPUs reserved per worker (default: 1, or less where the cluster's CPUs would leave Ray Data's read "
-        "and decode tasks none)")
+        "and decode tasks none)", exclusive_minimum=0.0)
     wait_for_nodes: bool = option(
         False, "an autoscaling cluster: wait for the nodes the workers need instead of failing at once when the "
         "cluster cannot place them now")
@@ -50,22 +50,24 @@ class TrainConfig:
     accelerator_type: str | None = option(None, "e.g. A100 (Ray's accelerator_type)")
     resources_per_worker: dict[str, float] = option(
         {}, "custom Ray resources per worker, e.g. trainer=1 (places workers on the nodes that advertise them)")
-    micro_batch: int = option(1, "samples per worker per forward")
+    micro_batch: int = option(1, "samples per worker per forward", minimum=1)
     optimizer: str = option("adamw", "adamw; or zero1: AdamW with its state sharded over the workers "
                             "(ZeroRedundancyOptimizer: 1/N of the 8 bytes per parameter; docs/costs.md)",
                             choices=OPTIMIZERS)
-    global_batch: int = option(32, "samples per optimizer step over all workers, by gradient accumulation")
-    lr: float = option(3e-5, "AdamW learning rate")
+    global_batch: int = option(32, "samples per optimizer step over all workers, by gradient accumulation",
+                               minimum=1)
+    lr: float = option(3e-5, "AdamW learning rate", exclusive_minimum=0.0)
     lr_schedule: str = option("constant", "constant, or cosine: anneal to 5%% of --lr over --steps",
                               choices=("constant", "cosine"))
     precision: str = option("fp16", "autocast precision; fp16 uses a grad scaler on CUDA, CPUs use bf16 for it",
                              choices=("fp16", "bf16", "no"))
     gradient_checkpointing: bool = option(True, "recompute block activations in the backward pass (less memory)")
-    checkpoint_every: int = option(500, "steps between checkpoints")
-    log_every: int = option(10, "steps between progress lines/metrics")
-    sample_every: int = option(0, "steps between sampled-view grids in MLflow (0: off)")
-    sample_num_inference_steps: int = option(25, "DDIM steps of those samples", deprecated_alias="sample_steps")
-    resolution: int = option(256, "training image size")
+    checkpoint_every: int = option(500, "steps between checkpoints", minimum=1)
+    log_every: int = option(10, "steps between progress lines/metrics", minimum=1)
+    sample_every: int = option(0, "steps between sampled-view grids in MLflow (0: off)", minimum=0)
+    sample_num_inference_steps: int = option(25, "DDIM steps of those samples", deprecated_alias="sample_steps",
+                                              minimum=1)
+    resolution: int = option(256, "training image size", minimum=8)
     captions: str | None = option(None, "CSV uid or file name,caption overriding the shards' captions")
     image_data: str | None = option(
         None, "optional Parquet of 2D images (columns image, caption; a file or a folder of *.parquet) mixed "
@@ -81,56 +83,46 @@ class TrainConfig:
     negative_prompt: str | None = option(
         None, "the text dropped samples get and guidance guides against, recorded in the model (default: the "
         "authors' negative prompt, models.prompts; '' for the empty prompt)")
-    offset_noise: float | None = option(None, "offset-noise strength (default: 0 text, 0.1 image)")
+    offset_noise: float | None = option(None, "offset-noise strength (default: 0 text, 0.1 image)", minimum=0.0)
     ema_decay: float | None = option(
         None, "keep an EMA of the weights with this decay, saved beside them as ema/ (default: none for text, "
         "0.9999 for image; 0: none)")
     max_decoders: int | None = option(
         None, "decode actors the data pool may scale up to, per dataset (default: the CPUs the workers leave, "
-        "in 0.5-CPU shares)")
+        "in 0.5-CPU shares)", minimum=1)
     shuffle_buffer: int = option(
         16, "rows shuffled in each worker's local buffer, every read in another order (seeded by --seed); the "
-        "shards' file order is shuffled every read too; 0: neither, the shards' order")
+        "shards' file order is shuffled every read too; 0: neither, the shards' order", minimum=0)
     materialize_data: bool = option(
         False, "decode the shards once and keep the arrays in Ray's object store (data that fits in memory): "
         "otherwise every pass decodes again, which dominates when a pass is a few steps")
     data_passes: int = option(
         0, "passes over the data one read covers (one Ray Data execution, which takes seconds to start); 0: "
         "automatic, several when the data is a few files, so it is not read afresh every few steps "
-        "(pipeline.data.datasets.plan_reads)")
-    max_failures: int = option(2, "worker failures survived")
-    keep_checkpoints: int = option(2, "checkpoints kept")
+        "(pipeline.data.datasets.plan_reads)", minimum=0)
+    max_failures: int = option(2, "worker failures survived (-1: no limit, as in Ray's FailureConfig)", minimum=-1)
+    keep_checkpoints: int = option(2, "checkpoints kept", minimum=1)
     mlflow_uri: str | None = option(None, "MLflow tracking URI (default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
     mlflow_artifacts: str | None = option(None, ARTIFACTS_HELP)
     experiment: str = option("videomv-finetune", "MLflow experiment")
     register_as: str | None = option(None, "register the final model in the MLflow model registry under this name "
                                            "(then load it as models:/NAME/latest)")
     seed: int = option(0, "seed of weights' noise, data order and condition dropout")
-    fail_at_step: int | None = option(None, "fault drill: raise once at this step to exercise recovery")
+    fail_at_step: int | None = option(None, "fault drill: raise once at this step to exercise recovery",
+                                       minimum=1)
 
     def __post_init__(self) -> None:
+        check_minimums(self)
         if (self.data is None) == (self.latents is None):
             raise ValueError("give the training data: --data (orbit shards) or --latents (latent shards), one of them")
         if self.precision not in ("fp16", "bf16", "no"):
             raise ValueError(f"precision must be fp16, bf16 or no, got {self.precision!r}")
-        if self.steps < 1 or self.micro_batch < 1 or self.global_batch < 1:
-            raise ValueError("steps, micro_batch and global_batch must be positive")
         if not 0.0 <= self.image_ratio < 1.0:
             raise ValueError("image_ratio must be in [0, 1)")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        if self.cpus_per_worker is not None and self.cpus_per_worker <= 0:
-            raise ValueError(f"cpus_per_worker must be positive, got {self.cpus_per_worker}")
-        if self.shuffle_buffer < 0:
-            raise ValueError(f"shuffle_buffer must be 0 or more, got {self.shuffle_buffer}")
-        if self.data_passes < 0:
-            raise ValueError(f"data_passes must be 0 (automatic) or more, got {self.data_passes}")
-        if self.max_decoders is not None and self.max_decoders < 1:
-            raise ValueError(f"max_decoders must be at least 1, got {self.max_decoders}")
         if self.condition_dropout is not None and not 0.0 <= self.condition_dropout < 1.0:
             raise ValueError(f"condition_dropout must be in [0, 1), got {self.condition_dropout}")
-        if self.offset_noise is not None and self.offset_noise < 0:
-            raise ValueError(f"offset_noise must be 0 or more, got {self.offset_noise}")
         if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1) (0: no EMA), got {self.ema_decay}")
 
@@ -188,12 +180,12 @@ class ReconConfig:
         deprecated_alias="lgm")
     lgm_preset: str = option("big", "architecture and camera setting; its training recipe gives the default --lr "
                              "(big 3e-5, small 4e-4, tiny 2e-3)", choices=tuple(sorted(PRESETS)))
-    lgm_size: int | None = option(None, "override LGM input/output resolution (small CPU runs)")
-    supervised_views: int = option(24, "views rendered and supervised")
+    lgm_size: int | None = option(None, "override LGM input/output resolution (small CPU runs)", minimum=8)
+    supervised_views: int = option(24, "views rendered and supervised", minimum=1)
     target_resolution: int | None = option(
         None, "size of the ground-truth views the reconstructor is supervised with (default: the shards' own, "
         "e.g. 512 while G is given --resolution 256); the Gaussians are rendered at the smaller of this and the "
-        "LGM's output_size (512 for big)")
+        "LGM's output_size (512 for big)", minimum=1)
     background: str = option("random", "background of the supervised views: random (a colour per micro-step, "
                              "the authors' LGM training) or variant (grey for text, white for image)",
                              choices=TARGET_BACKGROUNDS)
@@ -202,9 +194,7 @@ class ReconConfig:
     lpips_lin: str | None = option(
         None, "lpips 'lin' weights (vgg.pth) for the LPIPS term (default: the copy torchmetrics bundles)")
 
-
     def __post_init__(self) -> None:
+        check_minimums(self)
         if self.background not in TARGET_BACKGROUNDS:
             raise ValueError(f"background must be one of {TARGET_BACKGROUNDS}, got {self.background!r}")
-        if self.target_resolution is not None and self.target_resolution < 1:
-            raise ValueError(f"target_resolution must be positive, got {self.target_resolution}")
