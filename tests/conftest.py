@@ -68,7 +68,6 @@ def start_tiny_serve_app(root: Path, name: str, training_cameras: dict[str, list
     from models.reconstructor.model import LGM
     from models.pipeline_videomv.pipeline_videomv import VideoMVPipeline
     from models.toy.tiny import make_tiny
-    from pipeline.serve.app import build_app
 
     model_dir = make_tiny("t2v", str(root / "tiny-t2v"))
     model = VideoMVPipeline.from_pretrained(model_dir)
@@ -78,9 +77,7 @@ def start_tiny_serve_app(root: Path, name: str, training_cameras: dict[str, list
     LGM("tiny").save_pretrained(str(root / "lgm"))
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    # Batching is asked for: a CPU replica does not batch by default, and the tests check batching.
-    serve.run(build_app(model_dir, reconstructor=str(root / "lgm"), num_gpus=0, max_batch_size=4, timeout_s=120), name=name,
-              route_prefix="/")
+    serve.run(tiny_serve_app(root, model_dir), name=name, route_prefix="/")
     url = f"http://127.0.0.1:{port}"
     for _ in range(120):
         try:
@@ -90,6 +87,14 @@ def start_tiny_serve_app(root: Path, name: str, training_cameras: dict[str, list
             pass
         time.sleep(1)
     return url, model_dir
+
+
+def tiny_serve_app(root: Path, model_dir: str):
+    """The application ``start_tiny_serve_app`` deploys (its reconstructor in ``root / "lgm"``)."""
+    from pipeline.serve.app import build_app
+
+    # Batching is asked for: a CPU replica does not batch by default, and the tests check batching.
+    return build_app(model_dir, reconstructor=str(root / "lgm"), num_gpus=0, max_batch_size=4, timeout_s=120)
 
 
 def load_job(name: str):
