@@ -63,9 +63,9 @@ def test_every_job_takes_its_flags_from_config_dataclasses():
 
 @pytest.mark.parametrize("job", sorted(JOBS))
 def test_every_flag_is_a_config_field_with_the_configs_default(job):
-    names, minimal = JOBS[job]
+    minimal = JOBS[job][1]
     module = load_job(job)
-    configs = [getattr(module, name) if isinstance(name, str) else name for name in names]
+    configs = job_configs(module, job)
     parser = module.build_parser()
     help_text = parser.format_help()
     args = parser.parse_args(minimal)
@@ -317,8 +317,8 @@ UNBOUNDED = {"seed", "elevation", "input_elevation", "guidance_scale", "port", "
              "ema_decay"}
 
 
-def job_configs(job: str) -> list[type]:
-    module = load_job(job)
+def job_configs(module, job: str) -> list[type]:
+    """The config classes ``job``'s flags come from (``JOBS``), those its file defines from ``module``."""
     return [getattr(module, name) if isinstance(name, str) else name for name in JOBS[job][0]]
 
 
@@ -332,13 +332,11 @@ def test_every_count_and_size_flag_has_a_bound_and_a_value_below_it_is_refused_n
     parser = module.build_parser()
     minimal = JOBS[job][1] + (["--data", "d"] if job in ("finetune", "train_recon") else [])
     flags = {action.dest for action in parser._actions}  # a job may leave some of a config's fields off
-    hints = {}
-    for config in job_configs(job):
-        hints.update({name: typing.get_type_hints(config)[name] for name in
-                      (item.name for item in dataclasses.fields(config))})
-        for name, item in flat_fields(config).items():
-            kind = hints.get(name)
-            if kind not in (int, float, int | None, float | None) or name not in flags:
+    for config in job_configs(module, job):  # their own fields; nested settings check their own (below)
+        hints = typing.get_type_hints(config)
+        for item in dataclasses.fields(config):
+            name = item.name
+            if hints[name] not in (int, float, int | None, float | None) or name not in flags:
                 continue
             bounds = {key: item.metadata[key] for key in ("minimum", "exclusive_minimum") if key in item.metadata}
             assert bounds or name in UNBOUNDED, f"{job}: --{name.replace('_', '-')} has no bound (option(minimum=))"

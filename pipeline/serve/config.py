@@ -77,10 +77,7 @@ class ServeConfig:
             logger.warning("the Ray cluster has no GPUs now, so the model replica is a CPU one (num_gpus=0); "
                            "on an autoscaling cluster set num_gpus=1 to have a GPU node started for it")
         gpus = self.num_gpus if self.num_gpus is not None else (1.0 if cluster_has_gpus else 0.0)
+        # Given values were bounded when the config was made (check_minimums), so these are at least 1.
         batch = self.max_batch_size if self.max_batch_size is not None else (GPU_BATCH_SIZE if gpus > 0 else 1)
-        if batch < 1:
-            raise ValueError(f"max_batch_size must be at least 1, got {batch}")
         queued = self.max_queued if self.max_queued is not None else 4 * batch * self.max_replicas
-        if queued < 1:
-            raise ValueError(f"max_queued must be at least 1, got {queued}")
         return dataclasses.replace(self, num_gpus=gpus, max_batch_size=batch, max_queued=queued)
