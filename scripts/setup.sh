@@ -99,6 +99,13 @@ else
     || echo "setup: torchvision's CPU build is not reachable; going on without it"
 fi
 install -e ".[dev]"
-rm -f "$VENV"/.installed-*
+# Compiled packages can install and still not import together (pyarrow 26 against bpy's NumPy < 2
+# did: pyarrow does not declare NumPy); say so here, not in the middle of the test suite.
+if ! "$VENV/bin/python" -c 'import numpy, pyarrow, torch, scipy, numba, ray, bpy' 2>"$VENV/.import-error"; then
+  echo "error: $VENV installed but its packages do not import together:" >&2
+  tail -n 3 "$VENV/.import-error" >&2
+  exit 1
+fi
+rm -f "$VENV/.import-error" "$VENV"/.installed-*
 touch "$stamp"
 echo "setup: done ($VENV)"
