@@ -57,6 +57,9 @@ def tiny_dir(tmp_path_factory) -> str:
     return str(directory)
 
 
+# bf16 convolutions take PyTorch's slow path on a CPU without AVX512-BF16: 67 s on an AVX2 EPYC
+# (2026-12-07), a fifth of make check; a few seconds where the CPU has the instructions.
+@pytest.mark.slow
 def test_bf16_sampling_on_the_cpu(tiny_dir):
     """``dtype`` reaches every component; the latents, the scheduler and the views stay float32.
     Plain sampling in bf16 lands near fp32 from the same noise: well under a tenth of what another
