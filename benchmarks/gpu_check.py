@@ -33,7 +33,9 @@ as the training workers never set it.
 10. the test suite's CUDA-only tests (``pytest -m gpu``; skipped on a CPU).
 
 ``--smoke`` runs the same code on the CPU with tiny models and sizes in 3-5 minutes on 2 cores (part of
-``make test`` through ``tests/test_gpu_check.py``); gsplat rows then say "skipped: needs CUDA".
+``make test`` through ``tests/test_gpu_check.py``); gsplat rows then say "skipped: needs CUDA", and
+the training rows' autocast is the workers' on that CPU (bf16, or fp32 without bf16 instructions:
+``models.precision.training_autocast``).
 
     python benchmarks/gpu_check.py [--smoke] [--only rasteriser,training,...] [--markdown FILE] [--budget S]
 """
@@ -56,6 +58,7 @@ import torch  # noqa: E402
 
 import camera  # noqa: E402
 from models.gaussians.gaussians import Gaussians  # noqa: E402
+from models.precision import training_autocast  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHECKS = ("rasteriser", "generators", "training", "sampling", "reconstructor", "fit", "finetune_job", "mesh",
@@ -245,7 +248,7 @@ class Suite:
         resolution = model.resolution
         views, c2w = self.orbit(1, resolution)
         generator = torch.Generator(device=self.device).manual_seed(0)
-        autocast = torch.float16 if self.cuda else torch.bfloat16
+        autocast = training_autocast("fp16", self.device)  # the workers' default
 
         def loss() -> str:
             with torch.no_grad():
@@ -277,7 +280,7 @@ class Suite:
         ddp = torch.nn.parallel.DistributedDataParallel(model.denoiser, **ddp_options())
         optimizer = None
         scaler = torch.amp.GradScaler(self.device.type, enabled=self.cuda)
-        autocast = torch.float16 if self.cuda else torch.bfloat16
+        autocast = training_autocast("fp16", self.device)  # the workers' default
         generator = torch.Generator(device=self.device).manual_seed(0)
 
         def step(micro_batch: int) -> Callable[[], str]:
@@ -351,7 +354,7 @@ class Suite:
             loss_fn = ReconstructionLoss(LPIPS.from_files(weights["lpips_vgg"], weights["lpips_lin"])).to(self.device)
         optimizer = torch.optim.AdamW(lgm.parameters(), lr=3e-5, weight_decay=0.0, fused=True)
         scaler = torch.amp.GradScaler(self.device.type, enabled=self.cuda)
-        autocast = torch.float16 if self.cuda else torch.bfloat16  # the workers' (pipeline.train.worker)
+        autocast = training_autocast("fp16", self.device)  # the workers' default (pipeline.train.worker)
         size = self.sizes.recon_size
         views, c2w = self.orbit(1, size)
         inputs = {"views": views * 2 - 1, "alphas": torch.ones_like(views[:, :, :1]), "cameras": c2w,
@@ -361,7 +364,7 @@ class Suite:
         def run() -> str:
             batch = reconstructor_batch(generator_model, inputs, rng, generator_model.resolution, camera.NUM_VIEWS,
                                         "random", autocast)
-            with torch.autocast(self.device.type, dtype=autocast):
+            with torch.autocast(self.device.type, dtype=autocast, enabled=autocast is not None):
                 terms, _, _ = reconstruction_step(lgm, loss_fn, batch.targets, batch.alphas, batch.cameras,
                                                   batch.input_views, batch.supervised, batch.background,
                                                   input_images=batch.inputs)

@@ -57,8 +57,8 @@ def tiny_dir(tmp_path_factory) -> str:
     return str(directory)
 
 
-# bf16 convolutions take PyTorch's slow path on a CPU without AVX512-BF16: 67 s on an AVX2 EPYC
-# (2026-12-07), a fifth of make check; a few seconds where the CPU has the instructions.
+# bf16 convolutions take PyTorch's reference loops on a CPU without AVX-512 (models.precision.
+# cpu_has_fast_bf16): 67 s on an AVX2 EPYC (2026-12-07), a fifth of make check.
 @pytest.mark.slow
 def test_bf16_sampling_on_the_cpu(tiny_dir):
     """``dtype`` reaches every component; the latents, the scheduler and the views stay float32.
@@ -82,6 +82,25 @@ def test_bf16_sampling_on_the_cpu(tiny_dir):
     rounding = (views["bf16", 0] - views["fp32", 0]).abs().mean()
     another_seed = (views["fp32", 1] - views["fp32", 0]).abs().mean()
     assert rounding < 0.1 * another_seed
+
+
+def test_training_autocast_is_fp16_on_cuda_and_bf16_only_on_a_cpu_that_runs_it_fast(monkeypatch):
+    """The workers' autocast for ``--precision``: fp16 on CUDA; on a CPU bf16 where it has bf16
+    instructions, fp32 where bf16 would take PyTorch's reference loops; an explicit bf16 is kept."""
+    import platform
+
+    from models import precision
+    assert precision.training_autocast("no", "cuda") is None and precision.training_autocast("no", "cpu") is None
+    assert precision.training_autocast("fp16", "cuda") == torch.float16
+    assert precision.training_autocast("bf16", "cpu") == precision.training_autocast("bf16", "cuda") == torch.bfloat16
+    for fast, expected in ((True, torch.bfloat16), (False, None)):
+        monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda fast=fast: fast)
+        assert precision.training_autocast("fp16", torch.device("cpu")) == expected
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="unknown precision 'fp8'"):
+        precision.training_autocast("fp8", "cpu")
+    if platform.machine() == "x86_64":  # oneDNN's bf16 kernels need AVX-512 (or AMX) there
+        assert precision.cpu_has_fast_bf16() == (torch.backends.cpu.get_cpu_capability() in ("AVX512", "AMX"))
 
 
 def test_load_pipeline_defaults_to_fp32_on_the_cpu_and_takes_diffusers_dtype_names(tiny_dir):

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from models.precision import TRAINING_PRECISIONS
 from models.reconstructor.options import PRESETS
 from pipeline.cli import check_minimums, option
 from pipeline.tracking import ARTIFACTS_HELP
@@ -59,8 +60,8 @@ class TrainConfig:
     lr: float = option(3e-5, "AdamW learning rate", exclusive_minimum=0.0)
     lr_schedule: str = option("constant", "constant, or cosine: anneal to 5%% of --lr over --steps",
                               choices=("constant", "cosine"))
-    precision: str = option("fp16", "autocast precision; fp16 uses a grad scaler on CUDA, CPUs use bf16 for it",
-                             choices=("fp16", "bf16", "no"))
+    precision: str = option("fp16", "autocast precision; fp16 uses a grad scaler on CUDA, a CPU runs bf16 for it "
+                            "where it has bf16 instructions and fp32 where not", choices=TRAINING_PRECISIONS)
     gradient_checkpointing: bool = option(True, "recompute block activations in the backward pass (less memory)")
     checkpoint_every: int = option(500, "steps between checkpoints", minimum=1)
     log_every: int = option(10, "steps between progress lines/metrics", minimum=1)

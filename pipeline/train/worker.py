@@ -25,6 +25,7 @@ import ray.train
 import ray.train.torch
 import torch
 
+from models.precision import training_autocast
 from pipeline.disk import atomic_directory, require_free_space
 from pipeline.logs import configure_logging
 from pipeline.train.config import (EMA_SHARD, FINAL_MODEL, FINAL_MODEL_STEP_TAG, OPTIMIZER_SHARD, TRAINING_STATE,
@@ -45,12 +46,12 @@ class WorkerState:
         self.world_size = context.get_world_size()
         self.device = ray.train.torch.get_device()
         self.is_chief = self.rank == 0
-        cuda = self.device.type == "cuda"
         precision = config.train.precision
-        # fp16 autocast only on CUDA; CPUs fall back to bf16 (fp16 GEMMs are slow or missing there).
-        self.autocast_dtype = {"fp16": torch.float16 if cuda else torch.bfloat16, "bf16": torch.bfloat16,
-                               "no": None}[precision]
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=precision == "fp16" and cuda)
+        self.autocast_dtype = training_autocast(precision, self.device)
+        if precision == "fp16" and self.autocast_dtype != torch.float16 and self.is_chief:
+            logger.info("precision fp16 on a CPU: autocast in %s", "bf16" if self.autocast_dtype else
+                        "fp32 (this CPU has no bf16 instructions; bf16 would be several times slower)")
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.autocast_dtype == torch.float16)
         self.worker_nodes, self.worker_hosts = self._gather_placement()
         self._mlflow = None
         self._start = time.perf_counter()
