@@ -65,3 +65,19 @@ def test_the_time_limit_counts_from_the_start_of_the_work_and_covers_every_stage
     with pytest.raises(GenerationTimedOut, match=rf"longer than {limit} s \(stopped before the mp4 output\)"):
         replica._run([job(time_limit_s=float(limit))], [threading.Event()])
     assert meshed == []
+
+
+def test_json_depth_counts_the_structure_not_the_brackets_in_strings():
+    """The ingress refuses JSON nested deeper than its limit before parsing it (json.loads would
+    recurse); brackets inside strings are text, whichever path (few brackets, or the string scan)
+    the check takes."""
+    import json
+
+    from pipeline.serve.ingress import JSON_MAX_DEPTH, json_too_deep
+    at_limit, over = "[" * JSON_MAX_DEPTH + "]" * JSON_MAX_DEPTH, "[" * (JSON_MAX_DEPTH + 1) + "]" * (JSON_MAX_DEPTH + 1)
+    assert not json_too_deep(at_limit.encode()) and json_too_deep(over.encode())
+    assert not json_too_deep(json.dumps({"prompt": "[{" * 10_000, "steps": 2}).encode())  # many, all in a string
+    assert not json_too_deep(json.dumps({"prompt": "x" * (1 << 20), "steps": 2}).encode())
+    assert json_too_deep(json.dumps({"prompt": '"[' * 100, "a": json.loads(over)}).encode())
+    inside = "[" * (JSON_MAX_DEPTH - 1) + "]" * (JSON_MAX_DEPTH - 1)  # in an object: the limit exactly
+    assert not json_too_deep(json.dumps({"a": json.loads(inside), "b": "[[[[" * 50}).encode())
