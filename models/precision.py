@@ -58,6 +58,12 @@ def training_autocast(precision: str, device: torch.device | str) -> torch.dtype
     return torch.bfloat16 if cpu_has_fast_bf16() else None
 
 
+def common_autocast(choices: list[torch.dtype | None]) -> torch.dtype | None:
+    """One autocast dtype for ranks whose ``training_autocast`` differed (CPUs of two kinds: bf16 on
+    some, fp32 on others): fp32 on all, so that every rank computes the same arithmetic."""
+    return choices[0] if len(set(choices)) == 1 else None
+
+
 def dtype_name(dtype: torch.dtype) -> str:
     return next(name for name, value in DTYPES.items() if value == dtype)
 

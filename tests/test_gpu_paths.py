@@ -99,6 +99,10 @@ def test_training_autocast_is_fp16_on_cuda_and_bf16_only_on_a_cpu_that_runs_it_f
     monkeypatch.undo()
     with pytest.raises(ValueError, match="unknown precision 'fp8'"):
         precision.training_autocast("fp8", "cpu")
+    # Workers on CPUs of two kinds agree on fp32 (pipeline.train.worker gathers every rank's choice).
+    assert precision.common_autocast([torch.bfloat16, torch.bfloat16]) == torch.bfloat16
+    assert precision.common_autocast([torch.bfloat16, None, torch.bfloat16]) is None
+    assert precision.common_autocast([torch.float16]) == torch.float16
     if platform.machine() == "x86_64":  # oneDNN's bf16 kernels need AVX-512 (or AMX) there
         assert precision.cpu_has_fast_bf16() == (torch.backends.cpu.get_cpu_capability() in ("AVX512", "AMX"))
 

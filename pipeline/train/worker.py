@@ -25,7 +25,7 @@ import ray.train
 import ray.train.torch
 import torch
 
-from models.precision import training_autocast
+from models.precision import common_autocast, training_autocast
 from pipeline.disk import atomic_directory, require_free_space
 from pipeline.logs import configure_logging
 from pipeline.train.config import (EMA_SHARD, FINAL_MODEL, FINAL_MODEL_STEP_TAG, OPTIMIZER_SHARD, TRAINING_STATE,
@@ -46,13 +46,13 @@ class WorkerState:
         self.world_size = context.get_world_size()
         self.device = ray.train.torch.get_device()
         self.is_chief = self.rank == 0
+        self.worker_nodes, self.worker_hosts = self._gather_placement()
         precision = config.train.precision
-        self.autocast_dtype = training_autocast(precision, self.device)
+        self.autocast_dtype = self._agreed_autocast(precision)
         if precision == "fp16" and self.autocast_dtype != torch.float16 and self.is_chief:
             logger.info("precision fp16 on a CPU: autocast in %s", "bf16" if self.autocast_dtype else
-                        "fp32 (this CPU has no bf16 instructions; bf16 would be several times slower)")
+                        "fp32 (a CPU without bf16 instructions, where bf16 would be several times slower)")
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.autocast_dtype == torch.float16)
-        self.worker_nodes, self.worker_hosts = self._gather_placement()
         self._mlflow = None
         self._start = time.perf_counter()
         self._first_step: int | None = None
@@ -65,6 +65,16 @@ class WorkerState:
             placement = [None] * self.world_size
             torch.distributed.all_gather_object(placement, mine)
         return [node for node, _ in placement], [host for _, host in placement]
+
+    def _agreed_autocast(self, precision: str) -> torch.dtype | None:
+        """``training_autocast`` for this worker's device, the same on every rank (a collective: on
+        CPUs of two kinds fp32 everywhere, ``common_autocast``)."""
+        mine = training_autocast(precision, self.device)
+        if self.world_size == 1 or not torch.distributed.is_initialized():
+            return mine
+        choices: list[torch.dtype | None] = [None] * self.world_size
+        torch.distributed.all_gather_object(choices, mine)
+        return common_autocast(choices)
 
     @contextlib.contextmanager
     def mlflow(self) -> Iterator[Any]:
