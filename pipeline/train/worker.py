@@ -51,7 +51,7 @@ class WorkerState:
         self.autocast_dtype = self._agreed_autocast(precision)
         if precision == "fp16" and self.autocast_dtype != torch.float16 and self.is_chief:
             logger.info("precision fp16 on a CPU: autocast in %s", "bf16" if self.autocast_dtype else
-                        "fp32 (a CPU without bf16 instructions, where bf16 would be several times slower)")
+                        "fp32 (a worker's CPU has no bf16 instructions: bf16 would be several times slower there)")
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.autocast_dtype == torch.float16)
         self._mlflow = None
         self._start = time.perf_counter()
