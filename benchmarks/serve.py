@@ -38,7 +38,7 @@ def main() -> int:
 
     from models.reconstructor.model import LGM
     from models.toy.tiny import make_tiny
-    from pipeline.serve.app import build_app
+    from pipeline.serve.app import build_app, start_http
 
     with tempfile.TemporaryDirectory() as scratch:
         model_dir = args.model or make_tiny("t2v", os.path.join(scratch, "t2v"))
@@ -51,7 +51,7 @@ def main() -> int:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        start_http("127.0.0.1", port)
         url = f"http://127.0.0.1:{port}/v1/generate"
         gpus = 1.0 if torch.cuda.is_available() else 0.0
         rows = []

@@ -249,12 +249,12 @@ def run_local(config: LocalRunConfig) -> dict[str, Any]:
     start = _stage(5, "start the Serve endpoint")
     from ray import serve
 
-    from pipeline.serve.app import build_app
+    from pipeline.serve.app import build_app, start_http
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    start_http("127.0.0.1", port)
     serve.run(build_app(finetuned.final_model, reconstructor=recon.final_model, num_gpus=0), name="videomv", route_prefix="/")
     url = f"http://127.0.0.1:{port}"
     _done(start, f"listening on {url}")

@@ -68,6 +68,7 @@ def start_tiny_serve_app(root: Path, name: str, training_cameras: dict[str, list
     from models.reconstructor.model import LGM
     from models.pipeline_videomv.pipeline_videomv import VideoMVPipeline
     from models.toy.tiny import make_tiny
+    from pipeline.serve.app import start_http
 
     model_dir = make_tiny("t2v", str(root / "tiny-t2v"))
     model = VideoMVPipeline.from_pretrained(model_dir)
@@ -76,7 +77,7 @@ def start_tiny_serve_app(root: Path, name: str, training_cameras: dict[str, list
     torch.manual_seed(0)
     LGM("tiny").save_pretrained(str(root / "lgm"))
     port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    start_http("127.0.0.1", port)
     serve.run(tiny_serve_app(root, model_dir), name=name, route_prefix="/")
     url = f"http://127.0.0.1:{port}"
     for _ in range(120):

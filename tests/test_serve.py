@@ -14,6 +14,7 @@ import zipfile
 
 import numpy as np
 import pytest
+import ray
 import requests
 from PIL import Image
 
@@ -231,6 +232,26 @@ def test_a_running_serve_instance_keeps_its_port_and_says_so(server, caplog):
     with caplog.at_level("WARNING", logger="pipeline.serve.app"):
         assert start_http("127.0.0.1", port) == ("127.0.0.1", port)
     assert "which it keeps" not in caplog.text
+
+
+def test_the_serve_controller_warns_of_slow_replica_starts_after_the_projects_threshold(server):
+    """Our replicas load the model and render once before they answer (minutes where gsplat
+    compiles): the controller start_http starts warns of a slow start at the project's threshold,
+    not Serve's 30 s, and serve_config.yaml starts it the same way."""
+    import yaml
+    from ray.serve.context import _get_global_client
+
+    from pipeline.serve.config import CONTROLLER_OPTIONS, REPLICA_STARTUP_WARNING_S
+
+    def threshold(controller) -> int:
+        from ray.serve._private import deployment_state
+
+        return deployment_state.SLOW_STARTUP_WARNING_S
+
+    controller = _get_global_client()._controller
+    assert ray.get(controller.__ray_call__.remote(threshold)) == REPLICA_STARTUP_WARNING_S > 30
+    config = yaml.safe_load((REPO_ROOT / "serve_config.yaml").read_text())
+    assert config["controller_options"] == CONTROLLER_OPTIONS
 
 
 def test_the_server_binds_loopback_unless_told_otherwise():

@@ -35,7 +35,7 @@ import torch
 from ray import serve
 
 from pipeline.cli import config_from_strings
-from pipeline.serve.config import ServeConfig
+from pipeline.serve.config import CONTROLLER_OPTIONS, ServeConfig
 from pipeline.serve.ingress import build_ingress
 
 logger = logging.getLogger(__name__)
@@ -93,10 +93,11 @@ def app(args: dict[str, str]) -> Any:
 def start_http(host: str, port: int) -> tuple[str, int]:
     """Start Serve's HTTP proxy on ``host:port``; returns where it listens. A Serve instance that
     already runs on the cluster keeps its own address (Serve ignores new HTTP options): that is
-    said, and its address returned, so the caller points users at the right URL."""
+    said, and its address returned, so the caller points users at the right URL. A new instance's
+    controller warns of slow replica starts at ``REPLICA_STARTUP_WARNING_S``."""
     from ray.serve.context import _get_global_client
 
-    serve.start(http_options={"host": host, "port": port})
+    serve.start(http_options={"host": host, "port": port}, controller_options=CONTROLLER_OPTIONS)
     actual = _get_global_client().http_config
     if (actual.host, actual.port) != (host, port):
         logger.warning("Serve already runs on this Ray cluster with its HTTP proxy on %s:%d, which it keeps: "

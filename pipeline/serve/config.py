@@ -15,6 +15,12 @@ GPU_BATCH_SIZE = 4  # requests batched on a GPU replica by default
 MAX_BODY_BYTES = 10 * 1024 * 1024
 BODY_TIMEOUT_S = 30.0
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+# Serve warns of a replica still starting after 30 s. Ours load the model and render once before
+# they answer (gsplat compiles its CUDA kernels then: minutes on a first start; on two busy CPU
+# cores the imports alone take over 30 s), so the Serve controllers we start warn at this instead.
+# serve_config.yaml's controller_options carry the same value (tests/test_serve.py checks).
+REPLICA_STARTUP_WARNING_S = 600
+CONTROLLER_OPTIONS = {"runtime_env": {"env_vars": {"RAY_SERVE_SLOW_STARTUP_WARNING_S": str(REPLICA_STARTUP_WARNING_S)}}}
 
 
 @dataclass
