@@ -68,8 +68,18 @@ def build_full_size_model(device: torch.device | str, dtype: torch.dtype = torch
             text_encoder = CLIPTextModel(CLIPTextConfig(**MODELSCOPE_T2V_TEXT_ENCODER))
         finally:
             torch.set_default_dtype(previous)
-    return VideoMVPipeline(unet=unet.unet, camera_embedding=unet.camera_embedding, vae=vae,
-                           text_encoder=text_encoder, tokenizer=tokenizer, scheduler=t2v_scheduler())
+    model = VideoMVPipeline(unet=unet.unet, camera_embedding=unet.camera_embedding, vae=vae,
+                            text_encoder=text_encoder, tokenizer=tokenizer, scheduler=t2v_scheduler())
+    return in_eval_mode(model)
+
+
+def in_eval_mode(model: VideoMVPipeline) -> VideoMVPipeline:
+    """``model`` in eval mode, as ``from_pretrained`` returns it (built modules are in training
+    mode: the UNet's temporal convolutions would sample with dropout); a training step sets
+    ``model.denoiser.train()`` itself, as the workers do."""
+    for module in (model.denoiser, model.vae, model.text_encoder):
+        module.eval()
+    return model
 
 
 def parameter_count(module: torch.nn.Module) -> int:

@@ -164,15 +164,17 @@ class Suite:
 
     # -- the models --------------------------------------------------------------------------------
     def generator_model(self, dtype: torch.dtype = torch.float32) -> Any:
+        """G in eval mode, as loaded (``in_eval_mode``)."""
+        from benchmarks.full_size import build_full_size_model, in_eval_mode
+
         if self.smoke:
             from models.precision import cast
             from models.toy.tiny import build_tiny
 
-            model = build_tiny("t2v").to(self.device)
+            model = in_eval_mode(build_tiny("t2v").to(self.device))
             for module in (model.denoiser, model.vae, model.text_encoder):
                 cast(module, dtype)
             return model
-        from benchmarks.full_size import build_full_size_model
 
         return build_full_size_model(self.device, dtype)
 
@@ -251,12 +253,14 @@ class Suite:
         autocast = training_autocast("fp16", self.device)  # the workers' default
 
         def loss() -> str:
+            model.denoiser.train()  # as fine-tuning computes it
             with torch.no_grad():
                 value = diffusion_loss(model, MultiViewBatch(views * 2 - 1, c2w, ["a chair, 3d asset"]), generator,
                                        autocast_dtype=autocast)
             return f"loss {value.item():.4f}" if torch.isfinite(value) else "FAILED: loss not finite"
 
         def x0() -> str:
+            model.denoiser.eval()  # as the reconstructor's training holds G
             out = one_step_x0(model, views * 2 - 1, c2w, ["a chair, 3d asset"], torch.tensor([381], device=self.device),
                               generator, frames=[0, 6, 12, 18], autocast_dtype=autocast)
             return f"x0 {tuple(out.shape)} on {out.device.type}"
