@@ -40,3 +40,16 @@ def test_checks_that_would_not_fit_the_budget_are_skipped_rows(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     rows = table.read_text().splitlines()[2:]
     assert len(rows) == 2 and all("skipped: would not fit the --budget" in row for row in rows), rows
+
+
+def test_the_gpu_suite_samples_g_in_eval_mode_as_loaded():
+    """Built modules are in training mode (the UNet's temporal convolutions then drop out while
+    sampling); the suite's G is put in eval mode, as ``from_pretrained`` returns it."""
+    from benchmarks.full_size import in_eval_mode
+    from models.toy.tiny import build_tiny
+
+    model = build_tiny("t2v")
+    assert model.denoiser.training
+    in_eval_mode(model)
+    assert not [name for component in (model.denoiser, model.vae, model.text_encoder)
+                for name, module in component.named_modules() if module.training]
