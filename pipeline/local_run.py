@@ -254,9 +254,9 @@ def run_local(config: LocalRunConfig) -> dict[str, Any]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    start_http("127.0.0.1", port)
+    host, port = start_http("127.0.0.1", port)  # a Serve instance already running keeps its address
     serve.run(build_app(finetuned.final_model, reconstructor=recon.final_model, num_gpus=0), name="videomv", route_prefix="/")
-    url = f"http://127.0.0.1:{port}"
+    url = f"http://{host}:{port}"
     _done(start, f"listening on {url}")
 
     what = (repr(config.prompt) if VARIANTS[config.variant].takes_prompt
