@@ -15,12 +15,19 @@ GPU_BATCH_SIZE = 4  # requests batched on a GPU replica by default
 MAX_BODY_BYTES = 10 * 1024 * 1024
 BODY_TIMEOUT_S = 30.0
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
-# Serve warns of a replica still starting after 30 s. Ours load the model and render once before
-# they answer (gsplat compiles its CUDA kernels then: minutes on a first start; on two busy CPU
-# cores the imports alone take over 30 s), so the Serve controllers we start warn at this instead.
-# serve_config.yaml's controller_options carry the same value (tests/test_serve.py checks).
+# Serve's controller allows start-up times fit for a quiet machine: it warns of a replica still
+# starting after 30 s, and kills an HTTP proxy not yet listening after 5 s (to start another, which
+# takes as long: on two busy CPU cores `serve.start` then fails, its proxy dead). Our replicas load
+# the model and render once before they answer (gsplat compiles its CUDA kernels then: minutes on a
+# first start), and a busy machine's process imports alone outlast both. The Serve controllers we
+# start wait these instead (the proxy's: what `serve.start` itself waits for it, 60 s);
+# serve_config.yaml's controller_options carry the same values (tests/test_serve.py checks).
 REPLICA_STARTUP_WARNING_S = 600
-CONTROLLER_OPTIONS = {"runtime_env": {"env_vars": {"RAY_SERVE_SLOW_STARTUP_WARNING_S": str(REPLICA_STARTUP_WARNING_S)}}}
+PROXY_READY_TIMEOUT_S = 60
+CONTROLLER_OPTIONS = {"runtime_env": {"env_vars": {
+    "RAY_SERVE_SLOW_STARTUP_WARNING_S": str(REPLICA_STARTUP_WARNING_S),
+    "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": str(PROXY_READY_TIMEOUT_S),
+}}}
 
 
 @dataclass
